@@ -1,0 +1,1 @@
+"""Built-in handler plugins, one module per domain, registered through the ``healer.handlers`` entry points."""
