@@ -1,1 +1,4 @@
-"""Built-in handler plugins, one module per domain, registered through the ``healer.handlers`` entry points."""
+"""Built-in handler plugins, one module per domain.
+
+Each is registered through the ``healer.handlers`` entry points in pyproject.toml.
+"""

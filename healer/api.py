@@ -1,0 +1,152 @@
+"""The only module handler plugins import.
+
+Writing a handler::
+
+    from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
+
+    class Params(HandlerParams):
+        container: str
+
+    class Poke:
+        name = "example.poke"
+        Params = Params
+        requires = frozenset({"docker"})
+
+        async def check(self, ctx: HealContext, params: Params) -> CheckResult:
+            info = await ctx.docker.inspect(params.container)      # gather evidence
+            return CheckResult(
+                targets=[Target(kind="docker", name=params.container)],
+                evidence={"state": info["State"]["Status"]},
+            )
+
+        async def act(self, ctx: HealContext, params: Params, check: CheckResult) -> ActResult:
+            await ctx.docker.restart(params.container, timeout=10)
+            return ActResult(summary=f"restarted {params.container}")
+
+and registering it in your distribution's ``pyproject.toml``::
+
+    [project.entry-points."healer.handlers"]
+    "example.poke" = "my_package.poke:Poke"
+
+The engine does the rest: it validates the plugin at start-up, fills ``params``
+from the rule (alert labels substituted as *data*), checks every target of
+``CheckResult.targets`` against the allowlist, takes per-target locks, calls
+``act`` unless dry-run, and verifies recovery through Prometheus. Verification
+is never the handler's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from healer.docker_adapter import DockerAdapter
+from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
+from healer.outcomes import Outcome
+
+__all__ = [
+    "ActResult",
+    "ActionFailed",
+    "Alert",
+    "CheckResult",
+    "DockerAdapter",
+    "Handler",
+    "HandlerParams",
+    "HealContext",
+    "HealError",
+    "InvalidParams",
+    "Outcome",
+    "Target",
+    "TargetRefused",
+]
+
+
+class HandlerParams(BaseModel):
+    """Base for every handler's params model: strict about unknown keys, frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as the engine sees it (parsed from Alertmanager's payload)."""
+
+    fingerprint: str
+    status: str  # "firing" | "resolved"
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Something a handler will act on. ``kind`` + ``name`` identify it for the
+    per-target lock; ``attrs`` (e.g. compose project/service) feed the allowlist."""
+
+    kind: str
+    name: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def fields(self) -> dict[str, str]:
+        """Everything an allowlist entry may match on."""
+        return {**self.attrs, "kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What ``check`` found. ``act=False`` ends the heal as ``no_action``."""
+
+    targets: list[Target]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    act: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActResult:
+    """What ``act`` did, recorded in the heal's timeline."""
+
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HealContext:
+    """Everything a handler may use during one heal. Built by the executor."""
+
+    heal_id: str
+    rule: str
+    handler: str
+    alert: Alert | None
+    dry_run: bool
+    log: Any  # a structlog BoundLogger carrying heal_id, rule, handler, fingerprint
+    docker: DockerAdapter
+    record: Callable[[str, dict[str, Any]], Awaitable[None]]
+    """``await ctx.record("note", {...})`` adds an entry to the heal's timeline."""
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """The handler contract, checked by ``healer.plugins`` at start-up."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[HandlerParams]]
+    requires: ClassVar[frozenset[str]]  # dependencies for /health/ready, e.g. {"docker"}
+
+    async def check(self, ctx: HealContext, params: Any) -> CheckResult: ...
+
+    async def act(self, ctx: HealContext, params: Any, check: CheckResult) -> ActResult: ...

@@ -1,0 +1,76 @@
+"""The app factory: the one place that builds, owns and closes every client.
+
+Usage::
+
+    app = create_app(config, secrets)                       # handlers from entry points
+    uvicorn.run(app, host=config.host, port=config.port)
+
+    # tests: extra handlers, a fresh metrics registry
+    app = create_app(config, secrets, handlers=HandlerRegistry.from_entry_points(("t.noop", Noop)))
+    async with app.router.lifespan_context(app): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+import healer
+from healer.config import HealerConfig, Secrets
+from healer.docker_adapter import DockerAdapter
+from healer.executor import Executor
+from healer.http import heals, health, receiver
+from healer.journal import Journal
+from healer.metrics import Metrics
+from healer.plugins import HandlerRegistry
+from healer.rules import RuleSet
+from healer.safety import Allowlist
+from healer.services import Services
+from healer.verify import Verifier
+
+
+def create_app(config: HealerConfig, secrets: Secrets, *,
+               handlers: HandlerRegistry | None = None,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the ASGI app. Plugins are loaded and validated here, before serving."""
+    handlers = handlers if handlers is not None else HandlerRegistry.from_entry_points()
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    log = structlog.get_logger("healer")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        journal = await Journal.open(config.journal)
+        http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
+        docker = DockerAdapter(config.docker.base_url)
+        verifier = Verifier(http, config.prometheus.url, timeout=config.prometheus.timeout,
+                            evaluation_interval=config.prometheus.evaluation_interval)
+        executor = Executor(journal=journal, handlers=handlers, metrics=metrics,
+                            verifier=verifier, docker=docker, allowlist=Allowlist(config.allow),
+                            max_concurrent=config.max_concurrent_heals)
+        app.state.services = Services(
+            config=config, secrets=secrets, handlers=handlers, rules=RuleSet(config),
+            metrics=metrics, journal=journal, http=http, docker=docker, executor=executor)
+        try:
+            resumed = await executor.resume()
+            log.info("healer started", listen=config.listen, journal=str(config.journal),
+                     rules=len(config.rules), handlers=list(handlers), resumed=resumed,
+                     dry_run=config.dry_run)
+            yield
+        finally:
+            log.info("healer stopping", running_heals=executor.running)
+            await executor.close(config.shutdown_grace)
+            await http.aclose()
+            await docker.aclose()
+            await journal.close()
+
+    app = FastAPI(title="healer", version=healer.__version__, lifespan=lifespan,
+                  description="Auto-healing for services monitored by Prometheus.")
+    app.include_router(receiver.router)
+    app.include_router(heals.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,108 @@
+"""``healer`` command line: serve, check-config, --version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import healer
+from healer.errors import ConfigError, PluginValidationError
+
+_EPILOG = """\
+environment:
+  HEALER_CONFIG           config file when --config is not given
+  HEALER_WEBHOOK_TOKEN    webhook bearer token (overrides webhook.token_file)
+  HEALER_WEBHOOK_PASSWORD webhook basic-auth password (overrides basic_auth.password_file)
+  HEALER_ADMIN_TOKEN      admin token for manual triggers (overrides admin.token_file)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healer", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Auto-healing daemon: Alertmanager webhook -> rule -> handler -> "
+                    "verified recovery through Prometheus.")
+    parser.add_argument("--version", action="version", version=f"healer {healer.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon", epilog=_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--config", type=Path, default=os.environ.get("HEALER_CONFIG"),
+                       help="YAML config file (default: $HEALER_CONFIG)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="override the file's listen")
+    serve.add_argument("--journal", type=Path, metavar="PATH",
+                       help="override the file's journal path")
+    serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                       help="log format (auto: JSON unless stderr is a terminal)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _print_config_errors(path: Path, exc: ConfigError) -> None:
+    print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+    for where, msg in exc.errors:
+        print(f"  {where}: {msg}" if where else f"  {msg}", file=sys.stderr)
+
+
+def check_config(path: Path) -> int:
+    from healer.config import check_exposure, load_config, resolve_secrets
+    from healer.plugins import HandlerRegistry
+
+    try:
+        handlers = HandlerRegistry.from_entry_points()
+        config = load_config(path, handlers)
+        check_exposure(config, resolve_secrets(config))
+    except PluginValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        _print_config_errors(path, exc)
+        return 1
+    print(f"{path}: ok ({len(config.rules)} rules, handlers: {', '.join(handlers)})")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from healer.app import create_app
+    from healer.config import check_exposure, load_config, resolve_secrets
+    from healer.logs import configure_logging
+    from healer.plugins import HandlerRegistry
+
+    configure_logging(json={"auto": None, "json": True, "console": False}[args.log_format])
+    if args.config is None:
+        print("error: give --config FILE or set HEALER_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        handlers = HandlerRegistry.from_entry_points()
+        overrides: dict[str, object] = {}
+        if args.listen:
+            overrides["listen"] = args.listen
+        if args.journal:
+            overrides["journal"] = str(args.journal)
+        config = load_config(args.config, handlers, overrides)
+        secrets = resolve_secrets(config)
+        check_exposure(config, secrets)
+    except PluginValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return 1
+    app = create_app(config, secrets, handlers=handlers)
+    uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=int(config.shutdown_grace) + 5)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return serve(args)

@@ -1,0 +1,299 @@
+"""The YAML configuration, validated at start-up into frozen, typed objects.
+
+Usage::
+
+    config = load_config(Path("healer.yml"), handlers=registry)   # raises ConfigError
+    secrets = resolve_secrets(config, os.environ)
+
+``ConfigError.errors`` lists *every* problem as ``(path, message)``, e.g.
+``("rules[2].handler", "unknown handler 'docker.restrat'")``; ``healer
+check-config`` prints them one per line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from healer.errors import ConfigError, MatcherSyntaxError
+from healer.matching import LabelSelector
+
+if TYPE_CHECKING:
+    from healer.plugins import HandlerRegistry
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
+               "GB": 10**9, "GiB": 2**30}
+
+
+def parse_duration(value: Any) -> float:
+    """``"1h30m"``, ``"30s"``, ``"250ms"`` (Prometheus style) or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s' or '10m'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a duration like '30s' or '10m'")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 10m, 1h30m, 250ms)")
+    return total
+
+
+def parse_size(value: Any) -> int:
+    """``"1MiB"``, ``"512KiB"``, ``"2MB"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a size (use e.g. 1MiB, 512KiB, 1048576)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
+def _selector(value: Any) -> LabelSelector:
+    if isinstance(value, LabelSelector):
+        return value
+    if not (isinstance(value, str) or
+            (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        raise ValueError('expected a matcher string or a list of them, e.g. alertname="X"')
+    try:
+        return LabelSelector.from_config(value)
+    except MatcherSyntaxError as exc:
+        raise ValueError(exc.reason) from None
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Selector = Annotated[LabelSelector, BeforeValidator(_selector)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class BasicAuth(_Frozen):
+    username: str = Field(min_length=1)
+    password_file: Path | None = None
+
+
+class WebhookConfig(_Frozen):
+    max_body: ByteSize = 2**20
+    token_file: Path | None = None
+    basic_auth: BasicAuth | None = None
+
+
+class AdminConfig(_Frozen):
+    token_file: Path | None = None
+
+
+class PrometheusConfig(_Frozen):
+    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://")
+    timeout: Seconds = 5.0
+    # Overrides the interval read from Prometheus' own config (global.evaluation_interval).
+    evaluation_interval: Seconds | None = None
+
+
+class DockerConfig(_Frozen):
+    base_url: str | None = None
+
+
+class VerifySpec(_Frozen):
+    """How a rule's recovery is verified. Unset fields take the top-level defaults."""
+
+    query: str | None = None
+    stable_for: Seconds | None = None
+    timeout: Seconds | None = None
+    interval: Seconds | None = None
+
+
+class VerifyDefaults(_Frozen):
+    stable_for: Seconds = 30.0
+    timeout: Seconds = 300.0
+
+
+class RuleConfig(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
+    match: Selector
+    handler: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    dry_run: bool = False
+    verify: VerifySpec = VerifySpec()
+
+
+class HealerConfig(_Frozen):
+    listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$")
+    journal: Path = Path("healer-journal.db")
+    # Listening beyond loopback without webhook auth is refused unless this is set.
+    allow_insecure: bool = False
+    dry_run: bool = False
+    max_concurrent_heals: int = Field(default=16, ge=1, le=1024)
+    # How long a stopping healer lets running heals finish before journaling them interrupted.
+    shutdown_grace: Seconds = 10.0
+    prometheus: PrometheusConfig = PrometheusConfig()
+    webhook: WebhookConfig = WebhookConfig()
+    admin: AdminConfig = AdminConfig()
+    docker: DockerConfig = DockerConfig()
+    verify: VerifyDefaults = VerifyDefaults()
+    # Targets handlers may act on: each entry's keys are glob patterns over a
+    # target's fields (kind, name, compose_project, compose_service, ...).
+    allow: list[dict[str, str]] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def rule(self, name: str) -> RuleConfig | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``('rules', 2, 'handler')`` -> ``rules[2].handler``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_errors(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[
+        tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append((format_loc(prefix + tuple(err["loc"])), msg))
+    return out
+
+
+def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerConfig:
+    """Validate already-loaded YAML data. With ``handlers``, rules are checked against them."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the configuration must be a mapping at the top level")])
+    try:
+        config = HealerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_errors(exc)) from None
+    errors: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, rule in enumerate(config.rules):
+        if rule.name in seen:
+            errors.append((f"rules[{i}].name", f"duplicate rule name {rule.name!r}"))
+        seen.add(rule.name)
+        if handlers is not None:
+            errors.extend(handlers.validate_rule_params(rule, f"rules[{i}]"))
+    for i, entry in enumerate(config.allow):
+        if "kind" not in entry:
+            errors.append((f"allow[{i}]", "each allowlist entry needs a 'kind' (e.g. docker)"))
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: Path, handlers: HandlerRegistry | None = None,
+                overrides: Mapping[str, Any] | None = None) -> HealerConfig:
+    """Read and validate ``path``; ``overrides`` (from CLI flags) replace top-level keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        loc = f"line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError([(loc, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if overrides and isinstance(data, dict | None):
+        data = {**(data or {}), **overrides}
+    return parse_config(data, handlers)
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """Tokens resolved from env vars or ``*_file`` keys. ``repr`` never shows them."""
+
+    webhook_token: str | None = None
+    webhook_basic: tuple[str, str] | None = None
+    admin_token: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
+                f"webhook_basic={'***' if self.webhook_basic else None}, "
+                f"admin_token={'***' if self.admin_token else None})")
+
+    @property
+    def webhook_auth(self) -> bool:
+        return bool(self.webhook_token or self.webhook_basic)
+
+
+def _read_secret(path: Path, where: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([(where, f"cannot read {path}: {exc.strerror}")]) from None
+    if not value:
+        raise ConfigError([(where, f"{path} is empty")])
+    return value
+
+
+def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:
+    """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys."""
+    env = os.environ if env is None else env
+    webhook = env.get("HEALER_WEBHOOK_TOKEN") or (
+        _read_secret(config.webhook.token_file, "webhook.token_file")
+        if config.webhook.token_file else None)
+    admin = env.get("HEALER_ADMIN_TOKEN") or (
+        _read_secret(config.admin.token_file, "admin.token_file")
+        if config.admin.token_file else None)
+    basic = None
+    if config.webhook.basic_auth is not None:
+        ba = config.webhook.basic_auth
+        password = env.get("HEALER_WEBHOOK_PASSWORD") or (
+            _read_secret(ba.password_file, "webhook.basic_auth.password_file")
+            if ba.password_file else None)
+        if not password:
+            raise ConfigError([("webhook.basic_auth", "needs password_file or "
+                                "HEALER_WEBHOOK_PASSWORD")])
+        basic = (ba.username, password)
+    return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: HealerConfig, secrets: Secrets) -> None:
+    """Refuse to listen beyond loopback without webhook auth unless explicitly allowed."""
+    if not is_loopback(config.host) and not secrets.webhook_auth and not config.allow_insecure:
+        raise ConfigError([("listen", f"{config.listen} is beyond loopback and the webhook has "
+                            "no auth: set HEALER_WEBHOOK_TOKEN / webhook.token_file, or "
+                            "allow_insecure: true")])

@@ -1,0 +1,275 @@
+"""Where a heal runs: check -> (allowlist, dry-run, target lock) -> act -> verify.
+
+Usage::
+
+    executor = Executor(services)
+    executor.submit(job)          # returns at once; the heal runs as a task
+    await executor.resume()       # at start-up: pick up what a previous run left
+    await executor.close(grace)   # at shutdown: let heals finish, journal the rest
+
+Every step lands in the journal timeline before the next one starts, every end
+is one outcome of ``healer.outcomes.Outcome`` and one increment of
+``healer_heals_total``. Any exception from a handler ends the heal ``failed``
+with the error recorded; it never reaches the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from healer.api import Alert, HealContext
+from healer.docker_adapter import DockerAdapter
+from healer.errors import InvalidParams
+from healer.journal import Journal
+from healer.metrics import Metrics
+from healer.outcomes import HealState, Outcome, Phase
+from healer.plugins import HandlerRegistry
+from healer.safety import Allowlist, TargetLocks
+from healer.templating import render_params
+from healer.verify import Condition, Verifier
+
+MANUAL = "(manual)"
+
+
+@dataclass(frozen=True, slots=True)
+class HealJob:
+    heal_id: str
+    rule: str | None
+    handler: str
+    params: dict[str, Any]
+    verify: dict[str, Any]
+    dry_run: bool
+    alert: Alert | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.alert.fingerprint if self.alert else None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> HealJob:
+        alert = None
+        if row["fingerprint"]:
+            alert = Alert(fingerprint=row["fingerprint"], status="firing", labels=row["labels"],
+                          annotations=row["annotations"],
+                          starts_at=datetime.fromisoformat(row["alert_starts_at"]))
+        return cls(heal_id=row["id"], rule=row["rule"], handler=row["handler"],
+                   params=row["params"], verify=row["verify"], dry_run=row["dry_run"],
+                   alert=alert, labels=row["labels"], annotations=row["annotations"])
+
+
+class _End(Exception):
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        self.outcome = outcome
+        self.reason = reason
+
+
+class Executor:
+    def __init__(self, *, journal: Journal, handlers: HandlerRegistry, metrics: Metrics,
+                 verifier: Verifier, docker: DockerAdapter, allowlist: Allowlist,
+                 max_concurrent: int) -> None:
+        self._journal = journal
+        self._handlers = handlers
+        self._metrics = metrics
+        self._verifier = verifier
+        self._docker = docker
+        self._allowlist = allowlist
+        self._locks = TargetLocks()
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._log = structlog.get_logger("healer.executor")
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, job: HealJob) -> None:
+        if self._closing:
+            return  # stays pending in the journal; the next start picks it up
+        task = asyncio.create_task(self._run(job), name=f"heal-{job.heal_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resume(self) -> int:
+        """Pick up heals a previous run left unfinished. Returns how many were found."""
+        rows = await self._journal.unfinished()
+        for row in rows:
+            job = HealJob.from_row(row)
+            phase = Phase(row["phase"])
+            if phase in (Phase.PENDING, Phase.CHECKING):
+                # Nothing was changed yet: run it from the start.
+                await self._journal.add_event(job.heal_id, phase, "resumed", {"from": phase})
+                self.submit(job)
+            else:
+                state = HealState(phase)
+                await self._finish(job, state, Outcome.INTERRUPTED,
+                                   f"healer stopped while {phase}", {})
+        return len(rows)
+
+    async def close(self, grace: float) -> None:
+        self._closing = True
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    # ---- one heal -----------------------------------------------------------
+
+    async def _run(self, job: HealJob) -> None:
+        log = self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
+                             fingerprint=job.fingerprint)
+        state = HealState()
+        durations: dict[str, float] = {}
+        started = time.monotonic()
+        async with self._slots:
+            self._metrics.in_progress.inc()
+            try:
+                outcome, reason = await self._phases(job, state, durations, log)
+            except _End as end:
+                outcome, reason = end.outcome, end.reason
+            except asyncio.CancelledError:
+                durations["total"] = time.monotonic() - started
+                await self._finish(job, state, Outcome.INTERRUPTED,
+                                   f"healer stopped while {state.phase}", durations)
+                raise
+            except Exception as exc:  # an engine bug must still end the heal on record
+                log.exception("heal crashed")
+                outcome, reason = Outcome.FAILED, f"internal error: {exc!r}"
+            finally:
+                self._metrics.in_progress.dec()
+            durations["total"] = time.monotonic() - started
+            try:
+                await self._finish(job, state, outcome, reason, durations)
+            except Exception:
+                log.exception("could not journal the outcome", outcome=str(outcome))
+                return
+            log.info("heal finished", outcome=str(outcome), reason=reason,
+                     durations={k: round(v, 3) for k, v in durations.items()})
+
+    async def _phases(self, job: HealJob, state: HealState, durations: dict[str, float],
+                      log: Any) -> tuple[Outcome, str]:
+        heal_id = job.heal_id
+
+        async def record(kind: str, data: dict[str, Any]) -> None:
+            await self._journal.add_event(heal_id, state.phase, kind, data)
+
+        handler = self._handlers.get(job.handler)
+        if handler is None:
+            raise _End(Outcome.FAILED, f"handler {job.handler!r} is not loaded")
+
+        state.advance(Phase.CHECKING)
+        await self._journal.set_phase(heal_id, Phase.CHECKING)
+        try:
+            raw = render_params(job.params, job.labels, job.annotations)
+            params = handler.Params.model_validate(raw)
+        except InvalidParams as exc:
+            raise _End(Outcome.REFUSED, f"invalid params: {exc.message}") from None
+        except ValidationError as exc:
+            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                               for e in exc.errors()[:5])
+            raise _End(Outcome.REFUSED, f"invalid params: {errors}") from None
+
+        dry_run = job.dry_run
+        ctx = HealContext(heal_id=heal_id, rule=job.rule or MANUAL, handler=job.handler,
+                          alert=job.alert, dry_run=dry_run, log=log, docker=self._docker,
+                          record=record)
+        log.info("checking", params=params.model_dump(mode="json"))
+        check = await self._timed("check", job, durations,
+                                  self._guard(handler.check(ctx, params), "check"))
+        await record("check", {
+            "act": check.act, "reason": check.reason, "evidence": check.evidence,
+            "targets": [t.key for t in check.targets]})
+        if not check.act:
+            raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
+        if not check.targets:
+            raise _End(Outcome.FAILED, "handler decided to act but named no target")
+        for target in check.targets:
+            refusal = self._allowlist.refusal(target)
+            if refusal is not None:
+                await record("refused", {"target": target.key, "fields": target.fields()})
+                raise _End(Outcome.REFUSED, refusal)
+        keys = [t.key for t in check.targets]
+        if dry_run:
+            await record("dry_run", {"would_act_on": keys})
+            raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(keys)}")
+
+        async with self._locks.hold(keys) as held:
+            if not held:
+                busy = [k for k in keys if self._locks.busy(k)]
+                raise _End(Outcome.SUPPRESSED,
+                           f"in flight: another heal is acting on {', '.join(busy)}")
+            state.advance(Phase.ACTING)
+            await self._journal.set_phase(heal_id, Phase.ACTING, targets=keys)
+            log.info("acting", targets=keys)
+            result = await self._timed("act", job, durations,
+                                       self._guard(handler.act(ctx, params, check), "act"))
+            await record("act", {"summary": result.summary, "details": result.details})
+            log.info("acted", summary=result.summary)
+
+            state.advance(Phase.VERIFYING)
+            await self._journal.set_phase(heal_id, Phase.VERIFYING)
+            return await self._verify(job, durations, record, log)
+
+    async def _verify(self, job: HealJob, durations: dict[str, float], record: Any,
+                      log: Any) -> tuple[Outcome, str]:
+        spec = job.verify
+        if spec.get("query") is None and "alertname" not in job.labels:
+            return Outcome.UNVERIFIED, "nothing to verify: no verify.query and no alertname"
+        condition = Condition(labels=job.labels, query=spec.get("query"))
+        started = time.monotonic()
+        verdict = await self._verifier.verify(
+            condition, stable_for=float(spec["stable_for"]), timeout=float(spec["timeout"]),
+            interval=spec.get("interval"), record=record)
+        durations["verify"] = time.monotonic() - started
+        self._observe("verify", job, durations["verify"])
+        log.info("verified", outcome=str(verdict.outcome), samples=verdict.samples)
+        if (verdict.outcome is Outcome.RECOVERED and job.alert is not None
+                and verdict.recovered_at is not None):
+            ttr = verdict.recovered_at - job.alert.starts_at.astimezone(UTC).timestamp()
+            if ttr >= 0:
+                self._metrics.time_to_recovery.labels(rule=job.rule or MANUAL).observe(ttr)
+        return verdict.outcome, verdict.reason
+
+    async def _guard(self, coro: Any, step: str) -> Any:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _timed(self, phase: str, job: HealJob, durations: dict[str, float],
+                     coro: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await coro
+        finally:
+            durations[phase] = time.monotonic() - started
+            self._observe(phase, job, durations[phase])
+
+    def _observe(self, phase: str, job: HealJob, seconds: float) -> None:
+        self._metrics.heal_duration.labels(rule=job.rule or MANUAL, handler=job.handler,
+                                           phase=phase).observe(seconds)
+
+    async def _finish(self, job: HealJob, state: HealState, outcome: Outcome, reason: str,
+                      durations: dict[str, float]) -> None:
+        state.finish(outcome)
+        if "total" in durations:
+            self._observe("total", job, durations["total"])
+        self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
+                                   outcome=str(outcome)).inc()
+        await self._journal.finish(job.heal_id, outcome, reason, durations)
+

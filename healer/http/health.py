@@ -1,0 +1,65 @@
+"""Liveness, readiness and the metrics exposition."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from healer.services import Services, services
+
+router = APIRouter(tags=["health"])
+
+_PROBE_TIMEOUT = 3.0
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def _probe(name: str, coro: Any) -> tuple[str, dict[str, str]]:
+    try:
+        await asyncio.wait_for(coro, _PROBE_TIMEOUT)
+    except Exception as exc:
+        return name, {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return name, {"status": "up"}
+
+
+async def _prometheus_ready(svc: Services) -> None:
+    resp = await svc.http.get(f"{svc.config.prometheus.url.rstrip('/')}/-/ready",
+                              timeout=_PROBE_TIMEOUT)
+    resp.raise_for_status()
+
+
+def _needs(svc: Services) -> set[str]:
+    needed: set[str] = set()
+    for rule in svc.config.rules:
+        handler = svc.handlers.get(rule.handler)
+        if handler is not None:
+            needed |= handler.requires
+    return needed
+
+
+@router.get("/health/ready", responses={503: {"description": "a dependency is down"}})
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 when the journal, Prometheus and every dependency the rules' handlers
+    need (e.g. docker) answer; 503 otherwise, naming each one's state."""
+    svc = services(request)
+    probes = [_probe("journal", svc.journal.ping()), _probe("prometheus", _prometheus_ready(svc))]
+    if "docker" in _needs(svc):
+        probes.append(_probe("docker", svc.docker.ping()))
+    checks = dict(await asyncio.gather(*probes))
+    ok = all(c["status"] == "up" for c in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(services(request).metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

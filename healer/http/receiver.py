@@ -1,0 +1,89 @@
+"""Where an alert enters: ``POST /api/v1/alerts``, Alertmanager's webhook.
+
+The answer comes only after every alert of the group is durably journaled, and
+never waits for a handler:
+
+* 200 with what was started, ignored, duplicate or resolved;
+* 4xx when the request itself is bad (Alertmanager does not retry those);
+* 503 when the journal could not store the alerts, so Alertmanager retries and
+  nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from healer.errors import JournalUnavailable, PayloadError
+from healer.executor import HealJob
+from healer.http.auth import require_webhook_auth
+from healer.http.body import read_json_body
+from healer.payload import parse_webhook
+from healer.services import Services, services
+
+router = APIRouter()
+log = structlog.get_logger("healer.receiver")
+
+
+@router.post("/api/v1/alerts", tags=["webhook"], responses={
+    200: {"description": "alerts journaled; heals started in the background"},
+    400: {"description": "not JSON"}, 401: {"description": "missing or wrong credentials"},
+    413: {"description": "body over the limit"}, 415: {"description": "not application/json"},
+    422: {"description": "not an Alertmanager v4 payload"},
+    503: {"description": "journal unavailable: retry"}})
+async def receive_alerts(request: Request) -> JSONResponse:
+    """Alertmanager webhook receiver (payload version "4")."""
+    svc = services(request)
+    status = 500
+    try:
+        response = await _receive(request, svc)
+        status = response.status_code
+        return response
+    except HTTPException as exc:
+        status = exc.status_code
+        raise
+    finally:
+        svc.metrics.webhook_requests.labels(code=str(status)).inc()
+
+
+async def _receive(request: Request, svc: Services) -> JSONResponse:
+    require_webhook_auth(request, svc.secrets)
+    try:
+        body = await read_json_body(request, svc.config.webhook.max_body)
+        message = parse_webhook(body)
+    except PayloadError as exc:
+        log.warning("webhook rejected", status=exc.status, error=exc.message)
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+    alerts = [a.to_alert() for a in message.alerts]
+    try:
+        dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for)
+    except JournalUnavailable as exc:
+        log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
+        return JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
+
+    out: dict[str, Any] = {"accepted": len(alerts), "started": [], "ignored": [],
+                           "duplicates": [], "resolved": []}
+    for alert, d in zip(alerts, dispositions, strict=True):
+        svc.metrics.alerts_received.labels(status=alert.status).inc()
+        if d.status == "started" and d.plan is not None and d.heal_id is not None:
+            svc.executor.submit(HealJob(
+                heal_id=d.heal_id, rule=d.plan.rule, handler=d.plan.handler,
+                params=d.plan.params, verify=d.plan.verify, dry_run=d.plan.dry_run,
+                alert=alert, labels=alert.labels, annotations=alert.annotations))
+            out["started"].append({"fingerprint": d.fingerprint, "heal_id": d.heal_id,
+                                   "rule": d.rule})
+            log.info("heal started", heal_id=d.heal_id, rule=d.rule,
+                     handler=d.plan.handler, fingerprint=d.fingerprint,
+                     alertname=alert.name)
+        elif d.status == "ignored":
+            out["ignored"].append({"fingerprint": d.fingerprint, "reason": d.reason})
+        elif d.status == "duplicate":
+            out["duplicates"].append({"fingerprint": d.fingerprint, "heal_id": d.heal_id})
+        else:
+            out["resolved"].append({"fingerprint": d.fingerprint})
+    log.info("webhook accepted", alerts=len(alerts), started=len(out["started"]),
+             duplicates=len(out["duplicates"]), receiver=message.receiver)
+    return JSONResponse(out, status_code=200)

@@ -1,0 +1,360 @@
+"""The durable record: every alert received, every heal and its timeline.
+
+SQLite in WAL mode with ``synchronous=FULL``: when a call returns, what it wrote
+survives a crash. One connection lives on one dedicated thread, so writes are
+serialised without locks and the event loop never blocks on disk.
+
+Usage::
+
+    journal = await Journal.open(Path("healer.db"))
+    dispositions = await journal.ingest(alerts, match=ruleset.match)
+    await journal.add_event(heal_id, "verifying", "verify_sample", {...})
+    heal = await journal.get_heal(heal_id)
+    await journal.close()
+
+Exactly-once: a firing alert is keyed by ``(fingerprint, startsAt)``; the first
+receipt creates its heal in the same transaction, every later receipt (repeat,
+HA peer, retry, after a restart) only bumps ``times_seen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from healer.api import Alert
+from healer.errors import JournalUnavailable
+from healer.outcomes import Outcome, Phase
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id          INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    alertname   TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    times_seen  INTEGER NOT NULL DEFAULT 1,
+    disposition TEXT NOT NULL,
+    heal_id     TEXT,
+    UNIQUE (fingerprint, starts_at, status)
+);
+CREATE TABLE IF NOT EXISTS heals (
+    id           TEXT PRIMARY KEY,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    source       TEXT NOT NULL,
+    rule         TEXT,
+    handler      TEXT NOT NULL,
+    fingerprint  TEXT,
+    alert_starts_at TEXT,
+    labels       TEXT NOT NULL,
+    annotations  TEXT NOT NULL,
+    params       TEXT NOT NULL,
+    verify       TEXT NOT NULL,
+    dry_run      INTEGER NOT NULL,
+    targets      TEXT NOT NULL DEFAULT '[]',
+    phase        TEXT NOT NULL,
+    outcome      TEXT,
+    reason       TEXT,
+    finished_at  REAL,
+    durations    TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS heals_by_time ON heals (created_at DESC);
+CREATE INDEX IF NOT EXISTS heals_open ON heals (phase) WHERE phase != 'done';
+CREATE TABLE IF NOT EXISTS events (
+    heal_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      REAL NOT NULL,
+    phase   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (heal_id, seq)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HealPlan:
+    """What a matched alert (or a manual trigger) should run."""
+
+    rule: str | None
+    handler: str
+    params: dict[str, Any]
+    verify: dict[str, Any]
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """What happened to one alert of a webhook POST."""
+
+    fingerprint: str
+    status: str  # started | duplicate | ignored | resolved
+    heal_id: str | None = None
+    rule: str | None = None
+    reason: str = ""
+    plan: HealPlan | None = None
+
+
+def new_heal_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healer-journal")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> Journal:
+        journal = cls(path)
+        await journal._call(journal._open)
+        return journal
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._call(_close)
+        self._pool.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalUnavailable("journal is closed")
+        return self._db
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one IMMEDIATE transaction; any storage error -> JournalUnavailable."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"journal {self.path}: {exc}") from exc
+
+    # ---- ingest -------------------------------------------------------------
+
+    async def ingest(
+        self, alerts: Sequence[Alert], match: Callable[[Alert], HealPlan | None]
+    ) -> list[Disposition]:
+        """Store a webhook's alerts; create a heal for each *new* firing alert that matches."""
+        now = time.time()
+
+        def _ingest(db: sqlite3.Connection) -> list[Disposition]:
+            return [self._ingest_one(db, alert, match, now) for alert in alerts]
+
+        return await self._call(lambda: self._write(_ingest))
+
+    def _ingest_one(self, db: sqlite3.Connection, alert: Alert,
+                    match: Callable[[Alert], HealPlan | None], now: float) -> Disposition:
+        starts = alert.starts_at.isoformat()
+        row = db.execute(
+            "INSERT INTO alerts (fingerprint, starts_at, status, alertname, labels, annotations,"
+            " first_seen, last_seen, disposition) VALUES (?,?,?,?,?,?,?,?,'new')"
+            " ON CONFLICT (fingerprint, starts_at, status) DO UPDATE SET"
+            " times_seen = times_seen + 1, last_seen = excluded.last_seen"
+            " RETURNING id, times_seen, disposition, heal_id",
+            (alert.fingerprint, starts, alert.status, alert.name, _dumps(alert.labels),
+             _dumps(alert.annotations), now, now),
+        ).fetchone()
+        if row["times_seen"] > 1:
+            return Disposition(alert.fingerprint, "duplicate", row["heal_id"],
+                               reason=f"already received ({row['disposition']})")
+        if alert.status == "resolved":
+            self._note_resolved(db, alert, starts, now)
+            db.execute("UPDATE alerts SET disposition='resolved' WHERE id=?", (row["id"],))
+            return Disposition(alert.fingerprint, "resolved")
+        plan = match(alert)
+        if plan is None:
+            db.execute("UPDATE alerts SET disposition='ignored' WHERE id=?", (row["id"],))
+            return Disposition(alert.fingerprint, "ignored", reason="no rule matches")
+        heal_id = self._insert_heal(db, plan, alert, "alert", now)
+        db.execute("UPDATE alerts SET disposition='started', heal_id=? WHERE id=?",
+                   (heal_id, row["id"]))
+        return Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
+
+    def _note_resolved(self, db: sqlite3.Connection, alert: Alert, starts: str,
+                       now: float) -> None:
+        open_heals = db.execute(
+            "SELECT id, phase FROM heals WHERE fingerprint=? AND alert_starts_at=?"
+            " AND phase != 'done'", (alert.fingerprint, starts)).fetchall()
+        for heal in open_heals:
+            self._event(db, heal["id"], heal["phase"], "alert_resolved",
+                        {"ends_at": alert.ends_at}, now)
+
+    def _insert_heal(self, db: sqlite3.Connection, plan: HealPlan, alert: Alert | None,
+                     source: str, now: float, labels: dict[str, str] | None = None,
+                     annotations: dict[str, str] | None = None) -> str:
+        heal_id = new_heal_id()
+        if alert is not None:
+            labels, annotations = dict(alert.labels), dict(alert.annotations)
+        db.execute(
+            "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
+            " alert_starts_at, labels, annotations, params, verify, dry_run, phase)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
+            (heal_id, now, now, source, plan.rule, plan.handler,
+             alert.fingerprint if alert else None,
+             alert.starts_at.isoformat() if alert else None,
+             _dumps(labels or {}), _dumps(annotations or {}),
+             _dumps(plan.params), _dumps(plan.verify), int(plan.dry_run)),
+        )
+        self._event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger",
+                    {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}, now)
+        return heal_id
+
+    async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
+                                 annotations: dict[str, str]) -> str:
+        now = time.time()
+        return await self._call(lambda: self._write(
+            lambda db: self._insert_heal(db, plan, None, "manual", now, labels, annotations)))
+
+    # ---- timeline -----------------------------------------------------------
+
+    def _event(self, db: sqlite3.Connection, heal_id: str, phase: str, kind: str,
+               data: dict[str, Any], now: float) -> None:
+        db.execute(
+            "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
+            " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?)",
+            (heal_id, heal_id, now, str(phase), kind, _dumps(data)))
+        db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
+
+    async def add_event(self, heal_id: str, phase: str, kind: str, data: dict[str, Any]) -> None:
+        now = time.time()
+        await self._call(lambda: self._write(
+            lambda db: self._event(db, heal_id, phase, kind, data, now)))
+
+    async def set_phase(self, heal_id: str, phase: Phase, *,
+                        targets: list[str] | None = None) -> None:
+        def _set(db: sqlite3.Connection) -> None:
+            if targets is None:
+                db.execute("UPDATE heals SET phase=? WHERE id=?", (str(phase), heal_id))
+            else:
+                db.execute("UPDATE heals SET phase=?, targets=? WHERE id=?",
+                           (str(phase), _dumps(targets), heal_id))
+
+        await self._call(lambda: self._write(_set))
+
+    async def finish(self, heal_id: str, outcome: Outcome, reason: str,
+                     durations: dict[str, float]) -> None:
+        now = time.time()
+
+        def _finish(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE heals SET phase='done', outcome=?, reason=?, finished_at=?, durations=?"
+                " WHERE id=?", (str(outcome), reason, now, _dumps(durations), heal_id))
+            self._event(db, heal_id, Phase.DONE, "outcome",
+                        {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
+
+        await self._call(lambda: self._write(_finish))
+
+    # ---- reads --------------------------------------------------------------
+
+    async def get_heal(self, heal_id: str) -> dict[str, Any] | None:
+        def _get() -> dict[str, Any] | None:
+            db = self._conn()
+            row = db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone()
+            if row is None:
+                return None
+            heal = _heal_dict(row)
+            heal["timeline"] = [
+                {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
+                 "data": json.loads(e["data"])}
+                for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq",
+                                    (heal_id,))
+            ]
+            return heal
+
+        return await self._call(_get)
+
+    async def list_heals(self, *, rule: str | None = None, outcome: str | None = None,
+                         target: str | None = None, limit: int = 50,
+                         before: float | None = None) -> list[dict[str, Any]]:
+        """Newest first; page with ``before=<created_at of the last row>``."""
+        clauses: list[str] = []
+        args: list[str | float] = []
+        if rule is not None:
+            clauses.append("rule = ?")
+            args.append(rule)
+        if outcome is not None:
+            clauses.append("outcome = ?")
+            args.append(outcome)
+        if target is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)")
+            args.append(target)
+        if before is not None:
+            clauses.append("created_at < ?")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM heals {where} ORDER BY created_at DESC LIMIT ?"
+
+        def _list() -> list[dict[str, Any]]:
+            return [_heal_dict(r) for r in self._conn().execute(sql, (*args, limit))]
+
+        return await self._call(_list)
+
+    async def unfinished(self) -> list[dict[str, Any]]:
+        def _open() -> list[dict[str, Any]]:
+            return [_heal_dict(r) for r in self._conn().execute(
+                "SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")]
+
+        return await self._call(_open)
+
+    async def alert_counts(self) -> dict[str, int]:
+        def _counts() -> dict[str, int]:
+            return {r[0]: r[1] for r in self._conn().execute(
+                "SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition")}
+
+        return await self._call(_counts)
+
+    async def ping(self) -> None:
+        """Raise JournalUnavailable unless the journal answers and accepts a write."""
+        await self._call(lambda: self._write(lambda db: db.execute("SELECT 1").fetchone()))
+
+
+def _heal_dict(row: sqlite3.Row) -> dict[str, Any]:
+    heal = dict(row)
+    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
+        heal[key] = json.loads(heal[key])
+    heal["dry_run"] = bool(heal["dry_run"])
+    return heal

@@ -1,0 +1,95 @@
+"""Alertmanager's webhook payload (version "4"), parsed at the edge.
+
+Usage::
+
+    message = parse_webhook(body_bytes)     # raises PayloadError(status, message)
+    for alert in message.alerts: ...        # healer.api.Alert objects
+
+Errors name the offending field, e.g. ``alerts[3].labels.team: Input should be a
+valid string``, so whoever wired Alertmanager (or a script) sees what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from healer.api import Alert
+from healer.config import format_loc
+from healer.errors import PayloadError
+
+# Go's zero time: Alertmanager sends it as endsAt for alerts that have not resolved.
+_ZERO_TIME_YEAR = 1
+
+
+class AlertModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[StrictStr, StrictStr]
+    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    startsAt: datetime
+    endsAt: datetime | None = None
+    generatorURL: StrictStr = ""
+    fingerprint: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")
+
+    def to_alert(self) -> Alert:
+        ends = self.endsAt if self.endsAt and self.endsAt.year > _ZERO_TIME_YEAR else None
+        return Alert(
+            fingerprint=self.fingerprint,
+            status=self.status,
+            labels=dict(self.labels),
+            annotations=dict(self.annotations),
+            starts_at=self.startsAt,
+            ends_at=ends,
+            generator_url=self.generatorURL,
+        )
+
+
+class WebhookMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: StrictStr = ""
+    groupKey: StrictStr = ""
+    truncatedAlerts: int = 0
+    alerts: list[AlertModel]
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise PayloadError("body is not UTF-8 JSON", status=400) from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                           status=400) from None
+    except RecursionError:
+        raise PayloadError("invalid JSON: nested too deeply", status=400) from None
+
+
+def pydantic_message(exc: ValidationError, limit: int = 5) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = format_loc(tuple(err["loc"])) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_webhook(body: bytes) -> WebhookMessage:
+    data = _decode(body)
+    if not isinstance(data, dict):
+        raise PayloadError("body must be a JSON object (Alertmanager webhook payload)")
+    version = data.get("version")
+    if version != "4":
+        raise PayloadError(f'version: healer speaks Alertmanager webhook version "4", '
+                           f"got {json.dumps(version)}")
+    try:
+        return WebhookMessage.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError(pydantic_message(exc)) from None

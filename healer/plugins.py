@@ -1,0 +1,114 @@
+"""Handler plugins: discovered through the ``healer.handlers`` entry points and
+validated when they are registered, so a broken plugin stops start-up.
+
+Usage::
+
+    registry = HandlerRegistry.from_entry_points()   # raises PluginValidationError
+    handler = registry.get("docker.restart")
+
+A registry is an instance owned by the app factory, never a global.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from healer.api import Handler
+from healer.errors import PluginValidationError
+from healer.templating import placeholder_params
+
+if TYPE_CHECKING:
+    from healer.config import RuleConfig
+
+GROUP = "healer.handlers"
+
+
+def validate_handler(name: str, obj: Any) -> Handler:
+    """Instantiate (if a class) and check ``obj`` against the handler contract."""
+    if inspect.isclass(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise PluginValidationError(name, f"cannot instantiate: {exc!r}") from exc
+    declared = getattr(obj, "name", None)
+    if declared != name:
+        raise PluginValidationError(
+            name, f"declares name {declared!r}; the entry point must use the same name")
+    params = getattr(obj, "Params", None)
+    if not (inspect.isclass(params) and issubclass(params, BaseModel)):
+        raise PluginValidationError(name, "Params must be a pydantic model (HandlerParams)")
+    requires = getattr(obj, "requires", None)
+    if not isinstance(requires, frozenset):
+        raise PluginValidationError(
+            name, "requires must be a frozenset, e.g. frozenset({'docker'})")
+    for method, nargs in (("check", 2), ("act", 3)):
+        fn = getattr(obj, method, None)
+        if fn is None or not inspect.iscoroutinefunction(fn):
+            raise PluginValidationError(name, f"{method} must be an async method")
+        positional = [p for p in inspect.signature(fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) != nargs:
+            raise PluginValidationError(
+                name, f"{method} must take {nargs} arguments after self, got {len(positional)}")
+    return obj  # type: ignore[no-any-return]
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    @classmethod
+    def from_entry_points(cls, *extra: tuple[str, Any]) -> HandlerRegistry:
+        """Load every plugin of the group, then ``extra`` ``(name, handler)`` pairs."""
+        registry = cls()
+        for ep in entry_points(group=GROUP):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise PluginValidationError(
+                    ep.name, f"cannot import {ep.value}: {exc!r}") from exc
+            registry.register(ep.name, obj)
+        for name, obj in extra:
+            registry.register(name, obj)
+        return registry
+
+    def register(self, name: str, obj: Any) -> Handler:
+        if name in self._handlers:
+            raise PluginValidationError(name, "registered twice")
+        handler = validate_handler(name, obj)
+        self._handlers[name] = handler
+        return handler
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._handlers))
+
+    def validate_rule_params(self, rule: RuleConfig, path: str) -> list[tuple[str, str]]:
+        """Config-time check of a rule's handler and params (templates filled with placeholders)."""
+        from healer.config import validation_errors  # config imports us for typing only
+
+        handler = self.get(rule.handler)
+        if handler is None:
+            known = ", ".join(self) or "none"
+            return [(f"{path}.handler", f"unknown handler {rule.handler!r} (known: {known})")]
+        try:
+            handler.Params.model_validate(placeholder_params(rule.params))
+        except ValidationError as exc:
+            return validation_errors(exc, (*path_parts(path), "params"))
+        return []
+
+
+def path_parts(path: str) -> tuple[int | str, ...]:
+    """``rules[2]`` -> ``('rules', 2)`` (for re-prefixing nested validation errors)."""
+    name, _, index = path.partition("[")
+    return (name, int(index.rstrip("]"))) if index else (name,)

@@ -1,0 +1,35 @@
+"""Everything one running healer owns, built by the app factory and reached by
+routes through ``request.app.state.services``. There is no other shared state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+
+from healer.config import HealerConfig, Secrets
+from healer.docker_adapter import DockerAdapter
+from healer.executor import Executor
+from healer.journal import Journal
+from healer.metrics import Metrics
+from healer.plugins import HandlerRegistry
+from healer.rules import RuleSet
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: HealerConfig
+    secrets: Secrets
+    handlers: HandlerRegistry
+    rules: RuleSet
+    metrics: Metrics
+    journal: Journal
+    http: httpx.AsyncClient
+    docker: DockerAdapter
+    executor: Executor
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
