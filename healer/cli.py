@@ -50,13 +50,14 @@ def _print_config_errors(path: Path, exc: ConfigError) -> None:
 
 
 def check_config(path: Path) -> int:
-    from healer.config import check_exposure, load_config, resolve_secrets
+    from healer.config import check_exposure, declared_secrets, load_config
     from healer.plugins import HandlerRegistry
 
     try:
         handlers = HandlerRegistry.from_entry_points()
         config = load_config(path, handlers)
-        check_exposure(config, resolve_secrets(config))
+        # Secret files live on the deployment host: check they are declared, not readable here.
+        check_exposure(config, declared_secrets(config))
     except PluginValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
