@@ -1,0 +1,66 @@
+"""Helpers for tests that use real components (Docker, Prometheus, Alertmanager, healer).
+
+Fixtures live in tests/conftest.py and only wire these helpers together.
+"""
+
+from .containers import (
+    BUSYBOX_IMAGE_TAG,
+    TEST_LABEL,
+    ContainerFactory,
+    build_busybox_image,
+    connect_docker,
+    remove_labelled_containers,
+)
+from .env import free_port, in_ci, require_service, wait_until
+from .processes import (
+    AlertmanagerFactory,
+    AMInstance,
+    HealerFactory,
+    HealerProc,
+    ManagedProcess,
+    ProcessStartError,
+    PrometheusFactory,
+    PromInstance,
+)
+from .service import (
+    METRIC,
+    DemoService,
+    break_service,
+    read_metric,
+    repair_service,
+    service_command,
+    start_service,
+    wait_for_metric,
+)
+from .webhook import Received, WebhookRecorder
+
+__all__ = [
+    "BUSYBOX_IMAGE_TAG",
+    "METRIC",
+    "TEST_LABEL",
+    "AMInstance",
+    "AlertmanagerFactory",
+    "ContainerFactory",
+    "DemoService",
+    "HealerFactory",
+    "HealerProc",
+    "ManagedProcess",
+    "ProcessStartError",
+    "PromInstance",
+    "PrometheusFactory",
+    "Received",
+    "WebhookRecorder",
+    "break_service",
+    "build_busybox_image",
+    "connect_docker",
+    "free_port",
+    "in_ci",
+    "read_metric",
+    "remove_labelled_containers",
+    "repair_service",
+    "require_service",
+    "service_command",
+    "start_service",
+    "wait_for_metric",
+    "wait_until",
+]

@@ -1,0 +1,193 @@
+"""Docker side of the test support: busybox image, container factory, clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from .env import require_service
+from .service import DemoService, start_service
+
+TEST_LABEL = "healer-test"
+TEST_LABEL_VALUE = "1"
+SESSION_LABEL = "healer-test-session"  # pid of the pytest process that made the container
+BUSYBOX_IMAGE_TAG = "healer-test-busybox:latest"
+BUSYBOX_BINARY = Path("/bin/busybox")
+
+_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/busybox", "mkdir", "-p", "/tmp", "/www"]
+LABEL healer-test-image="1"
+"""
+
+
+def connect_docker() -> docker.DockerClient:
+    """``docker.from_env()`` + ping, or :func:`require_service`."""
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException as exc:
+        reason = f"cannot create a client: {exc}"
+    else:
+        reason = ""
+    if reason:
+        # from_env() asks the engine for its API version inside the constructor;
+        # when that fails, the half-built client's HTTP session is unreachable
+        # but still holds a socket. Reclaim it here, quietly, instead of letting
+        # a later GC raise ResourceWarning (an error under filterwarnings=error).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        require_service("docker", reason)
+    try:
+        client.ping()
+    except Exception as exc:
+        client.close()
+        require_service("docker", f"engine does not answer ping: {exc}")
+    return client
+
+
+def _session_alive(label: str | None) -> bool:
+    """Whether the pytest process that created a container (``healer-test-session``) lives."""
+    if not label or not label.isdigit():
+        return False
+    pid = int(label)
+    if pid == os.getpid():
+        return False  # ours: always fair game
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_labelled_containers(client: docker.DockerClient) -> list[str]:
+    """Force-remove containers labelled ``healer-test=1`` left by this or a dead session.
+
+    Containers of another pytest session that is still running on this machine
+    (label ``healer-test-session=<pid>``) are left alone, so concurrent runs by
+    several engineers do not kill each other's containers.
+    """
+    removed: list[str] = []
+    for container in client.containers.list(
+        all=True, filters={"label": f"{TEST_LABEL}={TEST_LABEL_VALUE}"}
+    ):
+        if _session_alive(container.labels.get(SESSION_LABEL)):
+            continue
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        removed.append(container.name or container.id or "?")
+    return removed
+
+
+def build_busybox_image(client: docker.DockerClient, workdir: Path) -> str:
+    """Build ``healer-test-busybox:latest`` FROM scratch with the host's busybox."""
+    if not BUSYBOX_BINARY.is_file():
+        require_service("busybox", f"{BUSYBOX_BINARY} not found (apt-get install busybox-static)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX_BINARY, workdir / "busybox")
+    (workdir / "Dockerfile").write_text(_DOCKERFILE)
+    try:
+        client.images.build(path=str(workdir), tag=BUSYBOX_IMAGE_TAG, rm=True, forcerm=True)
+    except docker.errors.BuildError as exc:
+        log = "".join(str(chunk.get("stream", chunk)) for chunk in exc.build_log)
+        raise RuntimeError(f"building {BUSYBOX_IMAGE_TAG} failed: {exc}\n{log}") from exc
+    return BUSYBOX_IMAGE_TAG
+
+
+class ContainerFactory:
+    """Runs throw-away containers on the host network and removes them afterwards."""
+
+    def __init__(self, client: docker.DockerClient, image: str) -> None:
+        self.client = client
+        self.image = image
+        self.created: list[Container] = []
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        mem_limit: str | None = None,
+        environment: Mapping[str, str] | Sequence[str] | None = None,
+    ) -> Container:
+        """Run ``command`` detached in the busybox image with ``network_mode="host"``.
+
+        The name defaults to ``healer-test-<8 hex>``; the labels ``healer-test=1``
+        and ``healer-test-session=<pid>`` are always added. Every container is
+        force-removed at teardown.
+        """
+        name = name or f"healer-test-{uuid.uuid4().hex[:8]}"
+        all_labels = {
+            **(labels or {}),
+            TEST_LABEL: TEST_LABEL_VALUE,
+            SESSION_LABEL: str(os.getpid()),
+        }
+        kwargs: dict[str, Any] = {}
+        if mem_limit is not None:
+            kwargs["mem_limit"] = mem_limit
+        if environment is not None:
+            kwargs["environment"] = (
+                dict(environment) if isinstance(environment, Mapping) else list(environment)
+            )
+        try:
+            container = self.client.containers.run(
+                self.image,
+                list(command),
+                detach=True,
+                name=name,
+                labels=all_labels,
+                network_mode="host",
+                **kwargs,
+            )
+        except docker.errors.APIError:
+            # create may have succeeded and start failed: do not leak it.
+            self._remove_by_name(name)
+            raise
+        assert isinstance(container, Container)
+        self.created.append(container)
+        return container
+
+    def run_service(
+        self,
+        *,
+        port: int | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> DemoService:
+        """Run the demo service (see service.sh) and wait until it serves metric 1."""
+        return start_service(self, port=port, name=name, labels=labels)
+
+    def _remove_by_name(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True, v=True)
+
+    def cleanup(self) -> list[str]:
+        """Force-remove every container this factory created; return error texts."""
+        errors: list[str] = []
+        while self.created:
+            container = self.created.pop()
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:
+                errors.append(f"{container.name}: {exc}")
+        return errors

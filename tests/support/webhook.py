@@ -1,0 +1,85 @@
+"""A tiny real HTTP server on 127.0.0.1 that records webhook POSTs.
+
+Used to check what Alertmanager really sends (headers, payload) without healer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .env import wait_until
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes = field(repr=False)
+
+
+class WebhookRecorder:
+    """Answers 200 to every POST and keeps the requests in ``received``."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = None
+                with recorder._lock:
+                    recorder.received.append(
+                        Received(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw
+                        )
+                    )
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """Base URL; Alertmanager posts to whatever path you append (e.g. ``/api/v1/alerts``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def wait_for(
+        self, predicate: Callable[[Received], bool], *, timeout: float = 20.0, what: str = "webhook"
+    ) -> Received:
+        """First received request matching ``predicate`` (bounded wait)."""
+
+        def probe() -> Received | None:
+            return next((r for r in self.snapshot() if predicate(r)), None)
+
+        return wait_until(probe, timeout=timeout, interval=0.05, what=what)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
