@@ -55,8 +55,10 @@ class ManagedProcess:
         workdir: Path,
         ready_path: str,
         env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.name = name
+        self._fixed_port = port
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         self.ready_path = ready_path
@@ -71,7 +73,7 @@ class ManagedProcess:
     def start(self, ready_timeout: float = 30.0) -> None:
         began = time.monotonic()
         for attempt in range(1, _START_ATTEMPTS + 1):
-            self.port = free_port()
+            self.port = self._fixed_port or free_port()
             self.argv = self._argv_for_port(self.port)
             self._spawn()
             try:
@@ -395,11 +397,15 @@ class AlertmanagerFactory(_Factory):
 class HealerFactory(_Factory):
     kind = "healer"
 
-    def start(self, config_path: Path, *, env: Mapping[str, str] | None = None) -> HealerProc:
-        """Run ``python -m healer serve --config <config_path> --listen 127.0.0.1:<free>``.
+    def start(
+        self, config_path: Path, *, env: Mapping[str, str] | None = None, port: int | None = None
+    ) -> HealerProc:
+        """Run ``python -m healer serve --config <config_path> --listen 127.0.0.1:<port>``.
 
-        ``env`` is added to the current environment. Waits up to 30 s for
-        ``GET /health`` == 200. The working directory is a fresh tmp dir.
+        ``port`` defaults to a free one; give it when a peer (Alertmanager) must know
+        healer's URL before healer starts. ``env`` is added to the current
+        environment. Waits up to 30 s for ``GET /health`` == 200. The working
+        directory is a fresh tmp dir.
         """
         config_path = Path(config_path).resolve()
         workdir = self._workdir()
@@ -417,7 +423,9 @@ class HealerFactory(_Factory):
                 f"127.0.0.1:{port}",
             ]
 
-        instance = HealerProc("healer", argv, workdir=workdir, ready_path="/health", env=full_env)
+        instance = HealerProc(
+            "healer", argv, workdir=workdir, ready_path="/health", env=full_env, port=port
+        )
         instance.config_path = config_path
         return self._launch(instance, 30.0)
 
