@@ -1,0 +1,103 @@
+# Shared by scripts/test and scripts/demo: install what is missing (Debian
+# packages, the venv) and make sure a Docker engine runs. Source it from the
+# repository root; it defines step() and stops a dockerd it started on EXIT.
+# shellcheck shell=bash
+
+step() { printf '==> %s\n' "$*"; }
+mkdir -p .healer-run
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    SUDO=(sudo)
+fi
+
+# --- a. system packages -------------------------------------------------------
+APT_PACKAGES=(
+    docker.io
+    busybox-static
+    prometheus
+    prometheus-alertmanager
+    prometheus-postgres-exporter
+    python3-venv
+)
+
+is_installed() {
+    local out
+    out=$(dpkg -s "$1" 2>/dev/null) || return 1
+    grep -qx 'Status: install ok installed' <<<"$out"
+}
+
+step "checking Debian packages"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# --- b. virtualenv --------------------------------------------------------------
+STAMP=.venv/.healer-stamp
+want_stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have_stamp=$(cat "$STAMP" 2>/dev/null || true)
+if [[ -x .venv/bin/python && "$have_stamp" == "$want_stamp" ]]; then
+    step "venv up to date (.venv)"
+else
+    step "installing the venv (.venv, pip install -e '.[test]')"
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    if ! .venv/bin/python -m pip install -q -e '.[test]' >.healer-run/pip.log 2>&1; then
+        echo "pip install failed; last lines of .healer-run/pip.log:" >&2
+        tail -n 40 .healer-run/pip.log >&2 || true
+        exit 1
+    fi
+    printf '%s\n' "$want_stamp" >"$STAMP"
+fi
+
+# --- c. Docker engine -----------------------------------------------------------
+DOCKERD_PID=
+
+stop_dockerd() {
+    [[ -n "$DOCKERD_PID" ]] || return 0
+    step "stopping the dockerd we started (pid $DOCKERD_PID)"
+    "${SUDO[@]}" kill "$DOCKERD_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 30; i++)); do
+        kill -0 "$DOCKERD_PID" 2>/dev/null || break
+        sleep 1
+    done
+    if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        "${SUDO[@]}" kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+    fi
+    wait "$DOCKERD_PID" 2>/dev/null || true
+    DOCKERD_PID=
+}
+
+on_exit() {
+    local rc=$?
+    stop_dockerd
+    exit "$rc"
+}
+trap on_exit EXIT
+
+if docker info >/dev/null 2>&1; then
+    step "docker engine is running"
+else
+    step "starting dockerd (log: .healer-run/dockerd.log)"
+    # shellcheck disable=SC2086  # HEALER_DOCKERD_ARGS is a word list on purpose
+    "${SUDO[@]}" dockerd ${HEALER_DOCKERD_ARGS:-} >.healer-run/dockerd.log 2>&1 &
+    DOCKERD_PID=$!
+    for ((i = 0; i < 60; i++)); do
+        docker info >/dev/null 2>&1 && break
+        kill -0 "$DOCKERD_PID" 2>/dev/null || break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        echo "dockerd did not come up within 60 s; last lines of .healer-run/dockerd.log:" >&2
+        tail -n 40 .healer-run/dockerd.log >&2 || true
+        exit 1
+    fi
+    step "dockerd is up (pid $DOCKERD_PID)"
+fi
+
