@@ -12,6 +12,7 @@ check-config`` prints them one per line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -194,24 +195,40 @@ def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerCo
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([("", "the configuration must be a mapping at the top level")])
+    errors: list[tuple[str, str]] = []
+    config: HealerConfig | None = None
     try:
         config = HealerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_errors(exc)) from None
-    errors: list[tuple[str, str]] = []
+        errors.extend(validation_errors(exc))
+    # Rules are also checked one by one, so that a schema error elsewhere does not hide an
+    # unknown handler or bad params: check-config must print every error at once.
+    raw_rules = data.get("rules")
+    rules: list[tuple[int, RuleConfig]] = []
+    if config is not None:
+        rules = list(enumerate(config.rules))
+    elif isinstance(raw_rules, list):
+        for i, raw in enumerate(raw_rules):
+            with contextlib.suppress(ValidationError):  # its errors are reported above
+                rules.append((i, RuleConfig.model_validate(raw)))
     seen: set[str] = set()
-    for i, rule in enumerate(config.rules):
+    for i, rule in rules:
         if rule.name in seen:
             errors.append((f"rules[{i}].name", f"duplicate rule name {rule.name!r}"))
         seen.add(rule.name)
         if handlers is not None:
             errors.extend(handlers.validate_rule_params(rule, f"rules[{i}]"))
-    for i, entry in enumerate(config.allow):
+    for i, entry in enumerate(config.allow if config is not None else []):
         if "kind" not in entry:
             errors.append((f"allow[{i}]", "each allowlist entry needs a 'kind' (e.g. docker)"))
-    if errors:
-        raise ConfigError(errors)
+    if errors or config is None:
+        raise ConfigError(sorted(errors, key=_path_key))
     return config
+
+
+def _path_key(error: tuple[str, str]) -> list[tuple[int, int | str]]:
+    """Sort ``rules[10]`` after ``rules[2]``: numbers compare as numbers."""
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", error[0])]
 
 
 def load_config(path: Path, handlers: HandlerRegistry | None = None,
