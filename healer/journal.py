@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import time
 import uuid
@@ -229,11 +230,15 @@ class Journal:
         heal_id = new_heal_id()
         if alert is not None:
             labels, annotations = dict(alert.labels), dict(alert.annotations)
+        # created_at is the history's page cursor (before=<created_at>): keep it unique and
+        # increasing, or heals created in one instant (one webhook POST) fall between pages.
+        last = db.execute("SELECT MAX(created_at) FROM heals").fetchone()[0]
+        created = now if last is None or now > last else math.nextafter(last, math.inf)
         db.execute(
             "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
             " alert_starts_at, labels, annotations, params, verify, dry_run, phase)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
-            (heal_id, now, now, source, plan.rule, plan.handler,
+            (heal_id, created, now, source, plan.rule, plan.handler,
              alert.fingerprint if alert else None,
              alert.starts_at.isoformat() if alert else None,
              _dumps(labels or {}), _dumps(annotations or {}),
