@@ -189,9 +189,13 @@ class Executor:
         log.info("checking", params=params.model_dump(mode="json"))
         check = await self._timed("check", job, durations,
                                   self._guard(handler.check(ctx, params), "check"))
+        keys = [t.key for t in check.targets]
+        # Recorded now, not only once acting: history filtered by target must also find the
+        # heals that were refused, dry-run or suppressed on it.
+        await self._journal.set_phase(heal_id, Phase.CHECKING, targets=keys)
         await record("check", {
             "act": check.act, "reason": check.reason, "evidence": check.evidence,
-            "targets": [t.key for t in check.targets]})
+            "targets": keys})
         if not check.act:
             raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
         if not check.targets:
@@ -201,7 +205,6 @@ class Executor:
             if refusal is not None:
                 await record("refused", {"target": target.key, "fields": target.fields()})
                 raise _End(Outcome.REFUSED, refusal)
-        keys = [t.key for t in check.targets]
         if dry_run:
             await record("dry_run", {"would_act_on": keys})
             raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(keys)}")
@@ -212,7 +215,7 @@ class Executor:
                 raise _End(Outcome.SUPPRESSED,
                            f"in flight: another heal is acting on {', '.join(busy)}")
             state.advance(Phase.ACTING)
-            await self._journal.set_phase(heal_id, Phase.ACTING, targets=keys)
+            await self._journal.set_phase(heal_id, Phase.ACTING)
             log.info("acting", targets=keys)
             result = await self._timed("act", job, durations,
                                        self._guard(handler.act(ctx, params, check), "act"))

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,6 +112,16 @@ class Disposition:
     plan: HealPlan | None = None
 
 
+def alert_key_time(moment: datetime) -> str:
+    """``startsAt`` as part of an alert's identity, in whole UTC seconds.
+
+    Alertmanager 0.25 sends a firing alert's startsAt with nanoseconds and the
+    same alert's resolved notification truncated to seconds (see the shared
+    fixtures); a firing alert cannot resolve and fire again within one second.
+    """
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
 def new_heal_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -189,7 +200,7 @@ class Journal:
 
     def _ingest_one(self, db: sqlite3.Connection, alert: Alert,
                     match: Callable[[Alert], HealPlan | None], now: float) -> Disposition:
-        starts = alert.starts_at.isoformat()
+        starts = alert_key_time(alert.starts_at)
         row = db.execute(
             "INSERT INTO alerts (fingerprint, starts_at, status, alertname, labels, annotations,"
             " first_seen, last_seen, disposition) VALUES (?,?,?,?,?,?,?,?,'new')"
@@ -203,9 +214,15 @@ class Journal:
             return Disposition(alert.fingerprint, "duplicate", row["heal_id"],
                                reason=f"already received ({row['disposition']})")
         if alert.status == "resolved":
-            self._note_resolved(db, alert, starts, now)
+            self._note_resolved(db, alert, now)
             db.execute("UPDATE alerts SET disposition='resolved' WHERE id=?", (row["id"],))
             return Disposition(alert.fingerprint, "resolved")
+        if db.execute("SELECT 1 FROM alerts WHERE fingerprint=? AND starts_at=? AND"
+                      " status='resolved'", (alert.fingerprint, starts)).fetchone():
+            # A late re-send (slow HA peer, retry) of an alert already seen resolved.
+            db.execute("UPDATE alerts SET disposition='stale' WHERE id=?", (row["id"],))
+            return Disposition(alert.fingerprint, "ignored",
+                               reason="stale: this alert was already resolved")
         plan = match(alert)
         if plan is None:
             db.execute("UPDATE alerts SET disposition='ignored' WHERE id=?", (row["id"],))
@@ -215,11 +232,10 @@ class Journal:
                    (heal_id, row["id"]))
         return Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
 
-    def _note_resolved(self, db: sqlite3.Connection, alert: Alert, starts: str,
-                       now: float) -> None:
+    def _note_resolved(self, db: sqlite3.Connection, alert: Alert, now: float) -> None:
         open_heals = db.execute(
-            "SELECT id, phase FROM heals WHERE fingerprint=? AND alert_starts_at=?"
-            " AND phase != 'done'", (alert.fingerprint, starts)).fetchall()
+            "SELECT id, phase FROM heals WHERE fingerprint=? AND phase != 'done'",
+            (alert.fingerprint,)).fetchall()
         for heal in open_heals:
             self._event(db, heal["id"], heal["phase"], "alert_resolved",
                         {"ends_at": alert.ends_at}, now)

@@ -103,6 +103,8 @@ class Verifier:
                                       timeout=self._timeout)
         resp.raise_for_status()
         cfg = yaml.safe_load(resp.json()["data"]["yaml"]) or {}
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("global") or {}, dict):
+            raise ValueError("Prometheus returned a config that is not a mapping")
         glob = cfg.get("global") or {}
         interval = parse_duration(glob.get("evaluation_interval", "1m"))
         external = frozenset((glob.get("external_labels") or {}).keys())
@@ -114,7 +116,7 @@ class Verifier:
             return self._fixed_interval
         try:
             return (await self._prom_config())[0]
-        except (httpx.HTTPError, KeyError, ValueError, yaml.YAMLError):
+        except (httpx.HTTPError, KeyError, TypeError, ValueError, yaml.YAMLError):
             return self._cached[1] if self._cached else _DEFAULT_EVAL
 
     async def query_for(self, condition: Condition) -> str:
@@ -122,7 +124,7 @@ class Verifier:
             return condition.query
         try:
             external = (await self._prom_config())[1]
-        except (httpx.HTTPError, KeyError, ValueError, yaml.YAMLError):
+        except (httpx.HTTPError, KeyError, TypeError, ValueError, yaml.YAMLError):
             external = self._cached[2] if self._cached else frozenset()
         return alerts_query(condition.labels, external)
 
