@@ -60,7 +60,7 @@ class WebhookMessage(BaseModel):
     alerts: list[AlertModel]
 
 
-def _decode(body: bytes) -> Any:
+def decode_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except UnicodeDecodeError:
@@ -82,7 +82,7 @@ def pydantic_message(exc: ValidationError, limit: int = 5) -> str:
 
 
 def parse_webhook(body: bytes) -> WebhookMessage:
-    data = _decode(body)
+    data = decode_json(body)
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (Alertmanager webhook payload)")
     version = data.get("version")

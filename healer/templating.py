@@ -10,13 +10,23 @@ resulting targets against the allowlist.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from healer.errors import InvalidParams
 
 _TEMPLATE = re.compile(r"\{\{\s*(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _PLACEHOLDER = "x0"
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    return value
 
 
 def render_params(params: Any, labels: Mapping[str, str], annotations: Mapping[str, str]) -> Any:
@@ -29,24 +39,9 @@ def render_params(params: Any, labels: Mapping[str, str], annotations: Mapping[s
             raise InvalidParams(f"params need {source}.{key}, which the alert does not carry")
         return sources[source][key]
 
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return _TEMPLATE.sub(sub, value)
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return value
-
-    return walk(params)
+    return _map_strings(params, lambda text: _TEMPLATE.sub(sub, text))
 
 
 def placeholder_params(params: Any) -> Any:
     """The params with every template replaced by a harmless placeholder (config checks)."""
-    if isinstance(params, str):
-        return _TEMPLATE.sub(_PLACEHOLDER, params)
-    if isinstance(params, list):
-        return [placeholder_params(v) for v in params]
-    if isinstance(params, dict):
-        return {k: placeholder_params(v) for k, v in params.items()}
-    return params
+    return _map_strings(params, lambda text: _TEMPLATE.sub(_PLACEHOLDER, text))

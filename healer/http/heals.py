@@ -21,7 +21,7 @@ from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
-from healer.payload import _decode, pydantic_message
+from healer.payload import decode_json, pydantic_message
 from healer.services import Services, services
 from healer.templating import placeholder_params
 
@@ -98,7 +98,7 @@ async def trigger_heal(request: Request) -> JSONResponse:
     svc = services(request)
     require_admin(request, svc.secrets)
     try:
-        data = _decode(await read_json_body(request, _MANUAL_BODY_LIMIT))
+        data = decode_json(await read_json_body(request, _MANUAL_BODY_LIMIT))
         try:
             req = ManualHeal.model_validate(data)
         except ValidationError as exc:
