@@ -128,6 +128,24 @@ class Verifier:
             external = self._cached[2] if self._cached else frozenset()
         return alerts_query(condition.labels, external)
 
+    async def rule_hold(self, alertname: str) -> float | None:
+        """The alerting rule's ``for:`` in seconds, from ``/api/v1/rules`` (None if unknown).
+
+        While a re-broken service sits in ``pending`` its ALERTS{alertstate="firing"}
+        series is absent, so a ``stable_for`` shorter than ``for`` could call a heal
+        recovered while the problem is back.
+        """
+        try:
+            resp = await self._client.get(f"{self._url}/api/v1/rules", params={"type": "alert"},
+                                          timeout=self._timeout)
+            resp.raise_for_status()
+            holds = [float(rule.get("duration", 0))
+                     for group in resp.json()["data"]["groups"]
+                     for rule in group["rules"] if rule.get("name") == alertname]
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            return None
+        return max(holds) if holds else None
+
     async def sample(self, query: str) -> Sample:
         at = time.time()
         try:
@@ -154,8 +172,15 @@ class Verifier:
         query = await self.query_for(condition)
         step = interval if interval is not None else await self.interval()
         step = max(step, 0.05)
-        await record("verify_start", {"query": query, "stable_for": stable_for,
-                                      "timeout": timeout, "interval": step})
+        start: dict[str, Any] = {"query": query, "stable_for": stable_for, "timeout": timeout,
+                                 "interval": step}
+        if condition.query is None:
+            hold = await self.rule_hold(condition.labels.get("alertname", ""))
+            if hold is not None and stable_for < hold + step:
+                start["stable_for_raised"] = {"from": stable_for, "rule_for": hold}
+                stable_for = hold + step
+                start["stable_for"] = stable_for
+        await record("verify_start", start)
         deadline = time.monotonic() + timeout
         healthy_since: float | None = None
         last: Sample | None = None

@@ -37,8 +37,15 @@ class FakePrometheus:
     config_yaml: str = "global:\n  evaluation_interval: 1s\n"
     queries: list[tuple[float, str]] = field(default_factory=list)
     config_reads: int = 0
+    # alertname -> the rule's `for:` in seconds, served at /api/v1/rules
+    rule_for: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/rules":
+            rules = [{"type": "alerting", "name": n, "duration": d}
+                     for n, d in self.rule_for.items()]
+            return httpx.Response(200, json={"status": "success",
+                                             "data": {"groups": [{"rules": rules}]}})
         if request.url.path == "/api/v1/status/config":
             self.config_reads += 1
             return httpx.Response(200, json={"status": "success",
@@ -306,3 +313,29 @@ async def test_interval_falls_back_when_prometheus_is_down(
         assert await verifier.query_for(Condition(labels=LABELS)) == alerts_query(LABELS)
     finally:
         await client.aclose()
+
+
+async def test_stable_for_is_raised_to_cover_the_rules_for(make_verifier) -> None:
+    """With `for: 3s` on the alert rule, a re-broken service sits in pending (no firing
+    series) for 3 s; stable_for 0 would call it recovered, so it is raised past the hold."""
+    fake = FakePrometheus(answer=lambda n: HEALTHY if n < 2 else FIRING,
+                          rule_for={"ServiceDown": 3.0})
+    verifier = make_verifier(fake, evaluation_interval=0.05)
+    record = Recorder()
+    verdict = await verifier.verify(Condition(labels={"alertname": "ServiceDown"}),
+                                    stable_for=0.0, timeout=1.0, interval=None, record=record)
+    assert verdict.outcome is Outcome.NOT_RECOVERED
+    start = dict(record.events)["verify_start"]
+    assert start["stable_for_raised"] == {"from": 0.0, "rule_for": 3.0}
+    assert start["stable_for"] == 3.05
+
+
+async def test_rule_without_for_keeps_stable_for(make_verifier) -> None:
+    """An alert rule with no `for:` leaves the configured stable_for alone."""
+    fake = FakePrometheus(answer=lambda n: HEALTHY, rule_for={"ServiceDown": 0.0})
+    verifier = make_verifier(fake, evaluation_interval=0.05)
+    record = Recorder()
+    verdict = await verifier.verify(Condition(labels={"alertname": "ServiceDown"}),
+                                    stable_for=0.1, timeout=2.0, interval=None, record=record)
+    assert verdict.outcome is Outcome.RECOVERED
+    assert "stable_for_raised" not in dict(record.events)["verify_start"]
