@@ -88,3 +88,17 @@ def test_fault_a_restart_cannot_fix_ends_not_recovered(make_loop) -> None:
     assert loop.metric("healer_heals_total", {"outcome": "recovered"}) in (None, 0)
     assert loop.metric("healer_heals_total", {"outcome": "not_recovered"}) == 1
     assert len(loop.heals()) == 1
+
+
+def test_service_that_comes_back_mute_ends_not_recovered(make_loop) -> None:
+    """A container that runs after the restart but never serves again (every scrape fails)
+    keeps the alert firing through `up == 0`: the heal ends `not_recovered`, never
+    `recovered` on the strength of a metric that merely disappeared."""
+    loop = make_loop(timeout="12s")
+
+    loop.service.mute()
+    heal = loop.wait_for_finished_heal()
+
+    assert heal["outcome"] == "not_recovered", heal["reason"]
+    assert loop.service.metric() is None
+    assert loop.metric("healer_heals_total", {"outcome": "recovered"}) in (None, 0)

@@ -104,7 +104,9 @@ def start_loop(*, workdir: Path, service: DemoService, prometheus: PrometheusFac
     healer_port = free_port()
     am = alertmanager.start(f"http://127.0.0.1:{healer_port}/api/v1/alerts",
                             bearer_token=webhook_token)
-    prom = prometheus.start([service.target], rule_files=[DEMO_RULES], alertmanager_url=am.url)
+    # The container's name rides on the scrape target, so `up` carries it too.
+    prom = prometheus.start([service.target], rule_files=[DEMO_RULES], alertmanager_url=am.url,
+                            target_labels={"container": service.name})
     config = demo_config(workdir, prometheus_url=prom.url, name_glob=service.name,
                          dry_run=dry_run, stable_for=stable_for, timeout=timeout)
     proc = healer.start(config, port=healer_port, env={

@@ -287,11 +287,13 @@ class PrometheusFactory(_Factory):
         rule_files: Sequence[Path] | None = None,
         alertmanager_url: str | None = None,
         interval: str = "1s",
+        target_labels: Mapping[str, str] | None = None,
     ) -> PromInstance:
         """Start a real Prometheus on 127.0.0.1:<free> scraping ``scrape_targets``.
 
         One scrape job ``service`` (path ``/metrics``); global scrape and
-        evaluation intervals are ``interval``; alerts go to ``alertmanager_url``.
+        evaluation intervals are ``interval``; alerts go to ``alertmanager_url``;
+        ``target_labels`` are attached to every scraped series (and ``up``).
         """
         binary = find_binary(PROMETHEUS_BIN, "prometheus")
         if binary is None:
@@ -302,7 +304,12 @@ class PrometheusFactory(_Factory):
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
             "scrape_configs": [
-                {"job_name": "service", "static_configs": [{"targets": list(scrape_targets)}]}
+                {
+                    "job_name": "service",
+                    "static_configs": [
+                        {"targets": list(scrape_targets), "labels": dict(target_labels or {})}
+                    ],
+                }
             ],
             "rule_files": [str(Path(path).resolve()) for path in rule_files or ()],
         }

@@ -11,7 +11,6 @@ See ``service.sh`` for the behaviour. Typical use::
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,9 @@ METRIC = "demo_service_healthy"
 _METRIC_LINE = re.compile(rf"^{METRIC}(?:\{{[^}}]*\}})?\s+(\S+)\s*$", re.MULTILINE)
 
 
-def service_command(port: int, name: str = "") -> list[str]:
-    """``["sh", "-c", <service.sh with PORT and NAME set>]``: no volume mount needed.
-
-    ``name`` becomes the metric's ``container`` label (the container's own name).
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]*", name):
-        raise ValueError(f"not a container name: {name!r}")
-    return ["sh", "-c", f"PORT={int(port)}\nNAME={name}\n{SERVICE_SCRIPT.read_text()}"]
+def service_command(port: int) -> list[str]:
+    """``["sh", "-c", <service.sh with PORT set>]``: no volume mount needed."""
+    return ["sh", "-c", f"PORT={int(port)}\n{SERVICE_SCRIPT.read_text()}"]
 
 
 def _exec(container: Container, script: str) -> None:
@@ -56,6 +50,11 @@ def break_service(container: Container, sticky: bool = False) -> None:
     if sticky:
         script += " && touch /www/sticky-broken"
     _exec(container, script)
+
+
+def mute_service(container: Container) -> None:
+    """Report 0 now, and after the next restart serve nothing at all (scrapes fail)."""
+    _exec(container, "sed -i 's/ 1$/ 0/' /www/metrics.txt && touch /www/sticky-silent")
 
 
 def repair_service(container: Container) -> None:
@@ -114,6 +113,9 @@ class DemoService:
     def break_(self, sticky: bool = False) -> None:
         break_service(self.container, sticky=sticky)
 
+    def mute(self) -> None:
+        mute_service(self.container)
+
     def repair(self) -> None:
         repair_service(self.container)
 
@@ -128,8 +130,7 @@ def start_service(
 ) -> DemoService:
     """Run a service container on ``port`` (free one by default) and wait until it serves 1."""
     port = port or free_port()
-    name = name or f"healer-test-{uuid.uuid4().hex[:8]}"
-    container = containers.run(service_command(port, name), name=name, labels=labels)
+    container = containers.run(service_command(port), name=name, labels=labels)
     service = DemoService(container=container, port=port)
     try:
         service.wait_for_metric(1, timeout=ready_timeout)
