@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,6 +67,20 @@ async def running_healer(config: dict[str, Any], *, handlers: HandlerRegistry | 
             headers = ({"Authorization": f"Bearer {secrets.admin_token}"}
                        if secrets.admin_token else {})
             yield InProcessHealer(app, client, registry, headers)
+
+
+def noop_config(journal: Path, **verify: str) -> dict[str, Any]:
+    """A config with one rule, ``poke``: alertname="Poke" -> the ``test.noop`` handler on
+    ``labels.target``. Nothing listens at its Prometheus, so verification ends
+    ``unverified`` (quickly) unless ``verify`` says otherwise."""
+    return {
+        "journal": str(journal),
+        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
+        "allow": [{"kind": "test", "name": "*"}],
+        "rules": [{"name": "poke", "match": 'alertname="Poke"', "handler": "test.noop",
+                   "params": {"target": "{{ labels.target }}"},
+                   "verify": {"stable_for": "0s", "timeout": "0.2s", **verify}}],
+    }
 
 
 def alert_payload(labels: dict[str, str], *, fingerprint: str = "0123456789abcdef",

@@ -7,18 +7,11 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import alert_payload, noop_config, running_healer
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:
-    return {
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-        "allow": [{"kind": "test", "name": "*"}],
-        "rules": [{"name": "poke", "match": 'alertname="Poke"', "handler": "test.noop",
-                   "params": {"target": "{{ labels.target }}"},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}],
-    }
+    return noop_config(tmp_path / "journal.db")
 
 
 async def test_every_heal_log_line_carries_heal_rule_handler_and_fingerprint(

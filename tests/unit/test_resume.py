@@ -9,18 +9,11 @@ from typing import Any
 from healer.api import Alert
 from healer.journal import HealPlan, Journal
 from healer.outcomes import Phase
-from tests.support.inproc import running_healer
+from tests.support.inproc import noop_config, running_healer
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:
-    return {
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-        "allow": [{"kind": "test", "name": "*"}],
-        "rules": [{"name": "poke", "match": 'alertname="Poke"', "handler": "test.noop",
-                   "params": {"target": "{{ labels.target }}"},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}],
-    }
+    return noop_config(tmp_path / "journal.db")
 
 
 async def _journal_heal(tmp_path: Path, phase: Phase | None) -> str:
