@@ -22,8 +22,21 @@ from prometheus_client import CollectorRegistry
 
 from healer.app import create_app
 from healer.config import Secrets, parse_config
+from healer.journal import Journal
 from healer.plugins import HandlerRegistry
 from healer.services import Services
+
+
+async def wait_for_heal(journal: Journal, heal_id: str, timeout: float) -> dict[str, Any]:
+    """The heal once it has an outcome; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        heal = await journal.get_heal(heal_id)
+        if heal is not None and heal["outcome"] is not None:
+            return heal
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"heal {heal_id} has no outcome after {timeout}s: {heal}")
+        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -40,14 +53,7 @@ class InProcessHealer:
 
     async def wait_for_outcome(self, heal_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll the journal (bounded) until the heal has an outcome."""
-        deadline = time.monotonic() + timeout
-        while True:
-            heal = await self.services.journal.get_heal(heal_id)
-            if heal is not None and heal["outcome"] is not None:
-                return heal
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"heal {heal_id} has no outcome after {timeout}s: {heal}")
-            await asyncio.sleep(0.05)
+        return await wait_for_heal(self.services.journal, heal_id, timeout)
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, labels or {})

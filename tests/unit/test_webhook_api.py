@@ -27,6 +27,7 @@ from healer.app import create_app
 from healer.config import Secrets, parse_config
 from healer.journal import Journal
 from healer.plugins import HandlerRegistry
+from tests.support.inproc import wait_for_heal
 
 
 class Noop(Protocol):
@@ -111,14 +112,10 @@ class Healer:
 
     async def wait(self, heal_id: str) -> dict[str, Any]:
         """The heal once it is done (bounded wait)."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            heal = await self.journal.get_heal(heal_id)
-            if heal is not None and heal["phase"] == "done":
-                return heal
-            if time.monotonic() > deadline:
-                pytest.fail(f"heal {heal_id} not done after {WAIT}s: {heal}")
-            await asyncio.sleep(0.05)
+        try:
+            return await wait_for_heal(self.journal, heal_id, WAIT)
+        except TimeoutError as exc:
+            pytest.fail(str(exc))
 
     async def idle(self) -> None:
         """Wait until no heal task is running."""
