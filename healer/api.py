@@ -47,6 +47,8 @@ from pydantic import BaseModel, ConfigDict
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
 from healer.outcomes import Outcome
+from healer.postgres import HealPostgres
+from healer.postgres import Session as PgSession
 
 __all__ = [
     "ActResult",
@@ -60,6 +62,8 @@ __all__ = [
     "HealError",
     "InvalidParams",
     "Outcome",
+    "PgSession",
+    "Postgres",
     "Target",
     "TargetRefused",
 ]
@@ -135,8 +139,13 @@ class HealContext:
     dry_run: bool
     log: Any  # a structlog BoundLogger carrying heal_id, rule, handler, fingerprint
     docker: DockerAdapter
+    postgres: Postgres
+    """Named databases from ``databases:``; see :mod:`healer.postgres`."""
     record: Callable[[str, dict[str, Any]], Awaitable[None]]
     """``await ctx.record("note", {...})`` adds an entry to the heal's timeline."""
+
+
+Postgres = HealPostgres
 
 
 @runtime_checkable

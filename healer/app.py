@@ -28,6 +28,7 @@ from healer.http import heals, health, receiver
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.plugins import HandlerRegistry
+from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
 from healer.safety import Allowlist
 from healer.services import Services
@@ -47,14 +48,17 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
         journal = await Journal.open(config.journal)
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
         docker = DockerAdapter(config.docker.base_url)
+        postgres = PostgresAdapter(config.databases, secrets.databases)
         verifier = Verifier(http, config.prometheus.url, timeout=config.prometheus.timeout,
                             evaluation_interval=config.prometheus.evaluation_interval)
         executor = Executor(journal=journal, handlers=handlers, metrics=metrics,
-                            verifier=verifier, docker=docker, allowlist=Allowlist(config.allow),
+                            verifier=verifier, docker=docker,
+                            postgres=postgres, allowlist=Allowlist(config.allow),
                             max_concurrent=config.max_concurrent_heals)
         app.state.services = Services(
             config=config, secrets=secrets, handlers=handlers, rules=RuleSet(config),
-            metrics=metrics, journal=journal, http=http, docker=docker, executor=executor)
+            metrics=metrics, journal=journal, http=http, docker=docker, postgres=postgres,
+            executor=executor)
         try:
             resumed = await executor.resume()
             log.info("healer started", listen=config.listen, journal=str(config.journal),
@@ -66,6 +70,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
             await executor.close(config.shutdown_grace)
             await http.aclose()
             await docker.aclose()
+            await postgres.aclose()
             await journal.close()
 
     app = FastAPI(title="healer", version=healer.__version__, lifespan=lifespan,

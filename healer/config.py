@@ -16,16 +16,24 @@ import contextlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from healer.errors import ConfigError, MatcherSyntaxError
 from healer.matching import LabelSelector
+from healer.redact import redact_dsn
 
 if TYPE_CHECKING:
     from healer.plugins import HandlerRegistry
@@ -116,6 +124,41 @@ class DockerConfig(_Frozen):
     base_url: str | None = None
 
 
+class ProtectConfig(_Frozen):
+    users: list[str] = Field(default_factory=list)
+    application_names: list[str] = Field(default_factory=list)
+
+
+class DatabaseConfig(_Frozen):
+    """A PostgreSQL database handlers may act on, by name (``databases.odoo``).
+
+    The DSN comes from exactly one of ``dsn_file``, ``dsn_env`` or ``dsn`` (the
+    last only for DSNs without a password, e.g. a Unix socket with peer auth)."""
+
+    dsn: str | None = None
+    dsn_file: Path | None = None
+    dsn_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    statement_timeout: Seconds = 5.0
+    connect_timeout: Seconds = 5.0
+    pool_size: int = Field(default=2, ge=1, le=32)
+    allow_superusers: bool = False
+    max_terminations: int = Field(default=5, ge=1, le=1000)
+    protect: ProtectConfig = ProtectConfig()
+
+    @model_validator(mode="after")
+    def _one_dsn_source(self) -> DatabaseConfig:
+        given = [k for k in ("dsn", "dsn_file", "dsn_env") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of dsn_file, dsn_env or dsn")
+        if self.dsn is not None and _has_password(self.dsn):
+            raise ValueError("dsn must not carry a password: use dsn_file or dsn_env")
+        return self
+
+
+def _has_password(dsn: str) -> bool:
+    return redact_dsn(dsn) != dsn
+
+
 class VerifySpec(_Frozen):
     """How a rule's recovery is verified. Unset fields take the top-level defaults."""
 
@@ -152,6 +195,8 @@ class HealerConfig(_Frozen):
     webhook: WebhookConfig = WebhookConfig()
     admin: AdminConfig = AdminConfig()
     docker: DockerConfig = DockerConfig()
+    databases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], DatabaseConfig] = Field(
+        default_factory=dict)
     verify: VerifyDefaults = VerifyDefaults()
     # Targets handlers may act on: each entry's keys are glob patterns over a
     # target's fields (kind, name, compose_project, compose_service, ...).
@@ -256,11 +301,13 @@ class Secrets:
     webhook_token: str | None = None
     webhook_basic: tuple[str, str] | None = None
     admin_token: str | None = None
+    databases: Mapping[str, str] = field(default_factory=dict)  # name -> DSN
 
     def __repr__(self) -> str:
         return (f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
                 f"webhook_basic={'***' if self.webhook_basic else None}, "
-                f"admin_token={'***' if self.admin_token else None})")
+                f"admin_token={'***' if self.admin_token else None}, "
+                f"databases={sorted(self.databases)})")
 
     @property
     def webhook_auth(self) -> bool:
@@ -296,7 +343,24 @@ def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) 
             raise ConfigError([("webhook.basic_auth", "needs password_file or "
                                 "HEALER_WEBHOOK_PASSWORD")])
         basic = (ba.username, password)
-    return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)
+    return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin,
+                   databases=resolve_dsns(config, env))
+
+
+def resolve_dsns(config: HealerConfig, env: Mapping[str, str]) -> dict[str, str]:
+    dsns: dict[str, str] = {}
+    for name, db in config.databases.items():
+        where = f"databases.{name}"
+        if db.dsn is not None:
+            dsns[name] = db.dsn
+        elif db.dsn_file is not None:
+            dsns[name] = _read_secret(db.dsn_file, f"{where}.dsn_file")
+        elif db.dsn_env is not None:
+            value = env.get(db.dsn_env)
+            if not value:
+                raise ConfigError([(f"{where}.dsn_env", f"${db.dsn_env} is not set")])
+            dsns[name] = value
+    return dsns
 
 
 def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:

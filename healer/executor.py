@@ -32,6 +32,7 @@ from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
+from healer.postgres import PostgresAdapter
 from healer.safety import Allowlist, TargetLocks
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
@@ -75,13 +76,14 @@ class _End(Exception):
 
 class Executor:
     def __init__(self, *, journal: Journal, handlers: HandlerRegistry, metrics: Metrics,
-                 verifier: Verifier, docker: DockerAdapter, allowlist: Allowlist,
-                 max_concurrent: int) -> None:
+                 verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
+                 allowlist: Allowlist, max_concurrent: int) -> None:
         self._journal = journal
         self._handlers = handlers
         self._metrics = metrics
         self._verifier = verifier
         self._docker = docker
+        self._postgres = postgres
         self._allowlist = allowlist
         self._locks = TargetLocks()
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -185,7 +187,7 @@ class Executor:
         dry_run = job.dry_run
         ctx = HealContext(heal_id=heal_id, rule=job.rule or MANUAL, handler=job.handler,
                           alert=job.alert, dry_run=dry_run, log=log, docker=self._docker,
-                          record=record)
+                          postgres=self._postgres.for_heal(), record=record)
         log.info("checking", params=params.model_dump(mode="json"))
         check = await self._timed("check", job, durations,
                                   self._guard(handler.check(ctx, params), "check"))

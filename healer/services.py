@@ -14,6 +14,7 @@ from healer.executor import Executor
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.plugins import HandlerRegistry
+from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
 
 
@@ -27,6 +28,7 @@ class Services:
     journal: Journal
     http: httpx.AsyncClient
     docker: DockerAdapter
+    postgres: PostgresAdapter
     executor: Executor
 
 

@@ -53,6 +53,8 @@ async def ready(request: Request) -> JSONResponse:
     probes = [_probe("journal", svc.journal.ping()), _probe("prometheus", _prometheus_ready(svc))]
     if "docker" in _needs(svc):
         probes.append(_probe("docker", svc.docker.ping()))
+    if "postgres" in _needs(svc):
+        probes += [_probe(f"postgres:{db}", svc.postgres.ping(db)) for db in svc.postgres.names]
     checks = dict(await asyncio.gather(*probes))
     ok = all(c["status"] == "up" for c in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},

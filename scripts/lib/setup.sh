@@ -74,8 +74,20 @@ stop_dockerd() {
     DOCKERD_PID=
 }
 
+PG_ROOT=
+
+stop_postgres() {
+    [[ -n "$PG_ROOT" ]] || return 0
+    step "stopping the private PostgreSQL ($PG_ROOT)"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -m fast -w stop \
+        >/dev/null 2>&1 || true
+    rm -rf "$PG_ROOT"
+    PG_ROOT=
+}
+
 on_exit() {
     local rc=$?
+    stop_postgres
     stop_dockerd
     exit "$rc"
 }
@@ -101,3 +113,46 @@ else
     step "dockerd is up (pid $DOCKERD_PID)"
 fi
 
+
+# --- d. PostgreSQL (only scripts that call ensure_postgres) ------------------------
+# Tests take the server from HEALER_TEST_PG_DSN (default 127.0.0.1:5432, user
+# postgres, trust auth). Where none answers, start a private one on a free
+# loopback port, as the postgres OS user, and remove it on EXIT.
+ensure_postgres() {
+    local dsn=${HEALER_TEST_PG_DSN:-postgresql://postgres@127.0.0.1:5432/postgres}
+    if .venv/bin/python - "$dsn" <<'PY' 2>/dev/null
+import asyncio, sys
+import asyncpg
+async def main() -> None:
+    conn = await asyncpg.connect(sys.argv[1], timeout=3)
+    await conn.close()
+asyncio.run(main())
+PY
+    then
+        export HEALER_TEST_PG_DSN=$dsn
+        step "PostgreSQL answers at ${dsn%%\?*}"
+        return 0
+    fi
+    if [[ -n "${HEALER_TEST_PG_DSN:-}" ]]; then
+        echo "HEALER_TEST_PG_DSN=$HEALER_TEST_PG_DSN does not answer" >&2
+        exit 1
+    fi
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [[ -z "$PG_BIN" ]]; then
+        step "installing postgresql"
+        "${SUDO[@]}" apt-get update -q
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+        PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    local port
+    port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PG_ROOT=$(mktemp -d /tmp/healer-pg.XXXXXX)
+    chown postgres: "$PG_ROOT"
+    step "starting a private PostgreSQL on 127.0.0.1:$port ($PG_ROOT)"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_ROOT/data" -A trust -U postgres \
+        >.healer-run/initdb.log 2>&1
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/log" -w \
+        -o "-p $port -k $PG_ROOT -c listen_addresses=127.0.0.1 -c max_connections=200" start \
+        >/dev/null
+    export HEALER_TEST_PG_DSN="postgresql://postgres@127.0.0.1:$port/postgres"
+}

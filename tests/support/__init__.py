@@ -12,6 +12,7 @@ from .containers import (
     remove_labelled_containers,
 )
 from .env import free_port, in_ci, require_service, wait_until
+from .postgres import Sessions, scratch_database, server_dsn, wait_blocked
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
@@ -50,6 +51,7 @@ __all__ = [
     "PromInstance",
     "PrometheusFactory",
     "Received",
+    "Sessions",
     "WebhookRecorder",
     "break_service",
     "build_busybox_image",
@@ -61,8 +63,11 @@ __all__ = [
     "remove_labelled_containers",
     "repair_service",
     "require_service",
+    "scratch_database",
+    "server_dsn",
     "service_command",
     "start_service",
+    "wait_blocked",
     "wait_for_metric",
     "wait_until",
 ]

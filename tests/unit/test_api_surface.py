@@ -27,6 +27,8 @@ def test_api_exports_are_pinned() -> None:
         "HealError",
         "InvalidParams",
         "Outcome",
+    "PgSession",
+    "Postgres",
         "Target",
         "TargetRefused",
     ]

@@ -1,0 +1,239 @@
+"""PostgreSQL access for handlers: one asyncpg pool per named database, owned by the app.
+
+Usage (the app factory builds it; handlers reach it as ``ctx.postgres``)::
+
+    pg = PostgresAdapter(config.databases, secrets.databases)
+    rows = await pg.fetch("odoo", "SELECT id FROM ir_cron WHERE active AND nextcall < $1", t)
+    for s in await pg.sessions("odoo"):                       # pg_stat_activity + lock graph
+        if pg.protection("odoo", s) is None: ...              # None = may be signalled
+    await pg.terminate("odoo", session)                       # refuses protected sessions
+    await pg.aclose()
+
+Every value reaches the server as a query parameter, never spliced into SQL.
+Every connection carries a short ``statement_timeout`` and the application
+name ``healer``, and its backend pid is remembered, so healer never signals
+its own sessions. Pools are created lazily: healer starts (and reports
+"postgres: down" on /health/ready) while a database is unreachable.
+
+Protection is enforced here, not left to each handler: superusers (unless the
+database's config allows them), non-client backends (replication, autovacuum,
+background workers), healer's own sessions, and the configured users and
+application names are never cancelled or terminated; ``HealPostgres`` caps how
+many sessions one heal may terminate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from healer.errors import ActionFailed, TargetRefused
+from healer.redact import redact_dsn
+
+if TYPE_CHECKING:
+    from healer.config import DatabaseConfig
+
+APPLICATION_NAME = "healer"
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One backend from ``pg_stat_activity``, with its place in the lock graph.
+
+    Ages are seconds (``None`` when PostgreSQL does not know them); ``query`` is
+    the first 200 characters of the current or last statement."""
+
+    pid: int
+    database: str | None
+    user: str | None
+    application_name: str
+    client_addr: str | None
+    backend_type: str
+    state: str | None
+    wait_event_type: str | None
+    wait_event: str | None
+    xact_age: float | None
+    query_age: float | None
+    state_age: float | None
+    query: str
+    superuser: bool
+    blocked_by: tuple[int, ...] = ()
+    blocking: tuple[int, ...] = field(default=())
+
+    def evidence(self) -> dict[str, Any]:
+        """What a heal records about a session it acted on or considered."""
+        return {
+            "pid": self.pid, "user": self.user, "application_name": self.application_name,
+            "database": self.database, "state": self.state,
+            "wait": f"{self.wait_event_type}:{self.wait_event}" if self.wait_event_type else None,
+            "xact_age_s": _round(self.xact_age), "query_age_s": _round(self.query_age),
+            "state_age_s": _round(self.state_age), "query": self.query,
+            "blocked_by": list(self.blocked_by), "blocking": len(self.blocking),
+        }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+_SESSIONS_SQL = """
+SELECT a.pid, a.datname, a.usename, coalesce(a.application_name, '') AS application_name,
+       host(a.client_addr) AS client_addr, coalesce(a.backend_type, '') AS backend_type,
+       a.state, a.wait_event_type, a.wait_event,
+       extract(epoch FROM now() - a.xact_start)::float8 AS xact_age,
+       extract(epoch FROM now() - a.query_start)::float8 AS query_age,
+       extract(epoch FROM now() - a.state_change)::float8 AS state_age,
+       left(coalesce(a.query, ''), 200) AS query,
+       coalesce(r.rolsuper, false) AS superuser,
+       pg_blocking_pids(a.pid) AS blocked_by
+  FROM pg_stat_activity a
+  LEFT JOIN pg_roles r ON r.oid = a.usesysid
+ WHERE a.pid <> pg_backend_pid()
+   AND ($1::text IS NULL OR a.datname = $1)
+"""
+
+
+class PostgresAdapter:
+    def __init__(self, databases: Mapping[str, DatabaseConfig],
+                 dsns: Mapping[str, str]) -> None:
+        self._config = dict(databases)
+        self._dsns = dict(dsns)
+        self._pools: dict[str, asyncpg.Pool] = {}
+        self._own_pids: set[int] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._config)
+
+    def config(self, db: str) -> DatabaseConfig:
+        try:
+            return self._config[db]
+        except KeyError:
+            raise TargetRefused(f"database {db!r} is not configured (databases: "
+                                f"{', '.join(self.names) or 'none'})") from None
+
+    async def _pool(self, db: str) -> asyncpg.Pool:
+        cfg = self.config(db)
+        async with self._lock:
+            pool = self._pools.get(db)
+            if pool is None:
+                timeout_ms = str(int(cfg.statement_timeout * 1000))
+
+                async def remember(conn: asyncpg.Connection) -> None:
+                    self._own_pids.add(conn.get_server_pid())
+
+                try:
+                    pool = await asyncpg.create_pool(
+                        self._dsns[db], min_size=0, max_size=cfg.pool_size,
+                        timeout=cfg.connect_timeout, command_timeout=cfg.statement_timeout + 5,
+                        server_settings={"application_name": APPLICATION_NAME,
+                                         "statement_timeout": timeout_ms},
+                        init=remember)
+                except Exception as exc:
+                    raise ActionFailed(f"cannot connect to database {db!r}: "
+                                       f"{redact_dsn(str(exc))}") from None
+                self._pools[db] = pool
+            return pool
+
+    async def fetch(self, db: str, query: str, *args: Any) -> list[dict[str, Any]]:
+        """Run a query with parameters ($1, $2, ...); rows come back as dicts."""
+        pool = await self._pool(db)
+        try:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(query, *args)
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
+                               f"{redact_dsn(str(exc))}") from None
+        return [dict(r) for r in rows]
+
+    async def ping(self, db: str) -> None:
+        await self.fetch(db, "SELECT 1")
+
+    async def sessions(self, db: str, *, datname: str | None = None) -> list[Session]:
+        """Every other backend on the server (or in ``datname``), with who blocks whom."""
+        rows = await self.fetch(db, _SESSIONS_SQL, datname)
+        blocking: dict[int, list[int]] = {}
+        for r in rows:
+            for b in r["blocked_by"] or ():
+                blocking.setdefault(b, []).append(r["pid"])
+        return [Session(pid=r["pid"], database=r["datname"], user=r["usename"],
+                        application_name=r["application_name"], client_addr=r["client_addr"],
+                        backend_type=r["backend_type"], state=r["state"],
+                        wait_event_type=r["wait_event_type"], wait_event=r["wait_event"],
+                        xact_age=r["xact_age"], query_age=r["query_age"],
+                        state_age=r["state_age"], query=r["query"], superuser=r["superuser"],
+                        blocked_by=tuple(r["blocked_by"] or ()),
+                        blocking=tuple(blocking.get(r["pid"], ())))
+                for r in rows]
+
+    def protection(self, db: str, session: Session) -> str | None:
+        """Why ``session`` must not be signalled, or ``None`` if it may be."""
+        cfg = self.config(db)
+        if session.pid in self._own_pids or session.application_name == APPLICATION_NAME:
+            return "healer's own session"
+        if session.backend_type != "client backend":
+            return f"not a client backend ({session.backend_type or 'unknown'})"
+        if session.superuser and not cfg.allow_superusers:
+            return f"superuser {session.user!r}"
+        if session.user in cfg.protect.users:
+            return f"protected user {session.user!r}"
+        if session.application_name in cfg.protect.application_names:
+            return f"protected application {session.application_name!r}"
+        return None
+
+    async def _signal(self, db: str, session: Session, fn: str) -> bool:
+        why = self.protection(db, session)
+        if why is not None:
+            raise TargetRefused(f"pid {session.pid} is protected: {why}")
+        sql = ("SELECT pg_terminate_backend($1)" if fn == "terminate"
+               else "SELECT pg_cancel_backend($1)")
+        rows = await self.fetch(db, sql, session.pid)
+        return bool(rows and next(iter(rows[0].values())))
+
+    async def terminate(self, db: str, session: Session) -> bool:
+        """``pg_terminate_backend``; False when the session was already gone."""
+        return await self._signal(db, session, "terminate")
+
+    async def cancel(self, db: str, session: Session) -> bool:
+        """``pg_cancel_backend`` (the statement stops, the session stays)."""
+        return await self._signal(db, session, "cancel")
+
+    def for_heal(self) -> HealPostgres:
+        return HealPostgres(self)
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except Exception:
+                pool.terminate()
+
+
+class HealPostgres:
+    """The view of :class:`PostgresAdapter` one heal gets as ``ctx.postgres``: the same
+    calls, plus the per-heal termination cap (``databases.<name>.max_terminations``)."""
+
+    def __init__(self, adapter: PostgresAdapter) -> None:
+        self._adapter = adapter
+        self._terminated: dict[str, int] = {}
+        self.fetch = adapter.fetch
+        self.sessions = adapter.sessions
+        self.protection = adapter.protection
+        self.cancel = adapter.cancel
+        self.config = adapter.config
+
+    def max_terminations(self, db: str) -> int:
+        """How many more sessions this heal may terminate on ``db``."""
+        return self._adapter.config(db).max_terminations - self._terminated.get(db, 0)
+
+    async def terminate(self, db: str, session: Session) -> bool:
+        if self.max_terminations(db) <= 0:
+            raise TargetRefused(f"termination cap reached for database {db!r} "
+                                f"({self._adapter.config(db).max_terminations} per heal)")
+        self._terminated[db] = self._terminated.get(db, 0) + 1
+        return await self._adapter.terminate(db, session)

@@ -1,0 +1,88 @@
+"""healer.postgres against a real server: the lock graph it reports, who it refuses
+to signal, the per-heal termination cap, and that DSN passwords never leak."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from healer.config import DatabaseConfig
+from healer.errors import ActionFailed, TargetRefused
+from healer.postgres import PostgresAdapter
+from healer.redact import redact_dsn
+from tests.support import Sessions, scratch_database, wait_blocked
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def db_dsn() -> AsyncIterator[str]:
+    async with scratch_database() as dsn:
+        yield dsn
+
+
+def adapter(dsn: str, **cfg: object) -> PostgresAdapter:
+    return PostgresAdapter({"app": DatabaseConfig.model_validate({"dsn": dsn, **cfg})},
+                           {"app": dsn})
+
+
+async def test_sessions_report_who_blocks_whom(db_dsn: str) -> None:
+    """A holds a lock, B waits on A: B.blocked_by == (A,), A.blocking == (B,)."""
+    pg = adapter(db_dsn)
+    async with Sessions(db_dsn) as s:
+        a = await s.open(application_name="holder")
+        await a.execute("CREATE TABLE t (id int)")
+        await a.execute("BEGIN")
+        await a.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        b = await s.open(application_name="waiter")
+        s.background(b, "SELECT * FROM t")
+        await wait_blocked(a, b.get_server_pid())
+        by_pid = {x.pid: x for x in await pg.sessions("app")}
+        holder, waiter = by_pid[a.get_server_pid()], by_pid[b.get_server_pid()]
+        assert waiter.blocked_by == (holder.pid,)
+        assert holder.blocking == (waiter.pid,)
+        assert holder.state == "idle in transaction"
+        assert waiter.evidence()["wait"] == "Lock:relation"
+        assert all(x.application_name != "healer" for x in by_pid.values())
+    await pg.aclose()
+
+
+async def test_protected_sessions_are_never_signalled(db_dsn: str) -> None:
+    """Superusers (the test user is one), protected apps and healer's own sessions are
+    refused before any signal is sent; the session survives."""
+    pg = adapter(db_dsn, protect={"application_names": ["pgbouncer"]})
+    async with Sessions(db_dsn) as s:
+        conn = await s.open(application_name="pgbouncer")
+        me = next(x for x in await pg.sessions("app") if x.pid == conn.get_server_pid())
+        assert pg.protection("app", me) is not None
+        with pytest.raises(TargetRefused, match="protected"):
+            await pg.terminate("app", me)
+        assert await conn.fetchval("SELECT 1") == 1
+    await pg.aclose()
+
+
+async def test_termination_cap_per_heal(db_dsn: str) -> None:
+    """max_terminations: 1 lets one heal terminate one session; a second is refused."""
+    pg = adapter(db_dsn, allow_superusers=True, max_terminations=1)
+    heal = pg.for_heal()
+    async with Sessions(db_dsn) as s:
+        c1, c2 = await s.open(application_name="a"), await s.open(application_name="b")
+        pids = {c1.get_server_pid(), c2.get_server_pid()}
+        targets = [x for x in await heal.sessions("app") if x.pid in pids]
+        assert await heal.terminate("app", targets[0]) is True
+        with pytest.raises(TargetRefused, match="cap"):
+            await heal.terminate("app", targets[1])
+    await pg.aclose()
+
+
+async def test_unreachable_database_fails_with_redacted_error() -> None:
+    """A dead server gives ActionFailed; the password in the DSN never shows."""
+    dsn = "postgresql://u:s3cret@127.0.0.1:1/x"
+    pg = PostgresAdapter({"x": DatabaseConfig(dsn_env="X", connect_timeout=1)}, {"x": dsn})
+    with pytest.raises(ActionFailed) as err:
+        await pg.ping("x")
+    assert "s3cret" not in str(err.value)
+    assert redact_dsn(dsn) == "postgresql://u:***@127.0.0.1:1/x"
+    assert redact_dsn("host=h password='a b' user=u") == "host=h password=*** user=u"
+    await pg.aclose()
