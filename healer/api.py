@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from healer.config import Seconds as Duration
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
 from healer.outcomes import Outcome
@@ -56,6 +57,7 @@ __all__ = [
     "Alert",
     "CheckResult",
     "DockerAdapter",
+    "Duration",
     "Handler",
     "HandlerParams",
     "HealContext",
@@ -67,6 +69,10 @@ __all__ = [
     "Target",
     "TargetRefused",
 ]
+
+
+# ``Duration`` is a float of seconds that also accepts "30s", "10m", "1h30m", "7d" in
+# params: ``older_than: Duration = 7 * 86400``.
 
 
 class HandlerParams(BaseModel):

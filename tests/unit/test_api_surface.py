@@ -21,6 +21,7 @@ def test_api_exports_are_pinned() -> None:
         "Alert",
         "CheckResult",
         "DockerAdapter",
+    "Duration",
         "Handler",
         "HandlerParams",
         "HealContext",
