@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import InvalidParams
+from healer.errors import InvalidParams, TargetRefused
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
@@ -253,6 +253,8 @@ class Executor:
             return await coro
         except asyncio.CancelledError:
             raise
+        except TargetRefused as exc:  # e.g. every candidate session is protected
+            raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
         except Exception as exc:
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 
