@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -44,7 +45,10 @@ class Session:
     """One backend from ``pg_stat_activity``, with its place in the lock graph.
 
     Ages are seconds (``None`` when PostgreSQL does not know them); ``query`` is
-    the first 200 characters of the current or last statement."""
+    the first 200 characters of the current or last statement. ``backend_start``
+    (with ``pid``) identifies the backend: a pid PostgreSQL hands out again belongs
+    to a backend with a later start; ``xact_start`` / ``query_start`` identify its
+    current transaction and statement."""
 
     pid: int
     database: str | None
@@ -62,6 +66,9 @@ class Session:
     superuser: bool
     blocked_by: tuple[int, ...] = ()
     blocking: tuple[int, ...] = field(default=())
+    backend_start: datetime | None = None
+    xact_start: datetime | None = None
+    query_start: datetime | None = None
 
     def evidence(self) -> dict[str, Any]:
         """What a heal records about a session it acted on or considered."""
@@ -72,11 +79,16 @@ class Session:
             "xact_age_s": _round(self.xact_age), "query_age_s": _round(self.query_age),
             "state_age_s": _round(self.state_age), "query": self.query,
             "blocked_by": list(self.blocked_by), "blocking": len(self.blocking),
+            "backend_start": _iso(self.backend_start),
         }
 
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
+
+
+def _iso(v: datetime | None) -> str | None:
+    return None if v is None else v.isoformat()
 
 
 _SESSIONS_SQL = """
@@ -88,7 +100,8 @@ SELECT a.pid, a.datname, a.usename, coalesce(a.application_name, '') AS applicat
        extract(epoch FROM now() - a.state_change)::float8 AS state_age,
        left(coalesce(a.query, ''), 200) AS query,
        coalesce(r.rolsuper, false) AS superuser,
-       pg_blocking_pids(a.pid) AS blocked_by
+       pg_blocking_pids(a.pid) AS blocked_by,
+       a.backend_start, a.xact_start, a.query_start
   FROM pg_stat_activity a
   LEFT JOIN pg_roles r ON r.oid = a.usesysid
  WHERE a.pid <> pg_backend_pid()
@@ -167,13 +180,19 @@ class PostgresAdapter:
                         xact_age=r["xact_age"], query_age=r["query_age"],
                         state_age=r["state_age"], query=r["query"], superuser=r["superuser"],
                         blocked_by=tuple(r["blocked_by"] or ()),
-                        blocking=tuple(blocking.get(r["pid"], ())))
+                        blocking=tuple(blocking.get(r["pid"], ())),
+                        backend_start=r["backend_start"], xact_start=r["xact_start"],
+                        query_start=r["query_start"])
                 for r in rows]
+
+    def is_own(self, session: Session) -> bool:
+        """True for healer's own connections (never a candidate for any handler)."""
+        return session.pid in self._own_pids or session.application_name == APPLICATION_NAME
 
     def protection(self, db: str, session: Session) -> str | None:
         """Why ``session`` must not be signalled, or ``None`` if it may be."""
         cfg = self.config(db)
-        if session.pid in self._own_pids or session.application_name == APPLICATION_NAME:
+        if self.is_own(session):
             return "healer's own session"
         if session.backend_type != "client backend":
             return f"not a client backend ({session.backend_type or 'unknown'})"
@@ -189,13 +208,17 @@ class PostgresAdapter:
         why = self.protection(db, session)
         if why is not None:
             raise TargetRefused(f"pid {session.pid} is protected: {why}")
-        sql = ("SELECT pg_terminate_backend($1)" if fn == "terminate"
-               else "SELECT pg_cancel_backend($1)")
-        rows = await self.fetch(db, sql, session.pid)
+        # The signal goes only to the backend that was looked at: a pid PostgreSQL gave
+        # to a new backend since then has a different backend_start and is left alone.
+        call = "pg_terminate_backend" if fn == "terminate" else "pg_cancel_backend"
+        sql = (f"SELECT {call}(pid) FROM pg_stat_activity WHERE pid = $1"
+               " AND backend_start IS NOT DISTINCT FROM $2::timestamptz")
+        rows = await self.fetch(db, sql, session.pid, session.backend_start)
         return bool(rows and next(iter(rows[0].values())))
 
     async def terminate(self, db: str, session: Session) -> bool:
-        """``pg_terminate_backend``; False when the session was already gone."""
+        """``pg_terminate_backend``; False when the session was already gone (or its pid
+        now belongs to another backend)."""
         return await self._signal(db, session, "terminate")
 
     async def cancel(self, db: str, session: Session) -> bool:
@@ -224,6 +247,7 @@ class HealPostgres:
         self.fetch = adapter.fetch
         self.sessions = adapter.sessions
         self.protection = adapter.protection
+        self.is_own = adapter.is_own
         self.cancel = adapter.cancel
         self.config = adapter.config
 

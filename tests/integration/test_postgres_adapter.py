@@ -3,7 +3,9 @@ to signal, the per-heal termination cap, and that DSN passwords never leak."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -58,6 +60,20 @@ async def test_protected_sessions_are_never_signalled(db_dsn: str) -> None:
         assert pg.protection("app", me) is not None
         with pytest.raises(TargetRefused, match="protected"):
             await pg.terminate("app", me)
+        assert await conn.fetchval("SELECT 1") == 1
+    await pg.aclose()
+
+
+async def test_signal_never_reaches_a_different_backend(db_dsn: str) -> None:
+    """A session whose backend_start no longer matches (its pid was handed to a new
+    backend) is not signalled: terminate returns False and the backend lives on."""
+    pg = adapter(db_dsn, allow_superusers=True)
+    async with Sessions(db_dsn) as s:
+        conn = await s.open(application_name="victim")
+        me = next(x for x in await pg.sessions("app") if x.pid == conn.get_server_pid())
+        assert me.backend_start is not None
+        stale = dataclasses.replace(me, backend_start=me.backend_start - timedelta(seconds=1))
+        assert await pg.terminate("app", stale) is False
         assert await conn.fetchval("SELECT 1") == 1
     await pg.aclose()
 

@@ -12,7 +12,14 @@ from .containers import (
     remove_labelled_containers,
 )
 from .env import free_port, in_ci, require_service, wait_until
-from .postgres import Sessions, scratch_database, server_dsn, wait_blocked
+from .postgres import (
+    Sessions,
+    scratch_database,
+    scratch_role,
+    server_dsn,
+    wait_blocked,
+    with_user,
+)
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
@@ -64,10 +71,12 @@ __all__ = [
     "repair_service",
     "require_service",
     "scratch_database",
+    "scratch_role",
     "server_dsn",
     "service_command",
     "start_service",
     "wait_blocked",
     "wait_for_metric",
     "wait_until",
+    "with_user",
 ]

@@ -9,6 +9,8 @@ sessions that hold real locks.
             await a.execute("BEGIN")                 # one statement per execute()
             await a.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
             waiter = s.background(await s.open(), "SELECT * FROM t")  # blocks on a's lock
+    async with scratch_role("LOGIN") as user:    # a cluster-wide role, dropped on exit
+        dsn_as_user = with_user(server_dsn(), user)
 """
 
 from __future__ import annotations
@@ -43,6 +45,42 @@ async def check_server(dsn: str) -> None:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         require_service("PostgreSQL", f"{dsn}: {type(exc).__name__}: {exc}")
     await conn.close()
+
+
+def with_user(dsn: str, user: str) -> str:
+    """``dsn`` connecting as ``user`` instead (no password: the test server trusts)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+@asynccontextmanager
+async def scratch_role(options: str = "LOGIN", *, dsn: str | None = None,
+                       prefix: str = "healer_test") -> AsyncIterator[str]:
+    """A new role, ``CREATE ROLE <unique name> <options>``; on exit, even after a
+    failure, its sessions are terminated and it is dropped.
+
+    Roles are cluster-wide, hence the unique name. Enter it *before* any
+    ``scratch_database`` where it gets privileges, so that database is dropped first
+    and ``DROP ROLE`` finds nothing depending on the role."""
+    dsn = dsn or server_dsn()
+    await check_server(dsn)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await admin.execute(f'CREATE ROLE "{name}" {options}')
+    finally:
+        await admin.close()
+    try:
+        yield name
+    finally:
+        admin = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE usename = $1", name)
+            await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+        finally:
+            await admin.close()
 
 
 @asynccontextmanager
