@@ -263,12 +263,27 @@ def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerCo
         seen.add(rule.name)
         if handlers is not None:
             errors.extend(handlers.validate_rule_params(rule, f"rules[{i}]"))
+            if config is not None:
+                errors.extend(_unknown_database(config, rule, i, handlers))
     for i, entry in enumerate(config.allow if config is not None else []):
         if "kind" not in entry:
             errors.append((f"allow[{i}]", "each allowlist entry needs a 'kind' (e.g. docker)"))
     if errors or config is None:
         raise ConfigError(sorted(errors, key=_path_key))
     return config
+
+
+def _unknown_database(config: HealerConfig, rule: RuleConfig, i: int,
+                      handlers: HandlerRegistry) -> list[tuple[str, str]]:
+    """A PostgreSQL rule must name a database from ``databases:`` (unless templated)."""
+    handler = handlers.get(rule.handler)
+    db = rule.params.get("database")
+    if handler is None or "postgres" not in handler.requires or not isinstance(db, str):
+        return []
+    if "{{" in db or db in config.databases:
+        return []
+    known = ", ".join(sorted(config.databases)) or "none configured"
+    return [(f"rules[{i}].params.database", f"database {db!r} is not in databases: ({known})")]
 
 
 def _path_key(error: tuple[str, str]) -> list[tuple[int, int | str]]:

@@ -413,3 +413,22 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out == f"healer {healer.__version__}\n"
+
+
+def test_postgres_rule_must_name_a_configured_database() -> None:
+    """A rule for a PostgreSQL handler naming a database missing from ``databases:`` is a
+    config error at start-up, not a refused heal at 3 a.m."""
+
+    data = {
+        "databases": {"odoo": {"dsn_env": "ODOO_DSN"}},
+        "rules": [
+            {"name": "ok", "match": 'alertname="A"', "handler": "postgres.terminate_idle",
+             "params": {"database": "odoo"}},
+            {"name": "typo", "match": 'alertname="B"', "handler": "postgres.terminate_idle",
+             "params": {"database": "odo"}},
+        ],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, HandlerRegistry.from_entry_points())
+    assert err.value.errors == [("rules[1].params.database",
+                                 "database 'odo' is not in databases: (odoo)")]
