@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import InvalidParams
+from healer.errors import InvalidParams, TargetRefused
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
@@ -254,6 +254,10 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # A handler's check may refuse (e.g. a protected session): nothing was done yet.
+            # Once acting, a refusal mid-way is a failure (the state machine says so).
+            if isinstance(exc, TargetRefused) and step == "check":
+                raise _End(Outcome.REFUSED, str(exc)) from exc
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _timed(self, phase: str, job: HealJob, durations: dict[str, float],
