@@ -358,10 +358,11 @@ async def test_restart_workers_rolls_one_at_a_time_recording_memory(
     assert [c["mem_limit"] for c in checked] == [limit] * 3
     # dockerd's own record: each container was healthy again before the next was stopped.
     events = events_of(docker_client, names, since)
+    restarted_at = dict(zip(names, map(ns, after), strict=True))
     for prev, nxt in itertools.pairwise(names):
         healthy = min(e["timeNano"] for e in events if e["Actor"]["Attributes"]["name"] == prev
                       and e["Action"] == "health_status: healthy"
-                      and e["timeNano"] > ns(before[prev]))
+                      and e["timeNano"] > restarted_at[prev])
         killed = min(e["timeNano"] for e in events
                      if e["Actor"]["Attributes"]["name"] == nxt and e["Action"] == "kill")
         assert healthy < killed, f"{nxt} was stopped before {prev} was healthy again"
