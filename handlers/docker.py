@@ -13,12 +13,16 @@ Check records each container's state (status, StartedAt, restart count,
 health); act restarts them one at a time, confirms each came back with a new
 StartedAt and, when the container has a healthcheck, waits for it to report
 healthy before the next one (a rolling restart over replicas).
+
+The pieces (:func:`find_containers`, :func:`summary`, :func:`target`,
+:func:`restart_one`) are shared with other container handlers (``handlers.odoo``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -50,7 +54,8 @@ class RestartParams(HandlerParams):
         return self
 
 
-def _summary(info: dict[str, Any]) -> dict[str, Any]:
+def summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The state a heal records about a container, from its inspect dict."""
     state = info.get("State") or {}
     labels = (info.get("Config") or {}).get("Labels") or {}
     return {
@@ -66,9 +71,67 @@ def _summary(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _target(summary: dict[str, Any]) -> Target:
+def target(summary: dict[str, Any]) -> Target:
+    """The allowlist target of a container: its name plus its compose project/service."""
     attrs = {k: summary[k] for k in ("compose_project", "compose_service") if summary[k]}
     return Target(kind="docker", name=summary["name"], attrs=attrs)
+
+
+async def find_containers(ctx: HealContext, names: Iterable[str] = (),
+                          services: Iterable[str] = (),
+                          project: str | None = None) -> list[dict[str, Any]]:
+    """Inspect dicts of the containers named ``names`` and of those carrying the compose
+    labels of each of ``services`` (in ``project`` when given), each container once.
+
+    Order: the named containers as given, then each service's replicas by name, so a
+    rolling restart follows the order the rule wrote."""
+    found: list[dict[str, Any]] = []
+    for name in names:
+        found.extend(await ctx.docker.list_containers(name=name))
+    for service in services:
+        labels = {_SERVICE: service}
+        if project is not None:
+            labels[_PROJECT] = project
+        found.extend(sorted(await ctx.docker.list_containers(labels=labels),
+                            key=lambda i: str(i.get("Name"))))
+    unique: dict[str, dict[str, Any]] = {}
+    for info in found:
+        unique.setdefault(info["Id"], info)
+    return list(unique.values())
+
+
+async def restart_one(ctx: HealContext, name: str, *, stop_timeout: int,
+                      health_timeout: float) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Restart ``name`` and wait until it is back: running with a new StartedAt and, when
+    it has a healthcheck, healthy. Returns (before, after, seconds); raises ActionFailed
+    naming what it saw when the container does not come back."""
+    before = summary(await ctx.docker.inspect(name))
+    started = time.monotonic()
+    await ctx.docker.restart(name, timeout=stop_timeout)
+    after = summary(await ctx.docker.inspect(name))
+    if after["started_at"] == before["started_at"] or after["status"] != "running":
+        raise ActionFailed(f"{name} did not come back: status {after['status']}, "
+                           f"StartedAt {after['started_at']}", heal_id=ctx.heal_id)
+    if after["health"] is not None:
+        after = await wait_healthy(ctx, name, health_timeout)
+    return before, after, round(time.monotonic() - started, 3)
+
+
+async def wait_healthy(ctx: HealContext, name: str, timeout: float) -> dict[str, Any]:
+    """Poll (bounded by ``timeout``) until the container's healthcheck says healthy; fail at
+    once if it stops running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = summary(await ctx.docker.inspect(name))
+        if state["health"] == "healthy":
+            return state
+        if state["status"] != "running":
+            raise ActionFailed(f"{name} restarted but stopped before it was healthy "
+                               f"(status: {state['status']})", heal_id=ctx.heal_id)
+        if time.monotonic() >= deadline:
+            raise ActionFailed(f"{name} restarted but not healthy after {timeout:g}s "
+                               f"(health: {state['health']})", heal_id=ctx.heal_id)
+        await asyncio.sleep(0.5)
 
 
 class DockerRestart:
@@ -76,59 +139,31 @@ class DockerRestart:
     Params: ClassVar[type[HandlerParams]] = RestartParams
     requires: ClassVar[frozenset[str]] = frozenset({"docker"})
 
-    async def _find(self, ctx: HealContext, params: RestartParams) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for name in params.containers:
-            found.extend(await ctx.docker.list_containers(name=name))
-        if params.service is not None:
-            labels = {_SERVICE: params.service}
-            if params.project is not None:
-                labels[_PROJECT] = params.project
-            found.extend(await ctx.docker.list_containers(labels=labels))
-        unique = {info["Id"]: info for info in found}
-        return sorted(unique.values(), key=lambda i: str(i.get("Name")))
-
     async def check(self, ctx: HealContext, params: RestartParams) -> CheckResult:
-        found = [_summary(i) for i in await self._find(ctx, params)]
+        services = [params.service] if params.service is not None else []
+        infos = await find_containers(ctx, params.containers, services, params.project)
+        found = sorted((summary(i) for i in infos), key=lambda s: str(s["name"]))
         wanted = set(params.containers)
         missing = sorted(wanted - {s["name"] for s in found})
         evidence = {"containers": found, "missing": missing}
         if not found:
             return CheckResult(targets=[], evidence=evidence, act=False,
                                reason="no container matches " + _describe(params))
-        return CheckResult(targets=[_target(s) for s in found], evidence=evidence)
+        return CheckResult(targets=[target(s) for s in found], evidence=evidence)
 
     async def act(self, ctx: HealContext, params: RestartParams,
                   check: CheckResult) -> ActResult:
         restarted = []
-        for target in check.targets:
-            before = _summary(await ctx.docker.inspect(target.name))
-            started = time.monotonic()
-            await ctx.docker.restart(target.name, timeout=params.stop_timeout)
-            after = _summary(await ctx.docker.inspect(target.name))
-            if after["started_at"] == before["started_at"] or after["status"] != "running":
-                raise ActionFailed(f"{target.name} did not come back: status {after['status']}, "
-                                   f"StartedAt {after['started_at']}", heal_id=ctx.heal_id)
-            if after["health"] is not None:
-                after = await self._wait_healthy(ctx, target.name, params.health_timeout)
-            took = round(time.monotonic() - started, 3)
-            await ctx.record("restarted", {"container": target.name, "seconds": took,
+        for t in check.targets:
+            before, after, took = await restart_one(
+                ctx, t.name, stop_timeout=params.stop_timeout,
+                health_timeout=params.health_timeout)
+            await ctx.record("restarted", {"container": t.name, "seconds": took,
                                            "before": before, "after": after})
-            restarted.append({"container": target.name, "seconds": took,
+            restarted.append({"container": t.name, "seconds": took,
                               "started_at": after["started_at"], "health": after["health"]})
         names = ", ".join(r["container"] for r in restarted)
         return ActResult(summary=f"restarted {names}", details={"restarted": restarted})
-
-    async def _wait_healthy(self, ctx: HealContext, name: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            summary = _summary(await ctx.docker.inspect(name))
-            if summary["health"] == "healthy":
-                return summary
-            if time.monotonic() >= deadline:
-                raise ActionFailed(f"{name} restarted but not healthy after {timeout:g}s "
-                                   f"(health: {summary['health']})", heal_id=ctx.heal_id)
-            await asyncio.sleep(0.5)
 
 
 def _describe(params: RestartParams) -> str:

@@ -78,11 +78,39 @@ class DockerAdapter:
     async def restart(self, container: str, *, timeout: int) -> None:
         await self.run(lambda c: c.api.restart(container, timeout=timeout))
 
+    async def stats(self, container: str) -> dict[str, int | None]:
+        """Memory of a container from one stats sample (``docker stats --no-stream``).
+
+        ``usage`` is the working set, as cAdvisor and ``docker stats`` count it: the
+        cgroup's usage minus its inactive page cache (``total_inactive_file`` on cgroup
+        v1, ``inactive_file`` on v2, else ``cache``). ``limit`` is the memory limit
+        (the host's memory when the container has none); ``raw_usage`` what the cgroup
+        reports. Values are bytes, ``None`` when the engine reports none (e.g. stopped)."""
+
+        def _stats(c: docker.DockerClient) -> dict[str, Any]:
+            # one_shot: answer at once instead of waiting for a second CPU sample.
+            return dict(c.api.stats(container, stream=False, one_shot=True))
+
+        return memory_usage(await self.run(_stats))
+
     async def aclose(self) -> None:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(client.close)
+
+
+def memory_usage(stats: dict[str, Any]) -> dict[str, int | None]:
+    """``usage`` (working set), ``limit`` and ``raw_usage`` from a stats sample."""
+    mem = stats.get("memory_stats") or {}
+    raw, limit = mem.get("usage"), mem.get("limit")
+    detail = mem.get("stats") or {}
+    inactive = next((detail[k] for k in ("total_inactive_file", "inactive_file", "cache")
+                     if isinstance(detail.get(k), int)), 0)
+    usage = raw - inactive if isinstance(raw, int) and inactive < raw else raw
+    return {"usage": usage if isinstance(usage, int) else None,
+            "limit": limit if isinstance(limit, int) and limit > 0 else None,
+            "raw_usage": raw if isinstance(raw, int) else None}
 
 
 NotFound = docker.errors.NotFound

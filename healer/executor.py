@@ -254,9 +254,12 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except (InvalidParams, TargetRefused) as exc:
-            # A handler judged its (label-derived) params or target unsafe: refused, as when
-            # the params model or the allowlist says no.
-            raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
+            # A handler judged its (label-derived) params or target unsafe. Before acting that
+            # is a refusal, as when the params model or the allowlist says no; once acting,
+            # something may already have changed, so a refusal mid-way is a failure.
+            if step == "check":
+                raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
+            raise _End(Outcome.FAILED, f"{step} stopped: {exc.message}") from exc
         except Exception as exc:
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 

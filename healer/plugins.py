@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from healer.api import Handler
 from healer.errors import PluginValidationError
-from healer.templating import placeholder_params
+from healer.templating import placeholder_params, render_params
 
 if TYPE_CHECKING:
     from healer.config import RuleConfig
@@ -95,17 +95,45 @@ class HandlerRegistry:
 
     def validate_rule_params(self, rule: RuleConfig, path: str) -> list[tuple[str, str]]:
         """Config-time check of a rule's handler and params (templates filled with placeholders)."""
-        from healer.config import validation_errors  # config imports us for typing only
-
         handler = self.get(rule.handler)
         if handler is None:
             known = ", ".join(self) or "none"
             return [(f"{path}.handler", f"unknown handler {rule.handler!r} (known: {known})")]
-        try:
-            handler.Params.model_validate(placeholder_params(rule.params))
-        except ValidationError as exc:
-            return validation_errors(exc, (*path_parts(path), "params"))
-        return []
+        prefix = (*path_parts(path), "params")
+        errors = _param_errors(handler, placeholder_params(rule.params), prefix)
+        if errors:
+            # A value built from alert data is judged when the alert arrives: the word
+            # placeholder cannot pass for a number ("{{ labels.cron_id }}"), so an error
+            # counts only if a numeric placeholder fails there too.
+            numeric = render_params(rule.params, _Every("1"), _Every("1"))
+            also = {where for where, _ in _param_errors(handler, numeric, prefix)}
+            errors = [(where, msg) for where, msg in errors if where in also]
+        return errors
+
+
+def _param_errors(handler: Handler, params: Any, prefix: tuple[int | str, ...]
+                  ) -> list[tuple[str, str]]:
+    from healer.config import validation_errors  # config imports us for typing only
+
+    try:
+        handler.Params.model_validate(params)
+    except ValidationError as exc:
+        return validation_errors(exc, prefix)
+    return []
+
+
+class _Every(dict[str, str]):
+    """Labels that have every key, all with one value (to render templates for checks)."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__()
+        self._value = value
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return self._value
 
 
 def path_parts(path: str) -> tuple[int | str, ...]:

@@ -4,6 +4,7 @@ Usage (the app factory builds it; handlers reach it as ``ctx.postgres``)::
 
     pg = PostgresAdapter(config.databases, secrets.databases)
     rows = await pg.fetch("odoo", "SELECT id FROM ir_cron WHERE active AND nextcall < $1", t)
+    free = await pg.probe("odoo", "SELECT id FROM ir_cron FOR UPDATE SKIP LOCKED")  # rolled back
     for s in await pg.sessions("odoo"):                       # pg_stat_activity + lock graph
         if pg.protection("odoo", s) is None: ...              # None = may be signalled
     await pg.terminate("odoo", session)                       # refuses protected sessions
@@ -163,6 +164,28 @@ class PostgresAdapter:
                                f"{redact_dsn(str(exc))}") from None
         return [dict(r) for r in rows]
 
+    async def probe(self, db: str, query: str, *args: Any,
+                    lock_timeout: float = 0.1) -> list[dict[str, Any]]:
+        """Run ``query`` in a transaction that is always rolled back and waits at most
+        ``lock_timeout`` seconds for any lock: for statements that lock only to learn
+        something (``SELECT ... FOR NO KEY UPDATE SKIP LOCKED``), so healer never holds
+        a lock past the statement nor queues in front of other sessions."""
+        pool = await self._pool(db)
+        try:
+            async with pool.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await conn.execute("SELECT set_config('lock_timeout', $1, true)",
+                                       f"{max(1, int(lock_timeout * 1000))}ms")
+                    rows = await conn.fetch(query, *args)
+                finally:
+                    await tx.rollback()
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
+                               f"{redact_dsn(str(exc))}") from None
+        return [dict(r) for r in rows]
+
     async def ping(self, db: str) -> None:
         await self.fetch(db, "SELECT 1")
 
@@ -245,6 +268,7 @@ class HealPostgres:
         self._adapter = adapter
         self._terminated: dict[str, int] = {}
         self.fetch = adapter.fetch
+        self.probe = adapter.probe
         self.sessions = adapter.sessions
         self.protection = adapter.protection
         self.is_own = adapter.is_own

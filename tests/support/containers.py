@@ -127,6 +127,7 @@ class ContainerFactory:
         labels: Mapping[str, str] | None = None,
         mem_limit: str | None = None,
         environment: Mapping[str, str] | Sequence[str] | None = None,
+        healthcheck: Mapping[str, Any] | None = None,
     ) -> Container:
         """Run ``command`` detached in the busybox image with ``network_mode="host"``.
 
@@ -143,6 +144,8 @@ class ContainerFactory:
         kwargs: dict[str, Any] = {}
         if mem_limit is not None:
             kwargs["mem_limit"] = mem_limit
+        if healthcheck is not None:
+            kwargs["healthcheck"] = dict(healthcheck)
         if environment is not None:
             kwargs["environment"] = (
                 dict(environment) if isinstance(environment, Mapping) else list(environment)
@@ -171,9 +174,15 @@ class ContainerFactory:
         port: int | None = None,
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
+        mem_limit: str | None = None,
+        healthcheck: bool = False,
     ) -> DemoService:
-        """Run the demo service (see service.sh) and wait until it serves metric 1."""
-        return start_service(self, port=port, name=name, labels=labels)
+        """Run the demo service (see service.sh) and wait until it serves metric 1.
+
+        ``healthcheck=True`` gives the container a Docker healthcheck that fetches its
+        /metrics every 250 ms (healthy while it serves, unhealthy once muted)."""
+        return start_service(self, port=port, name=name, labels=labels, mem_limit=mem_limit,
+                             healthcheck=healthcheck)
 
     def _remove_by_name(self, name: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):

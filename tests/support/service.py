@@ -120,6 +120,13 @@ class DemoService:
         repair_service(self.container)
 
 
+def http_healthcheck(port: int) -> dict[str, object]:
+    """A Docker healthcheck fetching the service's /metrics every 250 ms (durations in ns)."""
+    return {"test": ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/metrics"],
+            "interval": 250_000_000, "timeout": 1_000_000_000, "retries": 3,
+            "start_period": 0}
+
+
 def start_service(
     containers: ContainerFactory,
     *,
@@ -127,10 +134,14 @@ def start_service(
     name: str | None = None,
     labels: Mapping[str, str] | None = None,
     ready_timeout: float = 10.0,
+    mem_limit: str | None = None,
+    healthcheck: bool = False,
 ) -> DemoService:
     """Run a service container on ``port`` (free one by default) and wait until it serves 1."""
     port = port or free_port()
-    container = containers.run(service_command(port), name=name, labels=labels)
+    container = containers.run(service_command(port), name=name, labels=labels,
+                               mem_limit=mem_limit,
+                               healthcheck=http_healthcheck(port) if healthcheck else None)
     service = DemoService(container=container, port=port)
     try:
         service.wait_for_metric(1, timeout=ready_timeout)
