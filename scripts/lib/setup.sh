@@ -18,6 +18,8 @@ APT_PACKAGES=(
     prometheus
     prometheus-alertmanager
     prometheus-postgres-exporter
+    prometheus-blackbox-exporter
+    haproxy
     python3-venv
 )
 
