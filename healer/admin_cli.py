@@ -55,6 +55,10 @@ def add_parsers(sub: Any) -> None:
     close.add_argument("--target", help="only this target, e.g. docker:web-1")
 
 
+class _Usage(Exception):
+    """A flag or file the command cannot use: exit 2 with this message."""
+
+
 def base_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
@@ -62,7 +66,7 @@ def base_url(args: argparse.Namespace) -> str:
         try:
             data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SystemExit(f"error: cannot read listen from {args.config}: {exc}") from None
+            raise _Usage(f"cannot read listen from {args.config}: {exc}") from None
         listen = data.get("listen") if isinstance(data, dict) else None
         if isinstance(listen, str) and ":" in listen:
             host, port = listen.rsplit(":", 1)
@@ -76,7 +80,7 @@ def _token(args: argparse.Namespace) -> str | None:
         try:
             token = Path(args.token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SystemExit(f"error: cannot read {args.token_file}: {exc.strerror}") from None
+            raise _Usage(f"cannot read {args.token_file}: {exc.strerror}") from None
         return token or None
     return os.environ.get("HEALER_ADMIN_TOKEN") or None
 
@@ -89,10 +93,14 @@ def _when(ts: float | None) -> str:
 
 def run(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     """Run one admin command; ``client`` (tests) replaces the one built from ``--url``."""
-    token = _token(args)
+    try:
+        token = _token(args)
+        url = base_url(args) if client is None else str(client.base_url)
+    except _Usage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     own = client is None
-    url = base_url(args) if client is None else str(client.base_url)
     http = client if client is not None else httpx.Client(base_url=url, timeout=_TIMEOUT)
     try:
         return _run(args, http, headers)

@@ -152,6 +152,14 @@ def test_the_url_defaults_to_the_configs_listen(tmp_path: Path) -> None:
     assert url("--config", str(config)) == "http://10.1.2.3:9912"
 
 
+def test_an_unreadable_token_file_is_exit_2(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A --token-file that cannot be read is a usage error naming the file."""
+    missing = tmp_path / "nope"
+    assert main(["resume", "--token-file", str(missing), "--url", "http://127.0.0.1:9"]) == 2
+    assert f"cannot read {missing}" in capsys.readouterr().err
+
+
 def test_pause_needs_a_duration(capsys: pytest.CaptureFixture[str]) -> None:
     """`healer pause` without --for is a usage error."""
     with pytest.raises(SystemExit) as exc:

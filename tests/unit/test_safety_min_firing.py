@@ -31,18 +31,18 @@ def event(heal: dict[str, Any], kind: str) -> dict[str, Any]:
 
 async def test_a_young_alert_waits_then_acts(tmp_path: Path, handlers: HandlerRegistry,
                                              noop: Noop) -> None:
-    """An alert that started now, with min_firing 1s: the heal records the wait, and its
-    check runs only once the alert has fired for 1s; then it acts."""
+    """An alert that started now, with min_firing 2s: the heal records the wait, and its
+    check runs only once the alert has fired for 2s; then it acts."""
     starts = datetime.now(UTC)
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1s"}),
+    async with running_healer(gates_config(tmp_path, rule={"min_firing": "2s"}),
                               handlers=handlers) as h:
         heal_id = await fire(h, "t1", starts=starts)
         assert heal_id is not None
         heal = await h.wait_for_outcome(heal_id, timeout=15)
     assert heal["outcome"] == "unverified"
     wait = event(heal, "min_firing_wait")["data"]
-    assert wait["min_firing"] == 1.0 and wait["firing_for"] < 1.0
-    assert event(heal, "check")["at"] >= starts.timestamp() + 1.0
+    assert wait["min_firing"] == 2.0 and wait["firing_for"] < 2.0
+    assert event(heal, "check")["at"] >= starts.timestamp() + 2.0
     assert kinds(heal).index("min_firing_reached") < kinds(heal).index("check")
     assert len(noop.acts) == 1
 
