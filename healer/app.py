@@ -23,10 +23,13 @@ from prometheus_client import CollectorRegistry
 import healer
 from healer.config import HealerConfig, Secrets
 from healer.docker_adapter import DockerAdapter
+from healer.errors import ConfigError
 from healer.executor import Executor
-from healer.http import heals, health, receiver
+from healer.gates import SafetyGates
+from healer.http import heals, health, receiver, safety
 from healer.journal import Journal
 from healer.metrics import Metrics
+from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
 from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
@@ -42,6 +45,9 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
     handlers = handlers if handlers is not None else HandlerRegistry.from_entry_points()
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     log = structlog.get_logger("healer")
+    if len(secrets.notify_urls) != len(config.notify):
+        raise ConfigError([("notify", f"{len(config.notify)} notifiers configured but "
+                            f"{len(secrets.notify_urls)} URLs resolved")])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,15 +57,20 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
         postgres = PostgresAdapter(config.databases, secrets.databases)
         verifier = Verifier(http, config.prometheus.url, timeout=config.prometheus.timeout,
                             evaluation_interval=config.prometheus.evaluation_interval)
+        notifiers = Notifiers.from_config(config.notify, secrets.notify_urls, http)
+        notifiers.open()
+        gates = SafetyGates(journal=journal, config=config, notifiers=notifiers,
+                            metrics=metrics)
         executor = Executor(journal=journal, handlers=handlers, metrics=metrics,
                             verifier=verifier, docker=docker,
                             postgres=postgres, allowlist=Allowlist(config.allow),
-                            max_concurrent=config.max_concurrent_heals)
+                            max_concurrent=config.max_concurrent_heals, gates=gates)
         app.state.services = Services(
             config=config, secrets=secrets, handlers=handlers, rules=RuleSet(config),
             metrics=metrics, journal=journal, http=http, docker=docker, postgres=postgres,
-            executor=executor)
+            executor=executor, gates=gates)
         try:
+            await gates.start()
             resumed = await executor.resume()
             log.info("healer started", listen=config.listen, journal=str(config.journal),
                      rules=len(config.rules), handlers=list(handlers), resumed=resumed,
@@ -67,7 +78,9 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
             yield
         finally:
             log.info("healer stopping", running_heals=executor.running)
+            await gates.stop()  # min_firing waits end at once; those heals stay pending
             await executor.close(config.shutdown_grace)
+            notifiers.close()
             await http.aclose()
             await docker.aclose()
             await postgres.aclose()
@@ -77,5 +90,6 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
                   description="Auto-healing for services monitored by Prometheus.")
     app.include_router(receiver.router)
     app.include_router(heals.router)
+    app.include_router(safety.router)
     app.include_router(health.router)
     return app

@@ -1,4 +1,5 @@
-"""``healer`` command line: serve, check-config, --version."""
+"""``healer`` command line: serve, check-config, --version; pause, resume, circuits and
+circuit-close talk to a running daemon (healer/admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import healer
+from healer.admin_cli import add_parsers as add_admin_parsers
 from healer.errors import ConfigError, PluginValidationError
 
 _EPILOG = """\
@@ -16,7 +18,8 @@ environment:
   HEALER_CONFIG           config file when --config is not given
   HEALER_WEBHOOK_TOKEN    webhook bearer token (overrides webhook.token_file)
   HEALER_WEBHOOK_PASSWORD webhook basic-auth password (overrides basic_auth.password_file)
-  HEALER_ADMIN_TOKEN      admin token for manual triggers (overrides admin.token_file)
+  HEALER_ADMIN_TOKEN      admin token for manual triggers, pause and circuits (overrides
+                          admin.token_file; pause/resume/circuits/circuit-close send it)
 """
 
 
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
+    add_admin_parsers(sub)
     return parser
 
 
@@ -106,4 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command in ("pause", "resume", "circuits", "circuit-close"):
+        from healer.admin_cli import run
+
+        return run(args)
     return serve(args)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -173,6 +173,55 @@ class VerifyDefaults(_Frozen):
     timeout: Seconds = 300.0
 
 
+_DAY = 86400.0
+
+
+class BudgetConfig(_Frozen):
+    """At most ``max_actions`` actions per rule and target within ``window``."""
+
+    max_actions: int = Field(default=3, ge=1, le=1000)
+    window: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = 3600.0
+
+
+class BudgetOverride(_Frozen):
+    """A rule's budget; unset fields take ``safety.budget``'s."""
+
+    max_actions: int | None = Field(default=None, ge=1, le=1000)
+    window: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] | None = None
+
+
+class SafetyConfig(_Frozen):
+    """Defaults of the safety gates (healer/gates.py); rules may override the first three."""
+
+    cooldown: Annotated[Seconds, Field(le=7 * _DAY)] = 300.0
+    budget: BudgetConfig = BudgetConfig()
+    min_firing: Annotated[Seconds, Field(le=_DAY)] = 0.0
+    # An open circuit closes by itself after this long without a new alert for it.
+    circuit_quiet: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = 3600.0
+    # The longest pause POST /api/v1/pause accepts.
+    max_pause: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = _DAY
+
+
+class NotifierConfig(_Frozen):
+    """Where escalations go. The URL is a secret: from ``url_file`` or ``url_env``."""
+
+    kind: Literal["mattermost", "slack", "webhook"]
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                             max_length=64)
+    url_file: Path | None = None
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout: Annotated[Seconds, Field(gt=0, le=120)] = 5.0
+    retries: int = Field(default=2, ge=0, le=10)
+    # Wait before retry n (1, 2, ...): backoff * 2**(n-1).
+    backoff: Annotated[Seconds, Field(le=60)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> NotifierConfig:
+        if (self.url_file is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url_file or url_env")
+        return self
+
+
 class RuleConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     match: Selector
@@ -180,6 +229,10 @@ class RuleConfig(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     dry_run: bool = False
     verify: VerifySpec = VerifySpec()
+    # Unset: the ``safety:`` defaults.
+    cooldown: Annotated[Seconds, Field(le=7 * _DAY)] | None = None
+    budget: BudgetOverride | None = None
+    min_firing: Annotated[Seconds, Field(le=_DAY)] | None = None
 
 
 class HealerConfig(_Frozen):
@@ -201,6 +254,8 @@ class HealerConfig(_Frozen):
     # Targets handlers may act on: each entry's keys are glob patterns over a
     # target's fields (kind, name, compose_project, compose_service, ...).
     allow: list[dict[str, str]] = Field(default_factory=list)
+    safety: SafetyConfig = SafetyConfig()
+    notify: list[NotifierConfig] = Field(default_factory=list, max_length=16)
     rules: list[RuleConfig] = Field(default_factory=list)
 
     @property
@@ -317,12 +372,13 @@ class Secrets:
     webhook_basic: tuple[str, str] | None = None
     admin_token: str | None = None
     databases: Mapping[str, str] = field(default_factory=dict)  # name -> DSN
+    notify_urls: tuple[str, ...] = ()  # one per ``notify:`` entry, in order
 
     def __repr__(self) -> str:
         return (f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
                 f"webhook_basic={'***' if self.webhook_basic else None}, "
                 f"admin_token={'***' if self.admin_token else None}, "
-                f"databases={sorted(self.databases)})")
+                f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)})")
 
     @property
     def webhook_auth(self) -> bool:
@@ -359,7 +415,27 @@ def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) 
                                 "HEALER_WEBHOOK_PASSWORD")])
         basic = (ba.username, password)
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin,
-                   databases=resolve_dsns(config, env))
+                   databases=resolve_dsns(config, env),
+                   notify_urls=resolve_notify_urls(config, env))
+
+
+def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Notifier URLs carry their credential (a Mattermost/Slack hook key): errors name the
+    file or variable, never the value."""
+    urls: list[str] = []
+    for i, notifier in enumerate(config.notify):
+        where = f"notify[{i}]"
+        if notifier.url_file is not None:
+            url = _read_secret(notifier.url_file, f"{where}.url_file")
+        else:
+            assert notifier.url_env is not None
+            url = env.get(notifier.url_env, "").strip()
+            if not url:
+                raise ConfigError([(f"{where}.url_env", f"${notifier.url_env} is not set")])
+        if not re.match(r"^https?://[^\s/]+", url) or any(c.isspace() for c in url):
+            raise ConfigError([(where, "the notifier URL is not an http(s) URL (value hidden)")])
+        urls.append(url)
+    return tuple(urls)
 
 
 def resolve_dsns(config: HealerConfig, env: Mapping[str, str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Where a heal runs: check -> (allowlist, dry-run, target lock) -> act -> verify.
+"""Where a heal runs: check -> (allowlist, dry-run, target lock, safety gates) -> act -> verify.
 
 Usage::
 
@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
 from healer.errors import InvalidParams, TargetRefused
+from healer.gates import Deferred, SafetyGates
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
@@ -77,7 +78,7 @@ class _End(Exception):
 class Executor:
     def __init__(self, *, journal: Journal, handlers: HandlerRegistry, metrics: Metrics,
                  verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
-                 allowlist: Allowlist, max_concurrent: int) -> None:
+                 allowlist: Allowlist, max_concurrent: int, gates: SafetyGates) -> None:
         self._journal = journal
         self._handlers = handlers
         self._metrics = metrics
@@ -85,6 +86,7 @@ class Executor:
         self._docker = docker
         self._postgres = postgres
         self._allowlist = allowlist
+        self._gates = gates
         self._locks = TargetLocks()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,10 +137,19 @@ class Executor:
                              fingerprint=job.fingerprint)
         state = HealState()
         durations: dict[str, float] = {}
+        try:  # pause and min_firing: a waiting heal holds no slot
+            early = await self._gates.before_check(heal_id=job.heal_id, rule=job.rule,
+                                                   alert=job.alert, log=log)
+        except Deferred:
+            return  # healer is stopping: the heal stays pending, the next start resumes it
+        except Exception as exc:
+            early = (Outcome.FAILED, f"safety gate failed: {type(exc).__name__}: {exc}")
         started = time.monotonic()
         async with self._slots:
             self._metrics.in_progress.inc()
             try:
+                if early is not None:
+                    raise _End(*early)
                 outcome, reason = await self._phases(job, state, durations, log)
             except _End as end:
                 outcome, reason = end.outcome, end.reason
@@ -216,6 +227,12 @@ class Executor:
                 busy = [k for k in keys if self._locks.busy(k)]
                 raise _End(Outcome.SUPPRESSED,
                            f"in flight: another heal is acting on {', '.join(busy)}")
+            # Pause, circuit, cooldown, budget; under the lock, so that a heal suppressed
+            # "in flight" never spends budget. Admitted = the action is recorded.
+            verdict = await self._gates.admit(heal_id=heal_id, rule=job.rule, targets=keys,
+                                              alert=job.alert, record=record, log=log)
+            if verdict is not None:
+                raise _End(*verdict)
             state.advance(Phase.ACTING)
             await self._journal.set_phase(heal_id, Phase.ACTING)
             log.info("acting", targets=keys)

@@ -86,6 +86,37 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL,
     PRIMARY KEY (heal_id, seq)
 );
+-- Safety state (healer/safety_state.py): what the gates decide from, kept here so that a
+-- restart forgets no cooldown, budget, open circuit, escalation or pause.
+CREATE TABLE IF NOT EXISTS safety_actions (
+    rule    TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    at      REAL NOT NULL,
+    heal_id TEXT NOT NULL,
+    PRIMARY KEY (rule, target, heal_id)
+);
+CREATE INDEX IF NOT EXISTS safety_actions_by_time ON safety_actions (rule, target, at);
+CREATE TABLE IF NOT EXISTS safety_circuits (
+    rule          TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    opened_at     REAL NOT NULL,
+    opened_by     TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    last_alert_at REAL NOT NULL,
+    suppressed    INTEGER NOT NULL DEFAULT 0,
+    escalated_by  TEXT,
+    escalation    TEXT,
+    closed_at     REAL,
+    closed_by     TEXT,
+    PRIMARY KEY (rule, target)
+);
+CREATE TABLE IF NOT EXISTS safety_pause (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    since  REAL NOT NULL,
+    until  REAL NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 
 
@@ -184,6 +215,15 @@ class Journal:
             return result
         except sqlite3.Error as exc:
             raise JournalUnavailable(f"journal {self.path}: {exc}") from exc
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(db)`` on the journal's thread (for modules owning their own tables)."""
+        return await self._call(lambda: fn(self._conn()))
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(db)`` as one write transaction on the journal's thread: what it reads
+        and writes is atomic against every other journal write."""
+        return await self._call(lambda: self._write(fn))
 
     # ---- ingest -------------------------------------------------------------
 

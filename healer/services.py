@@ -11,6 +11,7 @@ from fastapi import Request
 from healer.config import HealerConfig, Secrets
 from healer.docker_adapter import DockerAdapter
 from healer.executor import Executor
+from healer.gates import SafetyGates
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.plugins import HandlerRegistry
@@ -30,6 +31,7 @@ class Services:
     docker: DockerAdapter
     postgres: PostgresAdapter
     executor: Executor
+    gates: SafetyGates
 
 
 def services(request: Request) -> Services:

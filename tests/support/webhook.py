@@ -24,10 +24,14 @@ class Received:
 
 
 class WebhookRecorder:
-    """Answers 200 to every POST and keeps the requests in ``received``."""
+    """Answers 200 to every POST and keeps the requests in ``received``.
+
+    ``responses``: status codes to answer the next POSTs with, in order (e.g. ``[500, 200]``
+    to make a sender retry); 200 once it is empty."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.responses: list[int] = []
         self._lock = threading.Lock()
         recorder = self
 
@@ -45,7 +49,8 @@ class WebhookRecorder:
                             self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw
                         )
                     )
-                self.send_response(200)
+                    status = recorder.responses.pop(0) if recorder.responses else 200
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -1,0 +1,329 @@
+"""The safety gates between "the handler wants to act" and acting: pause, min_firing,
+open circuits, cooldown and budget. Their state is in the journal
+(:mod:`healer.safety_state`), so it survives a restart.
+
+Usage (the executor, one heal)::
+
+    verdict = await gates.before_check(heal_id=..., rule=..., alert=..., log=log)
+    # -> None, or (Outcome.SUPPRESSED, "paused: deploy (...)"); waits for min_firing;
+    #    raises Deferred when healer stops meanwhile (the heal stays pending)
+    verdict = await gates.admit(heal_id=..., rule=..., targets=keys, alert=..., record=..., log=log)
+    # -> None (action recorded: go on and act), (SUPPRESSED, "cooldown (4m left) ..."),
+    #    (SUPPRESSED, "circuit open: ..."), (ESCALATED, "budget spent: ...")
+
+and (the API / CLI)::
+
+    await gates.pause(1800, "deploy"); await gates.resume(); await gates.pause_state()
+    await gates.circuits(); await gates.close("poke", target="test:t1")
+
+Decisions, in order, for a heal of a rule (manual heals by handler only meet the pause):
+
+* pause active -> ``suppressed``, "paused: <reason> (until ..., N left)"; checked before
+  ``check`` and again before acting.
+* the alert fired for less than ``min_firing`` -> the heal *waits* (pending, holding no
+  concurrency slot) until it is old enough, then checks. If Alertmanager reports it
+  resolved meanwhile -> ``suppressed``, "resolved after firing for only 40s (min_firing
+  2m)". Waiting, not suppressing: Alertmanager's re-sends of the same alert are
+  duplicates, so a suppressed young alert would never be healed. After a restart the
+  pending heal waits for what is left.
+* an open circuit on a target -> the first heal to meet it ``escalated``, the rest
+  ``suppressed``, "circuit open: ...".
+* the rule acted on a target less than ``cooldown`` ago -> ``suppressed``,
+  "cooldown (4m10s left): ...".
+* ``budget.max_actions`` actions by the rule on a target within ``budget.window`` -> the
+  circuit opens, this heal ``escalated``: the notifiers are told once.
+* otherwise the action is recorded (it counts even if ``act`` then fails) and the heal acts.
+
+A circuit closes when a human says so (``DELETE /api/v1/circuits/{rule}``) or after
+``circuit_quiet`` without a new alert meeting it; closing starts the budget afresh.
+Dry-run heals end before the gates: they never spend budget or start a cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from healer.api import Alert
+from healer.config import HealerConfig
+from healer.journal import Journal, alert_key_time
+from healer.metrics import Metrics
+from healer.notify import Escalation, Notifiers
+from healer.outcomes import Outcome, Phase
+from healer.safety_state import (
+    Decision,
+    Limits,
+    admit,
+    alert_resolved,
+    clear_pause,
+    close_circuits,
+    format_seconds,
+    get_pause,
+    list_circuits,
+    open_rules,
+    record_escalation,
+    set_pause,
+    sweep,
+)
+
+Verdict = tuple[Outcome, str] | None
+Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Deferred(Exception):
+    """healer is stopping while a heal waits for ``min_firing``: it stays pending in the
+    journal and the next start resumes the wait."""
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class SafetyGates:
+    def __init__(self, *, journal: Journal, config: HealerConfig, notifiers: Notifiers,
+                 metrics: Metrics, poll: float = 1.0) -> None:
+        self._journal = journal
+        self._config = config
+        self._notifiers = notifiers
+        self._metrics = metrics
+        self._poll = poll
+        self._stopping = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._gauged: set[str] = {r.name for r in config.rules}
+        self._log = structlog.get_logger("healer.gates")
+
+    # ---- life --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set healer_circuit_open from the journal and start closing quiet circuits."""
+        await self._refresh_gauge()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="healer-safety-sweep")
+
+    async def stop(self) -> None:
+        """End every min_firing wait (those heals stay pending) and the sweeper."""
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    # ---- settings ----------------------------------------------------------------
+
+    def limits(self, rule: str | None) -> Limits | None:
+        if rule is None:
+            return None
+        safety = self._config.safety
+        conf = self._config.rule(rule)
+        budget = conf.budget if conf is not None else None
+        return Limits(
+            cooldown=conf.cooldown if conf is not None and conf.cooldown is not None
+            else safety.cooldown,
+            max_actions=budget.max_actions if budget and budget.max_actions is not None
+            else safety.budget.max_actions,
+            window=budget.window if budget and budget.window is not None
+            else safety.budget.window,
+            quiet=safety.circuit_quiet)
+
+    def min_firing(self, rule: str | None) -> float:
+        conf = self._config.rule(rule) if rule is not None else None
+        if conf is not None and conf.min_firing is not None:
+            return conf.min_firing
+        return self._config.safety.min_firing
+
+    # ---- the executor's two calls ------------------------------------------------
+
+    async def before_check(self, *, heal_id: str, rule: str | None, alert: Alert | None,
+                           log: Any) -> Verdict:
+        """Pause, then the min_firing wait, then pause again. Raises Deferred on stop."""
+        if self._stopping.is_set():
+            raise Deferred
+        if (paused := await self._paused_reason()) is not None:
+            return Outcome.SUPPRESSED, paused
+        need = self.min_firing(rule)
+        if alert is None or need <= 0:
+            return None
+        starts = alert.starts_at.timestamp()
+        firing_for = time.time() - starts
+        if firing_for >= need:
+            return None
+        wait = min(need - firing_for, need)  # an alert from the future waits min_firing
+        await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_wait", {
+            "min_firing": need, "firing_for": round(firing_for, 3),
+            "act_after": round(time.time() + wait, 3)})
+        log.info("waiting for min_firing", min_firing=need, wait=round(wait, 3))
+        deadline = time.monotonic() + wait
+        for _ in range(int(wait / self._poll) + 3):
+            if await self._resolved(alert):
+                return Outcome.SUPPRESSED, (
+                    f"resolved after firing for only {format_seconds(time.time() - starts)}"
+                    f" (min_firing {format_seconds(need)})")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._stopping.wait(), min(remaining, self._poll))
+            except TimeoutError:
+                continue
+            log.info("healer stopping: the heal stays pending until the next start")
+            raise Deferred
+        await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_reached", {
+            "firing_for": round(time.time() - starts, 3)})
+        paused = await self._paused_reason()
+        return (Outcome.SUPPRESSED, paused) if paused is not None else None
+
+    async def admit(self, *, heal_id: str, rule: str | None, targets: Sequence[str],
+                    alert: Alert | None, record: Record, log: Any) -> Verdict:
+        """Decide and record, in one journal transaction, whether the heal may act now."""
+        limits = self.limits(rule)
+        now = time.time()
+        keys = list(targets)
+        decision = await self._journal.transaction(
+            lambda db: admit(db, heal_id, rule, keys, limits, now))
+        if rule is not None:
+            await self._refresh_gauge()  # the admission may have closed a quiet circuit
+        if decision.kind == "act":
+            return None
+        if decision.kind == "paused":
+            assert decision.pause is not None
+            return Outcome.SUPPRESSED, self._format_pause(decision.pause, now)
+        assert rule is not None and limits is not None and decision.target is not None
+        if decision.kind == "cooldown":
+            return Outcome.SUPPRESSED, (
+                f"cooldown ({format_seconds(decision.left)} left): {rule} acted on "
+                f"{decision.target} less than {format_seconds(limits.cooldown)} ago")
+        assert decision.circuit is not None
+        circuit = decision.circuit
+        if decision.kind == "circuit_open":
+            return Outcome.SUPPRESSED, (
+                f"circuit open: {rule} on {decision.target} since {iso(circuit['opened_at'])}"
+                f" ({circuit['reason']}); close it with `healer circuit-close {rule} --target "
+                f"{decision.target}` or after {format_seconds(limits.quiet)} without an alert")
+        return Outcome.ESCALATED, await self._escalate(heal_id, rule, decision, alert, limits,
+                                                       record, log)
+
+    async def _escalate(self, heal_id: str, rule: str, decision: Decision, alert: Alert | None,
+                        limits: Limits, record: Record, log: Any) -> str:
+        circuit = decision.circuit
+        assert circuit is not None and decision.target is not None
+        await record("circuit_open", {"rule": rule, "target": decision.target,
+                                      "reason": circuit["reason"],
+                                      "opened_at": circuit["opened_at"]})
+        log.warning("circuit open: escalating", target=decision.target,
+                    reason=circuit["reason"], notifiers=self._notifiers.names)
+        if not decision.deliver:
+            await record("escalation", {"already_delivered": circuit["escalation"]})
+            return f"{circuit['reason']}: circuit open, already escalated"
+        esc = Escalation(rule=rule, target=decision.target, heal_id=heal_id,
+                         reason=circuit["reason"], opened_at=circuit["opened_at"],
+                         labels=dict(alert.labels) if alert else {}, quiet=limits.quiet)
+        deliveries = [d.as_dict() for d in await self._notifiers.send(esc)]
+        for delivery in deliveries:
+            await record("escalation", delivery)
+            log.info("escalation delivery", notifier=delivery["notifier"], ok=delivery["ok"],
+                     attempts=delivery["attempts"], status=delivery["status"],
+                     error=delivery["error"])
+        if not deliveries:
+            await record("escalation", {"notifier": None, "ok": False,
+                                        "error": "no notifier configured"})
+            log.warning("escalation: no notifier configured")
+        await self._journal.transaction(lambda db: record_escalation(
+            db, rule, decision.target or "", heal_id, deliveries))
+        reached = sum(1 for d in deliveries if d["ok"])
+        return (f"{circuit['reason']}: circuit opened, escalated "
+                f"({reached}/{len(deliveries)} notifiers reached)")
+
+    # ---- API ---------------------------------------------------------------------
+
+    async def pause(self, seconds: float, reason: str) -> dict[str, Any]:
+        now = time.time()
+        pause = await self._journal.transaction(
+            lambda db: set_pause(db, now, now + seconds, reason))
+        self._log.warning("healer paused", until=iso(pause["until"]), reason=reason)
+        return self._pause_view(pause, now)
+
+    async def resume(self) -> dict[str, Any] | None:
+        """End the pause; the pause that was active, or None."""
+        now = time.time()
+        was = await self._journal.transaction(lambda db: clear_pause(db, now))
+        if was is not None:
+            self._log.warning("healer resumed", paused_since=iso(was["since"]))
+        return self._pause_view(was, now) if was is not None else None
+
+    async def pause_state(self) -> dict[str, Any] | None:
+        now = time.time()
+        pause = await self._journal.read(lambda db: get_pause(db, now))
+        return self._pause_view(pause, now) if pause is not None else None
+
+    async def circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+        await self._sweep_once()
+        rows = await self._journal.read(
+            lambda db: list_circuits(db, include_closed=include_closed))
+        for row in rows:
+            limits = self.limits(row["rule"])
+            assert limits is not None
+            if row["state"] == "open":
+                row["closes_at"] = row["last_alert_at"] + limits.quiet
+        return rows
+
+    async def close(self, rule: str, *, target: str | None = None,
+                    by: str = "api") -> list[dict[str, Any]]:
+        now = time.time()
+        closed = await self._journal.transaction(
+            lambda db: close_circuits(db, rule, target, now, by))
+        for circuit in closed:
+            self._log.warning("circuit closed", rule=rule, target=circuit["target"], by=by)
+        await self._refresh_gauge()
+        return closed
+
+    # ---- internals ---------------------------------------------------------------
+
+    async def _resolved(self, alert: Alert) -> bool:
+        key = alert_key_time(alert.starts_at)
+        return await self._journal.read(lambda db: alert_resolved(db, alert.fingerprint, key))
+
+    async def _paused_reason(self) -> str | None:
+        now = time.time()
+        pause = await self._journal.read(lambda db: get_pause(db, now))
+        return self._format_pause(pause, now) if pause is not None else None
+
+    @staticmethod
+    def _format_pause(pause: dict[str, Any], now: float) -> str:
+        reason = pause["reason"] or "no reason given"
+        return (f"paused: {reason} (until {iso(pause['until'])}, "
+                f"{format_seconds(pause['until'] - now)} left)")
+
+    @staticmethod
+    def _pause_view(pause: dict[str, Any], now: float) -> dict[str, Any]:
+        return {**pause, "until_iso": iso(pause["until"]), "since_iso": iso(pause["since"]),
+                "left_seconds": round(max(pause["until"] - now, 0.0), 3)}
+
+    async def _refresh_gauge(self) -> None:
+        opened = await self._journal.read(open_rules)
+        self._gauged |= opened
+        for rule in self._gauged:
+            self._metrics.circuit_open.labels(rule=rule).set(1 if rule in opened else 0)
+
+    async def _sweep_once(self) -> None:
+        now = time.time()
+        quiet = self._config.safety.circuit_quiet
+        closed = await self._journal.transaction(lambda db: sweep(db, now, quiet))
+        for circuit in closed:
+            self._log.info("circuit closed after quiet period", rule=circuit["rule"],
+                           target=circuit["target"], quiet=quiet)
+        if closed:
+            await self._refresh_gauge()
+
+    async def _sweep_loop(self) -> None:
+        interval = min(max(self._config.safety.circuit_quiet / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._sweep_once()
+            except Exception:  # the journal may be briefly unavailable: try next time
+                self._log.exception("safety sweep failed")
