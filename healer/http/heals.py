@@ -21,7 +21,7 @@ from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
-from healer.payload import decode_json, pydantic_message
+from healer.payload import Text, decode_json, pydantic_message
 from healer.services import Services, services
 from healer.templating import placeholder_params
 
@@ -43,8 +43,8 @@ class ManualHeal(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rule: StrictStr | None = None
     handler: StrictStr | None = None
-    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
     params: dict[str, Any] | None = None
     verify: VerifyOverride | None = None
     dry_run: bool = False

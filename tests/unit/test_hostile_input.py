@@ -126,6 +126,14 @@ CASES: dict[str, Case] = {
                                  error="alerts[0].fingerprint"),
     "startsAt not a time": Case(with_alert(startsAt="'; DROP TABLE alerts; --"),
                                 error="alerts[0].startsAt"),
+    "lone surrogate in a label": Case(with_alert(labels={"alertname": "Poke",
+                                                         "target": "\ud800"}),
+                                      error="alerts[0].labels.target: Value error, not valid "
+                                            "Unicode"),
+    "startsAt out of range": Case(with_alert(startsAt="0001-01-01T00:00:00+01:00"),
+                                  error="alerts[0].startsAt: Value error, time out of range"),
+    "5000-digit number": Case(b'{"version": "4", "truncatedAlerts": ' + b"9" * 5000 + b"}",
+                              status=400, error="invalid JSON: a number is too long"),
     # Deep enough to exhaust the JSON parser's recursion, yet under max_body.
     "deeply nested JSON": Case(_deep(400_000), status=400, error="nested too deeply"),
     # --- size ----------------------------------------------------------------------------
