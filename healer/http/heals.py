@@ -19,6 +19,7 @@ from healer.errors import JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
+from healer.http.schema import json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
 from healer.payload import Text, decode_json, pydantic_message
@@ -40,7 +41,13 @@ class VerifyOverride(BaseModel):
 class ManualHeal(BaseModel):
     """Either ``rule`` (+ ``labels``) or ``handler`` (+ ``params``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The one-of rule below, in the OpenAPI document too (for /docs and schema fuzzers).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["rule"], "properties": {"rule": {"type": "string"},
+                                              "handler": {"type": "null"},
+                                              "params": {"type": "null"}}},
+        {"required": ["handler"], "properties": {"handler": {"type": "string"},
+                                                 "rule": {"type": "null"}}}]})
     rule: StrictStr | None = None
     handler: StrictStr | None = None
     labels: dict[Text, Text] = Field(default_factory=dict)
@@ -89,9 +96,11 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     return HealPlan(None, req.handler, params, verify, req.dry_run or svc.config.dry_run)
 
 
-@router.post("/api/v1/heals", status_code=202, response_model=Accepted, responses={
-    401: {"description": "admin token missing or wrong"},
+@router.post("/api/v1/heals", status_code=202, response_model=Accepted,
+             openapi_extra=json_body(ManualHeal), responses={
+    400: {"description": "not JSON"}, 401: {"description": "admin token missing or wrong"},
     403: {"description": "no admin token configured"}, 404: {"description": "unknown rule"},
+    413: {"description": "body over 64 KiB"}, 415: {"description": "not application/json"},
     422: {"description": "invalid request"}, 503: {"description": "journal unavailable"}})
 async def trigger_heal(request: Request) -> JSONResponse:
     """Start a heal by hand (admin token). Follow it at the returned ``url``."""
