@@ -23,6 +23,7 @@ from healer.http.schema import json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
 from healer.payload import Text, decode_json, pydantic_message
+from healer.redact import redact_data
 from healer.services import Services, services
 from healer.templating import placeholder_params
 
@@ -144,7 +145,7 @@ async def list_heals(
     heals = await svc.journal.list_heals(rule=rule, outcome=outcome, target=target,
                                          limit=limit, before=before)
     next_before = heals[-1]["created_at"] if len(heals) == limit else None
-    return {"heals": heals, "next_before": next_before}
+    return {"heals": redact_data(heals), "next_before": next_before}
 
 
 @router.get("/api/v1/heals/{heal_id}", responses={404: {"description": "no such heal"}})
@@ -155,4 +156,6 @@ async def get_heal(request: Request, heal_id: str) -> dict[str, Any]:
     heal = await svc.journal.get_heal(heal_id)
     if heal is None:
         raise HTTPException(404, detail=f"no heal {heal_id!r}")
-    return heal
+    # Labels and params are stored as received (a restart re-runs them); what is shown
+    # has every password masked.
+    return dict(redact_data(heal))
