@@ -108,9 +108,14 @@ def _no_server_error_but_readiness(ctx: Any, response: Any, case: Case) -> bool 
     return not_a_server_error(ctx, response, case)
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["valid", "invalid"])
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+RUNS = [(method, path, mode) for method, path in OPERATIONS
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if mode is GenerationMode.POSITIVE or (method, path) not in NO_INPUT]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), RUNS,
+                         ids=[f"{m} {p} {'valid' if g is GenerationMode.POSITIVE else 'invalid'}"
+                              for m, p, g in RUNS])
 def test_the_api_survives_its_own_schema(api_schema: Any, tmp_path: Path, method: str,
                                          path: str, mode: GenerationMode) -> None:
     """Every generated request (schema-valid, then schema-violating) gets a conforming,
@@ -136,8 +141,6 @@ def test_the_api_survives_its_own_schema(api_schema: Any, tmp_path: Path, method
         if 400 <= response.status_code < 500:
             assert _stored(journal) == before, response.text
 
-    if mode is GenerationMode.NEGATIVE and (method, path) in NO_INPUT:
-        pytest.skip("no input to violate the schema with")
     fuzz()
 
 
