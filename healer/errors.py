@@ -20,6 +20,8 @@ records any exception from ``check``/``act`` as ``failed``).
 
 from __future__ import annotations
 
+from healer.redact import redact_dsn
+
 
 class HealerError(Exception):
     """Base of every error healer raises on purpose."""
@@ -29,8 +31,10 @@ class ConfigError(HealerError):
     """The configuration is invalid. ``errors`` holds ``(path, message)`` pairs."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in errors))
+        # Messages may quote a config value (e.g. a DSN typed where a duration belongs).
+        self.errors = [(path, redact_dsn(msg)) for path, msg in errors]
+        super().__init__("\n".join(f"{path}: {msg}" if path else msg
+                                   for path, msg in self.errors))
 
 
 class MatcherSyntaxError(ConfigError):

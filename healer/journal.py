@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from healer.api import Alert
 from healer.errors import JournalUnavailable
 from healer.outcomes import Outcome, Phase
+from healer.redact import redact_data, redact_dsn
 
 T = TypeVar("T")
 
@@ -317,7 +318,8 @@ class Journal:
         db.execute(
             "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
             " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?)",
-            (heal_id, heal_id, now, str(phase), kind, _dumps(data)))
+            # Timeline data quotes handler output and errors: no password lands on disk.
+            (heal_id, heal_id, now, str(phase), kind, _dumps(redact_data(data))))
         db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
 
     async def add_event(self, heal_id: str, phase: str, kind: str, data: dict[str, Any]) -> None:
@@ -339,6 +341,7 @@ class Journal:
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
         now = time.time()
+        reason = redact_dsn(reason)
 
         def _finish(db: sqlite3.Connection) -> None:
             db.execute(

@@ -1,11 +1,30 @@
-"""structlog set-up: JSON lines when stderr is not a terminal, readable text when it is."""
+"""structlog set-up: JSON lines when stderr is not a terminal, readable text when it is.
+
+Every event passes :func:`redact_secrets` last before rendering, so a DSN password
+that reaches a log call (an exception text, a param, a library's message) is masked
+whatever logged it. Standard-library logging (uvicorn, asyncio) is routed through the
+same processors.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from healer.redact import redact_data
+
+
+def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]
+                   ) -> MutableMapping[str, Any]:
+    """structlog processor: mask passwords in every value of the event, recursively
+    (the message, exception text and nested data included)."""
+    for key, value in event.items():
+        event[key] = redact_data(value)
+    return event
 
 
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
@@ -19,6 +38,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -26,3 +46,13 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # uvicorn's and asyncio's own records: same format, same redaction.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, redact_secrets, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])

@@ -12,10 +12,10 @@ valid string``, so whoever wired Alertmanager (or a script) sees what to fix.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from healer.api import Alert
 from healer.config import format_loc
@@ -25,15 +25,40 @@ from healer.errors import PayloadError
 _ZERO_TIME_YEAR = 1
 
 
+def _unicode(value: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 store (the journal,
+    # a log line) can hold: refuse them here, naming the field, not later as a 500.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (a lone surrogate escape)") from None
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    # A time without an offset is taken as UTC (Alertmanager always sends one), so an
+    # alert's identity never depends on the server's time zone. Times whose UTC value
+    # falls outside years 1-9999 cannot be stored.
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+"""A string from outside: strict (no numbers coerced) and storable as UTF-8."""
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+
+
 class AlertModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     status: Literal["firing", "resolved"]
-    labels: dict[StrictStr, StrictStr]
-    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
-    generatorURL: StrictStr = ""
+    labels: dict[Text, Text]
+    annotations: dict[Text, Text] = Field(default_factory=dict)
+    startsAt: UtcTime
+    endsAt: UtcTime | None = None
+    generatorURL: Text = ""
     fingerprint: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")
 
     def to_alert(self) -> Alert:
@@ -54,8 +79,8 @@ class WebhookMessage(BaseModel):
 
     version: Literal["4"]
     status: Literal["firing", "resolved"]
-    receiver: StrictStr = ""
-    groupKey: StrictStr = ""
+    receiver: Text = ""
+    groupKey: Text = ""
     truncatedAlerts: int = 0
     alerts: list[AlertModel]
 
@@ -70,6 +95,8 @@ def decode_json(body: bytes) -> Any:
                            status=400) from None
     except RecursionError:
         raise PayloadError("invalid JSON: nested too deeply", status=400) from None
+    except ValueError:  # e.g. an integer literal over Python's 4300-digit limit
+        raise PayloadError("invalid JSON: a number is too long", status=400) from None
 
 
 def pydantic_message(exc: ValidationError, limit: int = 5) -> str:

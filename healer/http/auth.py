@@ -2,13 +2,16 @@
 
 The webhook accepts what Alertmanager's ``http_config`` sends: ``authorization``
 (``Authorization: Bearer <token>``) or ``basic_auth``. Admin endpoints take a
-separate bearer token. Tokens are never logged or echoed.
+separate bearer token. Tokens are compared in constant time (over SHA-256 digests),
+only ever read from the ``Authorization`` header (never the query string), and are
+never logged or echoed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 
 from fastapi import HTTPException, Request
@@ -33,21 +36,25 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    # Constant time over digests: not even the length of the secret shows in the timing.
+    return hmac.compare_digest(hashlib.sha256(a.encode()).digest(),
+                               hashlib.sha256(b.encode()).digest())
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": 'Bearer realm="healer"'})
+def _unauthorized(detail: str, *, basic: bool = False) -> HTTPException:
+    challenge = 'Bearer realm="healer"' + (', Basic realm="healer"' if basic else "")
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
 def require_webhook_auth(request: Request, secrets: Secrets) -> None:
     if not secrets.webhook_auth:
         return
+    basic_ok = secrets.webhook_basic is not None
     token = _bearer(request)
     if token is not None and secrets.webhook_token is not None:
         if _same(token, secrets.webhook_token):
             return
-        raise _unauthorized("invalid webhook token")
+        raise _unauthorized("invalid webhook token", basic=basic_ok)
     basic = _basic(request)
     if basic is not None and secrets.webhook_basic is not None:
         # Evaluate both comparisons: no early exit that would time the username.
@@ -55,8 +62,8 @@ def require_webhook_auth(request: Request, secrets: Secrets) -> None:
         ok_pass = _same(basic[1], secrets.webhook_basic[1])
         if ok_user and ok_pass:
             return
-        raise _unauthorized("invalid webhook credentials")
-    raise _unauthorized("webhook authentication required")
+        raise _unauthorized("invalid webhook credentials", basic=basic_ok)
+    raise _unauthorized("webhook authentication required", basic=basic_ok)
 
 
 def require_admin(request: Request, secrets: Secrets, *, reading: bool = False) -> None:

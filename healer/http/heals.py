@@ -19,9 +19,11 @@ from healer.errors import JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
+from healer.http.schema import json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
-from healer.payload import decode_json, pydantic_message
+from healer.payload import Text, decode_json, pydantic_message
+from healer.redact import redact_data
 from healer.services import Services, services
 from healer.templating import placeholder_params
 
@@ -40,11 +42,17 @@ class VerifyOverride(BaseModel):
 class ManualHeal(BaseModel):
     """Either ``rule`` (+ ``labels``) or ``handler`` (+ ``params``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The one-of rule below, in the OpenAPI document too (for /docs and schema fuzzers).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["rule"], "properties": {"rule": {"type": "string"},
+                                              "handler": {"type": "null"},
+                                              "params": {"type": "null"}}},
+        {"required": ["handler"], "properties": {"handler": {"type": "string"},
+                                                 "rule": {"type": "null"}}}]})
     rule: StrictStr | None = None
     handler: StrictStr | None = None
-    labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    annotations: dict[Text, Text] = Field(default_factory=dict)
     params: dict[str, Any] | None = None
     verify: VerifyOverride | None = None
     dry_run: bool = False
@@ -89,9 +97,11 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     return HealPlan(None, req.handler, params, verify, req.dry_run or svc.config.dry_run)
 
 
-@router.post("/api/v1/heals", status_code=202, response_model=Accepted, responses={
-    401: {"description": "admin token missing or wrong"},
+@router.post("/api/v1/heals", status_code=202, response_model=Accepted,
+             openapi_extra=json_body(ManualHeal), responses={
+    400: {"description": "not JSON"}, 401: {"description": "admin token missing or wrong"},
     403: {"description": "no admin token configured"}, 404: {"description": "unknown rule"},
+    413: {"description": "body over 64 KiB"}, 415: {"description": "not application/json"},
     422: {"description": "invalid request"}, 503: {"description": "journal unavailable"}})
 async def trigger_heal(request: Request) -> JSONResponse:
     """Start a heal by hand (admin token). Follow it at the returned ``url``."""
@@ -135,7 +145,7 @@ async def list_heals(
     heals = await svc.journal.list_heals(rule=rule, outcome=outcome, target=target,
                                          limit=limit, before=before)
     next_before = heals[-1]["created_at"] if len(heals) == limit else None
-    return {"heals": heals, "next_before": next_before}
+    return {"heals": redact_data(heals), "next_before": next_before}
 
 
 @router.get("/api/v1/heals/{heal_id}", responses={404: {"description": "no such heal"}})
@@ -146,4 +156,6 @@ async def get_heal(request: Request, heal_id: str) -> dict[str, Any]:
     heal = await svc.journal.get_heal(heal_id)
     if heal is None:
         raise HTTPException(404, detail=f"no heal {heal_id!r}")
-    return heal
+    # Labels and params are stored as received (a restart re-runs them); what is shown
+    # has every password masked.
+    return dict(redact_data(heal))

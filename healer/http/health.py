@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from healer.redact import redact_dsn
 from healer.services import Services, services
 
 router = APIRouter(tags=["health"])
@@ -26,7 +27,8 @@ async def _probe(name: str, coro: Any) -> tuple[str, dict[str, str]]:
     try:
         await asyncio.wait_for(coro, _PROBE_TIMEOUT)
     except Exception as exc:
-        return name, {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        error = redact_dsn(f"{type(exc).__name__}: {exc}")
+        return name, {"status": "down", "error": error[:300]}
     return name, {"status": "up"}
 
 

@@ -21,14 +21,16 @@ from healer.errors import JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_webhook_auth
 from healer.http.body import read_json_body
-from healer.payload import parse_webhook
+from healer.http.schema import json_body
+from healer.payload import WebhookMessage, parse_webhook
 from healer.services import Services, services
 
 router = APIRouter()
 log = structlog.get_logger("healer.receiver")
 
 
-@router.post("/api/v1/alerts", tags=["webhook"], responses={
+@router.post("/api/v1/alerts", tags=["webhook"], openapi_extra=json_body(WebhookMessage),
+             responses={
     200: {"description": "alerts journaled; heals started in the background"},
     400: {"description": "not JSON"}, 401: {"description": "missing or wrong credentials"},
     413: {"description": "body over the limit"}, 415: {"description": "not application/json"},

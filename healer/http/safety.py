@@ -20,6 +20,7 @@ from healer.config import Seconds
 from healer.errors import JournalUnavailable, PayloadError
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
+from healer.http.schema import json_body
 from healer.payload import decode_json, pydantic_message
 from healer.safety_state import format_seconds
 from healer.services import services
@@ -36,8 +37,9 @@ class PauseRequest(BaseModel):
     reason: StrictStr = Field(default="", max_length=500)
 
 
-@router.post("/api/v1/pause", responses={
-    401: {"description": "admin token missing or wrong"},
+@router.post("/api/v1/pause", openapi_extra=json_body(PauseRequest), responses={
+    400: {"description": "not JSON"}, 401: {"description": "admin token missing or wrong"},
+    413: {"description": "body too large"}, 415: {"description": "not application/json"},
     403: {"description": "no admin token configured"},
     422: {"description": "no or bad duration"}, 503: {"description": "journal unavailable"}})
 async def pause(request: Request) -> JSONResponse:

@@ -405,14 +405,20 @@ class HealerFactory(_Factory):
     kind = "healer"
 
     def start(
-        self, config_path: Path, *, env: Mapping[str, str] | None = None, port: int | None = None
+        self,
+        config_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
     ) -> HealerProc:
-        """Run ``python -m healer serve --config <config_path> --listen 127.0.0.1:<port>``.
+        """Run ``python -m healer serve --config <config_path> --listen <host>:<port>``.
 
         ``port`` defaults to a free one; give it when a peer (Alertmanager) must know
-        healer's URL before healer starts. ``env`` is added to the current
-        environment. Waits up to 30 s for ``GET /health`` == 200. The working
-        directory is a fresh tmp dir.
+        healer's URL before healer starts. ``host`` other than 127.0.0.1 (e.g.
+        0.0.0.0, for the exposure rule) still serves loopback, where the readiness
+        probe and tests connect. ``env`` is added to the current environment. Waits
+        up to 30 s for ``GET /health`` == 200. The working directory is a fresh tmp dir.
         """
         config_path = Path(config_path).resolve()
         workdir = self._workdir()
@@ -427,7 +433,7 @@ class HealerFactory(_Factory):
                 "--config",
                 str(config_path),
                 "--listen",
-                f"127.0.0.1:{port}",
+                f"{host}:{port}",
             ]
 
         instance = HealerProc(
