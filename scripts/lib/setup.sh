@@ -18,6 +18,7 @@ APT_PACKAGES=(
     prometheus
     prometheus-alertmanager
     prometheus-postgres-exporter
+    prometheus-blackbox-exporter
     python3-venv
 )
 
