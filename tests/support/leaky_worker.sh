@@ -17,9 +17,14 @@ trap 'exit 0' TERM INT
 mib=0
 while :; do
     if [ -e /tmp/leaking ] && [ "$mib" -lt "$LEAK_MIB" ]; then
-        dd if=/dev/zero of=/dev/shm/leak bs=1048576 count=1 seek="$mib" conv=notrunc 2>/dev/null
-        mib=$((mib + 1))
-        echo "$mib" > /tmp/leaked_mib
+        # /dev/shm holds 64 MiB: should it fill up, stop leaking rather than exit.
+        if dd if=/dev/zero of=/dev/shm/leak bs=1048576 count=1 seek="$mib" conv=notrunc \
+                2>/dev/null; then
+            mib=$((mib + 1))
+            echo "$mib" > /tmp/leaked_mib
+        else
+            mib=$LEAK_MIB
+        fi
     fi
     sleep "$LEAK_STEP_S"
 done
