@@ -73,8 +73,9 @@ def test_cadvisor_standin_sees_a_leak_that_a_restart_frees(
     labelled containers only; a leaking worker's working set grows past what it leaked, and
     a restart brings it back down."""
     project = f"healer-smoke-{uuid.uuid4().hex[:6]}"
-    worker, bystander = start_leaky_workers(containers, project=project, service="odoo",
-                                            count=2, mem_limit_mib=64, leak_mib=24)
+    worker, bystander = start_leaky_workers(containers, project=project,
+                                            services=["odoo", "odoo"], mem_limit_mib=64,
+                                            leak_mib=24)
     containers.run(["sleep", "60"])  # not in the project: must not be reported
     exporter = cadvisor.start({"com.docker.compose.project": project})
 

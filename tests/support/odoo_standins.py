@@ -2,7 +2,7 @@
 
     web = start_odoo_web(containers, project="shop", service="odoo-longpoll")
     web.stall()                     # /cgi-bin/longpoll hangs until the next restart
-    workers = start_leaky_workers(containers, project="shop", service="odoo", count=2,
+    workers = start_leaky_workers(containers, project="shop", services=["odoo", "odoo"],
                                   mem_limit_mib=64, leak_mib=40)
     workers[0].start_leak()         # grows 1 MiB per step, up to leak_mib, until restarted
 
@@ -13,6 +13,7 @@ restart) clears the fault, and both stop on SIGTERM at once (see the scripts,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,10 +131,11 @@ def leaky_worker_command(leak_mib: int, step_s: float) -> list[str]:
             f"{LEAKY_WORKER_SCRIPT.read_text()}"]
 
 
-def start_leaky_workers(containers: ContainerFactory, *, project: str, service: str,
-                        count: int = 2, mem_limit_mib: int = 64, leak_mib: int = 40,
+def start_leaky_workers(containers: ContainerFactory, *, project: str, services: Sequence[str],
+                        mem_limit_mib: int = 64, leak_mib: int = 40,
                         step_s: float = 0.1) -> list[LeakyWorker]:
-    """``count`` replicas of one compose service, each limited to ``mem_limit_mib``.
+    """One worker per entry of ``services`` (repeat a service for replicas), each limited
+    to ``mem_limit_mib``, named and labelled as compose names them.
 
     ``leak_mib`` must stay below the limit (minus busybox's ~1 MiB): the leak is
     meant to be seen and healed, not to end in the OOM killer.
@@ -141,7 +143,9 @@ def start_leaky_workers(containers: ContainerFactory, *, project: str, service: 
     if leak_mib >= mem_limit_mib - 4:
         raise ValueError(f"leak_mib={leak_mib} too close to the {mem_limit_mib} MiB limit")
     workers = []
-    for number in range(1, count + 1):
+    numbers: dict[str, int] = {}
+    for service in services:
+        number = numbers[service] = numbers.get(service, 0) + 1
         container = containers.run(leaky_worker_command(leak_mib, step_s),
                                    name=f"{project}-{service}-{number}",
                                    labels=compose_labels(project, service, number),

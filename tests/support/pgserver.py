@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -82,7 +83,42 @@ def private_postgres(*, max_connections: int = 20,
         yield PrivatePostgres(root=root, port=port)
     finally:
         if started:
-            subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m",
-                                         "immediate", "-w", "stop"]),
-                           capture_output=True, timeout=60)
+            _stop(binaries, data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(binaries: Path, data: Path) -> None:
+    """``pg_ctl stop -m immediate``; should that not finish in 20 s, SIGKILL the postmaster
+    and every process it started (a test must never leave a server behind)."""
+    pid_file = data / "postmaster.pid"
+    try:
+        postmaster = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        postmaster = None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m",
+                                     "immediate", "-w", "-t", "20", "stop"]),
+                       capture_output=True, timeout=30)
+    if postmaster is None or not _alive(postmaster):
+        return
+    for pid in [*_children(postmaster), postmaster]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Field 4 is the parent pid; the command (field 2) may contain spaces.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(stat.parent.name))
+    return pids
