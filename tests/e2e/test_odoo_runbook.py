@@ -319,9 +319,11 @@ def test_memory_leak_rolling_restart_frees_memory(
     heal ends `recovered` with the leak gone."""
     project = f"odoo-{uuid.uuid4().hex[:8]}"
     params = shipped_rule("OdooMemoryLeak")["params"]
-    services = list(params.get("services") or [params["service"]])
-    leaky, healthy = start_leaky_workers(containers, project=project,
-                                         services=[services[0], services[-1]],
+    # A rule naming its services restarts all of them: one worker in the first and one
+    # in the last. A rule taking the service from the alert restarts its replicas: two.
+    named = [s for s in params.get("services", []) if "{{" not in s]
+    services = [named[0], named[-1]] if named else ["odoo", "odoo"]
+    leaky, healthy = start_leaky_workers(containers, project=project, services=services,
                                          mem_limit_mib=64, leak_mib=56, step_s=0.05)
     exporter = cadvisor.start({"com.docker.compose.project": project})
     loop = start_loop(
