@@ -124,10 +124,6 @@ async def test_cron_jam_lock_holder_terminated_then_job_runs(
             await admin.execute("CREATE TABLE res_partner (id int PRIMARY KEY, name text);"
                                 "INSERT INTO res_partner VALUES (1, 'Azure Interior')")
             await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
-            jammed = await ir_cron.insert_job(admin, version, "Mail: Email Queue Manager",
-                                      nextcall_in=-1)
-            other = await ir_cron.insert_job(admin, version, "Calendar: Event Reminder",
-                                     nextcall_in=-1)
         finally:
             await admin.close()
         pg = postgres_exporter.start(dsn, queries=EXPORTER_QUERIES)
@@ -139,13 +135,20 @@ async def test_cron_jam_lock_holder_terminated_then_job_runs(
             allow=[{"kind": "postgres", "datname": datname, "user": role}])
 
         async with Sessions(with_user(dsn, role)) as s:
-            stuck = ir_cron.CronWorker(await s.open(application_name="odoo-cron"), version)
-            assert await stuck.take(jammed)  # ... and never finishes: idle in transaction
-            fault_at = time.time()
+            admin = await s.open(dsn=dsn, application_name="test-admin")
             web = await s.open(application_name="odoo-web")  # long transaction elsewhere
             await web.execute("BEGIN")
             await web.execute("UPDATE res_partner SET name = 'Deco Addict' WHERE id = 1")
+            stuck = ir_cron.CronWorker(await s.open(application_name="odoo-cron"), version)
             scheduler = ir_cron.CronWorker(await s.open(application_name="odoo-cron"), version)
+            # Two jobs fall due now; a worker takes the first and hangs inside it (idle in
+            # transaction, the row locked) while the scheduler keeps running.
+            fault_at = time.time()
+            jammed = await ir_cron.insert_job(admin, version, "Mail: Email Queue Manager",
+                                              nextcall_in=0)
+            other = await ir_cron.insert_job(admin, version, "Calendar: Event Reminder",
+                                             nextcall_in=0)
+            assert await stuck.take(jammed)
             stop = asyncio.Event()
             runner = asyncio.ensure_future(run_scheduler(scheduler, [jammed, other], stop))
             try:
