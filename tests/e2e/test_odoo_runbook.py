@@ -58,7 +58,9 @@ def start_loop(tmp_path: Path, prometheus, alertmanager, healer_process) -> Star
 def report(name: str, loop: OdooLoop, heal: dict[str, Any], fault_at: float) -> None:
     """Print the phase timings (seconds after the fault) of one scenario."""
     timings = loop.timings(heal, fault_at)
-    print(f"\n[timings] {name}: {json.dumps(timings)} outcome={heal['outcome']}")
+    acted = [e["data"].get("summary") for e in heal["timeline"] if e["kind"] == "act"]
+    print(f"\n[timings] {name}: {json.dumps(timings)} outcome={heal['outcome']} "
+          f"durations={json.dumps(heal.get('durations'))} act={acted}")
 
 
 def events(heal: dict[str, Any], kind: str) -> list[dict[str, Any]]:
