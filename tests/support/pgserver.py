@@ -82,9 +82,11 @@ def private_postgres(*, max_connections: int = 20,
                                    f"{log.read_text(errors='replace')[-2000:]}")
         yield PrivatePostgres(root=root, port=port)
     finally:
-        if started:
-            _stop(binaries, data)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if started:
+                _stop(binaries, data)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop(binaries: Path, data: Path) -> None:
