@@ -14,6 +14,9 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
                                   extra_args=()) -> AMInstance
     healer_process      function  HealerFactory: .start(config_path, *, env=None) -> HealerProc
     webhook_recorder    function  WebhookRecorder: a real HTTP server recording POSTs
+    postgres_exporter   function  PostgresExporterFactory: .start(dsn, *, queries=None)
+    blackbox_exporter   function  BlackboxExporterFactory: .start(modules=None)
+    cadvisor            function  CadvisorFactory: .start(labels) (the cAdvisor stand-in)
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ from tests.support import (  # noqa: E402
     build_busybox_image,
     connect_docker,
     remove_labelled_containers,
+)
+from tests.support.exporters import (  # noqa: E402
+    BlackboxExporterFactory,
+    CadvisorFactory,
+    PostgresExporterFactory,
 )
 
 
@@ -100,3 +108,24 @@ def webhook_recorder() -> Iterator[WebhookRecorder]:
     recorder = WebhookRecorder()
     yield recorder
     recorder.close()
+
+
+@pytest.fixture
+def postgres_exporter(tmp_path: Path) -> Iterator[PostgresExporterFactory]:
+    factory = PostgresExporterFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def blackbox_exporter(tmp_path: Path) -> Iterator[BlackboxExporterFactory]:
+    factory = BlackboxExporterFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def cadvisor(tmp_path: Path) -> Iterator[CadvisorFactory]:
+    factory = CadvisorFactory(tmp_path)
+    yield factory
+    factory.stop_all()

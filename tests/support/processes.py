@@ -288,12 +288,14 @@ class PrometheusFactory(_Factory):
         alertmanager_url: str | None = None,
         interval: str = "1s",
         target_labels: Mapping[str, str] | None = None,
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
     ) -> PromInstance:
         """Start a real Prometheus on 127.0.0.1:<free> scraping ``scrape_targets``.
 
         One scrape job ``service`` (path ``/metrics``); global scrape and
         evaluation intervals are ``interval``; alerts go to ``alertmanager_url``;
-        ``target_labels`` are attached to every scraped series (and ``up``).
+        ``target_labels`` are attached to every scraped series (and ``up``);
+        ``scrape_configs`` are further jobs, as in prometheus.yml (exporters, probes).
         """
         binary = find_binary(PROMETHEUS_BIN, "prometheus")
         if binary is None:
@@ -309,7 +311,8 @@ class PrometheusFactory(_Factory):
                     "static_configs": [
                         {"targets": list(scrape_targets), "labels": dict(target_labels or {})}
                     ],
-                }
+                },
+                *(dict(job) for job in scrape_configs),
             ],
             "rule_files": [str(Path(path).resolve()) for path in rule_files or ()],
         }

@@ -1,0 +1,126 @@
+"""A private, throw-away PostgreSQL server, for tests whose fault is server-wide.
+
+    with private_postgres(max_connections=20) as server:
+        dsn = server.dsn                        # postgresql://postgres@127.0.0.1:<port>/postgres
+
+"Too many connections" is a property of the whole server: filling 80% of the
+shared test server's connections would break every other test running on it.
+This runs Debian's own ``initdb``/``pg_ctl`` (the binaries of the installed
+``postgresql``) in a temporary directory, on a free loopback port, trust auth,
+and removes it on exit, even after a failure. Start-up takes ~2 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .env import free_port, require_service
+
+
+def pg_bin() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<version>/bin`` with ``initdb`` in it."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()])
+    return found[-1].parent if found else None
+
+
+@dataclass(frozen=True)
+class PrivatePostgres:
+    root: Path
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root: run it (and the server) as the postgres OS user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@contextlib.contextmanager
+def private_postgres(*, max_connections: int = 20,
+                     settings: dict[str, str] | None = None) -> Iterator[PrivatePostgres]:
+    binaries = pg_bin()
+    if binaries is None:
+        require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb "
+                        "(apt-get install postgresql)")
+    # Not pytest's tmp_path: the postgres OS user must be able to reach the directory.
+    root = Path(tempfile.mkdtemp(prefix="healer-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, log = root / "data", root / "server.log"
+    options = {"listen_addresses": "127.0.0.1", "max_connections": str(max_connections),
+               "fsync": "off", **(settings or {})}
+    started = False
+    try:
+        subprocess.run(_as_postgres([str(binaries / "initdb"), "-D", str(data), "-A", "trust",
+                                     "-U", "postgres", "--no-sync"]),
+                       check=True, capture_output=True, timeout=60)
+        for attempt in range(3):
+            port = free_port()
+            flags = " ".join([f"-p {port}", f"-k {root}",
+                              *(f"-c {k}={v}" for k, v in options.items())])
+            result = subprocess.run(
+                _as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log),
+                              "-w", "-t", "30", "-o", flags, "start"]),
+                capture_output=True, timeout=60)
+            if result.returncode == 0:
+                started = True
+                break
+            if attempt == 2 or "could not bind" not in log.read_text(errors="replace"):
+                raise RuntimeError(f"private PostgreSQL did not start:\n"
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+        yield PrivatePostgres(root=root, port=port)
+    finally:
+        try:
+            if started:
+                _stop(binaries, data)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(binaries: Path, data: Path) -> None:
+    """``pg_ctl stop -m immediate``; should that not finish in 20 s, SIGKILL the postmaster
+    and every process it started (a test must never leave a server behind)."""
+    pid_file = data / "postmaster.pid"
+    try:
+        postmaster = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        postmaster = None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m",
+                                     "immediate", "-w", "-t", "20", "stop"]),
+                       capture_output=True, timeout=30)
+    if postmaster is None or not _alive(postmaster):
+        return
+    for pid in [*_children(postmaster), postmaster]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Field 4 is the parent pid; the command (field 2) may contain spaces.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(stat.parent.name))
+    return pids
