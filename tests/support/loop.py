@@ -19,11 +19,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .env import free_port, wait_until
+from .healer_api import HealerApi
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
-    HealerProc,
     PrometheusFactory,
     PromInstance,
 )
@@ -49,28 +49,11 @@ def demo_config(workdir: Path, *, prometheus_url: str, name_glob: str, dry_run: 
     return path
 
 
-@dataclass
-class Loop:
+@dataclass(kw_only=True)
+class Loop(HealerApi):
     service: DemoService
     prometheus: PromInstance
     alertmanager: AMInstance
-    healer: HealerProc
-    admin_token: str
-
-    def _get(self, path: str, **params: Any) -> Any:
-        with httpx.Client(timeout=5.0) as client:
-            response = client.get(f"{self.healer.url}{path}", params=params,
-                                  headers={"Authorization": f"Bearer {self.admin_token}"})
-        response.raise_for_status()
-        return response.json()
-
-    def heals(self, **filters: Any) -> list[dict[str, Any]]:
-        heals: list[dict[str, Any]] = self._get("/api/v1/heals", **filters)["heals"]
-        return heals
-
-    def heal(self, heal_id: str) -> dict[str, Any]:
-        heal: dict[str, Any] = self._get(f"/api/v1/heals/{heal_id}")
-        return heal
 
     def wait_for_finished_heal(self, timeout: float = 90.0) -> dict[str, Any]:
         """The first heal to reach an outcome, with its timeline."""

@@ -38,11 +38,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .env import free_port, wait_until
+from .healer_api import HealerApi
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
-    HealerProc,
     PrometheusFactory,
     PromInstance,
 )
@@ -196,31 +196,14 @@ def odoo_config(workdir: Path, *, prometheus_url: str, tweaks: Sequence[RuleTwea
     return path
 
 
-@dataclass
-class OdooLoop:
+@dataclass(kw_only=True)
+class OdooLoop(HealerApi):
     prometheus: PromInstance
     alertmanager: AMInstance
-    healer: HealerProc
-    admin_token: str
     config_path: Path
     rules_path: Path
 
     # -- healer -------------------------------------------------------------------------
-    def _get(self, path: str, **params: Any) -> Any:
-        with httpx.Client(timeout=5.0) as client:
-            response = client.get(f"{self.healer.url}{path}", params=params,
-                                  headers={"Authorization": f"Bearer {self.admin_token}"})
-        response.raise_for_status()
-        return response.json()
-
-    def heals(self, **filters: Any) -> list[dict[str, Any]]:
-        heals: list[dict[str, Any]] = self._get("/api/v1/heals", **filters)["heals"]
-        return heals
-
-    def heal(self, heal_id: str) -> dict[str, Any]:
-        heal: dict[str, Any] = self._get(f"/api/v1/heals/{heal_id}")
-        return heal
-
     def wait_for_heal(self, rule: str, timeout: float = 60.0) -> dict[str, Any]:
         """The first heal of ``rule`` to reach an outcome, with its timeline."""
 

@@ -1,0 +1,31 @@
+"""Reading a running ``healer serve`` process's heal history, for the loop fixtures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .processes import HealerProc
+
+
+@dataclass(kw_only=True)
+class HealerApi:
+    healer: HealerProc
+    admin_token: str
+
+    def _get(self, path: str, **params: Any) -> Any:
+        with httpx.Client(timeout=5.0) as client:
+            response = client.get(f"{self.healer.url}{path}", params=params,
+                                  headers={"Authorization": f"Bearer {self.admin_token}"})
+        response.raise_for_status()
+        return response.json()
+
+    def heals(self, **filters: Any) -> list[dict[str, Any]]:
+        heals: list[dict[str, Any]] = self._get("/api/v1/heals", **filters)["heals"]
+        return heals
+
+    def heal(self, heal_id: str) -> dict[str, Any]:
+        heal: dict[str, Any] = self._get(f"/api/v1/heals/{heal_id}")
+        return heal
