@@ -32,7 +32,7 @@ from tests.support.faults import (
 )
 from tests.support.loop import DEMO_CONFIG, Loop, start_loop
 from tests.support.private_services import PrivateDockerd, private_dockerd
-from tests.support.proxy import LateFirstAnswerProxy
+from tests.support.proxy import SlowAnswerProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 
@@ -222,24 +222,37 @@ def test_an_ha_pair_of_alertmanagers_both_delivering_causes_one_action(
         variant, docker_client) -> None:
     """Two real Alertmanagers clustered over loopback, both alerted by Prometheus and both
     posting the group to healer: healer receives the alert twice and acts once."""
-    since = time.time()
-    loop = variant(alertmanagers=2, am_args=cluster_args(2))
-    # Settled peers both flush the moment Prometheus alerts them, well before either's
-    # notification log can gossip: both deliver, as a slow or partitioned pair would.
-    for am in loop.alertmanagers:
-        wait_until(lambda am=am: _cluster(am) == ("ready", 2), timeout=60, interval=0.25,
-                   what="a settled 2-peer Alertmanager cluster",
-                   ignore=(httpx.HTTPError, KeyError))
+    proxies: list[SlowAnswerProxy] = []
 
-    loop.service.break_()
-    heal = loop.wait_for_finished_heal()
-    wait_until(lambda: (loop.metric("healer_alerts_received_total", {"status": "firing"})
-                        or 0) >= 2, timeout=30, interval=0.25, what="both peers delivering")
+    def via_proxy(healer_url: str) -> str:
+        # healer's answers reach the peers 2 s late; a peer records (and gossips) its
+        # delivery only once answered, so neither learns of the other's in time and both
+        # deliver, as a slow or partitioned pair would.
+        proxies.append(SlowAnswerProxy(healer_url, delay=2.0))
+        return proxies[-1].url
 
-    assert heal["outcome"] == "recovered", heal["reason"]
-    assert len(loop.heals()) == 1
-    assert kinds(heal).count("act") == 1
-    assert docker_restarts(docker_client, loop.service.name, since) == 1
+    try:
+        since = time.time()
+        loop = variant(alertmanagers=2, am_args=cluster_args(2), webhook_base=via_proxy)
+        for am in loop.alertmanagers:
+            wait_until(lambda am=am: _cluster(am) == ("ready", 2), timeout=60, interval=0.25,
+                       what="a settled 2-peer Alertmanager cluster",
+                       ignore=(httpx.HTTPError, KeyError))
+
+        loop.service.break_()
+        heal = loop.wait_for_finished_heal()
+        firing = proxies[0].wait_for_posts(2, where=lambda f: _firing(f.body))
+
+        assert [f.status for f in firing] == [200, 200]
+        assert [len(json.loads(f.answer)["started"]) for f in firing] == [1, 0]
+        assert len(json.loads(firing[1].answer)["duplicates"]) == 1
+        assert heal["outcome"] == "recovered", heal["reason"]
+        assert len(loop.heals()) == 1
+        assert kinds(heal).count("act") == 1
+        assert docker_restarts(docker_client, loop.service.name, since) == 1
+    finally:
+        for proxy in proxies:
+            proxy.close()
 
 
 def _firing(body: bytes) -> bool:
@@ -252,10 +265,10 @@ def test_a_resend_after_alertmanager_timed_out_causes_one_action(variant,
     holds it past Alertmanager's 10 s notify timeout, although healer journaled the alert
     and started the heal): Alertmanager sends the group again, healer answers it as a
     duplicate of the running heal, and the container is restarted once."""
-    proxies: list[LateFirstAnswerProxy] = []
+    proxies: list[SlowAnswerProxy] = []
 
     def via_proxy(healer_url: str) -> str:
-        proxies.append(LateFirstAnswerProxy(healer_url))
+        proxies.append(SlowAnswerProxy(healer_url, hold_first=True))
         return proxies[-1].url
 
     try:

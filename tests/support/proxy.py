@@ -1,21 +1,24 @@
-"""A real reverse proxy on 127.0.0.1 whose first answer arrives too late.
+"""A real reverse proxy on 127.0.0.1 that forwards at once but answers late.
 
 Alertmanager 0.25 has no webhook timeout setting: a notification attempt is
 bounded by ``max(group_interval, 10s)``, after which Alertmanager drops the
 request and sends the group again. To make that happen between a real
 Alertmanager and a real healer, put this proxy between them::
 
-    proxy = LateFirstAnswerProxy(healer_url)      # forwards POSTs to healer at once
+    proxy = SlowAnswerProxy(healer_url, hold_first=True)   # forwards POSTs at once
     am = alertmanager.start(proxy.url + "/api/v1/alerts", ...)
     ...
     proxy.wait_for_posts(2)                       # the original and Alertmanager's resend
     proxy.close()
 
-Every request reaches healer immediately, exactly as sent; only the *answer* to
-the first one is held back, until a second request arrives (Alertmanager gave up
-and retried) or ``hold`` seconds pass. healer has therefore journaled the alert
-and started its heal before the sender decides the delivery failed: the case
-where a resend must not act twice.
+Every request reaches healer immediately, exactly as sent; only the *answers*
+are held back: each by ``delay`` seconds, and with ``hold_first`` the first one
+until a second request arrives (Alertmanager gave up and retried) or ``hold``
+seconds pass. healer has therefore journaled the alert and started its heal
+before the sender decides the delivery failed: the case where a resend must not
+act twice. (An Alertmanager records a notification - and gossips it to its HA
+peers - only once it is answered, so ``delay`` also keeps peers from learning
+of each other's delivery in time.)
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ class Forwarded:
     answered_late: bool = False
 
 
-class LateFirstAnswerProxy:
-    def __init__(self, upstream: str, *, hold: float = 40.0) -> None:
+class SlowAnswerProxy:
+    def __init__(self, upstream: str, *, delay: float = 0.0, hold_first: bool = False,
+                 hold: float = 40.0) -> None:
         self.upstream = upstream.rstrip("/")
+        self.delay = delay
+        self.hold_first = hold_first
         self.hold = hold
         self.forwarded: list[Forwarded] = []
         self._lock = threading.Lock()
@@ -69,9 +75,12 @@ class LateFirstAnswerProxy:
                     proxy.forwarded.append(record)
                     if not first:
                         proxy._second.set()
-                if first:
+                if first and proxy.hold_first:
                     record.answered_late = True
                     proxy._second.wait(proxy.hold)
+                elif proxy.delay:
+                    record.answered_late = True
+                    time.sleep(proxy.delay)
                 with contextlib.suppress(OSError):  # the sender has usually hung up by now
                     self.send_response(resp.status_code)
                     self.send_header("Content-Type", resp.headers.get("content-type", ""))
