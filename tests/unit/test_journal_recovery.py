@@ -1,5 +1,5 @@
 """The journal stays usable after a write fails (the disk-full case itself, on a real full
-filesystem, is in tests/integration/test_faults.py)."""
+filesystem, is in tests/integration/test_journal_and_postgres_faults.py)."""
 
 from __future__ import annotations
 
