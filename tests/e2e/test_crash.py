@@ -4,12 +4,16 @@ middle of a verification followed by a restart on the same journal."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from tests.support.env import wait_until
 from tests.support.faults import (
     docker_restarts,
     journal_heal,
@@ -43,15 +47,32 @@ def test_sigterm_on_an_idle_healer_exits_0(tmp_path: Path, healer_process) -> No
     assert proc.stop(timeout=10) == 0, proc.log_tail()
 
 
+def _refused(url: str) -> bool:
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            client.get(url)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        return False
+    return False
+
+
 def test_sigterm_mid_verify_journals_interrupted_and_exits_0(make_loop, tmp_path: Path) -> None:
-    """SIGTERM while a heal is verifying: healer stops accepting, lets the heal run for
-    shutdown_grace (it cannot finish: stable_for is 60 s), journals it `interrupted` in
-    phase verifying - so the next start re-verifies it - and exits 0."""
-    loop = make_loop(stable_for="60s", timeout="120s", overrides={"shutdown_grace": "1s"})
+    """SIGTERM while a heal is verifying: healer stops accepting connections at once, lets
+    the heal run for shutdown_grace (it cannot finish: stable_for is 60 s), journals it
+    `interrupted` in phase verifying - so the next start re-verifies it - and exits 0."""
+    loop = make_loop(stable_for="60s", timeout="120s", overrides={"shutdown_grace": "8s"})
     loop.service.break_()
     heal = wait_for_phase(loop, "verifying")
+    assert loop.healer.pid is not None
 
-    assert loop.healer.stop(timeout=30) == 0, loop.healer.log_tail()
+    os.kill(loop.healer.pid, signal.SIGTERM)
+    wait_until(lambda: _refused(f"{loop.healer.url}/health"), timeout=8, interval=0.1,
+               what="healer refusing connections")
+    assert loop.healer.running  # still letting the heal finish
+
+    assert loop.healer.stop(timeout=60) == 0, loop.healer.log_tail()
 
     stopped = journal_heal(tmp_path / "journal.db", heal["id"])
     assert stopped["outcome"] == "interrupted"
