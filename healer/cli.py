@@ -73,12 +73,11 @@ def check_config(path: Path) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from healer.app import create_app
     from healer.config import check_exposure, load_config, resolve_secrets
     from healer.logs import configure_logging
     from healer.plugins import HandlerRegistry
+    from healer.server import serve_app
 
     configure_logging(json={"auto": None, "json": True, "console": False}[args.log_format])
     if args.config is None:
@@ -101,9 +100,7 @@ def serve(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 1
     app = create_app(config, secrets, handlers=handlers)
-    uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(config.shutdown_grace) + 5)
-    return 0
+    return serve_app(app, host=config.host, port=config.port, grace=config.shutdown_grace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

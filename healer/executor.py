@@ -4,8 +4,8 @@ Usage::
 
     executor = Executor(services)
     executor.submit(job)          # returns at once; the heal runs as a task
-    await executor.resume()       # at start-up: pick up what a previous run left
-    await executor.close(grace)   # at shutdown: let heals finish, journal the rest
+    await executor.resume()       # at start-up: rerun what had not acted, re-verify the rest
+    await executor.close(grace)   # at shutdown: let heals finish, journal the rest interrupted
 
 Every step lands in the journal timeline before the next one starts, every end
 is one outcome of ``healer.outcomes.Outcome`` and one increment of
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,12 +100,22 @@ class Executor:
     def submit(self, job: HealJob) -> None:
         if self._closing:
             return  # stays pending in the journal; the next start picks it up
-        task = asyncio.create_task(self._run(job), name=f"heal-{job.heal_id}")
+        self._spawn(self._run(job), job.heal_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], heal_id: str) -> None:
+        task = asyncio.create_task(coro, name=f"heal-{heal_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def resume(self) -> int:
-        """Pick up heals a previous run left unfinished. Returns how many were found."""
+        """Pick up heals a previous run left unfinished. Returns how many were found.
+
+        * pending / checking: nothing was changed yet, so the heal runs from the start.
+        * acting / verifying: the action may have run, and it never runs twice. A heal
+          the previous run could not journal (SIGKILL, crash, power loss) is journaled
+          ``interrupted`` now; then its verification resumes, and the verification's
+          outcome (recovered / not_recovered / unverified) becomes the heal's.
+        """
         rows = await self._journal.unfinished()
         for row in rows:
             job = HealJob.from_row(row)
@@ -114,13 +124,15 @@ class Executor:
                 # Nothing was changed yet: run it from the start.
                 await self._journal.add_event(job.heal_id, phase, "resumed", {"from": phase})
                 self.submit(job)
-            else:
-                state = HealState(phase)
-                await self._finish(job, state, Outcome.INTERRUPTED,
-                                   f"healer stopped while {phase}", {})
+                continue
+            if row["outcome"] is None:
+                await self._interrupt(job, phase, f"healer died while {phase}", {})
+            self._spawn(self._reverify(job, phase, row["targets"]), job.heal_id)
         return len(rows)
 
     async def close(self, grace: float) -> None:
+        """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
+        rest, which journal themselves ``interrupted`` (re-verified at the next start)."""
         self._closing = True
         if not self._tasks:
             return
@@ -129,6 +141,51 @@ class Executor:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+    async def _interrupt(self, job: HealJob, phase: Phase, reason: str,
+                         durations: dict[str, float]) -> None:
+        """Outcome ``interrupted``, phase kept: the next start resumes the heal from there."""
+        self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
+                                   outcome=str(Outcome.INTERRUPTED)).inc()
+        await self._journal.interrupt(job.heal_id, phase, reason, durations)
+
+    async def _reverify(self, job: HealJob, phase: Phase, targets: list[str]) -> None:
+        """Finish a heal a previous run left while acting or verifying: verify, never act."""
+        log = self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
+                             fingerprint=job.fingerprint)
+        state = HealState(phase)
+        durations: dict[str, float] = {}
+
+        async def record(kind: str, data: dict[str, Any]) -> None:
+            await self._journal.add_event(job.heal_id, state.phase, kind, data)
+
+        async with self._slots:
+            self._metrics.in_progress.inc()
+            try:
+                # The lock keeps a new alert's heal from acting on the target meanwhile;
+                # verifying is read-only, so it goes on even if the lock is taken.
+                async with self._locks.hold(targets):
+                    if state.phase is Phase.ACTING:
+                        state.advance(Phase.VERIFYING)
+                        await self._journal.set_phase(job.heal_id, Phase.VERIFYING)
+                    await record("verification_resumed", {"interrupted_in": str(phase)})
+                    log.info("resuming verification", interrupted_in=str(phase))
+                    outcome, reason = await self._verify(job, durations, record, log)
+            except asyncio.CancelledError:
+                await self._interrupt(job, state.phase, f"healer stopped while {state.phase}",
+                                      durations)
+                raise
+            except Exception as exc:  # an engine bug (or the journal) must not kill the loop
+                log.exception("resumed verification crashed")
+                outcome, reason = Outcome.FAILED, f"internal error: {exc!r}"
+            finally:
+                self._metrics.in_progress.dec()
+            try:
+                await self._finish(job, state, outcome, reason, durations)
+            except Exception:
+                log.exception("could not journal the outcome", outcome=str(outcome))
+                return
+            log.info("heal finished", outcome=str(outcome), reason=reason, resumed=True)
 
     # ---- one heal -----------------------------------------------------------
 
@@ -155,8 +212,8 @@ class Executor:
                 outcome, reason = end.outcome, end.reason
             except asyncio.CancelledError:
                 durations["total"] = time.monotonic() - started
-                await self._finish(job, state, Outcome.INTERRUPTED,
-                                   f"healer stopped while {state.phase}", durations)
+                await self._interrupt(job, state.phase, f"healer stopped while {state.phase}",
+                                      durations)
                 raise
             except Exception as exc:  # an engine bug must still end the heal on record
                 log.exception("heal crashed")

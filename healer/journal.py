@@ -20,6 +20,7 @@ HA peer, retry, after a restart) only bumps ``times_seen``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -118,6 +119,10 @@ CREATE TABLE IF NOT EXISTS safety_pause (
     until  REAL NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 """
 
 
@@ -167,6 +172,7 @@ class Journal:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healer-journal")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
@@ -177,15 +183,20 @@ class Journal:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     async def close(self) -> None:
         def _close() -> None:
+            self._closed = True
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -198,21 +209,31 @@ class Journal:
         return await loop.run_in_executor(self._pool, fn)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
+        if self._closed:
             raise JournalUnavailable("journal is closed")
+        if self._db is None:  # dropped after a failure that left it unusable: reopen
+            try:
+                self._open()
+            except (sqlite3.Error, OSError) as exc:
+                raise JournalUnavailable(f"journal {self.path}: cannot reopen: {exc}") from exc
+        assert self._db is not None
         return self._db
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one IMMEDIATE transaction; any storage error -> JournalUnavailable."""
+        """Run ``fn`` in one IMMEDIATE transaction; any storage error -> JournalUnavailable.
+
+        A failed write leaves the journal usable: once the disk has room again (or is
+        writable again) the next call succeeds, without a restart.
+        """
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._abandon(db)
                 raise
-            db.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
             raise JournalUnavailable(f"journal {self.path}: {exc}") from exc
@@ -225,6 +246,19 @@ class Journal:
         """Run ``fn(db)`` as one write transaction on the journal's thread: what it reads
         and writes is atomic against every other journal write."""
         return await self._call(lambda: self._write(fn))
+
+    def _abandon(self, db: sqlite3.Connection) -> None:
+        """Undo a failed transaction. SQLite may keep it open after a failed COMMIT (disk
+        full, I/O error), and every later BEGIN would then fail: roll back, and if even
+        that fails, drop the connection so that the next call opens a fresh one."""
+        if not db.in_transaction:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._db = None
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     # ---- ingest -------------------------------------------------------------
 
@@ -338,6 +372,22 @@ class Journal:
 
         await self._call(lambda: self._write(_set))
 
+    async def interrupt(self, heal_id: str, phase: Phase, reason: str,
+                        durations: dict[str, float]) -> None:
+        """Healer stopped mid-heal: outcome ``interrupted`` with the phase kept (not done),
+        so that the next start finds the heal and resumes it from that phase."""
+        now = time.time()
+
+        def _interrupt(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE heals SET phase=?, outcome=?, reason=?, finished_at=?, durations=?"
+                " WHERE id=?", (str(phase), str(Outcome.INTERRUPTED), reason, now,
+                                _dumps(durations), heal_id))
+            self._event(db, heal_id, phase, "interrupted",
+                        {"reason": reason, "durations": durations}, now)
+
+        await self._call(lambda: self._write(_interrupt))
+
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
         now = time.time()
@@ -412,8 +462,13 @@ class Journal:
         return await self._call(_counts)
 
     async def ping(self) -> None:
-        """Raise JournalUnavailable unless the journal answers and accepts a write."""
-        await self._call(lambda: self._write(lambda db: db.execute("SELECT 1").fetchone()))
+        """Raise JournalUnavailable unless the journal answers and accepts a write.
+
+        It really writes (one row): an empty transaction succeeds on a full disk."""
+        now = time.time()
+        await self._call(lambda: self._write(lambda db: db.execute(
+            "INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
+            " at = excluded.at", (now,))))
 
 
 def _heal_dict(row: sqlite3.Row) -> dict[str, Any]:

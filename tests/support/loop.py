@@ -35,8 +35,10 @@ DEMO_RULES = REPO / "alerts" / "demo.rules.yml"
 
 
 def demo_config(workdir: Path, *, prometheus_url: str, name_glob: str, dry_run: bool = False,
-                stable_for: str = "4s", timeout: str = "40s") -> Path:
-    """The shipped demo config, pointed at this run's Prometheus, journal and containers."""
+                stable_for: str = "4s", timeout: str = "40s",
+                overrides: dict[str, Any] | None = None) -> Path:
+    """The shipped demo config, pointed at this run's Prometheus, journal and containers;
+    ``overrides`` replace top-level keys (e.g. ``shutdown_grace``, ``journal``, ``docker``)."""
     config: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
     config["journal"] = str(workdir / "journal.db")
     config["prometheus"] = {"url": prometheus_url}
@@ -44,6 +46,7 @@ def demo_config(workdir: Path, *, prometheus_url: str, name_glob: str, dry_run: 
     config["allow"] = [{"kind": "docker", "name": name_glob}]
     for rule in config["rules"]:
         rule["dry_run"] = dry_run
+    config.update(overrides or {})
     path = workdir / "healer.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -82,7 +85,8 @@ class Loop(HealerApi):
 
 def start_loop(*, workdir: Path, service: DemoService, prometheus: PrometheusFactory,
                alertmanager: AlertmanagerFactory, healer: HealerFactory, dry_run: bool = False,
-               stable_for: str = "4s", timeout: str = "40s") -> Loop:
+               stable_for: str = "4s", timeout: str = "40s",
+               overrides: dict[str, Any] | None = None) -> Loop:
     webhook_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
     healer_port = free_port()
     am = alertmanager.start(f"http://127.0.0.1:{healer_port}/api/v1/alerts",
@@ -91,7 +95,8 @@ def start_loop(*, workdir: Path, service: DemoService, prometheus: PrometheusFac
     prom = prometheus.start([service.target], rule_files=[DEMO_RULES], alertmanager_url=am.url,
                             target_labels={"container": service.name})
     config = demo_config(workdir, prometheus_url=prom.url, name_glob=service.name,
-                         dry_run=dry_run, stable_for=stable_for, timeout=timeout)
+                         dry_run=dry_run, stable_for=stable_for, timeout=timeout,
+                         overrides=overrides)
     proc = healer.start(config, port=healer_port, env={
         "HEALER_WEBHOOK_TOKEN": webhook_token, "HEALER_ADMIN_TOKEN": admin_token})
     prom.wait_for_targets_up()

@@ -89,6 +89,20 @@ class ManagedProcess:
             self.startup_seconds = time.monotonic() - began
             return
 
+    def restart(self, ready_timeout: float = 30.0) -> None:
+        """Start again after :meth:`stop` or :meth:`kill`: same argv, port and environment
+        (a peer such as Alertmanager keeps posting to the same address)."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is still running")
+        began = time.monotonic()
+        self._spawn()
+        try:
+            self._wait_ready(ready_timeout)
+        except ProcessStartError:
+            self.kill()
+            raise
+        self.startup_seconds = time.monotonic() - began
+
     def _spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -285,7 +299,7 @@ class PrometheusFactory(_Factory):
         self,
         scrape_targets: Sequence[str],
         rule_files: Sequence[Path] | None = None,
-        alertmanager_url: str | None = None,
+        alertmanager_url: str | Sequence[str] | None = None,
         interval: str = "1s",
         target_labels: Mapping[str, str] | None = None,
         scrape_configs: Sequence[Mapping[str, Any]] = (),
@@ -293,7 +307,8 @@ class PrometheusFactory(_Factory):
         """Start a real Prometheus on 127.0.0.1:<free> scraping ``scrape_targets``.
 
         One scrape job ``service`` (path ``/metrics``); global scrape and
-        evaluation intervals are ``interval``; alerts go to ``alertmanager_url``;
+        evaluation intervals are ``interval``; alerts go to ``alertmanager_url`` (one URL,
+        or a list: every Alertmanager of an HA pair gets every alert);
         ``target_labels`` are attached to every scraped series (and ``up``);
         ``scrape_configs`` are further jobs, as in prometheus.yml (exporters, probes).
         """
@@ -317,14 +332,18 @@ class PrometheusFactory(_Factory):
             "rule_files": [str(Path(path).resolve()) for path in rule_files or ()],
         }
         if alertmanager_url:
-            parts = urlsplit(alertmanager_url)
-            am: dict[str, Any] = {
-                "scheme": parts.scheme or "http",
-                "static_configs": [{"targets": [parts.netloc]}],
-            }
-            if parts.path.strip("/"):
-                am["path_prefix"] = parts.path
-            config["alerting"] = {"alertmanagers": [am]}
+            urls = [alertmanager_url] if isinstance(alertmanager_url, str) else alertmanager_url
+            ams: list[dict[str, Any]] = []
+            for url in urls:
+                parts = urlsplit(url)
+                am: dict[str, Any] = {
+                    "scheme": parts.scheme or "http",
+                    "static_configs": [{"targets": [parts.netloc]}],
+                }
+                if parts.path.strip("/"):
+                    am["path_prefix"] = parts.path
+                ams.append(am)
+            config["alerting"] = {"alertmanagers": ams}
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         storage = workdir / "data"
@@ -355,7 +374,8 @@ class AlertmanagerFactory(_Factory):
         bearer_token: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> AMInstance:
-        """Start a real Alertmanager on 127.0.0.1:<free>, clustering off.
+        """Start a real Alertmanager on 127.0.0.1:<free>, clustering off unless
+        ``extra_args`` gives ``--cluster.listen-address``.
 
         Route: receiver ``healer``, group_by alertname, group_wait 0s,
         group_interval 1s, repeat_interval 1h; webhook with send_resolved.
@@ -386,14 +406,18 @@ class AlertmanagerFactory(_Factory):
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         storage = workdir / "data"
 
+        # Empty disables clustering (otherwise it binds 0.0.0.0:9094); kingpin refuses a
+        # repeated flag, so a cluster address in extra_args replaces it.
+        clustered = any(a.startswith("--cluster.listen-address") for a in extra_args)
+        cluster = [] if clustered else ["--cluster.listen-address="]
+
         def argv(port: int) -> list[str]:
             return [
                 str(binary),
                 f"--config.file={config_path}",
                 f"--storage.path={storage}",
                 f"--web.listen-address=127.0.0.1:{port}",
-                # Empty disables clustering (otherwise it binds 0.0.0.0:9094).
-                "--cluster.listen-address=",
+                *cluster,
                 *extra_args,
             ]
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from healer.api import Alert
 from healer.journal import HealPlan, Journal
 from healer.outcomes import Phase
-from tests.support.inproc import noop_config, running_healer
+from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:
@@ -47,17 +51,77 @@ async def test_heal_journaled_but_never_started_runs_at_next_start(tmp_path, han
     assert "resumed" in [e["kind"] for e in heal["timeline"]]
 
 
-async def test_heal_killed_mid_act_is_interrupted_not_repeated(tmp_path, handlers,
-                                                               noop) -> None:
-    """A heal that was acting when healer died ends `interrupted` at the next start and the
-    action is not run a second time."""
-    heal_id = await _journal_heal(tmp_path, Phase.ACTING)
+async def _wait_done(h: InProcessHealer, heal_id: str) -> dict[str, Any]:
+    """The heal once its phase is done: an ``interrupted`` outcome is not the end of it."""
+    deadline = time.monotonic() + 10
+    while True:
+        heal = await h.services.journal.get_heal(heal_id)
+        if heal is not None and heal["phase"] == "done":
+            return heal
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"heal {heal_id} not done: {heal}")
+        await asyncio.sleep(0.05)
+
+
+def _kinds(heal: dict[str, Any]) -> list[str]:
+    return [e["kind"] for e in heal["timeline"]]
+
+
+@pytest.mark.parametrize("phase", [Phase.ACTING, Phase.VERIFYING])
+async def test_heal_killed_after_acting_is_interrupted_then_reverified_never_repeated(
+        tmp_path, handlers, noop, phase: Phase) -> None:
+    """A heal that was acting or verifying when healer died is journaled `interrupted` at
+    the next start, then its verification resumes (here Prometheus is unreachable, so it
+    ends `unverified`): the action is not run a second time."""
+    heal_id = await _journal_heal(tmp_path, phase)
     async with running_healer(_config(tmp_path), handlers=handlers) as h:
-        heal = await h.wait_for_outcome(heal_id)
-        assert h.sample("healer_heals_total", {"rule": "poke", "handler": "test.noop",
-                                               "outcome": "interrupted"}) == 1
-    assert heal["outcome"] == "interrupted"
-    assert noop.acts == []
+        heal = await _wait_done(h, heal_id)
+        labels = {"rule": "poke", "handler": "test.noop"}
+        assert h.sample("healer_heals_total", {**labels, "outcome": "interrupted"}) == 1
+        assert h.sample("healer_heals_total", {**labels, "outcome": "unverified"}) == 1
+    assert heal["outcome"] == "unverified", heal["reason"]
+    assert noop.checks == [] and noop.acts == []
+    kinds = _kinds(heal)
+    assert kinds.index("interrupted") < kinds.index("verification_resumed") < kinds.index(
+        "verify_start") < kinds.index("outcome")
+    interrupted = next(e for e in heal["timeline"] if e["kind"] == "interrupted")
+    assert interrupted["phase"] == str(phase)
+    assert "act" not in kinds
+
+
+async def test_a_stopped_healer_journals_running_heals_interrupted(tmp_path, handlers,
+                                                                  noop) -> None:
+    """Stopping healer while a heal is acting (past shutdown_grace) journals it
+    `interrupted` in that phase; the next start re-verifies it without acting again and
+    without a second `interrupted` entry."""
+    config = {**_config(tmp_path), "shutdown_grace": "0.2s"}
+    noop.gate = asyncio.Event()  # act never returns on its own
+    async with running_healer(config, handlers=handlers) as h:
+        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
+            {"alertname": "Poke", "target": "t1"}))
+        [started] = resp.json()["started"]
+        heal_id = started["heal_id"]
+        for _ in range(200):
+            if noop.acts:
+                break
+            await asyncio.sleep(0.02)
+        assert len(noop.acts) == 1
+    journal = await Journal.open(tmp_path / "journal.db")
+    try:
+        stopped = await journal.get_heal(heal_id)
+    finally:
+        await journal.close()
+    assert stopped is not None
+    assert (stopped["outcome"], stopped["phase"]) == ("interrupted", "acting")
+    assert "healer stopped while acting" in stopped["reason"]
+
+    noop.gate = None
+    async with running_healer(config, handlers=handlers) as h:
+        heal = await _wait_done(h, heal_id)
+    assert heal["outcome"] == "unverified"
+    assert len(noop.acts) == 1
+    assert _kinds(heal).count("interrupted") == 1
+    assert _kinds(heal).count("verification_resumed") == 1
 
 
 async def test_resent_alert_after_restart_starts_nothing(tmp_path, handlers, noop) -> None:
