@@ -301,6 +301,9 @@ class Exec:
                 transport.close()
             if proc is not None and proc.returncode is None:  # cancelled (healer stopping)
                 _killpg(proc.pid, signal.SIGKILL)
+                # Reap it, so that no zombie (and no "still running" Popen) outlives the heal.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(proc.wait(), KILL_GRACE)
         (_, out), (_, err) = readers
         return {
             "path": path, "pid": proc.pid, "exit_code": proc.returncode,
