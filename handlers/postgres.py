@@ -29,6 +29,7 @@ heal; the rest are recorded as skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -64,6 +65,50 @@ Seconds = Annotated[Duration, Field(ge=0, le=30 * 86400)]
 
 def _scope(params: SessionParams) -> dict[str, Any]:
     return {"database": params.database, "datname": params.datname}
+
+
+class FilterParams(SessionParams):
+    users: NameList = Field(default_factory=list)  # empty: any user
+    application_names: NameList = Field(default_factory=list)  # empty: any application
+
+
+async def _filtered_check(ctx: HealContext, params: FilterParams, *,
+                          qualifies: Callable[[PgSession], bool],
+                          age: Callable[[PgSession], float | None], capped: bool, noun: str,
+                          nothing: str, extra: dict[str, Any]) -> CheckResult:
+    """The check of a handler that signals every (unprotected) session that qualifies,
+    oldest first; ``capped``: terminations, up to the per-heal cap."""
+    db = params.database
+    sessions = await ctx.postgres.sessions(db, datname=params.datname)
+    found = sorted((s for s in sessions if is_client(ctx, s) and qualifies(s)),
+                   key=lambda s: -(age(s) or 0.0))
+    split = split_protected(ctx, db, found)
+    cap = max(ctx.postgres.max_terminations(db), 0) if capped else len(split.eligible)
+    chosen, over = split.eligible[:cap], split.eligible[cap:]
+    evidence: dict[str, Any] = {
+        **_scope(params), **extra,
+        "users": params.users, "application_names": params.application_names,
+        "sessions_seen": len(sessions),
+        "act_on": [record(s) for s in chosen],
+        "skipped": [record(s, skipped=f"termination cap ({cap} per heal)") for s in over],
+        "protected": [protected_record(s, why) for s, why in split.protected]}
+    if not found:
+        return CheckResult([], evidence, act=False, reason=nothing)
+    if not split.eligible:
+        await ctx.record("protected", {"sessions": evidence["protected"]})
+    refuse_if_all_protected(split, noun)
+    return CheckResult([target(db, s) for s in chosen], evidence)
+
+
+async def _signal_checked(ctx: HealContext, params: SessionParams, check: CheckResult,
+                          how: Literal["terminate", "cancel"], same: tuple[str, ...],
+                          still: Callable[[PgSession], str | None]) -> ActResult:
+    """Signal what check chose (if still the same backend and still qualifying)."""
+    done, skipped = await signal(ctx, params.database, params.datname,
+                                 check.evidence["act_on"], how, same=same, still=still)
+    skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
+    key = "terminated" if how == "terminate" else "cancelled"
+    return ActResult(summary(how, done, skipped), {key: done, "skipped": skipped})
 
 
 # --- postgres.terminate_blockers --------------------------------------------------------
@@ -131,22 +176,16 @@ class TerminateBlockers:
                 return "now waits on another session itself"
             return None if s.blocking else "no longer blocks anyone"
 
-        done, skipped = await signal(ctx, params.database, params.datname,
-                                     check.evidence["act_on"], "terminate",
-                                     same=("backend_start", "xact_start"), still=still)
-        skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
-        return ActResult(summary("terminate", done, skipped),
-                         {"terminated": done, "skipped": skipped})
+        return await _signal_checked(ctx, params, check, "terminate",
+                                     ("backend_start", "xact_start"), still)
 
 
 # --- postgres.cancel_slow ----------------------------------------------------------------
 
 
-class SlowParams(SessionParams):
+class SlowParams(FilterParams):
     # Cancel active statements running at least this long.
     min_duration: Seconds = 300.0
-    users: NameList = Field(default_factory=list)  # empty: any user
-    application_names: NameList = Field(default_factory=list)  # empty: any application
 
 
 class CancelSlow:
@@ -165,35 +204,19 @@ class CancelSlow:
     requires: ClassVar[frozenset[str]] = frozenset({"postgres"})
 
     async def check(self, ctx: HealContext, params: SlowParams) -> CheckResult:
-        db = params.database
-        sessions = await ctx.postgres.sessions(db, datname=params.datname)
-        slow = sorted((s for s in sessions if is_client(ctx, s) and _slow(s, params)),
-                      key=lambda s: -(s.query_age or 0.0))
-        split = split_protected(ctx, db, slow)
-        evidence: dict[str, Any] = {
-            **_scope(params), "min_duration_s": params.min_duration,
-            "users": params.users, "application_names": params.application_names,
-            "sessions_seen": len(sessions),
-            "act_on": [record(s) for s in split.eligible],
-            "protected": [protected_record(s, why) for s, why in split.protected]}
-        if not slow:
-            return CheckResult([], evidence, act=False, reason=(
-                f"no active statement older than {params.min_duration:g}s"))
-        if not split.eligible:
-            await ctx.record("protected", {"sessions": evidence["protected"]})
-        refuse_if_all_protected(split, "slow statement's session")
-        return CheckResult([target(db, s) for s in split.eligible], evidence)
+        return await _filtered_check(
+            ctx, params, qualifies=lambda s: _slow(s, params), age=lambda s: s.query_age,
+            capped=False, noun="slow statement's session",
+            nothing=f"no active statement older than {params.min_duration:g}s",
+            extra={"min_duration_s": params.min_duration})
 
     async def act(self, ctx: HealContext, params: SlowParams,
                   check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
             return None if _slow(s, params) else "no longer a slow active statement"
 
-        done, skipped = await signal(ctx, params.database, params.datname,
-                                     check.evidence["act_on"], "cancel",
-                                     same=("backend_start", "query_start"), still=still)
-        return ActResult(summary("cancel", done, skipped),
-                         {"cancelled": done, "skipped": skipped})
+        return await _signal_checked(ctx, params, check, "cancel",
+                                     ("backend_start", "query_start"), still)
 
 
 def _slow(s: PgSession, p: SlowParams) -> bool:
@@ -204,12 +227,10 @@ def _slow(s: PgSession, p: SlowParams) -> bool:
 # --- postgres.terminate_idle -------------------------------------------------------------
 
 
-class IdleParams(SessionParams):
+class IdleParams(FilterParams):
     # Terminate sessions that have been in one of ``states`` at least this long.
     min_idle: Seconds = 600.0
     states: list[IdleState] = Field(default_factory=lambda: list(IDLE_STATES), min_length=1)
-    users: NameList = Field(default_factory=list)  # empty: any user
-    application_names: NameList = Field(default_factory=list)  # empty: any application
 
 
 class TerminateIdle:
@@ -227,39 +248,19 @@ class TerminateIdle:
     requires: ClassVar[frozenset[str]] = frozenset({"postgres"})
 
     async def check(self, ctx: HealContext, params: IdleParams) -> CheckResult:
-        db = params.database
-        sessions = await ctx.postgres.sessions(db, datname=params.datname)
-        idle = sorted((s for s in sessions if is_client(ctx, s) and _idle(s, params)),
-                      key=lambda s: -(s.state_age or 0.0))
-        split = split_protected(ctx, db, idle)
-        cap = max(ctx.postgres.max_terminations(db), 0)
-        chosen, over = split.eligible[:cap], split.eligible[cap:]
-        evidence: dict[str, Any] = {
-            **_scope(params), "min_idle_s": params.min_idle, "states": params.states,
-            "users": params.users, "application_names": params.application_names,
-            "sessions_seen": len(sessions),
-            "act_on": [record(s) for s in chosen],
-            "skipped": [record(s, skipped=f"termination cap ({cap} per heal)") for s in over],
-            "protected": [protected_record(s, why) for s, why in split.protected]}
-        if not idle:
-            return CheckResult([], evidence, act=False, reason=(
-                f"no session in {', '.join(params.states)} for {params.min_idle:g}s or more"))
-        if not split.eligible:
-            await ctx.record("protected", {"sessions": evidence["protected"]})
-        refuse_if_all_protected(split, "idle session")
-        return CheckResult([target(db, s) for s in chosen], evidence)
+        return await _filtered_check(
+            ctx, params, qualifies=lambda s: _idle(s, params), age=lambda s: s.state_age,
+            capped=True, noun="idle session",
+            nothing=(f"no session in {', '.join(params.states)} for {params.min_idle:g}s "
+                     "or more"),
+            extra={"min_idle_s": params.min_idle, "states": params.states})
 
     async def act(self, ctx: HealContext, params: IdleParams,
                   check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
             return None if _idle(s, params) else "no longer idle long enough"
 
-        done, skipped = await signal(ctx, params.database, params.datname,
-                                     check.evidence["act_on"], "terminate",
-                                     same=("backend_start",), still=still)
-        skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
-        return ActResult(summary("terminate", done, skipped),
-                         {"terminated": done, "skipped": skipped})
+        return await _signal_checked(ctx, params, check, "terminate", ("backend_start",), still)
 
 
 def _idle(s: PgSession, p: IdleParams) -> bool:
