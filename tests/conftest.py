@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -49,6 +50,21 @@ from tests.support.exporters import (  # noqa: E402
     CadvisorFactory,
     PostgresExporterFactory,
 )
+
+
+class _Stoppable(Protocol):
+    def stop_all(self) -> None: ...
+
+
+F = TypeVar("F", bound=_Stoppable)
+
+
+def _stopped_after(factory: F) -> Iterator[F]:
+    """Yield a process factory; stop everything it started, even if the test failed."""
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -84,23 +100,17 @@ def containers(
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[PrometheusFactory]:
-    factory = PrometheusFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(PrometheusFactory(tmp_path))
 
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[AlertmanagerFactory]:
-    factory = AlertmanagerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(AlertmanagerFactory(tmp_path))
 
 
 @pytest.fixture
 def healer_process(tmp_path: Path) -> Iterator[HealerFactory]:
-    factory = HealerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(HealerFactory(tmp_path))
 
 
 @pytest.fixture
@@ -112,20 +122,14 @@ def webhook_recorder() -> Iterator[WebhookRecorder]:
 
 @pytest.fixture
 def postgres_exporter(tmp_path: Path) -> Iterator[PostgresExporterFactory]:
-    factory = PostgresExporterFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(PostgresExporterFactory(tmp_path))
 
 
 @pytest.fixture
 def blackbox_exporter(tmp_path: Path) -> Iterator[BlackboxExporterFactory]:
-    factory = BlackboxExporterFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(BlackboxExporterFactory(tmp_path))
 
 
 @pytest.fixture
 def cadvisor(tmp_path: Path) -> Iterator[CadvisorFactory]:
-    factory = CadvisorFactory(tmp_path)
-    yield factory
-    factory.stop_all()
+    yield from _stopped_after(CadvisorFactory(tmp_path))

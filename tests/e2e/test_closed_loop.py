@@ -6,11 +6,9 @@ and verifies through Prometheus."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.support.loop import Loop, start_loop
+from tests.support.loop import Loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 
@@ -24,14 +22,6 @@ def _kinds(heal: dict) -> list[str]:
     return [event["kind"] for event in heal["timeline"]]
 
 
-@pytest.fixture
-def make_loop(tmp_path: Path, containers, prometheus, alertmanager, healer_process):
-    def make(**kwargs) -> Loop:
-        service = containers.run_service()
-        return start_loop(workdir=tmp_path, service=service, prometheus=prometheus,
-                          alertmanager=alertmanager, healer=healer_process, **kwargs)
-
-    return make
 
 
 def test_broken_service_is_restarted_and_verified_recovered(make_loop) -> None:

@@ -21,19 +21,10 @@ from tests.support.faults import (
     wait_for_done,
     wait_for_phase,
 )
-from tests.support.loop import Loop, start_loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 
 
-@pytest.fixture
-def make_loop(tmp_path: Path, containers, prometheus, alertmanager, healer_process):
-    def make(**kwargs) -> Loop:
-        service = containers.run_service()
-        return start_loop(workdir=tmp_path, service=service, prometheus=prometheus,
-                          alertmanager=alertmanager, healer=healer_process, **kwargs)
-
-    return make
 
 
 def test_sigterm_on_an_idle_healer_exits_0(tmp_path: Path, healer_process) -> None:
