@@ -1,13 +1,23 @@
-"""Reading a running ``healer serve`` process's heal history, for the loop fixtures."""
+"""The loop fixtures' side of a ``healer serve`` process: its config file and its heal
+history."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from .processes import HealerProc
+
+
+def write_config(workdir: Path, config: dict[str, Any]) -> Path:
+    """``workdir/healer.yml`` holding ``config``, for ``healer serve --config``."""
+    path = workdir / "healer.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 @dataclass(kw_only=True)

@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .env import free_port, wait_until
-from .healer_api import HealerApi
+from .healer_api import HealerApi, write_config
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
@@ -47,9 +47,7 @@ def demo_config(workdir: Path, *, prometheus_url: str, name_glob: str, dry_run: 
     for rule in config["rules"]:
         rule["dry_run"] = dry_run
     config.update(overrides or {})
-    path = workdir / "healer.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(workdir, config)
 
 
 @dataclass(kw_only=True)

@@ -38,7 +38,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .env import free_port, wait_until
-from .healer_api import HealerApi
+from .healer_api import HealerApi, write_config
 from .processes import (
     AlertmanagerFactory,
     AMInstance,
@@ -191,9 +191,7 @@ def odoo_config(workdir: Path, *, prometheus_url: str, tweaks: Sequence[RuleTwea
         rule["dry_run"] = tweak.dry_run
         rules.append(rule)
     config["rules"] = rules
-    path = workdir / "healer.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return write_config(workdir, config)
 
 
 @dataclass(kw_only=True)
