@@ -42,11 +42,15 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def uvicorn_config(app: Any, *, host: str, port: int, grace: float) -> uvicorn.Config:
+    """The server settings healer runs with (the benchmarks' bare endpoint uses them too)."""
+    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                          timeout_graceful_shutdown=int(grace) + 5)
+
+
 def serve_app(app: Any, *, host: str, port: int, grace: float) -> int:
     """Run ``app`` until SIGTERM/SIGINT; 0 once the graceful stop completed."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=int(grace) + 5)
-    server = GracefulServer(config)
+    server = GracefulServer(uvicorn_config(app, host=host, port=port, grace=grace))
     server.run()
     # uvicorn exits the process itself (code 3) when the lifespan start-up fails.
     return 0

@@ -1,0 +1,66 @@
+"""``python -m bench [NAME ...] [--quick] [--readme]``: run benchmarks, write JSON, print
+the summary table (``./scripts/bench`` is this with everything installed and running)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench.common import RESULTS, Context, write_result
+from bench.report import load_results, render_table, update_readme
+
+ORDER = ("ingest", "dispatch", "storm", "verify_delay", "action", "loop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", choices=[[], *ORDER], metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(ORDER)}")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny counts and seconds-long phases")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where the JSON results go (default: bench/results)")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the summary table (and timeline picture) into README.md")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each benchmark's scratch directory (logs) for a look")
+    args = parser.parse_args(argv)
+    names = args.names or list(ORDER)
+    failed: list[str] = []
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"==> bench {name}: {module.DESCRIPTION}", flush=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"healer-bench-{name}-"))
+        started = time.monotonic()
+        try:
+            result = module.run(Context(workdir=workdir, quick=args.quick))
+        except Exception:
+            traceback.print_exc()
+            print(f"!!! bench {name} failed; scratch directory kept: {workdir}", flush=True)
+            failed.append(name)
+            continue
+        path = write_result(result, time.monotonic() - started, args.quick, args.results)
+        print(f"    {path} ({time.monotonic() - started:.0f} s)", flush=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results = load_results(args.results)
+    table = render_table(results)
+    print("\n" + table)
+    if args.readme:
+        update_readme(table, results, args.results)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

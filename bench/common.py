@@ -1,0 +1,180 @@
+"""What every benchmark shares: result files, statistics, the machine, process memory.
+
+A benchmark module has ``NAME``, ``DESCRIPTION`` and ``run(ctx) -> Result``. The runner
+(``bench/__main__.py``) gives it a :class:`Context` (a scratch directory cleaned up
+afterwards, ``quick`` for a smoke run) and writes what it returns with
+:func:`write_result`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Context:
+    workdir: Path
+    """Scratch space for this benchmark; removed once it returns."""
+    quick: bool = False
+    """A smoke run: tiny counts, seconds instead of minutes (the tests use it)."""
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Target:
+    """One figure the issue sets a bound on, and whether this run met it."""
+
+    name: str
+    value: float | None
+    op: str  # "<=" or ">="
+    limit: float
+    unit: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+@dataclass
+class Result:
+    name: str
+    figures: dict[str, Any]
+    """Everything measured, nested as the benchmark likes (JSON-able)."""
+    targets: list[Target] = field(default_factory=list)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    """Rows for the summary: {"figure", "healer", "bare", "ratio"} (strings or numbers)."""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "kernel": platform.release(), "commit": commit,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+
+def write_result(result: Result, elapsed: float, quick: bool,
+                 directory: Path = RESULTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{result.name}.json"
+    doc = {"benchmark": result.name, "quick": quick, "machine": machine(),
+           "elapsed_seconds": round(elapsed, 1), "params": result.params,
+           "targets": [t.as_dict() for t in result.targets], "table": result.table,
+           "figures": result.figures}
+    path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+# ---- statistics -----------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(q * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+def summary(values: Iterable[float], scale: float = 1.0, digits: int = 3) -> dict[str, Any]:
+    """n, median, p90, p99, min, max of ``values`` times ``scale`` (e.g. 1000 for ms)."""
+    data = [v * scale for v in values]
+    if not data:
+        return {"n": 0}
+
+    def r(v: float | None) -> float | None:
+        return None if v is None else round(v, digits)
+
+    return {"n": len(data), "median": r(statistics.median(data)), "p90": r(percentile(data, .9)),
+            "p99": r(percentile(data, .99)), "min": r(min(data)), "max": r(max(data))}
+
+
+def ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, digits)
+
+
+# ---- processes ------------------------------------------------------------------------
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class PeakRss:
+    """Samples a process' RSS on a thread every ``interval`` s; ``peak`` is the highest."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except (OSError, RuntimeError):
+                return
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started

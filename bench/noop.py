@@ -1,0 +1,46 @@
+"""``bench.noop``: a handler that does nothing, so a benchmark measures the engine alone.
+
+``check`` notes the wall-clock time it started (``evidence.check_started_at``: the end of
+the dispatch path) and names one target from the alert; ``act`` returns at once. It is
+registered the way any third-party plugin is, through the ``healer.handlers`` entry-point
+group: :func:`plugin_path` writes a dist-info for it into a directory that the healer
+process gets on its ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
+
+NAME = "bench.noop"
+
+
+class Params(HandlerParams):
+    target: str = "noop"
+
+
+class Noop:
+    name = NAME
+    Params = Params
+    requires: frozenset[str] = frozenset()
+
+    async def check(self, ctx: HealContext, params: Params) -> CheckResult:
+        started = time.time()
+        return CheckResult(targets=[Target(kind="bench", name=params.target)],
+                           evidence={"check_started_at": started})
+
+    async def act(self, ctx: HealContext, params: Params, check: CheckResult) -> ActResult:
+        return ActResult(summary=f"nothing done to {params.target}")
+
+
+def plugin_path(workdir: Path) -> Path:
+    """A directory holding an installed-distribution record for ``bench.noop``."""
+    root = workdir / "plugins"
+    info = root / "healer_bench_noop-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: healer-bench-noop\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[healer.handlers]\n{NAME} = bench.noop:Noop\n")
+    return root

@@ -1,0 +1,74 @@
+"""Processes a benchmark runs: healer (with the ``bench.noop`` plugin on its path), the
+bare endpoint, wrk. Built on the test suite's own launchers (tests/support), so healer
+is started exactly as the end-to-end tests start it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO
+from bench.noop import plugin_path
+from tests.support.healer_api import write_config
+from tests.support.processes import HealerFactory, HealerProc, ManagedProcess
+
+TOKEN = "bench-webhook-token"
+ADMIN_TOKEN = "bench-admin-token"
+WRK_SCRIPT = REPO / "bench" / "wrk_post.lua"
+
+
+def healer_env(workdir: Path) -> dict[str, str]:
+    path = os.pathsep.join([str(plugin_path(workdir)), str(REPO)])
+    return {"PYTHONPATH": path, "HEALER_WEBHOOK_TOKEN": TOKEN,
+            "HEALER_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+@contextlib.contextmanager
+def healer(workdir: Path, config: dict[str, Any]) -> Iterator[HealerProc]:
+    """A ``healer serve`` process with ``config`` (journal under ``workdir``), stopped
+    on exit whatever happens."""
+    config = {"journal": str(workdir / "journal.db"), **config}
+    factory = HealerFactory(workdir)
+    try:
+        yield factory.start(write_config(workdir, config), env=healer_env(workdir))
+    finally:
+        factory.stop_all()
+
+
+@contextlib.contextmanager
+def bare_endpoint(workdir: Path) -> Iterator[ManagedProcess]:
+    proc = ManagedProcess(
+        "bare", lambda port: [sys.executable, "-m", "bench.bare_app",
+                              "--listen", f"127.0.0.1:{port}"],
+        workdir=workdir, ready_path="/health",
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        proc.start(30.0)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wrk(url: str, *, seconds: float, connections: int, alerts: int, tag: str,
+        token: str | None = None, match: bool = False, threads: int = 1) -> dict[str, Any]:
+    """Run wrk against ``url``/api/v1/alerts for ``seconds``; its JSON summary line."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise RuntimeError("wrk not found (apt-get install wrk; ./scripts/bench does it)")
+    argv = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), f"{url}/api/v1/alerts", "--",
+            str(alerts), tag, token or "", "match" if match else "nomatch"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                         check=True).stdout
+    line = next(ln for ln in reversed(out.splitlines()) if ln.startswith("{"))
+    stats: dict[str, Any] = json.loads(line)
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    stats["alerts_per_s"] = stats["rps"] * alerts
+    return stats

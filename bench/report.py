@@ -1,0 +1,75 @@
+"""The summary table of ``bench/results/*.json``, printed and written into the README.
+
+The README keeps it between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ORDER = ("ingest", "dispatch", "storm", "verify_delay", "action", "loop")
+
+
+def load_results(directory: Path) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            docs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(docs, key=lambda d: rank.get(d.get("benchmark", ""), len(rank)))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_table(results: list[dict[str, Any]]) -> str:
+    """Two markdown tables: every figure beside its bare limit, then the targets."""
+    if not results:
+        return "(no results yet: run ./scripts/bench)"
+    machines = {(d["machine"]["cores"], d["machine"]["cpu"]) for d in results}
+    lines = ["| benchmark | figure | healer | bare limit | ratio |", "|---|---|---|---|---|"]
+    for doc in results:
+        for row in doc.get("table", []):
+            lines.append(f"| {doc['benchmark']} | {row['figure']} | {_fmt(row.get('healer'))}"
+                         f" | {_fmt(row.get('bare'))} | {_fmt(row.get('ratio'))} |")
+    lines += ["", "| benchmark | target | measured | met |", "|---|---|---|---|"]
+    for doc in results:
+        for t in doc.get("targets", []):
+            met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+            lines.append(f"| {doc['benchmark']} | {t['name']} {t['op']} {_fmt(t['limit'])}"
+                         f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {met} |")
+    quick = any(d.get("quick") for d in results)
+    where = "; ".join(f"{cores} cores, {cpu or 'unknown CPU'}" for cores, cpu in sorted(machines))
+    lines += ["", f"Measured on {where}; commit {results[-1]['machine']['commit']}, "
+              f"{results[-1]['machine']['at']}" + (" (QUICK smoke run)" if quick else "") + "."]
+    return "\n".join(lines)
+
+
+def update_readme(table: str, results: list[dict[str, Any]], directory: Path,
+                  readme: Path = REPO / "README.md") -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} section for the table")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    body = table
+    picture = directory / "timeline.png"
+    if picture.exists():
+        rel = picture.resolve().relative_to(REPO) if picture.resolve().is_relative_to(REPO) \
+            else picture
+        body += f"\n\n![One whole-loop heal per Odoo scenario, phase by phase]({rel})"
+    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")
