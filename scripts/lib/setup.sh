@@ -21,6 +21,7 @@ APT_PACKAGES=(
     prometheus-blackbox-exporter
     haproxy
     python3-venv
+    ${HEALER_EXTRA_APT:-}
 )
 
 is_installed() {
@@ -42,14 +43,15 @@ fi
 
 # --- b. virtualenv --------------------------------------------------------------
 STAMP=.venv/.healer-stamp
-want_stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+PIP_EXTRAS=${HEALER_PIP_EXTRAS:-test}
+want_stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) $PIP_EXTRAS"
 have_stamp=$(cat "$STAMP" 2>/dev/null || true)
 if [[ -x .venv/bin/python && "$have_stamp" == "$want_stamp" ]]; then
     step "venv up to date (.venv)"
 else
-    step "installing the venv (.venv, pip install -e '.[test]')"
+    step "installing the venv (.venv, pip install -e '.[$PIP_EXTRAS]')"
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
-    if ! .venv/bin/python -m pip install -q -e '.[test]' >.healer-run/pip.log 2>&1; then
+    if ! .venv/bin/python -m pip install -q -e ".[$PIP_EXTRAS]" >.healer-run/pip.log 2>&1; then
         echo "pip install failed; last lines of .healer-run/pip.log:" >&2
         tail -n 40 .healer-run/pip.log >&2 || true
         exit 1
