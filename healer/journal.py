@@ -4,6 +4,12 @@ SQLite in WAL mode with ``synchronous=FULL``: when a call returns, what it wrote
 survives a crash. One connection lives on one dedicated thread, so writes are
 serialised without locks and the event loop never blocks on disk.
 
+Group commit: writes that arrive while a transaction is being committed wait for it
+and then go to disk together, in one transaction and one fsync, each in its own
+savepoint (one write failing does not undo the others). An idle journal commits a
+lone write at once; a busy one commits many per fsync. Nothing answers before its
+own data is durable.
+
 Usage::
 
     journal = await Journal.open(Path("healer.db"))
@@ -30,8 +36,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from healer.api import Alert
 from healer.errors import JournalUnavailable
@@ -41,21 +48,32 @@ from healer.redact import redact_data, redact_dsn
 T = TypeVar("T")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
+-- Every webhook POST that brought at least one new alert, as received: the alerts'
+-- labels and annotations live here, not re-encoded per alert (see the alert_log view).
+CREATE TABLE IF NOT EXISTS deliveries (
     id          INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    body        TEXT NOT NULL
+);
+-- One row per alert identity and status; repeats only bump times_seen / last_seen.
+CREATE TABLE IF NOT EXISTS alerts (
     fingerprint TEXT NOT NULL,
     starts_at   TEXT NOT NULL,
     status      TEXT NOT NULL,
     alertname   TEXT NOT NULL,
-    labels      TEXT NOT NULL,
-    annotations TEXT NOT NULL,
+    delivery_id INTEGER,
+    idx         INTEGER,
     first_seen  REAL NOT NULL,
     last_seen   REAL NOT NULL,
     times_seen  INTEGER NOT NULL DEFAULT 1,
     disposition TEXT NOT NULL,
     heal_id     TEXT,
-    UNIQUE (fingerprint, starts_at, status)
-);
+    PRIMARY KEY (fingerprint, starts_at, status)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS alert_log AS
+    SELECT a.*, json_extract(d.body, '$.alerts[' || a.idx || '].labels') AS labels,
+           json_extract(d.body, '$.alerts[' || a.idx || '].annotations') AS annotations
+    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id;
 CREATE TABLE IF NOT EXISTS heals (
     id           TEXT PRIMARY KEY,
     created_at   REAL NOT NULL,
@@ -124,6 +142,21 @@ CREATE TABLE IF NOT EXISTS probe (
     at REAL NOT NULL
 );
 """
+SCHEMA_VERSION = 2
+
+# Version 1 stored each alert's labels and annotations as JSON in its own row. Its rows
+# move to the new table (exactly-once must remember them); their labels stay readable
+# in alerts_v1.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE alerts RENAME TO alerts_v1;
+DROP VIEW IF EXISTS alert_log;
+"""
+_COPY_V1_ROWS = """
+INSERT INTO alerts (fingerprint, starts_at, status, alertname, delivery_id, idx, first_seen,
+                    last_seen, times_seen, disposition, heal_id)
+SELECT fingerprint, starts_at, status, alertname, NULL, id, first_seen, last_seen,
+       times_seen, disposition, heal_id FROM alerts_v1;
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +170,8 @@ class HealPlan:
     dry_run: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Disposition:
-    """What happened to one alert of a webhook POST."""
+class Disposition(NamedTuple):
+    """What happened to one alert of a webhook POST (a tuple: one is made per alert)."""
 
     fingerprint: str
     status: str  # started | duplicate | ignored | resolved
@@ -159,6 +191,10 @@ def alert_key_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
+# Fingerprints per lookup query, well under SQLite's 32,766-parameter limit.
+_LOOKUP_CHUNK = 500
+
+
 def new_heal_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -173,6 +209,8 @@ class Journal:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healer-journal")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
@@ -188,13 +226,40 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            self._migrate(db)
         except BaseException:
             db.close()
             raise
         self._db = db
 
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(f"journal schema {version} is newer than this healer's "
+                                     f"({SCHEMA_VERSION}): upgrade healer")
+        if version == SCHEMA_VERSION:
+            return
+        columns = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            legacy = "labels" in columns  # a version-1 journal
+            # One statement at a time: executescript() would commit half-way.
+            script = (_MIGRATE_1_TO_2 if legacy else "") + _SCHEMA + (
+                _COPY_V1_ROWS if legacy else "")
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     async def close(self) -> None:
+        if self._committer is not None:  # let queued writes reach the disk first
+            await asyncio.wait([self._committer])
+
         def _close() -> None:
             self._closed = True
             if self._db is not None:
@@ -243,9 +308,60 @@ class Journal:
         return await self._call(lambda: fn(self._conn()))
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(db)`` as one write transaction on the journal's thread: what it reads
-        and writes is atomic against every other journal write."""
-        return await self._call(lambda: self._write(fn))
+        """Run ``fn(db)`` as one write on the journal's thread: what it reads and writes is
+        atomic against every other journal write, and durable when this returns.
+
+        Writes queued meanwhile share one transaction (group commit), each in a
+        savepoint: an exception from ``fn`` undoes ``fn``'s writes only and is raised
+        here (``sqlite3.Error`` as JournalUnavailable); a failed COMMIT fails them all.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queued.append((fn, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(),
+                                                  name="healer-journal-commit")
+        return await future
+
+    async def _commit_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                outcomes = await self._call(partial(self._write, partial(
+                    self._savepoints, [fn for fn, _ in batch])))
+            except BaseException as exc:  # the COMMIT (or BEGIN) failed: nothing was stored
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller was cancelled; the write stands
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _savepoints(self, fns: list[Callable[[sqlite3.Connection], Any]],
+                    db: sqlite3.Connection) -> list[tuple[bool, Any]]:
+        return [self._savepoint(db, fn) for fn in fns]
+
+    def _savepoint(self, db: sqlite3.Connection,
+                   fn: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+        db.execute("SAVEPOINT w")
+        try:
+            value = fn(db)
+        except Exception as exc:
+            # Undo this write alone. If even that fails, the transaction is unusable:
+            # raising fails the whole batch, and _write rolls it back.
+            db.execute("ROLLBACK TO w")
+            db.execute("RELEASE w")
+            if isinstance(exc, sqlite3.Error):
+                exc = JournalUnavailable(f"journal {self.path}: {exc}")
+            return False, exc
+        db.execute("RELEASE w")
+        return True, value
 
     def _abandon(self, db: sqlite3.Connection) -> None:
         """Undo a failed transaction. SQLite may keep it open after a failed COMMIT (disk
@@ -263,49 +379,106 @@ class Journal:
     # ---- ingest -------------------------------------------------------------
 
     async def ingest(
-        self, alerts: Sequence[Alert], match: Callable[[Alert], HealPlan | None]
+        self, alerts: Sequence[Alert], match: Callable[[Alert], HealPlan | None], *,
+        body: str | None = None, received_at: float | None = None,
     ) -> list[Disposition]:
-        """Store a webhook's alerts; create a heal for each *new* firing alert that matches."""
+        """Store a webhook's alerts; create a heal for each *new* firing alert that matches.
+
+        ``body`` is the POST as received, kept once (when it brings a new alert) as the
+        record of every new alert's labels and annotations; ``alerts[i]`` must be its
+        ``alerts[i]``. ``received_at`` (when the request arrived) goes into each new
+        heal's ``matched`` event, so a timeline shows the whole path from the webhook on.
+        """
         now = time.time()
+        if body is None:
+            body = _dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
+                                      for a in alerts]})
+        return await self.transaction(
+            lambda db: self._ingest_batch(db, alerts, match, now, received_at, body))
 
-        def _ingest(db: sqlite3.Connection) -> list[Disposition]:
-            return [self._ingest_one(db, alert, match, now) for alert in alerts]
+    def _ingest_batch(self, db: sqlite3.Connection, alerts: Sequence[Alert],
+                      match: Callable[[Alert], HealPlan | None], now: float,
+                      received_at: float | None, body: str) -> list[Disposition]:
+        """One query finds which alerts were seen before; new ones are inserted and
+        repeats counted with one ``executemany`` each (no per-alert round trips)."""
+        starts_cache: dict[datetime, str] = {}
+        keyed = []
+        for alert in alerts:
+            starts = starts_cache.get(alert.starts_at)
+            if starts is None:
+                starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
+            keyed.append((alert, starts))
+        known = self._known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed})
+        inserts: dict[tuple[str, str, str], list[Any]] = {}
+        repeats: dict[tuple[str, str, str], int] = {}
+        out: list[Disposition] = []
+        for idx, (alert, starts) in enumerate(keyed):
+            key = (alert.fingerprint, starts, alert.status)
+            seen = known.get(key)
+            if seen is not None or key in inserts:
+                if seen is None:
+                    row = inserts[key]
+                    row[7] += 1  # times_seen of a row this batch inserts
+                    disposition, heal_id = row[8], row[9]
+                else:
+                    repeats[key] = repeats.get(key, 0) + 1
+                    disposition, heal_id = seen
+                out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
+                                       reason=f"already received ({disposition})"))
+                continue
+            heal_id = None
+            if alert.status == "resolved":
+                self._note_resolved(db, alert, now)
+                disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
+            elif (alert.fingerprint, starts, "resolved") in known or \
+                    (alert.fingerprint, starts, "resolved") in inserts:
+                # A late re-send (slow HA peer, retry) of an alert already seen resolved.
+                disposition = "stale"
+                result = Disposition(alert.fingerprint, "ignored",
+                                     reason="stale: this alert was already resolved")
+            elif (plan := match(alert)) is None:
+                disposition = "ignored"
+                result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
+            else:
+                heal_id = self._insert_heal(db, plan, alert, "alert", now,
+                                            received_at=received_at)
+                disposition = "started"
+                result = Disposition(alert.fingerprint, "started", heal_id, plan.rule,
+                                     plan=plan)
+            inserts[key] = [alert.fingerprint, starts, alert.status, alert.name, idx, now, now,
+                            1, disposition, heal_id]
+            out.append(result)
+        if inserts:
+            delivery = db.execute("INSERT INTO deliveries (received_at, body) VALUES (?, ?)",
+                                  (received_at or now, body)).lastrowid
+            db.executemany(
+                "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
+                " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
+                f" VALUES (?,?,?,?,?,?,?,?,?,?,{int(delivery or 0)})", list(inserts.values()))
+        if repeats:
+            db.executemany(
+                "UPDATE alerts SET times_seen = times_seen + ?, last_seen = ?"
+                " WHERE fingerprint=? AND starts_at=? AND status=?",
+                [(n, now, *key) for key, n in repeats.items()])
+        return out
 
-        return await self._call(lambda: self._write(_ingest))
-
-    def _ingest_one(self, db: sqlite3.Connection, alert: Alert,
-                    match: Callable[[Alert], HealPlan | None], now: float) -> Disposition:
-        starts = alert_key_time(alert.starts_at)
-        row = db.execute(
-            "INSERT INTO alerts (fingerprint, starts_at, status, alertname, labels, annotations,"
-            " first_seen, last_seen, disposition) VALUES (?,?,?,?,?,?,?,?,'new')"
-            " ON CONFLICT (fingerprint, starts_at, status) DO UPDATE SET"
-            " times_seen = times_seen + 1, last_seen = excluded.last_seen"
-            " RETURNING id, times_seen, disposition, heal_id",
-            (alert.fingerprint, starts, alert.status, alert.name, _dumps(alert.labels),
-             _dumps(alert.annotations), now, now),
-        ).fetchone()
-        if row["times_seen"] > 1:
-            return Disposition(alert.fingerprint, "duplicate", row["heal_id"],
-                               reason=f"already received ({row['disposition']})")
-        if alert.status == "resolved":
-            self._note_resolved(db, alert, now)
-            db.execute("UPDATE alerts SET disposition='resolved' WHERE id=?", (row["id"],))
-            return Disposition(alert.fingerprint, "resolved")
-        if db.execute("SELECT 1 FROM alerts WHERE fingerprint=? AND starts_at=? AND"
-                      " status='resolved'", (alert.fingerprint, starts)).fetchone():
-            # A late re-send (slow HA peer, retry) of an alert already seen resolved.
-            db.execute("UPDATE alerts SET disposition='stale' WHERE id=?", (row["id"],))
-            return Disposition(alert.fingerprint, "ignored",
-                               reason="stale: this alert was already resolved")
-        plan = match(alert)
-        if plan is None:
-            db.execute("UPDATE alerts SET disposition='ignored' WHERE id=?", (row["id"],))
-            return Disposition(alert.fingerprint, "ignored", reason="no rule matches")
-        heal_id = self._insert_heal(db, plan, alert, "alert", now)
-        db.execute("UPDATE alerts SET disposition='started', heal_id=? WHERE id=?",
-                   (heal_id, row["id"]))
-        return Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
+    @staticmethod
+    def _known_alerts(db: sqlite3.Connection, keys: set[tuple[str, str]]
+                      ) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+        """(fingerprint, starts_at, status) -> (disposition, heal_id) of every stored row
+        for these (fingerprint, starts_at) pairs, whatever its status."""
+        known: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+        fingerprints = sorted({fp for fp, _ in keys})
+        for i in range(0, len(fingerprints), _LOOKUP_CHUNK):
+            chunk = fingerprints[i:i + _LOOKUP_CHUNK]
+            # Looked up by fingerprint alone, so the UNIQUE index serves it (a row-value
+            # IN over two columns scans the table); other startsAt are filtered out here.
+            for row in db.execute(
+                    "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
+                    f" WHERE fingerprint IN ({','.join('?' * len(chunk))})", chunk):
+                if (row[0], row[1]) in keys:
+                    known[(row[0], row[1], row[2])] = (row[3], row[4])
+        return known
 
     def _note_resolved(self, db: sqlite3.Connection, alert: Alert, now: float) -> None:
         open_heals = db.execute(
@@ -317,7 +490,8 @@ class Journal:
 
     def _insert_heal(self, db: sqlite3.Connection, plan: HealPlan, alert: Alert | None,
                      source: str, now: float, labels: dict[str, str] | None = None,
-                     annotations: dict[str, str] | None = None) -> str:
+                     annotations: dict[str, str] | None = None,
+                     received_at: float | None = None) -> str:
         heal_id = new_heal_id()
         if alert is not None:
             labels, annotations = dict(alert.labels), dict(alert.annotations)
@@ -335,15 +509,19 @@ class Journal:
              _dumps(labels or {}), _dumps(annotations or {}),
              _dumps(plan.params), _dumps(plan.verify), int(plan.dry_run)),
         )
+        data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
+                                "dry_run": plan.dry_run}
+        if received_at is not None:
+            data["received_at"] = received_at
         self._event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger",
-                    {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}, now)
+                    data, now)
         return heal_id
 
     async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
                                  annotations: dict[str, str]) -> str:
         now = time.time()
-        return await self._call(lambda: self._write(
-            lambda db: self._insert_heal(db, plan, None, "manual", now, labels, annotations)))
+        return await self.transaction(
+            lambda db: self._insert_heal(db, plan, None, "manual", now, labels, annotations))
 
     # ---- timeline -----------------------------------------------------------
 
@@ -358,8 +536,8 @@ class Journal:
 
     async def add_event(self, heal_id: str, phase: str, kind: str, data: dict[str, Any]) -> None:
         now = time.time()
-        await self._call(lambda: self._write(
-            lambda db: self._event(db, heal_id, phase, kind, data, now)))
+        await self.transaction(
+            lambda db: self._event(db, heal_id, phase, kind, data, now))
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
@@ -370,7 +548,7 @@ class Journal:
                 db.execute("UPDATE heals SET phase=?, targets=? WHERE id=?",
                            (str(phase), _dumps(targets), heal_id))
 
-        await self._call(lambda: self._write(_set))
+        await self.transaction(_set)
 
     async def interrupt(self, heal_id: str, phase: Phase, reason: str,
                         durations: dict[str, float]) -> None:
@@ -386,7 +564,7 @@ class Journal:
             self._event(db, heal_id, phase, "interrupted",
                         {"reason": reason, "durations": durations}, now)
 
-        await self._call(lambda: self._write(_interrupt))
+        await self.transaction(_interrupt)
 
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
@@ -400,7 +578,7 @@ class Journal:
             self._event(db, heal_id, Phase.DONE, "outcome",
                         {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
 
-        await self._call(lambda: self._write(_finish))
+        await self.transaction(_finish)
 
     # ---- reads --------------------------------------------------------------
 
@@ -466,9 +644,9 @@ class Journal:
 
         It really writes (one row): an empty transaction succeeds on a full disk."""
         now = time.time()
-        await self._call(lambda: self._write(lambda db: db.execute(
+        await self.transaction(lambda db: db.execute(
             "INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
-            " at = excluded.at", (now,))))
+            " at = excluded.at", (now,)))
 
 
 def _heal_dict(row: sqlite3.Row) -> dict[str, Any]:

@@ -11,6 +11,8 @@ never waits for a handler:
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -38,10 +40,11 @@ log = structlog.get_logger("healer.receiver")
     503: {"description": "journal unavailable: retry"}})
 async def receive_alerts(request: Request) -> JSONResponse:
     """Alertmanager webhook receiver (payload version "4")."""
+    arrived = time.time()
     svc = services(request)
     status = 500
     try:
-        response = await _receive(request, svc)
+        response = await _receive(request, svc, arrived)
         status = response.status_code
         return response
     except HTTPException as exc:
@@ -51,7 +54,7 @@ async def receive_alerts(request: Request) -> JSONResponse:
         svc.metrics.webhook_requests.labels(code=str(status)).inc()
 
 
-async def _receive(request: Request, svc: Services) -> JSONResponse:
+async def _receive(request: Request, svc: Services, arrived: float) -> JSONResponse:
     require_webhook_auth(request, svc.secrets)
     try:
         body = await read_json_body(request, svc.config.webhook.max_body)
@@ -61,15 +64,17 @@ async def _receive(request: Request, svc: Services) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     alerts = [a.to_alert() for a in message.alerts]
     try:
-        dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for)
+        dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for,
+                                                body=body.decode(), received_at=arrived)
     except JournalUnavailable as exc:
         log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
         return JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
 
     out: dict[str, Any] = {"accepted": len(alerts), "started": [], "ignored": [],
                            "duplicates": [], "resolved": []}
+    for status, count in Counter(alert.status for alert in alerts).items():
+        svc.metrics.alerts_received.labels(status=status).inc(count)
     for alert, d in zip(alerts, dispositions, strict=True):
-        svc.metrics.alerts_received.labels(status=alert.status).inc()
         if d.status == "started" and d.plan is not None and d.heal_id is not None:
             svc.executor.submit(HealJob(
                 heal_id=d.heal_id, rule=d.plan.rule, handler=d.plan.handler,

@@ -229,7 +229,7 @@ async def test_a_hostile_label_value_is_data_and_the_heal_is_refused(
     assert heal["labels"]["target"] == value
     assert noop.acts == []
     with sqlite3.connect(tmp_path / "journal.db") as db:
-        [(labels,)] = db.execute("SELECT labels FROM alerts").fetchall()
+        [(labels,)] = db.execute("SELECT labels FROM alert_log").fetchall()
         assert json.loads(labels)["target"] == value
         assert db.execute("SELECT COUNT(*) FROM heals").fetchone() == (1,)
 
