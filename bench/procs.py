@@ -72,3 +72,23 @@ def wrk(url: str, *, seconds: float, connections: int, alerts: int, tag: str,
     stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
     stats["alerts_per_s"] = stats["rps"] * alerts
     return stats
+
+
+@contextlib.contextmanager
+def steady_load(url: str, *, seconds: float, rate: float, alerts: int, out: Path,
+                token: str = TOKEN) -> Iterator[subprocess.Popen[bytes]]:
+    """tests/support/loadgen.py in its own process: ``rate`` posts/s of ``alerts`` alerts
+    (every alert its own fingerprint, none matching a rule) for ``seconds``; its summary
+    is in ``out`` once the process has ended (killed if still running on exit)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.loadgen", "--url", url, "--seconds",
+         str(seconds), "--rate", str(rate), "--alerts", str(alerts), "--token", token,
+         "--resend-every", "1000000", "--out", str(out)],
+        cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        yield proc
+        proc.wait(seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

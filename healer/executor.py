@@ -241,24 +241,21 @@ class Executor:
             raise _End(Outcome.FAILED, f"handler {job.handler!r} is not loaded")
 
         state.advance(Phase.CHECKING)
-        await self._journal.set_phase(heal_id, Phase.CHECKING)
+        # Checking changes nothing, so the check need not wait for this write's fsync (a
+        # heal found pending or checking after a crash runs again either way); it is
+        # awaited before anything can act.
+        checking = self._journal.set_phase_soon(heal_id, Phase.CHECKING)
         try:
-            raw = render_params(job.params, job.labels, job.annotations)
-            params = handler.Params.model_validate(raw)
-        except InvalidParams as exc:
-            raise _End(Outcome.REFUSED, f"invalid params: {exc.message}") from None
-        except ValidationError as exc:
-            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in exc.errors()[:5])
-            raise _End(Outcome.REFUSED, f"invalid params: {errors}") from None
-
-        dry_run = job.dry_run
-        ctx = HealContext(heal_id=heal_id, rule=job.rule or MANUAL, handler=job.handler,
-                          alert=job.alert, dry_run=dry_run, log=log, docker=self._docker,
-                          postgres=self._postgres.for_heal(), record=record)
-        log.info("checking", params=params.model_dump(mode="json"))
-        check = await self._timed("check", job, durations,
-                                  self._guard(handler.check(ctx, params), "check"))
+            params = self._params(handler, job)
+            dry_run = job.dry_run
+            ctx = HealContext(heal_id=heal_id, rule=job.rule or MANUAL, handler=job.handler,
+                              alert=job.alert, dry_run=dry_run, log=log, docker=self._docker,
+                              postgres=self._postgres.for_heal(), record=record)
+            log.info("checking", params=params.model_dump(mode="json"))
+            check = await self._timed("check", job, durations,
+                                      self._guard(handler.check(ctx, params), "check"))
+        finally:
+            await checking
         keys = [t.key for t in check.targets]
         # Recorded now, not only once acting: history filtered by target must also find the
         # heals that were refused, dry-run or suppressed on it.
@@ -301,6 +298,19 @@ class Executor:
             state.advance(Phase.VERIFYING)
             await self._journal.set_phase(heal_id, Phase.VERIFYING)
             return await self._verify(job, durations, record, log)
+
+    @staticmethod
+    def _params(handler: Any, job: HealJob) -> Any:
+        """The rule's params with alert data filled in, validated by the handler's model."""
+        try:
+            raw = render_params(job.params, job.labels, job.annotations)
+            return handler.Params.model_validate(raw)
+        except InvalidParams as exc:
+            raise _End(Outcome.REFUSED, f"invalid params: {exc.message}") from None
+        except ValidationError as exc:
+            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                               for e in exc.errors()[:5])
+            raise _End(Outcome.REFUSED, f"invalid params: {errors}") from None
 
     async def _verify(self, job: HealJob, durations: dict[str, float], record: Any,
                       log: Any) -> tuple[Outcome, str]:

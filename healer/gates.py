@@ -96,13 +96,21 @@ class SafetyGates:
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._gauged: set[str] = {r.name for r in config.rules}
+        # The pause row, mirrored in memory once start() has read it: only this process
+        # writes it (the CLI goes through the API), and every heal consults it.
+        self._pause: dict[str, Any] | None = None
+        self._pause_loaded = False
         self._log = structlog.get_logger("healer.gates")
 
     # ---- life --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Set healer_circuit_open from the journal and start closing quiet circuits."""
+        """Set healer_circuit_open from the journal, load the pause, and start closing
+        quiet circuits."""
         await self._refresh_gauge()
+        now = time.time()
+        self._pause = await self._journal.read(lambda db: get_pause(db, now))
+        self._pause_loaded = True
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="healer-safety-sweep")
 
     async def stop(self) -> None:
@@ -244,6 +252,7 @@ class SafetyGates:
         now = time.time()
         pause = await self._journal.transaction(
             lambda db: set_pause(db, now, now + seconds, reason))
+        self._pause = pause
         self._log.warning("healer paused", until=iso(pause["until"]), reason=reason)
         return self._pause_view(pause, now)
 
@@ -251,6 +260,7 @@ class SafetyGates:
         """End the pause; the pause that was active, or None."""
         now = time.time()
         was = await self._journal.transaction(lambda db: clear_pause(db, now))
+        self._pause = None
         if was is not None:
             self._log.warning("healer resumed", paused_since=iso(was["since"]))
         return self._pause_view(was, now) if was is not None else None
@@ -289,7 +299,10 @@ class SafetyGates:
 
     async def _paused_reason(self) -> str | None:
         now = time.time()
-        pause = await self._journal.read(lambda db: get_pause(db, now))
+        if self._pause_loaded:
+            pause = self._pause if self._pause and self._pause["until"] > now else None
+        else:
+            pause = await self._journal.read(lambda db: get_pause(db, now))
         return self._format_pause(pause, now) if pause is not None else None
 
     @staticmethod

@@ -315,12 +315,18 @@ class Journal:
         savepoint: an exception from ``fn`` undoes ``fn``'s writes only and is raised
         here (``sqlite3.Error`` as JournalUnavailable); a failed COMMIT fails them all.
         """
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` as a write now, in order with every other write; the future is
+        done once it is durable (as :meth:`transaction`, for a caller that has other
+        work to do meanwhile and awaits the future before depending on the write)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((fn, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued(),
                                                   name="healer-journal-commit")
-        return await future
+        return future
 
     async def _commit_queued(self) -> None:
         while self._queued:
@@ -541,6 +547,11 @@ class Journal:
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
+        await self.set_phase_soon(heal_id, phase, targets=targets)
+
+    def set_phase_soon(self, heal_id: str, phase: Phase, *,
+                       targets: list[str] | None = None) -> asyncio.Future[None]:
+        """:meth:`set_phase`, queued now and awaited by the caller when it matters."""
         def _set(db: sqlite3.Connection) -> None:
             if targets is None:
                 db.execute("UPDATE heals SET phase=? WHERE id=?", (str(phase), heal_id))
@@ -548,7 +559,7 @@ class Journal:
                 db.execute("UPDATE heals SET phase=?, targets=? WHERE id=?",
                            (str(phase), _dumps(targets), heal_id))
 
-        await self.transaction(_set)
+        return self.submit(_set)
 
     async def interrupt(self, heal_id: str, phase: Phase, reason: str,
                         durations: dict[str, float]) -> None:
