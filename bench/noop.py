@@ -17,21 +17,21 @@ from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Targe
 NAME = "bench.noop"
 
 
-class Params(HandlerParams):
+class NoopParams(HandlerParams):
     target: str = "noop"
 
 
 class Noop:
     name = NAME
-    Params = Params
+    Params = NoopParams
     requires: frozenset[str] = frozenset()
 
-    async def check(self, ctx: HealContext, params: Params) -> CheckResult:
+    async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
         started = time.time()
         return CheckResult(targets=[Target(kind="bench", name=params.target)],
                            evidence={"check_started_at": started})
 
-    async def act(self, ctx: HealContext, params: Params, check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         return ActResult(summary=f"nothing done to {params.target}")
 
 

@@ -20,8 +20,8 @@ APT_PACKAGES=(
     prometheus-postgres-exporter
     prometheus-blackbox-exporter
     haproxy
+    wrk
     python3-venv
-    ${HEALER_EXTRA_APT:-}
 )
 
 is_installed() {

@@ -1,0 +1,43 @@
+"""The benchmarks that need no Docker run end to end in their smoke mode (``--quick``),
+so that ./scripts/bench does not rot between full runs: each writes its JSON with every
+target measured. Figures are not judged here (a test never asserts a wall-clock time);
+./scripts/bench writes the real ones into the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.env import require_service
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.load
+
+
+@pytest.mark.timeout(240)
+def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: Path) -> None:
+    """`python -m bench ingest dispatch --quick` exits 0, writes one JSON per benchmark
+    with the machine, a table and every target measured; no webhook post failed."""
+    if shutil.which("wrk") is None:
+        require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "ingest", "dispatch", "--quick",
+         "--results", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=220,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("ingest", "dispatch"):
+        doc = json.loads((tmp_path / f"{name}.json").read_text())
+        assert doc["quick"] is True and doc["machine"]["cores"] >= 1
+        assert doc["table"], doc
+        assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
+    ingest = json.loads((tmp_path / "ingest.json").read_text())
+    failed = [t for t in ingest["targets"] if t["name"].startswith("failed requests")]
+    assert failed and all(t["value"] == 0 for t in failed), failed
+    assert "| ingest |" in proc.stdout and "| dispatch |" in proc.stdout

@@ -1,0 +1,74 @@
+"""bench/'s own plumbing: targets, percentiles, the summary table, the README section and
+the no-op plugin the benchmarks load (the benchmarks themselves run in
+tests/integration/test_bench_smoke.py and ./scripts/bench)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import Result, Target, percentile, summary, write_result
+from bench.noop import NAME as NOOP
+from bench.noop import plugin_path
+from bench.report import END, START, load_results, render_table, update_readme
+from healer.plugins import HandlerRegistry
+
+
+def test_a_target_is_met_only_on_its_side_of_the_limit() -> None:
+    """<= and >= bounds, inclusive; a figure that could not be measured is neither."""
+    assert Target("ratio", 0.8, ">=", 0.8).met is True
+    assert Target("ratio", 0.79, ">=", 0.8).met is False
+    assert Target("p99", 5.0, "<=", 5).met is True
+    assert Target("p99", 5.1, "<=", 5).met is False
+    assert Target("p99", None, "<=", 5).met is None
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    """p99 of 100 values is the 99th smallest, p50 of 4 values the 2nd; none of nothing."""
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
+    assert percentile([], 0.5) is None
+    assert summary([0.001, 0.003, 0.002], scale=1000)["median"] == 2.0
+
+
+def test_the_table_shows_every_row_and_flags_a_missed_target(tmp_path: Path) -> None:
+    """Results written by write_result come back in benchmark order; a missed target
+    reads **no**, an unmeasured one says so."""
+    write_result(Result("storm", {}, [Target("heals", 1000, "<=", 1000)],
+                        [{"figure": "heals", "healer": 1000, "bare": 1000, "ratio": 1.0}]),
+                 1.0, False, tmp_path)
+    write_result(Result("ingest", {}, [Target("ratio", 0.5, ">=", 0.8),
+                                       Target("p99", None, "<=", 5)],
+                        [{"figure": "posts/s", "healer": 500.0, "bare": 1000.0,
+                          "ratio": 0.5}]), 1.0, False, tmp_path)
+    results = load_results(tmp_path)
+    assert [r["benchmark"] for r in results] == ["ingest", "storm"]
+    table = render_table(results)
+    assert "| ingest | posts/s | 500 | 1,000 | 0.5 |" in table
+    assert "| ingest | ratio >= 0.8 | 0.5 | **no** |" in table
+    assert "| ingest | p99 <= 5 | - | not measured |" in table
+    assert "| storm | heals <= 1,000 | 1,000 | yes |" in table
+
+
+def test_the_readme_section_is_replaced_and_nothing_else(tmp_path: Path) -> None:
+    """Only the text between the bench markers changes; a README without them is an
+    error, not a silent no-op."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{START}\nold table\n{END}\n## after\n")
+    update_readme("| new |", [], tmp_path, readme)
+    assert readme.read_text() == f"# top\n{START}\n| new |\n{END}\n## after\n"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="no"):
+        update_readme("| new |", [], tmp_path, readme)
+
+
+def test_the_noop_handler_is_a_real_entry_point_plugin(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.noop reaches healer the way a third-party plugin does: its dist-info on the
+    path, discovered and validated through the healer.handlers entry-point group."""
+    monkeypatch.setattr(sys, "path", [str(plugin_path(tmp_path)), *sys.path])
+    registry = HandlerRegistry.from_entry_points()
+    assert registry.get(NOOP) is not None
