@@ -18,8 +18,8 @@ verified against a real Prometheus (``vector(0)``, stable_for 0s) so heals end
 Measured: heals created (must be exactly 1,000) and their outcomes, answers (all 2xx),
 alert receipts journaled (``SUM(times_seen)`` = 10,000: none lost), time to drain (the
 first post -> the last heal's ``finished_at``, both wall clock on this machine), healer's
-RSS idle before (after one warm-up post), at peak (sampled every 0.2 s) and after the
-drain. Heal counts come from ``GET /api/v1/heals`` while healer runs and from its journal
+RSS idle before (warm: after one heal of a second rule, ``warmup``, which the counts leave
+out), at peak (sampled every 0.2 s) and after the drain. Heal counts come from ``GET /api/v1/heals`` while healer runs and from its journal
 file (opened read-only once healer has stopped). The bare limit is the same storm sent
 to the bare FastAPI endpoint (bench/bare_app.py: parse and answer 202): its time from the
 first post to the last answer and its RSS.
@@ -62,6 +62,7 @@ NAME = "storm"
 DESCRIPTION = ("10,000 alerts / 1,000 fingerprints from two Alertmanager replicas: exactly "
                "1,000 heals, drain time, memory; then 1,000,000 alerts: memory flat")
 RULE = "storm"
+WARMUP_RULE = "warmup"
 PER_GROUP = 10
 PER_POST = 50
 LEAK_SECONDS = 15 * 60
@@ -86,24 +87,33 @@ def healer_config(prometheus_url: str) -> dict[str, Any]:
             "name": RULE, "match": [f'alertname="{STORM_ALERTNAME}"'], "handler": NOOP,
             "params": {"target": "{{ labels.instance }}"},
             "verify": {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"},
+        }, {
+            # One heal before measuring, so "RSS before" is healer with its heal path
+            # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
+            "name": WARMUP_RULE, "match": ['alertname="BenchWarmup"'], "handler": NOOP,
+            "params": {"target": "warmup"},
+            "verify": {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"},
         }],
     }
 
 
-def settled_rss(pid: int, pause: float = 0.5, samples: int = 5) -> int:
-    """Median RSS over ``samples`` readings 0.2 s apart, after ``pause`` idle seconds."""
-    time.sleep(pause)
+def settled_rss(ctx: Context, pid: int, pause: float = 0.5) -> int:
+    """Median RSS over 5 readings 0.2 s apart (quick: 3, 0.1 s) after ``pause`` idle
+    seconds (quick: a fifth of it)."""
+    time.sleep(ctx.pick(pause, pause / 5))
     readings = []
-    for _ in range(samples):
+    for _ in range(ctx.pick(5, 3)):
         readings.append(rss_bytes(pid))
-        time.sleep(0.2)
+        time.sleep(ctx.pick(0.2, 0.1))
     return int(statistics.median(readings))
 
 
-def warm_up(url: str) -> None:
-    """One non-matching post, one history read, one metrics read: code paths loaded."""
+def warm_up(url: str, heal: bool) -> None:
+    """One post, one history read, one metrics read; with ``heal``, the post matches the
+    warm-up rule and its heal is waited for (bounded)."""
+    name = "BenchWarmup" if heal else "BenchNothing"
     body = {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
-            "alerts": [{"status": "firing", "labels": {"alertname": "BenchWarmup"},
+            "alerts": [{"status": "firing", "labels": {"alertname": name},
                         "startsAt": "2026-11-23T08:00:00Z", "fingerprint": "0warm"}]}
     with httpx.Client(base_url=url, timeout=10.0) as client:
         client.post("/api/v1/alerts", json=body,
@@ -111,6 +121,8 @@ def warm_up(url: str) -> None:
         client.get("/api/v1/heals", params={"limit": 1},
                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         client.get("/metrics")
+        if heal and not wait_ended(client, WARMUP_RULE, 1, 30.0):
+            raise RuntimeError("the warm-up heal did not end within 30 s")
 
 
 def send(mode: str, url: str, token: str, out: Path, timeout: float, *args: str) -> dict[str, Any]:
@@ -142,18 +154,18 @@ def list_heals(client: httpx.Client, limit_pages: int) -> list[dict[str, Any]]:
     return heals
 
 
-def heals_ended(client: httpx.Client) -> float:
-    """Sum of ``healer_heals_total{rule="storm"}``: heals that have an outcome."""
+def heals_ended(client: httpx.Client, rule: str) -> float:
+    """Sum of ``healer_heals_total{rule=...}``: the rule's heals that have an outcome."""
     text = client.get("/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("healer_heals_total{") and f'rule="{RULE}"' in line)
+               if line.startswith("healer_heals_total{") and f'rule="{rule}"' in line)
 
 
-def wait_drained(client: httpx.Client, created: int, timeout: float) -> bool:
-    """Until every created heal has ended (polling /metrics: cheap for healer)."""
+def wait_ended(client: httpx.Client, rule: str, created: int, timeout: float) -> bool:
+    """Until ``created`` heals of ``rule`` have ended (polling /metrics: cheap for healer)."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.25) + 2):
-        if heals_ended(client) >= created:
+        if heals_ended(client, rule) >= created:
             return True
         if time.monotonic() > deadline:
             return False
@@ -180,7 +192,8 @@ def storm_journal(path: Path) -> dict[str, Any]:
             " WHERE rule=?", (RULE,)).fetchall()
         actions = db.execute("SELECT COUNT(*) FROM safety_actions WHERE rule=?",
                              (RULE,)).fetchone()[0]
-        events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        events = db.execute("SELECT COUNT(*) FROM events JOIN heals ON heals.id = heal_id"
+                            " WHERE heals.rule=?", (RULE,)).fetchone()[0]
     finally:
         db.close()
     per_fp: dict[str, int] = {}
@@ -214,8 +227,8 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
         prom = prometheus.start(scrape_targets=[])
         with healer(workdir, healer_config(prom.url)) as h:
             assert h.pid is not None
-            warm_up(h.url)
-            out["rss_before"] = settled_rss(h.pid, pause=1.0)
+            warm_up(h.url, heal=True)
+            out["rss_before"] = settled_rss(ctx, h.pid, pause=1.0)
             admin = httpx.Client(base_url=h.url, timeout=30.0,
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             with admin, PeakRss(h.pid) as peak:
@@ -228,10 +241,10 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
                       flush=True)
                 pages = fps // 500 + 10
                 created = len(list_heals(admin, pages))
-                out["drained"] = wait_drained(admin, created, ctx.pick(300, 60))
+                out["drained"] = wait_ended(admin, RULE, created, ctx.pick(300, 60))
                 heals = list_heals(admin, pages)
             out["rss_peak"] = peak.peak
-            out["rss_after"] = settled_rss(h.pid)
+            out["rss_after"] = settled_rss(ctx, h.pid)
             out["api"] = {"heals": len(heals),
                           "done": sum(1 for x in heals if x["phase"] == "done"),
                           "outcomes": _count(x["outcome"] for x in heals)}
@@ -255,15 +268,15 @@ def storm_on_bare(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]
     out: dict[str, Any] = {}
     with bare_endpoint(workdir) as bare:
         assert bare.pid is not None
-        warm_up(bare.url)
-        out["rss_before"] = settled_rss(bare.pid, pause=1.0)
+        warm_up(bare.url, heal=False)
+        out["rss_before"] = settled_rss(ctx, bare.pid, pause=1.0)
         with PeakRss(bare.pid) as peak:
             out["sender"] = send(
                 "storm", bare.url, "", workdir / "storm.json", ctx.pick(360, 120),
                 "--groups", str(groups), "--per-group", str(PER_GROUP),
                 "--starts-at", str(starts_at), "--deadline", str(ctx.pick(300, 60)))
         out["rss_peak"] = peak.peak
-        out["rss_after"] = settled_rss(bare.pid)
+        out["rss_after"] = settled_rss(ctx, bare.pid)
     s = out["sender"]
     out["seconds"] = (round(s["last_answer_at"] - s["first_post_at"], 3)
                       if s["last_answer_at"] is not None else None)
@@ -314,8 +327,8 @@ def leak_on_healer(ctx: Context, total: int, chunk: int) -> dict[str, Any]:
     # Prometheus is never asked: no alert matches a rule.
     with healer(workdir, healer_config("http://127.0.0.1:9")) as h:
         assert h.pid is not None
-        warm_up(h.url)
-        out["rss_start"] = settled_rss(h.pid, pause=1.0)
+        warm_up(h.url, heal=False)
+        out["rss_start"] = settled_rss(ctx, h.pid, pause=1.0)
         next_group = 0
         with PeakRss(h.pid) as peak:
             for n in range(total // chunk):
@@ -325,7 +338,7 @@ def leak_on_healer(ctx: Context, total: int, chunk: int) -> dict[str, Any]:
                     break
                 res = flood(h.url, TOKEN, workdir / f"flood-{n}.json", chunk, next_group, left)
                 next_group = res["next_group"]
-                res["rss_after"] = settled_rss(h.pid)
+                res["rss_after"] = settled_rss(ctx, h.pid)
                 res["sent_so_far"] = sum(r["alerts_posted"] for r in runs) + res["alerts_posted"]
                 runs.append(res)
                 print(f"    leak {_human(res['sent_so_far']):>5}: {res['alerts_per_second']:7.0f}"
@@ -352,11 +365,11 @@ def leak_on_bare(ctx: Context, chunk: int) -> dict[str, Any]:
     workdir.mkdir()
     with bare_endpoint(workdir) as bare:
         assert bare.pid is not None
-        warm_up(bare.url)
-        rss_start = settled_rss(bare.pid, pause=1.0)
+        warm_up(bare.url, heal=False)
+        rss_start = settled_rss(ctx, bare.pid, pause=1.0)
         res = flood(bare.url, "", workdir / "flood.json", chunk, 0, ctx.pick(300, 60))
         res["rss_start"] = rss_start
-        res["rss_after"] = settled_rss(bare.pid)
+        res["rss_after"] = settled_rss(ctx, bare.pid)
     print(f"    leak on bare {_human(chunk)}: {res['alerts_per_second']:.0f} alerts/s",
           flush=True)
     return res
