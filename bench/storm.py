@@ -19,10 +19,12 @@ Measured: heals created (must be exactly 1,000) and their outcomes, answers (all
 alert receipts journaled (``SUM(times_seen)`` = 10,000: none lost), time to drain (the
 first post -> the last heal's ``finished_at``, both wall clock on this machine), healer's
 RSS idle before (warm: after one heal of a second rule, ``warmup``, which the counts leave
-out), at peak (sampled every 0.2 s) and after the drain. Heal counts come from ``GET /api/v1/heals`` while healer runs and from its journal
-file (opened read-only once healer has stopped). The bare limit is the same storm sent
-to the bare FastAPI endpoint (bench/bare_app.py: parse and answer 202): its time from the
-first post to the last answer and its RSS.
+out), at peak (sampled every 0.2 s) and after the drain. Heal counts come from
+``GET /api/v1/heals`` while healer runs and from its journal file (opened read-only
+once healer has stopped); the drain is awaited by polling ``/metrics``
+(``healer_heals_total{rule="storm"}``), which costs healer less than listing heals.
+The bare limit is the same storm sent to the bare FastAPI endpoint (bench/bare_app.py:
+parse and answer 202): its time from the first post to the last answer and its RSS.
 
 **Part 2, the leak check.** A fresh healer (same config; alerts named ``BenchLeak``, so no
 rule matches and each is journaled ``ignored``) receives 1,000,000 alerts in posts of 50
