@@ -25,6 +25,13 @@ once healer has stopped); the drain is awaited by polling ``/metrics``
 (``healer_heals_total{rule="storm"}``), which costs healer less than listing heals.
 The bare limit is the same storm sent to the bare FastAPI endpoint (bench/bare_app.py:
 parse and answer 202): its time from the first post to the last answer and its RSS.
+Once drained, a second wave (1,000 new alerts, the same storm shape) tells a per-heal
+leak from a one-off: RSS after it is reported beside RSS after the first; the heal
+counts of both waves are held to the same targets.
+
+Where a heal's time goes is read from its timeline (``timeline_gaps_ms``: created ->
+checked -> acted -> verifying -> sampled -> outcome, median and p99), so a slow drain
+shows whether heals wait for a concurrency slot or for the journal.
 
 **Part 2, the leak check.** A fresh healer (same config; alerts named ``BenchLeak``, so no
 rule matches and each is journaled ``ignored``) receives 1,000,000 alerts in posts of 50
@@ -37,8 +44,8 @@ minutes no new post starts, the run is reported aborted and the leak target "not
 measured". Journal cross-check: one row per distinct alert sent, receipts = posts
 answered 2xx x 50.
 
-Quick mode: 100 fingerprints (10 groups, 1,000 alerts) and 20,000 alerts in runs of
-2,000 (the ratio is then after 20,000 / after the first 2,000).
+Quick mode: 100 fingerprints (10 groups, 1,000 alerts) and 20,000 alerts in five runs of
+4,000 (the ratio is then after 20,000 / after the first 4,000).
 """
 
 from __future__ import annotations
@@ -57,7 +64,12 @@ import httpx
 from bench.common import REPO, Context, PeakRss, Result, Target, ratio, rss_bytes, summary
 from bench.noop import NAME as NOOP
 from bench.procs import ADMIN_TOKEN, TOKEN, bare_endpoint, healer
-from bench.storm_sender import FLOOD_ALERTNAME, STORM_ALERTNAME, storm_alert_count
+from bench.storm_sender import (
+    FLOOD_ALERTNAME,
+    STORM_ALERTNAME,
+    storm_alert_count,
+    storm_fingerprint,
+)
 from tests.support.processes import PrometheusFactory
 
 NAME = "storm"
@@ -179,23 +191,38 @@ def open_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
-def storm_journal(path: Path) -> dict[str, Any]:
-    """What the journal says once healer has stopped (read-only)."""
+# Consecutive timeline events of one heal, and what lies between them.
+GAPS = (
+    ("matched", "check", "created -> checked (pause read, slot wait, 2 journal writes, check)"),
+    ("check", "act", "checked -> acted (1 write, budget transaction + 1 read, 1 write, act)"),
+    ("act", "verify_start", "acted -> verifying (2 journal writes)"),
+    ("verify_start", "verify_sample", "verifying -> sampled (1 write, 1 Prometheus query)"),
+    ("verify_sample", "outcome", "sampled -> outcome (1 journal write)"))
+
+
+def storm_journal(path: Path, wave: int) -> dict[str, Any]:
+    """What the journal says about one wave once healer has stopped (read-only)."""
+    prefix = storm_fingerprint(0, 0, wave)[0]
     db = open_ro(path)
     try:
         rows, receipts, min_seen, max_seen = db.execute(
             "SELECT COUNT(*), SUM(times_seen), MIN(times_seen), MAX(times_seen) FROM alerts"
-            " WHERE alertname=?", (STORM_ALERTNAME,)).fetchone()
+            " WHERE alertname=? AND substr(fingerprint, 1, 1)=?",
+            (STORM_ALERTNAME, prefix)).fetchone()
         dispositions = dict(db.execute(
-            "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=? GROUP BY disposition",
-            (STORM_ALERTNAME,)).fetchall())
+            "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=?"
+            " AND substr(fingerprint, 1, 1)=? GROUP BY disposition",
+            (STORM_ALERTNAME, prefix)).fetchall())
+        mine = "heals.rule=? AND substr(heals.fingerprint, 1, 1)=?"
         heals = db.execute(
             "SELECT fingerprint, outcome, created_at, finished_at, durations FROM heals"
-            " WHERE rule=?", (RULE,)).fetchall()
-        actions = db.execute("SELECT COUNT(*) FROM safety_actions WHERE rule=?",
-                             (RULE,)).fetchone()[0]
-        events = db.execute("SELECT COUNT(*) FROM events JOIN heals ON heals.id = heal_id"
-                            " WHERE heals.rule=?", (RULE,)).fetchone()[0]
+            f" WHERE {mine}", (RULE, prefix)).fetchall()
+        actions = db.execute(
+            f"SELECT COUNT(*) FROM safety_actions JOIN heals ON heals.id = heal_id WHERE {mine}",
+            (RULE, prefix)).fetchone()[0]
+        events = db.execute(
+            f"SELECT heal_id, kind, at FROM events JOIN heals ON heals.id = heal_id WHERE {mine}"
+            " ORDER BY heal_id, seq", (RULE, prefix)).fetchall()
     finally:
         db.close()
     per_fp: dict[str, int] = {}
@@ -204,27 +231,37 @@ def storm_journal(path: Path) -> dict[str, Any]:
         per_fp[fp] = per_fp.get(fp, 0) + 1
         outcomes[str(outcome)] = outcomes.get(str(outcome), 0) + 1
     done = [h for h in heals if h[3] is not None]
+    timelines: dict[str, dict[str, float]] = {}
+    for heal_id, kind, at in events:
+        timelines.setdefault(heal_id, {}).setdefault(kind, at)
+    gaps = {label: summary([t[b] - t[a] for t in timelines.values() if a in t and b in t],
+                           scale=1000, digits=1)
+            for a, b, label in GAPS}
     return {
         "alerts": {"rows": rows, "receipts": receipts, "times_seen_min": min_seen,
                    "times_seen_max": max_seen, "dispositions": dispositions},
         "heals": len(heals), "fingerprints_healed": len(per_fp),
         "fingerprints_healed_twice": sum(1 for n in per_fp.values() if n > 1),
         "recovered_fingerprints": len({h[0] for h in heals if h[1] == "recovered"}),
-        "outcomes": outcomes, "actions_recorded": actions, "events": events,
+        "outcomes": outcomes, "actions_recorded": actions, "events": len(events),
         "first_created_at": min((h[2] for h in heals), default=None),
         "last_finished_at": max((h[3] for h in done), default=None),
         "heal_seconds": summary([h[3] - h[2] for h in done], digits=3),
         "heal_total_durations": summary(
             [json.loads(h[4]).get("total", 0.0) for h in done], digits=3),
+        "timeline_gaps_ms": gaps,
     }
 
 
 def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]:
+    """The storm (wave 0), then as many new alerts again (wave 1): does memory come back
+    to where the first storm left it, or grow by as much again?"""
     workdir = ctx.workdir / "storm"
     workdir.mkdir()
     fps = groups * PER_GROUP
     prometheus = PrometheusFactory(workdir)
-    out: dict[str, Any] = {}
+    waves: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"waves": waves}
     try:
         prom = prometheus.start(scrape_targets=[])
         with healer(workdir, healer_config(prom.url)) as h:
@@ -233,34 +270,39 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
             out["rss_before"] = settled_rss(ctx, h.pid, pause=1.0)
             admin = httpx.Client(base_url=h.url, timeout=30.0,
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-            with admin, PeakRss(h.pid) as peak:
-                out["sender"] = send(
-                    "storm", h.url, TOKEN, workdir / "storm.json", ctx.pick(360, 120),
-                    "--groups", str(groups), "--per-group", str(PER_GROUP),
-                    "--starts-at", str(starts_at), "--deadline", str(ctx.pick(300, 60)))
-                print(f"    storm sent: {out['sender']['requests']} posts in "
-                      f"{out['sender']['seconds']:.1f} s, answers {out['sender']['statuses']}",
-                      flush=True)
-                pages = fps // 500 + 10
-                created = len(list_heals(admin, pages))
-                out["drained"] = wait_ended(admin, RULE, created, ctx.pick(300, 60))
-                heals = list_heals(admin, pages)
-            out["rss_peak"] = peak.peak
-            out["rss_after"] = settled_rss(ctx, h.pid)
-            out["api"] = {"heals": len(heals),
-                          "done": sum(1 for x in heals if x["phase"] == "done"),
-                          "outcomes": _count(x["outcome"] for x in heals)}
-        out["journal"] = storm_journal(workdir / "journal.db")
+            with admin:
+                for wave in range(2):
+                    with PeakRss(h.pid) as peak:
+                        sender = send(
+                            "storm", h.url, TOKEN, workdir / f"storm-{wave}.json",
+                            ctx.pick(360, 120), "--groups", str(groups),
+                            "--per-group", str(PER_GROUP), "--wave", str(wave),
+                            "--starts-at", str(starts_at), "--deadline", str(ctx.pick(300, 60)))
+                        print(f"    storm wave {wave} sent: {sender['requests']} posts in "
+                              f"{sender['seconds']:.1f} s, answers {sender['statuses']}",
+                              flush=True)
+                        pages = (wave + 1) * fps // 500 + 10
+                        created = len(list_heals(admin, pages))
+                        drained = wait_ended(admin, RULE, created, ctx.pick(300, 60))
+                        heals = list_heals(admin, pages)
+                    waves.append({
+                        "sender": sender, "drained": drained, "rss_peak": peak.peak,
+                        "rss_after": settled_rss(ctx, h.pid),
+                        "api": {"heals_so_far": len(heals),
+                                "done": sum(1 for x in heals if x["phase"] == "done"),
+                                "outcomes": _count(x["outcome"] for x in heals)}})
+        for wave, w in enumerate(waves):
+            w["journal"] = storm_journal(workdir / "journal.db", wave)
+            first, last = w["sender"]["first_post_at"], w["journal"]["last_finished_at"]
+            w["drain_seconds"] = (round(last - first, 3)
+                                  if w["drained"] and first is not None and last is not None
+                                  else None)
+            print(f"    storm wave {wave} on healer: {w['journal']['heals']} heals "
+                  f"{w['journal']['outcomes']}, drained in {w['drain_seconds']} s; RSS peak "
+                  f"{_mib(w['rss_peak'])}, after {_mib(w['rss_after'])} MiB (before "
+                  f"{_mib(out['rss_before'])})", flush=True)
     finally:
         prometheus.stop_all()
-    first, last = out["sender"]["first_post_at"], out["journal"]["last_finished_at"]
-    out["drain_seconds"] = (round(last - first, 3)
-                            if out["drained"] and first is not None and last is not None
-                            else None)
-    print(f"    storm on healer: {out['journal']['heals']} heals "
-          f"{out['journal']['outcomes']}, drained in {out['drain_seconds']} s; RSS "
-          f"{_mib(out['rss_before'])} -> peak {_mib(out['rss_peak'])} -> "
-          f"{_mib(out['rss_after'])} MiB", flush=True)
     return out
 
 
@@ -383,7 +425,7 @@ def run(ctx: Context) -> Result:
     groups = ctx.pick(100, 10)
     fps = groups * PER_GROUP
     expected_alerts = storm_alert_count(groups, PER_GROUP)
-    total, chunk = ctx.pick(1_000_000, 20_000), ctx.pick(100_000, 2_000)
+    total, chunk = ctx.pick(1_000_000, 20_000), ctx.pick(100_000, 4_000)
     starts_at = round(time.time()) - 600.0  # group g's alerts started 600 - g s ago
 
     storm = storm_on_healer(ctx, groups, starts_at)
@@ -391,7 +433,9 @@ def run(ctx: Context) -> Result:
     leak = leak_on_healer(ctx, total, chunk)
     leak_bare = leak_on_bare(ctx, chunk)
 
-    sj, sender = storm["journal"], storm["sender"]
+    waves = storm["waves"]
+    w0 = waves[0]
+    sj, sender = w0["journal"], w0["sender"]
     runs = leak["runs"]
     rss_first = runs[0]["rss_after"] if runs else None
     rss_last = runs[-1]["rss_after"] if runs else None
@@ -402,7 +446,8 @@ def run(ctx: Context) -> Result:
     lj = leak["journal"]
     leak_accepted = sum(r["alerts_accepted"] for r in runs)
     leak_new = sum(r["new_groups"] for r in runs) * PER_POST
-    errors = {"storm": sender["non_2xx"], "leak": sum(r["non_2xx"] for r in runs)}
+    errors = {"storm": sum(w["sender"]["non_2xx"] for w in waves),
+              "leak": sum(r["non_2xx"] for r in runs)}
 
     figures: dict[str, Any] = {
         "storm": {
@@ -416,11 +461,20 @@ def run(ctx: Context) -> Result:
                 "receipts_journaled": sj["alerts"]["receipts"],
                 "answers_started": sender["dispositions"].get("started"),
                 "answers_duplicate": sender["dispositions"].get("duplicates"),
-                "non_2xx": sender["non_2xx"], "drain_seconds": storm["drain_seconds"],
+                "non_2xx": sender["non_2xx"], "drain_seconds": w0["drain_seconds"],
+                "timeline_gaps_ms": {k: {q: v.get(q) for q in ("median", "p99")}
+                                     for k, v in sj["timeline_gaps_ms"].items()},
                 "bare_seconds": storm_bare["seconds"],
-                "rss_mib": {k: _mib(storm[f"rss_{k}"]) for k in ("before", "peak", "after")},
+                "rss_mib": {"before": _mib(storm["rss_before"]), "peak": _mib(w0["rss_peak"]),
+                            "after": _mib(w0["rss_after"])},
                 "bare_rss_mib": {k: _mib(storm_bare[f"rss_{k}"])
                                  for k in ("before", "peak", "after")},
+                "second_wave": {
+                    "heals_created": waves[1]["journal"]["heals"],
+                    "outcomes": waves[1]["journal"]["outcomes"],
+                    "drain_seconds": waves[1]["drain_seconds"],
+                    "rss_mib_peak": _mib(waves[1]["rss_peak"]),
+                    "rss_mib_after": _mib(waves[1]["rss_after"])},
             },
         },
         "leak": {
@@ -442,18 +496,19 @@ def run(ctx: Context) -> Result:
         },
     }
 
-    lost_storm = sender["alerts_accepted"] - (sj["alerts"]["receipts"] or 0)
-    lost_leak = leak_accepted - lj["receipts"]
+    lost_storm = sum(w["sender"]["alerts_accepted"] - (w["journal"]["alerts"]["receipts"] or 0)
+                     for w in waves)
     targets = [
-        Target(f"storm: heals created - {fps:,} expected (one per fingerprint)",
-               abs(sj["heals"] - fps), "<=", 0),
-        Target("storm: fingerprints without a recovered heal",
-               fps - sj["recovered_fingerprints"], "<=", 0),
-        Target("storm: accepted alerts missing from the journal", lost_storm, "<=", 0),
+        Target(f"storm: heals created - {fps:,} expected (one per fingerprint; both waves)",
+               sum(abs(w["journal"]["heals"] - fps) for w in waves), "<=", 0),
+        Target("storm: fingerprints without a recovered heal (both waves)",
+               sum(fps - w["journal"]["recovered_fingerprints"] for w in waves), "<=", 0),
+        Target("storm: accepted alerts missing from the journal (both waves)", lost_storm,
+               "<=", 0),
         Target(f"non-2xx answers or transport errors (storm + {_human(total)})",
                errors["storm"] + errors["leak"], "<=", 0),
         Target(f"leak: accepted alerts missing from the journal ({_human(total)})",
-               lost_leak, "<=", 0),
+               leak_accepted - lj["receipts"], "<=", 0),
         Target(f"leak: RSS after {_human(total)} / after the first {_human(chunk)}",
                leak_ratio if complete else None, "<=", 1.2),
     ]
@@ -463,13 +518,21 @@ def run(ctx: Context) -> Result:
         {"figure": "storm: heals recovered", "healer": sj["outcomes"].get("recovered", 0),
          "bare": fps, "ratio": ratio(sj["outcomes"].get("recovered", 0), fps)},
         {"figure": "storm: first post -> last heal done (s); bare: last answer",
-         "healer": storm["drain_seconds"], "bare": storm_bare["seconds"],
-         "ratio": ratio(storm["drain_seconds"], storm_bare["seconds"])},
-        *({"figure": f"storm: RSS {label} (MiB)", "healer": _mib(storm[f"rss_{key}"]),
-           "bare": _mib(storm_bare[f"rss_{key}"]),
-           "ratio": ratio(storm[f"rss_{key}"], storm_bare[f"rss_{key}"])}
-          for key, label in (("before", "idle before"), ("peak", "peak"),
-                             ("after", "after drain"))),
+         "healer": w0["drain_seconds"], "bare": storm_bare["seconds"],
+         "ratio": ratio(w0["drain_seconds"], storm_bare["seconds"])},
+        {"figure": "storm: RSS idle before (MiB)", "healer": _mib(storm["rss_before"]),
+         "bare": _mib(storm_bare["rss_before"]),
+         "ratio": ratio(storm["rss_before"], storm_bare["rss_before"])},
+        {"figure": "storm: RSS peak (MiB)", "healer": _mib(w0["rss_peak"]),
+         "bare": _mib(storm_bare["rss_peak"]), "ratio": ratio(w0["rss_peak"],
+                                                              storm_bare["rss_peak"])},
+        {"figure": "storm: RSS after drain (MiB)", "healer": _mib(w0["rss_after"]),
+         "bare": _mib(storm_bare["rss_after"]),
+         "ratio": ratio(w0["rss_after"], storm_bare["rss_after"])},
+        {"figure": f"storm: RSS after a second wave of {fps:,} new alerts (MiB); ratio: "
+                   "to after the first",
+         "healer": _mib(waves[1]["rss_after"]), "bare": None,
+         "ratio": ratio(waves[1]["rss_after"], w0["rss_after"])},
         {"figure": f"leak: RSS after first {_human(chunk)} / after {_human(total)} (MiB)",
          "healer": f"{_mib(rss_first)} / {_mib(rss_last)}"
                    + ("" if complete else " (aborted)"),
@@ -480,6 +543,6 @@ def run(ctx: Context) -> Result:
     ]
     return Result(NAME, figures, targets, table, params={
         "groups": groups, "per_group": PER_GROUP, "fingerprints": fps,
-        "storm_alerts": expected_alerts, "replicas": 2, "retries": 1,
+        "storm_alerts": expected_alerts, "replicas": 2, "retries": 1, "storm_waves": 2,
         "leak_alerts": total, "leak_run": chunk, "per_post": PER_POST,
         "leak_connections": 16, "leak_limit_seconds": ctx.pick(LEAK_SECONDS, 120)})

@@ -46,8 +46,9 @@ REPLICAS = ("am-0", "am-1")
 NOTIFICATIONS = ("first-half", "grown", "repeat")
 
 
-def storm_fingerprint(group: int, index: int) -> str:
-    return f"5{group:07x}{index:08x}"
+def storm_fingerprint(group: int, index: int, wave: int = 0) -> str:
+    """Wave 0 is the storm; a later wave is as many new alerts (new fingerprints)."""
+    return f"{5 + wave:x}{group:07x}{index:08x}"
 
 
 def flood_fingerprint(group: int, index: int) -> str:
@@ -60,18 +61,18 @@ def iso(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def storm_alert(group: int, index: int, starts_at: float) -> dict[str, Any]:
+def storm_alert(group: int, index: int, starts_at: float, wave: int = 0) -> dict[str, Any]:
     return {
         "status": "firing",
         "labels": {"alertname": STORM_ALERTNAME, "group": str(group),
-                   "instance": f"storm-{group}-{index}", "job": "bench",
-                   "severity": "warning"},
+                   "instance": f"storm-w{wave}-{group}-{index}", "job": "bench",
+                   "severity": "warning", "wave": str(wave)},
         "annotations": {"summary": f"storm alert {index} of group {group}"},
         # Every copy of one alert, from either replica, carries the same startsAt.
         "startsAt": iso(starts_at + group + index / 1000),
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=bench_storm",
-        "fingerprint": storm_fingerprint(group, index),
+        "fingerprint": storm_fingerprint(group, index, wave),
     }
 
 
@@ -82,15 +83,17 @@ class Notification:
     kind: str
     alerts: int  # how many of the group's alerts it carries (the first N)
 
-    def body(self, per_group: int, starts_at: float) -> bytes:
-        alerts = [storm_alert(self.group, i, starts_at) for i in range(self.alerts)]
+    def body(self, per_group: int, starts_at: float, wave: int = 0) -> bytes:
+        alerts = [storm_alert(self.group, i, starts_at, wave) for i in range(self.alerts)]
         return json.dumps({
             "version": "4", "status": "firing", "receiver": "healer",
-            "groupKey": f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}"}}',
+            "groupKey": f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}", '
+                        f'wave="{wave}"}}',
             "truncatedAlerts": 0,
-            "groupLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group)},
+            "groupLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group),
+                            "wave": str(wave)},
             "commonLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group),
-                             "job": "bench", "severity": "warning"},
+                             "job": "bench", "severity": "warning", "wave": str(wave)},
             "commonAnnotations": {},
             "externalURL": f"http://127.0.0.1:{9093 + REPLICAS.index(self.replica)}",
             "alerts": alerts,
@@ -278,7 +281,7 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     plan = storm_plan(args.groups, args.per_group)
     tally = Tally()
     posted = Counter[str]()
-    bodies = {n: n.body(args.per_group, args.starts_at)
+    bodies = {n: n.body(args.per_group, args.starts_at, args.wave)
               for per in plan.values() for notes in per for n in notes}
     deadline = time.monotonic() + args.deadline
 
@@ -316,7 +319,7 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     out.update({"groups": args.groups, "per_group": args.per_group,
                 "replicas": list(plan), "alerts_posted": sum(posted.values()),
                 "alerts_posted_by_notification": dict(posted),
-                "fingerprints": args.groups * args.per_group,
+                "fingerprints": args.groups * args.per_group, "wave": args.wave,
                 "aborted": time.monotonic() > deadline})
     return out
 
@@ -389,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     storm.add_argument("--per-group", type=int, default=10)
     storm.add_argument("--starts-at", type=float, required=True,
                        help="epoch seconds; group g's alerts start at this + g s")
+    storm.add_argument("--wave", type=int, default=0, choices=range(10),
+                       help="a later wave sends as many new alerts (new fingerprints)")
     storm.add_argument("--connections", type=int, default=8, help="per replica")
     storm.add_argument("--spread", type=float, default=0.5,
                        help="groups' first notifications spread over this many seconds")
