@@ -15,7 +15,15 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+)
 
 from healer.api import Alert
 from healer.config import format_loc
@@ -25,9 +33,29 @@ from healer.errors import PayloadError
 _ZERO_TIME_YEAR = 1
 
 
-def _unicode(value: str) -> str:
+_NO_SURROGATES = {"no_surrogates": True}
+
+
+def _may_hold_surrogates(body: bytes) -> bool:
+    """False when ``body`` cannot decode to a lone surrogate: plain ASCII without NULs
+    (so JSON reads it as UTF-8, not UTF-16/32) and no \\uD800-\\uDFFF escape in it.
+    (Non-ASCII bodies are always checked: json.loads decodes with "surrogatepass".)"""
+    if not body.isascii() or b"\x00" in body:
+        return True
+    at = body.find(b"\\u")
+    while at >= 0:  # Go's encoder writes \u0026 for "&": escapes are common, surrogates not
+        if body[at + 2:at + 3] in (b"d", b"D") and body[at + 3:at + 4] in b"89abcdefABCDEF":
+            return True
+        at = body.find(b"\\u", at + 2)
+    return False
+
+
+def _unicode(value: str, info: ValidationInfo) -> str:
     # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 store (the journal,
     # a log line) can hold: refuse them here, naming the field, not later as a 500.
+    # Skipped (it runs for every string) when the whole body was found free of them.
+    if info.context is _NO_SURROGATES:
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -116,7 +144,8 @@ def parse_webhook(body: bytes) -> WebhookMessage:
     if version != "4":
         raise PayloadError(f'version: healer speaks Alertmanager webhook version "4", '
                            f"got {json.dumps(version)}")
+    context = None if _may_hold_surrogates(body) else _NO_SURROGATES
     try:
-        return WebhookMessage.model_validate(data)
+        return WebhookMessage.model_validate(data, context=context)
     except ValidationError as exc:
         raise PayloadError(pydantic_message(exc)) from None

@@ -196,3 +196,25 @@ def test_control_characters_in_label_values_are_kept_as_data() -> None:
 def test_an_empty_alert_list_is_valid() -> None:
     """A notification with no alerts parses (nothing to do), it is not an error."""
     assert parse_webhook(json.dumps(payload(alerts=[])).encode()).alerts == []
+
+
+def _with_label_value(json_value: str, encoding: str = "utf-8") -> bytes:
+    """The test payload with the alertname's JSON text replaced by ``json_value``."""
+    text = json.dumps(payload()).replace('"WebDown"', json_value)
+    return text.encode(encoding, "surrogatepass")
+
+
+@pytest.mark.parametrize("body", [
+    _with_label_value('"\\ud800"'),
+    _with_label_value('"\\uDBFF"'),
+    _with_label_value('"a\\u0026\\udc00"'),  # among Go's \u0026-style escapes
+    _with_label_value('"\ud800"'),  # raw bytes: json.loads decodes with surrogatepass
+    _with_label_value('"\ud800"', "utf-16-le"),  # a UTF-16 body
+], ids=["escape", "upper-case escape", "after a Go escape", "raw bytes", "utf-16 body"])
+def test_a_lone_surrogate_is_refused_however_it_is_spelled(body: bytes) -> None:
+    """The per-string Unicode check is skipped for bodies that cannot hold a surrogate;
+    every way a body can carry one still gets a 4xx, never a stored alert."""
+    with pytest.raises(PayloadError) as err:
+        parse_webhook(body)
+    assert err.value.status in (400, 422)
+    assert "surrogate" in err.value.message or "JSON" in err.value.message
