@@ -19,7 +19,8 @@ Both ends of the delay come from the systems themselves, not from this process' 
   episode (range query) plus one interval, checked by instant queries: the series is
   there at the last sample and gone at the clearing evaluation (else the next grid point
   is tried, for an evaluation Prometheus skipped).
-* recorded: the ``at`` of the heal's ``outcome`` timeline event (the journal's time).
+* recorded: the ``at`` of the heal's ``outcome`` timeline event (the time healer stamps
+  on it as it writes the outcome to the journal).
 
 The bare limit is the evaluation interval: what a poller at Prometheus' interval but an
 arbitrary phase can be late by. Target (issue): max delay <= interval + 250 ms, reported
