@@ -111,7 +111,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 

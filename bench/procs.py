@@ -19,8 +19,8 @@ from bench.noop import plugin_path
 from tests.support.healer_api import write_config
 from tests.support.processes import HealerFactory, HealerProc, ManagedProcess
 
-TOKEN = "bench-webhook-token"
-ADMIN_TOKEN = "bench-admin-token"
+TOKEN = "bench-webhook-token"  # noqa: S105 (loopback-only bench process)
+ADMIN_TOKEN = "bench-admin-token"  # noqa: S105
 WRK_SCRIPT = REPO / "bench" / "wrk_post.lua"
 
 
