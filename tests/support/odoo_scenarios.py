@@ -325,6 +325,17 @@ async def db_lock_tree(world: OdooWorld, **database: Any) -> AsyncIterator[DbLoc
             yield DbLockTree(loop, jam, dsn)
 
 
+def _compose_scoped(alert: str, project: str) -> dict[str, Any]:
+    """``start_loop`` arguments for the shipped rule of ``alert`` kept to one compose
+    project (dockerd is shared): its alerts only, its project, its ``odoo*`` services."""
+    params = shipped_rule(alert)["params"]
+    return {"alerts": [alert], "databases": {},
+            "tweaks": [RuleTweak(alert, params={"project": project} if "project" in params
+                                 else {}, match=[f'compose_project="{project}"'])],
+            "allow": [{"kind": "docker", "compose_project": project,
+                       "compose_service": "odoo*"}]}
+
+
 # --- Memory Leak ------------------------------------------------------------------------
 
 class MemoryLeak(Scenario):
@@ -356,12 +367,8 @@ def _memory_leak(world: OdooWorld) -> MemoryLeak:
     leaky, healthy = start_leaky_workers(containers, project=project, services=services,
                                          mem_limit_mib=64, leak_mib=56, step_s=0.05)
     exporter = world.cadvisor.start({"com.docker.compose.project": project})
-    loop = world.start_loop(
-        alerts=["OdooMemoryLeak"], scrape_configs=[exporter.scrape_config("cadvisor")],
-        tweaks=[RuleTweak("OdooMemoryLeak", params={"project": project} if "project" in params
-                          else {}, match=[f'compose_project="{project}"'])],
-        databases={}, allow=[{"kind": "docker", "compose_project": project,
-                              "compose_service": "odoo*"}])
+    loop = world.start_loop(scrape_configs=[exporter.scrape_config("cadvisor")],
+                            **_compose_scoped("OdooMemoryLeak", project))
     return MemoryLeak(loop, leaky, healthy)
 
 
@@ -394,17 +401,11 @@ def _longpoll_stall(world: OdooWorld) -> LongpollStall:
     project = f"odoo-{uuid.uuid4().hex[:8]}"
     web = start_odoo_web(world.docker(), project=project, service="odoo")
     blackbox = world.blackbox_exporter.start()
-    params = shipped_rule("OdooLongpollLatencyHigh")["params"]
     loop = world.start_loop(
-        alerts=["OdooLongpollLatencyHigh"],
         scrape_configs=[blackbox.probe_config(
             "odoo-longpoll", [web.longpoll_url],
             labels={"compose_project": project, "compose_service": "odoo"})],
-        tweaks=[RuleTweak("OdooLongpollLatencyHigh",
-                          params={"project": project} if "project" in params else {},
-                          match=[f'compose_project="{project}"'])],
-        databases={}, allow=[{"kind": "docker", "compose_project": project,
-                              "compose_service": "odoo*"}])
+        **_compose_scoped("OdooLongpollLatencyHigh", project))
     loop.wait_for('probe_success{job="odoo-longpoll"} == 1', what="a passing probe")
     return LongpollStall(loop, web)
 
