@@ -156,7 +156,10 @@ async def _one(ctx: Context, key: str, rep: int, docker: Any) -> dict[str, Any]:
         return record
     durations = phases(milestones)
     record.update(outcome=heal["outcome"], reason=heal["reason"], heal_id=heal["id"],
-                  milestones=milestones, phases=durations, owned=owned(durations),
+                  milestones=milestones,
+                  after_fault={k: None if v is None else round(v - fault_at, 3)
+                               for k, v in milestones.items()},
+                  phases=durations, owned=owned(durations),
                   healer_durations=heal.get("durations"),
                   act=[e["data"].get("summary") for e in heal["timeline"]
                        if e["kind"] == "act"])
@@ -180,8 +183,7 @@ def _progress(record: dict[str, Any], reps: int) -> str:
     head = f"    {record['scenario']:21} {record['rep']}/{reps}:"
     if "error" in record:
         return f"{head} FAILED {record['error'].splitlines()[0][:200]}"
-    t = {k: (v - record["milestones"]["fault"]) if v is not None else None
-         for k, v in record["milestones"].items()}
+    t = record["after_fault"]
     o = record["owned"]
 
     def s(v: float | None) -> str:
