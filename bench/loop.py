@@ -48,7 +48,7 @@ from typing import Any
 
 import pytest
 
-from bench.common import RESULTS, Context, Result, Target, ratio
+from bench.common import RESULTS, Context, Result, Target, machine, ratio
 from tests.support.containers import ContainerFactory, build_busybox_image, connect_docker
 from tests.support.odoo_loop import TEST_SPEED, shipped_rule
 from tests.support.odoo_scenarios import SCENARIOS, odoo_world
@@ -258,7 +258,8 @@ def run(ctx: Context) -> Result:
                                             for a, s in TEST_SPEED.items()}}
     result = Result(NAME, figures, [Target("whole-loop heals not ending recovered",
                                            failures, "<=", 0)], table, params)
-    _picture({"benchmark": NAME, "quick": ctx.quick, "params": params, "figures": figures})
+    _picture({"benchmark": NAME, "quick": ctx.quick, "machine": machine(), "params": params,
+              "figures": figures})
     return result
 
 
