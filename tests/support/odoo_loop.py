@@ -17,19 +17,21 @@ module copies them and changes only what a test must, each change spelled out:
   the rule to the test's own alerts (the PostgreSQL server and dockerd are
   shared with other tests).
 
-``OdooLoop`` is what a test talks to: the heal journal over HTTP, and the
-timings of each phase (fault -> pending -> firing -> webhook -> check -> act
--> outcome) from Prometheus and the heal's timeline.
+``OdooLoop`` is what a test talks to: the heal journal over HTTP, and when each
+phase ended (fault -> pending -> firing -> webhook -> check -> act -> gone -> seen
+-> outcome), from Prometheus' own samples and the heal's timeline. The scenarios
+themselves are in odoo_scenarios.py.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,35 +255,57 @@ class OdooLoop(HealerApi):
     def firing(self, alertname: str) -> list[dict[str, Any]]:
         return self.prometheus.query(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
 
-    def first_seen(self, expr: str, since: float, until: float | None = None) -> float | None:
-        """When ``expr`` first had a sample between ``since`` and ``until`` (0.25 s steps)."""
-        until = until or time.time()
-        with httpx.Client(timeout=10.0) as client:
-            response = client.get(f"{self.prometheus.url}/api/v1/query_range", params={
-                "query": expr, "start": since, "end": until, "step": 0.25})
-        response.raise_for_status()
-        stamps = [float(t) for series in response.json()["data"]["result"]
-                  for t, _ in series["values"]]
-        return min(stamps) if stamps else None
+    def alert_samples(self, labels: Mapping[str, str], since: float,
+                      state: str | None = None) -> list[float]:
+        """The timestamps of the raw ``ALERTS`` samples (one per rule evaluation) of the
+        alert with ``labels`` (``alertstate`` ``state``, else pending or firing) from
+        ``since`` until now, oldest first."""
+        matchers = [f"{name}={json.dumps(value, ensure_ascii=False)}"
+                    for name, value in sorted(labels.items()) if name != "alertstate"]
+        if state is not None:
+            matchers.append(f"alertstate={json.dumps(state)}")
+        window = max(1, math.ceil(time.time() - since) + 2)
+        result = self.prometheus.query(f"ALERTS{{{', '.join(matchers)}}}[{window}s]")
+        return sorted(float(t) for series in result for t, _ in series["values"]
+                      if float(t) >= since)
+
+    def milestones(self, heal: dict[str, Any], fault_at: float) -> dict[str, float | None]:
+        """When (epoch seconds) the loop reached each point of one heal, from the source
+        that knows: the fault (the caller's clock), Prometheus' own samples, the heal's
+        journaled timeline.
+
+        pending / firing: the first evaluation that found the alert pending / firing;
+        webhook: healer journaled the alert (``matched``); check / act: each step done;
+        gone: the first evaluation that no longer found the alert firing (the last
+        firing sample before ``seen``, plus the verify interval); seen: the first sample
+        of healer's final healthy streak; outcome: the outcome journaled."""
+        labels = heal["labels"]
+        events: dict[str, float] = {}
+        for event in heal["timeline"]:
+            events.setdefault(event["kind"], event["at"])
+        active = self.alert_samples(labels, since=fault_at)
+        firing = self.alert_samples(labels, since=fault_at, state="firing")
+        samples = [(e["at"], e["data"].get("healthy")) for e in heal["timeline"]
+                   if e["kind"] == "verify_sample"]
+        seen = None
+        for at, healthy in reversed(samples):
+            if healthy is not True:
+                break
+            seen = at
+        interval = next((float(e["data"].get("interval", 1.0)) for e in heal["timeline"]
+                         if e["kind"] == "verify_start"), 1.0)
+        before_seen = [t for t in firing if seen is not None and t < seen]
+        gone = before_seen[-1] + interval if before_seen else None
+        return {"fault": fault_at, "pending": active[0] if active else None,
+                "firing": firing[0] if firing else None,
+                "webhook": events.get("matched", heal["created_at"]),
+                "check": events.get("check"), "act": events.get("act"), "gone": gone,
+                "seen": seen, "outcome": events.get("outcome")}
 
     def timings(self, heal: dict[str, Any], fault_at: float) -> dict[str, float | None]:
-        """Seconds from the fault to each phase of the loop.
-
-        pending / firing: Prometheus (the ALERTS series; firing is the alert's startsAt);
-        webhook: when healer journaled the alert; check / act / outcome: the heal's
-        timeline (act is recorded once the action is done)."""
-        alertname = heal["labels"].get("alertname", "")
-        events = {e["kind"]: e["at"] for e in heal["timeline"]}
-        pending = self.first_seen(f'ALERTS{{alertname="{alertname}"}}', since=fault_at)
-        starts = heal.get("alert_starts_at")
-        firing = datetime.fromisoformat(starts).timestamp() if starts else None
-
-        def since(at: float | None) -> float | None:
-            return None if at is None else round(at - fault_at, 2)
-
-        return {"pending": since(pending), "firing": since(firing),
-                "webhook": since(heal["created_at"]), "check": since(events.get("check")),
-                "act": since(events.get("act")), "outcome": since(events.get("outcome"))}
+        """Seconds from the fault to each of :meth:`milestones`."""
+        return {name: None if at is None else round(at - fault_at, 2)
+                for name, at in self.milestones(heal, fault_at).items() if name != "fault"}
 
 
 def start_odoo_loop(*, workdir: Path, prometheus: PrometheusFactory,
