@@ -82,7 +82,7 @@ class DockerMemoryCollector(Collector):
         return labels, working_set(memory), limit
 
     def collect(self) -> Iterator[Metric]:
-        containers = self._client.containers.list(filters=self._filters)
+        containers = self._client.containers.list(filters=dict(self._filters))
         rows = [r for r in self._pool.map(self._read, containers) if r is not None]
         names = sorted({name for labels, _, _ in rows for name in labels})
         ws = GaugeMetricFamily("container_memory_working_set_bytes",

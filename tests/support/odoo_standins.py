@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from docker.models.containers import Container
@@ -122,7 +122,8 @@ class LeakyWorker:
         """cAdvisor's working set, as the Docker stats API gives it (see cadvisor_standin)."""
         from .cadvisor_standin import working_set
 
-        stats = self.container.stats(stream=False, one_shot=True)
+        stats: dict[str, Any] = self.container.stats(  # type: ignore[assignment]
+            stream=False, one_shot=True)
         return (working_set(stats.get("memory_stats") or {}) or 0.0) / 2**20
 
 
