@@ -28,16 +28,12 @@ from typing import Any
 import httpx
 
 from bench.common import Context, Result, Target, summary
+from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer, steady_load, wrk
 
 NAME = "dispatch"
 DESCRIPTION = "request arrival -> handler check, idle and under ingest load"
-CONFIG = {
-    "rules": [{"name": "dispatch", "match": ['alertname="BenchDispatch"'],
-               "handler": "bench.noop", "params": {"target": "{{ labels.fp }}"},
-               "dry_run": True}],
-    "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
-}
+CONFIG = noop_config([noop_rule("dispatch", "BenchDispatch", "{{ labels.fp }}", dry_run=True)])
 
 
 def _probe_body(tag: str, n: int) -> dict[str, Any]:

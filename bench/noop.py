@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
 
@@ -33,6 +34,20 @@ class Noop:
 
     async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         return ActResult(summary=f"nothing done to {params.target}")
+
+
+def noop_rule(name: str, alertname: str, target: str, **extra: Any) -> dict[str, Any]:
+    """A rule running ``bench.noop`` on ``target`` for alerts named ``alertname``."""
+    return {"name": name, "match": [f'alertname="{alertname}"'], "handler": NAME,
+            "params": {"target": target}, **extra}
+
+
+def noop_config(rules: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """healer config for benchmarks: ``rules``, bench targets allowed, and no cooldown
+    or budget in the way of back-to-back heals."""
+    return {"allow": [{"kind": "bench"}],
+            "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
+            "rules": rules, **extra}
 
 
 def plugin_path(workdir: Path) -> Path:

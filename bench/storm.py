@@ -62,7 +62,7 @@ from typing import Any
 import httpx
 
 from bench.common import REPO, Context, PeakRss, Result, Target, ratio, rss_bytes, summary
-from bench.noop import NAME as NOOP
+from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, bare_endpoint, healer
 from bench.storm_sender import (
     FLOOD_ALERTNAME,
@@ -93,22 +93,13 @@ def _mib(value: float | None) -> float | None:
 
 
 def healer_config(prometheus_url: str) -> dict[str, Any]:
-    return {
-        "prometheus": {"url": prometheus_url},
-        "allow": [{"kind": "bench"}],
-        "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
-        "rules": [{
-            "name": RULE, "match": [f'alertname="{STORM_ALERTNAME}"'], "handler": NOOP,
-            "params": {"target": "{{ labels.instance }}"},
-            "verify": {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"},
-        }, {
-            # One heal before measuring, so "RSS before" is healer with its heal path
-            # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
-            "name": WARMUP_RULE, "match": ['alertname="BenchWarmup"'], "handler": NOOP,
-            "params": {"target": "warmup"},
-            "verify": {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"},
-        }],
-    }
+    verify = {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"}
+    return noop_config([
+        noop_rule(RULE, STORM_ALERTNAME, "{{ labels.instance }}", verify=verify),
+        # One heal before measuring, so "RSS before" is healer with its heal path
+        # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
+        noop_rule(WARMUP_RULE, "BenchWarmup", "warmup", verify=verify),
+    ], prometheus={"url": prometheus_url})
 
 
 def settled_rss(ctx: Context, pid: int, pause: float = 0.5) -> int:

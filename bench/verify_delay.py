@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 import httpx
 
 from bench.common import Context, Result, Target, ratio, summary
-from bench.noop import NAME as NOOP
+from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer
 from tests.support.env import wait_until
 from tests.support.processes import PrometheusFactory, PromInstance
@@ -112,16 +112,9 @@ def rule_file(workdir: Path) -> Path:
 
 
 def healer_config(prometheus_url: str) -> dict[str, Any]:
-    return {
-        "prometheus": {"url": prometheus_url},
-        "allow": [{"kind": "bench"}],
-        "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
-        "rules": [{
-            "name": RULE, "match": [f'alertname="{ALERTNAME}"'], "handler": NOOP,
-            "params": {"target": "verify-delay"},
-            "verify": {"stable_for": "0s", "timeout": "60s"},
-        }],
-    }
+    return noop_config([noop_rule(RULE, ALERTNAME, "verify-delay",
+                                  verify={"stable_for": "0s", "timeout": "60s"})],
+                       prometheus={"url": prometheus_url})
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.common import rss_bytes
 from tests.support import HealerFactory
 from tests.support.loadgen import fingerprint
 
@@ -36,13 +37,6 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "load-test-token"
 ALERTS_PER_POST = 50
 MiB = 1024 * 1024
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 class RssSampler:
