@@ -8,6 +8,7 @@ Usage (the app factory builds it; handlers reach it as ``ctx.postgres``)::
     for s in await pg.sessions("odoo"):                       # pg_stat_activity + lock graph
         if pg.protection("odoo", s) is None: ...              # None = may be signalled
     await pg.terminate("odoo", session)                       # refuses protected sessions
+    left = await pg.wait_gone("odoo", [session])              # [] once its backend exited
     await pg.aclose()
 
 Every value reaches the server as a query parameter, never spliced into SQL.
@@ -26,7 +27,7 @@ many sessions one heal may terminate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
     from healer.config import DatabaseConfig
 
 APPLICATION_NAME = "healer"
+
+# After pg_terminate_backend, the pauses (s) before each look at whether the backend has
+# exited: at once, then doubling from 1 ms, then every 50 ms; about 5 s in all.
+EXIT_POLL: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032) + (0.05,) * 99
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
@@ -107,6 +113,14 @@ SELECT a.pid, a.datname, a.usename, coalesce(a.application_name, '') AS applicat
   LEFT JOIN pg_roles r ON r.oid = a.usesysid
  WHERE a.pid <> pg_backend_pid()
    AND ($1::text IS NULL OR a.datname = $1)
+"""
+
+
+_ALIVE_SQL = """
+SELECT a.pid
+  FROM pg_stat_get_activity(NULL) a
+  JOIN unnest($1::int[], $2::timestamptz[]) AS g(pid, backend_start)
+    ON a.pid = g.pid AND a.backend_start IS NOT DISTINCT FROM g.backend_start
 """
 
 
@@ -253,8 +267,25 @@ class PostgresAdapter:
 
     async def terminate(self, db: str, session: Session) -> bool:
         """``pg_terminate_backend``; False when the session was already gone (or its pid
-        now belongs to another backend)."""
+        now belongs to another backend). It returns once the signal is sent: see
+        :meth:`wait_gone` for the backend's exit."""
         return await self._signal(db, session, "terminate")
+
+    async def wait_gone(self, db: str, sessions: Sequence[Session]) -> list[int]:
+        """Wait until each of ``sessions`` (pid and backend start) has left
+        ``pg_stat_activity``, i.e. its backend has exited and released its locks; look
+        after each pause of :data:`EXIT_POLL` (about 5 s in all). Returns the pids still
+        there at the end, [] when every one is gone."""
+        left = {s.pid: s.backend_start for s in sessions}
+        for pause in EXIT_POLL:
+            if not left:
+                break
+            if pause:
+                await asyncio.sleep(pause)
+            rows = await self.fetch(db, _ALIVE_SQL, list(left), list(left.values()))
+            alive = {r["pid"] for r in rows}
+            left = {pid: started for pid, started in left.items() if pid in alive}
+        return sorted(left)
 
     async def cancel(self, db: str, session: Session) -> bool:
         """``pg_cancel_backend`` (the statement stops, the session stays)."""
@@ -285,6 +316,7 @@ class HealPostgres:
         self.protection = adapter.protection
         self.is_own = adapter.is_own
         self.cancel = adapter.cancel
+        self.wait_gone = adapter.wait_gone
         self.config = adapter.config
 
     def max_terminations(self, db: str) -> int:

@@ -102,3 +102,22 @@ async def test_unreachable_database_fails_with_redacted_error() -> None:
     assert redact_dsn(dsn) == "postgresql://u:***@127.0.0.1:1/x"
     assert redact_dsn("host=h password='a b' user=u") == "host=h password=*** user=u"
     await pg.aclose()
+
+
+async def test_wait_gone_sees_the_exit_and_names_who_stays(
+        db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a terminate, wait_gone returns [] once the backend has left pg_stat_activity;
+    a backend that does not go (here: never signalled) is named once the looks run out."""
+    pg = adapter(db_dsn, allow_superusers=True)
+    async with Sessions(db_dsn) as s:
+        doomed, stays = await s.open(application_name="doomed"), await s.open(application_name="x")
+        by_pid = {x.pid: x for x in await pg.sessions("app")}
+        victim, other = by_pid[doomed.get_server_pid()], by_pid[stays.get_server_pid()]
+        assert await pg.terminate("app", victim) is True
+        assert await pg.wait_gone("app", [victim]) == []
+        assert victim.pid not in {x.pid for x in await pg.sessions("app")}
+        monkeypatch.setattr("healer.postgres.EXIT_POLL", (0.0, 0.01))
+        assert await pg.wait_gone("app", [victim, other]) == [other.pid]
+        assert await stays.fetchval("SELECT 1") == 1
+    await pg.aclose()
+
