@@ -195,6 +195,14 @@ async def signal(ctx: HealContext, database: str, datname: str | None,
     ``exit_s`` (from its signal until healer saw it gone), and a backend still there
     after the wait fails the act, named. The timeline writes overlap the next signal
     and that wait; all of them are written before this returns or raises."""
+    async with ctx.postgres.pinned(database):
+        return await _signal(ctx, database, datname, planned, how, same=same, still=still)
+
+
+async def _signal(ctx: HealContext, database: str, datname: str | None,
+                  planned: Sequence[dict[str, Any]], how: Signal, *,
+                  same: Sequence[str], still: Still | None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     fresh = {s.pid: s for s in await ctx.postgres.sessions(database, datname=datname)}
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []

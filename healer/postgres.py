@@ -9,6 +9,7 @@ Usage (the app factory builds it; handlers reach it as ``ctx.postgres``)::
         if pg.protection("odoo", s) is None: ...              # None = may be signalled
     await pg.terminate("odoo", session)                       # refuses protected sessions
     left = await pg.wait_gone("odoo", [session])              # [] once its backend exited
+    async with pg.pinned("odoo"): ...                         # calls inside: one connection
     await pg.aclose()
 
 Every value reaches the server as a query parameter, never spliced into SQL.
@@ -27,7 +28,10 @@ many sessions one heal may terminate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -134,6 +138,20 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
     calls this."""
 
 
+@dataclass(slots=True)
+class _Pin:
+    """A connection held by :meth:`PostgresAdapter.pinned` for the code in its block
+    (tasks started there included: they take turns through ``lock``)."""
+
+    db: str
+    conn: asyncpg.Connection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    released: bool = False
+
+
+_PINNED: ContextVar[_Pin | None] = ContextVar("healer_postgres_pinned", default=None)
+
+
 class PostgresAdapter:
     def __init__(self, databases: Mapping[str, DatabaseConfig],
                  dsns: Mapping[str, str]) -> None:
@@ -177,16 +195,53 @@ class PostgresAdapter:
                 self._pools[db] = pool
             return pool
 
+    @asynccontextmanager
+    async def _conn(self, db: str) -> AsyncIterator[asyncpg.Connection]:
+        """The connection this task pinned to ``db`` (:meth:`pinned`), else one from the
+        pool for the block."""
+        pin = _PINNED.get()
+        if pin is not None and pin.db == db and not pin.released and not pin.conn.is_closed():
+            async with pin.lock:  # one statement (or probe transaction) at a time
+                yield pin.conn
+            return
+        pool = await self._pool(db)
+        async with pool.acquire() as conn:
+            yield conn
+
     async def fetch(self, db: str, query: str, *args: Any) -> list[dict[str, Any]]:
         """Run a query with parameters ($1, $2, ...); rows come back as dicts."""
-        pool = await self._pool(db)
         try:
-            async with pool.acquire() as conn:
+            async with self._conn(db) as conn:
                 rows = await conn.fetch(query, *args)
         except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
                                f"{redact_dsn(str(exc))}") from None
         return [dict(r) for r in rows]
+
+    @asynccontextmanager
+    async def pinned(self, db: str) -> AsyncIterator[None]:
+        """Inside the block, calls on ``db`` share one pooled connection: one acquire and
+        release for a whole sequence (read the sessions, signal, wait for the exit)
+        instead of one per query. Tasks started inside take turns on it; once the block
+        ends they, like every other task, take connections from the pool."""
+        pool = await self._pool(db)
+        try:
+            conn = await pool.acquire()
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
+                               f"{redact_dsn(str(exc))}") from None
+        pin = _Pin(db, conn)
+        token = _PINNED.set(pin)
+        try:
+            yield
+        finally:
+            _PINNED.reset(token)
+            async with pin.lock:  # a statement from a task started inside ends first
+                pin.released = True
+            # A connection that broke meanwhile is closed and dropped by the pool.
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
+                                     TimeoutError):
+                await pool.release(conn)
 
     async def probe(self, db: str, query: str, *args: Any,
                     lock_timeout: float = 0.1) -> list[dict[str, Any]]:
@@ -194,9 +249,8 @@ class PostgresAdapter:
         ``lock_timeout`` seconds for any lock: for statements that lock only to learn
         something (``SELECT ... FOR NO KEY UPDATE SKIP LOCKED``), so healer never holds
         a lock past the statement nor queues in front of other sessions."""
-        pool = await self._pool(db)
         try:
-            async with pool.acquire() as conn:
+            async with self._conn(db) as conn:
                 tx = conn.transaction()
                 await tx.start()
                 try:
@@ -317,6 +371,7 @@ class HealPostgres:
         self.is_own = adapter.is_own
         self.cancel = adapter.cancel
         self.wait_gone = adapter.wait_gone
+        self.pinned = adapter.pinned
         self.config = adapter.config
 
     def max_terminations(self, db: str) -> int:

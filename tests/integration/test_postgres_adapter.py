@@ -3,6 +3,7 @@ to signal, the per-heal termination cap, and that DSN passwords never leak."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -121,3 +122,27 @@ async def test_wait_gone_sees_the_exit_and_names_who_stays(
         assert await stays.fetchval("SELECT 1") == 1
     await pg.aclose()
 
+
+async def test_pinned_block_runs_its_queries_on_one_connection(db_dsn: str) -> None:
+    """Inside pinned(), fetches and probes share one connection, tasks started there
+    included (they take turns; with a pool of one nothing waits for itself); a task from
+    outside uses the pool, and gets the connection once the block ends."""
+    pg = adapter(db_dsn, pool_size=1)
+    backend = "SELECT pg_backend_pid() AS pid"
+
+    async def outside() -> int:
+        await started.wait()
+        return int((await pg.fetch("app", backend))[0]["pid"])
+
+    started = asyncio.Event()
+    waiting = asyncio.create_task(outside())
+    async with pg.pinned("app"):
+        first = (await pg.fetch("app", backend))[0]["pid"]
+        started.set()
+        probed, *fetched = await asyncio.wait_for(asyncio.gather(
+            pg.probe("app", backend), pg.fetch("app", backend), pg.fetch("app", backend)), 5)
+        assert {probed[0]["pid"], *(f[0]["pid"] for f in fetched)} == {first}
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # the pool's one connection is pinned
+    assert await asyncio.wait_for(waiting, 5) == first  # back in the pool
+    await pg.aclose()
