@@ -51,18 +51,19 @@ PostgreSQL
 
 What the figures showed, and what changed
     docker.restart adds two inspects (about 1.3 ms each) and a journal write to a restart
-    of 150-250 ms: within the target as it was. terminate_blockers first: act only sent
-    the signal (healer 8 ms against 0.6 ms for the bare signal, or 4 ms once the bare
-    side also waited for the exit). Timing inside act (py-spy shows CPU only, and act is
-    mostly waiting) found asyncpg's pool reset (a second round trip after every query),
-    one pool acquire and release per query, and the timeline write of each signal done
-    in series. ``healer/postgres.py`` now skips the reset (healer leaves no session
-    state), ``pinned()`` runs act's read, signal and wait on one connection, and
-    ``handlers/pgsessions.py`` waits for the backend's exit (the action's real end)
-    while the timeline write runs. What remains over the bare limit is what healer must
-    do: the re-read of ``pg_stat_activity`` before the signal (one more round trip;
-    after an idle gap a round trip costs 0.5-0.8 ms on these VMs, 0.2 ms back to back)
-    and the fsync of the per-signal timeline entry when it outlasts the exit.
+    of 150-250 ms: within the target as it was. terminate_blockers at first: act only
+    sent the signal, and took 6 ms against 0.35 ms for the bare signal (4 ms when the
+    bare side also waited for the exit; a quick run). Timing inside act (py-spy shows
+    CPU only, and act is mostly waiting) found asyncpg's pool reset (a second round trip
+    after every query), one pool acquire and release per query, and the timeline write
+    of each signal done in series. ``healer/postgres.py`` now skips the reset (healer
+    leaves no session state), ``pinned()`` runs act's read, signal and wait on one
+    connection, and ``handlers/pgsessions.py`` waits for the backend's exit (the
+    action's real end) while the timeline write runs. What remains over the bare limit
+    is what healer must do: the re-read of ``pg_stat_activity`` before the signal (one
+    more round trip; after an idle gap a round trip costs 0.5-0.8 ms on these VMs,
+    0.2 ms back to back) and the fsync of the per-signal timeline entry when it
+    outlasts the exit.
 """
 
 from __future__ import annotations
