@@ -138,7 +138,9 @@ def run(ctx: Context) -> Result:
     ]
     return Result(NAME, figures, targets, table, params={
         "warmup_rounds": warmup, "docker_rounds": docker_rounds, "pg_rounds": pg_rounds,
-        "stop_timeout": STOP_TIMEOUT, "min_wait_s": MIN_WAIT, "exit_poll_s": list(EXIT_POLL)})
+        "stop_timeout": STOP_TIMEOUT, "min_wait_s": MIN_WAIT,
+        "exit_poll_s": {"first_pauses": list(EXIT_POLL[:8]), "looks": len(EXIT_POLL),
+                        "total": round(sum(EXIT_POLL), 3)}})
 
 
 def _row(figure: str, part: dict[str, Any], mine: str, bare: str) -> dict[str, Any]:
