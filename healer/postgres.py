@@ -8,6 +8,8 @@ Usage (the app factory builds it; handlers reach it as ``ctx.postgres``)::
     for s in await pg.sessions("odoo"):                       # pg_stat_activity + lock graph
         if pg.protection("odoo", s) is None: ...              # None = may be signalled
     await pg.terminate("odoo", session)                       # refuses protected sessions
+    left = await pg.wait_gone("odoo", [session])              # [] once its backend exited
+    async with pg.pinned("odoo"): ...                         # calls inside: one connection
     await pg.aclose()
 
 Every value reaches the server as a query parameter, never spliced into SQL.
@@ -26,7 +28,10 @@ many sessions one heal may terminate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,11 @@ if TYPE_CHECKING:
     from healer.config import DatabaseConfig
 
 APPLICATION_NAME = "healer"
+
+# After pg_terminate_backend, the pauses (s) before each look at whether the backend has
+# exited: at once, then doubling from 1 ms, then every 50 ms; about 5 s in all.
+EXIT_POLL: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032) + (0.05,) * 99
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
@@ -110,6 +120,38 @@ SELECT a.pid, a.datname, a.usename, coalesce(a.application_name, '') AS applicat
 """
 
 
+_ALIVE_SQL = """
+SELECT a.pid
+  FROM pg_stat_get_activity(NULL) a
+  JOIN unnest($1::int[], $2::timestamptz[]) AS g(pid, backend_start)
+    ON a.pid = g.pid AND a.backend_start IS NOT DISTINCT FROM g.backend_start
+"""
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg's default sends one more statement after every
+    query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``): a second round
+    trip that made each of healer's queries, a terminate included, take 1.6x as long.
+    healer leaves nothing of that kind behind: no advisory locks, cursors, LISTEN or
+    session-level SET (``probe`` sets ``lock_timeout`` for its own transaction, which
+    always rolls back); and asyncpg still rolls back a transaction left open before it
+    calls this."""
+
+
+@dataclass(slots=True)
+class _Pin:
+    """A connection held by :meth:`PostgresAdapter.pinned` for the code in its block
+    (tasks started there included: they take turns through ``lock``)."""
+
+    db: str
+    conn: asyncpg.Connection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    released: bool = False
+
+
+_PINNED: ContextVar[_Pin | None] = ContextVar("healer_postgres_pinned", default=None)
+
+
 class PostgresAdapter:
     def __init__(self, databases: Mapping[str, DatabaseConfig],
                  dsns: Mapping[str, str]) -> None:
@@ -146,23 +188,60 @@ class PostgresAdapter:
                         timeout=cfg.connect_timeout, command_timeout=cfg.statement_timeout + 5,
                         server_settings={"application_name": APPLICATION_NAME,
                                          "statement_timeout": timeout_ms},
-                        init=remember)
+                        init=remember, reset=_no_session_state)
                 except Exception as exc:
                     raise ActionFailed(f"cannot connect to database {db!r}: "
                                        f"{redact_dsn(str(exc))}") from None
                 self._pools[db] = pool
             return pool
 
+    @asynccontextmanager
+    async def _conn(self, db: str) -> AsyncIterator[asyncpg.Connection]:
+        """The connection this task pinned to ``db`` (:meth:`pinned`), else one from the
+        pool for the block."""
+        pin = _PINNED.get()
+        if pin is not None and pin.db == db and not pin.released and not pin.conn.is_closed():
+            async with pin.lock:  # one statement (or probe transaction) at a time
+                yield pin.conn
+            return
+        pool = await self._pool(db)
+        async with pool.acquire() as conn:
+            yield conn
+
     async def fetch(self, db: str, query: str, *args: Any) -> list[dict[str, Any]]:
         """Run a query with parameters ($1, $2, ...); rows come back as dicts."""
-        pool = await self._pool(db)
         try:
-            async with pool.acquire() as conn:
+            async with self._conn(db) as conn:
                 rows = await conn.fetch(query, *args)
         except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
                                f"{redact_dsn(str(exc))}") from None
         return [dict(r) for r in rows]
+
+    @asynccontextmanager
+    async def pinned(self, db: str) -> AsyncIterator[None]:
+        """Inside the block, calls on ``db`` share one pooled connection: one acquire and
+        release for a whole sequence (read the sessions, signal, wait for the exit)
+        instead of one per query. Tasks started inside take turns on it; once the block
+        ends they, like every other task, take connections from the pool."""
+        pool = await self._pool(db)
+        try:
+            conn = await pool.acquire()
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
+                               f"{redact_dsn(str(exc))}") from None
+        pin = _Pin(db, conn)
+        token = _PINNED.set(pin)
+        try:
+            yield
+        finally:
+            _PINNED.reset(token)
+            async with pin.lock:  # a statement from a task started inside ends first
+                pin.released = True
+            # A connection that broke meanwhile is closed and dropped by the pool.
+            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
+                                     TimeoutError):
+                await pool.release(conn)
 
     async def probe(self, db: str, query: str, *args: Any,
                     lock_timeout: float = 0.1) -> list[dict[str, Any]]:
@@ -170,9 +249,8 @@ class PostgresAdapter:
         ``lock_timeout`` seconds for any lock: for statements that lock only to learn
         something (``SELECT ... FOR NO KEY UPDATE SKIP LOCKED``), so healer never holds
         a lock past the statement nor queues in front of other sessions."""
-        pool = await self._pool(db)
         try:
-            async with pool.acquire() as conn:
+            async with self._conn(db) as conn:
                 tx = conn.transaction()
                 await tx.start()
                 try:
@@ -234,15 +312,34 @@ class PostgresAdapter:
         # The signal goes only to the backend that was looked at: a pid PostgreSQL gave
         # to a new backend since then has a different backend_start and is left alone.
         call = "pg_terminate_backend" if fn == "terminate" else "pg_cancel_backend"
-        sql = (f"SELECT {call}(pid) FROM pg_stat_activity WHERE pid = $1"
-               " AND backend_start IS NOT DISTINCT FROM $2::timestamptz")
+        # pg_stat_get_activity(pid): that backend's row alone (pg_stat_activity is the
+        # same function over every backend, joined with pg_database and pg_authid).
+        sql = (f"SELECT {call}(pid) FROM pg_stat_get_activity($1)"
+               " WHERE backend_start IS NOT DISTINCT FROM $2::timestamptz")
         rows = await self.fetch(db, sql, session.pid, session.backend_start)
         return bool(rows and next(iter(rows[0].values())))
 
     async def terminate(self, db: str, session: Session) -> bool:
         """``pg_terminate_backend``; False when the session was already gone (or its pid
-        now belongs to another backend)."""
+        now belongs to another backend). It returns once the signal is sent: see
+        :meth:`wait_gone` for the backend's exit."""
         return await self._signal(db, session, "terminate")
+
+    async def wait_gone(self, db: str, sessions: Sequence[Session]) -> list[int]:
+        """Wait until each of ``sessions`` (pid and backend start) has left
+        ``pg_stat_activity``, i.e. its backend has exited and released its locks; look
+        after each pause of :data:`EXIT_POLL` (about 5 s in all). Returns the pids still
+        there at the end, [] when every one is gone."""
+        left = {s.pid: s.backend_start for s in sessions}
+        for pause in EXIT_POLL:
+            if not left:
+                break
+            if pause:
+                await asyncio.sleep(pause)
+            rows = await self.fetch(db, _ALIVE_SQL, list(left), list(left.values()))
+            alive = {r["pid"] for r in rows}
+            left = {pid: started for pid, started in left.items() if pid in alive}
+        return sorted(left)
 
     async def cancel(self, db: str, session: Session) -> bool:
         """``pg_cancel_backend`` (the statement stops, the session stays)."""
@@ -273,6 +370,8 @@ class HealPostgres:
         self.protection = adapter.protection
         self.is_own = adapter.is_own
         self.cancel = adapter.cancel
+        self.wait_gone = adapter.wait_gone
+        self.pinned = adapter.pinned
         self.config = adapter.config
 
     def max_terminations(self, db: str) -> int:

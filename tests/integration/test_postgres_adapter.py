@@ -3,6 +3,7 @@ to signal, the per-heal termination cap, and that DSN passwords never leak."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -101,4 +102,47 @@ async def test_unreachable_database_fails_with_redacted_error() -> None:
     assert "s3cret" not in str(err.value)
     assert redact_dsn(dsn) == "postgresql://u:***@127.0.0.1:1/x"
     assert redact_dsn("host=h password='a b' user=u") == "host=h password=*** user=u"
+    await pg.aclose()
+
+
+async def test_wait_gone_sees_the_exit_and_names_who_stays(
+        db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a terminate, wait_gone returns [] once the backend has left pg_stat_activity;
+    a backend that does not go (here: never signalled) is named once the looks run out."""
+    pg = adapter(db_dsn, allow_superusers=True)
+    async with Sessions(db_dsn) as s:
+        doomed, stays = await s.open(application_name="doomed"), await s.open(application_name="x")
+        by_pid = {x.pid: x for x in await pg.sessions("app")}
+        victim, other = by_pid[doomed.get_server_pid()], by_pid[stays.get_server_pid()]
+        assert await pg.terminate("app", victim) is True
+        assert await pg.wait_gone("app", [victim]) == []
+        assert victim.pid not in {x.pid for x in await pg.sessions("app")}
+        monkeypatch.setattr("healer.postgres.EXIT_POLL", (0.0, 0.01))
+        assert await pg.wait_gone("app", [victim, other]) == [other.pid]
+        assert await stays.fetchval("SELECT 1") == 1
+    await pg.aclose()
+
+
+async def test_pinned_block_runs_its_queries_on_one_connection(db_dsn: str) -> None:
+    """Inside pinned(), fetches and probes share one connection, tasks started there
+    included (they take turns; with a pool of one nothing waits for itself); a task from
+    outside uses the pool, and gets the connection once the block ends."""
+    pg = adapter(db_dsn, pool_size=1)
+    backend = "SELECT pg_backend_pid() AS pid"
+
+    async def outside() -> int:
+        await started.wait()
+        return int((await pg.fetch("app", backend))[0]["pid"])
+
+    started = asyncio.Event()
+    waiting = asyncio.create_task(outside())
+    async with pg.pinned("app"):
+        first = (await pg.fetch("app", backend))[0]["pid"]
+        started.set()
+        probed, *fetched = await asyncio.wait_for(asyncio.gather(
+            pg.probe("app", backend), pg.fetch("app", backend), pg.fetch("app", backend)), 5)
+        assert {probed[0]["pid"], *(f[0]["pid"] for f in fetched)} == {first}
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # the pool's one connection is pinned
+    assert await asyncio.wait_for(waiting, 5) == first  # back in the pool
     await pg.aclose()

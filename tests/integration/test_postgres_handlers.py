@@ -177,10 +177,15 @@ async def test_lock_tree_terminates_only_its_root(tmp_path: Path, db: Db) -> Non
         assert _pids(tree["waiting"]) == {b.get_server_pid(), c.get_server_pid()}
         assert heal["targets"] == [f"postgres:app/{a.get_server_pid()}"]
 
+        # The timeline entry is written as the signal goes out; act returned only once
+        # A's backend had exited (its locks gone), which its result records.
+        assert "gone" not in killed
+        (done,) = act["details"]["terminated"]
+        assert done["gone"] is True and 0 <= done["exit_s"] < 5
+        assert not await _alive(obs, a.get_server_pid())
         await asyncio.wait_for(b_waits, 10)  # B got row 1 once A was gone
         await b.execute("COMMIT")
         await asyncio.wait_for(c_waits, 10)  # then C got row 2
-        await _wait_gone(obs, a.get_server_pid())
         assert not busy_runs.done() and await _alive(obs, busy.get_server_pid())
         assert await b.fetchval("SELECT v FROM t WHERE id = 2") == 2
 
