@@ -448,8 +448,12 @@ async def _jam_round(app_dsn: str, obs: asyncpg.Connection,
     waiting: asyncio.Future[Any] | None = None
     try:
         closed: asyncio.Future[float] = loop.create_future()
-        blocker.add_termination_listener(
-            lambda _c: closed.done() or closed.set_result(time.perf_counter()))
+
+        def on_close(_conn: Any) -> None:
+            if not closed.done():
+                closed.set_result(time.perf_counter())
+
+        blocker.add_termination_listener(on_close)
         await blocker.execute("BEGIN")
         await blocker.execute("UPDATE t SET v = v + 1 WHERE id = 1")
         waiting = asyncio.ensure_future(waiter.execute("UPDATE t SET v = v + 1 WHERE id = 1"))
