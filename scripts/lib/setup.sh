@@ -43,7 +43,7 @@ fi
 
 # --- b. virtualenv --------------------------------------------------------------
 STAMP=.venv/.healer-stamp
-PIP_EXTRAS=${HEALER_PIP_EXTRAS:-test}
+PIP_EXTRAS=${HEALER_PIP_EXTRAS:-test,bench}
 want_stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) $PIP_EXTRAS"
 have_stamp=$(cat "$STAMP" 2>/dev/null || true)
 if [[ -x .venv/bin/python && "$have_stamp" == "$want_stamp" ]]; then
