@@ -83,7 +83,6 @@ def test_summary_takes_medians_over_recovered_runs_and_pictures_the_median_one()
 
 
 def test_the_timeline_picture_is_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from bench.timeline import render
 
     keys = list(SCENARIOS)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from handlers.files import FilesPrune, PruneCheck, PruneParams
 from healer.api import ActionFailed, InvalidParams
 from healer.plugins import HandlerRegistry
+from tests.support.env import require_service
 from tests.support.healctx import heal_context
 from tests.support.inproc import alert_payload, running_healer
 
@@ -275,7 +276,7 @@ async def test_a_subdirectory_swapped_for_a_symlink_is_not_followed(tmp_path: Pa
 def immutable(path: Path) -> Iterator[None]:
     """``chattr +i``: even root cannot unlink the file until the flag is removed."""
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available here")
+        require_service("chattr +i", "the filesystem under tmp_path refuses the immutable flag")
     try:
         yield
     finally:
