@@ -322,18 +322,25 @@ def events_of(client: Any, names: list[str], since: int) -> list[dict[str, Any]]
         stream.close()
 
 
-@pytest.mark.docker
-async def test_restart_workers_rolls_one_at_a_time_recording_memory(
-        tmp_path: Path, containers: Any, docker_client: Any) -> None:
-    """Three Odoo-like services with 64 MiB limits and healthchecks are restarted in the
-    order the rule lists them, each back healthy before the next one is stopped; every
-    StartedAt changes, and memory (working set and limit) is recorded before and after."""
+def _odoo_services(containers: Any) -> tuple[str, list[str], list[Any]]:
+    """Three Odoo-like compose services (core, accounting, marketing) with 64 MiB limits
+    and healthchecks, in one fresh project: (project, service order, containers)."""
     tag = uuid.uuid4().hex[:8]
     project = f"odoo{tag}"
     order = ["odoo-core", "odoo-accounting", "odoo-marketing"]
     services = [containers.run_service(name=f"healer-test-{svc}-{tag}", mem_limit="64m",
                                        labels=compose(project, svc), healthcheck=True)
                 for svc in order]
+    return project, order, services
+
+
+@pytest.mark.docker
+async def test_restart_workers_rolls_one_at_a_time_recording_memory(
+        tmp_path: Path, containers: Any, docker_client: Any) -> None:
+    """Three Odoo-like services with 64 MiB limits and healthchecks are restarted in the
+    order the rule lists them, each back healthy before the next one is stopped; every
+    StartedAt changes, and memory (working set and limit) is recorded before and after."""
+    project, order, services = _odoo_services(containers)
     names = [s.name for s in services]
     before = {s.name: started_at(s.container) for s in services}
     since = int(time.time()) - 1
@@ -373,12 +380,7 @@ async def test_rollout_stops_at_a_container_that_does_not_come_back(
         tmp_path: Path, containers: Any) -> None:
     """When the second container comes back without serving (never healthy), the heal
     fails naming it, the first was restarted and the third is never touched."""
-    tag = uuid.uuid4().hex[:8]
-    project = f"odoo{tag}"
-    order = ["odoo-core", "odoo-accounting", "odoo-marketing"]
-    services = [containers.run_service(name=f"healer-test-{svc}-{tag}", mem_limit="64m",
-                                       labels=compose(project, svc), healthcheck=True)
-                for svc in order]
+    project, order, services = _odoo_services(containers)
     first, broken, last = services
     broken.mute()  # runs after a restart, but serves nothing: its healthcheck fails
     before = {s.name: started_at(s.container) for s in services}

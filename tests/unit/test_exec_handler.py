@@ -257,11 +257,12 @@ async def test_undecodable_output_is_replaced_not_fatal(tmp_path: Path) -> None:
     assert details["stdout_tail"] == "ok\ufffd\ufffddone"
 
 
-async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
-    """On timeout the script and the child it spawned are both killed, and the heal fails
-    with "timed out after Ns"."""
+async def _time_out(tmp_path: Path, name: str, body: str) -> dict[str, Any]:
+    """Run script ``body`` (``{pidfile}``: where it writes its child's pid) with a 0.5 s
+    timeout: the act fails "timed out", and the script and its child are gone (waited
+    for, bounded). Returns the ``exec_failed`` record."""
     pidfile = tmp_path / "child.pid"
-    path = script(tmp_path / "hang.sh", f'sleep 300 & echo $! > {pidfile}; wait')
+    path = script(tmp_path / name, body.format(pidfile=pidfile))
     ctx, recorder = heal_context()
     p = params(path, timeout="0.5s")
     check = await EXEC.check(ctx, p)
@@ -270,24 +271,22 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     child = int(pidfile.read_text())
     [failed] = recorder.of("exec_failed")
     wait_until(lambda: gone(child) and gone(failed["pid"]), timeout=10,
-               what="the script and its child to be gone")
+               what=f"{name} and its child to be gone")
+    return failed
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """On timeout the script and the child it spawned are both killed, and the heal fails
+    with "timed out after Ns"."""
+    failed = await _time_out(tmp_path, "hang.sh", "sleep 300 & echo $! > {pidfile}; wait")
     assert failed["timed_out"] is True
 
 
 async def test_a_group_ignoring_sigterm_gets_sigkill(tmp_path: Path) -> None:
     """A script (and child) ignoring SIGTERM are SIGKILLed after the grace period."""
-    pidfile = tmp_path / "child.pid"
-    path = script(tmp_path / "stubborn.sh",
-                  f"trap '' TERM; sleep 300 & echo $! > {pidfile}; wait; wait; sleep 300")
-    ctx, recorder = heal_context()
-    p = params(path, timeout="0.5s")
-    check = await EXEC.check(ctx, p)
-    with pytest.raises(ActionFailed, match=r"timed out after 0.5s"):
-        await EXEC.act(ctx, p, check)
-    child = int(pidfile.read_text())
-    [failed] = recorder.of("exec_failed")
-    wait_until(lambda: gone(child) and gone(failed["pid"]), timeout=10,
-               what="the stubborn script and its child to be gone")
+    failed = await _time_out(
+        tmp_path, "stubborn.sh",
+        "trap '' TERM; sleep 300 & echo $! > {pidfile}; wait; wait; sleep 300")
     assert failed["exit_code"] == -9
 
 
