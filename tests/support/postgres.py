@@ -66,21 +66,22 @@ async def scratch_role(options: str = "LOGIN", *, dsn: str | None = None,
     dsn = dsn or server_dsn()
     await check_server(dsn)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'CREATE ROLE "{name}" {options}')
-    finally:
-        await admin.close()
+    await _as_admin(dsn, (f'CREATE ROLE "{name}" {options}',))
     try:
         yield name
     finally:
-        admin = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                " WHERE usename = $1", name)
-            await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
-        finally:
-            await admin.close()
+        await _as_admin(dsn, ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                              " WHERE usename = $1", name), (f'DROP ROLE IF EXISTS "{name}"',))
+
+
+async def _as_admin(dsn: str, *statements: tuple[Any, ...]) -> None:
+    """Run each ``(sql, *args)`` on one short-lived connection to ``dsn``."""
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for sql, *args in statements:
+            await admin.execute(sql, *args)
+    finally:
+        await admin.close()
 
 
 @asynccontextmanager
@@ -90,19 +91,11 @@ async def scratch_database(dsn: str | None = None, *, prefix: str = "healer_test
     dsn = dsn or server_dsn()
     await check_server(dsn)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await _as_admin(dsn, (f'CREATE DATABASE "{name}"',))
     try:
         yield with_database(dsn, name)
     finally:
-        admin = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _as_admin(dsn, (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',))
 
 
 class Sessions:
