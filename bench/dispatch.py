@@ -78,7 +78,7 @@ def _latencies(client: httpx.Client, heal_ids: list[str], timeout: float = 60) -
     return out
 
 
-def _under_load(client: httpx.Client, url: str, seconds: float, start_load: Any
+def _under_load(client: httpx.Client, seconds: float, start_load: Any
                 ) -> tuple[list[float], dict[str, Any]]:
     """Probe every 50 ms while ``start_load()`` (a context manager yielding a
     summary dict, filled once the load has ended) keeps healer busy."""
@@ -116,8 +116,8 @@ def run(ctx: Context) -> Result:
             finally:
                 thread.join(seconds + 90)
 
-        steady_ms, steady_load_figures = _under_load(client, h.url, seconds, steady)
-        saturated_ms, saturated_load = _under_load(client, h.url, seconds, saturating)
+        steady_ms, steady_load_figures = _under_load(client, seconds, steady)
+        saturated_ms, saturated_load = _under_load(client, seconds, saturating)
     busy = summary(steady_ms, scale=1000)
     flooded = summary(saturated_ms, scale=1000)
     figures = {
