@@ -460,7 +460,8 @@ class Journal:
             db.executemany(
                 "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
                 " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
-                f" VALUES (?,?,?,?,?,?,?,?,?,?,{int(delivery or 0)})", list(inserts.values()))
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # one SQL text: a prepared statement
+                [(*row, delivery) for row in inserts.values()])
         if repeats:
             db.executemany(
                 "UPDATE alerts SET times_seen = times_seen + ?, last_seen = ?"
