@@ -20,7 +20,6 @@ reaches PostgreSQL only as a query parameter, inside ``ctx.postgres``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -193,8 +192,8 @@ async def signal(ctx: HealContext, database: str, datname: str | None,
     A terminate is done once the backend has exited and so released its locks
     (``ctx.postgres.wait_gone``, about 5 s at most): each done record says ``gone`` and
     ``exit_s`` (from its signal until healer saw it gone), and a backend still there
-    after the wait fails the act, named. The timeline writes overlap the next signal
-    and that wait; all of them are written before this returns or raises."""
+    after the wait fails the act, named. The timeline writes (``ctx.record_soon``)
+    overlap the next signal and that wait; the engine waits for them once act ends."""
     async with ctx.postgres.pinned(database):
         return await _signal(ctx, database, datname, planned, how, same=same, still=still)
 
@@ -209,53 +208,49 @@ async def _signal(ctx: HealContext, database: str, datname: str | None,
     verb = "terminated" if how == "terminate" else "cancelled"
     signalled: list[PgSession] = []
     sent_at: dict[int, float] = {}
-    writes: list[asyncio.Future[None]] = []
-    try:
-        for plan in planned:
-            now = fresh.get(plan["pid"])
-            why = _changed(plan, now, same)
-            if why is None and now is not None and still is not None:
-                why = still(now)
-            if why is None and now is not None:
-                why = ctx.postgres.protection(database, now)
-            if (why is None and how == "terminate"
-                    and ctx.postgres.max_terminations(database) <= 0):
-                why = (f"termination cap reached "
-                       f"({ctx.postgres.config(database).max_terminations} per heal)")
-            if why is not None or now is None:
-                skipped.append({"pid": plan["pid"], "reason": why or "gone"})
-                continue
-            try:
-                sent = await (ctx.postgres.terminate(database, now) if how == "terminate"
-                              else ctx.postgres.cancel(database, now))
-            except TargetRefused as exc:  # the engine's own guard; never signal past it
-                skipped.append({"pid": now.pid, "reason": exc.message})
-                continue
-            if not sent:
-                skipped.append({"pid": now.pid, "reason": "gone before the signal"})
-                continue
-            sent_at[now.pid] = time.monotonic()
-            entry = {**plan, **record(now)}  # fresh facts, plus check's (blocks_total)
-            done.append(entry)
-            signalled.append(now)
-            # On the timeline now; the write runs while the next signal goes out and while
-            # the backends exit. A copy: ``entry`` gains ``gone`` below.
-            writes.append(asyncio.ensure_future(ctx.record(verb, dict(entry))))
-        if how == "terminate" and signalled:
-            left = await ctx.postgres.wait_gone(database, signalled)
-            seen = time.monotonic()
-            for entry in done:
-                entry["gone"] = entry["pid"] not in left
-                entry["exit_s"] = (round(seen - sent_at[entry["pid"]], 4) if entry["gone"]
-                                   else None)
-            if left:
-                raise ActionFailed(
-                    f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
-                    f"{', '.join(map(str, left))} still there "
-                    f"{seen - min(sent_at.values()):.1f}s later", heal_id=ctx.heal_id)
-    finally:
-        if writes:
-            await asyncio.gather(*writes)
+    for plan in planned:
+        now = fresh.get(plan["pid"])
+        why = _changed(plan, now, same)
+        if why is None and now is not None and still is not None:
+            why = still(now)
+        if why is None and now is not None:
+            why = ctx.postgres.protection(database, now)
+        if (why is None and how == "terminate"
+                and ctx.postgres.max_terminations(database) <= 0):
+            why = (f"termination cap reached "
+                   f"({ctx.postgres.config(database).max_terminations} per heal)")
+        if why is not None or now is None:
+            skipped.append({"pid": plan["pid"], "reason": why or "gone"})
+            continue
+        try:
+            sent = await (ctx.postgres.terminate(database, now) if how == "terminate"
+                          else ctx.postgres.cancel(database, now))
+        except TargetRefused as exc:  # the engine's own guard; never signal past it
+            skipped.append({"pid": now.pid, "reason": exc.message})
+            continue
+        if not sent:
+            skipped.append({"pid": now.pid, "reason": "gone before the signal"})
+            continue
+        sent_at[now.pid] = time.monotonic()
+        entry = {**plan, **record(now)}  # fresh facts, plus check's (blocks_total)
+        done.append(entry)
+        signalled.append(now)
+        # On the timeline now; the write runs while the next signal goes out and while
+        # the backends exit (the engine waits for it once act ends). A copy: ``entry``
+        # gains ``gone`` below.
+        ctx.record_soon(verb, dict(entry))
+    if how == "terminate" and signalled:
+        left = await ctx.postgres.wait_gone(database, signalled)
+        seen = time.monotonic()
+        for entry in done:
+            entry["gone"] = entry["pid"] not in left
+            entry["exit_s"] = (round(seen - sent_at[entry["pid"]], 4) if entry["gone"]
+                               else None)
+        if left:
+            raise ActionFailed(
+                f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
+                f"{', '.join(map(str, left))} still there "
+                f"{seen - min(sent_at.values()):.1f}s later", heal_id=ctx.heal_id)
     return done, skipped
 
 

@@ -37,6 +37,7 @@ is never the handler's job.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,6 +150,21 @@ class HealContext:
     """Named databases from ``databases:``; see :mod:`healer.postgres`."""
     record: Callable[[str, dict[str, Any]], Awaitable[None]]
     """``await ctx.record("note", {...})`` adds an entry to the heal's timeline."""
+    _soon: list[asyncio.Future[None]] = field(default_factory=list, init=False, repr=False)
+
+    def record_soon(self, kind: str, data: dict[str, Any]) -> None:
+        """Add a timeline entry without waiting for its disk write: the action goes on
+        (the next signal, the wait for an exit) while it is written. The engine waits
+        for every such write when the phase ends, before it records the phase's result;
+        a write that failed then fails the heal."""
+        self._soon.append(asyncio.ensure_future(self.record(kind, data)))
+
+    async def recorded(self) -> None:
+        """Wait until every :meth:`record_soon` entry so far is written (the engine does
+        this after ``check`` and ``act``; a test driving a handler directly may too)."""
+        soon, self._soon[:] = list(self._soon), []
+        if soon:
+            await asyncio.gather(*soon)
 
 
 Postgres = HealPostgres

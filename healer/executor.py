@@ -245,6 +245,7 @@ class Executor:
         # heal found pending or checking after a crash runs again either way); it is
         # awaited before anything can act.
         checking = self._journal.set_phase_soon(heal_id, Phase.CHECKING)
+        ctx: HealContext | None = None
         try:
             params = self._params(handler, job)
             dry_run = job.dry_run
@@ -256,6 +257,8 @@ class Executor:
                                       self._guard(handler.check(ctx, params), "check"))
         finally:
             await checking
+            if ctx is not None:
+                await ctx.recorded()
         keys = [t.key for t in check.targets]
         # Recorded now, not only once acting: history filtered by target must also find the
         # heals that were refused, dry-run or suppressed on it.
@@ -290,8 +293,11 @@ class Executor:
             state.advance(Phase.ACTING)
             await self._journal.set_phase(heal_id, Phase.ACTING)
             log.info("acting", targets=keys)
-            result = await self._timed("act", job, durations,
-                                       self._guard(handler.act(ctx, params, check), "act"))
+            try:
+                result = await self._timed("act", job, durations,
+                                           self._guard(handler.act(ctx, params, check), "act"))
+            finally:
+                await ctx.recorded()  # what act queued with record_soon, in timeline order
             await record("act", {"summary": result.summary, "details": result.details})
             log.info("acted", summary=result.summary)
 

@@ -1,7 +1,8 @@
 """Fixtures for unit tests: a no-op handler plugin that records its calls.
 
     noop        a fresh ``Noop`` instance: ``.checks`` / ``.acts`` list the params it
-                was called with; set ``.gate`` to an ``asyncio.Event`` to hold ``act``
+                was called with; set ``.gate`` to an ``asyncio.Event`` to hold ``act``,
+                ``.notes`` to timeline kinds ``act`` adds with ``ctx.record_soon``
     handlers    a ``HandlerRegistry`` from the real entry points plus ``noop``
                 registered as ``test.noop``
 
@@ -38,6 +39,7 @@ class Noop:
         self.checks: list[NoopParams] = []
         self.acts: list[NoopParams] = []
         self.gate: asyncio.Event | None = None
+        self.notes: list[str] = []
 
     async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
         self.checks.append(params)
@@ -48,6 +50,8 @@ class Noop:
 
     async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         self.acts.append(params)
+        for kind in self.notes:
+            ctx.record_soon(kind, {"target": params.target})
         if self.gate is not None:
             await self.gate.wait()
         if params.explode_in == "act":

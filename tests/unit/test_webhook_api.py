@@ -429,6 +429,19 @@ async def test_the_timeline_records_every_step(healer: Healer) -> None:
     assert set(heal["durations"]) >= {"check", "act", "verify", "total"}
 
 
+async def test_entries_a_handler_records_soon_land_before_the_act_result(
+        healer: Healer) -> None:
+    """What act queues with ``ctx.record_soon`` (without waiting for the disk) is on the
+    timeline in the order queued, before the engine's own ``act`` entry."""
+    healer.noop.notes = ["first", "second"]
+    [heal_id] = await healer.fire(alert())
+    await healer.wait(heal_id)
+    heal = (await healer.client.get(f"/api/v1/heals/{heal_id}")).json()
+    kinds = [e["kind"] for e in heal["timeline"]]
+    assert kinds[:5] == ["matched", "check", "first", "second", "act"]
+    assert heal["timeline"][2]["data"] == {"target": "web-1"}
+
+
 async def _first_done(healer: Healer, ids: list[str]) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT
     while True:
