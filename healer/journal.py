@@ -32,15 +32,14 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from healer.api import Alert
 from healer.errors import JournalUnavailable
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data, redact_dsn
@@ -157,6 +156,26 @@ INSERT INTO alerts (fingerprint, starts_at, status, alertname, delivery_id, idx,
 SELECT fingerprint, starts_at, status, alertname, NULL, id, first_seen, last_seen,
        times_seen, disposition, heal_id FROM alerts_v1;
 """
+
+
+class ReceivedAlert(Protocol):
+    """What ingest reads of an alert: :class:`healer.api.Alert`, or the webhook's parsed
+    alert itself (the receiver builds an ``Alert`` only for the alerts that start a heal)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def ends_at(self) -> datetime | None: ...
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +404,8 @@ class Journal:
     # ---- ingest -------------------------------------------------------------
 
     async def ingest(
-        self, alerts: Sequence[Alert], match: Callable[[Alert], HealPlan | None], *,
+        self, alerts: Sequence[ReceivedAlert],
+        match: Callable[[ReceivedAlert], HealPlan | None], *,
         body: str | None = None, received_at: float | None = None,
     ) -> list[Disposition]:
         """Store a webhook's alerts; create a heal for each *new* firing alert that matches.
@@ -402,8 +422,8 @@ class Journal:
         return await self.transaction(
             lambda db: self._ingest_batch(db, alerts, match, now, received_at, body))
 
-    def _ingest_batch(self, db: sqlite3.Connection, alerts: Sequence[Alert],
-                      match: Callable[[Alert], HealPlan | None], now: float,
+    def _ingest_batch(self, db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
+                      match: Callable[[ReceivedAlert], HealPlan | None], now: float,
                       received_at: float | None, body: str) -> list[Disposition]:
         """One query finds which alerts were seen before; new ones are inserted and
         repeats counted with one ``executemany`` each (no per-alert round trips)."""
@@ -487,7 +507,7 @@ class Journal:
                     known[(row[0], row[1], row[2])] = (row[3], row[4])
         return known
 
-    def _note_resolved(self, db: sqlite3.Connection, alert: Alert, now: float) -> None:
+    def _note_resolved(self, db: sqlite3.Connection, alert: ReceivedAlert, now: float) -> None:
         open_heals = db.execute(
             "SELECT id, phase FROM heals WHERE fingerprint=? AND phase != 'done'",
             (alert.fingerprint,)).fetchall()
@@ -495,7 +515,7 @@ class Journal:
             self._event(db, heal["id"], heal["phase"], "alert_resolved",
                         {"ends_at": alert.ends_at}, now)
 
-    def _insert_heal(self, db: sqlite3.Connection, plan: HealPlan, alert: Alert | None,
+    def _insert_heal(self, db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | None,
                      source: str, now: float, labels: dict[str, str] | None = None,
                      annotations: dict[str, str] | None = None,
                      received_at: float | None = None) -> str:

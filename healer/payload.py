@@ -89,15 +89,28 @@ class AlertModel(BaseModel):
     generatorURL: Text = ""
     fingerprint: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")
 
+    # The journal reads a parsed alert through these (healer.journal.ReceivedAlert), so a
+    # webhook's alerts need no copy; only those that start a heal become an Alert.
+    @property
+    def starts_at(self) -> datetime:
+        return self.startsAt
+
+    @property
+    def ends_at(self) -> datetime | None:
+        return self.endsAt if self.endsAt and self.endsAt.year > _ZERO_TIME_YEAR else None
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "")
+
     def to_alert(self) -> Alert:
-        ends = self.endsAt if self.endsAt and self.endsAt.year > _ZERO_TIME_YEAR else None
         return Alert(
             fingerprint=self.fingerprint,
             status=self.status,
             labels=dict(self.labels),
             annotations=dict(self.annotations),
             starts_at=self.startsAt,
-            ends_at=ends,
+            ends_at=self.ends_at,
             generator_url=self.generatorURL,
         )
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from healer.api import Alert
 from healer.config import HealerConfig, RuleConfig
-from healer.journal import HealPlan
+from healer.journal import HealPlan, ReceivedAlert
 
 
 class RuleSet:
@@ -52,6 +51,6 @@ class RuleSet:
             dry_run=dry_run or rule.dry_run or self._config.dry_run,
         )
 
-    def plan_for(self, alert: Alert) -> HealPlan | None:
+    def plan_for(self, alert: ReceivedAlert) -> HealPlan | None:
         rule = self.match(alert.labels)
         return self.plan(rule) if rule is not None else None

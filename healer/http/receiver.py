@@ -12,7 +12,6 @@ never waits for a handler:
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 import structlog
@@ -62,7 +61,7 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
     except PayloadError as exc:
         log.warning("webhook rejected", status=exc.status, error=exc.message)
         return JSONResponse({"error": exc.message}, status_code=exc.status)
-    alerts = [a.to_alert() for a in message.alerts]
+    alerts = message.alerts
     try:
         dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for,
                                                 body=body.decode(), received_at=arrived)
@@ -70,27 +69,34 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
         log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
         return JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
 
-    out: dict[str, Any] = {"accepted": len(alerts), "started": [], "ignored": [],
-                           "duplicates": [], "resolved": []}
-    for status, count in Counter(alert.status for alert in alerts).items():
-        svc.metrics.alerts_received.labels(status=status).inc(count)
-    for alert, d in zip(alerts, dispositions, strict=True):
-        if d.status == "started" and d.plan is not None and d.heal_id is not None:
+    started: list[dict[str, Any]] = []
+    ignored: list[dict[str, Any]] = []
+    duplicates: list[dict[str, Any]] = []
+    resolved: list[dict[str, Any]] = []
+    firing = 0
+    for parsed, d in zip(alerts, dispositions, strict=True):
+        firing += parsed.status == "firing"
+        if d.status == "ignored":
+            ignored.append({"fingerprint": d.fingerprint, "reason": d.reason})
+        elif d.status == "duplicate":
+            duplicates.append({"fingerprint": d.fingerprint, "heal_id": d.heal_id})
+        elif d.status == "resolved":
+            resolved.append({"fingerprint": d.fingerprint})
+        elif d.plan is not None and d.heal_id is not None:  # started
+            alert = parsed.to_alert()
             svc.executor.submit(HealJob(
                 heal_id=d.heal_id, rule=d.plan.rule, handler=d.plan.handler,
                 params=d.plan.params, verify=d.plan.verify, dry_run=d.plan.dry_run,
                 alert=alert, labels=alert.labels, annotations=alert.annotations))
-            out["started"].append({"fingerprint": d.fingerprint, "heal_id": d.heal_id,
-                                   "rule": d.rule})
+            started.append({"fingerprint": d.fingerprint, "heal_id": d.heal_id,
+                            "rule": d.rule})
             log.info("heal started", heal_id=d.heal_id, rule=d.rule,
                      handler=d.plan.handler, fingerprint=d.fingerprint,
                      alertname=alert.name)
-        elif d.status == "ignored":
-            out["ignored"].append({"fingerprint": d.fingerprint, "reason": d.reason})
-        elif d.status == "duplicate":
-            out["duplicates"].append({"fingerprint": d.fingerprint, "heal_id": d.heal_id})
-        else:
-            out["resolved"].append({"fingerprint": d.fingerprint})
-    log.info("webhook accepted", alerts=len(alerts), started=len(out["started"]),
-             duplicates=len(out["duplicates"]), receiver=message.receiver)
-    return JSONResponse(out, status_code=200)
+    for status, count in (("firing", firing), ("resolved", len(alerts) - firing)):
+        if count:
+            svc.metrics.alerts_received.labels(status=status).inc(count)
+    log.info("webhook accepted", alerts=len(alerts), started=len(started),
+             duplicates=len(duplicates), receiver=message.receiver)
+    return JSONResponse({"accepted": len(alerts), "started": started, "ignored": ignored,
+                         "duplicates": duplicates, "resolved": resolved}, status_code=200)
