@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -72,3 +74,15 @@ def wait_until(
             break
         time.sleep(min(interval, remaining))
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode

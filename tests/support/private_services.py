@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .env import free_port, require_service, wait_until
+from .env import free_port, require_service, stop_process, wait_until
 
 _DOCKERD = "dockerd"
 
@@ -189,15 +189,8 @@ class PrivateDockerd:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if self._proc is not None:
+            stop_process(self._proc, timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from .env import free_port, require_service, wait_until
+from .env import free_port, require_service, stop_process, wait_until
 
 PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")
@@ -148,17 +147,7 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return stop_process(self._proc, timeout) if self._proc is not None else None
 
     def kill(self) -> int | None:
         """SIGKILL now (simulates a crash). Returns the exit code."""
