@@ -1,10 +1,16 @@
 """Ingest: healer's webhook with its real journal against a bare FastAPI endpoint.
 
-Both run at once on loopback (each its own process, same uvicorn settings); wrk, in a
-third process, posts Alertmanager-shaped groups (1 and 50 alerts, every alert its own
-fingerprint, none matching a rule) at one and then the other, alternating, for
-``ROUNDS`` rounds of ``SECONDS`` each. Medians over rounds; ratio = healer / bare.
-Target: requests/s ratio >= 0.8 for both sizes.
+Three servers run at once on loopback (each its own process, same uvicorn settings):
+healer, the bare endpoint, and the durable floor (the bare endpoint plus a
+group-committed, fsynced append of each body: the least any receiver that answers only
+once the alerts are on disk must do; bench/bare_app.py). wrk, in another process, posts
+Alertmanager-shaped groups (1 and 50 alerts, every alert its own fingerprint, none
+matching a rule) at each in turn, the order reversed every other round, for ``ROUNDS``
+rounds of ``SECONDS`` each. Medians over rounds.
+
+Target: requests/s healer / bare >= 0.8 for both sizes. Reported beside it: durable
+floor / bare (what durability alone costs on this machine) and healer / durable floor
+(what healer costs beyond it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from bench.procs import TOKEN, bare_endpoint, healer, wrk
 NAME = "ingest"
 DESCRIPTION = "webhook posts/s with the journal on, against a bare FastAPI endpoint"
 SIZES = (1, 50)
+SERVERS = ("healer", "bare", "floor")
 CONNECTIONS = 16
 
 
@@ -25,12 +32,14 @@ def run(ctx: Context) -> Result:
     rounds = ctx.pick(5, 1)
     seconds = ctx.pick(5, 1)
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-        "healer": {n: [] for n in SIZES}, "bare": {n: [] for n in SIZES}}
-    with healer(ctx.workdir, {"rules": []}) as h, bare_endpoint(ctx.workdir) as bare:
-        servers = {"healer": (h.url, TOKEN), "bare": (bare.url, None)}
+        who: {n: [] for n in SIZES} for who in SERVERS}
+    with healer(ctx.workdir, {"rules": []}) as h, bare_endpoint(ctx.workdir) as bare, \
+            bare_endpoint(ctx.workdir, durable=True) as floor:
+        servers = {"healer": (h.url, TOKEN), "bare": (bare.url, None),
+                   "floor": (floor.url, None)}
         for r in range(rounds):
             for size in SIZES:
-                order = ("healer", "bare") if r % 2 == 0 else ("bare", "healer")
+                order = SERVERS if r % 2 == 0 else SERVERS[::-1]
                 for who in order:
                     url, token = servers[who]
                     stats = wrk(url, seconds=seconds, connections=CONNECTIONS, alerts=size,
@@ -48,7 +57,11 @@ def run(ctx: Context) -> Result:
         errors = {who: sum(s["non_2xx"] + s["connect_errors"] + s["read_errors"]
                            + s["timeouts"] for s in runs[who][size]) for who in runs}
         rps_ratio = ratio(med["healer"]["rps"], med["bare"]["rps"])
-        figures[f"{size}_alerts"] = {"median": med, "errors": errors, "ratio_rps": rps_ratio}
+        floor_ratio = ratio(med["floor"]["rps"], med["bare"]["rps"])
+        over_floor = ratio(med["healer"]["rps"], med["floor"]["rps"])
+        figures[f"{size}_alerts"] = {"median": med, "errors": errors, "ratio_rps": rps_ratio,
+                                     "ratio_rps_floor_to_bare": floor_ratio,
+                                     "ratio_rps_healer_to_floor": over_floor}
         table += [
             {"figure": f"{size}-alert posts: requests/s", "healer": med["healer"]["rps"],
              "bare": med["bare"]["rps"], "ratio": rps_ratio},
@@ -60,6 +73,9 @@ def run(ctx: Context) -> Result:
                        f"{med['healer']['p99_us'] / 1000:.1f}",
              "bare": f"{med['bare']['p50_us'] / 1000:.1f} / {med['bare']['p99_us'] / 1000:.1f}",
              "ratio": ratio(med["healer"]["p99_us"], med["bare"]["p99_us"])},
+            {"figure": f"{size}-alert posts: requests/s against the durable floor (bare +"
+                       f" fsynced append; floor/bare {floor_ratio})",
+             "healer": med["healer"]["rps"], "bare": med["floor"]["rps"], "ratio": over_floor},
         ]
         targets.append(Target(f"requests/s healer/bare, {size}-alert posts", rps_ratio,
                               ">=", 0.8))

@@ -43,10 +43,14 @@ def healer(workdir: Path, config: dict[str, Any]) -> Iterator[HealerProc]:
 
 
 @contextlib.contextmanager
-def bare_endpoint(workdir: Path) -> Iterator[ManagedProcess]:
+def bare_endpoint(workdir: Path, *, durable: bool = False) -> Iterator[ManagedProcess]:
+    """bench/bare_app.py; ``durable``: the durable floor (each body appended to a file
+    under ``workdir`` and fsynced before the answer)."""
+    name = "durable" if durable else "bare"
+    extra = ["--durable", str(workdir / "durable-floor.log")] if durable else []
     proc = ManagedProcess(
-        "bare", lambda port: [sys.executable, "-m", "bench.bare_app",
-                              "--listen", f"127.0.0.1:{port}"],
+        name, lambda port: [sys.executable, "-m", "bench.bare_app",
+                            "--listen", f"127.0.0.1:{port}", *extra],
         workdir=workdir, ready_path="/health",
         env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

@@ -1,14 +1,18 @@
 """bench/'s own plumbing: targets, percentiles, the summary table, the README section and
-the no-op plugin the benchmarks load (the benchmarks themselves run in
+the no-op plugin and the durable floor the benchmarks load (the benchmarks themselves run in
 tests/integration/test_bench_smoke.py and ./scripts/bench)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from bench.bare_app import create_app
 from bench.common import Result, Target, percentile, summary, write_result
 from bench.noop import NAME as NOOP
 from bench.noop import plugin_path
@@ -72,3 +76,33 @@ def test_the_noop_handler_is_a_real_entry_point_plugin(tmp_path: Path,
     monkeypatch.setattr(sys, "path", [str(plugin_path(tmp_path)), *sys.path])
     registry = HandlerRegistry.from_entry_points()
     assert registry.get(NOOP) is not None
+
+
+async def test_the_durable_floor_answers_only_once_every_body_is_in_its_file(
+        tmp_path: Path) -> None:
+    """The ingest benchmark's durable floor (bench/bare_app.py --durable): posts sent at
+    once are all answered 202 and each body is a line of the file when its answer comes;
+    a bad payload is refused like healer refuses it and is not stored."""
+    log = tmp_path / "floor.log"
+    app = create_app(log)
+    bodies = [json.dumps(_alert_group(f"fp{i}")) for i in range(20)]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://floor") as client:
+        answers = await asyncio.gather(*(
+            client.post("/api/v1/alerts", content=b,
+                        headers={"Content-Type": "application/json"}) for b in bodies))
+        bad = await client.post("/api/v1/alerts", content=b'{"version": "3"}')
+    assert [a.status_code for a in answers] == [202] * 20
+    assert sorted(log.read_text().splitlines()) == sorted(bodies)
+    assert bad.status_code == 422
+    assert len(log.read_text().splitlines()) == 20
+
+
+def _alert_group(fingerprint: str) -> dict[str, object]:
+    return {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}",
+            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
+            "alerts": [{"status": "firing", "labels": {"alertname": "Floor"},
+                        "annotations": {}, "startsAt": "2026-11-23T08:00:00Z",
+                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+                        "fingerprint": fingerprint}]}
