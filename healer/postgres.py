@@ -151,6 +151,13 @@ class _Pin:
 
 _PINNED: ContextVar[_Pin | None] = ContextVar("healer_postgres_pinned", default=None)
 
+# What a query, an acquire or a release raises when the server or the network fails.
+_DB_ERRORS = (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError)
+
+
+def _failed(db: str, exc: BaseException) -> ActionFailed:
+    return ActionFailed(f"database {db!r}: {type(exc).__name__}: {redact_dsn(str(exc))}")
+
 
 class PostgresAdapter:
     def __init__(self, databases: Mapping[str, DatabaseConfig],
@@ -213,9 +220,8 @@ class PostgresAdapter:
         try:
             async with self._conn(db) as conn:
                 rows = await conn.fetch(query, *args)
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
-                               f"{redact_dsn(str(exc))}") from None
+        except _DB_ERRORS as exc:
+            raise _failed(db, exc) from None
         return [dict(r) for r in rows]
 
     @asynccontextmanager
@@ -227,9 +233,8 @@ class PostgresAdapter:
         pool = await self._pool(db)
         try:
             conn = await pool.acquire()
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
-                               f"{redact_dsn(str(exc))}") from None
+        except _DB_ERRORS as exc:
+            raise _failed(db, exc) from None
         pin = _Pin(db, conn)
         token = _PINNED.set(pin)
         try:
@@ -239,8 +244,7 @@ class PostgresAdapter:
             async with pin.lock:  # a statement from a task started inside ends first
                 pin.released = True
             # A connection that broke meanwhile is closed and dropped by the pool.
-            with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
-                                     TimeoutError):
+            with contextlib.suppress(*_DB_ERRORS):
                 await pool.release(conn)
 
     async def probe(self, db: str, query: str, *args: Any,
@@ -259,9 +263,8 @@ class PostgresAdapter:
                     rows = await conn.fetch(query, *args)
                 finally:
                     await tx.rollback()
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise ActionFailed(f"database {db!r}: {type(exc).__name__}: "
-                               f"{redact_dsn(str(exc))}") from None
+        except _DB_ERRORS as exc:
+            raise _failed(db, exc) from None
         return [dict(r) for r in rows]
 
     async def ping(self, db: str) -> None:

@@ -219,18 +219,14 @@ class Verifier:
             external = self._cached[2] if self._cached else frozenset()
         return alerts_query(condition.labels, external)
 
-    async def rule_hold(self, alertname: str) -> float | None:
-        """The alerting rule's ``for:`` in seconds, from ``/api/v1/rules`` (None if unknown).
+    async def rule_info(self, alertname: str) -> RuleInfo:
+        """The rule's ``for:`` (seconds) and its group's evaluation schedule, from one read
+        of ``/api/v1/rules`` (each None when unknown).
 
         While a re-broken service sits in ``pending`` its ALERTS{alertstate="firing"}
         series is absent, so a ``stable_for`` shorter than ``for`` could call a heal
-        recovered while the problem is back.
+        recovered while the problem is back: :meth:`verify` raises it.
         """
-        return (await self.rule_info(alertname)).hold
-
-    async def rule_info(self, alertname: str) -> RuleInfo:
-        """The rule's ``for:`` and its group's evaluation schedule, from one read of
-        ``/api/v1/rules`` (each None when unknown)."""
         try:
             resp = await self._client.get(f"{self._url}/api/v1/rules", params={"type": "alert"},
                                           timeout=self._timeout)
