@@ -33,7 +33,14 @@ from .exporters import BlackboxExporterFactory, CadvisorFactory, PostgresExporte
 from .odoo_loop import EXPORTER_QUERIES, OdooLoop, RuleTweak, shipped_rule, start_odoo_loop
 from .odoo_standins import LeakyWorker, OdooWeb, start_leaky_workers, start_odoo_web, started_at
 from .pgserver import private_postgres
-from .postgres import Sessions, scratch_database, scratch_role, wait_blocked, with_user
+from .postgres import (
+    Sessions,
+    scratch_database,
+    scratch_role,
+    wait_blocked,
+    with_database,
+    with_user,
+)
 from .processes import AlertmanagerFactory, HealerFactory, PrometheusFactory
 
 # --- the components --------------------------------------------------------------------
@@ -454,7 +461,7 @@ async def too_many_connections(world: OdooWorld) -> AsyncIterator[TooManyConnect
             await admin.execute("CREATE DATABASE odoo OWNER odoo")
         finally:
             await admin.close()
-        dsn = server.dsn.rsplit("/", 1)[0] + "/odoo"
+        dsn = with_database(server.dsn, "odoo")
         pg = world.postgres_exporter.start(dsn, queries=EXPORTER_QUERIES)
         loop = await asyncio.to_thread(
             world.start_loop, alerts=["PostgresTooManyConnections"],

@@ -205,13 +205,8 @@ class PrivateDockerd:
         finally:
             try:
                 self.stop()
-                if self._containerd is not None and self._containerd.poll() is None:
-                    self._containerd.terminate()
-                    try:
-                        self._containerd.wait(15)
-                    except subprocess.TimeoutExpired:
-                        self._containerd.kill()
-                        self._containerd.wait(10)
+                if self._containerd is not None:
+                    stop_process(self._containerd, 15)
             finally:
                 # Left behind: the containers' shims. They name our private directory on
                 # their command line: ours to kill.

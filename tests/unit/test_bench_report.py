@@ -18,6 +18,7 @@ from bench.noop import NAME as NOOP
 from bench.noop import plugin_path
 from bench.report import END, START, load_results, render_table, update_readme
 from healer.plugins import HandlerRegistry
+from tests.support.inproc import alert_payload
 
 
 def test_a_target_is_met_only_on_its_side_of_the_limit() -> None:
@@ -85,7 +86,8 @@ async def test_the_durable_floor_answers_only_once_every_body_is_in_its_file(
     a bad payload is refused like healer refuses it and is not stored."""
     log = tmp_path / "floor.log"
     app = create_app(log)
-    bodies = [json.dumps(_alert_group(f"fp{i}")) for i in range(20)]
+    bodies = [json.dumps(alert_payload({"alertname": "Floor"}, fingerprint=f"fp{i}"))
+              for i in range(20)]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://floor") as client:
         answers = await asyncio.gather(*(
@@ -97,12 +99,3 @@ async def test_the_durable_floor_answers_only_once_every_body_is_in_its_file(
     assert bad.status_code == 422
     assert len(log.read_text().splitlines()) == 20
 
-
-def _alert_group(fingerprint: str) -> dict[str, object]:
-    return {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}",
-            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {},
-            "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": "Floor"},
-                        "annotations": {}, "startsAt": "2026-11-23T08:00:00Z",
-                        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
-                        "fingerprint": fingerprint}]}

@@ -86,7 +86,7 @@ class Recorder:
 async def make_verifier() -> AsyncIterator[Callable[..., Verifier]]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(fake: FakePrometheus, **kw: Any) -> Verifier:
+    def make(fake: Callable[[httpx.Request], httpx.Response], **kw: Any) -> Verifier:
         client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
         clients.append(client)
         return Verifier(client, PROM, timeout=1.0, **kw)
@@ -461,21 +461,15 @@ class EvaluatingPrometheus:
 
 
 @pytest.fixture
-async def fake_prometheus() -> AsyncIterator[Callable[..., tuple[EvaluatingPrometheus,
-                                                                  Verifier]]]:
-    clients: list[httpx.AsyncClient] = []
-
+def fake_prometheus(make_verifier: Callable[..., Verifier]
+                    ) -> Callable[..., tuple[EvaluatingPrometheus, Verifier]]:
     def make(verifier_kw: dict[str, Any] | None = None,
              **kw: Any) -> tuple[EvaluatingPrometheus, Verifier]:
         clock = FakeClock()
         fake = EvaluatingPrometheus(clock, **kw)
-        client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
-        clients.append(client)
-        return fake, Verifier(client, PROM, timeout=1.0, clock=clock, **(verifier_kw or {}))
+        return fake, make_verifier(fake, clock=clock, **(verifier_kw or {}))
 
-    yield make
-    for client in clients:
-        await client.aclose()
+    return make
 
 
 def schedule(**kw: Any) -> EvalSchedule:
