@@ -73,7 +73,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -85,7 +84,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import REPO, Context, Result, Target, ratio, summary
+from bench.common import REPO, Context, Result, Target, median, ratio, summary
 from bench.procs import ADMIN_TOKEN, healer
 from healer.postgres import EXIT_POLL
 from tests.support.containers import ContainerFactory, build_busybox_image
@@ -160,10 +159,6 @@ def _prometheus(workdir: Path) -> Iterator[PromInstance]:
         factory.stop_all()
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def _stats(rounds: list[dict[str, float]]) -> dict[str, Any]:
     keys = sorted({k for r in rounds for k in r})
     return {k: summary([r[k] for r in rounds if k in r]) for k in keys}
@@ -215,7 +210,7 @@ def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str,
                         container.restart(timeout=STOP_TIMEOUT)
                         got = {"restart_ms": (time.perf_counter() - started) * 1000}
                     else:
-                        first = 1.5 * (_median([x["restart_ms"] for x in runs["bare"]])
+                        first = 1.5 * (median([x["restart_ms"] for x in runs["bare"]])
                                        or 300.0) / 1000 + 0.2
                         heal, triggered = _heal(http, h.url, {
                             "rule": "bench-restart",
@@ -259,9 +254,9 @@ def _heal(http: httpx.Client, url: str, body: dict[str, Any],
 
 def _part(runs: dict[str, list[dict[str, float]]], failures: list[str],
           bare_key: str) -> dict[str, Any]:
-    h = _median([x["act_ms"] for x in runs["healer"] if "act_ms" in x])
-    e2e = _median([x["trigger_to_act_ms"] for x in runs["healer"] if "trigger_to_act_ms" in x])
-    b = _median([x[bare_key] for x in runs["bare"]])
+    h = median([x["act_ms"] for x in runs["healer"] if "act_ms" in x])
+    e2e = median([x["trigger_to_act_ms"] for x in runs["healer"] if "trigger_to_act_ms" in x])
+    b = median([x[bare_key] for x in runs["bare"]])
     return {"healer": _stats(runs["healer"]), "bare": _stats(runs["bare"]),
             "ratio": {"act": ratio(h, b), "trigger_to_act": ratio(e2e, b)},
             "failures": len(failures), "failure_reasons": failures[:10], "runs": runs}
@@ -274,8 +269,8 @@ def _progress(what: str, r: int, warmup: int, rounds: int,
         return
     h = runs["healer"][-1].get(mine) if runs["healer"] else None
     b = runs["bare"][-1].get(bare) if runs["bare"] else None
-    hm = _median([x[mine] for x in runs["healer"] if mine in x])
-    bm = _median([x[bare] for x in runs["bare"] if bare in x])
+    hm = median([x[mine] for x in runs["healer"] if mine in x])
+    bm = median([x[bare] for x in runs["bare"] if bare in x])
     print(f"    {what}: round {r + 1 - warmup}/{rounds}: healer act {_ms(h)}, bare {_ms(b)}"
           f" (medians {_ms(hm)} / {_ms(bm)}, ratio {ratio(hm, bm)})", flush=True)
 
@@ -465,6 +460,8 @@ async def _jam_round(app_dsn: str, obs: asyncpg.Connection,
         pid = blocker.get_server_pid()
         started = time.perf_counter()
         got, failed = await end(pid)
+        if failed is not None:  # the jam stays: nothing to time, the round is reported
+            return got, failed
         await asyncio.wait_for(asyncio.shield(waiting), 10)
         await asyncio.wait_for(asyncio.shield(closed), 10)
         got["blocker_closed_ms"] = (closed.result() - started) * 1000

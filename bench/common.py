@@ -116,6 +116,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank]
 
 
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that were measured (None ones left out); None if none."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def summary(values: Iterable[float], scale: float = 1.0, digits: int = 3) -> dict[str, Any]:
     """n, median, p90, p99, min, max of ``values`` times ``scale`` (e.g. 1000 for ms)."""
     data = [v * scale for v in values]

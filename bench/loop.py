@@ -40,7 +40,6 @@ fault -> recovered time.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -48,7 +47,7 @@ from typing import Any
 
 import pytest
 
-from bench.common import RESULTS, Context, Result, Target, machine, ratio
+from bench.common import RESULTS, Context, Result, Target, machine, median, ratio
 from tests.support.containers import ContainerFactory, build_busybox_image, connect_docker
 from tests.support.odoo_loop import TEST_SPEED, shipped_rule
 from tests.support.odoo_scenarios import SCENARIOS, odoo_world
@@ -127,8 +126,8 @@ def owned(durations: Mapping[str, float | None]) -> dict[str, float | None]:
 
 
 def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None
+    value = median(values)
+    return None if value is None else round(value, 3)
 
 
 async def _one(ctx: Context, key: str, rep: int, docker: Any) -> dict[str, Any]:

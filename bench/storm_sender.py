@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import percentile
+
 STORM_ALERTNAME = "BenchStorm"
 FLOOD_ALERTNAME = "BenchLeak"
 REPLICAS = ("am-0", "am-1")
@@ -255,10 +257,11 @@ class Tally:
         return status
 
     def summary(self, elapsed: float) -> dict[str, Any]:
-        lat = sorted(self.latencies)
+        lat = self.latencies
 
         def q(p: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+            value = percentile(lat, p)
+            return None if value is None else round(value * 1000, 2)
 
         requests = sum(self.statuses.values())
         non_2xx = sum(n for code, n in self.statuses.items()
