@@ -24,6 +24,7 @@ from healer.config import parse_config
 from healer.errors import ConfigError
 from healer.followup import Claim, claim
 from healer.journal import HealPlan, Journal, alert_key_time
+from healer.notify import Escalation, chat_text
 from healer.plugins import HandlerRegistry
 from healer.rules import RuleSet
 from tests.support.gates import (
@@ -323,6 +324,22 @@ async def _decide(tmp_path: Path, config: dict[str, Any], handlers: HandlerRegis
     finally:
         await journal.close()
     return list(decided), rows
+
+
+def test_the_not_recovered_message_names_the_heal_and_cannot_ping() -> None:
+    """The chat text of a not_recovered escalation names rule, target and heal, says healer
+    will not act again, and quotes alert data inertly (no Slack ``<!channel>``, no
+    backticks breaking out); the JSON event carries no circuit ``close`` block."""
+    esc = Escalation(rule="poke", target="test:t1", heal_id="abc123", opened_at=1.0,
+                     reason="still unhealthy after 5m", event="not_recovered",
+                     labels={"alertname": "Poke", "note": "<!channel> `x`"})
+    text = chat_text(esc, slack=True)
+    assert "rule `poke` did not recover `test:t1`" in text
+    assert "abc123" in text and "will not act on it again" in text
+    assert "<!channel>" not in text and "&lt;!channel&gt; 'x'" in text
+    body = esc.as_json()
+    assert (body["event"], body["heal_id"], body["ended_at"]) == ("not_recovered", "abc123", 1.0)
+    assert "close" not in body
 
 
 # ---- configuration --------------------------------------------------------------------------
