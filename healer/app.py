@@ -25,6 +25,7 @@ from healer.config import HealerConfig, Secrets
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ConfigError
 from healer.executor import Executor
+from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.http import heals, health, receiver, safety
 from healer.journal import Journal
@@ -61,16 +62,21 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
         notifiers.open()
         gates = SafetyGates(journal=journal, config=config, notifiers=notifiers,
                             metrics=metrics)
+        rules = RuleSet(config)
+        followups = FollowUps(journal=journal, config=config, rules=rules,
+                              notifiers=notifiers, metrics=metrics)
         executor = Executor(journal=journal, handlers=handlers, metrics=metrics,
                             verifier=verifier, docker=docker,
                             postgres=postgres, allowlist=Allowlist(config.allow),
-                            max_concurrent=config.max_concurrent_heals, gates=gates)
+                            max_concurrent=config.max_concurrent_heals, gates=gates,
+                            on_not_recovered=followups.note_not_recovered)
         app.state.services = Services(
-            config=config, secrets=secrets, handlers=handlers, rules=RuleSet(config),
+            config=config, secrets=secrets, handlers=handlers, rules=rules,
             metrics=metrics, journal=journal, http=http, docker=docker, postgres=postgres,
-            executor=executor, gates=gates)
+            executor=executor, gates=gates, followups=followups)
         try:
             await gates.start()
+            await followups.start(submit=executor.submit)
             resumed = await executor.resume()
             log.info("healer started", listen=config.listen, journal=str(config.journal),
                      rules=len(config.rules), handlers=list(handlers), resumed=resumed,
@@ -79,6 +85,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
         finally:
             log.info("healer stopping", running_heals=executor.running)
             await gates.stop()  # min_firing waits end at once; those heals stay pending
+            await followups.stop()
             await executor.close(config.shutdown_grace)
             notifiers.close()
             await http.aclose()

@@ -190,8 +190,14 @@ class BudgetOverride(_Frozen):
     window: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] | None = None
 
 
+# What follows a heal that ended not_recovered while its alert still fires
+# (healer/followup.py): tell the notifiers once, or heal again after the cooldown.
+OnNotRecovered = Literal["escalate", "retry"]
+
+
 class SafetyConfig(_Frozen):
-    """Defaults of the safety gates (healer/gates.py); rules may override the first three."""
+    """Defaults of the safety gates (healer/gates.py); rules may override the first three
+    and ``on_not_recovered``."""
 
     cooldown: Annotated[Seconds, Field(le=7 * _DAY)] = 300.0
     budget: BudgetConfig = BudgetConfig()
@@ -200,6 +206,7 @@ class SafetyConfig(_Frozen):
     circuit_quiet: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = 3600.0
     # The longest pause POST /api/v1/pause accepts.
     max_pause: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = _DAY
+    on_not_recovered: OnNotRecovered = "escalate"
 
 
 class NotifierConfig(_Frozen):
@@ -233,6 +240,7 @@ class RuleConfig(_Frozen):
     cooldown: Annotated[Seconds, Field(le=7 * _DAY)] | None = None
     budget: BudgetOverride | None = None
     min_firing: Annotated[Seconds, Field(le=_DAY)] | None = None
+    on_not_recovered: OnNotRecovered | None = None
 
 
 class HealerConfig(_Frozen):
@@ -268,6 +276,13 @@ class HealerConfig(_Frozen):
 
     def rule(self, name: str) -> RuleConfig | None:
         return next((r for r in self.rules if r.name == name), None)
+
+    def on_not_recovered(self, rule: str | None) -> OnNotRecovered:
+        """The rule's ``on_not_recovered``, else ``safety.on_not_recovered``."""
+        conf = self.rule(rule) if rule is not None else None
+        if conf is not None and conf.on_not_recovered is not None:
+            return conf.on_not_recovered
+        return self.safety.on_not_recovered
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +78,8 @@ class _End(Exception):
 class Executor:
     def __init__(self, *, journal: Journal, handlers: HandlerRegistry, metrics: Metrics,
                  verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
-                 allowlist: Allowlist, max_concurrent: int, gates: SafetyGates) -> None:
+                 allowlist: Allowlist, max_concurrent: int, gates: SafetyGates,
+                 on_not_recovered: Callable[[str], None] | None = None) -> None:
         self._journal = journal
         self._handlers = handlers
         self._metrics = metrics
@@ -87,6 +88,8 @@ class Executor:
         self._postgres = postgres
         self._allowlist = allowlist
         self._gates = gates
+        # Told of each alert's heal that ends not_recovered (healer/followup.py).
+        self._on_not_recovered = on_not_recovered
         self._locks = TargetLocks()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -374,4 +377,7 @@ class Executor:
         self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
                                    outcome=str(outcome)).inc()
         await self._journal.finish(job.heal_id, outcome, reason, durations)
+        if (outcome is Outcome.NOT_RECOVERED and job.alert is not None
+                and self._on_not_recovered is not None):
+            self._on_not_recovered(job.heal_id)
 

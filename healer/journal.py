@@ -136,6 +136,19 @@ CREATE TABLE IF NOT EXISTS safety_pause (
     until  REAL NOT NULL,
     reason TEXT NOT NULL
 );
+-- What followed a heal that ended not_recovered while its alert kept firing
+-- (healer/followup.py): one row per such heal, written once, whoever races for it.
+CREATE TABLE IF NOT EXISTS follow_ups (
+    heal_id     TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    at          REAL NOT NULL,
+    run_id      TEXT NOT NULL,
+    retry_id    TEXT,
+    deliveries  TEXT
+);
+CREATE INDEX IF NOT EXISTS follow_ups_by_alert ON follow_ups (fingerprint, starts_at);
 CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL
@@ -543,6 +556,17 @@ class Journal:
         self._event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger",
                     data, now)
         return heal_id
+
+    def insert_heal(self, db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert,
+                    source: str, now: float) -> str:
+        """A new pending heal of ``alert``, inside the caller's write (``transaction(fn)``):
+        a follow-up heal of an alert already received (healer/followup.py)."""
+        return self._insert_heal(db, plan, alert, source, now)
+
+    def event(self, db: sqlite3.Connection, heal_id: str, phase: str, kind: str,
+              data: dict[str, Any], now: float) -> None:
+        """A timeline entry, inside the caller's write (``transaction(fn)``)."""
+        self._event(db, heal_id, phase, kind, data, now)
 
     async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
                                  annotations: dict[str, str]) -> str:

@@ -37,6 +37,9 @@ class Metrics:
         self.circuit_open = Gauge(
             "healer_circuit_open", "1 while a rule's action budget is spent.", ["rule"],
             registry=registry)
+        self.follow_ups = Counter(
+            "healer_follow_ups", "What followed a not_recovered heal of an alert that kept "
+            "firing (escalate, retry), by rule.", ["rule", "kind"], registry=registry)
         self.webhook_requests = Counter(
             "healer_webhook_requests", "Webhook requests answered, by HTTP status code.",
             ["code"], registry=registry)

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -39,7 +39,9 @@ _LABEL_MAX = 200
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    """A circuit that opened: what a human needs to decide what to do."""
+    """What a human needs to decide what to do: a circuit that opened (``circuit_open``),
+    or a heal that ended not_recovered while its alert still fires (``not_recovered``,
+    healer/followup.py; ``opened_at`` is then when the heal ended)."""
 
     rule: str
     target: str
@@ -48,19 +50,22 @@ class Escalation:
     opened_at: float
     labels: Mapping[str, str] = field(default_factory=dict)
     quiet: float = 0.0
+    event: Literal["circuit_open", "not_recovered"] = "circuit_open"
 
     @property
     def close_command(self) -> str:
         return f"healer circuit-close {self.rule} --target {self.target}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"event": "circuit_open", "rule": self.rule, "target": self.target,
-                "heal_id": self.heal_id, "heal_url": f"/api/v1/heals/{self.heal_id}",
-                "reason": self.reason, "opened_at": self.opened_at,
-                "labels": dict(self.labels), "close": {
-                    "api": f"DELETE /api/v1/circuits/{self.rule}?target={self.target}",
-                    "cli": self.close_command, "quiet_seconds": self.quiet},
-                "healer_version": healer.__version__}
+        out = {"event": self.event, "rule": self.rule, "target": self.target,
+               "heal_id": self.heal_id, "heal_url": f"/api/v1/heals/{self.heal_id}",
+               "reason": self.reason, "labels": dict(self.labels),
+               "healer_version": healer.__version__}
+        if self.event == "not_recovered":
+            return out | {"ended_at": self.opened_at}
+        return out | {"opened_at": self.opened_at, "close": {
+            "api": f"DELETE /api/v1/circuits/{self.rule}?target={self.target}",
+            "cli": self.close_command, "quiet_seconds": self.quiet}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,13 @@ def chat_text(esc: Escalation, *, slack: bool = False) -> str:
     labels = ", ".join(f"{_clean(k, slack=slack)}={_clean(v, slack=slack)}"
                        for k, v in sorted(esc.labels.items()))
     lines = [
+        f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} did not recover"
+        f" {_clean(esc.target, slack=slack)}",
+        _clean(esc.reason, slack=slack),
+        "The alert still fires and healer will not act on it again (on_not_recovered: "
+        "escalate): a human has to look.",
+        f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
+    ] if esc.event == "not_recovered" else [
         f"{bold}healer escalation{bold}: circuit open for rule {_clean(esc.rule, slack=slack)}"
         f" on {_clean(esc.target, slack=slack)}",
         esc.reason,

@@ -11,6 +11,7 @@ from fastapi import Request
 from healer.config import HealerConfig, Secrets
 from healer.docker_adapter import DockerAdapter
 from healer.executor import Executor
+from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.journal import Journal
 from healer.metrics import Metrics
@@ -32,6 +33,7 @@ class Services:
     postgres: PostgresAdapter
     executor: Executor
     gates: SafetyGates
+    followups: FollowUps
 
 
 def services(request: Request) -> Services:

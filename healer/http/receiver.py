@@ -74,12 +74,15 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
     duplicates: list[dict[str, Any]] = []
     resolved: list[dict[str, Any]] = []
     firing = 0
+    resent: list[str | None] = []  # heals whose firing alert came again
     for parsed, d in zip(alerts, dispositions, strict=True):
         firing += parsed.status == "firing"
         if d.status == "ignored":
             ignored.append({"fingerprint": d.fingerprint, "reason": d.reason})
         elif d.status == "duplicate":
             duplicates.append({"fingerprint": d.fingerprint, "heal_id": d.heal_id})
+            if parsed.status == "firing":
+                resent.append(d.heal_id)
         elif d.status == "resolved":
             resolved.append({"fingerprint": d.fingerprint})
         elif d.plan is not None and d.heal_id is not None:  # started
@@ -93,6 +96,8 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
             log.info("heal started", heal_id=d.heal_id, rule=d.rule,
                      handler=d.plan.handler, fingerprint=d.fingerprint,
                      alertname=alert.name)
+    if resent:  # what follows a not_recovered heal is decided in the background
+        svc.followups.duplicates(resent)
     for status, count in (("firing", firing), ("resolved", len(alerts) - firing)):
         if count:
             svc.metrics.alerts_received.labels(status=status).inc(count)

@@ -28,12 +28,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 
 from .env import wait_until
+from .loopback_http import LoopbackServer
 
 _FORWARDED = ("authorization", "content-type", "user-agent")
 
@@ -91,12 +92,8 @@ class SlowAnswerProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler)
+        self.port: int = self._server.port
 
     @property
     def url(self) -> str:
@@ -117,6 +114,4 @@ class SlowAnswerProxy:
 
     def close(self) -> None:
         self._second.set()  # release a held first answer
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.close()

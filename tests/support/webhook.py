@@ -9,10 +9,11 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .env import wait_until
+from .loopback_http import LoopbackServer
 
 
 @dataclass
@@ -57,13 +58,8 @@ class WebhookRecorder:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(Handler)
+        self.port: int = self._server.port
 
     @property
     def url(self) -> str:
@@ -85,6 +81,4 @@ class WebhookRecorder:
         return wait_until(probe, timeout=timeout, interval=0.05, what=what)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.close()
