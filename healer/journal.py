@@ -13,7 +13,7 @@ own data is durable.
 Usage::
 
     journal = await Journal.open(Path("healer.db"))
-    dispositions = await journal.ingest(alerts, match=ruleset.match)
+    dispositions = await journal.ingest(alerts, match=ruleset.plan_for)
     await journal.add_event(heal_id, "verifying", "verify_sample", {...})
     heal = await journal.get_heal(heal_id)
     await journal.close()
@@ -212,6 +212,17 @@ def alert_key_time(moment: datetime) -> str:
 
 # Fingerprints per lookup query, well under SQLite's 32,766-parameter limit.
 _LOOKUP_CHUNK = 500
+
+
+# A POST larger than this is matched against the rules on a worker thread.
+_MATCH_INLINE_MAX = 64 * 1024
+
+
+def _plans(alerts: Sequence[ReceivedAlert],
+           match: Callable[[ReceivedAlert], HealPlan | None]) -> list[HealPlan | None]:
+    """Each firing alert's plan (a resolved one starts nothing), computed outside any
+    transaction; a duplicate's plan is simply not used."""
+    return [match(a) if a.status == "firing" else None for a in alerts]
 
 
 def new_heal_id() -> str:
@@ -415,15 +426,22 @@ class Journal:
         ``alerts[i]``. ``received_at`` (when the request arrived) goes into each new
         heal's ``matched`` event, so a timeline shows the whole path from the webhook on.
         """
-        now = time.time()
         if body is None:
             body = _dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
                                       for a in alerts]})
+        # Matching is done here, before the write is queued: inside the transaction one
+        # slow match would hold up every other post and heal write. A large POST is
+        # matched on a worker thread (RE2 releases the GIL), so the loop serves others.
+        if len(body) > _MATCH_INLINE_MAX:
+            plans = await asyncio.to_thread(_plans, alerts, match)
+        else:
+            plans = _plans(alerts, match)
+        now = time.time()
         return await self.transaction(
-            lambda db: self._ingest_batch(db, alerts, match, now, received_at, body))
+            lambda db: self._ingest_batch(db, alerts, plans, now, received_at, body))
 
     def _ingest_batch(self, db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
-                      match: Callable[[ReceivedAlert], HealPlan | None], now: float,
+                      plans: Sequence[HealPlan | None], now: float,
                       received_at: float | None, body: str) -> list[Disposition]:
         """One query finds which alerts were seen before; new ones are inserted and
         repeats counted with one ``executemany`` each (no per-alert round trips)."""
@@ -462,7 +480,7 @@ class Journal:
                 disposition = "stale"
                 result = Disposition(alert.fingerprint, "ignored",
                                      reason="stale: this alert was already resolved")
-            elif (plan := match(alert)) is None:
+            elif (plan := plans[idx]) is None:
                 disposition = "ignored"
                 result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
             else:
