@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import sqlite3
 import time
 import uuid
@@ -40,11 +41,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from healer.errors import JournalUnavailable
+import structlog
+
+from healer.errors import JournalBroken, JournalUnavailable
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data, redact_dsn
 
 T = TypeVar("T")
+log = structlog.get_logger("healer.journal")
 
 _SCHEMA = """
 -- Every webhook POST that brought at least one new alert, as received: the alerts'
@@ -233,34 +237,156 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
+# What sqlite3 reports for a damaged file (SQLITE_CORRUPT) or one that is not a
+# database at all (SQLITE_NOTADB).
+_CORRUPTION = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and \
+        getattr(exc, "sqlite_errorcode", None) in _CORRUPTION
+
+
+def check_hint(path: Path) -> str:
+    return f"run `healer journal check {path}` for details"
+
+
+def open_error(path: Path, exc: BaseException) -> str:
+    """Why ``path`` cannot be used as a journal, in one line naming the file."""
+    if path.is_dir():
+        why = "is a directory, not a journal file"
+    elif isinstance(exc, PermissionError) or (
+            path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        why = f"permission denied (healer runs as uid {os.getuid()})"
+    elif not path.exists() and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        why = f"cannot create it: permission denied on {path.parent}"
+    elif _is_corruption(exc):
+        why = f"the file is corrupt or not a healer journal ({exc})"
+    else:
+        why = str(exc)
+    return f"journal {path}: cannot open: {why}; {check_hint(path)}"
+
+
+_Identity = tuple[int, int]
+
+
+def _identity(path: Path | str) -> _Identity | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healer-journal")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # The files this journal was opened on (the database and its WAL): a write goes
+        # only where the next start will read it. Set once broken; never cleared.
+        self._files: dict[str, _Identity] = {}
+        self._broken: str | None = None
         self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
+        """Open (or create) the journal, migrate it and check its pages
+        (``PRAGMA quick_check``); any problem is a JournalUnavailable naming the file."""
         journal = cls(path)
-        await journal._call(journal._open)
+        try:
+            await journal._call(journal._open)
+        except BaseException:
+            journal._pool.shutdown(wait=False)
+            raise
         return journal
 
+    @classmethod
+    def check_can_open(cls, path: Path) -> None:
+        """Open, migrate and check the journal once, synchronously, then close it:
+        ``healer serve`` does this before listening, so that a bad journal is one line
+        naming the file and exit 1, not a traceback. Raises JournalUnavailable."""
+        journal = cls(path)
+        try:
+            journal._open()
+        finally:
+            if journal._db is not None:
+                journal._db.close()
+            journal._pool.shutdown(wait=False)
+
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(str(self.path))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalUnavailable(open_error(self.path, exc)) from exc
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             self._migrate(db)
+            if not self._files:  # the first open: are all pages sound?
+                problem = " ".join(db.execute("PRAGMA quick_check(1)").fetchone()[0].split())
+                if problem != "ok":
+                    raise JournalUnavailable(
+                        f"journal {self.path}: cannot open: the file is corrupt ({problem});"
+                        f" {check_hint(self.path)}")
+            self._note_files()
+        except (sqlite3.Error, OSError) as exc:
+            db.close()
+            raise JournalUnavailable(open_error(self.path, exc)) from exc
         except BaseException:
             db.close()
             raise
         self._db = db
+
+    def _note_files(self) -> None:
+        """Remember the files just opened; a reopen must find the same database file
+        (its WAL may be new: closing the last connection deletes it)."""
+        db_file = _identity(self.path)
+        if db_file is None or self._files.get("db", db_file) != db_file:
+            raise self._break("was deleted or replaced while healer ran")
+        self._files["db"] = db_file
+        wal = _identity(f"{self.path}-wal")
+        if wal is not None:
+            self._files["wal"] = wal
+        else:
+            self._files.pop("wal", None)
+
+    def _check_files(self) -> None:
+        """Cheap (two stat calls, once per write batch and per readiness probe): the
+        database and WAL files at the journal's path are still the ones healer writes.
+        After ``rm journal.db*``, a restore from backup or a moved directory, what
+        healer wrote would be lost at the next start, so it stops acknowledging."""
+        for kind, suffix in (("db", ""), ("wal", "-wal")):
+            expected = self._files.get(kind)
+            if expected is None:
+                continue
+            found = _identity(f"{self.path}{suffix}")
+            if found != expected:
+                what = "database" if kind == "db" else "write-ahead log"
+                how = "was deleted" if found is None else "was replaced by another file"
+                raise self._break(f"{what} file {self.path}{suffix} {how} while healer ran")
+
+    def _break(self, why: str) -> JournalBroken:
+        """Refuse every further read and write until restart, logging it once."""
+        if self._broken is None:
+            self._broken = (f"journal {self.path}: {why}; refusing webhooks and writes "
+                            "until healer is restarted")
+            log.error("journal broken", error=self._broken, journal=str(self.path))
+        return JournalBroken(self._broken)
+
+    def _storage_error(self, exc: sqlite3.Error) -> JournalUnavailable:
+        """A storage error as JournalUnavailable naming the file; corruption breaks the
+        journal for good (until restart)."""
+        if _is_corruption(exc):
+            return self._break(f"corrupt ({exc}); {check_hint(self.path)}")
+        return JournalUnavailable(f"journal {self.path}: {exc}")
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -301,16 +427,21 @@ class Journal:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn)
+        return await loop.run_in_executor(self._pool, partial(self._guarded, fn))
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.Error as exc:  # a read (writes convert their own): name the file
+            raise self._storage_error(exc) from exc
 
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise JournalUnavailable("journal is closed")
+        if self._broken is not None:
+            raise JournalBroken(self._broken)
         if self._db is None:  # dropped after a failure that left it unusable: reopen
-            try:
-                self._open()
-            except (sqlite3.Error, OSError) as exc:
-                raise JournalUnavailable(f"journal {self.path}: cannot reopen: {exc}") from exc
+            self._open()
         assert self._db is not None
         return self._db
 
@@ -321,6 +452,7 @@ class Journal:
         writable again) the next call succeeds, without a restart.
         """
         db = self._conn()
+        self._check_files()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -331,7 +463,7 @@ class Journal:
                 raise
             return result
         except sqlite3.Error as exc:
-            raise JournalUnavailable(f"journal {self.path}: {exc}") from exc
+            raise self._storage_error(exc) from exc
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` on the journal's thread (for modules owning their own tables)."""
@@ -394,7 +526,7 @@ class Journal:
             db.execute("ROLLBACK TO w")
             db.execute("RELEASE w")
             if isinstance(exc, sqlite3.Error):
-                exc = JournalUnavailable(f"journal {self.path}: {exc}")
+                exc = self._storage_error(exc)
             return False, exc
         db.execute("RELEASE w")
         return True, value
@@ -705,3 +837,43 @@ def _heal_dict(row: sqlite3.Row) -> dict[str, Any]:
         heal[key] = json.loads(heal[key])
     heal["dry_run"] = bool(heal["dry_run"])
     return heal
+
+
+# ---- healer journal check --------------------------------------------------------------
+
+_TABLES = ("deliveries", "alerts", "heals", "events", "safety_actions", "safety_circuits",
+           "safety_pause")
+
+
+def check_file(path: Path) -> list[str]:
+    """What is wrong with the journal file at ``path`` (empty: nothing), read-only:
+    ``PRAGMA integrity_check`` and the schema version and tables."""
+    if not path.exists():
+        return [f"{path}: no such file"]
+    if path.is_dir():
+        return [f"{path}: is a directory, not a journal file"]
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [open_error(path, exc).removesuffix(f"; {check_hint(path)}")]
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check(100)")
+                    if row[0] != "ok"]
+        if problems:
+            return problems
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        why = "corrupt or not a SQLite database" if _is_corruption(exc) else "unreadable"
+        return [f"{path}: {why}: {exc}"]
+    finally:
+        db.close()
+    if version > SCHEMA_VERSION:
+        return [f"schema version {version} is newer than this healer's ({SCHEMA_VERSION})"]
+    if version == 0 and not tables:
+        return ["an empty SQLite file, not a healer journal (healer serve would initialise it)"]
+    missing = [t for t in _TABLES if t not in tables and not (version < 2 and t == "deliveries")]
+    if version < 1 or missing:
+        return [f"not a healer journal: schema version {version}, missing tables "
+                f"{', '.join(missing) or 'none'}"]
+    return []
