@@ -373,11 +373,10 @@ class Journal:
                 how = "was deleted" if found is None else "was replaced by another file"
                 raise self._break(f"{what} file {self.path}{suffix} {how} while healer ran")
 
-    def _break(self, why: str) -> JournalBroken:
+    def _break(self, why: str, then: str = "") -> JournalBroken:
         """Refuse every further read and write until restart, logging it once."""
         if self._broken is None:
-            self._broken = (f"journal {self.path}: {why}; refusing webhooks and writes "
-                            "until healer is restarted")
+            self._broken = f"journal {self.path}: {why}; refused until healer restarts{then}"
             log.error("journal broken", error=self._broken, journal=str(self.path))
         return JournalBroken(self._broken)
 
@@ -385,7 +384,7 @@ class Journal:
         """A storage error as JournalUnavailable naming the file; corruption breaks the
         journal for good (until restart)."""
         if _is_corruption(exc):
-            return self._break(f"corrupt ({exc}); {check_hint(self.path)}")
+            return self._break(f"corrupt ({exc})", f"; {check_hint(self.path)}")
         return JournalUnavailable(f"journal {self.path}: {exc}")
 
     @staticmethod

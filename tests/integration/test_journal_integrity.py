@@ -18,11 +18,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from healer.api import Alert
 from healer.journal import HealPlan, Journal
+from tests.support import HealerFactory
 
 NOBODY = 65534
 # Run as root but bound by file permissions, like any unprivileged user.
@@ -170,3 +172,33 @@ def test_journal_check_is_listed_in_help(workdir: Path) -> None:
     """``healer --help`` lists the journal command; ``healer journal --help`` its check."""
     assert "journal" in healer("--help", cwd=workdir).stdout
     assert "check" in healer("journal", "--help", cwd=workdir).stdout
+
+
+def test_a_running_healer_whose_journal_is_deleted_answers_503_and_logs_it_once(
+        tmp_path: Path, healer_process: HealerFactory) -> None:
+    """``rm journal.db*`` under a running ``healer serve``: every later webhook post is
+    503 (Alertmanager keeps retrying; nothing is acknowledged that the next start would
+    not find), readiness names the file, and the log says so in one line, not one per
+    request."""
+    journal = tmp_path / "journal.db"
+    config = tmp_path / "healer.yml"
+    config.write_text(yaml.safe_dump({
+        "journal": str(journal), "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"}}))
+    proc = healer_process.start(config, env={"HEALER_WEBHOOK_TOKEN": "", "HEALER_ADMIN_TOKEN": ""})
+    body = {"version": "4", "status": "firing", "receiver": "healer", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Nothing"}, "startsAt":
+         "2026-11-23T08:00:00Z", "fingerprint": "abc123"}]}
+    with httpx.Client(base_url=proc.url, timeout=10) as client:
+        assert client.post("/api/v1/alerts", json=body).status_code == 200
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{journal}{suffix}").unlink(missing_ok=True)
+        codes = [client.post("/api/v1/alerts", json={**body, "alerts": [
+            {**body["alerts"][0], "fingerprint": f"new{i}"}]}).status_code for i in range(5)]
+        assert codes == [503] * 5
+        check = client.get("/health/ready").json()["checks"]["journal"]
+        assert check["status"] == "down" and f"{journal} was deleted" in check["error"]
+    proc.stop()
+    log = proc.log_path.read_text()
+    assert log.count("journal broken") == 1, log
+    assert "refused until healer restarts" in log
+    assert "Traceback" not in log
