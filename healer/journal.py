@@ -326,6 +326,7 @@ class Journal:
             raise JournalUnavailable(open_error(self.path, exc)) from exc
         try:
             db.row_factory = sqlite3.Row
+            self._refuse_unknown(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
@@ -387,12 +388,22 @@ class Journal:
             return self._break(f"corrupt ({exc})", f"; {check_hint(self.path)}")
         return JournalUnavailable(f"journal {self.path}: {exc}")
 
+    def _refuse_unknown(self, db: sqlite3.Connection) -> None:
+        """Before anything is written (even the switch to WAL): a journal of a newer
+        healer, or another application's database, is refused as it is."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(
+                f"journal {self.path}: cannot open: its schema {version} is newer than this"
+                f" healer's ({SCHEMA_VERSION}): upgrade healer")
+        if (foreign := _foreign_tables(db)) is not None:
+            raise JournalUnavailable(
+                f"journal {self.path}: cannot open: not a healer journal (another "
+                f"application's SQLite database? tables: {foreign}); {check_hint(self.path)}")
+
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalUnavailable(f"journal schema {version} is newer than this healer's "
-                                     f"({SCHEMA_VERSION}): upgrade healer")
         if version == SCHEMA_VERSION:
             return
         columns = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
@@ -844,9 +855,19 @@ _TABLES = ("deliveries", "alerts", "heals", "events", "safety_actions", "safety_
            "safety_pause")
 
 
+def _foreign_tables(db: sqlite3.Connection) -> str | None:
+    """The tables of a SQLite file that is not a healer journal, or None: it is one (a
+    version-1 journal carries user_version 0, and an ``alerts`` table), or it is empty."""
+    tables = sorted(r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"))
+    if not tables or "alerts" in tables:
+        return None
+    return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+
+
 def check_file(path: Path) -> list[str]:
     """What is wrong with the journal file at ``path`` (empty: nothing), read-only:
-    ``PRAGMA integrity_check`` and the schema version and tables."""
+    ``PRAGMA integrity_check``, then whether it is a healer journal this healer reads."""
     if not path.exists():
         return [f"{path}: no such file"]
     if path.is_dir():
@@ -861,7 +882,8 @@ def check_file(path: Path) -> list[str]:
         if problems:
             return problems
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        foreign = _foreign_tables(db)
+        empty = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
     except sqlite3.Error as exc:
         why = "corrupt or not a SQLite database" if _is_corruption(exc) else "unreadable"
         return [f"{path}: {why}: {exc}"]
@@ -869,10 +891,10 @@ def check_file(path: Path) -> list[str]:
         db.close()
     if version > SCHEMA_VERSION:
         return [f"schema version {version} is newer than this healer's ({SCHEMA_VERSION})"]
-    if version == 0 and not tables:
-        return ["an empty SQLite file, not a healer journal (healer serve would initialise it)"]
-    missing = [t for t in _TABLES if t not in tables and not (version < 2 and t == "deliveries")]
-    if version < 1 or missing:
-        return [f"not a healer journal: schema version {version}, missing tables "
-                f"{', '.join(missing) or 'none'}"]
+    if empty:
+        return ["an empty SQLite file, not a healer journal yet (healer serve would "
+                "initialise it)"]
+    if foreign is not None:
+        return [f"not a healer journal: another application's SQLite database? "
+                f"(tables: {foreign})"]
     return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -101,6 +102,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def another_apps_database(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    db.close()
+
+
+DAMAGE["another-apps-database"] = another_apps_database
+
+
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_serve_exits_with_one_line_naming_a_bad_journal(workdir: Path, damage: str) -> None:
     """For every kind of unusable journal, ``healer serve`` exits 1 before listening with
@@ -152,16 +162,13 @@ def test_journal_check_passes_a_sound_journal_read_only(workdir: Path) -> None:
 def test_journal_check_refuses_what_is_not_a_healer_journal(workdir: Path,
                                                             content: str) -> None:
     """No file, an empty file and another application's SQLite database are not
-    journals: exit 1 with the reason."""
+    journals: exit 1 with the reason (serve refuses the last one too, above, rather
+    than write its tables into someone else's database)."""
     journal = workdir / "journal.db"
     if content == "empty-sqlite":
         journal.touch()
     elif content == "other-sqlite":
-        import sqlite3
-
-        with sqlite3.connect(journal) as db:
-            db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
-        db.close()
+        another_apps_database(journal)
     proc = healer("journal", "check", str(journal), cwd=workdir)
     assert proc.returncode == 1
     assert {"missing": "no such file", "empty-sqlite": "not a healer journal",
