@@ -18,6 +18,12 @@ Usage::
     heal = await journal.get_heal(heal_id)
     await journal.close()
 
+Broken files: each write batch (and so each readiness probe) checks that the database
+and WAL files at ``path`` are still the ones opened; if one was deleted or replaced, or
+SQLite reports corruption (SQLITE_CORRUPT, SQLITE_NOTADB) from any read or write, the
+journal refuses everything until restart (JournalBroken, logged once): acknowledging
+into a file the next start will not read would lose alerts and safety state.
+
 Exactly-once: a firing alert is keyed by ``(fingerprint, startsAt)``; the first
 receipt creates its heal in the same transaction, every later receipt (repeat,
 HA peer, retry, after a restart) only bumps ``times_seen``.
@@ -285,9 +291,9 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._closed = False
         # The files this journal was opened on (the database and its WAL): a write goes
-        # only where the next start will read it. Set once broken; never cleared.
+        # only where the next start will read it.
         self._files: dict[str, _Identity] = {}
-        self._broken: str | None = None
+        self._broken: str | None = None  # why it is refused until restart; never cleared
         self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
 
