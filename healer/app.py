@@ -17,13 +17,14 @@ from contextlib import asynccontextmanager
 
 import httpx
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 import healer
 from healer.config import HealerConfig, Secrets
 from healer.docker_adapter import DockerAdapter
-from healer.errors import ConfigError
+from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
@@ -95,8 +96,15 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
 
     app = FastAPI(title="healer", version=healer.__version__, lifespan=lifespan,
                   description="Auto-healing for services monitored by Prometheus.")
+    app.add_exception_handler(JournalUnavailable, _journal_unavailable)
     app.include_router(receiver.router)
     app.include_router(heals.router)
     app.include_router(safety.router)
     app.include_router(health.router)
     return app
+
+
+async def _journal_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Any endpoint whose journal read or write fails (corrupt, deleted, disk full)
+    answers 503 with the reason, never a 500."""
+    return JSONResponse({"error": f"journal unavailable: {exc}"[:500]}, status_code=503)

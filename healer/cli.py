@@ -1,5 +1,5 @@
-"""``healer`` command line: serve, check-config, --version; pause, resume, circuits and
-circuit-close talk to a running daemon (healer/admin_cli.py)."""
+"""``healer`` command line: serve, check-config, journal check, --version; pause, resume,
+circuits and circuit-close talk to a running daemon (healer/admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
+    journal = sub.add_parser("journal", help="inspect a journal file (journal check FILE)")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True,
+                                         metavar="SUBCOMMAND")
+    journal_check = journal_sub.add_parser(
+        "check", help="check a journal file's integrity and schema, read-only (0 = sound)")
+    journal_check.add_argument("file", type=Path)
     add_admin_parsers(sub)
     return parser
 
@@ -72,9 +78,32 @@ def check_config(path: Path) -> int:
     return 0
 
 
+_SHOWN = 20  # problems printed by `healer journal check`
+
+
+def check_journal(path: Path) -> int:
+    from healer.journal import SCHEMA_VERSION, check_file
+
+    problems = check_file(path)
+    if problems:
+        print(f"{path}: NOT OK, {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems[:_SHOWN]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(problems) > _SHOWN:
+            print(f"  ... and {len(problems) - _SHOWN} more", file=sys.stderr)
+        if path.is_file():
+            print("healer serve refuses it: restore the journal from a backup, or move it "
+                  "aside to start with an empty one", file=sys.stderr)
+        return 1
+    print(f"{path}: ok (integrity check passed, schema version <= {SCHEMA_VERSION})")
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from healer.app import create_app
     from healer.config import check_exposure, load_config, resolve_secrets
+    from healer.errors import JournalUnavailable
+    from healer.journal import Journal
     from healer.logs import configure_logging
     from healer.plugins import HandlerRegistry
     from healer.server import serve_app
@@ -99,6 +128,11 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
+    try:
+        Journal.check_can_open(config.journal)
+    except JournalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     app = create_app(config, secrets, handlers=handlers)
     return serve_app(app, host=config.host, port=config.port, grace=config.shutdown_grace)
 
@@ -107,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "journal":
+        return check_journal(args.file)
     if args.command in ("pause", "resume", "circuits", "circuit-close"):
         from healer.admin_cli import run
 

@@ -8,6 +8,8 @@
     ├── PluginValidationError       a handler plugin breaks the contract (start-up stops)
     ├── PayloadError                a webhook / manual-trigger body is malformed (-> 4xx)
     ├── JournalUnavailable          the journal cannot be written (-> 503, Alertmanager retries)
+    │   └── JournalBroken           its file was deleted, replaced or is corrupt: refused
+    │                               until a restart (readiness down, every write 503)
     └── HealError                   something went wrong inside one heal; carries heal id,
         │                           rule and handler so every log line and record names them
         ├── InvalidParams           params (after label substitution) do not validate -> refused
@@ -66,6 +68,11 @@ class PayloadError(HealerError):
 
 class JournalUnavailable(HealerError):
     """The journal could not durably store something."""
+
+
+class JournalBroken(JournalUnavailable):
+    """The journal's file is gone, replaced or corrupt: nothing more is accepted until
+    healer restarts (what is written now would not be where the next start reads)."""
 
 
 class HealError(HealerError):

@@ -13,10 +13,16 @@ own data is durable.
 Usage::
 
     journal = await Journal.open(Path("healer.db"))
-    dispositions = await journal.ingest(alerts, match=ruleset.match)
+    dispositions = await journal.ingest(alerts, match=ruleset.plan_for)
     await journal.add_event(heal_id, "verifying", "verify_sample", {...})
     heal = await journal.get_heal(heal_id)
     await journal.close()
+
+Broken files: each write batch (and so each readiness probe) checks that the database
+and WAL files at ``path`` are still the ones opened; if one was deleted or replaced, or
+SQLite reports corruption (SQLITE_CORRUPT, SQLITE_NOTADB) from any read or write, the
+journal refuses everything until restart (JournalBroken, logged once): acknowledging
+into a file the next start will not read would lose alerts and safety state.
 
 Exactly-once: a firing alert is keyed by ``(fingerprint, startsAt)``; the first
 receipt creates its heal in the same transaction, every later receipt (repeat,
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import sqlite3
 import time
 import uuid
@@ -40,11 +47,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from healer.errors import JournalUnavailable
+import structlog
+
+from healer.errors import JournalBroken, JournalUnavailable
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data, redact_dsn
 
 T = TypeVar("T")
+log = structlog.get_logger("healer.journal")
 
 _SCHEMA = """
 -- Every webhook POST that brought at least one new alert, as received: the alerts'
@@ -227,6 +237,17 @@ def alert_key_time(moment: datetime) -> str:
 _LOOKUP_CHUNK = 500
 
 
+# A POST larger than this is matched against the rules on a worker thread.
+_MATCH_INLINE_MAX = 64 * 1024
+
+
+def _plans(alerts: Sequence[ReceivedAlert],
+           match: Callable[[ReceivedAlert], HealPlan | None]) -> list[HealPlan | None]:
+    """Each firing alert's plan (a resolved one starts nothing), computed outside any
+    transaction; a duplicate's plan is simply not used."""
+    return [match(a) if a.status == "firing" else None for a in alerts]
+
+
 def new_heal_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -235,41 +256,173 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
+# What sqlite3 reports for a damaged file (SQLITE_CORRUPT) or one that is not a
+# database at all (SQLITE_NOTADB).
+_CORRUPTION = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and \
+        getattr(exc, "sqlite_errorcode", None) in _CORRUPTION
+
+
+def check_hint(path: Path) -> str:
+    return f"run `healer journal check {path}` for details"
+
+
+def open_error(path: Path, exc: BaseException) -> str:
+    """Why ``path`` cannot be used as a journal, in one line naming the file."""
+    if path.is_dir():
+        why = "is a directory, not a journal file"
+    elif isinstance(exc, PermissionError) or (
+            path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        why = f"permission denied (healer runs as uid {os.getuid()})"
+    elif not path.exists() and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        why = f"cannot create it: permission denied on {path.parent}"
+    elif _is_corruption(exc):
+        why = f"the file is corrupt or not a healer journal ({exc})"
+    else:
+        why = str(exc)
+    return f"journal {path}: cannot open: {why}; {check_hint(path)}"
+
+
+_Identity = tuple[int, int]
+
+
+def _identity(path: Path | str) -> _Identity | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healer-journal")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        # The files this journal was opened on (the database and its WAL): a write goes
+        # only where the next start will read it.
+        self._files: dict[str, _Identity] = {}
+        self._broken: str | None = None  # why it is refused until restart; never cleared
         self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Journal:
+        """Open (or create) the journal, migrate it and check its pages
+        (``PRAGMA quick_check``); any problem is a JournalUnavailable naming the file."""
         journal = cls(path)
-        await journal._call(journal._open)
+        try:
+            await journal._call(journal._open)
+        except BaseException:
+            journal._pool.shutdown(wait=False)
+            raise
         return journal
 
+    @classmethod
+    def check_can_open(cls, path: Path) -> None:
+        """Open, migrate and check the journal once, synchronously, then close it:
+        ``healer serve`` does this before listening, so that a bad journal is one line
+        naming the file and exit 1, not a traceback. Raises JournalUnavailable."""
+        journal = cls(path)
+        try:
+            journal._open()
+        finally:
+            if journal._db is not None:
+                journal._db.close()
+            journal._pool.shutdown(wait=False)
+
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(str(self.path))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalUnavailable(open_error(self.path, exc)) from exc
         try:
             db.row_factory = sqlite3.Row
+            self._refuse_unknown(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             self._migrate(db)
+            if not self._files:  # the first open: are all pages sound?
+                problem = " ".join(db.execute("PRAGMA quick_check(1)").fetchone()[0].split())
+                if problem != "ok":
+                    raise JournalUnavailable(
+                        f"journal {self.path}: cannot open: the file is corrupt ({problem});"
+                        f" {check_hint(self.path)}")
+            self._note_files()
+        except (sqlite3.Error, OSError) as exc:
+            db.close()
+            raise JournalUnavailable(open_error(self.path, exc)) from exc
         except BaseException:
             db.close()
             raise
         self._db = db
 
+    def _note_files(self) -> None:
+        """Remember the files just opened; a reopen must find the same database file
+        (its WAL may be new: closing the last connection deletes it)."""
+        db_file = _identity(self.path)
+        if db_file is None or self._files.get("db", db_file) != db_file:
+            raise self._break("was deleted or replaced while healer ran")
+        self._files["db"] = db_file
+        wal = _identity(f"{self.path}-wal")
+        if wal is not None:
+            self._files["wal"] = wal
+        else:
+            self._files.pop("wal", None)
+
+    def _check_files(self) -> None:
+        """Cheap (two stat calls, once per write batch and per readiness probe): the
+        database and WAL files at the journal's path are still the ones healer writes.
+        After ``rm journal.db*``, a restore from backup or a moved directory, what
+        healer wrote would be lost at the next start, so it stops acknowledging."""
+        for kind, suffix in (("db", ""), ("wal", "-wal")):
+            expected = self._files.get(kind)
+            if expected is None:
+                continue
+            found = _identity(f"{self.path}{suffix}")
+            if found != expected:
+                what = "database" if kind == "db" else "write-ahead log"
+                how = "was deleted" if found is None else "was replaced by another file"
+                raise self._break(f"{what} file {self.path}{suffix} {how} while healer ran")
+
+    def _break(self, why: str, then: str = "") -> JournalBroken:
+        """Refuse every further read and write until restart, logging it once."""
+        if self._broken is None:
+            self._broken = f"journal {self.path}: {why}; refused until healer restarts{then}"
+            log.error("journal broken", error=self._broken, journal=str(self.path))
+        return JournalBroken(self._broken)
+
+    def _storage_error(self, exc: sqlite3.Error) -> JournalUnavailable:
+        """A storage error as JournalUnavailable naming the file; corruption breaks the
+        journal for good (until restart)."""
+        if _is_corruption(exc):
+            return self._break(f"corrupt ({exc})", f"; {check_hint(self.path)}")
+        return JournalUnavailable(f"journal {self.path}: {exc}")
+
+    def _refuse_unknown(self, db: sqlite3.Connection) -> None:
+        """Before anything is written (even the switch to WAL): a journal of a newer
+        healer, or another application's database, is refused as it is."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(
+                f"journal {self.path}: cannot open: its schema {version} is newer than this"
+                f" healer's ({SCHEMA_VERSION}): upgrade healer")
+        if (foreign := _foreign_tables(db)) is not None:
+            raise JournalUnavailable(
+                f"journal {self.path}: cannot open: not a healer journal (another "
+                f"application's SQLite database? tables: {foreign}); {check_hint(self.path)}")
+
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalUnavailable(f"journal schema {version} is newer than this healer's "
-                                     f"({SCHEMA_VERSION}): upgrade healer")
         if version == SCHEMA_VERSION:
             return
         columns = {r[1] for r in db.execute("PRAGMA table_info(alerts)")}
@@ -303,16 +456,21 @@ class Journal:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn)
+        return await loop.run_in_executor(self._pool, partial(self._guarded, fn))
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.Error as exc:  # a read (writes convert their own): name the file
+            raise self._storage_error(exc) from exc
 
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise JournalUnavailable("journal is closed")
+        if self._broken is not None:
+            raise JournalBroken(self._broken)
         if self._db is None:  # dropped after a failure that left it unusable: reopen
-            try:
-                self._open()
-            except (sqlite3.Error, OSError) as exc:
-                raise JournalUnavailable(f"journal {self.path}: cannot reopen: {exc}") from exc
+            self._open()
         assert self._db is not None
         return self._db
 
@@ -323,6 +481,7 @@ class Journal:
         writable again) the next call succeeds, without a restart.
         """
         db = self._conn()
+        self._check_files()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -333,7 +492,7 @@ class Journal:
                 raise
             return result
         except sqlite3.Error as exc:
-            raise JournalUnavailable(f"journal {self.path}: {exc}") from exc
+            raise self._storage_error(exc) from exc
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(db)`` on the journal's thread (for modules owning their own tables)."""
@@ -396,7 +555,7 @@ class Journal:
             db.execute("ROLLBACK TO w")
             db.execute("RELEASE w")
             if isinstance(exc, sqlite3.Error):
-                exc = JournalUnavailable(f"journal {self.path}: {exc}")
+                exc = self._storage_error(exc)
             return False, exc
         db.execute("RELEASE w")
         return True, value
@@ -428,15 +587,22 @@ class Journal:
         ``alerts[i]``. ``received_at`` (when the request arrived) goes into each new
         heal's ``matched`` event, so a timeline shows the whole path from the webhook on.
         """
-        now = time.time()
         if body is None:
             body = _dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
                                       for a in alerts]})
+        # Matching is done here, before the write is queued: inside the transaction one
+        # slow match would hold up every other post and heal write. A large POST is
+        # matched on a worker thread (RE2 releases the GIL), so the loop serves others.
+        if len(body) > _MATCH_INLINE_MAX:
+            plans = await asyncio.to_thread(_plans, alerts, match)
+        else:
+            plans = _plans(alerts, match)
+        now = time.time()
         return await self.transaction(
-            lambda db: self._ingest_batch(db, alerts, match, now, received_at, body))
+            lambda db: self._ingest_batch(db, alerts, plans, now, received_at, body))
 
     def _ingest_batch(self, db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
-                      match: Callable[[ReceivedAlert], HealPlan | None], now: float,
+                      plans: Sequence[HealPlan | None], now: float,
                       received_at: float | None, body: str) -> list[Disposition]:
         """One query finds which alerts were seen before; new ones are inserted and
         repeats counted with one ``executemany`` each (no per-alert round trips)."""
@@ -475,7 +641,7 @@ class Journal:
                 disposition = "stale"
                 result = Disposition(alert.fingerprint, "ignored",
                                      reason="stale: this alert was already resolved")
-            elif (plan := match(alert)) is None:
+            elif (plan := plans[idx]) is None:
                 disposition = "ignored"
                 result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
             else:
@@ -711,3 +877,54 @@ def _heal_dict(row: sqlite3.Row) -> dict[str, Any]:
         heal[key] = json.loads(heal[key])
     heal["dry_run"] = bool(heal["dry_run"])
     return heal
+
+
+# ---- healer journal check --------------------------------------------------------------
+
+_TABLES = ("deliveries", "alerts", "heals", "events", "safety_actions", "safety_circuits",
+           "safety_pause")
+
+
+def _foreign_tables(db: sqlite3.Connection) -> str | None:
+    """The tables of a SQLite file that is not a healer journal, or None: it is one (a
+    version-1 journal carries user_version 0, and an ``alerts`` table), or it is empty."""
+    tables = sorted(r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"))
+    if not tables or "alerts" in tables:
+        return None
+    return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+
+
+def check_file(path: Path) -> list[str]:
+    """What is wrong with the journal file at ``path`` (empty: nothing), read-only:
+    ``PRAGMA integrity_check``, then whether it is a healer journal this healer reads."""
+    if not path.exists():
+        return [f"{path}: no such file"]
+    if path.is_dir():
+        return [f"{path}: is a directory, not a journal file"]
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [open_error(path, exc).removesuffix(f"; {check_hint(path)}")]
+    try:
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check(100)")
+                    if row[0] != "ok"]
+        if problems:
+            return problems
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        foreign = _foreign_tables(db)
+        empty = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+    except sqlite3.Error as exc:
+        why = "corrupt or not a SQLite database" if _is_corruption(exc) else "unreadable"
+        return [f"{path}: {why}: {exc}"]
+    finally:
+        db.close()
+    if version > SCHEMA_VERSION:
+        return [f"schema version {version} is newer than this healer's ({SCHEMA_VERSION})"]
+    if empty:
+        return ["an empty SQLite file, not a healer journal yet (healer serve would "
+                "initialise it)"]
+    if foreign is not None:
+        return [f"not a healer journal: another application's SQLite database? "
+                f"(tables: {foreign})"]
+    return []

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import enum
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NoReturn, Self
+from typing import Any, NoReturn, Protocol, Self
+
+import re2
 
 from healer.errors import MatcherSyntaxError
 
@@ -38,7 +39,6 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _BLANKS = " \t\n\r\f"
 _RESERVED = "{}!=~,\\\"'`"
 _ESCAPES = {"\\n": "\n", '\\"': '"', "\\\\": "\\"}
-_LEADING_FLAGS = re.compile(r"\(\?([ims]+)\)")
 
 
 class MatchType(enum.StrEnum):
@@ -48,29 +48,58 @@ class MatchType(enum.StrEnum):
     NRE = "!~"
 
 
-def _compile(value: str) -> re.Pattern[str]:
-    """Compile ``value`` the way Alertmanager does (``^(?:value)$`` in RE2 syntax)."""
-    # Go accepts a leading (?i) inside the wrapping group; Python 3.11 only accepts global
-    # flags at the very start, so turn it into the equivalent scoped group.
-    flags = _LEADING_FLAGS.match(value)
-    head = f"^(?{flags[1]}:" if flags else "^(?:"
-    body = value[flags.end() :] if flags else value
-    with warnings.catch_warnings():
-        # Python reads [[:alpha:]] as a plain set with a FutureWarning where RE2 sees a
-        # POSIX class: refuse it rather than silently match something else.
-        warnings.simplefilter("error", FutureWarning)
-        try:
-            # \Z, not $: Python's $ also matches before a final newline, Go's does not.
-            # ASCII: RE2's \d, \w, \s and \b are ASCII-only.
-            return re.compile(f"{head}{body})\\Z", re.ASCII)
-        except (re.error, FutureWarning) as exc:
-            reason = exc.msg if isinstance(exc, re.error) else str(exc)
-        try:
-            # The bare value usually explains better, with a position in the user's text.
-            re.compile(body, re.ASCII)
-        except (re.error, FutureWarning) as exc:
-            reason = str(exc)
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported as a config error, not on stderr
+    return options
+
+
+_OPTIONS = _re2_options()
+# C++ RE2 accepts \C (any byte) where Go's regexp refuses it; outside a class, after an
+# even run of backslashes (an escaped backslash followed by C is a literal "\C").
+_ANY_BYTE = re.compile(r"(?<!\\)(?:\\\\)*\\C")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Pattern(Protocol):
+    """A compiled RE2 pattern (google-re2 ships no type information)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def _search(pattern: Pattern, text: str) -> bool:
+    try:
+        return pattern.search(text) is not None
+    except UnicodeEncodeError:
+        # A lone surrogate (from a JSON "\\ud800") cannot be UTF-8; Go's JSON decoder
+        # reads it as U+FFFD, so that is what Alertmanager matched.
+        return pattern.search(_SURROGATE.sub("\ufffd", text)) is not None
+
+
+def _compile(value: str) -> Pattern:
+    r"""Compile ``value`` the way Alertmanager does: ``^(?:value)$`` with Go's RE2.
+
+    google-re2 is the same engine (linear time in the input, no backtracking) with the
+    same Perl-like syntax: no backreferences or lookaround, ASCII ``\d \w \s \b``,
+    ``$`` only at the end of the text, POSIX classes such as ``[[:alpha:]]``.
+    """
+    if _ANY_BYTE.search(value):
+        raise ValueError(f"invalid regular expression {value!r}: invalid escape sequence: \\C")
+    try:
+        pattern: Pattern = re2.compile(f"^(?:{value})$", _OPTIONS)
+        return pattern
+    except re2.error as exc:
+        reason = _reason(exc)
+    try:  # the bare value usually explains better, quoting the user's own text
+        re2.compile(value, _OPTIONS)
+    except re2.error as exc:
+        reason = _reason(exc)
     raise ValueError(f"invalid regular expression {value!r}: {reason}")
+
+
+def _reason(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +109,7 @@ class Matcher:
     name: str
     type: MatchType
     value: str
-    regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    regex: Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _LABEL_NAME.fullmatch(self.name):
@@ -98,7 +127,7 @@ class Matcher:
         actual = labels.get(self.name, "")
         # search, not fullmatch: the anchors are in the pattern, exactly as in Go, where
         # =~"a)|(b" becomes ^(?:a)|(b)$ and so matches anything starting with "a".
-        hit = actual == self.value if self.regex is None else bool(self.regex.search(actual))
+        hit = actual == self.value if self.regex is None else _search(self.regex, actual)
         return hit if self.type in (MatchType.EQ, MatchType.RE) else not hit
 
     def __str__(self) -> str:

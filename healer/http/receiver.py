@@ -18,7 +18,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from healer.errors import JournalUnavailable, PayloadError
+from healer.errors import JournalBroken, JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_webhook_auth
 from healer.http.body import read_json_body
@@ -66,7 +66,8 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
         dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for,
                                                 body=body.decode(), received_at=arrived)
     except JournalUnavailable as exc:
-        log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
+        if not isinstance(exc, JournalBroken):  # that one is logged once, by the journal
+            log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
         return JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
 
     started: list[dict[str, Any]] = []
