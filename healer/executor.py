@@ -112,9 +112,10 @@ class Executor:
         """Heals waiting for min_firing (timers, not tasks)."""
         return len(self._waits)
 
-    def submit(self, job: HealJob, *, waited: bool = False) -> None:
+    def submit(self, job: HealJob, *, waited: bool = False, resumed: bool = False) -> None:
         """Start a heal now, or once its alert has fired for min_firing (``waited``: that
-        wait is over). A paused healer does not wait: the heal ends suppressed at once."""
+        wait is over). A paused healer does not wait: the heal ends suppressed at once.
+        ``resumed``: a previous run left it pending (see :meth:`_gone_while_down`)."""
         if self._closing:
             return  # stays pending in the journal; the next start picks it up
         if not waited and not self._gates.paused_now():
@@ -122,7 +123,7 @@ class Executor:
             if wait is not None and job.alert is not None:
                 self._wait(job, job.alert, wait)
                 return
-        self._spawn(self._run(job, waited=waited), job.heal_id)
+        self._spawn(self._run(job, waited=waited, resumed=resumed), job.heal_id)
 
     def _wait(self, job: HealJob, alert: Alert, wait: dict[str, float]) -> None:
         """A timer, not a task: registered before anything is awaited, so a resolve that
@@ -194,7 +195,8 @@ class Executor:
                     self._bind(job).info("heal finished", outcome=str(outcome), reason=reason,
                                          resumed=True)
                     continue
-                self.submit(job)  # a min_firing wait resumes as a timer for what is left
+                # A min_firing wait resumes as a timer for what is left.
+                self.submit(job, resumed=True)
                 continue
             if row["outcome"] is None:
                 await self._interrupt(job, phase, f"healer died while {phase}", {})
@@ -265,7 +267,7 @@ class Executor:
 
     # ---- one heal -----------------------------------------------------------
 
-    async def _run(self, job: HealJob, *, waited: bool = False) -> None:
+    async def _run(self, job: HealJob, *, waited: bool = False, resumed: bool = False) -> None:
         log = self._bind(job)
         state = HealState()
         durations: dict[str, float] = {}
@@ -284,6 +286,8 @@ class Executor:
                 if early is None and (waited or contended):
                     # It waited (min_firing, or a slot): its alert may have resolved since.
                     early = await self._gates.resolved(job.rule, job.alert)
+                if early is None and resumed and not waited:
+                    early = await self._gone_while_down(job)
                 if early is not None:
                     raise _End(*early)
                 outcome, reason = await self._phases(job, state, durations, log)
@@ -385,6 +389,25 @@ class Executor:
             state.advance(Phase.VERIFYING)
             await self._journal.set_phase(heal_id, Phase.VERIFYING)
             return await self._verify(job, durations, record, log)
+
+    async def _gone_while_down(self, job: HealJob) -> tuple[Outcome, str] | None:
+        """A heal resumed at start whose alert may have resolved while healer was down:
+        Alertmanager re-delivers that resolve only after a retry, by when the heal would
+        have acted. So ask Prometheus, once: no longer firing -> ``no_action``. (Cannot
+        tell, or still firing: the heal goes on.)"""
+        spec = job.verify
+        if job.alert is None or (spec.get("query") is None and "alertname" not in job.labels):
+            return None
+        query = await self._verifier.query_for(Condition(labels=job.labels,
+                                                         query=spec.get("query")))
+        sample = await self._verifier.sample(query)
+        await self._journal.add_event(job.heal_id, Phase.PENDING, "firing_check",
+                                      {"query": query, **sample.as_event()})
+        if sample.healthy is not True:
+            return None
+        return Outcome.NO_ACTION, (
+            "resolved before acting: resumed after a restart, and Prometheus no longer "
+            f"reports the alert firing ({query[:200]})")
 
     async def _unless_resolved(self, job: HealJob) -> None:
         """End the heal ``no_action`` if its alert resolved (paths that never reach the

@@ -124,3 +124,34 @@ def test_kill_9_while_pending_and_the_alert_resolves_while_healer_is_down(
     assert timeline.index("resumed") < timeline.index("alert_resolved") < timeline.index(
         "outcome")
     assert "check" not in timeline
+
+
+def test_kill_9_with_every_slot_busy_and_the_alert_resolving_while_healer_is_down(
+        loop_with, docker_client, tmp_path: Path) -> None:
+    """The alert's heal is pending behind a busy slot (no min_firing) when healer is
+    SIGKILLed; the alert resolves while healer is down. At the restart the heal would run
+    at once, before Alertmanager re-delivers the resolve: it asks Prometheus first, finds
+    the alert no longer firing, ends no_action, and dockerd never restarts the
+    container."""
+    since = time.time()
+    loop = loop_with(max_concurrent_heals=1)
+    release = tmp_path / "release"
+    try:
+        hold_the_slot(loop, release)
+        loop.service.break_()
+        heal = alert_heal(loop)
+        assert heal["phase"] == "pending"
+        loop.healer.kill()
+        loop.service.repair()
+        wait_until(lambda: not loop.firing(), timeout=60, interval=0.5,
+                   what="Prometheus to resolve the alert")
+        loop.healer.restart()
+        done = wait_for_done(loop, heal["id"])
+    finally:
+        release.touch()  # the slot holder's script outlived the killed healer
+    assert_no_action(done, loop, docker_client, since)
+    # Prometheus answered "gone" (or, should Alertmanager's re-delivery win the race
+    # with the resumed heal, the journal said "resolved": either way, no action).
+    checks = [e["data"] for e in done["timeline"] if e["kind"] == "firing_check"]
+    assert all(c["healthy"] is True for c in checks), checks
+    assert "check" not in kinds(done)

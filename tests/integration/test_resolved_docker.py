@@ -2,7 +2,8 @@
 show: of two pending heals, the one whose alert resolved ends ``no_action`` and its
 container is never restarted (dockerd's own events say so), while the other, still
 firing, is restarted - after waiting for a concurrency slot, and after a restart of
-healer."""
+healer (the resolve journaled before it, or only Prometheus knowing, as when the alert
+resolved while healer was down)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ RESTART = HealPlan("restart", "docker.restart",
                    {"query": None, "stable_for": 0.0, "timeout": 0.3, "interval": None}, False)
 
 
-def _config(tmp_path: Path, glob: str) -> dict[str, Any]:
+def _config(tmp_path: Path, glob: str, prometheus: str = "http://127.0.0.1:9"
+            ) -> dict[str, Any]:
     """``Hold`` -> the no-op handler (a slot holder the test releases); ``ServiceDown``
     -> docker.restart of ``labels.container``; one concurrency slot."""
     return {
         "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},  # -> unverified
+        "prometheus": {"url": prometheus, "timeout": "0.5s"},  # :9 -> unverified
         "verify": {"stable_for": "0s", "timeout": "0.3s"},
         "max_concurrent_heals": 1,
         "allow": [{"kind": "docker", "name": glob}, {"kind": "test", "name": "*"}],
@@ -121,3 +123,34 @@ async def test_resolved_while_healer_was_down_is_never_restarted(
     async with running_healer(_config(tmp_path, glob), handlers=handlers) as h:
         heals = [await h.wait_for_outcome(d.heal_id or "") for d in dispositions]
     _assert_only_the_firing_one_restarted(heals, names, docker_client, since)
+
+
+async def test_resolved_while_healer_was_down_and_only_prometheus_knows(
+        tmp_path: Path, containers, docker_client, prometheus) -> None:
+    """Two heals left pending by a dead healer, no resolve journaled (Alertmanager has
+    not re-delivered it yet). At the next start each asks a real Prometheus, once,
+    whether its alert still fires (here through the heal's own ``verify.query``):
+    ``vector(0)`` (gone) ends no_action, its container untouched; ``vector(1)`` (still
+    firing) is restarted."""
+    glob, names = _pair(containers)
+    since = time.time()
+    prom = prometheus.start([])
+    journal = await Journal.open(tmp_path / "journal.db")
+    try:
+        dispositions = [await journal.ingest([_alert(name)], lambda _, q=query: HealPlan(
+            RESTART.rule, RESTART.handler, RESTART.params, {**RESTART.verify, "query": q},
+            False)) for name, query in zip(names, ["vector(0)", "vector(1)"], strict=True)]
+    finally:
+        await journal.close()
+    handlers = HandlerRegistry.from_entry_points(("test.noop", Noop()))
+    async with running_healer(_config(tmp_path, glob, prom.url), handlers=handlers) as h:
+        heals = [await h.wait_for_outcome(d.heal_id or "") for [d] in dispositions]
+    resolved, firing = heals
+    assert resolved["outcome"] == "no_action", resolved["reason"]
+    assert "Prometheus no longer reports the alert firing (vector(0))" in resolved["reason"]
+    assert firing["outcome"] == "not_recovered", firing["reason"]  # acted; vector(1) stays
+    for heal, healthy in zip(heals, [True, False], strict=True):
+        check = next(e for e in heal["timeline"] if e["kind"] == "firing_check")
+        assert check["data"]["healthy"] is healthy
+    assert docker_restarts(docker_client, names[0], since) == 0
+    assert docker_restarts(docker_client, names[1], since) == 1
