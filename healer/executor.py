@@ -3,9 +3,16 @@
 Usage::
 
     executor = Executor(services)
-    executor.submit(job)          # returns at once; the heal runs as a task
+    executor.submit(job)          # returns at once; the heal runs as a task (after a
+                                  # min_firing timer for a young alert: no task meanwhile)
+    executor.alert_resolved(fingerprint, starts_at)   # a journaled resolve: waiting heals end
     await executor.resume()       # at start-up: rerun what had not acted, re-verify the rest
     await executor.close(grace)   # at shutdown: let heals finish, journal the rest interrupted
+
+A heal whose alert Alertmanager reported resolved before it acted ends ``no_action``
+("resolved before acting: ..."), whichever way it waited: for min_firing (ended when the
+resolve arrives), for a concurrency slot, across a restart, or while it checked (the
+admission reads the resolve in the same transaction that records the action).
 
 Every step lands in the journal timeline before the next one starts, every end
 is one outcome of ``healer.outcomes.Outcome`` and one increment of
@@ -28,15 +35,17 @@ from pydantic import ValidationError
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
 from healer.errors import InvalidParams, TargetRefused
-from healer.gates import Deferred, SafetyGates
-from healer.journal import Journal
+from healer.gates import Deferred, SafetyGates, alert_key
+from healer.journal import Journal, alert_key_time
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres import PostgresAdapter
 from healer.safety import Allowlist, TargetLocks
+from healer.safety_state import resolved_alerts
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
+from healer.waits import FiringWaits
 
 MANUAL = "(manual)"
 
@@ -93,6 +102,7 @@ class Executor:
         self._locks = TargetLocks()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waits: FiringWaits[HealJob] = FiringWaits()
         self._closing = False
         self._log = structlog.get_logger("healer.executor")
 
@@ -100,10 +110,58 @@ class Executor:
     def running(self) -> int:
         return len(self._tasks)
 
-    def submit(self, job: HealJob) -> None:
+    @property
+    def waiting(self) -> int:
+        """Heals waiting for min_firing (timers, not tasks)."""
+        return len(self._waits)
+
+    def submit(self, job: HealJob, *, waited: bool = False, resumed: bool = False) -> None:
+        """Start a heal now, or once its alert has fired for min_firing (``waited``: that
+        wait is over). A paused healer does not wait: the heal ends suppressed at once.
+        ``resumed``: a previous run left it pending (see :meth:`_gone_while_down`)."""
         if self._closing:
             return  # stays pending in the journal; the next start picks it up
-        self._spawn(self._run(job), job.heal_id)
+        if not waited and not self._gates.paused_now():
+            wait = self._gates.firing_wait(job.rule, job.alert)
+            if wait is not None and job.alert is not None:
+                self._wait(job, job.alert, wait)
+                return
+        self._spawn(self._run(job, waited=waited, resumed=resumed), job.heal_id)
+
+    def _wait(self, job: HealJob, alert: Alert, wait: dict[str, float]) -> None:
+        """A timer, not a task: registered before anything is awaited, so a resolve that
+        arrives from now on finds it (alert_resolved)."""
+        self._waits.add(job.heal_id, alert_key(alert), delay=wait["wait"], item=job,
+                        due=lambda due: self.submit(due, waited=True))
+        data = {k: v for k, v in wait.items() if k != "wait"}
+        written = self._journal.event_soon(job.heal_id, Phase.PENDING, "min_firing_wait", data)
+        written.add_done_callback(self._write_failed)
+        self._log.info("waiting for min_firing", heal_id=job.heal_id, rule=job.rule,
+                       min_firing=wait["min_firing"], wait=round(wait["wait"], 3))
+
+    def _write_failed(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            self._log.error("could not journal a min_firing wait", error=str(exc))
+
+    def alert_resolved(self, fingerprint: str, starts_at: datetime) -> None:
+        """Alertmanager's resolved notification for this alert is journaled: heals waiting
+        for its min_firing end now, ``no_action``. (Heals past that wait read the
+        journal themselves before acting.)"""
+        for job in self._waits.resolved((fingerprint, alert_key_time(starts_at))):
+            self._spawn(self._end_resolved(job), job.heal_id)
+
+    async def _end_resolved(self, job: HealJob) -> None:
+        log = self._bind(job)
+        try:
+            verdict = await self._gates.resolved(job.rule, job.alert)
+            if verdict is None:  # cannot be read back (yet): the heal goes its normal way
+                self.submit(job)
+                return
+            await self._finish(job, HealState(), *verdict, {})
+        except Exception:
+            log.exception("could not end a heal whose alert resolved")
+            return
+        log.info("heal finished", outcome=str(verdict[0]), reason=verdict[1])
 
     def _spawn(self, coro: Coroutine[Any, Any, None], heal_id: str) -> None:
         task = asyncio.create_task(coro, name=f"heal-{heal_id}")
@@ -120,23 +178,40 @@ class Executor:
           outcome (recovered / not_recovered / unverified) becomes the heal's.
         """
         rows = await self._journal.unfinished()
+        fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in (
+            Phase.PENDING, Phase.CHECKING)]
+        resolved = await self._journal.read(
+            lambda db: resolved_alerts(db, fresh)) if fresh else {}
+        writes: list[asyncio.Future[None]] = []  # queued together: a few commits, not one each
         for row in rows:
             job = HealJob.from_row(row)
             phase = Phase(row["phase"])
             if phase in (Phase.PENDING, Phase.CHECKING):
-                # Nothing was changed yet: run it from the start.
-                await self._journal.add_event(job.heal_id, phase, "resumed", {"from": phase})
-                self.submit(job)
+                # Nothing was changed yet: run it from the start, unless its alert resolved
+                # meanwhile (perhaps while healer was down).
+                writes.append(self._journal.event_soon(job.heal_id, phase, "resumed",
+                                                       {"from": phase}))
+                at = resolved.get(alert_key(job.alert)) if job.alert is not None else None
+                if job.alert is not None and at is not None:
+                    outcome, reason = self._gates.resolved_verdict(job.rule, job.alert, at)
+                    writes.append(self._finish_soon(job, HealState(phase), outcome, reason, {}))
+                    self._bind(job).info("heal finished", outcome=str(outcome), reason=reason,
+                                         resumed=True)
+                    continue
+                # A min_firing wait resumes as a timer for what is left.
+                self.submit(job, resumed=True)
                 continue
             if row["outcome"] is None:
                 await self._interrupt(job, phase, f"healer died while {phase}", {})
             self._spawn(self._reverify(job, phase, row["targets"]), job.heal_id)
+        await asyncio.gather(*writes)
         return len(rows)
 
     async def close(self, grace: float) -> None:
         """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
         rest, which journal themselves ``interrupted`` (re-verified at the next start)."""
         self._closing = True
+        self._waits.clear()  # waiting heals stay pending; the next start resumes them
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
@@ -152,10 +227,13 @@ class Executor:
                                    outcome=str(Outcome.INTERRUPTED)).inc()
         await self._journal.interrupt(job.heal_id, phase, reason, durations)
 
+    def _bind(self, job: HealJob) -> Any:
+        return self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
+                              fingerprint=job.fingerprint)
+
     async def _reverify(self, job: HealJob, phase: Phase, targets: list[str]) -> None:
         """Finish a heal a previous run left while acting or verifying: verify, never act."""
-        log = self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
-                             fingerprint=job.fingerprint)
+        log = self._bind(job)
         state = HealState(phase)
         durations: dict[str, float] = {}
 
@@ -192,22 +270,27 @@ class Executor:
 
     # ---- one heal -----------------------------------------------------------
 
-    async def _run(self, job: HealJob) -> None:
-        log = self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
-                             fingerprint=job.fingerprint)
+    async def _run(self, job: HealJob, *, waited: bool = False, resumed: bool = False) -> None:
+        log = self._bind(job)
         state = HealState()
         durations: dict[str, float] = {}
-        try:  # pause and min_firing: a waiting heal holds no slot
+        try:  # the pause (min_firing was a timer: a waiting heal holds no slot)
             early = await self._gates.before_check(heal_id=job.heal_id, rule=job.rule,
-                                                   alert=job.alert, log=log)
+                                                   alert=job.alert, waited=waited, log=log)
         except Deferred:
             return  # healer is stopping: the heal stays pending, the next start resumes it
         except Exception as exc:
             early = (Outcome.FAILED, f"safety gate failed: {type(exc).__name__}: {exc}")
         started = time.monotonic()
+        contended = self._slots.locked()
         async with self._slots:
             self._metrics.in_progress.inc()
             try:
+                if early is None and (waited or contended):
+                    # It waited (min_firing, or a slot): its alert may have resolved since.
+                    early = await self._gates.resolved(job.rule, job.alert)
+                if early is None and resumed and not waited:
+                    early = await self._gone_while_down(job)
                 if early is not None:
                     raise _End(*early)
                 outcome, reason = await self._phases(job, state, durations, log)
@@ -279,11 +362,13 @@ class Executor:
                 await record("refused", {"target": target.key, "fields": target.fields()})
                 raise _End(Outcome.REFUSED, refusal)
         if dry_run:
+            await self._unless_resolved(job)  # a dry run says what healer *would* do
             await record("dry_run", {"would_act_on": keys})
             raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(keys)}")
 
         async with self._locks.hold(keys) as held:
             if not held:
+                await self._unless_resolved(job)
                 busy = [k for k in keys if self._locks.busy(k)]
                 raise _End(Outcome.SUPPRESSED,
                            f"in flight: another heal is acting on {', '.join(busy)}")
@@ -307,6 +392,31 @@ class Executor:
             state.advance(Phase.VERIFYING)
             await self._journal.set_phase(heal_id, Phase.VERIFYING)
             return await self._verify(job, durations, record, log)
+
+    async def _gone_while_down(self, job: HealJob) -> tuple[Outcome, str] | None:
+        """A heal resumed at start whose alert may have resolved while healer was down:
+        Alertmanager re-delivers that resolve only after a retry, by when the heal would
+        have acted. So ask Prometheus, once: no longer firing -> ``no_action``. (Cannot
+        tell, or still firing: the heal goes on.)"""
+        spec = job.verify
+        if job.alert is None or (spec.get("query") is None and "alertname" not in job.labels):
+            return None
+        query = await self._verifier.query_for(Condition(labels=job.labels,
+                                                         query=spec.get("query")))
+        sample = await self._verifier.sample(query)
+        await self._journal.add_event(job.heal_id, Phase.PENDING, "firing_check",
+                                      {"query": query, **sample.as_event()})
+        if sample.healthy is not True:
+            return None
+        return Outcome.NO_ACTION, (
+            "resolved before acting: resumed after a restart, and Prometheus no longer "
+            f"reports the alert firing ({query[:200]})")
+
+    async def _unless_resolved(self, job: HealJob) -> None:
+        """End the heal ``no_action`` if its alert resolved (paths that never reach the
+        admission, which looks at it itself)."""
+        if (verdict := await self._gates.resolved(job.rule, job.alert)) is not None:
+            raise _End(*verdict)
 
     @staticmethod
     def _params(handler: Any, job: HealJob) -> Any:
@@ -371,13 +481,26 @@ class Executor:
 
     async def _finish(self, job: HealJob, state: HealState, outcome: Outcome, reason: str,
                       durations: dict[str, float]) -> None:
+        await self._finish_soon(job, state, outcome, reason, durations)
+
+    def _finish_soon(self, job: HealJob, state: HealState, outcome: Outcome, reason: str,
+                     durations: dict[str, float]) -> asyncio.Future[None]:
         state.finish(outcome)
         if "total" in durations:
             self._observe("total", job, durations["total"])
         self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
                                    outcome=str(outcome)).inc()
-        await self._journal.finish(job.heal_id, outcome, reason, durations)
+        done = self._journal.finish_soon(job.heal_id, outcome, reason, durations)
         if (outcome is Outcome.NOT_RECOVERED and job.alert is not None
                 and self._on_not_recovered is not None):
-            self._on_not_recovered(job.heal_id)
+            follow_up = self._on_not_recovered
+            heal_id = job.heal_id
+
+            def _journaled(future: asyncio.Future[None]) -> None:
+                # Only an outcome that is on disk may be followed up.
+                if not future.cancelled() and future.exception() is None:
+                    follow_up(heal_id)
+
+            done.add_done_callback(_journaled)
+        return done
 

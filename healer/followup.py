@@ -55,7 +55,7 @@ from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
 from healer.outcomes import Outcome, Phase
 from healer.rules import RuleSet
-from healer.safety_state import alert_resolved, format_seconds
+from healer.safety_state import alert_resolved_at, format_seconds
 
 Kind = Literal["none", "wait", "escalate", "retry"]
 
@@ -102,7 +102,7 @@ def claim(db: sqlite3.Connection, journal: Journal, heal_id: str, *, run_id: str
     if heal["outcome"] != Outcome.NOT_RECOVERED:
         return Claim("none")
     starts = alert_key_time(datetime.fromisoformat(heal["alert_starts_at"]))
-    if alert_resolved(db, heal["fingerprint"], starts):
+    if alert_resolved_at(db, (heal["fingerprint"], starts)) is not None:
         return Claim("none")
     row = db.execute("SELECT kind, run_id, deliveries FROM follow_ups WHERE heal_id=?",
                      (heal_id,)).fetchone()

@@ -1,15 +1,20 @@
 """The safety gates between "the handler wants to act" and acting: pause, min_firing,
-open circuits, cooldown and budget. Their state is in the journal
+a resolved alert, open circuits, cooldown and budget. Their state is in the journal
 (:mod:`healer.safety_state`), so it survives a restart.
 
 Usage (the executor, one heal)::
 
-    verdict = await gates.before_check(heal_id=..., rule=..., alert=..., log=log)
-    # -> None, or (Outcome.SUPPRESSED, "paused: deploy (...)"); waits for min_firing;
-    #    raises Deferred when healer stops meanwhile (the heal stays pending)
+    wait = gates.firing_wait(rule, alert)   # None, or {"wait": 42.0, ...}: the executor
+                                            # sets a timer; the heal holds no slot
+    verdict = await gates.before_check(heal_id=..., rule=..., alert=..., waited=..., log=log)
+    # -> None, or (Outcome.SUPPRESSED, "paused: deploy (...)");
+    #    raises Deferred when healer stops (the heal stays pending)
+    verdict = await gates.resolved(rule, alert)
+    # -> None, or (Outcome.NO_ACTION, "resolved before acting: ...")
     verdict = await gates.admit(heal_id=..., rule=..., targets=keys, alert=..., record=..., log=log)
-    # -> None (action recorded: go on and act), (SUPPRESSED, "cooldown (4m left) ..."),
-    #    (SUPPRESSED, "circuit open: ..."), (ESCALATED, "budget spent: ...")
+    # -> None (action recorded: go on and act), (NO_ACTION, "resolved before acting: ..."),
+    #    (SUPPRESSED, "cooldown (4m left) ..."), (SUPPRESSED, "circuit open: ..."),
+    #    (ESCALATED, "budget spent: ...")
 
 and (the API / CLI)::
 
@@ -21,11 +26,15 @@ Decisions, in order, for a heal of a rule (manual heals by handler only meet the
 * pause active -> ``suppressed``, "paused: <reason> (until ..., N left)"; checked before
   ``check`` and again before acting.
 * the alert fired for less than ``min_firing`` -> the heal *waits* (pending, holding no
-  concurrency slot) until it is old enough, then checks. If Alertmanager reports it
-  resolved meanwhile -> ``suppressed``, "resolved after firing for only 40s (min_firing
-  2m)". Waiting, not suppressing: Alertmanager's re-sends of the same alert are
-  duplicates, so a suppressed young alert would never be healed. After a restart the
-  pending heal waits for what is left.
+  concurrency slot, on a timer) until it is old enough, then checks. Waiting, not
+  suppressing: Alertmanager's re-sends of the same alert are duplicates, so a suppressed
+  young alert would never be healed. After a restart the pending heal waits for what is
+  left.
+* Alertmanager reported the alert resolved before the heal acted -> ``no_action``,
+  "resolved before acting: ...": resolved alerts never trigger actions. Looked at when a
+  resolve arrives for a waiting heal (it ends at once), after any wait (min_firing, a
+  concurrency slot, a restart), before a dry run's verdict and, atomically, in the
+  admission below.
 * an open circuit on a target -> the first heal to meet it ``escalated``, the rest
   ``suppressed``, "circuit open: ...".
 * the rule acted on a target less than ``cooldown`` ago -> ``suppressed``,
@@ -60,7 +69,7 @@ from healer.safety_state import (
     Decision,
     Limits,
     admit,
-    alert_resolved,
+    alert_resolved_at,
     clear_pause,
     close_circuits,
     format_seconds,
@@ -76,6 +85,11 @@ Verdict = tuple[Outcome, str] | None
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
+def alert_key(alert: Alert) -> tuple[str, str]:
+    """The journal's identity of an alert: (fingerprint, startsAt in whole seconds)."""
+    return alert.fingerprint, alert_key_time(alert.starts_at)
+
+
 class Deferred(Exception):
     """healer is stopping while a heal waits for ``min_firing``: it stays pending in the
     journal and the next start resumes the wait."""
@@ -87,12 +101,11 @@ def iso(ts: float) -> str:
 
 class SafetyGates:
     def __init__(self, *, journal: Journal, config: HealerConfig, notifiers: Notifiers,
-                 metrics: Metrics, poll: float = 1.0) -> None:
+                 metrics: Metrics) -> None:
         self._journal = journal
         self._config = config
         self._notifiers = notifiers
         self._metrics = metrics
-        self._poll = poll
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._gauged: set[str] = {r.name for r in config.rules}
@@ -114,7 +127,7 @@ class SafetyGates:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="healer-safety-sweep")
 
     async def stop(self) -> None:
-        """End every min_firing wait (those heals stay pending) and the sweeper."""
+        """Defer every heal not yet checking (it stays pending) and stop the sweeper."""
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -146,44 +159,58 @@ class SafetyGates:
 
     # ---- the executor's two calls ------------------------------------------------
 
-    async def before_check(self, *, heal_id: str, rule: str | None, alert: Alert | None,
-                           log: Any) -> Verdict:
-        """Pause, then the min_firing wait, then pause again. Raises Deferred on stop."""
-        if self._stopping.is_set():
-            raise Deferred
-        if (paused := await self._paused_reason()) is not None:
-            return Outcome.SUPPRESSED, paused
+    def firing_wait(self, rule: str | None, alert: Alert | None) -> dict[str, float] | None:
+        """How long a heal must still wait for its alert's ``min_firing``: None when it
+        need not wait, else ``{"wait", "min_firing", "firing_for", "act_after"}`` (what
+        the ``min_firing_wait`` timeline entry records). The executor does the waiting,
+        with a timer; a waiting heal holds no concurrency slot."""
         need = self.min_firing(rule)
         if alert is None or need <= 0:
             return None
-        starts = alert.starts_at.timestamp()
-        firing_for = time.time() - starts
+        now = time.time()
+        firing_for = now - alert.starts_at.timestamp()
         if firing_for >= need:
             return None
         wait = min(need - firing_for, need)  # an alert from the future waits min_firing
-        await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_wait", {
-            "min_firing": need, "firing_for": round(firing_for, 3),
-            "act_after": round(time.time() + wait, 3)})
-        log.info("waiting for min_firing", min_firing=need, wait=round(wait, 3))
-        deadline = time.monotonic() + wait
-        for _ in range(int(wait / self._poll) + 3):
-            if await self._resolved(alert):
-                return Outcome.SUPPRESSED, (
-                    f"resolved after firing for only {format_seconds(time.time() - starts)}"
-                    f" (min_firing {format_seconds(need)})")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._stopping.wait(), min(remaining, self._poll))
-            except TimeoutError:
-                continue
-            log.info("healer stopping: the heal stays pending until the next start")
+        return {"wait": wait, "min_firing": need, "firing_for": round(firing_for, 3),
+                "act_after": round(now + wait, 3)}
+
+    async def before_check(self, *, heal_id: str, rule: str | None, alert: Alert | None,
+                           waited: bool, log: Any) -> Verdict:
+        """The pause; after a min_firing wait (``waited``), the wait's end is recorded
+        first. Raises Deferred when healer is stopping (the heal stays pending)."""
+        if self._stopping.is_set():
             raise Deferred
-        await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_reached", {
-            "firing_for": round(time.time() - starts, 3)})
-        paused = await self._paused_reason()
-        return (Outcome.SUPPRESSED, paused) if paused is not None else None
+        if waited and alert is not None:
+            await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_reached", {
+                "firing_for": round(time.time() - alert.starts_at.timestamp(), 3)})
+        if (paused := await self._paused_reason()) is not None:
+            return Outcome.SUPPRESSED, paused
+        return None
+
+    def paused_now(self) -> bool:
+        """Is a pause active, as far as memory knows (before start(): no)?"""
+        return self._pause is not None and self._pause["until"] > time.time()
+
+    async def resolved(self, rule: str | None, alert: Alert | None) -> Verdict:
+        """``(NO_ACTION, "resolved before acting: ...")`` once Alertmanager's resolved
+        notification for this alert is journaled, else None."""
+        if alert is None:
+            return None
+        key = alert_key(alert)
+        at = await self._journal.read(lambda db: alert_resolved_at(db, key))
+        return None if at is None else self.resolved_verdict(rule, alert, at)
+
+    def resolved_verdict(self, rule: str | None, alert: Alert, resolved_at: float
+                         ) -> tuple[Outcome, str]:
+        """The no_action verdict of a heal whose alert resolved at ``resolved_at`` (when
+        healer received the notification) before the heal acted."""
+        fired = max(resolved_at - alert.starts_at.timestamp(), 0.0)
+        need = self.min_firing(rule)
+        young = f" (min_firing {format_seconds(need)})" if fired < need else ""
+        return Outcome.NO_ACTION, (
+            f"resolved before acting: Alertmanager reported the alert resolved at "
+            f"{iso(resolved_at)}, after it fired for {format_seconds(fired)}{young}")
 
     async def admit(self, *, heal_id: str, rule: str | None, targets: Sequence[str],
                     alert: Alert | None, record: Record, log: Any) -> Verdict:
@@ -191,12 +218,16 @@ class SafetyGates:
         limits = self.limits(rule)
         now = time.time()
         keys = list(targets)
+        key = alert_key(alert) if alert is not None else None
         decision = await self._journal.transaction(
-            lambda db: admit(db, heal_id, rule, keys, limits, now))
-        if rule is not None:
+            lambda db: admit(db, heal_id, rule, keys, limits, now, key))
+        if rule is not None and decision.kind != "resolved":
             await self._refresh_gauge()  # the admission may have closed a quiet circuit
         if decision.kind == "act":
             return None
+        if decision.kind == "resolved":
+            assert alert is not None
+            return self.resolved_verdict(rule, alert, decision.resolved_at)
         if decision.kind == "paused":
             assert decision.pause is not None
             return Outcome.SUPPRESSED, self._format_pause(decision.pause, now)
@@ -292,10 +323,6 @@ class SafetyGates:
         return closed
 
     # ---- internals ---------------------------------------------------------------
-
-    async def _resolved(self, alert: Alert) -> bool:
-        key = alert_key_time(alert.starts_at)
-        return await self._journal.read(lambda db: alert_resolved(db, alert.fingerprint, key))
 
     async def _paused_reason(self) -> str | None:
         now = time.time()

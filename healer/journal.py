@@ -752,9 +752,13 @@ class Journal:
         db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
 
     async def add_event(self, heal_id: str, phase: str, kind: str, data: dict[str, Any]) -> None:
+        await self.event_soon(heal_id, phase, kind, data)
+
+    def event_soon(self, heal_id: str, phase: str, kind: str,
+                   data: dict[str, Any]) -> asyncio.Future[None]:
+        """:meth:`add_event`, queued now (many queued at once share one commit)."""
         now = time.time()
-        await self.transaction(
-            lambda db: self._event(db, heal_id, phase, kind, data, now))
+        return self.submit(lambda db: self._event(db, heal_id, phase, kind, data, now))
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
@@ -790,6 +794,11 @@ class Journal:
 
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
+        await self.finish_soon(heal_id, outcome, reason, durations)
+
+    def finish_soon(self, heal_id: str, outcome: Outcome, reason: str,
+                    durations: dict[str, float]) -> asyncio.Future[None]:
+        """:meth:`finish`, queued now (many queued at once share one commit)."""
         now = time.time()
         reason = redact_dsn(reason)
 
@@ -800,7 +809,7 @@ class Journal:
             self._event(db, heal_id, Phase.DONE, "outcome",
                         {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
 
-        await self.transaction(_finish)
+        return self.submit(_finish)
 
     # ---- reads --------------------------------------------------------------
 

@@ -48,10 +48,12 @@ _NEXT: dict[Phase, frozenset[Phase]] = {
 }
 
 # Which outcomes each phase may end in. Verification outcomes need a completed
-# action; "no_action"/"refused"/"dry_run" are decided before acting.
+# action; "no_action"/"refused"/"dry_run" are decided before acting ("no_action" also
+# before checking: an alert resolved while its heal was pending leaves nothing to do).
 _ENDS: dict[Phase, frozenset[Outcome]] = {
     Phase.PENDING: frozenset(
-        {Outcome.SUPPRESSED, Outcome.REFUSED, Outcome.INTERRUPTED, Outcome.FAILED}
+        {Outcome.NO_ACTION, Outcome.SUPPRESSED, Outcome.REFUSED, Outcome.INTERRUPTED,
+         Outcome.FAILED}
     ),
     Phase.CHECKING: frozenset(
         {

@@ -39,17 +39,19 @@ class Limits:
 class Decision:
     """What the gates say about one heal about to act.
 
-    ``act``: go on (the action is already recorded); ``paused`` / ``cooldown`` /
+    ``act``: go on (the action is already recorded); ``resolved``: the alert resolved
+    before the heal acted, nothing is recorded (no_action); ``paused`` / ``cooldown`` /
     ``circuit_open``: suppress; ``escalate``: this heal is the one that tells a human
     (``deliver`` is False when a previous run of the same heal already did)."""
 
-    kind: Literal["act", "paused", "cooldown", "circuit_open", "escalate"]
+    kind: Literal["act", "resolved", "paused", "cooldown", "circuit_open", "escalate"]
     target: str | None = None
     left: float = 0.0  # cooldown / pause left
     actions: int = 0  # actions in the budget window (escalate)
     circuit: dict[str, Any] | None = None
     pause: dict[str, Any] | None = None
     deliver: bool = True
+    resolved_at: float = 0.0  # resolved: when the resolved notification arrived
 
 
 # ---- pause ---------------------------------------------------------------------------
@@ -81,10 +83,30 @@ def clear_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
 # ---- alerts --------------------------------------------------------------------------
 
 
-def alert_resolved(db: sqlite3.Connection, fingerprint: str, starts_key: str) -> bool:
-    """Has Alertmanager reported this alert (fingerprint + startsAt) resolved?"""
-    return db.execute("SELECT 1 FROM alerts WHERE fingerprint=? AND starts_at=? AND"
-                      " status='resolved'", (fingerprint, starts_key)).fetchone() is not None
+AlertKey = tuple[str, str]  # (fingerprint, startsAt as journal.alert_key_time)
+
+
+def alert_resolved_at(db: sqlite3.Connection, alert: AlertKey) -> float | None:
+    """When healer first received Alertmanager's resolved notification for this alert
+    (fingerprint + startsAt), or None while it has not."""
+    row = db.execute("SELECT first_seen FROM alerts WHERE fingerprint=? AND starts_at=? AND"
+                     " status='resolved'", alert).fetchone()
+    return None if row is None else float(row[0])
+
+
+def resolved_alerts(db: sqlite3.Connection, fingerprints: Sequence[str]
+                    ) -> dict[AlertKey, float]:
+    """:func:`alert_resolved_at` for every resolved alert of these fingerprints at once
+    (the start-up resume asks about all its pending heals in one go)."""
+    found: dict[AlertKey, float] = {}
+    unique = sorted(set(fingerprints))
+    for i in range(0, len(unique), 500):  # well under SQLite's parameter limit
+        chunk = unique[i:i + 500]
+        for row in db.execute(
+                "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
+                f" AND fingerprint IN ({','.join('?' * len(chunk))})", chunk):
+            found[(row[0], row[1])] = float(row[2])
+    return found
 
 
 # ---- circuits ------------------------------------------------------------------------
@@ -140,15 +162,19 @@ def record_escalation(db: sqlite3.Connection, rule: str, target: str, heal_id: s
 
 
 def admit(db: sqlite3.Connection, heal_id: str, rule: str | None, targets: Sequence[str],
-          limits: Limits | None, now: float) -> Decision:
+          limits: Limits | None, now: float, alert: AlertKey | None = None) -> Decision:
     """Decide, and record, whether ``heal_id`` may act on ``targets`` now.
 
-    In order: pause; an open circuit on any target (the first heal to meet it since it
+    In order: the heal's alert already resolved (in the same transaction as the
+    admission, so a resolve journaled before it can never be followed by the action);
+    pause; an open circuit on any target (the first heal to meet it since it
     opened escalates, later ones are suppressed); the cooldown; the budget (spent: the
     circuit opens and this heal escalates). Admitted, one action per target is recorded
     before the heal acts, so a crash mid-act still counts it. A heal resumed after a
     restart never meets its own earlier records (it never acted: it would have ended
     ``interrupted``)."""
+    if alert is not None and (resolved := alert_resolved_at(db, alert)) is not None:
+        return Decision("resolved", resolved_at=resolved)
     pause = get_pause(db, now)
     if pause is not None:
         return Decision("paused", left=pause["until"] - now, pause=pause)

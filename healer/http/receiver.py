@@ -86,6 +86,7 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
                 resent.append(d.heal_id)
         elif d.status == "resolved":
             resolved.append({"fingerprint": d.fingerprint})
+            svc.executor.alert_resolved(parsed.fingerprint, parsed.starts_at)
         elif d.plan is not None and d.heal_id is not None:  # started
             alert = parsed.to_alert()
             svc.executor.submit(HealJob(

@@ -2,6 +2,7 @@
 
     noop        a fresh ``Noop`` instance: ``.checks`` / ``.acts`` list the params it
                 was called with; set ``.gate`` to an ``asyncio.Event`` to hold ``act``,
+                ``.check_gate`` to hold ``check`` (after it is recorded in ``.checks``),
                 ``.notes`` to timeline kinds ``act`` adds with ``ctx.record_soon``
     handlers    a ``HandlerRegistry`` from the real entry points plus ``noop``
                 registered as ``test.noop``
@@ -39,10 +40,13 @@ class Noop:
         self.checks: list[NoopParams] = []
         self.acts: list[NoopParams] = []
         self.gate: asyncio.Event | None = None
+        self.check_gate: asyncio.Event | None = None
         self.notes: list[str] = []
 
     async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
         self.checks.append(params)
+        if self.check_gate is not None:
+            await self.check_gate.wait()
         if params.explode_in == "check":
             raise RuntimeError(f"boom while checking {params.target}")
         return CheckResult(targets=[Target(kind="test", name=params.target)],

@@ -1,6 +1,6 @@
 """min_firing: a heal for an alert younger than its rule's ``min_firing`` waits (pending,
-holding no concurrency slot) until the alert is old enough, then checks and acts; an alert
-resolved meanwhile ends the heal suppressed without checking.
+holding no concurrency slot, on a timer) until the alert is old enough, then checks and
+acts; an alert resolved meanwhile ends the heal no_action without checking.
 
 Waiting rather than suppressing, because Alertmanager's later re-sends of the same alert
 (same fingerprint and startsAt) are duplicates: a suppressed young alert would never be
@@ -62,7 +62,7 @@ async def test_an_alert_old_enough_acts_without_waiting(tmp_path: Path,
 async def test_an_alert_resolved_while_waiting_ends_the_heal(
         tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
     """The resolved notification (through the webhook, as Alertmanager sends it) ends the
-    waiting heal suppressed, "resolved after firing for only ...", before any check."""
+    waiting heal at once, no_action "resolved before acting: ...", before any check."""
     starts = datetime.now(UTC)
     async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
                               handlers=handlers) as h:
@@ -71,9 +71,11 @@ async def test_an_alert_resolved_while_waiting_ends_the_heal(
         await until(lambda: waiting(h, heal_id), what="the heal to wait")
         await fire(h, "t1", starts=starts, status="resolved")
         heal = await h.wait_for_outcome(heal_id, timeout=15)
-    assert heal["outcome"] == "suppressed"
-    assert heal["reason"].startswith("resolved after firing for only ")
+        h_waiting_after = h.services.executor.waiting
+    assert heal["outcome"] == "no_action"
+    assert heal["reason"].startswith("resolved before acting: ")
     assert heal["reason"].endswith(" (min_firing 1h)")
+    assert h_waiting_after == 0
     assert noop.checks == []
 
 
