@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import yaml
 
+from healer.bounded import clip
 from healer.config import parse_duration
 from healer.outcomes import Outcome
 
@@ -338,6 +339,10 @@ class Verifier:
                                  "interval": step}
         if aligned is not None:
             start["aligned"] = aligned.as_event()
+        quoted = [name for name in sorted(condition.labels) if promql_label_name(name) != name]
+        if condition.query is None and quoted:
+            # Prometheus 3 reads {"name"="v"}; 2.x refuses it: say why samples then fail.
+            start["quoted_label_names"] = [clip(name) for name in quoted[:10]]
         # No `for:` (hold 0): a re-broken service fires again at the next evaluation, no
         # pending gap to cover.
         hold = info.hold

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healer.verify import Verifier, alerts_query, promql_string
+from healer.outcomes import Outcome
+from healer.verify import Condition, Verifier, alerts_query, promql_string
 from tests.support import PrometheusFactory
 
 pytestmark = pytest.mark.prometheus
@@ -75,3 +76,23 @@ async def test_a_hostile_label_set_is_never_a_healthy_reading(prom_url: str) -> 
         assert (sample.healthy, sample.series, sample.error) == (True, 0, "")
         sample = await verifier.sample(alerts_query(hostile_name))
         assert sample.healthy is None and "HTTP 400" in sample.error
+
+
+async def test_a_utf8_label_name_ends_unverified_on_prometheus_2(prom_url: str) -> None:
+    """A whole verification of an alert with a UTF-8 label name (``service.name``)
+    against Prometheus 2: the quoted selector is refused at every poll, so the heal ends
+    ``unverified`` (never ``recovered``), and verify_start names the quoted label."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def record(kind: str, data: dict[str, Any]) -> None:
+        events.append((kind, data))
+
+    async with httpx.AsyncClient() as client:
+        verifier = Verifier(client, prom_url, timeout=5.0, evaluation_interval=0.1)
+        verdict = await verifier.verify(
+            Condition(labels={"alertname": "Disk", "service.name": "api"}), stable_for=0,
+            timeout=0.5, interval=0.1, record=record)
+    assert verdict.outcome is Outcome.UNVERIFIED
+    assert events[0] == ("verify_start", {**events[0][1],
+                                          "quoted_label_names": ["service.name"]})
+    assert all(data["healthy"] is None for kind, data in events if kind == "verify_sample")
