@@ -74,7 +74,7 @@ def _utc(value: datetime) -> datetime:
 
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
 """A string from outside: strict (no numbers coerced) and storable as UTF-8."""
-LabelName = Annotated[Text, Field(min_length=1)]
+LabelName = Annotated[StrictStr, Field(min_length=1), AfterValidator(_unicode)]
 """A label name: any non-empty UTF-8 string, as Prometheus 3 allows (names outside the
 classic ``[a-zA-Z_][a-zA-Z0-9_]*`` are quoted where healer writes PromQL,
 healer.verify.alerts_query)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from itertools import chain, compress
 from typing import Any
 
 from healer.bounded import clip
@@ -32,6 +33,7 @@ from healer.errors import PayloadError
 MAX_DEPTH = 32
 """Levels of nested objects/arrays a body may have (the top-level object is 1)."""
 
+_CONTAINERS = frozenset((dict, list))
 _BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE,
          codecs.BOM_UTF16_BE)
 
@@ -60,21 +62,30 @@ def _no_constants(name: str) -> Any:
     raise _Refused(f"invalid JSON: {name} is not a JSON value", 400)
 
 
-def _too_deep(data: Any, limit: int) -> tuple[int | str, ...] | None:
-    """The path to a container nested more than ``limit`` deep in ``data``, or None
-    (iteratively: the data may be as deep as the parser allowed)."""
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether containers in ``data`` nest more than ``limit`` deep: level by level, the
+    per-value work in C (this runs on every webhook body)."""
+    level, depth = [data], 1
+    while level:
+        if depth > limit:
+            return True
+        values = chain.from_iterable(v.values() if type(v) is dict else v for v in level)
+        flat = list(values)
+        level = list(compress(flat, map(_CONTAINERS.__contains__, map(type, flat))))
+        depth += 1
+    return False
+
+
+def _path_deeper_than(data: Any, limit: int) -> tuple[int | str, ...]:
+    """The path to a container nested more than ``limit`` deep (one is known to exist)."""
     stack: list[tuple[Any, tuple[int | str, ...]]] = [(data, ())]
     while stack:
         value, path = stack.pop()
         if len(path) >= limit:
             return path
-        children = value.values() if type(value) is dict else value
-        kinds = set(map(type, children))  # in C: most objects (labels) hold only strings
-        if dict in kinds or list in kinds:
-            items = value.items() if type(value) is dict else enumerate(value)
-            stack.extend((child, (*path, key)) for key, child in items
-                         if type(child) is dict or type(child) is list)
-    return None
+        items = value.items() if type(value) is dict else enumerate(value)
+        stack.extend((child, (*path, key)) for key, child in items if type(child) in _CONTAINERS)
+    return ()
 
 
 def _encoding_problem(body: bytes) -> str | None:
@@ -105,8 +116,7 @@ def decode_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise PayloadError("invalid JSON: nested too deeply", status=400) from None
     except ValueError:  # e.g. an integer literal over Python's 4300-digit limit
         raise PayloadError("invalid JSON: a number is too long", status=400) from None
-    path = _too_deep(data, max_depth) if isinstance(data, (dict, list)) else None
-    if path is not None:
-        where = clip(format_loc(path)) or "body"
+    if type(data) in _CONTAINERS and _deeper_than(data, max_depth):
+        where = clip(format_loc(_path_deeper_than(data, max_depth))) or "body"
         raise PayloadError(f"{where}: nested deeper than {max_depth} levels", status=422)
     return data
