@@ -36,7 +36,7 @@ _MANUAL_BODY_LIMIT = 64 * 1024
 
 class VerifyOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: StrictStr | None = None
+    query: Text | None = None
     stable_for: float | None = Field(default=None, ge=0, le=86400)
     timeout: float | None = Field(default=None, gt=0, le=86400)
 

@@ -141,14 +141,21 @@ WEBHOOK_BODIES = st.fixed_dictionaries({
 ADMIN_BODIES = st.one_of(
     st.fixed_dictionaries({"handler": st.one_of(st.just("test.noop"), TEXT),
                            "params": st.dictionaries(TEXT, JSON_VALUES, max_size=3),
-                           "labels": st.dictionaries(TEXT, TEXT, max_size=2)}),
+                           "labels": st.dictionaries(TEXT, TEXT, max_size=2)},
+                          optional={"verify": st.fixed_dictionaries({"query": TEXT}),
+                                    "reason": TEXT, "dry_run": st.just(True)}),
     st.fixed_dictionaries({"rule": st.one_of(st.just("poke"), TEXT),
                            "labels": st.dictionaries(TEXT, JSON_VALUES, max_size=2)}),
     st.fixed_dictionaries({"for": JSON_VALUES, "reason": TEXT}))
-ENCODINGS = st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-8-sig", "utf-16", "utf-32-be"])
+ENCODINGS = st.sampled_from(["escaped", "escaped", "utf-8", "utf-8", "utf-8-sig", "utf-16",
+                             "utf-32-be"])
 
 
 def encode(value: Any, encoding: str) -> bytes:
+    """``escaped``: ASCII JSON, where a lone surrogate is a ``\\ud800`` escape (valid JSON,
+    invalid Unicode); otherwise raw text in ``encoding`` (surrogates as their bytes)."""
+    if encoding == "escaped":
+        return json.dumps(value).encode()
     return json.dumps(value, ensure_ascii=False).encode(encoding, "surrogatepass")
 
 
