@@ -38,5 +38,6 @@ class Metrics:
             "healer_circuit_open", "1 while a rule's action budget is spent.", ["rule"],
             registry=registry)
         self.webhook_requests = Counter(
-            "healer_webhook_requests", "Webhook requests answered, by HTTP status code.",
+            "healer_webhook_requests", "Webhook requests answered, by HTTP status code "
+            "(499: the client left before its whole body arrived).",
             ["code"], registry=registry)
