@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +30,7 @@ from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.http import heals, health, receiver, safety
+from healer.http.validation import validation_error
 from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.notify import Notifiers
@@ -97,6 +99,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
     app = FastAPI(title="healer", version=healer.__version__, lifespan=lifespan,
                   description="Auto-healing for services monitored by Prometheus.")
     app.add_exception_handler(JournalUnavailable, _journal_unavailable)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(receiver.router)
     app.include_router(heals.router)
     app.include_router(safety.router)

@@ -41,5 +41,6 @@ class Metrics:
             "healer_follow_ups", "What followed a not_recovered heal of an alert that kept "
             "firing (escalate, retry), by rule.", ["rule", "kind"], registry=registry)
         self.webhook_requests = Counter(
-            "healer_webhook_requests", "Webhook requests answered, by HTTP status code.",
+            "healer_webhook_requests", "Webhook requests answered, by HTTP status code "
+            "(499: the client left before its whole body arrived).",
             ["code"], registry=registry)

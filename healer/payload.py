@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,8 +26,10 @@ from pydantic import (
 )
 
 from healer.api import Alert
+from healer.bounded import clip
 from healer.config import format_loc
 from healer.errors import PayloadError
+from healer.strictjson import decode_json
 
 # Go's zero time: Alertmanager sends it as endsAt for alerts that have not resolved.
 _ZERO_TIME_YEAR = 1
@@ -37,11 +39,8 @@ _NO_SURROGATES = {"no_surrogates": True}
 
 
 def _may_hold_surrogates(body: bytes) -> bool:
-    """False when ``body`` cannot decode to a lone surrogate: plain ASCII without NULs
-    (so JSON reads it as UTF-8, not UTF-16/32) and no \\uD800-\\uDFFF escape in it.
-    (Non-ASCII bodies are always checked: json.loads decodes with "surrogatepass".)"""
-    if not body.isascii() or b"\x00" in body:
-        return True
+    """False when ``body`` cannot decode to a lone surrogate: no \\uD800-\\uDFFF escape in
+    it (strict UTF-8 decoding, healer.strictjson, already refused encoded ones)."""
     at = body.find(b"\\u")
     while at >= 0:  # Go's encoder writes \u0026 for "&": escapes are common, surrogates not
         if body[at + 2:at + 3] in (b"d", b"D") and body[at + 3:at + 4] in b"89abcdefABCDEF":
@@ -75,6 +74,10 @@ def _utc(value: datetime) -> datetime:
 
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
 """A string from outside: strict (no numbers coerced) and storable as UTF-8."""
+LabelName = Annotated[StrictStr, Field(min_length=1), AfterValidator(_unicode)]
+"""A label name: any non-empty UTF-8 string, as Prometheus 3 allows (names outside the
+classic ``[a-zA-Z_][a-zA-Z0-9_]*`` are quoted where healer writes PromQL,
+healer.verify.alerts_query)."""
 UtcTime = Annotated[datetime, AfterValidator(_utc)]
 
 
@@ -82,7 +85,7 @@ class AlertModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     status: Literal["firing", "resolved"]
-    labels: dict[Text, Text]
+    labels: dict[LabelName, Text]
     annotations: dict[Text, Text] = Field(default_factory=dict)
     startsAt: UtcTime
     endsAt: UtcTime | None = None
@@ -126,25 +129,11 @@ class WebhookMessage(BaseModel):
     alerts: list[AlertModel]
 
 
-def decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise PayloadError("body is not UTF-8 JSON", status=400) from None
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                           status=400) from None
-    except RecursionError:
-        raise PayloadError("invalid JSON: nested too deeply", status=400) from None
-    except ValueError:  # e.g. an integer literal over Python's 4300-digit limit
-        raise PayloadError("invalid JSON: a number is too long", status=400) from None
-
-
 def pydantic_message(exc: ValidationError, limit: int = 5) -> str:
     parts = []
     for err in exc.errors()[:limit]:
-        loc = format_loc(tuple(err["loc"])) or "body"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = format_loc(tuple(err["loc"])) or "body"  # a key in it may be a huge label name
+        parts.append(f"{clip(loc)}: {clip(err['msg'])}")
     more = exc.error_count() - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
@@ -156,7 +145,7 @@ def parse_webhook(body: bytes) -> WebhookMessage:
     version = data.get("version")
     if version != "4":
         raise PayloadError(f'version: healer speaks Alertmanager webhook version "4", '
-                           f"got {json.dumps(version)}")
+                           f"got {clip(json.dumps(version))}")
     context = None if _may_hold_surrogates(body) else _NO_SURROGATES
     try:
         return WebhookMessage.model_validate(data, context=context)

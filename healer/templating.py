@@ -10,23 +10,14 @@ resulting targets against the allowlist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from healer.bounded import map_strings
 from healer.errors import InvalidParams
 
 _TEMPLATE = re.compile(r"\{\{\s*(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _PLACEHOLDER = "x0"
-
-
-def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
-    return value
 
 
 def render_params(params: Any, labels: Mapping[str, str], annotations: Mapping[str, str]) -> Any:
@@ -39,9 +30,9 @@ def render_params(params: Any, labels: Mapping[str, str], annotations: Mapping[s
             raise InvalidParams(f"params need {source}.{key}, which the alert does not carry")
         return sources[source][key]
 
-    return _map_strings(params, lambda text: _TEMPLATE.sub(sub, text))
+    return map_strings(params, lambda text: _TEMPLATE.sub(sub, text))
 
 
 def placeholder_params(params: Any) -> Any:
     """The params with every template replaced by a harmless placeholder (config checks)."""
-    return _map_strings(params, lambda text: _TEMPLATE.sub(_PLACEHOLDER, text))
+    return map_strings(params, lambda text: _TEMPLATE.sub(_PLACEHOLDER, text))

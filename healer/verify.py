@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 import yaml
 
+from healer.bounded import clip
 from healer.config import parse_duration
 from healer.outcomes import Outcome
 
@@ -53,20 +55,51 @@ one interval later, never worse than unaligned polling."""
 _SCHEDULE_TTL = 60.0  # re-read the rule group's schedule this often during a verify
 
 
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if 0x20 <= code < 0x7F:
+        return char
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+_PLAIN = re.compile(r'[\x20-\x7e]*')
+
+
 def promql_string(value: str) -> str:
-    """Quote ``value`` as a PromQL string literal: a label value stays data."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    """``value`` as a PromQL string literal that reads back as exactly ``value``: a label
+    value stays data. Only printable ASCII goes through as itself; backslash, quote and
+    every other character become Go escapes (``\\n``, ``\\u00e9``, ``\\U0001f600``), so no
+    character (newline, NUL, U+FFFD, which PromQL's lexer takes for invalid UTF-8) can end
+    the literal or break the query. A lone surrogate has no escape Prometheus accepts: the
+    query is refused (the verify sample is an error, never healthy)."""
+    if _PLAIN.fullmatch(value) and "\\" not in value and '"' not in value:
+        return f'"{value}"'
+    return '"' + "".join(map(_escape, value)) + '"'
+
+
+def promql_label_name(name: str) -> str:
+    """``name`` as it goes before ``=`` in a selector: bare when it fits the classic
+    ``[a-zA-Z_][a-zA-Z0-9_]*``, else quoted (``{"service.name"="x"}``), the form Prometheus
+    3 reads for UTF-8 names; older versions refuse it (the sample is an error, so the heal
+    ends ``unverified``, never ``recovered`` on a selector that lost a label)."""
+    return name if _LEGACY_NAME.fullmatch(name) else promql_string(name)
 
 
 def alerts_query(labels: Mapping[str, str], drop: frozenset[str] = frozenset()) -> str:
-    """``ALERTS{alertname="X", alertstate="firing", ...}`` for one alert's labels."""
+    """``ALERTS{alertname="X", alertstate="firing", ...}`` for one alert's labels: every
+    name and value quoted as data, so no label set can change the selector's shape."""
     parts = [f"alertname={promql_string(labels.get('alertname', ''))}",
              'alertstate="firing"']
     for name in sorted(labels):
         if name == "alertname" or name in drop or name in _ALERT_ONLY_LABELS:
             continue
-        parts.append(f"{name}={promql_string(labels[name])}")
+        parts.append(f"{promql_label_name(name)}={promql_string(labels[name])}")
     return "ALERTS{" + ", ".join(parts) + "}"
 
 
@@ -306,6 +339,10 @@ class Verifier:
                                  "interval": step}
         if aligned is not None:
             start["aligned"] = aligned.as_event()
+        quoted = [name for name in sorted(condition.labels) if promql_label_name(name) != name]
+        if condition.query is None and quoted:
+            # Prometheus 3 reads {"name"="v"}; 2.x refuses it: say why samples then fail.
+            start["quoted_label_names"] = [clip(name) for name in quoted[:10]]
         # No `for:` (hold 0): a re-broken service fires again at the next evaluation, no
         # pending gap to cover.
         hold = info.hold

@@ -10,7 +10,6 @@ never logged or echoed.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 
@@ -30,7 +29,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), non-ASCII text, not UTF-8 once decoded
         return None
     return (user, password) if sep else None
 

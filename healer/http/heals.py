@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
+from healer.bounded import clip
 from healer.errors import JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_admin
@@ -22,9 +23,10 @@ from healer.http.body import read_json_body
 from healer.http.schema import json_body
 from healer.journal import HealPlan
 from healer.outcomes import Outcome
-from healer.payload import Text, decode_json, pydantic_message
+from healer.payload import LabelName, Text, pydantic_message
 from healer.redact import redact_data
 from healer.services import Services, services
+from healer.strictjson import decode_json
 from healer.templating import placeholder_params
 
 router = APIRouter(tags=["heals"])
@@ -34,7 +36,7 @@ _MANUAL_BODY_LIMIT = 64 * 1024
 
 class VerifyOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: StrictStr | None = None
+    query: Text | None = None
     stable_for: float | None = Field(default=None, ge=0, le=86400)
     timeout: float | None = Field(default=None, gt=0, le=86400)
 
@@ -51,7 +53,7 @@ class ManualHeal(BaseModel):
                                                  "rule": {"type": "null"}}}]})
     rule: StrictStr | None = None
     handler: StrictStr | None = None
-    labels: dict[Text, Text] = Field(default_factory=dict)
+    labels: dict[LabelName, Text] = Field(default_factory=dict)
     annotations: dict[Text, Text] = Field(default_factory=dict)
     params: dict[str, Any] | None = None
     verify: VerifyOverride | None = None
@@ -77,7 +79,7 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     if req.rule is not None:
         rule = svc.rules.get(req.rule)
         if rule is None:
-            raise PayloadError(f"unknown rule {req.rule!r}", status=404)
+            raise PayloadError(f"unknown rule {clip(req.rule)!r}", status=404)
         misses = [str(m) for m in rule.match.matchers if not m.matches(req.labels)]
         if misses:
             raise PayloadError(f"labels do not match rule {rule.name!r}: {', '.join(misses)}")
@@ -87,7 +89,8 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     assert req.handler is not None
     handler = svc.handlers.get(req.handler)
     if handler is None:
-        raise PayloadError(f"unknown handler {req.handler!r} (known: {', '.join(svc.handlers)})")
+        raise PayloadError(f"unknown handler {clip(req.handler)!r} "
+                           f"(known: {', '.join(svc.handlers)})")
     params = req.params or {}
     try:
         handler.Params.model_validate(placeholder_params(params))
@@ -155,7 +158,7 @@ async def get_heal(request: Request, heal_id: str) -> dict[str, Any]:
     require_admin(request, svc.secrets, reading=True)
     heal = await svc.journal.get_heal(heal_id)
     if heal is None:
-        raise HTTPException(404, detail=f"no heal {heal_id!r}")
+        raise HTTPException(404, detail=f"no heal {clip(heal_id)!r}")
     # Labels and params are stored as received (a restart re-runs them); what is shown
     # has every password masked.
     return dict(redact_data(heal))

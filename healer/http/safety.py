@@ -16,14 +16,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
+from healer.bounded import clip
 from healer.config import Seconds
 from healer.errors import JournalUnavailable, PayloadError
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.http.schema import json_body
-from healer.payload import decode_json, pydantic_message
+from healer.payload import pydantic_message
 from healer.safety_state import format_seconds
 from healer.services import services
+from healer.strictjson import decode_json
 
 router = APIRouter(tags=["safety"])
 
@@ -110,7 +112,7 @@ async def close_circuits(request: Request, rule: str,
     except JournalUnavailable:
         return _UNAVAILABLE
     if not closed:
-        where = f" on {target}" if target else ""
-        return JSONResponse({"error": f"no open circuit for rule {rule!r}{where}"},
+        where = f" on {clip(target)}" if target else ""
+        return JSONResponse({"error": f"no open circuit for rule {clip(rule)!r}{where}"},
                             status_code=404)
     return JSONResponse({"closed": closed})

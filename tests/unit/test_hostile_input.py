@@ -80,7 +80,7 @@ class Case:
     """One hostile request and the answer it must get."""
 
     body: bytes | None = None
-    headers: dict[str, str] = field(default_factory=lambda: {**AUTH, **JSON})
+    headers: dict[str, str | bytes] = field(default_factory=lambda: {**AUTH, **JSON})
     params: dict[str, str] = field(default_factory=dict)
     status: int = 422
     error: str = ""  # a substring of the error message ("error" or "detail")
@@ -88,6 +88,13 @@ class Case:
     stream_size: int | None = None
     # At most this many body bytes may be pulled from the stream before the answer.
     max_read: int | None = None
+
+
+def _nest(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
 
 
 def _deep(depth: int) -> bytes:
@@ -136,6 +143,37 @@ CASES: dict[str, Case] = {
                               status=400, error="invalid JSON: a number is too long"),
     # Deep enough to exhaust the JSON parser's recursion, yet under max_body.
     "deeply nested JSON": Case(_deep(400_000), status=400, error="nested too deeply"),
+    # --- strict JSON (issue 12; tests/unit/test_strict_json.py tries each class widely) ---
+    "UTF-16 with a BOM": Case(json.dumps(poke()).encode("utf-16"), status=400,
+                              error="must be UTF-8 JSON"),
+    "UTF-16 without a BOM": Case(json.dumps(poke()).encode("utf-16-le"), status=400,
+                                 error="must be UTF-8 JSON"),
+    "UTF-32 with a BOM": Case(json.dumps(poke()).encode("utf-32"), status=400,
+                              error="must be UTF-8 JSON"),
+    "UTF-8 with a BOM": Case(json.dumps(poke()).encode("utf-8-sig"), status=400,
+                             error="without a byte order mark"),
+    "UTF-8-encoded surrogate": Case(json.dumps(poke()).encode()[:-1] + b', "x": "\xed\xa0\x80"}',
+                                    status=400, error="not UTF-8 JSON"),
+    "NaN": Case(json.dumps(poke()).encode()[:-1] + b', "x": NaN}', status=400,
+                error="NaN is not a JSON value"),
+    "two alerts arrays": Case(json.dumps(poke()).encode()[:-1] + b', "alerts": []}',
+                              error='duplicate key "alerts"'),
+    "a label given twice": Case(json.dumps(poke()).replace(
+        '"target": "web-1"', '"target": "web-1", "target": "db-1"', 1).encode(),
+        error='duplicate key "target"'),
+    "an empty label name": Case(with_alert(labels={"alertname": "Poke", "": "x"}),
+                                error="alerts[0].labels"),
+    "nested 40 deep": Case(json.dumps({**poke(), "groupLabels": _nest(40)}).encode(),
+                           error="groupLabels" + ".k" * 30),
+    "a 500 KB version": Case(json.dumps({**poke(), "version": "4" * 500_000}).encode(),
+                             error="4...[499802 more chars]"),
+    # --- authentication ------------------------------------------------------------------
+    "basic auth, non-ASCII bytes": Case(json.dumps(poke()).encode(),
+                                        {**JSON, "Authorization": b"Basic \xe9\xe9"},
+                                        status=401, error="webhook authentication required"),
+    "basic auth, not base64": Case(json.dumps(poke()).encode(),
+                                   {**JSON, "Authorization": "Basic %%%="}, status=401,
+                                   error="webhook authentication required"),
     # --- size ----------------------------------------------------------------------------
     "50 MB body, Content-Length declared": Case(
         headers={**AUTH, **JSON, "Content-Length": str(FIFTY_MB)}, stream_size=FIFTY_MB,
