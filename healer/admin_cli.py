@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 _TIMEOUT = 10.0
@@ -63,9 +62,12 @@ def base_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     if args.config is not None:
+        from healer.config import read_yaml  # the config's own reader: no aliases, UTF-8
+        from healer.errors import ConfigError
+
         try:
-            data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            data = read_yaml(Path(args.config)) or {}
+        except ConfigError as exc:
             raise _Usage(f"cannot read listen from {args.config}: {exc}") from None
         listen = data.get("listen") if isinstance(data, dict) else None
         if isinstance(listen, str) and ":" in listen:
