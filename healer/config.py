@@ -504,26 +504,55 @@ def _read_secret(path: Path, where: str) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError([(where, f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([(where, f"{path} is not UTF-8 text (value hidden)")]) from None
     if not value:
         raise ConfigError([(where, f"{path} is empty")])
     return value
 
 
+# A bearer token travels in an HTTP header: visible ASCII only. Whitespace or a control
+# character inside (a token file with an inner newline) would break the header, and the
+# HTTP client's error then quotes the whole header, token included.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+# A basic-auth password may hold spaces, never control characters.
+_PASSWORD = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def check_token(value: str, where: str, pattern: re.Pattern[str] = _TOKEN) -> str:
+    """``value`` if it can be sent as it is, else ConfigError naming ``where`` (a file or
+    a variable), never the value."""
+    if not pattern.fullmatch(value):
+        what = "whitespace, a control character or non-ASCII" if pattern is _TOKEN else (
+            "a control character")
+        raise ConfigError([(where, f"the secret holds {what} inside (value hidden): write "
+                            "it on one line, nothing else in the file")])
+    return value
+
+
+def token_from(env: Mapping[str, str], var: str, path: Path | None, where: str,
+               pattern: re.Pattern[str] = _TOKEN) -> str | None:
+    """A secret from ``$var`` (wins) or the file at ``path``; surrounding whitespace (a
+    trailing newline) is dropped, anything inside is checked by :func:`check_token`."""
+    value = (env.get(var) or "").strip()
+    if value:
+        return check_token(value, f"${var}", pattern)
+    if path is None:
+        return None
+    return check_token(_read_secret(path, where), f"{where} ({path})", pattern)
+
+
 def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:
     """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys."""
     env = os.environ if env is None else env
-    webhook = env.get("HEALER_WEBHOOK_TOKEN") or (
-        _read_secret(config.webhook.token_file, "webhook.token_file")
-        if config.webhook.token_file else None)
-    admin = env.get("HEALER_ADMIN_TOKEN") or (
-        _read_secret(config.admin.token_file, "admin.token_file")
-        if config.admin.token_file else None)
+    webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", config.webhook.token_file,
+                         "webhook.token_file")
+    admin = token_from(env, "HEALER_ADMIN_TOKEN", config.admin.token_file, "admin.token_file")
     basic = None
     if config.webhook.basic_auth is not None:
         ba = config.webhook.basic_auth
-        password = env.get("HEALER_WEBHOOK_PASSWORD") or (
-            _read_secret(ba.password_file, "webhook.basic_auth.password_file")
-            if ba.password_file else None)
+        password = token_from(env, "HEALER_WEBHOOK_PASSWORD", ba.password_file,
+                              "webhook.basic_auth.password_file", _PASSWORD)
         if not password:
             raise ConfigError([("webhook.basic_auth", "needs password_file or "
                                 "HEALER_WEBHOOK_PASSWORD")])
