@@ -3,6 +3,8 @@ a traceback, a hang or a silent reinterpretation (issue 12, Low 16 and 17)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -207,14 +209,25 @@ def test_duplicate_keys_at_any_level_are_errors(text: str, line: int, tmp_path: 
 ])
 def test_a_file_that_is_not_utf8_is_one_error_naming_it(
         raw: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Latin-1, UTF-16/32 and overlong sequences: one error naming the file, no traceback,
-    from check-config and from serve alike."""
+    """Latin-1, UTF-16/32 and overlong sequences: one error naming the file, no traceback."""
     file = tmp_path / "healer.yml"
     file.write_bytes(raw)
-    for argv in (["check-config", str(file)], ["serve", "--config", str(file)]):
-        assert main(argv) == 1
-        err = capsys.readouterr().err
-        assert "is not UTF-8" in err and str(file) in err and "Traceback" not in err
+    assert main(["check-config", str(file)]) == 1
+    err = capsys.readouterr().err
+    assert "is not UTF-8" in err and str(file) in err and "Traceback" not in err
+
+
+def test_serve_refuses_a_bad_file_with_the_same_lines(tmp_path: Path) -> None:
+    """``healer serve`` (a real process) reads the file as check-config does: a non-UTF-8
+    file, an alias and a duplicate key each exit 1 with one line, no traceback."""
+    for raw in (b"journal: /var/lib/h\xe9aler.db\n", b"a: &x 1\nb: *x\n",
+                b"listen: '127.0.0.1:1'\nlisten: '127.0.0.1:2'\n"):
+        file = tmp_path / "healer.yml"
+        file.write_bytes(raw)
+        proc = subprocess.run([sys.executable, "-m", "healer", "serve", "--config", str(file)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert str(file) in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_deeply_nested_file_is_an_error(tmp_path: Path) -> None:
