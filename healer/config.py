@@ -601,8 +601,11 @@ def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None)
     """Which secrets *would* be set, without reading files (for check-config on another host)."""
     env = os.environ if env is None else env
     marker = "<set>"
-    webhook = env.get("HEALER_WEBHOOK_TOKEN") or (marker if config.webhook.token_file else None)
-    admin = env.get("HEALER_ADMIN_TOKEN") or (marker if config.admin.token_file else None)
+    # A variable set here is checked as serve would check it (files live on the host).
+    webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", None, "") or (
+        marker if config.webhook.token_file else None)
+    admin = token_from(env, "HEALER_ADMIN_TOKEN", None, "") or (
+        marker if config.admin.token_file else None)
     basic = ((config.webhook.basic_auth.username, marker)
              if config.webhook.basic_auth is not None else None)
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)

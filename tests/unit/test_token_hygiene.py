@@ -110,3 +110,16 @@ def test_a_connection_error_does_not_print_the_token(
     out = capsys.readouterr()
     assert "cannot reach healer" in out.err
     _assert_hidden(out.out + out.err)
+
+
+def test_check_config_checks_a_token_variable_it_can_see(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """check-config refuses a token variable with a newline inside, hiding the value."""
+    monkeypatch.setenv("HEALER_WEBHOOK_TOKEN", SECRET_HEAD + "\n" + SECRET_TAIL)
+    config = tmp_path / "healer.yml"
+    config.write_text("listen: '127.0.0.1:9095'\n")
+    assert main(["check-config", str(config)]) == 1
+    out = capsys.readouterr()
+    assert "$HEALER_WEBHOOK_TOKEN" in out.err
+    _assert_hidden(out.out + out.err)
