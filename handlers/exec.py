@@ -18,10 +18,20 @@ Config example::
 that one item (spaces, ``;``, ``$(...)`` and backticks are plain characters).
 The script sees a small environment: ``PATH`` and ``LANG`` from the daemon, the
 rule's ``env``, and the alert as ``HEALER_*`` variables (see :func:`alert_env`);
-never the daemon's own environment, which holds its tokens.
+never the daemon's own environment, which holds its tokens. What the alert adds is
+bounded (:data:`MAX_ENV_VALUE` bytes a value, :data:`MAX_ALERT_ENV` in all): a longer
+value is cut with a marker, what does not fit is left out, and the timeline names both
+(Linux refuses ``execve`` with any string over 128 KiB: one huge annotation made every
+run fail with "Argument list too long").
 
 Check resolves ``argv[0]`` (symlinks included) and names it as the target
 ``exec:<resolved path>``, so the allowlist judges the file that will really run.
+It runs only a file nobody else can replace (:func:`untrusted_reason`, sshd's
+StrictModes rule): the file and every directory up to ``/`` owned by root or by
+healer's user and not writable by group or others; a root-owned sticky directory
+(``/tmp``) counts as safe, since only an entry's owner may rename or remove it there.
+Config load checks an existing ``argv[0]`` the same way, and act checks again (same
+inode) right before running it.
 Act runs it in a new session (its own process group) with a deadline: on timeout
 the whole group gets SIGTERM, then SIGKILL after a short grace. Stdout and
 stderr are read as they come (a chatty script never blocks on a full pipe) and
@@ -39,6 +49,7 @@ import signal
 import stat
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -61,8 +72,15 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _INHERITED = ("PATH", "LANG")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NOT_ENV_CHAR = re.compile(r"[^A-Z0-9_]")
+# What the alert may put in the environment: bytes per value, and in all (names too).
+MAX_ENV_VALUE = 16 * 1024
+MAX_ALERT_ENV = 256 * 1024
+CUT_MARKER = "...[cut by healer]"
+# Room kept for argv and the rule's env under the kernel's total (ARG_MAX).
+_ARG_MAX = os.sysconf("SC_ARG_MAX") if hasattr(os, "sysconf") else 2 * 1024 * 1024
 
 ArgvItem = Annotated[str, Field(max_length=8192)]
+EnvValue = Annotated[str, Field(max_length=8192)]
 
 
 def _no_nul(value: str, what: str) -> str:
@@ -84,7 +102,7 @@ class ExecParams(HandlerParams):
     argv: list[ArgvItem] = Field(min_length=1, max_length=256)
     timeout: Duration = Field(default=60.0, gt=0, le=86400)
     cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict, max_length=64)
+    env: dict[str, EnvValue] = Field(default_factory=dict, max_length=64)
 
     @field_validator("argv")
     @classmethod
@@ -92,6 +110,13 @@ class ExecParams(HandlerParams):
         for i, item in enumerate(argv):
             _no_nul(item, f"argv[{i}]")
         _absolute(argv[0], "argv[0]")
+        # At config load (and again per heal): an existing script must be one nobody
+        # else can replace. A missing one is judged when a heal runs it.
+        resolved = os.path.realpath(argv[0])
+        if os.path.exists(resolved):
+            why = untrusted_reason(resolved)
+            if why is not None:
+                raise ValueError(f"argv[0] {argv[0]!r}: {why}")
         return argv
 
     @field_validator("cwd")
@@ -116,35 +141,81 @@ def env_name(prefix: str, key: str) -> str:
     return prefix + _NOT_ENV_CHAR.sub("_", key.upper())
 
 
-def alert_env(ctx: HealContext) -> tuple[dict[str, str], list[str]]:
-    """The ``HEALER_*`` variables for one heal, and the names skipped (a NUL in the value).
+@dataclass(frozen=True)
+class AlertEnv:
+    """The ``HEALER_*`` variables of one heal, and what was left out of them: names
+    ``skipped`` (a NUL in the value), ``cut`` (longer than :data:`MAX_ENV_VALUE`, cut with
+    :data:`CUT_MARKER`) and ``dropped`` (past :data:`MAX_ALERT_ENV` in all)."""
+
+    env: dict[str, str]
+    skipped: list[str] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def note(self) -> dict[str, Any] | None:
+        """The timeline entry saying what was left out, if anything was."""
+        out: dict[str, Any] = {}
+        if self.skipped:
+            out |= {"env_skipped": self.skipped, "why": "NUL in the value"}
+        if self.cut:
+            out |= {"env_cut": self.cut, "max_value_bytes": MAX_ENV_VALUE}
+        if self.dropped:
+            out |= {"env_dropped": self.dropped, "max_total_bytes": MAX_ALERT_ENV}
+        return out or None
+
+
+def _bounded(value: str) -> tuple[str, bool]:
+    """``value`` in at most :data:`MAX_ENV_VALUE` UTF-8 bytes (cut at a character, marker
+    included), and whether it was cut."""
+    if len(value) <= MAX_ENV_VALUE // 4 or len(value.encode()) <= MAX_ENV_VALUE:
+        return value, False
+    room = MAX_ENV_VALUE - len(CUT_MARKER)
+    return value.encode()[:room].decode("utf-8", errors="ignore") + CUT_MARKER, True
+
+
+def alert_env(ctx: HealContext) -> AlertEnv:
+    """The ``HEALER_*`` variables for one heal (see :class:`AlertEnv` for what is left out).
 
     ``HEALER_HEAL_ID``, ``HEALER_RULE`` (``(manual)`` for a manual trigger),
     ``HEALER_ALERTNAME``, ``HEALER_FINGERPRINT`` (empty without an alert),
     ``HEALER_DRY_RUN`` (``0``/``1``), ``HEALER_LABEL_<NAME>`` and
-    ``HEALER_ANNOTATION_<NAME>`` (upper-cased, other characters -> ``_``).
+    ``HEALER_ANNOTATION_<NAME>`` (upper-cased, other characters -> ``_``); labels first,
+    each kind in name order, until :data:`MAX_ALERT_ENV` is spent.
     """
     alert = ctx.alert
-    env: dict[str, str] = {}
-    skipped: list[str] = []
+    out = AlertEnv({})
     sources: list[tuple[str, Mapping[str, str]]] = []
     if alert is not None:
         sources = [("HEALER_LABEL_", alert.labels), ("HEALER_ANNOTATION_", alert.annotations)]
-    for prefix, values in sources:
-        for key in sorted(values):
-            name = env_name(prefix, key)
-            if "\x00" in values[key]:
-                skipped.append(name)
-            else:
-                env[name] = values[key]
-    env.update({
+    fixed = {
         "HEALER_HEAL_ID": ctx.heal_id,
         "HEALER_RULE": ctx.rule,
-        "HEALER_ALERTNAME": alert.name if alert is not None else "",
+        "HEALER_ALERTNAME": _bounded(alert.name)[0] if alert is not None else "",
         "HEALER_FINGERPRINT": alert.fingerprint if alert is not None else "",
         "HEALER_DRY_RUN": "1" if ctx.dry_run else "0",
-    })
-    return env, skipped
+    }
+    spent = sum(_env_bytes(k, v) for k, v in fixed.items())
+    for prefix, values in sources:
+        for key in sorted(values):
+            name, value = env_name(prefix, key)[:256], values[key]
+            if "\x00" in value:
+                out.skipped.append(name)
+                continue
+            value, cut = _bounded(value)
+            if cut:
+                out.cut.append(name)
+            size = _env_bytes(name, value)
+            if spent + size > MAX_ALERT_ENV:
+                out.dropped.append(name)
+                continue
+            spent += size
+            out.env[name] = value
+    out.env.update(fixed)
+    return out
+
+
+def _env_bytes(name: str, value: str) -> int:
+    return len(name.encode()) + len(value.encode()) + 2  # "=" and the NUL
 
 
 def inherited_env() -> dict[str, str]:
@@ -154,7 +225,39 @@ def inherited_env() -> dict[str, str]:
     return env
 
 
-def _resolve_executable(path: str) -> str:
+_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
+
+
+def untrusted_reason(path: str) -> str | None:
+    """Why someone other than root or healer's user could replace ``path`` (a resolved,
+    absolute path), or None. As sshd's StrictModes (``safe_path``): the file and every
+    directory up to ``/`` must be owned by root or by us and not writable by group or
+    others. One exception, unlike sshd: a root-owned directory with the sticky bit
+    (``/tmp``), where only an entry's owner may rename or remove it; the entry itself
+    is then checked like any other."""
+    me = os.geteuid()
+    current = path
+    while True:
+        try:
+            st = os.lstat(current)
+        except OSError as exc:
+            return f"cannot check {current}: {exc.strerror}"
+        if st.st_uid not in (0, me):
+            return (f"{current} is owned by uid {st.st_uid}, not by root or healer's user "
+                    f"(uid {me}): refusing to run it")
+        sticky_root_dir = (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+                           and st.st_uid == 0 and current != path)
+        if st.st_mode & _UNSAFE_BITS and not sticky_root_dir:
+            what = "world-writable" if st.st_mode & stat.S_IWOTH else "group-writable"
+            kind = "directory " if current != path else ""
+            return f"{kind}{current} is {what}: refusing to run it"
+        if current == "/":
+            return None
+        current = os.path.dirname(current)
+
+
+def _resolve_executable(path: str) -> tuple[str, os.stat_result]:
+    """The resolved path of a file healer may run, and its stat (the inode act runs)."""
     resolved = os.path.realpath(path)
     try:
         st = os.stat(resolved)
@@ -164,9 +267,16 @@ def _resolve_executable(path: str) -> str:
         raise InvalidParams(f"argv[0] {path!r} is not a regular file")
     if not os.access(resolved, os.X_OK):
         raise InvalidParams(f"argv[0] {path!r} is not executable")
-    if st.st_mode & stat.S_IWOTH:
-        raise InvalidParams(f"argv[0] {path!r} is world-writable: refusing to run it")
-    return resolved
+    why = untrusted_reason(resolved)
+    if why is not None:
+        raise InvalidParams(f"argv[0] {path!r}: {why}")
+    return resolved, st
+
+
+def _inode(st: os.stat_result) -> str:
+    """Which file this is: an inode number is reused at once after an unlink, its change
+    time (set on creation, chmod, chown, write) is not the same."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def _resolve_cwd(cwd: str | None) -> str | None:
@@ -232,24 +342,35 @@ class Exec:
     requires: ClassVar[frozenset[str]] = frozenset()
 
     async def check(self, ctx: HealContext, params: ExecParams) -> CheckResult:
-        path = _resolve_executable(params.argv[0])
+        path, st = _resolve_executable(params.argv[0])
         cwd = _resolve_cwd(params.cwd)
         attrs = {"cwd": cwd} if cwd is not None else {}
         evidence = {"argv": params.argv, "path": path, "cwd": cwd, "timeout": params.timeout,
-                    "env_keys": sorted(params.env)}
+                    "env_keys": sorted(params.env), "inode": _inode(st)}
         return CheckResult(targets=[Target(kind="exec", name=path, attrs=attrs)],
                            evidence=evidence)
 
     async def act(self, ctx: HealContext, params: ExecParams, check: CheckResult) -> ActResult:
         # Run what the allowlist judged, and make sure it is still a runnable file.
         path = check.targets[0].name
-        if _resolve_executable(path) != path:
+        try:
+            resolved, st = _resolve_executable(path)
+        except InvalidParams as exc:
+            raise ActionFailed(f"{path} changed since check: {exc.message}",
+                               heal_id=ctx.heal_id) from None
+        if resolved != path or _inode(st) != check.evidence.get("inode"):
             raise ActionFailed(f"{path} changed since check", heal_id=ctx.heal_id)
         cwd = check.targets[0].attrs.get("cwd")
-        healer_env, skipped = alert_env(ctx)
-        env = inherited_env() | params.env | healer_env
-        if skipped:
-            await ctx.record("note", {"env_skipped": skipped, "why": "NUL in the value"})
+        alert = alert_env(ctx)
+        env = inherited_env() | params.env | alert.env
+        note = alert.note()
+        if note is not None:
+            await ctx.record("note", note)
+        size = sum(len(a.encode()) + 1 for a in params.argv) + sum(
+            _env_bytes(k, v) for k, v in env.items())
+        if size > _ARG_MAX - 4096:
+            raise ActionFailed(f"{path}: argv and environment take {size} bytes, over the "
+                               f"system's {_ARG_MAX} (ARG_MAX): not run", heal_id=ctx.heal_id)
 
         details = await self._run(ctx, path, params.argv, cwd, env, params.timeout)
         if details["timed_out"]:

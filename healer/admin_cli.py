@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 _TIMEOUT = 10.0
@@ -63,9 +62,12 @@ def base_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     if args.config is not None:
+        from healer.config import read_yaml  # the config's own reader: no aliases, UTF-8
+        from healer.errors import ConfigError
+
         try:
-            data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            data = read_yaml(Path(args.config)) or {}
+        except ConfigError as exc:
             raise _Usage(f"cannot read listen from {args.config}: {exc}") from None
         listen = data.get("listen") if isinstance(data, dict) else None
         if isinstance(listen, str) and ":" in listen:
@@ -76,13 +78,16 @@ def base_url(args: argparse.Namespace) -> str:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file is not None:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise _Usage(f"cannot read {args.token_file}: {exc.strerror}") from None
-        return token or None
-    return os.environ.get("HEALER_ADMIN_TOKEN") or None
+    """The admin token from ``--token-file`` or ``$HEALER_ADMIN_TOKEN``, checked as the
+    daemon checks it (one visible-ASCII word); errors name the source, never the value."""
+    from healer.config import token_from
+    from healer.errors import ConfigError
+
+    env = {} if args.token_file is not None else os.environ
+    try:
+        return token_from(env, "HEALER_ADMIN_TOKEN", args.token_file, "--token-file")
+    except ConfigError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _when(ts: float | None) -> str:
@@ -105,7 +110,9 @@ def run(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     try:
         return _run(args, http, headers)
     except httpx.HTTPError as exc:
-        print(f"error: cannot reach healer at {url}: {type(exc).__name__}: {exc}",
+        # An HTTP client's error may quote the request's headers: the token never shows.
+        text = str(exc).replace(token, "***") if token else str(exc)
+        print(f"error: cannot reach healer at {url}: {type(exc).__name__}: {text}",
               file=sys.stderr)
         return 2
     finally:

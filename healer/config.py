@@ -13,9 +13,10 @@ check-config`` prints them one per line.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -28,6 +29,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -38,6 +41,8 @@ from healer.redact import redact_dsn
 if TYPE_CHECKING:
     from healer.plugins import HandlerRegistry
 
+_DAY = 86400.0
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
@@ -45,14 +50,22 @@ _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2
                "GB": 10**9, "GiB": 2**30}
 
 
+# No duration in the config means more than a year; beyond this a value is a typo (or
+# ``1e300``), and past it float seconds stop adding up to anything a timer can wait for.
+MAX_DURATION = 366 * 86400.0
+
+
 def parse_duration(value: Any) -> float:
-    """``"1h30m"``, ``"30s"``, ``"250ms"`` (Prometheus style) or a number of seconds."""
+    """``"1h30m"``, ``"30s"``, ``"250ms"`` (Prometheus style) or a number of seconds:
+    finite, not negative, at most :data:`MAX_DURATION`."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like '30s' or '10m'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration: it must be finite")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded_duration(float(value))
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a duration like '30s' or '10m'")
     text = value.strip()
@@ -64,7 +77,13 @@ def parse_duration(value: Any) -> float:
         pos = m.end()
     if pos != len(text) or pos == 0:
         raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 10m, 1h30m, 250ms)")
-    return total
+    return _bounded_duration(total)
+
+
+def _bounded_duration(seconds: float) -> float:
+    if not seconds <= MAX_DURATION:  # also catches inf from a huge "999...9d"
+        raise ValueError(f"duration too long (at most {MAX_DURATION / 86400:g} days)")
+    return seconds
 
 
 def parse_size(value: Any) -> int:
@@ -89,39 +108,67 @@ def _selector(value: Any) -> LabelSelector:
         raise ValueError(exc.reason) from None
 
 
+def _path(value: Any) -> Any:
+    """A path in the config: a non-empty string without NUL (``""`` would be ``.``)."""
+    if isinstance(value, str) and (not value.strip() or "\x00" in value):
+        raise ValueError("expected a file path, got an empty string" if not value.strip()
+                         else "a path cannot contain a NUL byte")
+    return value
+
+
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 Selector = Annotated[LabelSelector, BeforeValidator(_selector)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    """Every config model: unknown keys are errors, floats must be finite, and a YAML
+    boolean (``yes``, ``true``) is never read as the number 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in getattr(annotation, "__args__", ()):
+                raise ValueError(f"expected {_kind(annotation)}, got the boolean {value}")
+        return value
+
+
+def _kind(annotation: Any) -> str:
+    args = set(getattr(annotation, "__args__", ())) | {annotation}
+    return "a number" if args & {int, float} else "a value of another type"
 
 
 class BasicAuth(_Frozen):
     username: str = Field(min_length=1)
-    password_file: Path | None = None
+    password_file: FilePath | None = None
 
 
 class WebhookConfig(_Frozen):
-    max_body: ByteSize = 2**20
-    token_file: Path | None = None
+    max_body: Annotated[ByteSize, Field(le=2**30)] = 2**20
+    token_file: FilePath | None = None
     basic_auth: BasicAuth | None = None
 
 
 class AdminConfig(_Frozen):
-    token_file: Path | None = None
+    token_file: FilePath | None = None
 
 
 class PrometheusConfig(_Frozen):
-    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://")
-    timeout: Seconds = 5.0
+    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://[^/\s]+",
+                     max_length=2048)
+    timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
     # Overrides the interval read from Prometheus' own config (global.evaluation_interval).
-    evaluation_interval: Seconds | None = None
+    evaluation_interval: Annotated[Seconds, Field(gt=0, le=_DAY)] | None = None
 
 
 class DockerConfig(_Frozen):
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, min_length=1, max_length=2048)
 
 
 class ProtectConfig(_Frozen):
@@ -135,11 +182,11 @@ class DatabaseConfig(_Frozen):
     The DSN comes from exactly one of ``dsn_file``, ``dsn_env`` or ``dsn`` (the
     last only for DSNs without a password, e.g. a Unix socket with peer auth)."""
 
-    dsn: str | None = None
-    dsn_file: Path | None = None
+    dsn: str | None = Field(default=None, min_length=1)
+    dsn_file: FilePath | None = None
     dsn_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    statement_timeout: Seconds = 5.0
-    connect_timeout: Seconds = 5.0
+    statement_timeout: Annotated[Seconds, Field(gt=0, le=_DAY)] = 5.0
+    connect_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
     pool_size: int = Field(default=2, ge=1, le=32)
     allow_superusers: bool = False
     max_terminations: int = Field(default=5, ge=1, le=1000)
@@ -162,18 +209,15 @@ def _has_password(dsn: str) -> bool:
 class VerifySpec(_Frozen):
     """How a rule's recovery is verified. Unset fields take the top-level defaults."""
 
-    query: str | None = None
-    stable_for: Seconds | None = None
-    timeout: Seconds | None = None
-    interval: Seconds | None = None
+    query: str | None = Field(default=None, min_length=1, max_length=65536)
+    stable_for: Annotated[Seconds, Field(le=_DAY)] | None = None
+    timeout: Annotated[Seconds, Field(gt=0, le=7 * _DAY)] | None = None
+    interval: Annotated[Seconds, Field(gt=0, le=3600)] | None = None
 
 
 class VerifyDefaults(_Frozen):
-    stable_for: Seconds = 30.0
-    timeout: Seconds = 300.0
-
-
-_DAY = 86400.0
+    stable_for: Annotated[Seconds, Field(le=_DAY)] = 30.0
+    timeout: Annotated[Seconds, Field(gt=0, le=7 * _DAY)] = 300.0
 
 
 class BudgetConfig(_Frozen):
@@ -215,7 +259,7 @@ class NotifierConfig(_Frozen):
     kind: Literal["mattermost", "slack", "webhook"]
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
                              max_length=64)
-    url_file: Path | None = None
+    url_file: FilePath | None = None
     url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timeout: Annotated[Seconds, Field(gt=0, le=120)] = 5.0
     retries: int = Field(default=2, ge=0, le=10)
@@ -232,7 +276,7 @@ class NotifierConfig(_Frozen):
 class RuleConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     match: Selector
-    handler: str
+    handler: str = Field(min_length=1, max_length=128)
     params: dict[str, Any] = Field(default_factory=dict)
     dry_run: bool = False
     verify: VerifySpec = VerifySpec()
@@ -244,14 +288,15 @@ class RuleConfig(_Frozen):
 
 
 class HealerConfig(_Frozen):
-    listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$")
-    journal: Path = Path("healer-journal.db")
+    listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$",
+                        max_length=300)
+    journal: FilePath = Path("healer-journal.db")
     # Listening beyond loopback without webhook auth is refused unless this is set.
     allow_insecure: bool = False
     dry_run: bool = False
     max_concurrent_heals: int = Field(default=16, ge=1, le=1024)
     # How long a stopping healer lets running heals finish before journaling them interrupted.
-    shutdown_grace: Seconds = 10.0
+    shutdown_grace: Annotated[Seconds, Field(le=3600)] = 10.0
     prometheus: PrometheusConfig = PrometheusConfig()
     webhook: WebhookConfig = WebhookConfig()
     admin: AdminConfig = AdminConfig()
@@ -265,6 +310,16 @@ class HealerConfig(_Frozen):
     safety: SafetyConfig = SafetyConfig()
     notify: list[NotifierConfig] = Field(default_factory=list, max_length=16)
     rules: list[RuleConfig] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        host, port = listen.rsplit(":", 1)
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port[:12]} is out of range (1-65535)")
+        if not (_is_ip(host.strip("[]")) or _HOSTNAME.fullmatch(host)):
+            raise ValueError(f"{host[:64]!r} is neither an IP address nor a host name")
+        return listen
 
     @property
     def host(self) -> str:
@@ -283,6 +338,18 @@ class HealerConfig(_Frozen):
         if conf is not None and conf.on_not_recovered is not None:
             return conf.on_not_recovered
         return self.safety.on_not_recovered
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -361,19 +428,66 @@ def _path_key(error: tuple[str, str]) -> list[tuple[int, int | str]]:
     return [(0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", error[0])]
 
 
-def load_config(path: Path, handlers: HandlerRegistry | None = None,
-                overrides: Mapping[str, Any] | None = None) -> HealerConfig:
-    """Read and validate ``path``; ``overrides`` (from CLI flags) replace top-level keys."""
+# --- reading the file: UTF-8, no aliases, no duplicate keys ----------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, minus what makes a config mean something else than it reads:
+    anchors and aliases (an 800-byte alias bomb expands to gigabytes; ``<<`` merges need
+    them too) and duplicate keys (YAML says they are an error; PyYAML lets the last win,
+    so a second ``allow:`` would silently replace the first)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed in the "
+                "config: write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {str(key)[:64]!r} (first at line {first})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document at ``path``, read as the config is (UTF-8, no aliases, no
+    duplicate keys); raises ConfigError naming the file and the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([(f"line {line}", f"{path} is not UTF-8 text (byte "
+                            f"{exc.start}: {raw[exc.start:exc.start + 1]!r})")]) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         loc = f"line {where.line + 1}, column {where.column + 1}" if where else ""
         raise ConfigError([(loc, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except RecursionError:  # [[[[...]]]] thousands deep
+        raise ConfigError([("", f"{path}: nested too deeply")]) from None
+
+
+def load_config(path: Path, handlers: HandlerRegistry | None = None,
+                overrides: Mapping[str, Any] | None = None) -> HealerConfig:
+    """Read and validate ``path``; ``overrides`` (from CLI flags) replace top-level keys."""
+    data = read_yaml(path)
     if overrides and isinstance(data, dict | None):
         data = {**(data or {}), **overrides}
     return parse_config(data, handlers)
@@ -405,26 +519,55 @@ def _read_secret(path: Path, where: str) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError([(where, f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([(where, f"{path} is not UTF-8 text (value hidden)")]) from None
     if not value:
         raise ConfigError([(where, f"{path} is empty")])
     return value
 
 
+# A bearer token travels in an HTTP header: visible ASCII only. Whitespace or a control
+# character inside (a token file with an inner newline) would break the header, and the
+# HTTP client's error then quotes the whole header, token included.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+# A basic-auth password may hold spaces, never control characters.
+_PASSWORD = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def check_token(value: str, where: str, pattern: re.Pattern[str] = _TOKEN) -> str:
+    """``value`` if it can be sent as it is, else ConfigError naming ``where`` (a file or
+    a variable), never the value."""
+    if not pattern.fullmatch(value):
+        what = "whitespace, a control character or non-ASCII" if pattern is _TOKEN else (
+            "a control character")
+        raise ConfigError([(where, f"the secret holds {what} inside (value hidden): write "
+                            "it on one line, nothing else in the file")])
+    return value
+
+
+def token_from(env: Mapping[str, str], var: str, path: Path | None, where: str,
+               pattern: re.Pattern[str] = _TOKEN) -> str | None:
+    """A secret from ``$var`` (wins) or the file at ``path``; surrounding whitespace (a
+    trailing newline) is dropped, anything inside is checked by :func:`check_token`."""
+    value = (env.get(var) or "").strip()
+    if value:
+        return check_token(value, f"${var}", pattern)
+    if path is None:
+        return None
+    return check_token(_read_secret(path, where), f"{where} ({path})", pattern)
+
+
 def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:
     """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys."""
     env = os.environ if env is None else env
-    webhook = env.get("HEALER_WEBHOOK_TOKEN") or (
-        _read_secret(config.webhook.token_file, "webhook.token_file")
-        if config.webhook.token_file else None)
-    admin = env.get("HEALER_ADMIN_TOKEN") or (
-        _read_secret(config.admin.token_file, "admin.token_file")
-        if config.admin.token_file else None)
+    webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", config.webhook.token_file,
+                         "webhook.token_file")
+    admin = token_from(env, "HEALER_ADMIN_TOKEN", config.admin.token_file, "admin.token_file")
     basic = None
     if config.webhook.basic_auth is not None:
         ba = config.webhook.basic_auth
-        password = env.get("HEALER_WEBHOOK_PASSWORD") or (
-            _read_secret(ba.password_file, "webhook.basic_auth.password_file")
-            if ba.password_file else None)
+        password = token_from(env, "HEALER_WEBHOOK_PASSWORD", ba.password_file,
+                              "webhook.basic_auth.password_file", _PASSWORD)
         if not password:
             raise ConfigError([("webhook.basic_auth", "needs password_file or "
                                 "HEALER_WEBHOOK_PASSWORD")])
@@ -473,8 +616,11 @@ def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None)
     """Which secrets *would* be set, without reading files (for check-config on another host)."""
     env = os.environ if env is None else env
     marker = "<set>"
-    webhook = env.get("HEALER_WEBHOOK_TOKEN") or (marker if config.webhook.token_file else None)
-    admin = env.get("HEALER_ADMIN_TOKEN") or (marker if config.admin.token_file else None)
+    # A variable set here is checked as serve would check it (files live on the host).
+    webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", None, "") or (
+        marker if config.webhook.token_file else None)
+    admin = token_from(env, "HEALER_ADMIN_TOKEN", None, "") or (
+        marker if config.admin.token_file else None)
     basic = ((config.webhook.basic_auth.username, marker)
              if config.webhook.basic_auth is not None else None)
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)

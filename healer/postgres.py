@@ -88,7 +88,7 @@ class Session:
             "database": self.database, "state": self.state,
             "wait": f"{self.wait_event_type}:{self.wait_event}" if self.wait_event_type else None,
             "xact_age_s": _round(self.xact_age), "query_age_s": _round(self.query_age),
-            "state_age_s": _round(self.state_age), "query": self.query,
+            "state_age_s": _round(self.state_age), "query": redact_dsn(self.query),
             "blocked_by": list(self.blocked_by), "blocking": len(self.blocking),
             "backend_start": _iso(self.backend_start),
         }

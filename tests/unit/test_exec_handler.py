@@ -122,12 +122,14 @@ async def test_check_names_the_resolved_script_as_target(tmp_path: Path) -> None
 @pytest.mark.parametrize("mode, why", [(0o644, "not executable"),
                                        (0o777, "world-writable")])
 async def test_check_refuses_scripts_it_must_not_run(tmp_path: Path, mode: int, why: str) -> None:
-    """A script that is not executable, or that anyone could rewrite, is refused."""
+    """A script that is not executable, or that anyone could rewrite (made so after the
+    config was loaded), is refused at check."""
     path = script(tmp_path / "fix.sh", "exit 0")
+    p = params(path)
     path.chmod(mode)
     ctx, _ = heal_context()
     with pytest.raises(InvalidParams, match=why):
-        await EXEC.check(ctx, params(path))
+        await EXEC.check(ctx, p)
 
 
 async def test_check_refuses_missing_script_and_cwd(tmp_path: Path) -> None:
