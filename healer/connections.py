@@ -1,0 +1,201 @@
+"""Per-connection limits of the HTTP listener: uvicorn's h11 protocol with a header
+deadline, a body deadline and a cap on open connections that sheds instead of starving.
+
+uvicorn alone closes an idle kept-alive connection (``timeout_keep_alive``) but never
+one that is idle after connect, trickles its headers byte by byte or sends less body
+than its ``Content-Length``, and its ``limit_concurrency`` answers 503 while the held
+connections stay open. Here every connection has:
+
+- a header deadline: from connect (or from the first byte of a kept-alive connection's
+  next request) to the end of the request headers, ``header_timeout``;
+- a body deadline: from the end of the headers to the end of the body, ``body_timeout``;
+- uvicorn's keep-alive timeout once a response is complete (``keep_alive``).
+
+They are deadlines, not inactivity timers: a byte now and then does not extend them.
+At most ``max_connections`` are open. A connection beyond that displaces the one that
+has waited longest without sending a request (idle, trickling, or kept alive), provided
+it has waited at least ``DISPLACE_AFTER`` seconds; otherwise the new connection is
+closed at once (the newest is shed). A client that sends its request as soon as it
+connects (Alertmanager) is never the one waiting longest, so thousands of idle or slow
+connections cannot keep it out. Connections are closed with a reset (no lingering
+FIN_WAIT), and none is logged one by one: one summary line per ``SUMMARY_EVERY``
+seconds counts them by reason.
+
+Usage (healer/server.py does this)::
+
+    guard = ConnectionGuard(ConnectionLimits(header_timeout=10, body_timeout=30,
+                                             max_connections=1000))
+    uvicorn.Config(app, http=guard.protocol_class(), timeout_keep_alive=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import h11
+import structlog
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+# A connection must have waited this long without a request before a newcomer may
+# displace it: a client that connected a moment ago gets the time to send its request.
+DISPLACE_AFTER = 1.0
+SUMMARY_EVERY = 10.0
+
+Phase = Literal["new", "request", "body", "busy"]
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+
+
+class ConnectionGuard:
+    """The connections of one listener: how many are open, which wait for a request
+    (longest first), and how many the limits closed, for the summary line."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._open: set[GuardedH11Protocol] = set()
+        # Connections with no request in progress, in the order they started waiting.
+        self._waiting: dict[GuardedH11Protocol, float] = {}
+        self._closed: Counter[str] = Counter()
+        self._summary: asyncio.TimerHandle | None = None
+        self._log = structlog.get_logger("healer.http")
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def protocol_class(self) -> type[GuardedH11Protocol]:
+        """A protocol class for ``uvicorn.Config(http=...)`` whose connections this
+        guard counts (uvicorn builds one instance per connection)."""
+        guard = self
+
+        class Guarded(GuardedH11Protocol):
+            pass
+
+        Guarded.guard = guard
+        return Guarded
+
+    def admit(self, conn: GuardedH11Protocol) -> bool:
+        """Count ``conn`` in; at the cap, displace the longest waiting connection or
+        refuse ``conn`` (False: the caller closes it)."""
+        if len(self._open) >= self.limits.max_connections:
+            victim = next(iter(self._waiting.items()), None)
+            if victim is None or time.monotonic() - victim[1] < DISPLACE_AFTER:
+                self.count("shed")
+                return False
+            victim[0].close_for("displaced")
+        self._open.add(conn)
+        return True
+
+    def waiting(self, conn: GuardedH11Protocol) -> None:
+        self._waiting.pop(conn, None)
+        self._waiting[conn] = time.monotonic()
+
+    def busy(self, conn: GuardedH11Protocol) -> None:
+        self._waiting.pop(conn, None)
+
+    def release(self, conn: GuardedH11Protocol) -> None:
+        self._open.discard(conn)
+        self._waiting.pop(conn, None)
+
+    def count(self, reason: str) -> None:
+        """One more connection closed by the limits; summarised, never logged alone."""
+        self._closed[reason] += 1
+        if self._summary is None:
+            self._summary = asyncio.get_running_loop().call_later(SUMMARY_EVERY,
+                                                                  self.flush_summary)
+
+    def flush_summary(self) -> None:
+        self._summary = None
+        if self._closed:
+            self._log.warning("connections closed by the server limits",
+                              seconds=SUMMARY_EVERY, open=self.open, **self._closed)
+            self._closed.clear()
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the header and body deadlines and the connection cap
+    of its class' ``guard`` (see :meth:`ConnectionGuard.protocol_class`)."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._admitted = False
+        self._phase: Phase = "new"
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self.guard.admit(self):
+            transport.abort()  # shed: uvicorn never sees it
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._follow()
+        self._arm(self.guard.limits.header_timeout, "header_timeout")
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "request" and self._deadline is None:
+            # The first byte of a kept-alive connection's next request.
+            self._arm(self.guard.limits.header_timeout, "header_timeout")
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._disarm()
+        self.guard.release(self)
+        super().connection_lost(exc)
+
+    # -- uvicorn's hooks: where the request phase can change -------------------
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow()
+
+    # -- deadlines -------------------------------------------------------------
+    def close_for(self, reason: str) -> None:
+        """Close now (a reset, nothing more is read or written) and count why."""
+        self._disarm()
+        self.guard.release(self)
+        self.guard.count(reason)
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def _follow(self) -> None:
+        """Track the request phase from h11's view of the client."""
+        state = self.conn.their_state
+        phase: Phase = ("request" if state is h11.IDLE else
+                        "body" if state is h11.SEND_BODY else "busy")
+        if phase == self._phase:
+            return
+        self._phase = phase
+        self._disarm()
+        if phase == "request":
+            # After a response the keep-alive timeout runs until the next first byte.
+            self.guard.waiting(self)
+            return
+        self.guard.busy(self)
+        if phase == "body":
+            self._arm(self.guard.limits.body_timeout, "body_timeout")
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self.close_for, reason)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None

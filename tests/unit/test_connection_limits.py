@@ -1,0 +1,284 @@
+"""Every connection to healer's HTTP listener is bounded (healer/connections.py): idle
+after connect, trickled headers, a body shorter than its Content-Length and an idle
+kept-alive connection are all closed; beyond ``max_connections`` the connection waiting
+longest without a request makes room, or the newest is shed.
+
+The server is the real one (uvicorn with healer's protocol, ``healer.server.uvicorn_config``)
+on 127.0.0.1, with small limits; the clients are raw sockets. Nothing asserts how long
+anything took: a test waits (bounded) for the close it expects, and what it checks is
+that the close came, and that no answer came first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from healer.config import ServerConfig
+from healer.connections import DISPLACE_AFTER
+from healer.logs import RateLimitFilter
+from healer.server import RESERVED_FDS, GracefulServer, connection_cap, uvicorn_config
+
+# Generous bound on waiting for a close that a 0.3 s deadline causes (a loaded machine).
+CLOSE_WITHIN = 20.0
+REQUEST = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 2\r\n\r\n{}")
+
+
+@dataclass
+class EchoApp:
+    """Answers 200 with the body's length; ``hold`` keeps requests in progress."""
+
+    bodies: list[int] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(len(body))
+        if self.hold is not None:
+            await self.hold.wait()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@dataclass
+class Running:
+    app: EchoApp
+    port: int
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+
+@contextlib.asynccontextmanager
+async def serving(**limits: Any) -> AsyncIterator[Running]:
+    """healer's server settings with ``limits`` (ServerConfig fields) on a free port."""
+    app = EchoApp()
+    config = uvicorn_config(app, host="127.0.0.1", port=0, grace=1.0,
+                            server=ServerConfig(**limits))
+    server = GracefulServer(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(400):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert server.started, "server did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Running(app, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = CLOSE_WITHIN
+                            ) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts)."""
+    data = b""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                chunk = await reader.read(65536)
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def closed_while_trickling(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                                 payload: bytes, every: float = 0.05) -> bytes:
+    """Send ``payload`` one byte at a time until the server closes; what it answered.
+    Fails if the whole payload went out before the close."""
+    answered = asyncio.ensure_future(read_until_closed(reader))
+    for byte in payload:
+        if answered.done():
+            return answered.result()
+        with contextlib.suppress(ConnectionError):
+            writer.write(bytes([byte]))
+            await writer.drain()
+        await asyncio.sleep(every)
+    answered.cancel()
+    pytest.fail(f"still open after trickling all {len(payload)} bytes")
+
+
+async def test_a_connection_idle_after_connect_is_closed_by_the_header_timeout() -> None:
+    """A client that connects and sends nothing is closed, without an answer."""
+    async with serving(header_timeout=0.3) as srv:
+        reader, writer = await srv.connect()
+        assert await read_until_closed(reader) == b""
+        writer.close()
+
+
+async def test_trickled_headers_are_closed_by_the_header_deadline() -> None:
+    """A byte every 50 ms never completes the headers in time: the deadline counts from
+    connect, each byte does not extend it (the headers would take 100 s)."""
+    async with serving(header_timeout=0.3) as srv:
+        reader, writer = await srv.connect()
+        head = b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 2000 + b"\r\n\r\n"
+        assert await closed_while_trickling(writer, reader, head) == b""
+        writer.close()
+        assert srv.app.bodies == []
+
+
+@pytest.mark.parametrize("body_sent", [b"", b"{\"a\":", b"x" * 4000])
+async def test_a_body_shorter_than_its_content_length_is_closed(body_sent: bytes) -> None:
+    """Headers promising 10000 bytes, then none, a few or most of them, then silence:
+    closed by the body deadline without an answer; the app never got a whole body."""
+    async with serving(header_timeout=30, body_timeout=0.3) as srv:
+        reader, writer = await srv.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 10000\r\n\r\n" + body_sent)
+        await writer.drain()
+        assert await read_until_closed(reader) == b""
+        writer.close()
+        assert srv.app.bodies == []
+
+
+async def test_a_trickled_body_is_closed_by_the_body_deadline() -> None:
+    """A body sent a byte every 50 ms (it would take 100 s) is cut by the deadline."""
+    async with serving(header_timeout=30, body_timeout=0.3) as srv:
+        reader, writer = await srv.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n")
+        assert await closed_while_trickling(writer, reader, b"x" * 2000) == b""
+        writer.close()
+        assert srv.app.bodies == []
+
+
+async def test_an_idle_kept_alive_connection_is_closed_and_its_next_request_is_bounded(
+        ) -> None:
+    """After a complete answer, a kept-alive connection that stays silent is closed by
+    the keep-alive timeout; one that trickles its next request is closed by the header
+    deadline, armed again by that request's first byte."""
+    async with serving(header_timeout=0.5, keep_alive=0.3) as srv:
+        reader, writer = await srv.connect()
+        writer.write(REQUEST)
+        answer = await read_until_closed(reader)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+        writer.close()
+
+        reader, writer = await srv.connect()
+        writer.write(REQUEST)
+        await writer.drain()
+        assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        head = b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 2000 + b"\r\n\r\n"
+        assert await closed_while_trickling(writer, reader, head) == b""
+        writer.close()
+        assert srv.app.bodies == [2, 2]
+
+
+async def test_at_the_cap_the_connection_waiting_longest_makes_room() -> None:
+    """With ``max_connections`` idle connections held (older than DISPLACE_AFTER), a
+    client that sends its request at once is answered 200; the one that waited longest
+    is closed for it, the others stay open and are still served."""
+    async with serving(header_timeout=60, max_connections=8) as srv:
+        idle = [await srv.connect() for _ in range(8)]
+        await asyncio.sleep(DISPLACE_AFTER * 1.5)
+        reader, writer = await srv.connect()
+        writer.write(REQUEST)
+        assert (await read_until_closed(reader)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        assert await read_until_closed(idle[0][0]) == b""  # the longest waiting
+        for other_reader, other_writer in idle[1:3]:  # still open: served
+            other_writer.write(REQUEST)
+            assert (await other_reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        for _, w in idle:
+            w.close()
+
+
+async def test_at_the_cap_with_every_connection_busy_the_newest_is_shed() -> None:
+    """When all ``max_connections`` connections have a request in progress, a new one is
+    closed at once without an answer (not queued, not a 503 that holds a slot); the busy
+    ones are all answered once their requests finish."""
+    async with serving(header_timeout=60, max_connections=8) as srv:
+        srv.app.hold = asyncio.Event()
+        busy = [await srv.connect() for _ in range(8)]
+        for _, w in busy:
+            w.write(REQUEST)
+        async with asyncio.timeout(CLOSE_WITHIN):
+            while len(srv.app.bodies) < 8:
+                await asyncio.sleep(0.02)
+        for _ in range(3):
+            reader, writer = await srv.connect()
+            writer.write(REQUEST)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            assert await read_until_closed(reader) == b""
+            writer.close()
+        srv.app.hold.set()
+        for r, w in busy:
+            assert (await r.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+            w.close()
+        assert srv.app.bodies == [2] * 8
+
+
+@pytest.mark.parametrize("open_files", [64, 256, 1024, 4096, 65536, 1 << 20])
+@pytest.mark.parametrize("wanted", [8, 1000, 100_000])
+def test_the_connection_cap_leaves_descriptors_for_the_heals(open_files: int,
+                                                               wanted: int) -> None:
+    """Whatever ``max_connections`` says, held connections leave RESERVED_FDS open files
+    (half the limit when it is small) for Docker, PostgreSQL, the journal and runbooks."""
+    cap = connection_cap(wanted, open_files)
+    assert 0 < cap <= wanted
+    assert open_files - cap >= min(RESERVED_FDS, open_files // 2)
+
+
+def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
+    """A process started with a low soft RLIMIT_NOFILE (here 256, set on the child only)
+    gets it raised to its hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256:
+        pytest.skip(f"hard limit {hard} leaves nothing to raise")
+    code = ("import resource; from healer.server import raise_open_files_limit as r; "
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], r(), "
+            "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    before, returned, after = map(int, out.stdout.split())
+    expected = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    assert (before, returned, after) == (256, expected, expected)
+
+
+def test_a_repeated_library_message_is_logged_once_per_interval_with_a_count() -> None:
+    """However many times the same message comes (an accept loop out of descriptors,
+    a flood of bad requests), one line passes per interval, and the next says how many
+    were left out; a different message is not held back by it."""
+    now = [100.0]
+    limiter = RateLimitFilter(10.0, clock=lambda: now[0])
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, args, None)
+
+    for burst in (1, 5000):
+        passed = [r for r in (record("socket.accept() out of system resource")
+                              for _ in range(burst)) if limiter.filter(r)]
+        assert len(passed) == 1
+        now[0] += 10.0
+    assert limiter.filter(other := record("Invalid HTTP request %s", "x"))
+    assert other.getMessage() == "Invalid HTTP request x"
+    last = record("socket.accept() out of system resource")
+    assert limiter.filter(last)
+    assert "4999 more like this" in last.getMessage()
