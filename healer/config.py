@@ -247,7 +247,7 @@ class ServerConfig(_Frozen):
     # A kept-alive connection with no new request is closed after this.
     keep_alive: Annotated[Seconds, Field(gt=0, le=600)] = 5.0
     # Open connections at most (also kept below the open-file limit, see healer/server.py).
-    max_connections: int = Field(default=1000, ge=8, le=1_000_000)
+    max_connections: int = Field(default=4096, ge=8, le=1_000_000)
 # --- end server ---
 
 

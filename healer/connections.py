@@ -13,18 +13,19 @@ connections stay open. Here every connection has:
 
 They are deadlines, not inactivity timers: a byte now and then does not extend them.
 At most ``max_connections`` are open. A connection beyond that displaces the one that
-has waited longest without sending a request (idle, trickling, or kept alive), provided
-it has waited at least ``DISPLACE_AFTER`` seconds; otherwise the new connection is
-closed at once (the newest is shed). A client that sends its request as soon as it
-connects (Alertmanager) is never the one waiting longest, so thousands of idle or slow
-connections cannot keep it out. Connections are closed with a reset (no lingering
+has waited longest for its first request (idle or trickling), provided it has waited at
+least ``DISPLACE_AFTER`` seconds; otherwise the new connection is closed at once (the
+newest is shed). A client that sends its request as soon as it connects (Alertmanager)
+is never the one waiting longest, so thousands of idle or slow connections cannot keep
+it out; a connection that completed a request is never displaced (its keep-alive
+timeout bounds it). Connections are closed with a reset (no lingering
 FIN_WAIT), and none is logged one by one: one summary line per ``SUMMARY_EVERY``
 seconds counts them by reason.
 
 Usage (healer/server.py does this)::
 
     guard = ConnectionGuard(ConnectionLimits(header_timeout=10, body_timeout=30,
-                                             max_connections=1000))
+                                             max_connections=4096))
     uvicorn.Config(app, http=guard.protocol_class(), timeout_keep_alive=5)
 """
 
@@ -42,7 +43,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # A connection must have waited this long without a request before a newcomer may
 # displace it: a client that connected a moment ago gets the time to send its request.
-DISPLACE_AFTER = 1.0
+DISPLACE_AFTER = 0.25
 SUMMARY_EVERY = 10.0
 
 Phase = Literal["new", "request", "body", "busy"]
@@ -62,8 +63,8 @@ class ConnectionGuard:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._open: set[GuardedH11Protocol] = set()
-        # Connections with no request in progress, in the order they started waiting.
-        self._waiting: dict[GuardedH11Protocol, float] = {}
+        # Connections still waiting for their first request, oldest first.
+        self._unproven: dict[GuardedH11Protocol, float] = {}
         self._closed: Counter[str] = Counter()
         self._summary: asyncio.TimerHandle | None = None
         self._log = structlog.get_logger("healer.http")
@@ -87,24 +88,33 @@ class ConnectionGuard:
         """Count ``conn`` in; at the cap, displace the longest waiting connection or
         refuse ``conn`` (False: the caller closes it)."""
         if len(self._open) >= self.limits.max_connections:
-            victim = next(iter(self._waiting.items()), None)
-            if victim is None or time.monotonic() - victim[1] < DISPLACE_AFTER:
+            victim = self._displaceable()
+            if victim is None:
                 self.count("shed")
                 return False
-            victim[0].close_for("displaced")
+            victim.close_for("displaced")
         self._open.add(conn)
         return True
 
+    def _displaceable(self) -> GuardedH11Protocol | None:
+        """The connection that has waited longest without ever completing a request, if
+        it has waited at least DISPLACE_AFTER. Kept-alive ones are left to keep_alive."""
+        oldest = next(iter(self._unproven.items()), None)
+        if oldest is not None and time.monotonic() - oldest[1] >= DISPLACE_AFTER:
+            return oldest[0]
+        return None
+
     def waiting(self, conn: GuardedH11Protocol) -> None:
-        self._waiting.pop(conn, None)
-        self._waiting[conn] = time.monotonic()
+        """``conn`` waits for its first request."""
+        self._unproven[conn] = time.monotonic()
 
     def busy(self, conn: GuardedH11Protocol) -> None:
-        self._waiting.pop(conn, None)
+        """``conn`` has a request in progress, or has completed one."""
+        self._unproven.pop(conn, None)
 
     def release(self, conn: GuardedH11Protocol) -> None:
         self._open.discard(conn)
-        self._waiting.pop(conn, None)
+        self.busy(conn)
 
     def count(self, reason: str) -> None:
         """One more connection closed by the limits; summarised, never logged alone."""
@@ -130,6 +140,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._admitted = False
+        self._served = False  # a response was completed on this connection
         self._phase: Phase = "new"
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -162,6 +173,7 @@ class GuardedH11Protocol(H11Protocol):
         self._follow()
 
     def on_response_complete(self) -> None:
+        self._served = True
         super().on_response_complete()
         self._follow()
 
@@ -184,8 +196,9 @@ class GuardedH11Protocol(H11Protocol):
         self._phase = phase
         self._disarm()
         if phase == "request":
-            # After a response the keep-alive timeout runs until the next first byte.
-            self.guard.waiting(self)
+            if not self._served:
+                self.guard.waiting(self)
+            # else kept alive: its timeout runs until the next request's first byte.
             return
         self.guard.busy(self)
         if phase == "body":

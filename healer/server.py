@@ -15,8 +15,9 @@ re-raises the caught signal once it is done, so the process would die of it
 crash; here a requested stop that completed is a success.
 
 At start the open-file limit's soft value is raised to the hard one, and the
-connection cap is kept ``RESERVED_FDS`` below it, so that held connections can never
-take the descriptors a heal needs (Docker, PostgreSQL, the journal, a runbook). Errors
+connection cap is kept ``RESERVED_FDS`` + ``BACKLOG`` below it, so that held connections
+and one burst of accepts can never take the descriptors a heal needs (Docker,
+PostgreSQL, the journal, a runbook). Errors
 of the accept loop (EMFILE, ...) and uvicorn's per-request warnings are logged at
 most once per ``LOG_EVERY`` seconds each, with a count of those left out.
 """
@@ -39,6 +40,9 @@ from healer.logs import rate_limit_records
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RESERVED_FDS = 256
+# The listen backlog, and so how many connections asyncio accepts in one go before any
+# of them can be shed (each holds a descriptor meanwhile).
+BACKLOG = 128
 LOG_EVERY = 10.0
 # Where the hard limit is unlimited, Linux still refuses more than fs.nr_open (2**20).
 _NOFILE_CEILING = 1 << 20
@@ -72,8 +76,10 @@ def raise_open_files_limit() -> int:
 
 
 def connection_cap(max_connections: int, open_files: int) -> int:
-    """``max_connections``, kept below the open-file limit with room for the heals."""
-    return min(max_connections, max(open_files - RESERVED_FDS, open_files // 2))
+    """``max_connections``, kept below the open-file limit with room for one accept burst
+    and for the heals (a quarter of a limit too small for that)."""
+    return min(max_connections,
+               max(open_files - RESERVED_FDS - BACKLOG, open_files // 4, 1))
 
 
 def connection_guard(server: ServerConfig, open_files: int) -> ConnectionGuard:
@@ -92,7 +98,7 @@ def uvicorn_config(app: Any, *, host: str, port: int, grace: float,
     if guard is None:
         guard = connection_guard(server, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                          http=guard.protocol_class(),
+                          http=guard.protocol_class(), backlog=BACKLOG,
                           timeout_keep_alive=server.keep_alive,  # type: ignore[arg-type]
                           timeout_graceful_shutdown=int(grace) + 5)
 

@@ -26,7 +26,13 @@ import pytest
 from healer.config import ServerConfig
 from healer.connections import DISPLACE_AFTER
 from healer.logs import RateLimitFilter
-from healer.server import RESERVED_FDS, GracefulServer, connection_cap, uvicorn_config
+from healer.server import (
+    BACKLOG,
+    RESERVED_FDS,
+    GracefulServer,
+    connection_cap,
+    uvicorn_config,
+)
 
 # Generous bound on waiting for a close that a 0.3 s deadline causes (a loaded machine).
 CLOSE_WITHIN = 20.0
@@ -198,13 +204,43 @@ async def test_at_the_cap_the_connection_waiting_longest_makes_room() -> None:
         await asyncio.sleep(DISPLACE_AFTER * 1.5)
         reader, writer = await srv.connect()
         writer.write(REQUEST)
-        assert (await read_until_closed(reader)).startswith(b"HTTP/1.1 200")
+        assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
         writer.close()
         assert await read_until_closed(idle[0][0]) == b""  # the longest waiting
         for other_reader, other_writer in idle[1:3]:  # still open: served
             other_writer.write(REQUEST)
             assert (await other_reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
         for _, w in idle:
+            w.close()
+
+
+async def test_at_the_cap_a_kept_alive_client_is_never_displaced() -> None:
+    """A client that completed a request and keeps its connection alive (Alertmanager's
+    HTTP client does) is not displaced by newcomers while idle ones are: with the cap
+    full of served connections a newcomer is shed, and the first client's next request
+    on its connection is still answered."""
+    async with serving(header_timeout=60, keep_alive=60, max_connections=8) as srv:
+        kept_reader, kept_writer = await srv.connect()
+        kept_writer.write(REQUEST)
+        assert (await kept_reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        idle = [await srv.connect() for _ in range(7)]
+        served = []
+        for _ in range(7):  # each newcomer displaces the longest waiting idle one
+            await asyncio.sleep(DISPLACE_AFTER * 1.5)
+            reader, writer = await srv.connect()
+            writer.write(REQUEST)
+            assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+            served.append(writer)
+        for r, _ in idle:
+            assert await read_until_closed(r) == b""
+        reader, writer = await srv.connect()
+        writer.write(REQUEST)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        assert await read_until_closed(reader) == b""  # shed: nothing left to displace
+        kept_writer.write(REQUEST)
+        assert (await kept_reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+        for w in [kept_writer, writer, *served, *(w for _, w in idle)]:
             w.close()
 
 
@@ -234,15 +270,23 @@ async def test_at_the_cap_with_every_connection_busy_the_newest_is_shed() -> Non
         assert srv.app.bodies == [2] * 8
 
 
-@pytest.mark.parametrize("open_files", [64, 256, 1024, 4096, 65536, 1 << 20])
-@pytest.mark.parametrize("wanted", [8, 1000, 100_000])
+@pytest.mark.parametrize("open_files", [1024, 1025, 2048, 4096, 65536, 1 << 20])
+@pytest.mark.parametrize("wanted", [8, 1000, 4096, 100_000])
 def test_the_connection_cap_leaves_descriptors_for_the_heals(open_files: int,
                                                                wanted: int) -> None:
-    """Whatever ``max_connections`` says, held connections leave RESERVED_FDS open files
-    (half the limit when it is small) for Docker, PostgreSQL, the journal and runbooks."""
+    """Whatever ``max_connections`` says, the held connections plus one accept burst
+    (BACKLOG sockets accepted before any is shed) leave RESERVED_FDS open files for
+    Docker, PostgreSQL, the journal and runbooks."""
     cap = connection_cap(wanted, open_files)
     assert 0 < cap <= wanted
-    assert open_files - cap >= min(RESERVED_FDS, open_files // 2)
+    assert open_files - cap - BACKLOG >= RESERVED_FDS
+
+
+@pytest.mark.parametrize("open_files", [16, 64, 256, 500])
+def test_under_a_tiny_open_files_limit_the_cap_is_a_quarter_of_it(open_files: int) -> None:
+    """Below 512 open files there is no room for the reserve and a burst: the cap is a
+    quarter of the limit, so most of it is left whatever the connections do."""
+    assert connection_cap(4096, open_files) == max(open_files // 4, 1)
 
 
 def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
