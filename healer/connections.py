@@ -13,11 +13,13 @@ connections stay open. Here every connection has:
 
 They are deadlines, not inactivity timers: a byte now and then does not extend them.
 At most ``max_connections`` are open. A connection beyond that displaces the one that
-has waited longest for its first request (idle or trickling), provided it has waited at
-least ``DISPLACE_AFTER`` seconds; otherwise the new connection is closed at once (the
-newest is shed). A client that sends its request as soon as it connects (Alertmanager)
-is never the one waiting longest, so thousands of idle or slow connections cannot keep
-it out; a connection that completed a request is never displaced (its keep-alive
+has waited longest for its first request (idle or trickling); when there is none (every
+connection has a request in progress or was kept alive after one) the new connection
+is closed at once: the newest is shed. A client that sends its request as soon as it
+connects (Alertmanager) is waiting for only a loop iteration or two, so it is displaced
+only if ``max_connections`` more connect in that time (asyncio accepts at most the
+listen backlog, 128, per iteration): thousands of idle or slow connections cannot keep
+it out. A connection that completed a request is never displaced (its keep-alive
 timeout bounds it). Connections are closed with a reset (no lingering
 FIN_WAIT), and none is logged one by one: one summary line per ``SUMMARY_EVERY``
 seconds counts them by reason.
@@ -32,7 +34,6 @@ Usage (healer/server.py does this)::
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -41,9 +42,6 @@ import h11
 import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-# A connection must have waited this long without a request before a newcomer may
-# displace it: a client that connected a moment ago gets the time to send its request.
-DISPLACE_AFTER = 0.25
 SUMMARY_EVERY = 10.0
 
 Phase = Literal["new", "request", "body", "busy"]
@@ -63,8 +61,9 @@ class ConnectionGuard:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._open: set[GuardedH11Protocol] = set()
-        # Connections still waiting for their first request, oldest first.
-        self._unproven: dict[GuardedH11Protocol, float] = {}
+        # Connections still waiting for their first request, oldest first (a dict keeps
+        # insertion order and removes in O(1)).
+        self._unproven: dict[GuardedH11Protocol, None] = {}
         self._closed: Counter[str] = Counter()
         self._summary: asyncio.TimerHandle | None = None
         self._log = structlog.get_logger("healer.http")
@@ -97,16 +96,13 @@ class ConnectionGuard:
         return True
 
     def _displaceable(self) -> GuardedH11Protocol | None:
-        """The connection that has waited longest without ever completing a request, if
-        it has waited at least DISPLACE_AFTER. Kept-alive ones are left to keep_alive."""
-        oldest = next(iter(self._unproven.items()), None)
-        if oldest is not None and time.monotonic() - oldest[1] >= DISPLACE_AFTER:
-            return oldest[0]
-        return None
+        """The connection that has waited longest for its first request. Kept-alive ones
+        are left to keep_alive."""
+        return next(iter(self._unproven), None)
 
     def waiting(self, conn: GuardedH11Protocol) -> None:
         """``conn`` waits for its first request."""
-        self._unproven[conn] = time.monotonic()
+        self._unproven[conn] = None
 
     def busy(self, conn: GuardedH11Protocol) -> None:
         """``conn`` has a request in progress, or has completed one."""

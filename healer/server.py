@@ -15,9 +15,9 @@ re-raises the caught signal once it is done, so the process would die of it
 crash; here a requested stop that completed is a success.
 
 At start the open-file limit's soft value is raised to the hard one, and the
-connection cap is kept ``RESERVED_FDS`` + ``BACKLOG`` below it, so that held connections
-and one burst of accepts can never take the descriptors a heal needs (Docker,
-PostgreSQL, the journal, a runbook). Errors
+connection cap is kept ``RESERVED_FDS`` + ``IN_FLIGHT`` below it, so that held
+connections and the accepts not yet shed can never take the descriptors a heal needs
+(Docker, PostgreSQL, the journal, a runbook). Errors
 of the accept loop (EMFILE, ...) and uvicorn's per-request warnings are logged at
 most once per ``LOG_EVERY`` seconds each, with a count of those left out.
 """
@@ -40,9 +40,11 @@ from healer.logs import rate_limit_records
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RESERVED_FDS = 256
-# The listen backlog, and so how many connections asyncio accepts in one go before any
-# of them can be shed (each holds a descriptor meanwhile).
-BACKLOG = 128
+# The listen backlog, and so how many connections asyncio accepts in one loop iteration
+# before any of them can be shed. A connection closed by the limits frees its descriptor
+# an iteration later, so up to three bursts hold descriptors beyond the cap.
+BACKLOG = 64
+IN_FLIGHT = 3 * BACKLOG
 LOG_EVERY = 10.0
 # Where the hard limit is unlimited, Linux still refuses more than fs.nr_open (2**20).
 _NOFILE_CEILING = 1 << 20
@@ -76,10 +78,10 @@ def raise_open_files_limit() -> int:
 
 
 def connection_cap(max_connections: int, open_files: int) -> int:
-    """``max_connections``, kept below the open-file limit with room for one accept burst
-    and for the heals (a quarter of a limit too small for that)."""
+    """``max_connections``, kept below the open-file limit with room for the accept
+    bursts in flight and for the heals (a quarter of a limit too small for that)."""
     return min(max_connections,
-               max(open_files - RESERVED_FDS - BACKLOG, open_files // 4, 1))
+               max(open_files - RESERVED_FDS - IN_FLIGHT, open_files // 4, 1))
 
 
 def connection_guard(server: ServerConfig, open_files: int) -> ConnectionGuard:

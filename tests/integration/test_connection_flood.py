@@ -6,7 +6,7 @@ do not flood the log.
 
 Two hosts: the usual one (soft open-file limit 1024, healer raises it to the hard
 limit and holds all 2,000), and a tight one whose hard limit is 1024 too (healer keeps
-its connection cap 384 descriptors below it: the hostile connections are displaced or
+its connection cap 448 descriptors below it: the hostile connections are displaced or
 shed, and the webhook still gets in).
 
 A real heal runs through it: docker.restart of a busybox container, verified through a
@@ -26,6 +26,8 @@ import httpx
 import pytest
 import yaml
 
+from healer.config import ServerConfig
+from healer.server import connection_cap
 from tests.support import HealerFactory, wait_until
 from tests.support.flood import HostileConnections
 from tests.support.inproc import alert_payload
@@ -36,6 +38,7 @@ WEBHOOK_TOKEN = "flood-webhook-token"
 ADMIN_TOKEN = "flood-admin-token"
 HOSTILE = 2000
 MB = 1_000_000
+CAP_AT_1024 = connection_cap(ServerConfig().max_connections, 1024)
 
 
 def _enough_descriptors(needed: int) -> None:
@@ -104,7 +107,7 @@ def test_held_hostile_connections_keep_out_neither_the_webhook_nor_a_heal(
         first = _post_alert(client, before.name)
         log_size = healer.log_path.stat().st_size
         with HostileConnections(healer.port, count=HOSTILE) as flood:
-            if hard_limit:  # at most 640 held: the rest are shed and re-try
+            if hard_limit:  # at most CAP_AT_1024 held: the rest are displaced and re-try
                 flood.wait_opened(2 * HOSTILE, timeout=120)
             else:
                 flood.wait_held(HOSTILE, timeout=120)
@@ -120,7 +123,7 @@ def test_held_hostile_connections_keep_out_neither_the_webhook_nor_a_heal(
             wait_until(both_done, timeout=180, interval=1.0, what="both heals to end")
             stats = flood.stats
     assert outcomes == {first: "recovered", second: "recovered"}, outcomes
-    assert stats.most_held >= (640 if hard_limit else HOSTILE), stats
+    assert stats.most_held >= (CAP_AT_1024 if hard_limit else HOSTILE), stats
     if hard_limit:
         assert stats.closed_by_server >= HOSTILE, stats
     healer.stop()

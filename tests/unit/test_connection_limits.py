@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from healer.config import ServerConfig
-from healer.connections import DISPLACE_AFTER
 from healer.logs import RateLimitFilter
 from healer.server import (
     BACKLOG,
@@ -196,12 +195,11 @@ async def test_an_idle_kept_alive_connection_is_closed_and_its_next_request_is_b
 
 
 async def test_at_the_cap_the_connection_waiting_longest_makes_room() -> None:
-    """With ``max_connections`` idle connections held (older than DISPLACE_AFTER), a
-    client that sends its request at once is answered 200; the one that waited longest
+    """With ``max_connections`` idle connections held, a client that sends its request
+    at once is answered 200; the one that waited longest
     is closed for it, the others stay open and are still served."""
     async with serving(header_timeout=60, max_connections=8) as srv:
         idle = [await srv.connect() for _ in range(8)]
-        await asyncio.sleep(DISPLACE_AFTER * 1.5)
         reader, writer = await srv.connect()
         writer.write(REQUEST)
         assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
@@ -226,7 +224,6 @@ async def test_at_the_cap_a_kept_alive_client_is_never_displaced() -> None:
         idle = [await srv.connect() for _ in range(7)]
         served = []
         for _ in range(7):  # each newcomer displaces the longest waiting idle one
-            await asyncio.sleep(DISPLACE_AFTER * 1.5)
             reader, writer = await srv.connect()
             writer.write(REQUEST)
             assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
@@ -274,17 +271,17 @@ async def test_at_the_cap_with_every_connection_busy_the_newest_is_shed() -> Non
 @pytest.mark.parametrize("wanted", [8, 1000, 4096, 100_000])
 def test_the_connection_cap_leaves_descriptors_for_the_heals(open_files: int,
                                                                wanted: int) -> None:
-    """Whatever ``max_connections`` says, the held connections plus one accept burst
-    (BACKLOG sockets accepted before any is shed) leave RESERVED_FDS open files for
-    Docker, PostgreSQL, the journal and runbooks."""
+    """Whatever ``max_connections`` says, the held connections plus the accepts in flight
+    (up to three BACKLOG bursts: accepted, not yet shed, or closed but not yet freed)
+    leave RESERVED_FDS open files for Docker, PostgreSQL, the journal and runbooks."""
     cap = connection_cap(wanted, open_files)
     assert 0 < cap <= wanted
-    assert open_files - cap - BACKLOG >= RESERVED_FDS
+    assert open_files - cap - 3 * BACKLOG >= RESERVED_FDS
 
 
-@pytest.mark.parametrize("open_files", [16, 64, 256, 500])
+@pytest.mark.parametrize("open_files", [16, 64, 256, 590])
 def test_under_a_tiny_open_files_limit_the_cap_is_a_quarter_of_it(open_files: int) -> None:
-    """Below 512 open files there is no room for the reserve and a burst: the cap is a
+    """Below 598 open files there is no room for the reserve and a burst: the cap is a
     quarter of the limit, so most of it is left whatever the connections do."""
     assert connection_cap(4096, open_files) == max(open_files // 4, 1)
 
