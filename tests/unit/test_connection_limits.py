@@ -23,10 +23,12 @@ from typing import Any
 
 import pytest
 
-from healer.config import ServerConfig
-from healer.logs import RateLimitFilter
+from healer.config import ServerConfig, parse_config
+from healer.errors import ConfigError
+from healer.logs import RateLimitFilter, rate_limit_records
 from healer.server import (
     BACKLOG,
+    LOG_EVERY,
     RESERVED_FDS,
     GracefulServer,
     connection_cap,
@@ -323,3 +325,47 @@ def test_a_repeated_library_message_is_logged_once_per_interval_with_a_count() -
     last = record("socket.accept() out of system resource")
     assert limiter.filter(last)
     assert "4999 more like this" in last.getMessage()
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    *((key, bad) for key in ("header_timeout", "body_timeout", "keep_alive")
+      for bad in (0, -1, float("nan"), float("inf"), "soon", 10_000)),
+    *(("max_connections", bad) for bad in (0, 7, 2_000_000, 1.5, "many")),
+])
+def test_a_bad_server_limit_is_a_config_error_naming_it(key: str, value: object) -> None:
+    """Zero, negative, NaN, infinite, unparsable or absurd limits are refused at load,
+    each error naming ``server.<key>`` (a NaN deadline would never fire)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": {key: value}})
+    assert [where for where, _ in info.value.errors] == [f"server.{key}"]
+
+
+def test_the_server_limits_default_and_parse_durations() -> None:
+    """Unset, the limits are the documented defaults; durations take units."""
+    assert ServerConfig() == ServerConfig(header_timeout=10, body_timeout=30, keep_alive=5,
+                                          max_connections=4096)
+    config = parse_config({"server": {"header_timeout": "2s", "body_timeout": "1m",
+                                      "keep_alive": "500ms"}})
+    assert (config.server.header_timeout, config.server.body_timeout,
+            config.server.keep_alive) == (2.0, 60.0, 0.5)
+
+
+async def test_a_flood_of_invalid_requests_is_logged_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn warns once per malformed request; with healer's rate limit on its logger
+    (``serve_app`` puts it there) 50 of them make one line, and each got its 400."""
+    rate_limit_records(["uvicorn.error"], every=LOG_EVERY)
+    try:
+        async with serving() as srv:
+            with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+                for _ in range(50):
+                    reader, writer = await srv.connect()
+                    writer.write(b"\x00\x01 not http\r\n\r\n")
+                    assert (await read_until_closed(reader)).startswith(b"HTTP/1.1 400")
+                    writer.close()
+    finally:
+        logger = logging.getLogger("uvicorn.error")
+        for limiter in [f for f in logger.filters if isinstance(f, RateLimitFilter)]:
+            logger.removeFilter(limiter)
+    invalid = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert len(invalid) == 1
