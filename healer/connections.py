@@ -173,6 +173,15 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._follow()
 
+    def shutdown(self) -> None:
+        """A graceful stop lets requests in progress finish; one whose body is still
+        being read was not received (nothing of it is journaled), so it is closed now
+        instead of holding the stop until its body deadline."""
+        if self._phase == "body":
+            self.close_for("stopping")
+            return
+        super().shutdown()
+
     # -- deadlines -------------------------------------------------------------
     def close_for(self, reason: str) -> None:
         """Close now (a reset, nothing more is read or written) and count why."""

@@ -74,16 +74,23 @@ class EchoApp:
 class Running:
     app: EchoApp
     port: int
+    serve: asyncio.Task[None]
+    server: GracefulServer
+
+    async def stop(self) -> None:
+        """A graceful stop, as on SIGTERM; returns once the server has stopped."""
+        self.server.should_exit = True
+        await asyncio.wait_for(asyncio.shield(self.serve), CLOSE_WITHIN)
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
 
 
 @contextlib.asynccontextmanager
-async def serving(**limits: Any) -> AsyncIterator[Running]:
+async def serving(grace: float = 1.0, **limits: Any) -> AsyncIterator[Running]:
     """healer's server settings with ``limits`` (ServerConfig fields) on a free port."""
     app = EchoApp()
-    config = uvicorn_config(app, host="127.0.0.1", port=0, grace=1.0,
+    config = uvicorn_config(app, host="127.0.0.1", port=0, grace=grace,
                             server=ServerConfig(**limits))
     server = GracefulServer(config)
     task = asyncio.create_task(server.serve())
@@ -94,7 +101,7 @@ async def serving(**limits: Any) -> AsyncIterator[Running]:
             await asyncio.sleep(0.05)
         assert server.started, "server did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield Running(app, port)
+        yield Running(app, port, task, server)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
@@ -267,6 +274,32 @@ async def test_at_the_cap_with_every_connection_busy_the_newest_is_shed() -> Non
             assert (await r.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
             w.close()
         assert srv.app.bodies == [2] * 8
+
+
+async def test_a_graceful_stop_is_not_held_by_idle_or_half_sent_requests() -> None:
+    """On stop, connections idle after connect, with trickled headers or a body shorter
+    than its Content-Length are closed at once (none was received, nothing to finish),
+    while a request in progress is let finish: the server stops well within its
+    100 s grace and 300/600 s deadlines."""
+    async with serving(grace=100.0, header_timeout=300, body_timeout=600) as srv:
+        srv.app.hold = asyncio.Event()
+        idle = await srv.connect()
+        head = await srv.connect()
+        head[1].write(b"POST /echo HTTP/1.1\r\nHost: t\r\n")
+        body = await srv.connect()
+        body[1].write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+        busy = await srv.connect()
+        busy[1].write(REQUEST)
+        async with asyncio.timeout(CLOSE_WITHIN):
+            while srv.app.bodies != [2]:
+                await asyncio.sleep(0.02)
+        asyncio.get_running_loop().call_later(0.5, srv.app.hold.set)
+        await srv.stop()
+        for reader, writer in (idle, head, body):
+            assert await read_until_closed(reader) == b""
+            writer.close()
+        assert (await read_until_closed(busy[0])).startswith(b"HTTP/1.1 200")
+        busy[1].close()
 
 
 @pytest.mark.parametrize("open_files", [1024, 1025, 2048, 4096, 65536, 1 << 20])
