@@ -17,9 +17,9 @@ crash; here a requested stop that completed is a success.
 At start the open-file limit's soft value is raised to the hard one, and the
 connection cap is kept ``RESERVED_FDS`` + ``IN_FLIGHT`` below it, so that held
 connections and the accepts not yet shed can never take the descriptors a heal needs
-(Docker, PostgreSQL, the journal, a runbook). Errors
-of the accept loop (EMFILE, ...) and uvicorn's per-request warnings are logged at
-most once per ``LOG_EVERY`` seconds each, with a count of those left out.
+(Docker, PostgreSQL, the journal, a runbook). Errors of the accept loop (EMFILE, ...)
+and uvicorn's per-request warnings are logged at most once per ``LOG_EVERY`` seconds
+each, with a count of those left out.
 """
 
 from __future__ import annotations
