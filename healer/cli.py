@@ -134,7 +134,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     app = create_app(config, secrets, handlers=handlers)
-    return serve_app(app, host=config.host, port=config.port, grace=config.shutdown_grace)
+    return serve_app(app, host=config.host, port=config.port, grace=config.shutdown_grace,
+                     server=config.server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

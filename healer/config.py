@@ -287,6 +287,22 @@ class RuleConfig(_Frozen):
     on_not_recovered: OnNotRecovered | None = None
 
 
+# --- server: per-connection limits of the HTTP listener (healer/connections.py) ---
+class ServerConfig(_Frozen):
+    """How long a client may take, and how many connections may be open at once."""
+
+    # From connect (or a kept-alive connection's next first byte) to the end of the
+    # request headers: idle and trickling clients are closed after this.
+    header_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 10.0
+    # From the end of the headers to the end of the body (a Content-Length never met).
+    body_timeout: Annotated[Seconds, Field(gt=0, le=600)] = 30.0
+    # A kept-alive connection with no new request is closed after this.
+    keep_alive: Annotated[Seconds, Field(gt=0, le=600)] = 5.0
+    # Open connections at most (also kept below the open-file limit, see healer/server.py).
+    max_connections: int = Field(default=4096, ge=8, le=1_000_000)
+# --- end server ---
+
+
 class HealerConfig(_Frozen):
     listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$",
                         max_length=300)
@@ -297,6 +313,7 @@ class HealerConfig(_Frozen):
     max_concurrent_heals: int = Field(default=16, ge=1, le=1024)
     # How long a stopping healer lets running heals finish before journaling them interrupted.
     shutdown_grace: Annotated[Seconds, Field(le=3600)] = 10.0
+    server: ServerConfig = ServerConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
     webhook: WebhookConfig = WebhookConfig()
     admin: AdminConfig = AdminConfig()

@@ -3,14 +3,17 @@
 Every event passes :func:`redact_secrets` last before rendering, so a DSN password
 that reaches a log call (an exception text, a param, a library's message) is masked
 whatever logged it. Standard-library logging (uvicorn, asyncio) is routed through the
-same processors.
+same processors. :func:`rate_limit_records` keeps a repeated library message (an
+accept loop out of file descriptors, a flood of malformed requests) to one line per
+interval.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -83,3 +86,36 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+
+
+class RateLimitFilter(logging.Filter):
+    """Passes a message (logger and format string) at most once per ``every`` seconds;
+    the next one that passes says how many were left out meanwhile."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self._clock = clock
+        self._state: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (passed at, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        passed_at, left_out = self._state.get(key, (-self.every, 0))
+        if now - passed_at < self.every:
+            self._state[key] = (passed_at, left_out + 1)
+            return False
+        self._state[key] = (now, 0)
+        if left_out:
+            record.msg = (f"{record.getMessage()} ({left_out} more like this in the last "
+                          f"{now - passed_at:.0f}s, not logged)")
+            record.args = None
+        return True
+
+
+def rate_limit_records(loggers: Iterable[str], *, every: float) -> None:
+    """Put one :class:`RateLimitFilter` on each of ``loggers`` (once, however often called)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+            logger.addFilter(RateLimitFilter(every))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,8 +56,10 @@ class ManagedProcess:
         ready_path: str,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         self.name = name
+        self._open_files = open_files
         self._fixed_port = port
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -114,7 +117,13 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 env=self._env,
+                preexec_fn=self._limit_open_files if self._open_files else None,
             )
+
+    def _limit_open_files(self) -> None:
+        """In the child before exec: its RLIMIT_NOFILE (soft, hard), as a host would set it."""
+        assert self._open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self._open_files)
 
     def _wait_ready(self, timeout: float) -> None:
         proc = self._proc
@@ -427,6 +436,7 @@ class HealerFactory(_Factory):
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         host: str = "127.0.0.1",
+        open_files: tuple[int, int] | None = None,
     ) -> HealerProc:
         """Run ``python -m healer serve --config <config_path> --listen <host>:<port>``.
 
@@ -435,6 +445,7 @@ class HealerFactory(_Factory):
         0.0.0.0, for the exposure rule) still serves loopback, where the readiness
         probe and tests connect. ``env`` is added to the current environment. Waits
         up to 30 s for ``GET /health`` == 200. The working directory is a fresh tmp dir.
+        ``open_files`` is healer's RLIMIT_NOFILE (soft, hard), e.g. a host's usual 1024 soft.
         """
         config_path = Path(config_path).resolve()
         workdir = self._workdir()
@@ -453,7 +464,8 @@ class HealerFactory(_Factory):
             ]
 
         instance = HealerProc(
-            "healer", argv, workdir=workdir, ready_path="/health", env=full_env, port=port
+            "healer", argv, workdir=workdir, ready_path="/health", env=full_env, port=port,
+            open_files=open_files,
         )
         instance.config_path = config_path
         return self._launch(instance, 30.0)
