@@ -1,4 +1,4 @@
-"""The Odoo runbook (../shared/runbooks/odoo-auto-healing.md) end to end, on real components.
+"""The Odoo runbook (docs/runbooks/odoo-auto-healing.md) end to end, on real components.
 
 Each scenario (tests/support/odoo_scenarios.py, which bench/loop.py times) breaks a
 real thing the way Odoo breaks, lets the shipped alert rule (alerts/*.rules.yml, sped

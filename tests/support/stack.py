@@ -20,8 +20,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "alerts"
 COMPOSE = REPO / "compose.yml"
-# The runbooks live beside the repository (../shared/runbooks), in CI too.
-RUNBOOKS = REPO.parent / "shared" / "runbooks"
+# The runbooks the alerts link to, copied into the repository (docs/runbooks).
+RUNBOOKS = REPO / "docs" / "runbooks"
 
 
 def load_yaml(path: Path) -> Any:

@@ -13,7 +13,7 @@ import httpx
 from healer.verify import Verifier
 from tests.support.inproc import running_healer
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "alertmanager-0.25"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager-0.25"
 
 
 def _fixture(name: str) -> dict[str, Any]:

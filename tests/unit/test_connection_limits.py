@@ -34,6 +34,7 @@ from healer.server import (
     connection_cap,
     uvicorn_config,
 )
+from tests.support.env import require_service
 
 # Generous bound on waiting for a close that a 0.3 s deadline causes (a loaded machine).
 CLOSE_WITHIN = 20.0
@@ -326,7 +327,7 @@ def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
     gets it raised to its hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard <= 256:
-        pytest.skip(f"hard limit {hard} leaves nothing to raise")
+        require_service("open files", f"hard limit {hard} leaves nothing to raise")
     code = ("import resource; from healer.server import raise_open_files_limit as r; "
             "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], r(), "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")

@@ -12,13 +12,13 @@ import pytest
 from healer.errors import PayloadError
 from healer.payload import parse_webhook
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "alertmanager-0.25"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager-0.25"
 
 
 def fixture(name: str) -> bytes:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f"missing Alertmanager fixture {path} (shared/ must sit beside the repo)")
+        pytest.fail(f"missing Alertmanager fixture {path} (tests/fixtures/ ships them)")
     return path.read_bytes()
 
 
