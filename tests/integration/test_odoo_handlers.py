@@ -48,7 +48,8 @@ class OdooDb:
         return await insert_job(self.admin, self.version, name, nextcall_in=nextcall_in)
 
     async def worker(self, app: str = "odoo-cron") -> CronWorker:
-        return CronWorker(await self.sessions.open(application_name=app), self.version)
+        return CronWorker(await self.sessions.open(application_name=app), None,
+                          self.version, app)
 
     async def alive(self, conn: asyncpg.Connection) -> bool:
         return bool(await self.admin.fetchval(

@@ -175,9 +175,9 @@ class CronJam(Scenario):
         await self.web.execute("BEGIN")
         await self.web.execute("UPDATE res_partner SET name = 'Deco Addict' WHERE id = 1")
         self.stuck = ir_cron.CronWorker(await s.open(application_name="odoo-cron"),
-                                        self.version)
+                                        None, self.version)
         self.scheduler = ir_cron.CronWorker(await s.open(application_name="odoo-cron"),
-                                            self.version)
+                                            None, self.version)
 
     async def inject(self) -> float:
         # Two jobs fall due now; a worker takes the first and hangs inside it (idle in
