@@ -7,18 +7,34 @@
       handler: odoo.unlock_cron
       params:
         database: odoo               # a name from `databases:`
-        overdue: 10m                 # active job with nextcall older than now - 10m
-        min_held: 5m                 # only holders whose transaction is open longer
+        overdue: 10m                 # due (nextcall or a trigger) more than 10m ago
+        min_held: 5m                 # lock held, and no progress recorded, this long
+        sample: 2s                   # two looks at the run this far apart
         cron_id: "{{ labels.cron_id }}"   # optional: just that job
 
-Check lists the active overdue ``ir_cron`` jobs, learns which of them a cron worker
-cannot take (their row is locked) and proves which sessions hold those row locks
-(:mod:`handlers.odoo_cron`); act re-checks each holder is the same backend and
-transaction, terminates it and waits (bounded) for it to go. Holders whose
-transaction is younger than ``min_held`` are left alone (a job that is simply
-running); a protected holder refuses the heal; more holders than the database's
-``max_terminations`` refuse it too. Targets are ``postgres`` ``<database>/<pid>``
-with ``database``, ``datname``, ``user`` and ``application_name`` for the allowlist.
+Odoo runs a job on two connections of one process (``application_name``
+``odoo-<pid>``): the cron connection holds the job's row lock, the job connection does
+the work. Ending only the lock holder lets another worker start the job while the first
+run goes on: the job runs twice. So this handler ends the whole stuck run, and only a
+stuck one.
+
+Check lists the runnable overdue ``ir_cron`` jobs, learns which a cron worker cannot
+take (their row is locked) and proves which sessions hold those row locks
+(:mod:`handlers.odoo_cron`). A holder is left alone when it is protected, when its
+transaction is younger than ``min_held``, when modules are being installed or upgraded,
+when the job recorded progress (``ir_cron_progress``, 18+) within ``min_held``, or when
+its process shows any progress between two looks ``sample`` apart (a new statement,
+transaction or state on the holder or on another connection of the same process: the
+job connection running a slow job, a manual run, a batch). Each stays in the evidence
+with its reason; when nobody is left to terminate and someone was left alone for a
+reason other than age, the heal is ``refused``.
+
+Act re-checks that nothing moved since check, terminates the job connection(s) first
+(while the row is still locked, so no worker can start the job), waits for them to go,
+then terminates the lock holder if it still holds the same rows in the same transaction.
+Targets are ``postgres`` ``<database>/<pid>`` (the job connections and the holder) with
+``database``, ``datname``, ``user`` and ``application_name`` for the allowlist; more
+of them than the database's ``max_terminations`` refuses the heal.
 
 ``odoo.restart_workers`` (runbook "Memory Leak") and ``odoo.restart_longpoll``
 (runbook "Bus/Longpoll Stalls")::
@@ -46,7 +62,6 @@ restarted and the heal fails naming what was restarted and what was not.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from typing import Annotated, Any, ClassVar
 
@@ -62,10 +77,14 @@ from handlers.docker import (
 )
 from handlers.odoo_cron import (
     Holder,
-    current_database,
+    Schema,
+    fingerprint,
+    inspect_database,
+    modules_changing,
     overdue_jobs,
+    progress_ages,
     row_lock_holders,
-    still_running,
+    same_worker,
 )
 from healer.api import (
     ActionFailed,
@@ -82,8 +101,6 @@ from healer.api import (
 DatabaseName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 PgName = Annotated[str, Field(min_length=1, max_length=63)]
 
-_GONE_TIMEOUT = 5.0
-
 # ---- odoo.unlock_cron ------------------------------------------------------------------
 
 
@@ -92,6 +109,7 @@ class UnlockCronParams(HandlerParams):
     datname: PgName | None = None
     overdue: Duration = 600.0
     min_held: Duration = 300.0
+    sample: Duration = Field(default=2.0, ge=0.1, le=60)
     cron_id: int | None = Field(default=None, ge=1)
 
 
@@ -107,6 +125,41 @@ def _lock_identity(lock: dict[str, Any]) -> tuple[Any, ...]:
             lock["xact_start"])
 
 
+def _run_of(holder: PgSession, sessions: dict[int, PgSession], holder_pids: set[int],
+            ctx: HealContext) -> list[PgSession]:
+    """The other connections of the Odoo process whose cron connection is ``holder``
+    (the job connection, and the process' idle pooled ones), holders excluded."""
+    return sorted((s for s in sessions.values()
+                   if s.pid not in holder_pids and same_worker(holder, s)
+                   and not ctx.postgres.is_own(s)), key=lambda s: s.pid)
+
+
+def _looks(holder: PgSession, run: list[PgSession]) -> dict[str, list[str | None]]:
+    return {str(s.pid): fingerprint(s) for s in (holder, *run)}
+
+
+def _moved(before: dict[str, list[str | None]], after: dict[str, list[str | None]]) -> str:
+    """What changed between two looks at a run's connections ('' when nothing did)."""
+    changes = [f"pid {pid} {'appeared' if pid not in before else 'ended'}"
+               for pid in sorted(set(before) ^ set(after), key=int)]
+    for pid, b in before.items():
+        a = after.get(pid)
+        if a is not None and a != b:
+            what = next(name for i, name in ((0, "backend"), (2, "transaction"),
+                                             (3, "statement"), (1, "state")) if a[i] != b[i])
+            changes.append(f"pid {pid} {what} changed")
+    return ", ".join(changes)
+
+
+def _terminated_text(terminated: list[dict[str, Any]]) -> str:
+    parts = []
+    for role in ("job connection", "lock holder"):
+        pids = [str(t["pid"]) for t in terminated if t["role"] == role]
+        if pids:
+            parts.append(f"{role}{'s' if len(pids) > 1 else ''} {', '.join(pids)}")
+    return ", then ".join(parts)
+
+
 class UnlockCron:
     name: ClassVar[str] = "odoo.unlock_cron"
     Params: ClassVar[type[HandlerParams]] = UnlockCronParams
@@ -114,14 +167,16 @@ class UnlockCron:
 
     async def check(self, ctx: HealContext, params: UnlockCronParams) -> CheckResult:
         db = params.database
-        datname = await current_database(ctx, db, params.datname)
-        jobs = await overdue_jobs(ctx, db, overdue=params.overdue, cron_id=params.cron_id)
+        schema = await inspect_database(ctx, db, params.datname)
+        jobs = await overdue_jobs(ctx, db, schema, overdue=params.overdue,
+                                  cron_id=params.cron_id)
         evidence: dict[str, Any] = {
-            "database": db, "datname": datname, "overdue_s": params.overdue,
-            "min_held_s": params.min_held, "cron_id": params.cron_id, "overdue_jobs": jobs}
+            "database": db, "datname": schema.datname, "overdue_s": params.overdue,
+            "min_held_s": params.min_held, "sample_s": params.sample,
+            "cron_id": params.cron_id, "overdue_jobs": jobs}
         if not jobs:
             return CheckResult(targets=[], evidence=evidence, act=False,
-                               reason="no active ir_cron job is overdue by more than "
+                               reason="no runnable ir_cron job is overdue by more than "
                                       f"{params.overdue:g}s")
         locks = await row_lock_holders(ctx, db, [j["id"] for j in jobs])
         for job in jobs:
@@ -132,98 +187,204 @@ class UnlockCron:
                                reason=f"{len(jobs)} overdue ir_cron job(s), none locked: a "
                                       "cron worker could take them; nothing to terminate")
 
-        sessions = {s.pid: s for s in await ctx.postgres.sessions(db, datname=datname)}
+        sessions = {s.pid: s for s in await ctx.postgres.sessions(db, datname=schema.datname)}
         by_pid: dict[int, list[Holder]] = defaultdict(list)
         for h in locks.holders:
             by_pid[h.pid].append(h)
         holders: list[dict[str, Any]] = []
-        targets: list[Target] = []
-        protected: list[str] = []
+        candidates: dict[int, tuple[PgSession, dict[str, Any]]] = {}
+        refusals: list[str] = []
         for pid, held in sorted(by_pid.items()):
             s = sessions.get(pid)
             if s is None:
                 evidence["unproven"].update({str(h.job_id): f"pid {pid} is gone"
                                              for h in held})
                 continue
+            entry = {**s.evidence(), "holds_jobs": [h.job_id for h in held],
+                     "locks": [h.evidence() for h in held]}
             why = ctx.postgres.protection(db, s)
             age = s.xact_age or 0.0
             if why is not None:
-                decision = f"protected: {why}"
-                protected.append(f"pid {pid} ({why})")
+                entry["decision"] = f"protected: {why}"
+                refusals.append(f"pid {pid} is protected ({why})")
             elif age < params.min_held:
-                decision = (f"transaction open {age:.0f}s < min_held {params.min_held:g}s: "
-                            "a job may simply be running")
+                entry["decision"] = (f"transaction open {age:.0f}s < min_held "
+                                     f"{params.min_held:g}s: a job may simply be running")
+            elif not s.application_name:
+                entry["decision"] = ("left alone: no application_name, so its job "
+                                     "connection cannot be told from other sessions")
+                refusals.append(f"pid {pid}: {entry['decision']}")
             else:
-                decision = "terminate"
-                targets.append(_pg_target(db, s))
-            holders.append({**s.evidence(), "holds_jobs": [h.job_id for h in held],
-                            "locks": [h.evidence() for h in held], "decision": decision})
+                candidates[pid] = (s, entry)
+            holders.append(entry)
         evidence["holders"] = holders
+        if candidates:
+            await self._stuck_only(ctx, params, schema, evidence, sessions, set(by_pid),
+                                   candidates, refusals)
 
+        targets: list[Target] = []
+        for entry in holders:
+            if entry.get("decision") == "terminate":
+                targets += [_pg_target(db, sessions[j["pid"]])
+                            for j in entry["job_connections"]]
+                targets.append(_pg_target(db, sessions[entry["pid"]]))
+        targets = list({t.name: t for t in targets}.values())
         if targets:
             cap = ctx.postgres.max_terminations(db)
             if len(targets) > cap:
                 await ctx.record("holders", evidence)
-                raise TargetRefused(f"{len(targets)} sessions hold overdue ir_cron jobs; "
-                                    f"databases.{db}.max_terminations allows {cap} per heal",
+                raise TargetRefused(f"ending the stuck run(s) means terminating "
+                                    f"{len(targets)} sessions; databases.{db}."
+                                    f"max_terminations allows {cap} per heal",
                                     heal_id=ctx.heal_id)
             return CheckResult(targets=targets, evidence=evidence)
-        if protected:
+        if refusals:
             await ctx.record("holders", evidence)
-            raise TargetRefused("overdue ir_cron jobs are held by protected session(s): "
-                                + ", ".join(protected), heal_id=ctx.heal_id)
+            raise TargetRefused("overdue ir_cron jobs are held, nobody terminated: "
+                                + "; ".join(refusals), heal_id=ctx.heal_id)
         reasons = [h["decision"] for h in holders] + list(evidence["unproven"].values())
         return CheckResult(targets=[], evidence=evidence, act=False,
                            reason=f"{len(locks.locked)} overdue job(s) locked, no holder to "
                                   "terminate: " + "; ".join(reasons))
 
+    async def _stuck_only(self, ctx: HealContext, params: UnlockCronParams, schema: Schema,
+                          evidence: dict[str, Any], sessions: dict[int, PgSession],
+                          holder_pids: set[int],
+                          candidates: dict[int, tuple[PgSession, dict[str, Any]]],
+                          refusals: list[str]) -> None:
+        """Decide, for each candidate holder, between ``terminate`` and a reason to leave
+        it alone: evidence that its run is making progress, or could be."""
+        db = params.database
+
+        def leave(pid: int, why: str) -> None:
+            candidates.pop(pid)[1]["decision"] = f"left alone: {why}"
+            refusals.append(f"pid {pid}: {why}")
+
+        changing = await modules_changing(ctx, db, schema)
+        evidence["modules_changing"] = changing
+        for pid in list(candidates):
+            if changing:
+                leave(pid, "modules are being installed, upgraded or removed ("
+                      + ", ".join(changing) + "): Odoo's own cron waits for that too")
+        held = sorted({j for _, e in candidates.values() for j in e["holds_jobs"]})
+        ages = await progress_ages(ctx, db, schema, held)
+        if schema.progress:
+            evidence["progress_age_s"] = {str(j): round(ages[j], 1) if j in ages else None
+                                          for j in held}
+        for pid, (_, entry) in list(candidates.items()):
+            recent = [f"job {j} recorded progress {ages[j]:.0f}s ago" for j in
+                      entry["holds_jobs"] if ages.get(j, params.min_held) < params.min_held]
+            if recent:
+                leave(pid, ", ".join(recent) + f" (ir_cron_progress, within min_held "
+                      f"{params.min_held:g}s): the job is working through its batches")
+        runs: dict[int, list[PgSession]] = {}
+        for pid, (s, _) in list(candidates.items()):
+            runs[pid] = _run_of(s, sessions, holder_pids, ctx)
+            others = sorted(p for p in holder_pids - {pid} if p in sessions
+                            and same_worker(s, sessions[p]) and p not in candidates)
+            protected = [f"pid {r.pid} ({why})" for r in runs[pid]
+                         if (why := ctx.postgres.protection(db, r)) is not None]
+            if others:
+                leave(pid, f"its process also holds job rows through pid(s) {others}, "
+                      "which are left alone")
+            elif protected:
+                leave(pid, "its process has protected connection(s): " + ", ".join(protected))
+        if not candidates:
+            return
+        first = {pid: _looks(s, runs[pid]) for pid, (s, _) in candidates.items()}
+        await asyncio.sleep(params.sample)
+        again = {s.pid: s for s in await ctx.postgres.sessions(db, datname=schema.datname)}
+        for pid, (s, entry) in list(candidates.items()):
+            now = again.get(pid)
+            run = _run_of(now, again, holder_pids, ctx) if now is not None else []
+            second = _looks(now, run) if now is not None else {}
+            entry["job_connections"] = [{**r.evidence(), "fingerprint": fingerprint(r)}
+                                        for r in runs[pid]]
+            moved = _moved(first[pid], second)
+            if moved:
+                leave(pid, f"its process ({s.application_name}) made progress between two "
+                      f"looks {params.sample:g}s apart: {moved}")
+                continue
+            entry["fingerprint"] = fingerprint(now) if now is not None else None
+            entry["decision"] = "terminate"
+
     async def act(self, ctx: HealContext, params: UnlockCronParams,
                   check: CheckResult) -> ActResult:
         db = params.database
+        datname = check.evidence["datname"]
+        holder_pids = {h["pid"] for h in check.evidence["holders"]}
         planned = [h for h in check.evidence["holders"] if h["decision"] == "terminate"]
         jobs = sorted({j for h in planned for j in h["holds_jobs"]})
-        # Re-prove right before acting: the same backend must still hold the same rows
-        # in the same transaction, or it is left alone.
-        now = await row_lock_holders(ctx, db, jobs)
-        current = {_lock_identity(h.evidence()) for h in now.holders}
-        sessions = {s.pid: s for s in await ctx.postgres.sessions(
-            db, datname=check.evidence["datname"])}
-        terminated: list[dict[str, Any]] = []
+        # Re-prove right before acting: the same backend still holds the same rows in the
+        # same transaction, and neither it nor its process did anything since check.
+        current = await self._lock_identities(ctx, db, jobs)
+        sessions = {s.pid: s for s in await ctx.postgres.sessions(db, datname=datname)}
         skipped: list[dict[str, Any]] = []
+        runs: list[tuple[dict[str, Any], PgSession, list[PgSession]]] = []
         for h in planned:
-            pid = h["pid"]
-            still = [lk for lk in h["locks"] if _lock_identity(lk) in current]
-            if not still or pid not in sessions:
+            pid, s = h["pid"], sessions.get(h["pid"])
+            if s is None or not any(_lock_identity(lk) in current for lk in h["locks"]):
                 skipped.append({"pid": pid, "why": "released its ir_cron rows meanwhile"})
                 continue
-            ok = await ctx.postgres.terminate(db, sessions[pid])
-            entry = {**sessions[pid].evidence(), "holds_jobs": [lk["job_id"] for lk in still],
-                     "signalled": ok}
-            await ctx.record("terminated", entry)
-            terminated.append(entry)
-        pids = [t["pid"] for t in terminated]
-        left = await self._wait_gone(ctx, db, pids)
+            run = _run_of(s, sessions, holder_pids, ctx)
+            was = {str(j["pid"]): j["fingerprint"] for j in h["job_connections"]}
+            moved = _moved({str(pid): h["fingerprint"], **was}, _looks(s, run))
+            if moved:
+                skipped.append({"pid": pid, "why": f"made progress since check: {moved}"})
+                continue
+            runs.append((h, s, run))
+
+        terminated: list[dict[str, Any]] = []
+        # 1. The job connections, while the row is still locked: no worker can start the
+        # job again until the run that was doing it is over.
+        job_conns = list({r.pid: r for _, _, run in runs for r in run}.values())
+        for r in job_conns:
+            terminated.append(await self._terminate(ctx, db, r, "job connection"))
+        left = await ctx.postgres.wait_gone(db, job_conns) if job_conns else []
+        if left:
+            raise ActionFailed(f"terminated job connection(s) {[r.pid for r in job_conns]} "
+                               f"but {left} still run; the lock holder(s) were left alone",
+                               heal_id=ctx.heal_id)
+        # 2. The lock holders that still hold the same rows in the same transaction (a
+        # live Odoo thread may have rescheduled the failed job and committed meanwhile).
+        current = await self._lock_identities(ctx, db, jobs)
+        ended: list[PgSession] = []
+        for h, s, _ in runs:
+            if not any(_lock_identity(lk) in current for lk in h["locks"]):
+                skipped.append({"pid": s.pid, "why": "committed and released its ir_cron "
+                                                     "rows once its job connection ended"})
+                continue
+            terminated.append(await self._terminate(ctx, db, s, "lock holder"))
+            ended.append(s)
+        left = await ctx.postgres.wait_gone(db, ended) if ended else []
         for t in terminated:
             t["gone"] = t["pid"] not in left
         details = {"terminated": terminated, "skipped": skipped}
         if not terminated:
             return ActResult(summary="nothing terminated: every holder released its "
-                                     "ir_cron rows before healer acted", details=details)
+                                     "ir_cron rows or moved before healer acted",
+                             details=details)
         if left:
-            raise ActionFailed(f"terminated pid(s) {pids} but {left} still run after "
-                               f"{_GONE_TIMEOUT:g}s", heal_id=ctx.heal_id)
-        held = sorted({j for t in terminated for j in t["holds_jobs"]})
-        return ActResult(summary=f"terminated pid(s) {', '.join(map(str, pids))} holding "
-                                 f"ir_cron job(s) {', '.join(map(str, held))}",
-                         details=details)
+            raise ActionFailed(f"terminated lock holder(s) {[s.pid for s in ended]} but "
+                               f"{left} still run after about 5s", heal_id=ctx.heal_id)
+        held = sorted({j for h, _, _ in runs for j in h["holds_jobs"]})
+        return ActResult(summary=f"ended the stuck run of ir_cron job(s) "
+                                 f"{', '.join(map(str, held))}: terminated "
+                                 + _terminated_text(terminated), details=details)
 
-    async def _wait_gone(self, ctx: HealContext, db: str, pids: list[int]) -> list[int]:
-        deadline = time.monotonic() + _GONE_TIMEOUT
-        left = await still_running(ctx, db, pids) if pids else []
-        while left and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            left = await still_running(ctx, db, left)
-        return left
+    @staticmethod
+    async def _lock_identities(ctx: HealContext, db: str, jobs: list[int]
+                               ) -> set[tuple[Any, ...]]:
+        locks = await row_lock_holders(ctx, db, jobs)
+        return {_lock_identity(h.evidence()) for h in locks.holders}
+
+    @staticmethod
+    async def _terminate(ctx: HealContext, db: str, session: PgSession,
+                         role: str) -> dict[str, Any]:
+        ok = await ctx.postgres.terminate(db, session)
+        entry = {**session.evidence(), "role": role, "signalled": ok}
+        await ctx.record("terminated", entry)
+        return entry
 
 
 # ---- odoo.restart_workers / odoo.restart_longpoll ----------------------------------------

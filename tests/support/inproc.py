@@ -101,3 +101,12 @@ def alert_payload(labels: dict[str, str], *, fingerprint: str = "0123456789abcde
                     "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
                     "generatorURL": "", "fingerprint": fingerprint}],
     }
+
+
+def timeline_event(heal: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The data of the first ``kind`` entry of a finished heal's timeline (fails, listing
+    the kinds there are, when there is none)."""
+    found = [e["data"] for e in heal["timeline"] if e["kind"] == kind]
+    assert found, f"no {kind!r} in {[e['kind'] for e in heal['timeline']]}"
+    data: dict[str, Any] = found[0]
+    return data
