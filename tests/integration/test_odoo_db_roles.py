@@ -93,6 +93,13 @@ async def probe(conn: asyncpg.Connection, ids: list[int]) -> list[int]:
         await tx.rollback()
 
 
+async def assert_denied(conn: asyncpg.Connection, *statements: str) -> None:
+    """Each statement fails for lack of privilege (each in its own transaction)."""
+    for sql in statements:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(sql)
+
+
 async def test_healer_probes_cron_locks_and_reads_only_the_cron_tables(
         shipped_pg: ShippedCluster, version: int) -> None:
     """Once odoo has created the tables (id first, then a column per ALTER TABLE):
@@ -121,20 +128,11 @@ async def test_healer_probes_cron_locks_and_reads_only_the_cron_tables(
         assert [c["name"] for c in writable if c["update"]] == ["write_date"]
         others = [c["name"] for c in writable if c["name"] != "write_date"]
         assert {"active", "nextcall", "cron_name", "lastcall"} <= set(others)
-        for column in others:
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await healer.execute(f'UPDATE ir_cron SET "{column}" = "{column}"')
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.execute("UPDATE ir_cron SET active = false")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.execute("DELETE FROM ir_cron")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.execute("DELETE FROM ir_cron_trigger")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.execute("UPDATE ir_module_module SET state = 'installed'")
-        for table in PRIVATE_TABLES:
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await healer.fetch(f"SELECT * FROM {table}")
+        await assert_denied(
+            healer, *(f'UPDATE ir_cron SET "{column}" = "{column}"' for column in others),
+            "UPDATE ir_cron SET active = false", "DELETE FROM ir_cron",
+            "DELETE FROM ir_cron_trigger", "UPDATE ir_module_module SET state = 'installed'",
+            *(f"SELECT * FROM {table}" for table in PRIVATE_TABLES))
 
 
 async def test_exporter_reads_the_cron_tables_but_never_locks_a_job(
@@ -154,11 +152,8 @@ async def test_exporter_reads_the_cron_tables_but_never_locks_a_job(
         assert 3590 < row["delay_seconds"] < 3700
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await probe(exporter, [job])
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await exporter.execute("UPDATE ir_cron SET write_date = write_date")
-        for table in PRIVATE_TABLES:
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await exporter.fetch(f"SELECT * FROM {table}")
+        await assert_denied(exporter, "UPDATE ir_cron SET write_date = write_date",
+                            *(f"SELECT * FROM {table}" for table in PRIVATE_TABLES))
 
 
 async def test_later_ddl_neither_fails_nor_widens_the_grants(
@@ -174,10 +169,8 @@ async def test_later_ddl_neither_fails_nor_widens_the_grants(
         await odoo.execute('ALTER TABLE "ir_cron_extra" ADD COLUMN "write_date" timestamp')
         healer = await s.open(dsn=db.healer_dsn)
         assert await healer.fetchval("SELECT count(model_id) FROM ir_cron") == 0
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.execute("UPDATE ir_cron SET model_id = 1")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await healer.fetch("SELECT * FROM ir_cron_extra")
+        await assert_denied(healer, "UPDATE ir_cron SET model_id = 1",
+                            "SELECT * FROM ir_cron_extra")
 
 
 async def test_healer_sees_odoo_queries_and_may_terminate_odoo_sessions(
