@@ -17,6 +17,9 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
     postgres_exporter   function  PostgresExporterFactory: .start(dsn, *, queries=None)
     blackbox_exporter   function  BlackboxExporterFactory: .start(modules=None)
     cadvisor            function  CadvisorFactory: .start(labels) (the cAdvisor stand-in)
+    shipped_pg          session   ShippedCluster: a private PostgreSQL after the shipped
+                                  examples/odoo/postgres/initdb.d/10-roles.sh; make Odoo
+                                  databases in it with tests.support.odoo_roles.odoo_database
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from tests.support.exporters import (  # noqa: E402
     CadvisorFactory,
     PostgresExporterFactory,
 )
+from tests.support.odoo_roles import ShippedCluster, shipped_cluster  # noqa: E402
 
 
 class _Stoppable(Protocol):
@@ -133,3 +137,11 @@ def blackbox_exporter(tmp_path: Path) -> Iterator[BlackboxExporterFactory]:
 @pytest.fixture
 def cadvisor(tmp_path: Path) -> Iterator[CadvisorFactory]:
     yield from _stopped_after(CadvisorFactory(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def shipped_pg() -> Iterator[ShippedCluster]:
+    """The shipped roles on a cluster of their own (roles are cluster-wide); stopped and
+    removed at the end of the session, even after a failure."""
+    with shipped_cluster() as cluster:
+        yield cluster

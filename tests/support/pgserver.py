@@ -2,12 +2,19 @@
 
     with private_postgres(max_connections=20) as server:
         dsn = server.dsn                        # postgresql://postgres@127.0.0.1:<port>/postgres
+    with private_postgres(superuser_password="pw") as server:
+        server.dsn                              # postgresql://postgres:pw@127.0.0.1:<port>/postgres
+        server.socket_dir                       # PGHOST for local (trust) connections: psql
 
 "Too many connections" is a property of the whole server: filling 80% of the
 shared test server's connections would break every other test running on it.
 This runs Debian's own ``initdb``/``pg_ctl`` (the binaries of the installed
 ``postgresql``) in a temporary directory, on a free loopback port, trust auth,
 and removes it on exit, even after a failure. Start-up takes ~2 s.
+
+With ``superuser_password``, connections over TCP need a password (scram-sha-256), as
+in production, and only local (Unix socket) connections are trusted, as the postgres
+image has it for its init scripts.
 """
 
 from __future__ import annotations
@@ -36,10 +43,18 @@ def pg_bin() -> Path | None:
 class PrivatePostgres:
     root: Path
     port: int
+    bindir: Path
+    password: str | None = None
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        auth = f"postgres:{self.password}" if self.password else "postgres"
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def socket_dir(self) -> Path:
+        """The Unix socket's directory (``PGHOST``); local connections are trusted."""
+        return self.root
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
@@ -48,12 +63,14 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def private_postgres(*, max_connections: int = 20,
-                     settings: dict[str, str] | None = None) -> Iterator[PrivatePostgres]:
+def private_postgres(*, max_connections: int = 20, settings: dict[str, str] | None = None,
+                     superuser_password: str | None = None) -> Iterator[PrivatePostgres]:
     binaries = pg_bin()
     if binaries is None:
         require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb "
                         "(apt-get install postgresql)")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        require_service("a private PostgreSQL", "as root, initdb needs runuser")
     # Not pytest's tmp_path: the postgres OS user must be able to reach the directory.
     root = Path(tempfile.mkdtemp(prefix="healer-pg-"))
     if os.geteuid() == 0:
@@ -61,9 +78,17 @@ def private_postgres(*, max_connections: int = 20,
     data, log = root / "data", root / "server.log"
     options = {"listen_addresses": "127.0.0.1", "max_connections": str(max_connections),
                "fsync": "off", **(settings or {})}
+    auth = ["-A", "trust"]
+    if superuser_password is not None:
+        password_file = root / "superuser-password"
+        password_file.write_text(superuser_password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(password_file, "postgres", "postgres")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256",
+                f"--pwfile={password_file}"]
     started = False
     try:
-        subprocess.run(_as_postgres([str(binaries / "initdb"), "-D", str(data), "-A", "trust",
+        subprocess.run(_as_postgres([str(binaries / "initdb"), "-D", str(data), *auth,
                                      "-U", "postgres", "--no-sync"]),
                        check=True, capture_output=True, timeout=60)
         for attempt in range(3):
@@ -80,7 +105,8 @@ def private_postgres(*, max_connections: int = 20,
             if attempt == 2 or "could not bind" not in log.read_text(errors="replace"):
                 raise RuntimeError(f"private PostgreSQL did not start:\n"
                                    f"{log.read_text(errors='replace')[-2000:]}")
-        yield PrivatePostgres(root=root, port=port)
+        yield PrivatePostgres(root=root, port=port, bindir=binaries,
+                              password=superuser_password)
     finally:
         try:
             if started:
