@@ -26,6 +26,7 @@ import pytest
 
 from tests.support import ContainerFactory
 from tests.support import odoo as ir_cron
+from tests.support.odoo_roles import ShippedCluster
 from tests.support.odoo_scenarios import (
     DbLockTree,
     OdooWorld,
@@ -89,25 +90,30 @@ async def backends(dsn: str) -> dict[int, dict[str, Any]]:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("version", ir_cron.ODOO_VERSIONS)
-async def test_cron_jam_lock_holder_terminated_then_job_runs(world: OdooWorld,
-                                                             version: int) -> None:
-    """A cron worker hangs inside its job, holding the ir_cron row in an idle transaction;
-    the scheduler skips the locked job, its delay (postgres_exporter's odoo_cron query)
-    crosses the threshold and OdooCronStuck fires; healer terminates that worker's
-    session and no other; the scheduler then takes the job, the delay clears, and the
-    heal ends `recovered` (Odoo 16, 17 and 18 ir_cron tables)."""
-    async with cron_jam(world, version=version) as jam:
+async def test_cron_jam_stuck_run_ended_then_job_runs_once(world: OdooWorld, version: int,
+                                                           shipped_pg: ShippedCluster) -> None:
+    """A cron worker hangs inside its job (job connection stuck in a statement, the row
+    locked by its idle cron connection); the scheduler skips the locked job, its delay
+    (postgres_exporter's odoo_cron query, as the shipped exporter role) crosses the
+    threshold and OdooCronStuck fires; healer (as the shipped healer role) terminates
+    that worker's job connection, then its lock holder, and no other session; the
+    scheduler then runs the job, the delay clears and the heal ends `recovered`. The
+    stuck run never commits: the job ran exactly once (Odoo 16, 17, 18 and 19)."""
+    async with cron_jam(world, version=version, cluster=shipped_pg) as jam:
         fault_at = await jam.inject()
         heal = await healed(jam, fault_at, f"cron jam (Odoo {version})")
 
         assert heal["outcome"] == "recovered", (heal["reason"], jam.loop.healer.log_tail())
-        assert terminated_pids(heal) == [jam.stuck.pid]
+        ended = [(d["role"], d["pid"]) for d in events(heal, "terminated")]
+        assert ended == [("job connection", jam.stuck.job_pid), ("lock holder", jam.stuck.pid)]
         assert heal["labels"]["cron_id"] == str(jam.jammed)
         assert await jam.web.fetchval("SELECT name FROM res_partner WHERE id = 1") == \
             "Deco Addict", "the unrelated transaction must survive"
         assert jam.runs >= 2, "the scheduler ran the other job, then the freed one"
-        job = await ir_cron.read_job(jam.scheduler.conn, jam.jammed)
+        job = await ir_cron.read_job(jam.admin, jam.jammed)
         assert job["scheduled"] and job["lastcall"] is not None
+        assert await jam.stuck_run_finished() is False
+        assert await ir_cron.job_runs(jam.admin, jam.jammed) == 1
         assert jam.loop.value(f'odoo_cron_delay_seconds{{cron_id="{jam.jammed}"}}') == 0
 
 

@@ -31,6 +31,7 @@ from . import odoo as ir_cron
 from .containers import ContainerFactory
 from .exporters import BlackboxExporterFactory, CadvisorFactory, PostgresExporterFactory
 from .odoo_loop import EXPORTER_QUERIES, OdooLoop, RuleTweak, shipped_rule, start_odoo_loop
+from .odoo_roles import ShippedCluster, odoo_database, shipped_cluster
 from .odoo_standins import LeakyWorker, OdooWeb, start_leaky_workers, start_odoo_web, started_at
 from .pgserver import private_postgres
 from .postgres import (
@@ -140,8 +141,9 @@ def shipped_database(alert: str) -> str:
 
 async def run_scheduler(worker: ir_cron.CronWorker, jobs: list[int], stop: asyncio.Event) -> int:
     """Odoo's cron scheduler in small: every 0.2 s, take each due job as Odoo does (FOR NO
-    KEY UPDATE SKIP LOCKED: a locked job is skipped, not waited for) and run it. Bounded:
-    ends on ``stop`` or after two minutes. Returns how many jobs it ran."""
+    KEY UPDATE SKIP LOCKED: a locked job is skipped, not waited for) and run it on its job
+    connection. Bounded: ends on ``stop`` or after two minutes. Returns how many jobs it
+    ran."""
     runs = 0
     for _ in range(600):
         if stop.is_set():
@@ -153,42 +155,46 @@ async def run_scheduler(worker: ir_cron.CronWorker, jobs: list[int], stop: async
 
 
 class CronJam(Scenario):
-    """A cron worker hangs inside its job, holding the ``ir_cron`` row in an idle
-    transaction, while the scheduler keeps running the other jobs; an unrelated web
-    transaction holds a lock elsewhere."""
+    """A cron worker hangs inside its job: its job connection stuck in a statement, its
+    cron connection holding the ``ir_cron`` row idle in transaction, the thread that
+    would reschedule it stuck too. The scheduler keeps running the other jobs; an
+    unrelated web transaction holds a lock elsewhere. Odoo's sessions log in as the
+    shipped ``odoo`` role, healer and postgres_exporter as theirs."""
 
     title = "Cron Job Jam"
     alert = "OdooCronStuck"
 
-    def __init__(self, loop: OdooLoop, sessions: Sessions, dsn: str, version: int) -> None:
+    def __init__(self, loop: OdooLoop, sessions: Sessions, version: int) -> None:
         super().__init__(loop)
-        self.sessions, self.dsn, self.version = sessions, dsn, version
+        self.sessions, self.version = sessions, version
         self.runs = 0
         self.jammed = self.other = 0
         self._stop = asyncio.Event()
         self._runner: asyncio.Future[int] | None = None
+        self._stuck_run: asyncio.Future[bool] | None = None
 
     async def open_sessions(self) -> None:
         s = self.sessions
-        self.admin = await s.open(dsn=self.dsn, application_name="test-admin")
+        self.admin = await s.open(application_name="test-admin")
         self.web = await s.open(application_name="odoo-web")  # a long transaction elsewhere
         await self.web.execute("BEGIN")
         await self.web.execute("UPDATE res_partner SET name = 'Deco Addict' WHERE id = 1")
-        self.stuck = ir_cron.CronWorker(await s.open(application_name="odoo-cron"),
-                                        None, self.version)
-        self.scheduler = ir_cron.CronWorker(await s.open(application_name="odoo-cron"),
-                                            None, self.version)
+        self.stuck = await ir_cron.CronWorker.open(s, self.version)
+        self.scheduler = await ir_cron.CronWorker.open(s, self.version)
 
     async def inject(self) -> float:
-        # Two jobs fall due now; a worker takes the first and hangs inside it (idle in
-        # transaction, the row locked) while the scheduler keeps running.
+        # Two jobs fall due now; a worker takes the first and hangs inside it (the job
+        # connection in a statement that does not return, the row locked) while the
+        # scheduler keeps running.
         fault_at = time.time()
         self.jammed = await ir_cron.insert_job(self.admin, self.version,
                                                "Mail: Email Queue Manager", nextcall_in=0)
         self.other = await ir_cron.insert_job(self.admin, self.version,
                                               "Calendar: Event Reminder", nextcall_in=0)
-        if not await self.stuck.take(self.jammed):
+        if not await self.stuck.acquire(self.jammed):
             raise RuntimeError(f"the stuck worker could not take job {self.jammed}")
+        self._stuck_run = self.stuck.start(
+            self.jammed, ir_cron.Work(hang="statement", hang_for=300.0), hung=True)
         self._runner = asyncio.ensure_future(
             run_scheduler(self.scheduler, [self.jammed, self.other], self._stop))
         return fault_at
@@ -199,6 +205,11 @@ class CronJam(Scenario):
         finally:
             await self.stop_scheduler()
 
+    async def stuck_run_finished(self) -> bool:
+        """Whether the stuck run ever committed its job (waits, bounded, for it to end)."""
+        assert self._stuck_run is not None, "inject() first"
+        return await asyncio.wait_for(self._stuck_run, 10)
+
     async def stop_scheduler(self) -> None:
         """Stop the scheduler (bounded); :attr:`runs` is how many jobs it ran."""
         runner, self._runner = self._runner, None
@@ -206,36 +217,47 @@ class CronJam(Scenario):
             self._stop.set()
             self.runs = await asyncio.wait_for(runner, 10)
 
+    async def close(self) -> None:
+        await self.stop_scheduler()
+        if self._stuck_run is not None and not self._stuck_run.done():
+            self._stuck_run.cancel()
+            await asyncio.gather(self._stuck_run, return_exceptions=True)
+
 
 @contextlib.asynccontextmanager
-async def cron_jam(world: OdooWorld, *, version: int = 17) -> AsyncIterator[CronJam]:
-    """Odoo ``version``'s ``ir_cron`` in a scratch database, sessions as a plain role,
-    postgres_exporter with the shipped queries, the shipped OdooCronStuck rule."""
-    async with scratch_role("LOGIN") as role, scratch_database() as dsn:
-        datname = database_name(dsn)
-        admin = await asyncpg.connect(dsn, timeout=5)
+async def cron_jam(world: OdooWorld, *, version: int = 17,
+                   cluster: ShippedCluster | None = None) -> AsyncIterator[CronJam]:
+    """Odoo ``version``'s cron tables in a database of a cluster with the shipped roles
+    (``cluster``, else a private one for this scenario), postgres_exporter with the
+    shipped queries as its shipped role, the shipped OdooCronStuck rule with healer as
+    its shipped role."""
+    async with contextlib.AsyncExitStack() as stack:
+        if cluster is None:
+            cluster = await asyncio.to_thread(stack.enter_context, shipped_cluster())
+        db = await stack.enter_async_context(odoo_database(cluster, version))
+        owner = await asyncpg.connect(db.odoo_dsn, timeout=5)
         try:
-            await ir_cron.create_ir_cron(admin, version)
-            await admin.execute("CREATE TABLE res_partner (id int PRIMARY KEY, name text);"
+            await owner.execute("CREATE TABLE res_partner (id int PRIMARY KEY, name text);"
                                 "INSERT INTO res_partner VALUES (1, 'Azure Interior')")
-            await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
         finally:
-            await admin.close()
-        pg = world.postgres_exporter.start(dsn, queries=EXPORTER_QUERIES)
+            await owner.close()
+        pg = world.postgres_exporter.start(db.exporter_dsn, queries=EXPORTER_QUERIES)
+        dsn_file = world.workdir / f"healer-dsn-{db.name}"
+        dsn_file.write_text(db.healer_dsn + "\n")
+        dsn_file.chmod(0o600)
         loop = await asyncio.to_thread(
             world.start_loop, alerts=["OdooCronStuck"],
             scrape_configs=[pg.scrape_config("postgres")],
-            tweaks=[RuleTweak("OdooCronStuck", params={"overdue": "2s", "min_held": "1s"},
-                              match=[f'datname="{datname}"'])],
-            databases={shipped_database("OdooCronStuck"): {"dsn": dsn}},
-            allow=[{"kind": "postgres", "datname": datname, "user": role}])
-        async with Sessions(with_user(dsn, role)) as s:
-            scenario = CronJam(loop, s, dsn, version)
-            try:
-                await scenario.open_sessions()
-                yield scenario
-            finally:
-                await scenario.stop_scheduler()
+            tweaks=[RuleTweak("OdooCronStuck",
+                              params={"overdue": "2s", "min_held": "1s", "sample": "0.5s"},
+                              match=[f'datname="{db.name}"'])],
+            databases={shipped_database("OdooCronStuck"): {"dsn_file": str(dsn_file)}},
+            allow=[{"kind": "postgres", "datname": db.name, "user": "odoo"}])
+        sessions = await stack.enter_async_context(Sessions(db.odoo_dsn))
+        scenario = CronJam(loop, sessions, version)
+        stack.push_async_callback(scenario.close)
+        await scenario.open_sessions()
+        yield scenario
 
 
 # --- Database Deadlock ------------------------------------------------------------------
