@@ -117,6 +117,27 @@ async def test_cron_jam_stuck_run_ended_then_job_runs_once(world: OdooWorld, ver
         assert jam.loop.value(f'odoo_cron_delay_seconds{{cron_id="{jam.jammed}"}}') == 0
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("version", [16, 19])
+async def test_cron_jam_of_a_trigger_driven_job_fires_and_is_healed(
+        world: OdooWorld, version: int, shipped_pg: ShippedCluster) -> None:
+    """A job due by a trigger (its nextcall an hour ahead) jams: the exporter counts its
+    delay from the trigger, OdooCronStuck fires, healer ends the stuck run, and the
+    scheduler runs the job once, clearing the trigger and the delay."""
+    async with cron_jam(world, version=version, cluster=shipped_pg, trigger=True) as jam:
+        fault_at = await jam.inject()
+        heal = await healed(jam, fault_at, f"trigger-driven cron jam (Odoo {version})")
+
+        assert heal["outcome"] == "recovered", (heal["reason"], jam.loop.healer.log_tail())
+        assert heal["labels"]["cron_id"] == str(jam.jammed)
+        ended = [(d["role"], d["pid"]) for d in events(heal, "terminated")]
+        assert ended == [("job connection", jam.stuck.job_pid), ("lock holder", jam.stuck.pid)]
+        assert await ir_cron.job_runs(jam.admin, jam.jammed) == 1
+        assert await jam.admin.fetchval(
+            "SELECT count(*) FROM ir_cron_trigger WHERE cron_id = $1", jam.jammed) == 0
+        assert jam.loop.value(f'odoo_cron_delay_seconds{{cron_id="{jam.jammed}"}}') == 0
+
+
 # --- Database Deadlock ------------------------------------------------------------------
 
 async def _lock_tree_built(scenario: DbLockTree) -> float:

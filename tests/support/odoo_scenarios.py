@@ -164,9 +164,10 @@ class CronJam(Scenario):
     title = "Cron Job Jam"
     alert = "OdooCronStuck"
 
-    def __init__(self, loop: OdooLoop, sessions: Sessions, version: int) -> None:
+    def __init__(self, loop: OdooLoop, sessions: Sessions, version: int, *,
+                 trigger: bool = False) -> None:
         super().__init__(loop)
-        self.sessions, self.version = sessions, version
+        self.sessions, self.version, self.trigger = sessions, version, trigger
         self.runs = 0
         self.jammed = self.other = 0
         self._stop = asyncio.Event()
@@ -186,9 +187,14 @@ class CronJam(Scenario):
         # Two jobs fall due now; a worker takes the first and hangs inside it (the job
         # connection in a statement that does not return, the row locked) while the
         # scheduler keeps running.
+        # With ``trigger``, the jammed job is due by a trigger (job._trigger()), its
+        # nextcall an hour ahead.
         fault_at = time.time()
         self.jammed = await ir_cron.insert_job(self.admin, self.version,
-                                               "Mail: Email Queue Manager", nextcall_in=0)
+                                               "Mail: Email Queue Manager",
+                                               nextcall_in=3600 if self.trigger else 0)
+        if self.trigger:
+            await ir_cron.add_trigger(self.admin, self.jammed, call_in=0)
         self.other = await ir_cron.insert_job(self.admin, self.version,
                                               "Calendar: Event Reminder", nextcall_in=0)
         if not await self.stuck.acquire(self.jammed):
@@ -225,12 +231,12 @@ class CronJam(Scenario):
 
 
 @contextlib.asynccontextmanager
-async def cron_jam(world: OdooWorld, *, version: int = 17,
-                   cluster: ShippedCluster | None = None) -> AsyncIterator[CronJam]:
+async def cron_jam(world: OdooWorld, *, version: int = 17, cluster: ShippedCluster | None = None,
+                   trigger: bool = False) -> AsyncIterator[CronJam]:
     """Odoo ``version``'s cron tables in a database of a cluster with the shipped roles
     (``cluster``, else a private one for this scenario), postgres_exporter with the
     shipped queries as its shipped role, the shipped OdooCronStuck rule with healer as
-    its shipped role."""
+    its shipped role. ``trigger``: the jammed job is due by a trigger, not by nextcall."""
     async with contextlib.AsyncExitStack() as stack:
         if cluster is None:
             cluster = await asyncio.to_thread(stack.enter_context, shipped_cluster())
@@ -254,7 +260,7 @@ async def cron_jam(world: OdooWorld, *, version: int = 17,
             databases={shipped_database("OdooCronStuck"): {"dsn_file": str(dsn_file)}},
             allow=[{"kind": "postgres", "datname": db.name, "user": "odoo"}])
         sessions = await stack.enter_async_context(Sessions(db.odoo_dsn))
-        scenario = CronJam(loop, sessions, version)
+        scenario = CronJam(loop, sessions, version, trigger=trigger)
         stack.push_async_callback(scenario.close)
         await scenario.open_sessions()
         yield scenario
