@@ -49,8 +49,8 @@ class Store(Protocol):
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Let queued writes reach the disk, then release the store; every later call
-        raises JournalUnavailable."""
+        """Let queued writes reach the disk, then release the store (it is not used
+        again)."""
 
     async def ping(self) -> None:
         """Raise JournalUnavailable unless the store answers and accepts a write (it
