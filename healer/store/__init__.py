@@ -11,10 +11,8 @@ from healer.store.contract import Store
 from healer.store.sqlite.schema import SCHEMA_VERSION
 from healer.store.sqlite.store import SqliteStore
 from healer.store.types import (
-    AlertKey,
     Decision,
     Disposition,
-    FollowUpClaim,
     FollowUpPolicy,
     HealPlan,
     Limits,
@@ -24,10 +22,8 @@ from healer.store.types import (
 
 __all__ = [
     "SCHEMA_VERSION",
-    "AlertKey",
     "Decision",
     "Disposition",
-    "FollowUpClaim",
     "FollowUpPolicy",
     "HealPlan",
     "JournalBroken",

@@ -147,20 +147,12 @@ def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
 def list_heals(db: sqlite3.Connection, *, rule: str | None, outcome: str | None,
                target: str | None, limit: int, before: float | None) -> list[dict[str, Any]]:
     """Newest first; page with ``before=<created_at of the last row>``."""
-    clauses: list[str] = []
-    args: list[str | float] = []
-    if rule is not None:
-        clauses.append("rule = ?")
-        args.append(rule)
-    if outcome is not None:
-        clauses.append("outcome = ?")
-        args.append(outcome)
-    if target is not None:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)")
-        args.append(target)
-    if before is not None:
-        clauses.append("created_at < ?")
-        args.append(before)
+    filters: tuple[tuple[str, str | float | None], ...] = (
+        ("rule = ?", rule), ("outcome = ?", outcome),
+        ("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)", target),
+        ("created_at < ?", before))
+    clauses = [sql for sql, value in filters if value is not None]
+    args = [value for _, value in filters if value is not None]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT * FROM heals {where} ORDER BY created_at DESC LIMIT ?"
     return [heal_dict(r) for r in db.execute(sql, (*args, limit))]

@@ -2,12 +2,6 @@
 file, composed of the writer (one connection, group commit) and one module per concern,
 each owning its tables: alerts, heals, safety, followups. The schema is versioned
 (:mod:`healer.store.sqlite.schema`).
-
-Usage::
-
-    store = await SqliteStore.open(Path("healer.db"))
-    dispositions = await store.ingest(alerts, match=ruleset.plan_for)
-    await store.close()
 """
 
 from __future__ import annotations
@@ -20,20 +14,9 @@ from typing import Any
 
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_dsn
+from healer.store import types as st
 from healer.store.sqlite import alerts, check, followups, heals, safety
 from healer.store.sqlite.writer import SqliteWriter
-from healer.store.types import (
-    AlertKey,
-    Decision,
-    Disposition,
-    FollowUpClaim,
-    FollowUpPolicy,
-    HealPlan,
-    Limits,
-    Match,
-    ReceivedAlert,
-    prepare_ingest,
-)
 
 # ingest()'s parameter ``alerts`` hides the module of that name.
 _ingest = alerts.ingest_batch
@@ -75,10 +58,10 @@ class SqliteStore:
 
     # ---- ingest ------------------------------------------------------------------------
 
-    async def ingest(self, alerts: Sequence[ReceivedAlert], match: Match, *,
+    async def ingest(self, alerts: Sequence[st.ReceivedAlert], match: st.Match, *,
                      body: str | None = None, received_at: float | None = None
-                     ) -> list[Disposition]:
-        text, plans = await prepare_ingest(alerts, match, body)
+                     ) -> list[st.Disposition]:
+        text, plans = await st.prepare_ingest(alerts, match, body)
         now = time.time()
         return await self.writer.transaction(
             lambda db: _ingest(db, alerts, plans, now, received_at, text))
@@ -86,15 +69,15 @@ class SqliteStore:
     async def alert_counts(self) -> dict[str, int]:
         return await self.writer.read(alerts.alert_counts)
 
-    async def alert_resolved_at(self, alert: AlertKey) -> float | None:
+    async def alert_resolved_at(self, alert: st.AlertKey) -> float | None:
         return await self.writer.read(lambda db: alerts.resolved_at(db, alert))
 
-    async def resolved_alerts(self, fingerprints: Sequence[str]) -> dict[AlertKey, float]:
+    async def resolved_alerts(self, fingerprints: Sequence[str]) -> dict[st.AlertKey, float]:
         return await self.writer.read(lambda db: alerts.resolved_alerts(db, fingerprints))
 
     # ---- heals and timelines -----------------------------------------------------------
 
-    async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
+    async def create_manual_heal(self, plan: st.HealPlan, labels: dict[str, str],
                                  annotations: dict[str, str]) -> str:
         now = time.time()
         return await self.writer.transaction(lambda db: heals.insert_heal(
@@ -151,8 +134,8 @@ class SqliteStore:
     # ---- safety state ------------------------------------------------------------------
 
     async def admit(self, heal_id: str, rule: str | None, targets: Sequence[str],
-                    limits: Limits | None, now: float,
-                    alert: AlertKey | None = None) -> Decision:
+                    limits: st.Limits | None, now: float,
+                    alert: st.AlertKey | None = None) -> st.Decision:
         return await self.writer.transaction(
             lambda db: safety.admit(db, heal_id, rule, targets, limits, now, alert))
 
@@ -194,7 +177,7 @@ class SqliteStore:
         return await self.writer.read(followups.candidates)
 
     async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
-                              policy: FollowUpPolicy) -> FollowUpClaim:
+                              policy: st.FollowUpPolicy) -> st.FollowUpClaim:
         return await self.writer.transaction(lambda db: followups.claim(
             db, heal_id, run_id=run_id, now=now, policy=policy))
 
