@@ -31,7 +31,6 @@ from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.http import heals, health, receiver, safety
 from healer.http.validation import validation_error
-from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
@@ -39,6 +38,7 @@ from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
 from healer.safety import Allowlist
 from healer.services import Services
+from healer.store import SqliteStore
 from healer.verify import Verifier
 
 
@@ -55,7 +55,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        journal = await Journal.open(config.journal)
+        journal = await SqliteStore.open(config.journal)
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
         docker = DockerAdapter(config.docker.base_url)
         postgres = PostgresAdapter(config.databases, secrets.databases)

@@ -82,9 +82,9 @@ _SHOWN = 20  # problems printed by `healer journal check`
 
 
 def check_journal(path: Path) -> int:
-    from healer.journal import SCHEMA_VERSION, check_file
+    from healer.store import SCHEMA_VERSION, SqliteStore
 
-    problems = check_file(path)
+    problems = SqliteStore.check_file(path)
     if problems:
         print(f"{path}: NOT OK, {len(problems)} problem(s):", file=sys.stderr)
         for problem in problems[:_SHOWN]:
@@ -103,10 +103,10 @@ def serve(args: argparse.Namespace) -> int:
     from healer.app import create_app
     from healer.config import check_exposure, load_config, resolve_secrets
     from healer.errors import JournalUnavailable
-    from healer.journal import Journal
     from healer.logs import configure_logging
     from healer.plugins import HandlerRegistry
     from healer.server import serve_app
+    from healer.store import SqliteStore
 
     configure_logging(json={"auto": None, "json": True, "console": False}[args.log_format])
     if args.config is None:
@@ -129,7 +129,7 @@ def serve(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 1
     try:
-        Journal.check_can_open(config.journal)
+        SqliteStore.check_can_open(config.journal)
     except JournalUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -36,13 +36,12 @@ from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
 from healer.errors import InvalidParams, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
-from healer.journal import Journal, alert_key_time
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres import PostgresAdapter
 from healer.safety import Allowlist, TargetLocks
-from healer.safety_state import resolved_alerts
+from healer.store import Store, alert_key_time
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
 from healer.waits import FiringWaits
@@ -85,7 +84,7 @@ class _End(Exception):
 
 
 class Executor:
-    def __init__(self, *, journal: Journal, handlers: HandlerRegistry, metrics: Metrics,
+    def __init__(self, *, journal: Store, handlers: HandlerRegistry, metrics: Metrics,
                  verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
                  allowlist: Allowlist, max_concurrent: int, gates: SafetyGates,
                  on_not_recovered: Callable[[str], None] | None = None) -> None:
@@ -180,8 +179,7 @@ class Executor:
         rows = await self._journal.unfinished()
         fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in (
             Phase.PENDING, Phase.CHECKING)]
-        resolved = await self._journal.read(
-            lambda db: resolved_alerts(db, fresh)) if fresh else {}
+        resolved = await self._journal.resolved_alerts(fresh) if fresh else {}
         writes: list[asyncio.Future[None]] = []  # queued together: a few commits, not one each
         for row in rows:
             job = HealJob.from_row(row)

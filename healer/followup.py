@@ -17,8 +17,9 @@ after it decides what follows, per rule (``on_not_recovered``, default
   and that heal ends ``escalated``: the circuit's escalation tells a human.
 
 Exactly once: the decision is a ``follow_ups`` row, keyed by the ``not_recovered`` heal,
-written in the same journal transaction that reads the heal (the journal has one writer),
-so racing re-sends find it and a restart keeps it. A retry heal is created in that same
+written in the same store transaction that reads the heal
+(:meth:`healer.store.Store.claim_follow_up`), so racing re-sends find it and a restart
+keeps it. A retry heal is created in that same
 transaction (a crash before it runs leaves it pending: the next start runs it). An
 escalation whose process died before it recorded its deliveries is sent by the next
 process that meets a re-send (at least once, like a circuit's escalation).
@@ -36,26 +37,21 @@ Usage (the app factory; the receiver; the executor)::
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 import structlog
 
-from healer.api import Alert
 from healer.config import HealerConfig
 from healer.executor import HealJob
-from healer.journal import HealPlan, Journal, alert_key_time
 from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
-from healer.outcomes import Outcome, Phase
 from healer.rules import RuleSet
-from healer.safety_state import alert_resolved_at, format_seconds
+from healer.store import FollowUpPolicy, HealPlan, Store
+from healer.timefmt import format_seconds
 
 Kind = Literal["none", "wait", "escalate", "retry"]
 
@@ -72,119 +68,35 @@ class Claim:
     retry: HealJob | None = None
 
 
-def _heal_alert(heal: dict[str, Any]) -> Alert:
-    return Alert(fingerprint=heal["fingerprint"], status="firing", labels=heal["labels"],
-                 annotations=heal["annotations"],
-                 starts_at=datetime.fromisoformat(heal["alert_starts_at"]))
-
-
-def _read_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
-    row = db.execute("SELECT id, rule, fingerprint, alert_starts_at, labels, annotations,"
-                     " targets, phase, outcome, reason, finished_at FROM heals WHERE id=?",
-                     (heal_id,)).fetchone()
-    if row is None:
-        return None
-    heal = dict(row)
-    for key in ("labels", "annotations", "targets"):
-        heal[key] = json.loads(heal[key])
-    return heal
-
-
-def claim(db: sqlite3.Connection, journal: Journal, heal_id: str, *, run_id: str,
-          now: float, config: HealerConfig, plan: Callable[[str], HealPlan | None]) -> Claim:
-    """Decide, and record, what follows ``heal_id`` now that its alert was re-sent firing.
-    Runs as one journal write (``journal.transaction``)."""
-    heal = _read_heal(db, heal_id)
-    if heal is None or heal["fingerprint"] is None or heal["rule"] is None:
-        return Claim("none")
-    if heal["phase"] != "done":
-        return Claim("none", settled=False)  # running (or to be re-verified): not yet
-    if heal["outcome"] != Outcome.NOT_RECOVERED:
-        return Claim("none")
-    starts = alert_key_time(datetime.fromisoformat(heal["alert_starts_at"]))
-    if alert_resolved_at(db, (heal["fingerprint"], starts)) is not None:
-        return Claim("none")
-    row = db.execute("SELECT kind, run_id, deliveries FROM follow_ups WHERE heal_id=?",
-                     (heal_id,)).fetchone()
-    if row is not None:
-        if row["kind"] == "escalate" and row["deliveries"] is None and row["run_id"] != run_id:
-            # The process that claimed it died before recording its deliveries.
-            db.execute("UPDATE follow_ups SET run_id=?, at=? WHERE heal_id=?",
-                       (run_id, now, heal_id))
-            return Claim("escalate", heal)
-        return Claim("none")
-    mode = config.on_not_recovered(heal["rule"])
-    if mode == "escalate":
-        told = db.execute("SELECT 1 FROM follow_ups WHERE fingerprint=? AND starts_at=? AND"
-                          " kind='escalate'", (heal["fingerprint"], starts)).fetchone()
-        if told is not None:
-            return Claim("none")
-        _insert(db, heal, starts, "escalate", run_id, now)
-        journal.event(db, heal_id, Phase.DONE, "not_recovered_escalation", {
-            "on_not_recovered": "escalate", "reason": "the alert still fires after the heal"
-            " ended not_recovered"}, now)
-        return Claim("escalate", heal)
-    rule_plan = plan(heal["rule"])
-    if rule_plan is None:
-        return Claim("none")  # the rule is gone from the config
-    left = _cooldown_left(db, heal, config, now)
-    if left > 0:
-        return Claim("wait", heal, left=left, settled=False)
-    alert = _heal_alert(heal)
-    retry_id = journal.insert_heal(db, rule_plan, alert, "retry", now)
-    _insert(db, heal, starts, "retry", run_id, now, retry_id=retry_id)
-    # Later re-sends of the alert are duplicates of the retry, and follow it.
-    db.execute("UPDATE alerts SET heal_id=? WHERE fingerprint=? AND starts_at=? AND"
-               " status='firing'", (retry_id, heal["fingerprint"], starts))
-    journal.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now)
-    journal.event(db, retry_id, Phase.PENDING, "retry_of", {
-        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now)
-    return Claim("retry", heal, retry=HealJob(
-        heal_id=retry_id, rule=rule_plan.rule, handler=rule_plan.handler,
-        params=rule_plan.params, verify=rule_plan.verify, dry_run=rule_plan.dry_run,
-        alert=alert, labels=alert.labels, annotations=alert.annotations))
-
-
-def _insert(db: sqlite3.Connection, heal: dict[str, Any], starts: str, kind: str,
-            run_id: str, now: float, retry_id: str | None = None) -> None:
-    db.execute("INSERT INTO follow_ups (heal_id, fingerprint, starts_at, kind, at, run_id,"
-               " retry_id) VALUES (?,?,?,?,?,?,?)",
-               (heal["id"], heal["fingerprint"], starts, kind, now, run_id, retry_id))
-
-
-def _cooldown_left(db: sqlite3.Connection, heal: dict[str, Any], config: HealerConfig,
-                   now: float) -> float:
-    """How long until the rule's cooldown on the heal's targets has passed (the gates'
-    own rule: since the rule last acted on any of them)."""
-    rule = config.rule(heal["rule"])
-    cooldown = (rule.cooldown if rule is not None and rule.cooldown is not None
+def policy(config: HealerConfig, plan: Callable[[str], HealPlan | None]) -> FollowUpPolicy:
+    """What a claim asks of the configuration: each rule's ``on_not_recovered``, its
+    cooldown (the gates' own: the rule's, else ``safety.cooldown``) and what a retry runs."""
+    def cooldown(rule: str) -> float:
+        conf = config.rule(rule)
+        return (conf.cooldown if conf is not None and conf.cooldown is not None
                 else config.safety.cooldown)
-    targets = list(heal["targets"])
-    if not targets:
-        return 0.0
-    last = db.execute(
-        f"SELECT MAX(at) FROM safety_actions WHERE rule=? AND target IN"
-        f" ({','.join('?' * len(targets))})", (heal["rule"], *targets)).fetchone()[0]
-    return 0.0 if last is None else max(cooldown - (now - last), 0.0)
+
+    return FollowUpPolicy(mode=config.on_not_recovered, cooldown=cooldown, plan=plan)
 
 
-def record_deliveries(db: sqlite3.Connection, heal_id: str,
-                      deliveries: list[dict[str, Any]]) -> None:
-    db.execute("UPDATE follow_ups SET deliveries=? WHERE heal_id=?",
-               (json.dumps(deliveries), heal_id))
-
-
-def candidates(db: sqlite3.Connection) -> list[str]:
-    """Heals a re-send may still follow up: ``not_recovered`` without a follow-up, or with
-    an escalation whose deliveries were never recorded."""
-    return [r[0] for r in db.execute(
-        "SELECT h.id FROM heals h LEFT JOIN follow_ups f ON f.heal_id = h.id"
-        " WHERE h.outcome = 'not_recovered' AND h.phase = 'done' AND h.fingerprint IS NOT NULL"
-        " AND (f.heal_id IS NULL OR (f.kind = 'escalate' AND f.deliveries IS NULL))")]
+async def claim(store: Store, heal_id: str, *, run_id: str, now: float,
+                policy: FollowUpPolicy) -> Claim:
+    """Decide, and record, what follows ``heal_id`` now that its alert was re-sent firing:
+    one store write (:meth:`healer.store.Store.claim_follow_up`)."""
+    decided = await store.claim_follow_up(heal_id, run_id=run_id, now=now, policy=policy)
+    retry = None
+    if decided.kind == "retry":
+        plan, alert = decided.retry_plan, decided.retry_alert
+        assert decided.retry_id is not None and plan is not None and alert is not None
+        retry = HealJob(heal_id=decided.retry_id, rule=plan.rule, handler=plan.handler,
+                        params=plan.params, verify=plan.verify, dry_run=plan.dry_run,
+                        alert=alert, labels=alert.labels, annotations=alert.annotations)
+    return Claim(decided.kind, decided.heal, left=decided.left, settled=decided.settled,
+                 retry=retry)
 
 
 class FollowUps:
-    def __init__(self, *, journal: Journal, config: HealerConfig, rules: RuleSet,
+    def __init__(self, *, journal: Store, config: HealerConfig, rules: RuleSet,
                  notifiers: Notifiers, metrics: Metrics) -> None:
         self._journal = journal
         self._config = config
@@ -192,6 +104,7 @@ class FollowUps:
         self._notifiers = notifiers
         self._metrics = metrics
         self._run_id = uuid.uuid4().hex
+        self._policy = policy(config, self._plan)
         # Heals that ended not_recovered and were not followed up yet: a re-send of any
         # other heal's alert costs nothing here (no journal round trip).
         self._candidates: set[str] = set()
@@ -202,7 +115,7 @@ class FollowUps:
 
     async def start(self, *, submit: Callable[[HealJob], None]) -> None:
         self._submit = submit
-        self._candidates = set(await self._journal.read(candidates))
+        self._candidates = set(await self._journal.follow_up_candidates())
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until no follow-up is being decided or delivered."""
@@ -234,9 +147,8 @@ class FollowUps:
         log = self._log.bind(heal_id=heal_id)
         try:
             now = time.time()
-            decided = await self._journal.transaction(lambda db: claim(
-                db, self._journal, heal_id, run_id=self._run_id, now=now,
-                config=self._config, plan=self._plan))
+            decided = await claim(self._journal, heal_id, run_id=self._run_id, now=now,
+                                  policy=self._policy)
             if decided.settled:
                 self._candidates.discard(heal_id)
             if decided.kind == "wait":
@@ -274,14 +186,7 @@ class FollowUps:
                          labels=heal["labels"], event="not_recovered")
         deliveries = [d.as_dict() for d in await self._notifiers.send(esc)] or [
             {"notifier": None, "ok": False, "error": "no notifier configured"}]
-        now = time.time()
-
-        def _record(db: sqlite3.Connection) -> None:
-            for delivery in deliveries:
-                self._journal.event(db, heal["id"], Phase.DONE, "escalation", delivery, now)
-            record_deliveries(db, heal["id"], deliveries)
-
-        await self._journal.transaction(_record)
+        await self._journal.record_follow_up_deliveries(heal["id"], deliveries)
         for delivery in deliveries:
             log.info("escalation delivery", notifier=delivery["notifier"], ok=delivery["ok"],
                      error=delivery.get("error"))

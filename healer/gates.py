@@ -1,6 +1,6 @@
 """The safety gates between "the handler wants to act" and acting: pause, min_firing,
 a resolved alert, open circuits, cooldown and budget. Their state is in the journal
-(:mod:`healer.safety_state`), so it survives a restart.
+(:mod:`healer.store`), so it survives a restart.
 
 Usage (the executor, one heal)::
 
@@ -61,25 +61,11 @@ import structlog
 
 from healer.api import Alert
 from healer.config import HealerConfig
-from healer.journal import Journal, alert_key_time
 from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
 from healer.outcomes import Outcome, Phase
-from healer.safety_state import (
-    Decision,
-    Limits,
-    admit,
-    alert_resolved_at,
-    clear_pause,
-    close_circuits,
-    format_seconds,
-    get_pause,
-    list_circuits,
-    open_rules,
-    record_escalation,
-    set_pause,
-    sweep,
-)
+from healer.store import Decision, Limits, Store, alert_key_time
+from healer.timefmt import format_seconds
 
 Verdict = tuple[Outcome, str] | None
 Record = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -100,7 +86,7 @@ def iso(ts: float) -> str:
 
 
 class SafetyGates:
-    def __init__(self, *, journal: Journal, config: HealerConfig, notifiers: Notifiers,
+    def __init__(self, *, journal: Store, config: HealerConfig, notifiers: Notifiers,
                  metrics: Metrics) -> None:
         self._journal = journal
         self._config = config
@@ -122,7 +108,7 @@ class SafetyGates:
         quiet circuits."""
         await self._refresh_gauge()
         now = time.time()
-        self._pause = await self._journal.read(lambda db: get_pause(db, now))
+        self._pause = await self._journal.get_pause(now)
         self._pause_loaded = True
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="healer-safety-sweep")
 
@@ -198,7 +184,7 @@ class SafetyGates:
         if alert is None:
             return None
         key = alert_key(alert)
-        at = await self._journal.read(lambda db: alert_resolved_at(db, key))
+        at = await self._journal.alert_resolved_at(key)
         return None if at is None else self.resolved_verdict(rule, alert, at)
 
     def resolved_verdict(self, rule: str | None, alert: Alert, resolved_at: float
@@ -219,8 +205,7 @@ class SafetyGates:
         now = time.time()
         keys = list(targets)
         key = alert_key(alert) if alert is not None else None
-        decision = await self._journal.transaction(
-            lambda db: admit(db, heal_id, rule, keys, limits, now, key))
+        decision = await self._journal.admit(heal_id, rule, keys, limits, now, key)
         if rule is not None and decision.kind != "resolved":
             await self._refresh_gauge()  # the admission may have closed a quiet circuit
         if decision.kind == "act":
@@ -271,8 +256,8 @@ class SafetyGates:
             await record("escalation", {"notifier": None, "ok": False,
                                         "error": "no notifier configured"})
             log.warning("escalation: no notifier configured")
-        await self._journal.transaction(lambda db: record_escalation(
-            db, rule, decision.target or "", heal_id, deliveries))
+        await self._journal.record_escalation(rule, decision.target or "", heal_id,
+                                             deliveries)
         reached = sum(1 for d in deliveries if d["ok"])
         return (f"{circuit['reason']}: circuit opened, escalated "
                 f"({reached}/{len(deliveries)} notifiers reached)")
@@ -281,8 +266,7 @@ class SafetyGates:
 
     async def pause(self, seconds: float, reason: str) -> dict[str, Any]:
         now = time.time()
-        pause = await self._journal.transaction(
-            lambda db: set_pause(db, now, now + seconds, reason))
+        pause = await self._journal.set_pause(now, now + seconds, reason)
         self._pause = pause
         self._log.warning("healer paused", until=iso(pause["until"]), reason=reason)
         return self._pause_view(pause, now)
@@ -290,7 +274,7 @@ class SafetyGates:
     async def resume(self) -> dict[str, Any] | None:
         """End the pause; the pause that was active, or None."""
         now = time.time()
-        was = await self._journal.transaction(lambda db: clear_pause(db, now))
+        was = await self._journal.clear_pause(now)
         self._pause = None
         if was is not None:
             self._log.warning("healer resumed", paused_since=iso(was["since"]))
@@ -298,13 +282,12 @@ class SafetyGates:
 
     async def pause_state(self) -> dict[str, Any] | None:
         now = time.time()
-        pause = await self._journal.read(lambda db: get_pause(db, now))
+        pause = await self._journal.get_pause(now)
         return self._pause_view(pause, now) if pause is not None else None
 
     async def circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
         await self._sweep_once()
-        rows = await self._journal.read(
-            lambda db: list_circuits(db, include_closed=include_closed))
+        rows = await self._journal.list_circuits(include_closed=include_closed)
         for row in rows:
             limits = self.limits(row["rule"])
             assert limits is not None
@@ -315,8 +298,7 @@ class SafetyGates:
     async def close(self, rule: str, *, target: str | None = None,
                     by: str = "api") -> list[dict[str, Any]]:
         now = time.time()
-        closed = await self._journal.transaction(
-            lambda db: close_circuits(db, rule, target, now, by))
+        closed = await self._journal.close_circuits(rule, target, now, by)
         for circuit in closed:
             self._log.warning("circuit closed", rule=rule, target=circuit["target"], by=by)
         await self._refresh_gauge()
@@ -329,7 +311,7 @@ class SafetyGates:
         if self._pause_loaded:
             pause = self._pause if self._pause and self._pause["until"] > now else None
         else:
-            pause = await self._journal.read(lambda db: get_pause(db, now))
+            pause = await self._journal.get_pause(now)
         return self._format_pause(pause, now) if pause is not None else None
 
     @staticmethod
@@ -344,7 +326,7 @@ class SafetyGates:
                 "left_seconds": round(max(pause["until"] - now, 0.0), 3)}
 
     async def _refresh_gauge(self) -> None:
-        opened = await self._journal.read(open_rules)
+        opened = await self._journal.open_rules()
         self._gauged |= opened
         for rule in self._gauged:
             self._metrics.circuit_open.labels(rule=rule).set(1 if rule in opened else 0)
@@ -352,7 +334,7 @@ class SafetyGates:
     async def _sweep_once(self) -> None:
         now = time.time()
         quiet = self._config.safety.circuit_quiet
-        closed = await self._journal.transaction(lambda db: sweep(db, now, quiet))
+        closed = await self._journal.sweep(now, quiet)
         for circuit in closed:
             self._log.info("circuit closed after quiet period", rule=circuit["rule"],
                            target=circuit["target"], quiet=quiet)

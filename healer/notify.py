@@ -31,7 +31,7 @@ import httpx
 
 import healer
 from healer.config import NotifierConfig
-from healer.safety_state import format_seconds
+from healer.timefmt import format_seconds
 
 _MAX_BACKOFF = 30.0
 _LABEL_MAX = 200

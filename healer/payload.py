@@ -92,7 +92,7 @@ class AlertModel(BaseModel):
     generatorURL: Text = ""
     fingerprint: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")
 
-    # The journal reads a parsed alert through these (healer.journal.ReceivedAlert), so a
+    # The journal reads a parsed alert through these (healer.store.ReceivedAlert), so a
     # webhook's alerts need no copy; only those that start a heal become an Alert.
     @property
     def starts_at(self) -> datetime:

@@ -6,7 +6,7 @@ Usage::
     redact_data({"reason": "... password=x ..."}) # every string inside, recursively
 
 Applied where text leaves the process or lands on disk: every log event
-(``healer.logs``), heal reasons and timeline events (``healer.journal``), what the
+(``healer.logs``), heal reasons and timeline events (``healer.store``), what the
 heal history API serves, config errors, readiness probe errors.
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from healer.config import HealerConfig, RuleConfig
-from healer.journal import HealPlan, ReceivedAlert
+from healer.store import HealPlan, ReceivedAlert
 
 
 class RuleSet:

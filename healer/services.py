@@ -13,11 +13,11 @@ from healer.docker_adapter import DockerAdapter
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
-from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.plugins import HandlerRegistry
 from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
+from healer.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class Services:
     handlers: HandlerRegistry
     rules: RuleSet
     metrics: Metrics
-    journal: Journal
+    journal: Store
     http: httpx.AsyncClient
     docker: DockerAdapter
     postgres: PostgresAdapter

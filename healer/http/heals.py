@@ -21,11 +21,11 @@ from healer.executor import HealJob
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.http.schema import json_body
-from healer.journal import HealPlan
 from healer.outcomes import Outcome
 from healer.payload import LabelName, Text, pydantic_message
 from healer.redact import redact_data
 from healer.services import Services, services
+from healer.store import HealPlan
 from healer.strictjson import decode_json
 from healer.templating import placeholder_params
 

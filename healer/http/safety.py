@@ -23,9 +23,9 @@ from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.http.schema import json_body
 from healer.payload import pydantic_message
-from healer.safety_state import format_seconds
 from healer.services import services
 from healer.strictjson import decode_json
+from healer.timefmt import format_seconds
 
 router = APIRouter(tags=["safety"])
 

@@ -14,8 +14,8 @@ import pytest
 from healer.api import ActResult, Alert, CheckResult, HandlerParams, HealContext, Target
 from healer.config import Secrets
 from healer.errors import JournalUnavailable
-from healer.journal import HealPlan, Journal
 from healer.plugins import HandlerRegistry
+from healer.store import HealPlan, SqliteStore
 from tests.support.disk import small_disk
 from tests.support.inproc import alert_payload, running_healer
 from tests.support.private_services import PrivatePostgres, private_postgres
@@ -39,7 +39,7 @@ async def test_a_full_disk_makes_writes_fail_and_they_succeed_once_freed(
     the same connection writes again - no reopen by the caller, no restart - and the
     alert that failed is stored exactly once."""
     with small_disk(tmp_path / "disk", size="2m") as disk:
-        journal = await Journal.open(disk.path / "journal.db")
+        journal = await SqliteStore.open(disk.path / "journal.db")
         try:
             await journal.ingest([_alert(1)], lambda _: _PLAN)
             disk.fill()

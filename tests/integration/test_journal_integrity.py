@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from healer.api import Alert
-from healer.journal import HealPlan, Journal
+from healer.store import HealPlan, SqliteStore
 from tests.support import HealerFactory
 
 NOBODY = 65534
@@ -37,7 +37,7 @@ PLAN = HealPlan("poke", "test.noop", {}, {}, False)
 def make_journal(path: Path, alerts: int = 300) -> None:
     """A real journal with some history (a few hundred KB, many pages)."""
     async def fill() -> None:
-        journal = await Journal.open(path)
+        journal = await SqliteStore.open(path)
         try:
             for i in range(alerts):
                 await journal.ingest([Alert(

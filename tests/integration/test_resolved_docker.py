@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from healer.api import Alert
-from healer.journal import HealPlan, Journal
 from healer.plugins import HandlerRegistry
+from healer.store import HealPlan, SqliteStore
 from tests.support.faults import docker_restarts
 from tests.support.gates import fingerprint, until
 from tests.support.inproc import alert_payload, running_healer
@@ -113,7 +113,7 @@ async def test_resolved_while_healer_was_down_is_never_restarted(
     other."""
     glob, names = _pair(containers)
     since = time.time()
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         dispositions = await journal.ingest([_alert(n) for n in names], lambda _: RESTART)
         await journal.ingest([_alert(names[0], "resolved")], lambda _: None)
@@ -135,7 +135,7 @@ async def test_resolved_while_healer_was_down_and_only_prometheus_knows(
     glob, names = _pair(containers)
     since = time.time()
     prom = prometheus.start([])
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         dispositions = [await journal.ingest([_alert(name)], lambda _, q=query: HealPlan(
             RESTART.rule, RESTART.handler, RESTART.params, {**RESTART.verify, "query": q},

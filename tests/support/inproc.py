@@ -22,12 +22,12 @@ from prometheus_client import CollectorRegistry
 
 from healer.app import create_app
 from healer.config import Secrets, parse_config
-from healer.journal import Journal
 from healer.plugins import HandlerRegistry
 from healer.services import Services
+from healer.store import Store
 
 
-async def wait_for_heal(journal: Journal, heal_id: str, timeout: float) -> dict[str, Any]:
+async def wait_for_heal(journal: Store, heal_id: str, timeout: float) -> dict[str, Any]:
     """The heal once it has an outcome; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,5 +1,6 @@
-"""The journal's write path: group commit, per-write savepoints, the delivery record and
-the schema migration from version 1 (real SQLite files, no fakes)."""
+"""The SQLite journal's write path (healer.store.sqlite.writer): group commit, per-write
+savepoints, the delivery record and the schema migration from version 1 (real SQLite
+files, no fakes)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from healer.api import Alert
-from healer.journal import SCHEMA_VERSION, HealPlan, Journal
+from healer.store import SCHEMA_VERSION, HealPlan, SqliteStore
 
 STARTS = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {}, {}, False)
@@ -25,24 +26,24 @@ def _alert(fp: str, status: str = "firing", **labels: str) -> Alert:
                  annotations={"summary": f"alert {fp}"}, starts_at=STARTS)
 
 
-def _count_commits(journal: Journal) -> list[int]:
-    """Wrap the journal's own transaction runner to count transactions (not a fake:
+def _count_commits(journal: SqliteStore) -> list[int]:
+    """Wrap the SQLite writer's own transaction runner to count transactions (not a fake:
     every call still runs against the real file)."""
     calls: list[int] = []
-    original = journal._write
+    original = journal.writer.write
 
     def counted(fn: Callable[[sqlite3.Connection], Any]) -> Any:
         calls.append(1)
         return original(fn)
 
-    journal._write = counted  # type: ignore[method-assign]
+    journal.writer.write = counted  # type: ignore[method-assign]
     return calls
 
 
 async def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
     """50 webhook deliveries arriving together are stored in far fewer transactions
     (fsyncs) than 50, and every one of them is answered with its own dispositions."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         commits = _count_commits(journal)
         results = await asyncio.gather(*(
@@ -59,7 +60,7 @@ async def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
 async def test_a_failing_write_does_not_undo_its_batch_neighbours(tmp_path: Path) -> None:
     """Writes committed together are isolated by savepoints: the one that raises gets its
     own error and leaves nothing behind; the others are stored."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         def bad(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO probe (id, at) VALUES (1, 1.0)")
@@ -67,10 +68,10 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours(tmp_path: Path
 
         outcomes = await asyncio.gather(
             journal.ingest([_alert("before")], lambda _: None),
-            journal.transaction(bad),
+            journal.writer.transaction(bad),
             journal.ingest([_alert("after")], lambda _: None),
             return_exceptions=True)
-        probe = await journal.read(lambda db: db.execute("SELECT COUNT(*) FROM probe")
+        probe = await journal.writer.read(lambda db: db.execute("SELECT COUNT(*) FROM probe")
                                    .fetchone()[0])
         counts = await journal.alert_counts()
     finally:
@@ -84,12 +85,12 @@ async def test_repeats_in_one_batch_count_once_and_keep_the_first_disposition(
         tmp_path: Path) -> None:
     """The same alert twice in one POST and again in a concurrent POST (an HA pair):
     one heal, one row, times_seen 3; the repeats are duplicates of that heal."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         a, b = await asyncio.gather(
             journal.ingest([_alert("x"), _alert("x")], lambda _: PLAN),
             journal.ingest([_alert("x")], lambda _: PLAN))
-        rows = await journal.read(lambda db: db.execute(
+        rows = await journal.writer.read(lambda db: db.execute(
             "SELECT times_seen, disposition, heal_id FROM alerts").fetchall())
     finally:
         await journal.close()
@@ -111,12 +112,12 @@ async def test_the_delivery_keeps_labels_and_the_heal_its_arrival_time(tmp_path:
         {"labels": {"alertname": "Poke", "target": "a"}, "annotations": {}},
         {"labels": {"alertname": "Poke", "target": "b; rm -rf /"}, "annotations": {"s": "x"}},
     ]})
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         alerts = [_alert("a", target="a"), _alert("b", target="b; rm -rf /")]
         started = await journal.ingest(alerts, lambda _: PLAN, body=body, received_at=123.5)
         heal = await journal.get_heal(started[1].heal_id or "")
-        rows = await journal.read(lambda db: db.execute(
+        rows = await journal.writer.read(lambda db: db.execute(
             "SELECT fingerprint, labels, annotations FROM alert_log ORDER BY fingerprint"
         ).fetchall())
     finally:
@@ -150,11 +151,11 @@ async def test_a_version_1_journal_is_migrated_and_remembers_its_alerts(
     path = tmp_path / "journal.db"
     with sqlite3.connect(path) as db:
         db.executescript(_V1_ALERTS)
-    journal = await Journal.open(path)
+    journal = await SqliteStore.open(path)
     try:
         [again] = await journal.ingest([_alert("old1")], lambda _: PLAN)
-        version = await journal.read(lambda db: db.execute("PRAGMA user_version").fetchone())
-        legacy = await journal.read(lambda db: db.execute(
+        version = await journal.writer.read(lambda db: db.execute("PRAGMA user_version").fetchone())
+        legacy = await journal.writer.read(lambda db: db.execute(
             "SELECT labels FROM alerts_v1").fetchall())
     finally:
         await journal.close()
@@ -170,4 +171,4 @@ async def test_a_journal_from_a_newer_healer_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(Exception, match="newer"):
-        await Journal.open(path)
+        await SqliteStore.open(path)

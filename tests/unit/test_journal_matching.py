@@ -15,8 +15,8 @@ import yaml
 
 from healer.api import Alert
 from healer.cli import main
-from healer.journal import HealPlan, Journal, ReceivedAlert
 from healer.plugins import HandlerRegistry
+from healer.store import HealPlan, ReceivedAlert, SqliteStore
 from tests.support.inproc import running_healer
 from tests.unit.test_journal_group_commit import _alert
 from tests.unit.test_webhook_api import alert, base_config, group
@@ -41,7 +41,7 @@ async def test_matching_never_runs_on_the_journal_thread(tmp_path: Path, size: i
         return PLAN
 
     alerts = [_alert(f"fp{i}") for i in range(3)]
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         body = _big_body(alerts, size) if size else None
         out = await journal.ingest(alerts, match, body=body)
@@ -65,7 +65,7 @@ async def test_a_small_post_is_stored_while_a_large_one_is_still_being_matched(
             raise AssertionError("never released")
         return PLAN
 
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         big = [_alert("big")]
         large = asyncio.create_task(journal.ingest(big, slow_match,

@@ -11,7 +11,7 @@ import pytest
 
 from healer.api import Alert
 from healer.errors import JournalUnavailable
-from healer.journal import HealPlan, Journal
+from healer.store import HealPlan, SqliteStore
 
 
 def _alert() -> Alert:
@@ -25,17 +25,17 @@ async def test_a_failed_commit_does_not_wedge_the_journal(tmp_path: Path) -> Non
     later BEGIN fails ("cannot start a transaction within a transaction") and healer
     would answer 503 until restarted. A COMMIT made to fail for real (a deferred foreign
     key) raises JournalUnavailable, and the next write succeeds."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         def schema(db: sqlite3.Connection) -> None:
             db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
             db.execute("CREATE TABLE child (p INTEGER REFERENCES parent (id)"
                        " DEFERRABLE INITIALLY DEFERRED)")
 
-        await journal._call(lambda: journal._write(schema))
-        await journal._call(lambda: journal._conn().execute("PRAGMA foreign_keys=ON"))
+        await journal.writer.call(lambda: journal.writer.write(schema))
+        await journal.writer.call(lambda: journal.writer.conn().execute("PRAGMA foreign_keys=ON"))
         with pytest.raises(JournalUnavailable, match="FOREIGN KEY"):
-            await journal._call(lambda: journal._write(
+            await journal.writer.call(lambda: journal.writer.write(
                 lambda db: db.execute("INSERT INTO child VALUES (42)")))
 
         await journal.ping()
@@ -48,7 +48,7 @@ async def test_a_failed_commit_does_not_wedge_the_journal(tmp_path: Path) -> Non
 
 async def test_a_closed_journal_stays_closed(tmp_path: Path) -> None:
     """Reopening after a failure never resurrects a journal that was closed on purpose."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     await journal.close()
     with pytest.raises(JournalUnavailable, match="closed"):
-        journal._conn()
+        journal.writer.conn()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from healer.api import Alert
-from healer.journal import HealPlan, Journal
+from healer.store import HealPlan, SqliteStore
 from tests.support.gates import fingerprint, fire, gates_config, until
 from tests.support.inproc import InProcessHealer, alert_payload, running_healer
 from tests.unit.conftest import Noop
@@ -42,8 +42,9 @@ def group(starts: datetime, names: list[str]) -> dict[str, Any]:
 
 
 async def settle(h: InProcessHealer) -> None:
-    """Every queued journal write is on disk (writes commit in order)."""
-    await h.services.journal.transaction(lambda db: None)
+    """Every queued journal write is on disk (writes commit in order: the probe's write
+    is queued after them)."""
+    await h.services.journal.ping()
 
 
 async def idle_cpu(window: float = WINDOW) -> float:
@@ -100,7 +101,7 @@ async def test_thousands_of_waiting_heals_resume_as_timers(
         tmp_path: Path, handlers, noop: Noop) -> None:
     """3,000 heals a previous run left waiting for min_firing resume at start as timers:
     no task each, the process stays (nearly) idle, and the webhook keeps working."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     plan = HealPlan("poke", "test.noop", {"target": "{{ labels.target }}"},
                     {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
                     False)

@@ -12,7 +12,9 @@ go to a real HTTP server (WebhookRecorder).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +24,11 @@ import pytest
 
 from healer.config import parse_config
 from healer.errors import ConfigError
-from healer.followup import Claim, claim
-from healer.journal import HealPlan, Journal, alert_key_time
+from healer.followup import Claim, claim, policy
 from healer.notify import Escalation, chat_text
 from healer.plugins import HandlerRegistry
 from healer.rules import RuleSet
+from healer.store import HealPlan, SqliteStore, alert_key_time
 from tests.support.gates import (
     BASE,
     fingerprint,
@@ -153,10 +155,11 @@ async def test_an_escalation_whose_process_died_before_delivering_is_sent_after_
     secrets = with_notify(webhook_recorder.url)
     async with running_healer(config, handlers=handlers, secrets=secrets) as h:
         heal = await not_recovered(h)
-        await h.services.journal.transaction(lambda db: db.execute(
-            "INSERT INTO follow_ups (heal_id, fingerprint, starts_at, kind, at, run_id)"
-            " SELECT id, fingerprint, ?, 'escalate', 0, 'a-dead-process' FROM heals",
-            (BASE_KEY,)))
+        # What that process did before it died: its claim (no deliveries recorded).
+        claimed = await h.services.journal.claim_follow_up(
+            heal["id"], run_id="a-dead-process", now=time.time(),
+            policy=policy(h.services.config, lambda _: None))
+        assert claimed.kind == "escalate"
     async with running_healer(config, handlers=handlers, secrets=secrets) as h:
         await resend(h)
         await resend(h)
@@ -313,16 +316,17 @@ async def _decide(tmp_path: Path, config: dict[str, Any], handlers: HandlerRegis
         conf = rules.get(name)
         return rules.plan(conf) if conf is not None else None
 
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         now = time.time()
-        decided = await asyncio.gather(*(journal.transaction(lambda db: claim(
-            db, journal, heal_id, run_id="one-process", now=now, config=parsed, plan=plan))
+        decided = await asyncio.gather(*(claim(
+            journal, heal_id, run_id="one-process", now=now, policy=policy(parsed, plan))
             for _ in range(times)))
-        rows = await journal.read(lambda db: db.execute(
-            "SELECT heal_id, kind FROM follow_ups").fetchall())
     finally:
         await journal.close()
+    with contextlib.closing(sqlite3.connect(
+            f"file:{tmp_path / 'journal.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT heal_id, kind FROM follow_ups").fetchall()
     return list(decided), rows
 
 

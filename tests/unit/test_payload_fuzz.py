@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healer.errors import PayloadError
-from healer.journal import alert_key_time
 from healer.payload import parse_webhook
+from healer.store import alert_key_time
 
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from healer.api import Alert
-from healer.journal import HealPlan, Journal
 from healer.outcomes import Phase
+from healer.store import HealPlan, SqliteStore
 from tests.support.gates import BASE, fingerprint, fire, gates_config, kinds, until
 from tests.support.inproc import InProcessHealer, running_healer
 from tests.unit.conftest import Noop
@@ -136,7 +136,7 @@ async def test_resolved_during_min_firing_found_when_the_timer_ends(
 async def journal_pending_heal(path: Path, *, phase: Phase, starts: datetime,
                                resolved: bool, dry_run: bool = False) -> str:
     """One matched alert's heal as a killed healer left it, its resolve journaled or not."""
-    journal = await Journal.open(path)
+    journal = await SqliteStore.open(path)
     try:
         plan = HealPlan("poke", "test.noop", {"target": "{{ labels.target }}"},
                         {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from healer.api import Alert
-from healer.journal import HealPlan, Journal
 from healer.outcomes import Phase
+from healer.store import HealPlan, SqliteStore
 from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
 
 
@@ -22,7 +22,7 @@ def _config(tmp_path: Path) -> dict[str, Any]:
 
 async def _journal_heal(tmp_path: Path, phase: Phase | None) -> str:
     """Journal one matched alert as a killed healer would have left it."""
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         alert = Alert(fingerprint="abc123", status="firing",
                       labels={"alertname": "Poke", "target": "t1"}, annotations={},
@@ -106,7 +106,7 @@ async def test_a_stopped_healer_journals_running_heals_interrupted(tmp_path, han
                 break
             await asyncio.sleep(0.02)
         assert len(noop.acts) == 1
-    journal = await Journal.open(tmp_path / "journal.db")
+    journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         stopped = await journal.get_heal(heal_id)
     finally:

@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from healer.config import ConfigError, parse_config
 from healer.gates import SafetyGates
-from healer.journal import Journal
 from healer.metrics import Metrics
 from healer.notify import Notifiers
-from healer.safety_state import Limits, format_seconds
+from healer.store import Limits, SqliteStore
+from healer.timefmt import format_seconds
 
 RULE = {"name": "r", "match": 'alertname="A"', "handler": "test.noop",
         "params": {"target": "x"}}
@@ -39,7 +39,7 @@ async def test_rule_keys_override_the_defaults_field_by_field(tmp_path: Path) ->
                    "min_firing": "1m", "circuit_quiet": "30m"},
         "rules": [{**RULE, "cooldown": "1m", "budget": {"max_actions": 2}, "min_firing": "0s"},
                   {**RULE, "name": "plain"}]})
-    journal = await Journal.open(tmp_path / "j.db")
+    journal = await SqliteStore.open(tmp_path / "j.db")
     try:
         async with httpx.AsyncClient() as http:
             gates = SafetyGates(journal=journal, config=config, notifiers=Notifiers([], http),

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from healer.journal import Journal
 from healer.plugins import HandlerRegistry
+from healer.store import SqliteStore
 from tests.support.gates import fire, gates_config, kinds, until
 from tests.support.inproc import InProcessHealer, running_healer
 from tests.unit.conftest import Noop
@@ -119,7 +119,7 @@ async def test_stopping_leaves_a_waiting_heal_pending(tmp_path: Path,
         journal_path = h.services.journal.path
         executor = h.services.executor
     assert executor.running == 0
-    journal = await Journal.open(journal_path)
+    journal = await SqliteStore.open(journal_path)
     try:
         heal = await journal.get_heal(heal_id)
     finally:

@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 
 from healer.app import create_app
 from healer.config import Secrets, parse_config
-from healer.journal import Journal
 from healer.plugins import HandlerRegistry
+from healer.store import SqliteStore
 from tests.support.inproc import wait_for_heal
 
 
@@ -97,8 +97,8 @@ class Healer:
     noop: Noop
 
     @property
-    def journal(self) -> Journal:
-        journal: Journal = self.app.state.services.journal
+    def journal(self) -> SqliteStore:
+        journal: SqliteStore = self.app.state.services.journal
         return journal
 
     async def post(self, body: Any, **kw: Any) -> httpx.Response:
@@ -342,9 +342,10 @@ async def test_auth_failures_are_counted(token_healer: Healer) -> None:
 # --- journal failures ------------------------------------------------------------------
 
 
-async def _set_query_only(journal: Journal, on: bool) -> None:
+async def _set_query_only(journal: SqliteStore, on: bool) -> None:
     # Makes every write fail inside SQLite, as a full or read-only disk would.
-    await journal._call(lambda: journal._conn().execute(f"PRAGMA query_only={int(on)}"))
+    await journal.writer.call(
+        lambda: journal.writer.conn().execute(f"PRAGMA query_only={int(on)}"))
 
 
 async def test_an_unwritable_journal_is_503_then_recovers(healer: Healer) -> None:

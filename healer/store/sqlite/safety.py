@@ -1,16 +1,10 @@
-"""The safety gates' state, in the journal: action history (cooldowns, budgets), circuits
-(open / closed, escalated by which heal) and the pause. Nothing of it lives only in memory,
-so a restart forgets no cooldown, no open circuit, no escalation and no pause.
+"""The safety gates' state in SQLite: action history (cooldowns, budgets), circuits (open /
+closed, escalated by which heal) and the pause. Nothing of it lives only in memory, so a
+restart forgets no cooldown, no open circuit, no escalation and no pause.
 
-Every function here takes the journal's connection and runs on its single writer thread
-(``journal.transaction(fn)`` / ``journal.read(fn)``), so :func:`admit` reads and writes in
-one transaction: two heals can never both pass a cooldown or a budget that only one fits.
-
-Usage::
-
-    decision = await journal.transaction(
-        lambda db: admit(db, heal_id, "poke", ["test:t1"], limits, time.time()))
-    if decision.kind == "act": ...
+Every function here takes the store's connection and runs on its single writer thread
+(:mod:`healer.store.sqlite.writer`), so :func:`admit` reads and writes in one
+transaction: two heals can never both pass a cooldown or a budget that only one fits.
 """
 
 from __future__ import annotations
@@ -18,40 +12,48 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from healer.store.sqlite import alerts
+from healer.store.types import AlertKey, Decision, Limits
+from healer.timefmt import format_seconds
+
+DDL = (
+    # What the gates decide from, kept here so that a restart forgets no cooldown,
+    # budget, open circuit, escalation or pause.
+    """CREATE TABLE IF NOT EXISTS safety_actions (
+    rule    TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    at      REAL NOT NULL,
+    heal_id TEXT NOT NULL,
+    PRIMARY KEY (rule, target, heal_id)
+)""",
+    "CREATE INDEX IF NOT EXISTS safety_actions_by_time ON safety_actions (rule, target, at)",
+    """CREATE TABLE IF NOT EXISTS safety_circuits (
+    rule          TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    opened_at     REAL NOT NULL,
+    opened_by     TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    last_alert_at REAL NOT NULL,
+    suppressed    INTEGER NOT NULL DEFAULT 0,
+    escalated_by  TEXT,
+    escalation    TEXT,
+    closed_at     REAL,
+    closed_by     TEXT,
+    PRIMARY KEY (rule, target)
+)""",
+    """CREATE TABLE IF NOT EXISTS safety_pause (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    since  REAL NOT NULL,
+    until  REAL NOT NULL,
+    reason TEXT NOT NULL
+)""",
+)
 
 # Action history older than the longest budget window (30 days) is of no use to any gate.
 _KEEP_ACTIONS = 31 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """One rule's gates, durations in seconds."""
-
-    cooldown: float
-    max_actions: int
-    window: float
-    quiet: float
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the gates say about one heal about to act.
-
-    ``act``: go on (the action is already recorded); ``resolved``: the alert resolved
-    before the heal acted, nothing is recorded (no_action); ``paused`` / ``cooldown`` /
-    ``circuit_open``: suppress; ``escalate``: this heal is the one that tells a human
-    (``deliver`` is False when a previous run of the same heal already did)."""
-
-    kind: Literal["act", "resolved", "paused", "cooldown", "circuit_open", "escalate"]
-    target: str | None = None
-    left: float = 0.0  # cooldown / pause left
-    actions: int = 0  # actions in the budget window (escalate)
-    circuit: dict[str, Any] | None = None
-    pause: dict[str, Any] | None = None
-    deliver: bool = True
-    resolved_at: float = 0.0  # resolved: when the resolved notification arrived
 
 
 # ---- pause ---------------------------------------------------------------------------
@@ -78,35 +80,6 @@ def clear_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
     active = get_pause(db, now)
     db.execute("DELETE FROM safety_pause")
     return active
-
-
-# ---- alerts --------------------------------------------------------------------------
-
-
-AlertKey = tuple[str, str]  # (fingerprint, startsAt as journal.alert_key_time)
-
-
-def alert_resolved_at(db: sqlite3.Connection, alert: AlertKey) -> float | None:
-    """When healer first received Alertmanager's resolved notification for this alert
-    (fingerprint + startsAt), or None while it has not."""
-    row = db.execute("SELECT first_seen FROM alerts WHERE fingerprint=? AND starts_at=? AND"
-                     " status='resolved'", alert).fetchone()
-    return None if row is None else float(row[0])
-
-
-def resolved_alerts(db: sqlite3.Connection, fingerprints: Sequence[str]
-                    ) -> dict[AlertKey, float]:
-    """:func:`alert_resolved_at` for every resolved alert of these fingerprints at once
-    (the start-up resume asks about all its pending heals in one go)."""
-    found: dict[AlertKey, float] = {}
-    unique = sorted(set(fingerprints))
-    for i in range(0, len(unique), 500):  # well under SQLite's parameter limit
-        chunk = unique[i:i + 500]
-        for row in db.execute(
-                "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
-                f" AND fingerprint IN ({','.join('?' * len(chunk))})", chunk):
-            found[(row[0], row[1])] = float(row[2])
-    return found
 
 
 # ---- circuits ------------------------------------------------------------------------
@@ -173,7 +146,7 @@ def admit(db: sqlite3.Connection, heal_id: str, rule: str | None, targets: Seque
     before the heal acts, so a crash mid-act still counts it. A heal resumed after a
     restart never meets its own earlier records (it never acted: it would have ended
     ``interrupted``)."""
-    if alert is not None and (resolved := alert_resolved_at(db, alert)) is not None:
+    if alert is not None and (resolved := alerts.resolved_at(db, alert)) is not None:
         return Decision("resolved", resolved_at=resolved)
     pause = get_pause(db, now)
     if pause is not None:
@@ -237,16 +210,9 @@ def sweep_targets(db: sqlite3.Connection, rule: str, keys: Sequence[str], now: f
                    " AND last_alert_at <= ?", (now, rule, key, now - quiet))
 
 
-def format_seconds(seconds: float) -> str:
-    """``90`` -> ``1m30s``; ``0.4`` -> ``0.4s``; ``7200`` -> ``2h``."""
-    if seconds < 10 and seconds != int(seconds):
-        return f"{max(seconds, 0):.1f}s"
-    total = round(seconds)
-    if total <= 0:
-        return "0s"
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size:
-            out += f"{total // size}{unit}"
-            total %= size
-    return out
+def last_action_at(db: sqlite3.Connection, rule: str, targets: Sequence[str]) -> float | None:
+    """When ``rule`` last acted on any of ``targets`` (None: never, or forgotten)."""
+    last: float | None = db.execute(
+        f"SELECT MAX(at) FROM safety_actions WHERE rule=? AND target IN"
+        f" ({','.join('?' * len(targets))})", (rule, *targets)).fetchone()[0]
+    return last

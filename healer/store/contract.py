@@ -1,0 +1,225 @@
+"""The store contract: every durable operation healer's engine, HTTP API, CLI, safety
+gates and follow-ups need, as named async methods, whatever keeps the data (today
+SQLite on one host, :class:`healer.store.SqliteStore`).
+
+Guarantees every implementation keeps (``tests/unit/test_store_contract.py`` checks them
+against each store):
+
+* Durable before answered: a method (or the future of a ``*_soon`` one) returns only
+  once what it wrote survives a crash; a store reopened on the same data sees every
+  acknowledged write.
+* Atomic decisions: ``ingest``, ``admit`` and ``claim_follow_up`` read and write in one
+  transaction, atomic against every other write of any process sharing the store.
+* Errors: a store that cannot durably store or read raises JournalUnavailable
+  (JournalBroken once it refuses everything until restart); nothing is acknowledged then.
+* ``*_soon`` variants queue the write now, in order with every other write of this
+  process, and return a future done once it is durable: many queued at once may share
+  one commit.
+
+Usage::
+
+    store: Store = await SqliteStore.open(Path("healer.db"))
+    dispositions = await store.ingest(alerts, match=ruleset.plan_for)
+    await store.add_event(heal_id, "verifying", "verify_sample", {...})
+    heal = await store.get_heal(heal_id)
+    await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from healer.outcomes import Outcome, Phase
+from healer.store.types import (
+    AlertKey,
+    Decision,
+    Disposition,
+    FollowUpClaim,
+    FollowUpPolicy,
+    HealPlan,
+    Limits,
+    Match,
+    ReceivedAlert,
+)
+
+
+class Store(Protocol):
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Let queued writes reach the disk, then release the store (it is not used
+        again)."""
+
+    async def ping(self) -> None:
+        """Raise JournalUnavailable unless the store answers and accepts a write (it
+        really writes: an empty transaction succeeds on a full disk)."""
+
+    # ---- ingest ------------------------------------------------------------------------
+
+    async def ingest(self, alerts: Sequence[ReceivedAlert], match: Match, *,
+                     body: str | None = None, received_at: float | None = None
+                     ) -> list[Disposition]:
+        """Store a webhook's alerts; create a pending heal for each *new* firing alert
+        that ``match`` plans, in the same transaction. One disposition per alert, in
+        order, returned only once all of it is durable.
+
+        Exactly once on (fingerprint, startsAt in whole seconds, status): the first
+        receipt decides (started / ignored / resolved / stale), every later one (repeat,
+        HA peer, retry, concurrent POST, after a restart) is a ``duplicate`` of it that
+        only counts a receipt. A resolved alert puts ``alert_resolved`` on its open heals'
+        timelines; a firing re-send after its resolve is ignored as stale. ``body`` (the
+        POST as received, ``alerts[i]`` its ``alerts[i]``) is kept once, when it brings a
+        new alert; ``received_at`` goes into each new heal's ``matched`` event."""
+        ...
+
+    async def alert_counts(self) -> dict[str, int]:
+        """Stored alerts (identity and status) per first disposition."""
+        ...
+
+    async def alert_resolved_at(self, alert: AlertKey) -> float | None:
+        """When the resolved notification of this alert (fingerprint, startsAt) was first
+        received, or None while it has not been."""
+        ...
+
+    async def resolved_alerts(self, fingerprints: Sequence[str]) -> dict[AlertKey, float]:
+        """:meth:`alert_resolved_at` of every resolved alert of these fingerprints."""
+        ...
+
+    # ---- heals and timelines -----------------------------------------------------------
+
+    async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
+                                 annotations: dict[str, str]) -> str:
+        """A new pending heal (source ``manual``, ``manual_trigger`` on its timeline)."""
+        ...
+
+    async def add_event(self, heal_id: str, phase: str, kind: str,
+                        data: dict[str, Any]) -> None:
+        """Append to the heal's timeline (``seq`` one more than its last; passwords in
+        ``data`` redacted); durable on return."""
+        ...
+
+    def event_soon(self, heal_id: str, phase: str, kind: str,
+                   data: dict[str, Any]) -> asyncio.Future[None]:
+        """:meth:`add_event`, queued now."""
+        ...
+
+    async def set_phase(self, heal_id: str, phase: Phase, *,
+                        targets: list[str] | None = None) -> None:
+        """The heal's phase (and, given, its targets)."""
+        ...
+
+    def set_phase_soon(self, heal_id: str, phase: Phase, *,
+                       targets: list[str] | None = None) -> asyncio.Future[None]:
+        """:meth:`set_phase`, queued now."""
+        ...
+
+    async def interrupt(self, heal_id: str, phase: Phase, reason: str,
+                        durations: dict[str, float]) -> None:
+        """healer stopped mid-heal: outcome ``interrupted`` with the phase kept (not
+        done), so that the next start finds the heal in :meth:`unfinished` and resumes it
+        from that phase."""
+        ...
+
+    async def finish(self, heal_id: str, outcome: Outcome, reason: str,
+                     durations: dict[str, float]) -> None:
+        """The heal is done: its outcome, reason (DSN passwords redacted) and durations,
+        and an ``outcome`` entry on its timeline, in one write."""
+        ...
+
+    def finish_soon(self, heal_id: str, outcome: Outcome, reason: str,
+                    durations: dict[str, float]) -> asyncio.Future[None]:
+        """:meth:`finish`, queued now."""
+        ...
+
+    # ---- history reads -----------------------------------------------------------------
+
+    async def get_heal(self, heal_id: str) -> dict[str, Any] | None:
+        """One heal with its ``timeline`` (in ``seq`` order), or None."""
+        ...
+
+    async def list_heals(self, *, rule: str | None = None, outcome: str | None = None,
+                         target: str | None = None, limit: int = 50,
+                         before: float | None = None) -> list[dict[str, Any]]:
+        """Heals newest first (``created_at`` unique and increasing); page with
+        ``before=<created_at of the last row>``."""
+        ...
+
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """Every heal not done, oldest first: what a start resumes."""
+        ...
+
+    # ---- safety state ------------------------------------------------------------------
+
+    async def admit(self, heal_id: str, rule: str | None, targets: Sequence[str],
+                    limits: Limits | None, now: float,
+                    alert: AlertKey | None = None) -> Decision:
+        """Decide, and record, whether ``heal_id`` may act on ``targets`` now, in one
+        transaction: two heals never both pass a cooldown or a budget only one fits.
+
+        In order: the alert already resolved; pause; an open circuit on any target (the
+        first heal to meet it escalates, later ones are suppressed); the cooldown; the
+        budget (spent: the circuit opens and this heal escalates). Admitted, one action
+        per target is recorded before the heal acts. A heal never meets its own earlier
+        records (a resumed heal)."""
+        ...
+
+    async def record_escalation(self, rule: str, target: str, heal_id: str,
+                                deliveries: list[dict[str, Any]]) -> None:
+        """The circuit's escalation by ``heal_id`` was delivered so (never again)."""
+        ...
+
+    async def open_rules(self) -> set[str]:
+        """Rules with at least one open circuit."""
+        ...
+
+    async def list_circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+        """Circuits, most recently opened first."""
+        ...
+
+    async def close_circuits(self, rule: str, target: str | None, now: float,
+                             by: str) -> list[dict[str, Any]]:
+        """Close the rule's open circuits (one target, or all) and return them; the
+        budget starts afresh from ``now``."""
+        ...
+
+    async def sweep(self, now: float, quiet: float) -> list[dict[str, Any]]:
+        """Close (and return) circuits without an alert for ``quiet`` seconds; forget
+        action history older than any budget window."""
+        ...
+
+    # ---- pause -------------------------------------------------------------------------
+
+    async def get_pause(self, now: float) -> dict[str, Any] | None:
+        """The active pause (``since``, ``until``, ``reason``), or None (expired: none)."""
+        ...
+
+    async def set_pause(self, now: float, until: float, reason: str) -> dict[str, Any]:
+        """Pause until ``until``, replacing any current pause; the new pause."""
+        ...
+
+    async def clear_pause(self, now: float) -> dict[str, Any] | None:
+        """End the pause; the pause that was active, if any."""
+        ...
+
+    # ---- follow-ups --------------------------------------------------------------------
+
+    async def follow_up_candidates(self) -> list[str]:
+        """Heals a re-send may still follow up: ``not_recovered`` without a follow-up,
+        or with an escalation whose deliveries were never recorded."""
+        ...
+
+    async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
+                              policy: FollowUpPolicy) -> FollowUpClaim:
+        """Decide, and record, what follows ``heal_id`` now that its alert was re-sent
+        firing, in one transaction: of racing claims (any process) at most one escalates
+        or retries; a retry heal is created (pending) in the same transaction. A claim by
+        another ``run_id`` whose deliveries were never recorded is taken over."""
+        ...
+
+    async def record_follow_up_deliveries(self, heal_id: str,
+                                          deliveries: list[dict[str, Any]]) -> None:
+        """The escalation's deliveries on the heal's timeline, and the follow-up settled,
+        in one write."""
+        ...

@@ -1,0 +1,163 @@
+"""Heals and their timelines (events) in SQLite: their tables, the writes of a heal's
+life (created, events, phase, interrupted, finished) and the history reads.
+
+Every function takes the store's connection and runs on its writer thread
+(:mod:`healer.store.sqlite.writer`), inside the caller's write or read."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any
+
+from healer.outcomes import Outcome, Phase
+from healer.redact import redact_data
+from healer.store.types import HealPlan, ReceivedAlert, dumps, new_heal_id
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS heals (
+    id           TEXT PRIMARY KEY,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    source       TEXT NOT NULL,
+    rule         TEXT,
+    handler      TEXT NOT NULL,
+    fingerprint  TEXT,
+    alert_starts_at TEXT,
+    labels       TEXT NOT NULL,
+    annotations  TEXT NOT NULL,
+    params       TEXT NOT NULL,
+    verify       TEXT NOT NULL,
+    dry_run      INTEGER NOT NULL,
+    targets      TEXT NOT NULL DEFAULT '[]',
+    phase        TEXT NOT NULL,
+    outcome      TEXT,
+    reason       TEXT,
+    finished_at  REAL,
+    durations    TEXT NOT NULL DEFAULT '{}'
+)""",
+    "CREATE INDEX IF NOT EXISTS heals_by_time ON heals (created_at DESC)",
+    "CREATE INDEX IF NOT EXISTS heals_open ON heals (phase) WHERE phase != 'done'",
+    """CREATE TABLE IF NOT EXISTS events (
+    heal_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      REAL NOT NULL,
+    phase   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (heal_id, seq)
+)""",
+)
+
+
+def insert_heal(db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | None,
+                source: str, now: float, labels: dict[str, str] | None = None,
+                annotations: dict[str, str] | None = None,
+                received_at: float | None = None) -> str:
+    """A new pending heal (of ``alert``, or manual with ``labels``), with its first
+    timeline entry (``matched`` or ``manual_trigger``)."""
+    heal_id = new_heal_id()
+    if alert is not None:
+        labels, annotations = dict(alert.labels), dict(alert.annotations)
+    # created_at is the history's page cursor (before=<created_at>): keep it unique and
+    # increasing, or heals created in one instant (one webhook POST) fall between pages.
+    last = db.execute("SELECT MAX(created_at) FROM heals").fetchone()[0]
+    created = now if last is None or now > last else math.nextafter(last, math.inf)
+    db.execute(
+        "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
+        " alert_starts_at, labels, annotations, params, verify, dry_run, phase)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
+        (heal_id, created, now, source, plan.rule, plan.handler,
+         alert.fingerprint if alert else None,
+         alert.starts_at.isoformat() if alert else None,
+         dumps(labels or {}), dumps(annotations or {}),
+         dumps(plan.params), dumps(plan.verify), int(plan.dry_run)),
+    )
+    data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
+                            "dry_run": plan.dry_run}
+    if received_at is not None:
+        data["received_at"] = received_at
+    event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now)
+    return heal_id
+
+
+def event(db: sqlite3.Connection, heal_id: str, phase: str, kind: str,
+          data: dict[str, Any], now: float) -> None:
+    """The heal's next timeline entry (``seq`` one more than its last)."""
+    db.execute(
+        "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
+        " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?)",
+        # Timeline data quotes handler output and errors: no password lands on disk.
+        (heal_id, heal_id, now, str(phase), kind, dumps(redact_data(data))))
+    db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
+
+
+def set_phase(db: sqlite3.Connection, heal_id: str, phase: Phase,
+              targets: list[str] | None) -> None:
+    if targets is None:
+        db.execute("UPDATE heals SET phase=? WHERE id=?", (str(phase), heal_id))
+    else:
+        db.execute("UPDATE heals SET phase=?, targets=? WHERE id=?",
+                   (str(phase), dumps(targets), heal_id))
+
+
+def interrupt(db: sqlite3.Connection, heal_id: str, phase: Phase, reason: str,
+              durations: dict[str, float], now: float) -> None:
+    db.execute(
+        "UPDATE heals SET phase=?, outcome=?, reason=?, finished_at=?, durations=?"
+        " WHERE id=?", (str(phase), str(Outcome.INTERRUPTED), reason, now,
+                        dumps(durations), heal_id))
+    event(db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now)
+
+
+def finish(db: sqlite3.Connection, heal_id: str, outcome: Outcome, reason: str,
+           durations: dict[str, float], now: float) -> None:
+    db.execute(
+        "UPDATE heals SET phase='done', outcome=?, reason=?, finished_at=?, durations=?"
+        " WHERE id=?", (str(outcome), reason, now, dumps(durations), heal_id))
+    event(db, heal_id, Phase.DONE, "outcome",
+          {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
+
+
+# ---- reads -----------------------------------------------------------------------------
+
+
+def heal_dict(row: sqlite3.Row) -> dict[str, Any]:
+    heal = dict(row)
+    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
+        heal[key] = json.loads(heal[key])
+    heal["dry_run"] = bool(heal["dry_run"])
+    return heal
+
+
+def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone()
+    if row is None:
+        return None
+    heal = heal_dict(row)
+    heal["timeline"] = [
+        {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
+         "data": json.loads(e["data"])}
+        for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
+    ]
+    return heal
+
+
+def list_heals(db: sqlite3.Connection, *, rule: str | None, outcome: str | None,
+               target: str | None, limit: int, before: float | None) -> list[dict[str, Any]]:
+    """Newest first; page with ``before=<created_at of the last row>``."""
+    filters: tuple[tuple[str, str | float | None], ...] = (
+        ("rule = ?", rule), ("outcome = ?", outcome),
+        ("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)", target),
+        ("created_at < ?", before))
+    clauses = [sql for sql, value in filters if value is not None]
+    args = [value for _, value in filters if value is not None]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT * FROM heals {where} ORDER BY created_at DESC LIMIT ?"
+    return [heal_dict(r) for r in db.execute(sql, (*args, limit))]
+
+
+def unfinished(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [heal_dict(r) for r in db.execute(
+        "SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")]

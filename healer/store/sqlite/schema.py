@@ -1,0 +1,89 @@
+"""The SQLite journal's schema: versioned migrations, each concern module's own DDL.
+
+``MIGRATIONS`` is an ordered list of ``(version, module, statements)``: a journal at
+``PRAGMA user_version`` *v* runs, in one transaction, every step of a version above *v*,
+in order, then records the newest version. ``statements`` is the DDL itself, or a
+function of the connection that returns what to run (the legacy step looks at the
+tables first). A journal of a newer healer, or another application's database, is
+refused before anything is written.
+
+Version 1 (user_version 0, labels in each alert row) becomes version 2 in that one
+transaction: its ``alerts`` table is set aside as ``alerts_v1`` and its rows copied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from healer.errors import JournalUnavailable
+from healer.store.sqlite import alerts, followups, heals, safety
+
+Statements = Sequence[str] | Callable[[sqlite3.Connection], Sequence[str]]
+
+# The readiness probe's row (SqliteStore.ping really writes).
+PROBE_DDL = (
+    """CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+)""",
+)
+
+MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
+    (2, "alerts", alerts.v1_set_aside),
+    (2, "alerts", alerts.DDL),
+    (2, "heals", heals.DDL),
+    (2, "safety", safety.DDL),
+    (2, "followups", followups.DDL),
+    (2, "probe", PROBE_DDL),
+    (2, "alerts", alerts.v1_copy),
+)
+SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
+
+def check_hint(path: Path) -> str:
+    return f"run `healer journal check {path}` for details"
+
+
+def foreign_tables(db: sqlite3.Connection) -> str | None:
+    """The tables of a SQLite file that is not a healer journal, or None: it is one (a
+    version-1 journal carries user_version 0, and an ``alerts`` table), or it is empty."""
+    tables = sorted(r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"))
+    if not tables or "alerts" in tables:
+        return None
+    return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+
+
+def refuse_unknown(db: sqlite3.Connection, path: Path) -> None:
+    """Before anything is written (even the switch to WAL): a journal of a newer
+    healer, or another application's database, is refused as it is."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalUnavailable(
+            f"journal {path}: cannot open: its schema {version} is newer than this"
+            f" healer's ({SCHEMA_VERSION}): upgrade healer")
+    if (foreign := foreign_tables(db)) is not None:
+        raise JournalUnavailable(
+            f"journal {path}: cannot open: not a healer journal (another "
+            f"application's SQLite database? tables: {foreign}); {check_hint(path)}")
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the journal to SCHEMA_VERSION in one IMMEDIATE transaction (one statement
+    at a time: executescript() would commit half-way)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for step_version, _module, statements in MIGRATIONS:
+            if step_version <= version:
+                continue
+            for statement in statements(db) if callable(statements) else statements:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -1,0 +1,169 @@
+"""The values that cross the store contract (:mod:`healer.store.contract`), whatever the
+backend: what ingest reads of an alert, what a heal runs, what happened to each alert,
+what the safety gates decide, what a follow-up claim decided."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from healer.api import Alert
+
+
+class ReceivedAlert(Protocol):
+    """What ingest reads of an alert: :class:`healer.api.Alert`, or the webhook's parsed
+    alert itself (the receiver builds an ``Alert`` only for the alerts that start a heal)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def ends_at(self) -> datetime | None: ...
+    @property
+    def name(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HealPlan:
+    """What a matched alert (or a manual trigger) should run."""
+
+    rule: str | None
+    handler: str
+    params: dict[str, Any]
+    verify: dict[str, Any]
+    dry_run: bool
+
+
+class Disposition(NamedTuple):
+    """What happened to one alert of a webhook POST (a tuple: one is made per alert)."""
+
+    fingerprint: str
+    status: str  # started | duplicate | ignored | resolved
+    heal_id: str | None = None
+    rule: str | None = None
+    reason: str = ""
+    plan: HealPlan | None = None
+
+
+AlertKey = tuple[str, str]  # (fingerprint, startsAt as alert_key_time)
+Match = Callable[[ReceivedAlert], HealPlan | None]
+
+
+def alert_key_time(moment: datetime) -> str:
+    """``startsAt`` as part of an alert's identity, in whole UTC seconds.
+
+    Alertmanager 0.25 sends a firing alert's startsAt with nanoseconds and the
+    same alert's resolved notification truncated to seconds (see the shared
+    fixtures); a firing alert cannot resolve and fire again within one second.
+    """
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def new_heal_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def dumps(value: Any) -> str:
+    """JSON as stored: compact, anything unknown as its ``str``."""
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+# A POST larger than this is matched against the rules on a worker thread.
+_MATCH_INLINE_MAX = 64 * 1024
+
+
+def _plans(alerts: Sequence[ReceivedAlert], match: Match) -> list[HealPlan | None]:
+    """Each firing alert's plan (a resolved one starts nothing), computed outside any
+    transaction; a duplicate's plan is simply not used."""
+    return [match(a) if a.status == "firing" else None for a in alerts]
+
+
+async def prepare_ingest(alerts: Sequence[ReceivedAlert], match: Match, body: str | None
+                         ) -> tuple[str, list[HealPlan | None]]:
+    """The body to keep (the POST as received, or the alerts' labels and annotations)
+    and each alert's plan. Matching is done here, before any write is queued: inside a
+    transaction one slow match would hold up every other post and heal write. A large
+    POST is matched on a worker thread (RE2 releases the GIL), so the loop serves others."""
+    if body is None:
+        body = dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
+                                 for a in alerts]})
+    if len(body) > _MATCH_INLINE_MAX:
+        return body, await asyncio.to_thread(_plans, alerts, match)
+    return body, _plans(alerts, match)
+
+
+# ---- safety gates ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One rule's gates, durations in seconds."""
+
+    cooldown: float
+    max_actions: int
+    window: float
+    quiet: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the gates say about one heal about to act.
+
+    ``act``: go on (the action is already recorded); ``resolved``: the alert resolved
+    before the heal acted, nothing is recorded (no_action); ``paused`` / ``cooldown`` /
+    ``circuit_open``: suppress; ``escalate``: this heal is the one that tells a human
+    (``deliver`` is False when a previous run of the same heal already did)."""
+
+    kind: Literal["act", "resolved", "paused", "cooldown", "circuit_open", "escalate"]
+    target: str | None = None
+    left: float = 0.0  # cooldown / pause left
+    actions: int = 0  # actions in the budget window (escalate)
+    circuit: dict[str, Any] | None = None
+    pause: dict[str, Any] | None = None
+    deliver: bool = True
+    resolved_at: float = 0.0  # resolved: when the resolved notification arrived
+
+
+# ---- follow-ups ------------------------------------------------------------------------
+
+FollowUpKind = Literal["none", "wait", "escalate", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpPolicy:
+    """What a follow-up claim asks of the configuration, per rule: ``mode`` (the rule's
+    ``on_not_recovered``: escalate or retry), ``cooldown`` (seconds) and ``plan`` (what a
+    retry runs; None once the rule is gone from the config)."""
+
+    mode: Callable[[str], str]
+    cooldown: Callable[[str], float]
+    plan: Callable[[str], HealPlan | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpClaim:
+    """What one re-send decided. ``none``: nothing follows (not ``not_recovered``, already
+    followed up, resolved, rule gone); ``wait``: retry, but the cooldown has ``left``;
+    ``retry``: the pending heal ``retry_id`` of ``retry_plan`` (healing ``retry_alert``)
+    was created."""
+
+    kind: FollowUpKind
+    heal: dict[str, Any] = field(default_factory=dict)
+    left: float = 0.0
+    settled: bool = True  # nothing will ever follow this heal again
+    retry_id: str | None = None
+    retry_plan: HealPlan | None = None
+    retry_alert: Alert | None = None

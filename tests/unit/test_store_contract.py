@@ -1,0 +1,395 @@
+"""The store contract (healer.store.Store), checked against every store through the
+contract alone: exactly-once ingest, nothing answered before it is durable, heal
+lifecycles and timelines, unfinished heals, the pause, atomic gate decisions, follow-up
+claims decided once, and a newer schema refused.
+
+The ``backend`` fixture yields each store implementation on fresh, real storage (today
+SQLite on a temp file; the PostgreSQL store joins its parameters). Concurrency is real
+(``asyncio.gather`` of racing calls): results are compared as multisets, never by the
+order in which racing calls were answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from healer.api import Alert
+from healer.errors import JournalUnavailable
+from healer.outcomes import Outcome, Phase
+from healer.store import (
+    SCHEMA_VERSION,
+    FollowUpPolicy,
+    HealPlan,
+    Limits,
+    SqliteStore,
+    Store,
+    alert_key_time,
+)
+
+STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
+PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)
+RACERS = 12
+
+
+@dataclass
+class Backend:
+    """One store implementation on its own storage. ``open`` opens a store on it (again:
+    a reopened store); ``from_newer_healer`` marks the (closed) storage as written by a
+    healer with a newer schema."""
+
+    open: Callable[[], Awaitable[Store]]
+    from_newer_healer: Callable[[], None]
+
+
+def _sqlite(tmp_path: Path) -> Backend:
+    path = tmp_path / "journal.db"
+
+    async def open_store() -> Store:
+        return await SqliteStore.open(path)
+
+    def from_newer_healer() -> None:
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        db.close()
+
+    return Backend(open_store, from_newer_healer)
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return {"sqlite": _sqlite}[request.param](tmp_path)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _alert(fp: str, status: str = "firing", target: str = "t") -> Alert:
+    return Alert(fingerprint=fp, status=status, labels={"alertname": "Poke", "target": target},
+                 annotations={"summary": fp}, starts_at=STARTS)
+
+
+def _plan(_: object) -> HealPlan:
+    return PLAN
+
+
+LIMITS = Limits(cooldown=60.0, max_actions=100, window=3600.0, quiet=3600.0)
+
+
+# ---- ingest ----------------------------------------------------------------------------
+
+
+async def test_concurrent_deliveries_of_the_same_alerts_start_each_heal_once(
+        store: Store) -> None:
+    """Racing POSTs of the same five alerts (an HA pair, retries) start exactly one heal
+    per alert; every other receipt is a duplicate of that heal, and the stored counts
+    say five alerts started."""
+    fps = [f"fp{i}" for i in range(5)]
+    posts = [[_alert(fp) for fp in (fps if n % 2 else reversed(fps))] for n in range(RACERS)]
+    answers = await asyncio.gather(*(store.ingest(post, _plan) for post in posts))
+    dispositions = [d for answer in answers for d in answer]
+    assert Counter(d.status for d in dispositions) == Counter(
+        {"started": 5, "duplicate": 5 * (RACERS - 1)})
+    heal_of = {d.fingerprint: d.heal_id for d in dispositions if d.status == "started"}
+    assert sorted(heal_of) == fps
+    assert all(d.heal_id == heal_of[d.fingerprint] for d in dispositions)
+    assert await store.alert_counts() == {"started": 5}
+    assert sorted(h["id"] for h in await store.list_heals()) == sorted(
+        h for h in heal_of.values() if h is not None)
+
+
+async def test_a_resolve_is_recorded_once_and_makes_a_late_firing_resend_stale(
+        store: Store) -> None:
+    """A resolved notification is stored once (its time is what the gates read), lands
+    on the open heal's timeline, and a firing re-send after it starts nothing."""
+    [started] = await store.ingest([_alert("a")], _plan)
+    resolves = await asyncio.gather(*(store.ingest([_alert("a", "resolved")], _plan)
+                                      for _ in range(RACERS)))
+    assert Counter(r[0].status for r in resolves) == Counter(
+        {"resolved": 1, "duplicate": RACERS - 1})
+    key = ("a", alert_key_time(STARTS))
+    at = await store.alert_resolved_at(key)
+    assert at is not None
+    assert await store.resolved_alerts(["a", "a", "b"]) == {key: at}
+    assert await store.alert_resolved_at(("b", alert_key_time(STARTS))) is None
+    [late] = await store.ingest([_alert("a")], _plan)
+    assert (late.status, late.heal_id) == ("duplicate", started.heal_id)
+    heal = await store.get_heal(started.heal_id or "")
+    assert heal is not None
+    assert [e["kind"] for e in heal["timeline"]] == ["matched", "alert_resolved"]
+
+
+# ---- durability ------------------------------------------------------------------------
+
+
+async def test_every_acknowledged_write_is_seen_by_a_store_reopened_without_a_close(
+        backend: Backend) -> None:
+    """Nothing is answered before it is durable: what one store acknowledged (ingest,
+    timeline, phase, outcome, pause, an admitted action) is all there for a second store
+    opened on the same storage while the first was never closed (as after a crash)."""
+    first = await backend.open()
+    second: Store | None = None
+    try:
+        now = time.time()
+        started = await asyncio.gather(*(first.ingest([_alert(f"d{i}")], _plan)
+                                         for i in range(RACERS)))
+        ids = [answer[0].heal_id or "" for answer in started]
+        await asyncio.gather(*(first.event_soon(h, Phase.PENDING, "note", {"n": i})
+                               for i, h in enumerate(ids)))
+        await first.set_phase(ids[0], Phase.CHECKING, targets=["test:t"])
+        await first.finish_soon(ids[1], Outcome.RECOVERED, "ok", {"total": 1.0})
+        decision = await first.admit(ids[0], "poke", ["test:t"], LIMITS, now)
+        assert decision.kind == "act"
+        await first.set_pause(now, now + 600, "maintenance")
+
+        second = await backend.open()
+        assert sorted(h["id"] for h in await second.list_heals(limit=100)) == sorted(ids)
+        for i, heal_id in enumerate(ids):
+            heal = await second.get_heal(heal_id)
+            assert heal is not None
+            assert (heal["timeline"][1]["kind"], heal["timeline"][1]["data"]) == (
+                "note", {"n": i})
+        assert (await second.get_heal(ids[1]) or {})["outcome"] == "recovered"
+        assert (await second.get_heal(ids[0]) or {})["targets"] == ["test:t"]
+        assert (await second.get_pause(now) or {})["reason"] == "maintenance"
+        # The action admitted by the first store counts for the second's cooldown.
+        await second.clear_pause(now)
+        again = await second.admit(ids[2], "poke", ["test:t"], LIMITS, now + 1)
+        assert again.kind == "cooldown"
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
+
+
+# ---- heals and timelines ---------------------------------------------------------------
+
+
+async def test_a_heal_lifecycle_and_its_timeline_in_order(store: Store) -> None:
+    """A heal goes pending -> checking -> acting -> verifying -> done; its timeline lists
+    every entry in the order written (seq 1..n), its outcome and durations are kept, and
+    the history filters by rule, outcome and target, newest first, paged by created_at."""
+    [started] = await store.ingest([_alert("life")], _plan, received_at=123.5)
+    heal_id = started.heal_id or ""
+    await store.set_phase(heal_id, Phase.CHECKING, targets=["test:t"])
+    for n, phase in enumerate((Phase.ACTING, Phase.VERIFYING)):
+        await store.set_phase(heal_id, phase)
+        await store.add_event(heal_id, phase, f"step{n}", {"n": n})
+    await store.finish(heal_id, Outcome.RECOVERED, "back to normal", {"total": 2.5})
+    manual = await store.create_manual_heal(PLAN, {"target": "m"}, {})
+
+    heal = await store.get_heal(heal_id)
+    assert heal is not None
+    assert (heal["phase"], heal["outcome"], heal["reason"], heal["durations"],
+            heal["targets"], heal["source"], heal["rule"]) == (
+        "done", "recovered", "back to normal", {"total": 2.5}, ["test:t"], "alert", "poke")
+    timeline = heal["timeline"]
+    assert [e["kind"] for e in timeline] == ["matched", "step0", "step1", "outcome"]
+    assert [e["seq"] for e in timeline] == [1, 2, 3, 4]
+    assert timeline[0]["data"]["received_at"] == 123.5
+    assert [e["at"] for e in timeline] == sorted(e["at"] for e in timeline)
+    assert (await store.get_heal(manual) or {})["timeline"][0]["kind"] == "manual_trigger"
+    assert await store.get_heal("no-such-heal") is None
+
+    assert [h["id"] for h in await store.list_heals()] == [manual, heal_id]
+    assert [h["id"] for h in await store.list_heals(outcome="recovered")] == [heal_id]
+    assert [h["id"] for h in await store.list_heals(target="test:t")] == [heal_id]
+    [newest] = await store.list_heals(limit=1)
+    assert [h["id"] for h in await store.list_heals(before=newest["created_at"])] == [heal_id]
+
+
+async def test_unfinished_heals_are_found_after_a_reopen(backend: Backend) -> None:
+    """What a start resumes: every heal not done, oldest first, whether pending or
+    interrupted mid-phase (outcome interrupted, phase kept); finished ones are not."""
+    store = await backend.open()
+    try:
+        ids = [d.heal_id or "" for d in await store.ingest(
+            [_alert(f"u{i}") for i in range(3)], _plan)]
+        await store.finish(ids[0], Outcome.NOT_RECOVERED, "still down", {})
+        await store.set_phase(ids[1], Phase.ACTING, targets=["test:t"])
+        await store.interrupt(ids[1], Phase.ACTING, "healer stopped", {"act": 0.5})
+    finally:
+        await store.close()
+    reopened = await backend.open()
+    try:
+        rows = await reopened.unfinished()
+    finally:
+        await reopened.close()
+    assert [(r["id"], r["phase"], r["outcome"]) for r in rows] == [
+        (ids[1], "acting", "interrupted"), (ids[2], "pending", None)]
+
+
+# ---- pause -----------------------------------------------------------------------------
+
+
+async def test_pause_set_replace_expire_and_clear(store: Store) -> None:
+    """No pause at first; a set pause is read back until it expires; a new one replaces
+    it; clearing returns the active pause and leaves none."""
+    now = time.time()
+    assert await store.get_pause(now) is None
+    assert await store.clear_pause(now) is None
+    first = await store.set_pause(now, now + 60, "deploy")
+    assert first == {"since": now, "until": now + 60, "reason": "deploy"}
+    assert await store.get_pause(now + 30) == first
+    assert await store.get_pause(now + 60) is None  # expired
+    second = await store.set_pause(now + 1, now + 600, "longer")
+    assert await store.get_pause(now + 120) == second
+    assert await store.clear_pause(now + 2) == second
+    assert await store.get_pause(now + 2) is None
+
+
+# ---- safety state ----------------------------------------------------------------------
+
+
+async def test_racing_admissions_pass_a_cooldown_once(store: Store) -> None:
+    """Heals racing for one target within the cooldown: exactly one acts, every other
+    one is told the cooldown (decision and record are one transaction)."""
+    now = time.time()
+    decisions = await asyncio.gather(*(
+        store.admit(f"h{i}", "poke", ["test:t"], LIMITS, now) for i in range(RACERS)))
+    assert Counter(d.kind for d in decisions) == Counter(
+        {"act": 1, "cooldown": RACERS - 1})
+    assert all(d.target == "test:t" and d.left > 0 for d in decisions if d.kind == "cooldown")
+
+
+async def test_racing_admissions_spend_a_budget_exactly_and_open_one_circuit(
+        store: Store) -> None:
+    """Without a cooldown, a budget of 3 admits exactly 3 racing heals; the next one opens
+    the circuit and escalates, every later one is suppressed by the open circuit. The
+    circuit is listed, its rule open, and closing it starts the budget afresh."""
+    limits = Limits(cooldown=0.0, max_actions=3, window=3600.0, quiet=3600.0)
+    now = time.time()
+    decisions = await asyncio.gather(*(
+        store.admit(f"h{i}", "poke", ["test:t"], limits, now) for i in range(RACERS)))
+    assert Counter(d.kind for d in decisions) == Counter(
+        {"act": 3, "escalate": 1, "circuit_open": RACERS - 4})
+    [escalated] = [d for d in decisions if d.kind == "escalate"]
+    assert escalated.actions == 3 and escalated.circuit is not None
+    assert await store.open_rules() == {"poke"}
+    [circuit] = await store.list_circuits()
+    assert (circuit["rule"], circuit["target"], circuit["state"]) == ("poke", "test:t", "open")
+    await store.record_escalation("poke", "test:t", circuit["escalated_by"],
+                                  [{"notifier": "chat", "ok": True}])
+    assert (await store.list_circuits())[0]["escalation"] == [{"notifier": "chat", "ok": True}]
+
+    closed = await store.close_circuits("poke", None, now + 1, "api")
+    assert [c["target"] for c in closed] == ["test:t"]
+    assert await store.open_rules() == set()
+    assert len(await store.list_circuits(include_closed=True)) == 1
+    after = await store.admit("fresh", "poke", ["test:t"], limits, now + 2)
+    assert after.kind == "act"
+
+
+async def test_admission_sees_a_resolve_and_a_pause_first(store: Store) -> None:
+    """A heal whose alert already resolved is told so (nothing recorded); a pause
+    suppresses every heal, manual ones too; a quiet circuit is closed by the sweep."""
+    await store.ingest([_alert("r", "resolved")], _plan)
+    key = ("r", alert_key_time(STARTS))
+    now = time.time()
+    resolved = await store.admit("h1", "poke", ["test:t"], LIMITS, now, key)
+    assert resolved.kind == "resolved" and resolved.resolved_at > 0
+    await store.set_pause(now, now + 60, "hands off")
+    paused = await asyncio.gather(store.admit("h2", "poke", ["test:t"], LIMITS, now),
+                                  store.admit("h3", None, ["test:t"], None, now))
+    assert [d.kind for d in paused] == ["paused", "paused"]
+    await store.clear_pause(now)
+    assert (await store.admit("h4", None, ["test:t"], None, now)).kind == "act"
+
+    spent = Limits(cooldown=0.0, max_actions=0, window=3600.0, quiet=10.0)
+    assert (await store.admit("h5", "poke", ["test:t"], spent, now)).kind == "escalate"
+    assert await store.sweep(now + 5, spent.quiet) == []
+    assert [c["target"] for c in await store.sweep(now + 11, spent.quiet)] == ["test:t"]
+    assert await store.open_rules() == set()
+
+
+# ---- follow-ups ------------------------------------------------------------------------
+
+
+async def _not_recovered(store: Store, fp: str) -> str:
+    [started] = await store.ingest([_alert(fp)], _plan)
+    heal_id = started.heal_id or ""
+    await store.finish(heal_id, Outcome.NOT_RECOVERED, "still down", {})
+    return heal_id
+
+
+def _policy(mode: str) -> FollowUpPolicy:
+    return FollowUpPolicy(mode=lambda _: mode, cooldown=lambda _: 0.0, plan=lambda _: PLAN)
+
+
+async def test_racing_retry_claims_create_one_retry_heal(store: Store) -> None:
+    """Re-sends racing (from any process) to follow up a not_recovered heal: exactly one
+    claim creates the retry heal (pending, ``retry_of`` on its timeline), every other one
+    decides nothing; the heal is no longer a candidate."""
+    heal_id = await _not_recovered(store, "retry")
+    assert await store.follow_up_candidates() == [heal_id]
+    now = time.time()
+    claims = await asyncio.gather(*(
+        store.claim_follow_up(heal_id, run_id=f"process-{i}", now=now, policy=_policy("retry"))
+        for i in range(RACERS)))
+    assert Counter(c.kind for c in claims) == Counter({"retry": 1, "none": RACERS - 1})
+    [retry] = [c for c in claims if c.kind == "retry"]
+    assert retry.retry_plan == PLAN and retry.retry_alert is not None
+    new = await store.get_heal(retry.retry_id or "")
+    assert new is not None
+    assert (new["source"], new["phase"]) == ("retry", "pending")
+    assert [e["kind"] for e in new["timeline"]] == ["matched", "retry_of"]
+    assert await store.follow_up_candidates() == []
+    # Later re-sends of the alert are duplicates of the retry.
+    [again] = await store.ingest([_alert("retry")], _plan)
+    assert again.heal_id == retry.retry_id
+
+
+async def test_racing_escalation_claims_escalate_once_until_delivered(store: Store) -> None:
+    """Racing claims of one process escalate a not_recovered heal once; once its
+    deliveries are recorded (on the timeline), no claim, of any process, escalates again."""
+    heal_id = await _not_recovered(store, "esc")
+    now = time.time()
+    claims = await asyncio.gather(*(
+        store.claim_follow_up(heal_id, run_id="one", now=now, policy=_policy("escalate"))
+        for _ in range(RACERS)))
+    assert Counter(c.kind for c in claims) == Counter({"escalate": 1, "none": RACERS - 1})
+    assert await store.follow_up_candidates() == [heal_id]  # not delivered yet
+    await store.record_follow_up_deliveries(heal_id, [{"notifier": "chat", "ok": True}])
+    assert await store.follow_up_candidates() == []
+    later = await store.claim_follow_up(heal_id, run_id="two", now=now,
+                                        policy=_policy("escalate"))
+    assert later.kind == "none"
+    heal = await store.get_heal(heal_id)
+    assert heal is not None
+    assert [e["kind"] for e in heal["timeline"]] == [
+        "matched", "outcome", "not_recovered_escalation", "escalation"]
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+
+
+async def test_ping_answers_on_an_open_store(store: Store) -> None:
+    """The readiness probe: ping returns (it wrote) on a store that accepts writes."""
+    await store.ping()
+    await store.ping()
+
+
+async def test_a_store_written_by_a_newer_healer_is_refused(backend: Backend) -> None:
+    """Storage whose schema is newer than this healer's is refused at open, with a message
+    saying so and what to do, instead of writing what the newer healer would misread."""
+    store = await backend.open()
+    await store.close()
+    backend.from_newer_healer()
+    with pytest.raises(JournalUnavailable,
+                       match=rf"its schema {SCHEMA_VERSION + 1} is newer than this healer's "
+                             rf"\({SCHEMA_VERSION}\): upgrade healer"):
+        await backend.open()
