@@ -3,8 +3,8 @@ contract alone: exactly-once ingest, nothing answered before it is durable, heal
 lifecycles and timelines, unfinished heals, the pause, atomic gate decisions, follow-up
 claims decided once, and a newer schema refused.
 
-The ``backend`` fixture yields each store implementation on fresh, real storage (today
-SQLite on a temp file; the PostgreSQL store joins its parameters). Concurrency is real
+The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
+on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
 (``asyncio.gather`` of racing calls): results are compared as multisets, never by the
 order in which racing calls were answered.
 """
@@ -16,10 +16,12 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from healer.api import Alert
@@ -34,6 +36,9 @@ from healer.store import (
     Store,
     alert_key_time,
 )
+from healer.store.postgres import schema as pg_schema
+from healer.store.postgres.store import PostgresOptions, PostgresStore
+from tests.support.postgres import scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)
@@ -47,7 +52,8 @@ class Backend:
     healer with a newer schema."""
 
     open: Callable[[], Awaitable[Store]]
-    from_newer_healer: Callable[[], None]
+    from_newer_healer: Callable[[], Awaitable[None]]
+    schema_version: int
 
 
 def _sqlite(tmp_path: Path) -> Backend:
@@ -56,17 +62,36 @@ def _sqlite(tmp_path: Path) -> Backend:
     async def open_store() -> Store:
         return await SqliteStore.open(path)
 
-    def from_newer_healer() -> None:
+    async def from_newer_healer() -> None:
         with sqlite3.connect(path) as db:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
         db.close()
 
-    return Backend(open_store, from_newer_healer)
+    return Backend(open_store, from_newer_healer, SCHEMA_VERSION)
 
 
-@pytest.fixture(params=["sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return {"sqlite": _sqlite}[request.param](tmp_path)
+def _postgres(dsn: str) -> Backend:
+    async def open_store() -> Store:
+        return await PostgresStore.open(PostgresOptions(dsn))
+
+    async def from_newer_healer() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO healer_schema (version, applied_at)"
+                               " VALUES ($1, 0)", pg_schema.SCHEMA_VERSION + 1)
+        finally:
+            await conn.close()
+
+    return Backend(open_store, from_newer_healer, pg_schema.SCHEMA_VERSION)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            yield _sqlite(tmp_path)
+        else:
+            yield _postgres(await stack.enter_async_context(scratch_database()))
 
 
 @pytest.fixture
@@ -388,8 +413,9 @@ async def test_a_store_written_by_a_newer_healer_is_refused(backend: Backend) ->
     saying so and what to do, instead of writing what the newer healer would misread."""
     store = await backend.open()
     await store.close()
-    backend.from_newer_healer()
+    await backend.from_newer_healer()
+    version = backend.schema_version
     with pytest.raises(JournalUnavailable,
-                       match=rf"its schema {SCHEMA_VERSION + 1} is newer than this healer's "
-                             rf"\({SCHEMA_VERSION}\): upgrade healer"):
+                       match=rf"its schema {version + 1} is newer than this healer's "
+                             rf"\({version}\): upgrade healer"):
         await backend.open()
