@@ -38,6 +38,7 @@ from healer.store import (
 )
 from healer.store.postgres import schema as pg_schema
 from healer.store.postgres.store import PostgresOptions, PostgresStore
+from tests.support.pgserver import private_postgres
 from tests.support.postgres import scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
@@ -419,3 +420,86 @@ async def test_a_store_written_by_a_newer_healer_is_refused(backend: Backend) ->
                        match=rf"its schema {version + 1} is newer than this healer's "
                              rf"\({version}\): upgrade healer"):
         await backend.open()
+
+
+async def test_several_stores_on_one_storage_start_each_heal_once(backend: Backend) -> None:
+    """Racing deliveries of the same alerts through several store objects on the same
+    storage (as separate replicas would be) start exactly one heal per alert identity;
+    every other receipt is a duplicate of it, whichever store answered."""
+    stores = [await backend.open() for _ in range(3)]
+    try:
+        fps = [f"rep{i}" for i in range(5)]
+        posts = [(stores[n % len(stores)], [_alert(fp) for fp in (fps if n % 2 else
+                                                               reversed(fps))])
+                 for n in range(RACERS)]
+        answers = await asyncio.gather(*(s.ingest(post, _plan) for s, post in posts))
+        dispositions = [d for answer in answers for d in answer]
+        assert Counter(d.status for d in dispositions) == Counter(
+            {"started": 5, "duplicate": 5 * (RACERS - 1)})
+        heal_of = {d.fingerprint: d.heal_id for d in dispositions if d.status == "started"}
+        assert all(d.heal_id == heal_of[d.fingerprint] for d in dispositions)
+        for store in stores:
+            assert await store.alert_counts() == {"started": 5}
+            assert len(await store.list_heals(limit=100)) == 5
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# ---- PostgreSQL only: migrations and outages -------------------------------------------
+
+
+async def test_postgres_store_migrates_an_empty_database_once() -> None:
+    """An empty database is given the newest schema (version recorded in healer_schema);
+    migrating again changes nothing; a store opens on it."""
+    async with scratch_database() as dsn:
+        options = PostgresOptions(dsn)
+        assert await PostgresStore.migrate(options) == (0, pg_schema.SCHEMA_VERSION)
+        assert await PostgresStore.migrate(options) == (pg_schema.SCHEMA_VERSION,) * 2
+        store = await PostgresStore.open(options)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT version, applied_at FROM healer_schema")
+        finally:
+            await conn.close()
+        assert [r["version"] for r in rows] == [pg_schema.SCHEMA_VERSION]
+        assert rows[0]["applied_at"] > 0
+
+
+async def test_postgres_store_unreachable_then_back_loses_nothing_acknowledged() -> None:
+    """The server stops: every call (ingest, a read, ping, a queued write) raises
+    JournalUnavailable naming the store, password redacted; nothing is acknowledged. It
+    starts again: the same store object reconnects by itself, and every alert acknowledged
+    before the outage is there."""
+    with private_postgres(superuser_password="s3cret-pw") as server:
+        store = await PostgresStore.open(PostgresOptions(server.dsn, connect_timeout=2.0))
+        try:
+            acked = [d.heal_id for d in await store.ingest(
+                [_alert(f"o{i}") for i in range(4)], _plan)]
+            server.stop()
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: store.ingest([_alert("during")], _plan), store.ping,
+                lambda: store.list_heals(), lambda: store.event_soon(
+                    acked[0] or "", Phase.PENDING, "note", {})]
+            for call in calls:
+                with pytest.raises(JournalUnavailable) as raised:
+                    await call()
+                assert "s3cret-pw" not in str(raised.value)
+                assert f"127.0.0.1:{server.port}" in str(raised.value)
+            server.start()
+            for _ in range(50):  # the pool reconnects on the next acquire
+                try:
+                    await store.ping()
+                    break
+                except JournalUnavailable:
+                    await asyncio.sleep(0.1)
+            [again] = await store.ingest([_alert("after")], _plan)
+            assert again.status == "started"
+            ids = {h["id"] for h in await store.list_heals(limit=100)}
+            assert set(acked) | {again.heal_id} == ids
+        finally:
+            await store.close()
