@@ -27,7 +27,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -237,7 +239,15 @@ def _journal(value: Any) -> Any:
     return _path(value)
 
 
-Journal = Annotated[FilePath | PostgresJournal, BeforeValidator(_journal)]
+def _journal_kind(value: Any) -> str:
+    return _POSTGRES_TAG if isinstance(value, dict | PostgresJournal) else _SQLITE_TAG
+
+
+# The journal's two forms, told apart before validation; the tags never show in errors.
+_SQLITE_TAG, _POSTGRES_TAG = "<sqlite>", "<postgresql>"
+Journal = Annotated[Annotated[FilePath, Tag(_SQLITE_TAG)]
+                    | Annotated[PostgresJournal, Tag(_POSTGRES_TAG)],
+                    Discriminator(_journal_kind), BeforeValidator(_journal)]
 
 
 def _has_password(dsn: str) -> bool:
@@ -422,7 +432,8 @@ def validation_errors(exc: ValidationError, prefix: tuple[int | str, ...] = ()) 
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        out.append((format_loc(prefix + tuple(err["loc"])), msg))
+        loc = tuple(p for p in err["loc"] if p not in (_SQLITE_TAG, _POSTGRES_TAG))
+        out.append((format_loc(prefix + loc), msg))
     return out
 
 
