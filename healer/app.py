@@ -38,7 +38,7 @@ from healer.postgres import PostgresAdapter
 from healer.rules import RuleSet
 from healer.safety import Allowlist
 from healer.services import Services
-from healer.store import SqliteStore
+from healer.store.factory import describe, journal_target, open_store
 from healer.verify import Verifier
 
 
@@ -55,7 +55,8 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        journal = await SqliteStore.open(config.journal)
+        target = journal_target(config, secrets)
+        journal = await open_store(target)
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
         docker = DockerAdapter(config.docker.base_url)
         postgres = PostgresAdapter(config.databases, secrets.databases)
@@ -81,7 +82,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
             await gates.start()
             await followups.start(submit=executor.submit)
             resumed = await executor.resume()
-            log.info("healer started", listen=config.listen, journal=str(config.journal),
+            log.info("healer started", listen=config.listen, journal=describe(target),
                      rules=len(config.rules), handlers=list(handlers), resumed=resumed,
                      dry_run=config.dry_run)
             yield

@@ -1,5 +1,5 @@
-"""``healer`` command line: serve, check-config, journal check, --version; pause, resume,
-circuits and circuit-close talk to a running daemon (healer/admin_cli.py)."""
+"""``healer`` command line: serve, check-config, journal check / migrate / copy, --version;
+pause, resume, circuits and circuit-close talk to a running daemon (healer/admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ environment:
   HEALER_WEBHOOK_PASSWORD webhook basic-auth password (overrides basic_auth.password_file)
   HEALER_ADMIN_TOKEN      admin token for manual triggers, pause and circuits (overrides
                           admin.token_file; pause/resume/circuits/circuit-close send it)
+  HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `journal copy` when
+                          neither --to nor --to-dsn-file nor --config is given
+"""
+
+_JOURNAL_EPILOG = """\
+The PostgreSQL DSN: --to URL (without password: a command line is visible to every
+user), --to-dsn-file FILE (the DSN, password included, in a file), $HEALER_JOURNAL_DSN,
+or --config FILE (its journal: entry, dsn_file / dsn_env / dsn).
+
+exit codes: 0 done; 1 the store refused or is unreachable (message on stderr);
+2 usage or configuration error.
 """
 
 
@@ -36,21 +47,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=os.environ.get("HEALER_CONFIG"),
                        help="YAML config file (default: $HEALER_CONFIG)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="override the file's listen")
-    serve.add_argument("--journal", type=Path, metavar="PATH",
-                       help="override the file's journal path")
+    serve.add_argument("--journal", metavar="PATH|URL",
+                       help="override the file's journal: a SQLite path or a postgresql://"
+                            " URL without password")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                        help="log format (auto: JSON unless stderr is a terminal)")
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
-    journal = sub.add_parser("journal", help="inspect a journal file (journal check FILE)")
+    journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True,
                                          metavar="SUBCOMMAND")
     journal_check = journal_sub.add_parser(
         "check", help="check a journal file's integrity and schema, read-only (0 = sound)")
     journal_check.add_argument("file", type=Path)
+    migrate = journal_sub.add_parser(
+        "migrate", epilog=_JOURNAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="create or migrate the journal's schema, printing its version before/after")
+    _target_arguments(migrate)
+    copy = journal_sub.add_parser(
+        "copy", epilog=_JOURNAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
+             "transaction, printing the rows copied")
+    copy.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
+                      help="the SQLite journal (journal.db) to copy")
+    _target_arguments(copy)
     add_admin_parsers(sub)
     return parser
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, metavar="FILE",
+                       help="use this config file's journal: entry")
+    where.add_argument("--to", metavar="URL", help="postgresql://user@host/db (no password)")
+    where.add_argument("--to-dsn-file", type=Path, metavar="FILE",
+                       help="a file holding the DSN (password allowed)")
 
 
 def _print_config_errors(path: Path, exc: ConfigError) -> None:
@@ -99,6 +131,79 @@ def check_journal(path: Path) -> int:
     return 0
 
 
+def _journal_target(args: argparse.Namespace) -> object:
+    """The store ``migrate`` / ``copy`` work on: a Path (SQLite, from --config only) or
+    PostgresOptions. Raises ConfigError (exit 2)."""
+    from healer.config import PostgresJournal, load_config, resolve_journal_dsn
+    from healer.plugins import HandlerRegistry
+    from healer.store.postgres.store import PostgresOptions
+
+    if args.config is not None:
+        config = load_config(args.config, HandlerRegistry.from_entry_points())
+        dsn = resolve_journal_dsn(config)
+        if dsn is None:
+            return config.journal
+        journal = config.journal
+        assert isinstance(journal, PostgresJournal)
+        return PostgresOptions(dsn, pool_size=1, connect_timeout=journal.connect_timeout,
+                               statement_timeout=journal.statement_timeout)
+    if args.to is not None:
+        source = PostgresJournal.model_validate({"dsn": args.to})  # refuses a password
+    elif args.to_dsn_file is not None:
+        source = PostgresJournal(dsn_file=args.to_dsn_file)
+    else:
+        source = PostgresJournal(dsn_env="HEALER_JOURNAL_DSN")
+    return PostgresOptions(source.resolve("journal", os.environ), pool_size=1)
+
+
+def journal_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from healer.config import validation_errors
+    from healer.errors import JournalUnavailable
+    from healer.store import SCHEMA_VERSION, SqliteStore
+    from healer.store.postgres.copy import copy_sqlite
+    from healer.store.postgres.store import PostgresOptions, PostgresStore
+
+    if args.journal_command == "check":
+        return check_journal(args.file)
+    try:
+        target = _journal_target(args)
+    except ValidationError as exc:
+        for where, msg in validation_errors(exc, ("--to",)):
+            print(f"error: {where}: {msg}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        _print_config_errors(args.config or Path("--to"), exc)
+        return 2
+    try:
+        if args.journal_command == "migrate":
+            if isinstance(target, PostgresOptions):
+                before, after = asyncio.run(PostgresStore.migrate(target))
+                name = target.name
+            else:
+                assert isinstance(target, Path)
+                before = SqliteStore.schema_version(target)
+                SqliteStore.check_can_open(target)
+                after, name = SCHEMA_VERSION, str(target)
+            print(f"journal {name}: schema version {before} -> {after}")
+            return 0
+        if not isinstance(target, PostgresOptions):
+            print("error: journal copy needs a PostgreSQL target (--to, --to-dsn-file,"
+                  " $HEALER_JOURNAL_DSN, or a config whose journal: is PostgreSQL)",
+                  file=sys.stderr)
+            return 2
+        counts = asyncio.run(copy_sqlite(args.source, target))
+    except JournalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"copied {args.source} into journal {target.name}: " +
+          ", ".join(f"{table} {n}" for table, n in counts.items()))
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from healer.app import create_app
     from healer.config import check_exposure, load_config, resolve_secrets
@@ -106,7 +211,7 @@ def serve(args: argparse.Namespace) -> int:
     from healer.logs import configure_logging
     from healer.plugins import HandlerRegistry
     from healer.server import serve_app
-    from healer.store import SqliteStore
+    from healer.store.factory import check_can_open, journal_target
 
     configure_logging(json={"auto": None, "json": True, "console": False}[args.log_format])
     if args.config is None:
@@ -129,7 +234,7 @@ def serve(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return 1
     try:
-        SqliteStore.check_can_open(config.journal)
+        check_can_open(journal_target(config, secrets))
     except JournalUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -143,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "journal":
-        return check_journal(args.file)
+        return journal_command(args)
     if args.command in ("pause", "resume", "circuits", "circuit-close"):
         from healer.admin_cli import run
 

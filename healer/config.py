@@ -27,7 +27,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -176,15 +178,39 @@ class ProtectConfig(_Frozen):
     application_names: list[str] = Field(default_factory=list)
 
 
-class DatabaseConfig(_Frozen):
-    """A PostgreSQL database handlers may act on, by name (``databases.odoo``).
-
-    The DSN comes from exactly one of ``dsn_file``, ``dsn_env`` or ``dsn`` (the
-    last only for DSNs without a password, e.g. a Unix socket with peer auth)."""
+class DsnSource(_Frozen):
+    """Where a PostgreSQL DSN comes from: exactly one of ``dsn_file``, ``dsn_env`` or
+    ``dsn`` (the last only for DSNs without a password, e.g. a Unix socket with peer
+    auth): the password never lives in the YAML."""
 
     dsn: str | None = Field(default=None, min_length=1)
     dsn_file: FilePath | None = None
     dsn_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_dsn_source(self) -> DsnSource:
+        given = [k for k in ("dsn", "dsn_file", "dsn_env") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of dsn_file, dsn_env or dsn")
+        if self.dsn is not None and _has_password(self.dsn):
+            raise ValueError("dsn must not carry a password: use dsn_file or dsn_env")
+        return self
+
+    def resolve(self, where: str, env: Mapping[str, str]) -> str:
+        """The DSN itself (read from its file or variable now)."""
+        if self.dsn is not None:
+            return self.dsn
+        if self.dsn_file is not None:
+            return _read_secret(self.dsn_file, f"{where}.dsn_file")
+        value = env.get(self.dsn_env or "")
+        if not value:
+            raise ConfigError([(f"{where}.dsn_env", f"${self.dsn_env} is not set")])
+        return value
+
+
+class DatabaseConfig(DsnSource):
+    """A PostgreSQL database handlers may act on, by name (``databases.odoo``)."""
+
     statement_timeout: Annotated[Seconds, Field(gt=0, le=_DAY)] = 5.0
     connect_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
     pool_size: int = Field(default=2, ge=1, le=32)
@@ -192,14 +218,36 @@ class DatabaseConfig(_Frozen):
     max_terminations: int = Field(default=5, ge=1, le=1000)
     protect: ProtectConfig = ProtectConfig()
 
-    @model_validator(mode="after")
-    def _one_dsn_source(self) -> DatabaseConfig:
-        given = [k for k in ("dsn", "dsn_file", "dsn_env") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of dsn_file, dsn_env or dsn")
-        if self.dsn is not None and _has_password(self.dsn):
-            raise ValueError("dsn must not carry a password: use dsn_file or dsn_env")
-        return self
+
+class PostgresJournal(DsnSource):
+    """``journal:`` on PostgreSQL (the store several replicas share): its DSN source and
+    the store's pool limits."""
+
+    pool_size: int = Field(default=4, ge=1, le=64)
+    connect_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
+    statement_timeout: Annotated[Seconds, Field(gt=0, le=3600)] = 30.0
+
+
+_PG_URL = re.compile(r"^postgres(ql)?://", re.I)
+
+
+def _journal(value: Any) -> Any:
+    """``journal:``: a SQLite file path, a ``postgresql://`` URL (no password), or a
+    mapping with the DSN's source (``dsn_file`` / ``dsn_env`` / ``dsn``)."""
+    if isinstance(value, str) and _PG_URL.match(value):
+        return {"dsn": value}
+    return _path(value)
+
+
+def _journal_kind(value: Any) -> str:
+    return _POSTGRES_TAG if isinstance(value, dict | PostgresJournal) else _SQLITE_TAG
+
+
+# The journal's two forms, told apart before validation; the tags never show in errors.
+_SQLITE_TAG, _POSTGRES_TAG = "<sqlite>", "<postgresql>"
+Journal = Annotated[Annotated[FilePath, Tag(_SQLITE_TAG)]
+                    | Annotated[PostgresJournal, Tag(_POSTGRES_TAG)],
+                    Discriminator(_journal_kind), BeforeValidator(_journal)]
 
 
 def _has_password(dsn: str) -> bool:
@@ -306,7 +354,7 @@ class ServerConfig(_Frozen):
 class HealerConfig(_Frozen):
     listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$",
                         max_length=300)
-    journal: FilePath = Path("healer-journal.db")
+    journal: Journal = Path("healer-journal.db")
     # Listening beyond loopback without webhook auth is refused unless this is set.
     allow_insecure: bool = False
     dry_run: bool = False
@@ -384,7 +432,8 @@ def validation_errors(exc: ValidationError, prefix: tuple[int | str, ...] = ()) 
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        out.append((format_loc(prefix + tuple(err["loc"])), msg))
+        loc = tuple(p for p in err["loc"] if p not in (_SQLITE_TAG, _POSTGRES_TAG))
+        out.append((format_loc(prefix + loc), msg))
     return out
 
 
@@ -519,6 +568,7 @@ class Secrets:
     admin_token: str | None = None
     databases: Mapping[str, str] = field(default_factory=dict)  # name -> DSN
     notify_urls: tuple[str, ...] = ()  # one per ``notify:`` entry, in order
+    journal_dsn: str | None = None  # the PostgreSQL journal's DSN (None: SQLite)
 
     def __repr__(self) -> str:
         return (f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
@@ -591,6 +641,7 @@ def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) 
         basic = (ba.username, password)
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin,
                    databases=resolve_dsns(config, env),
+                   journal_dsn=resolve_journal_dsn(config, env),
                    notify_urls=resolve_notify_urls(config, env))
 
 
@@ -614,19 +665,16 @@ def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[s
 
 
 def resolve_dsns(config: HealerConfig, env: Mapping[str, str]) -> dict[str, str]:
-    dsns: dict[str, str] = {}
-    for name, db in config.databases.items():
-        where = f"databases.{name}"
-        if db.dsn is not None:
-            dsns[name] = db.dsn
-        elif db.dsn_file is not None:
-            dsns[name] = _read_secret(db.dsn_file, f"{where}.dsn_file")
-        elif db.dsn_env is not None:
-            value = env.get(db.dsn_env)
-            if not value:
-                raise ConfigError([(f"{where}.dsn_env", f"${db.dsn_env} is not set")])
-            dsns[name] = value
-    return dsns
+    return {name: db.resolve(f"databases.{name}", env)
+            for name, db in config.databases.items()}
+
+
+def resolve_journal_dsn(config: HealerConfig, env: Mapping[str, str] | None = None
+                        ) -> str | None:
+    """The PostgreSQL journal's DSN (None: the journal is a SQLite file)."""
+    if not isinstance(config.journal, PostgresJournal):
+        return None
+    return config.journal.resolve("journal", os.environ if env is None else env)
 
 
 def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:

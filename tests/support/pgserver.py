@@ -2,6 +2,7 @@
 
     with private_postgres(max_connections=20) as server:
         dsn = server.dsn                        # postgresql://postgres@127.0.0.1:<port>/postgres
+        server.stop(); server.start()           # an outage mid-test, same port and data
     with private_postgres(superuser_password="pw") as server:
         server.dsn                              # postgresql://postgres:pw@127.0.0.1:<port>/postgres
         server.socket_dir                       # PGHOST for local (trust) connections: psql
@@ -45,6 +46,20 @@ class PrivatePostgres:
     port: int
     bindir: Path
     password: str | None = None
+    flags: str = ""  # the server's options (port, socket dir, settings) as started
+
+    def stop(self) -> None:
+        """Stop the server mid-test (``pg_ctl stop -m immediate``: as a crash or an outage
+        would); :meth:`start` brings it back on the same port and data."""
+        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"),
+                                     "-m", "immediate", "-w", "-t", "30", "stop"]),
+                       check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"),
+                                     "-l", str(self.root / "server.log"), "-w", "-t", "30",
+                                     "-o", self.flags, "start"]),
+                       check=True, capture_output=True, timeout=60)
 
     @property
     def dsn(self) -> str:
@@ -106,7 +121,7 @@ def private_postgres(*, max_connections: int = 20, settings: dict[str, str] | No
                 raise RuntimeError(f"private PostgreSQL did not start:\n"
                                    f"{log.read_text(errors='replace')[-2000:]}")
         yield PrivatePostgres(root=root, port=port, bindir=binaries,
-                              password=superuser_password)
+                              password=superuser_password, flags=flags)
     finally:
         try:
             if started:

@@ -3,8 +3,8 @@ contract alone: exactly-once ingest, nothing answered before it is durable, heal
 lifecycles and timelines, unfinished heals, the pause, atomic gate decisions, follow-up
 claims decided once, and a newer schema refused.
 
-The ``backend`` fixture yields each store implementation on fresh, real storage (today
-SQLite on a temp file; the PostgreSQL store joins its parameters). Concurrency is real
+The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
+on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
 (``asyncio.gather`` of racing calls): results are compared as multisets, never by the
 order in which racing calls were answered.
 """
@@ -16,10 +16,12 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from healer.api import Alert
@@ -34,6 +36,10 @@ from healer.store import (
     Store,
     alert_key_time,
 )
+from healer.store.postgres import schema as pg_schema
+from healer.store.postgres.store import PostgresOptions, PostgresStore
+from tests.support.pgserver import private_postgres
+from tests.support.postgres import scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)
@@ -47,7 +53,8 @@ class Backend:
     healer with a newer schema."""
 
     open: Callable[[], Awaitable[Store]]
-    from_newer_healer: Callable[[], None]
+    from_newer_healer: Callable[[], Awaitable[None]]
+    schema_version: int
 
 
 def _sqlite(tmp_path: Path) -> Backend:
@@ -56,17 +63,36 @@ def _sqlite(tmp_path: Path) -> Backend:
     async def open_store() -> Store:
         return await SqliteStore.open(path)
 
-    def from_newer_healer() -> None:
+    async def from_newer_healer() -> None:
         with sqlite3.connect(path) as db:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
         db.close()
 
-    return Backend(open_store, from_newer_healer)
+    return Backend(open_store, from_newer_healer, SCHEMA_VERSION)
 
 
-@pytest.fixture(params=["sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return {"sqlite": _sqlite}[request.param](tmp_path)
+def _postgres(dsn: str) -> Backend:
+    async def open_store() -> Store:
+        return await PostgresStore.open(PostgresOptions(dsn))
+
+    async def from_newer_healer() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO healer_schema (version, applied_at)"
+                               " VALUES ($1, 0)", pg_schema.SCHEMA_VERSION + 1)
+        finally:
+            await conn.close()
+
+    return Backend(open_store, from_newer_healer, pg_schema.SCHEMA_VERSION)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            yield _sqlite(tmp_path)
+        else:
+            yield _postgres(await stack.enter_async_context(scratch_database()))
 
 
 @pytest.fixture
@@ -388,8 +414,92 @@ async def test_a_store_written_by_a_newer_healer_is_refused(backend: Backend) ->
     saying so and what to do, instead of writing what the newer healer would misread."""
     store = await backend.open()
     await store.close()
-    backend.from_newer_healer()
+    await backend.from_newer_healer()
+    version = backend.schema_version
     with pytest.raises(JournalUnavailable,
-                       match=rf"its schema {SCHEMA_VERSION + 1} is newer than this healer's "
-                             rf"\({SCHEMA_VERSION}\): upgrade healer"):
+                       match=rf"its schema {version + 1} is newer than this healer's "
+                             rf"\({version}\): upgrade healer"):
         await backend.open()
+
+
+async def test_several_stores_on_one_storage_start_each_heal_once(backend: Backend) -> None:
+    """Racing deliveries of the same alerts through several store objects on the same
+    storage (as separate replicas would be) start exactly one heal per alert identity;
+    every other receipt is a duplicate of it, whichever store answered."""
+    stores = [await backend.open() for _ in range(3)]
+    try:
+        fps = [f"rep{i}" for i in range(5)]
+        posts = [(stores[n % len(stores)], [_alert(fp) for fp in (fps if n % 2 else
+                                                               reversed(fps))])
+                 for n in range(RACERS)]
+        answers = await asyncio.gather(*(s.ingest(post, _plan) for s, post in posts))
+        dispositions = [d for answer in answers for d in answer]
+        assert Counter(d.status for d in dispositions) == Counter(
+            {"started": 5, "duplicate": 5 * (RACERS - 1)})
+        heal_of = {d.fingerprint: d.heal_id for d in dispositions if d.status == "started"}
+        assert all(d.heal_id == heal_of[d.fingerprint] for d in dispositions)
+        for store in stores:
+            assert await store.alert_counts() == {"started": 5}
+            assert len(await store.list_heals(limit=100)) == 5
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# ---- PostgreSQL only: migrations and outages -------------------------------------------
+
+
+async def test_postgres_store_migrates_an_empty_database_once() -> None:
+    """An empty database is given the newest schema (version recorded in healer_schema);
+    migrating again changes nothing; a store opens on it."""
+    async with scratch_database() as dsn:
+        options = PostgresOptions(dsn)
+        assert await PostgresStore.migrate(options) == (0, pg_schema.SCHEMA_VERSION)
+        assert await PostgresStore.migrate(options) == (pg_schema.SCHEMA_VERSION,) * 2
+        store = await PostgresStore.open(options)
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT version, applied_at FROM healer_schema")
+        finally:
+            await conn.close()
+        assert [r["version"] for r in rows] == [pg_schema.SCHEMA_VERSION]
+        assert rows[0]["applied_at"] > 0
+
+
+async def test_postgres_store_unreachable_then_back_loses_nothing_acknowledged() -> None:
+    """The server stops: every call (ingest, a read, ping, a queued write) raises
+    JournalUnavailable naming the store, password redacted; nothing is acknowledged. It
+    starts again: the same store object reconnects by itself, and every alert acknowledged
+    before the outage is there."""
+    with private_postgres(superuser_password="s3cret-pw") as server:
+        store = await PostgresStore.open(PostgresOptions(server.dsn, connect_timeout=2.0))
+        try:
+            acked = [d.heal_id for d in await store.ingest(
+                [_alert(f"o{i}") for i in range(4)], _plan)]
+            server.stop()
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: store.ingest([_alert("during")], _plan), store.ping,
+                lambda: store.list_heals(), lambda: store.event_soon(
+                    acked[0] or "", Phase.PENDING, "note", {})]
+            for call in calls:
+                with pytest.raises(JournalUnavailable) as raised:
+                    await call()
+                assert "s3cret-pw" not in str(raised.value)
+                assert f"127.0.0.1:{server.port}" in str(raised.value)
+            server.start()
+            for _ in range(50):  # the pool reconnects on the next acquire
+                try:
+                    await store.ping()
+                    break
+                except JournalUnavailable:
+                    await asyncio.sleep(0.1)
+            [again] = await store.ingest([_alert("after")], _plan)
+            assert again.status == "started"
+            ids = {h["id"] for h in await store.list_heals(limit=100)}
+            assert set(acked) | {again.heal_id} == ids
+        finally:
+            await store.close()

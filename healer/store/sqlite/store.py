@@ -7,6 +7,7 @@ each owning its tables: alerts, heals, safety, followups. The schema is versione
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,17 @@ class SqliteStore:
         ``healer serve`` does this before listening, so that a bad journal is one line
         naming the file and exit 1, not a traceback. Raises JournalUnavailable."""
         SqliteWriter.check_can_open(path)
+
+    @staticmethod
+    def schema_version(path: Path) -> int:
+        """The file's schema version, read-only (0: no file, or an empty one)."""
+        if not path.is_file():
+            return 0
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            db.close()
 
     @staticmethod
     def check_file(path: Path) -> list[str]:

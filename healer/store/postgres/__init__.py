@@ -1,0 +1,1 @@
+"""The PostgreSQL store (:class:`PostgresStore`), shared by several healer processes."""

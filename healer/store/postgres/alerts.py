@@ -1,0 +1,156 @@
+"""Alerts in PostgreSQL: the deliveries and alerts tables, exactly-once ingest across
+processes, and what the gates ask of them (has this alert resolved?).
+
+Exactly-once: ``(fingerprint, starts_at, status)`` is the alerts table's primary key.
+An ingest takes a transaction-level advisory lock per alert identity (fingerprint,
+startsAt), in one sorted order, then decides as the SQLite store does, and inserts with
+``ON CONFLICT DO NOTHING``; the delivery row, the alert rows and the new heals commit in
+one transaction. Racing deliveries from any number of processes therefore create one
+heal per alert identity: the second waits for the first's lock, and then sees its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from healer.store.postgres import heals
+from healer.store.postgres.pool import Conn, lock
+from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert, alert_key_time
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS deliveries (
+    id          BIGSERIAL PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    body        TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    alertname   TEXT NOT NULL,
+    delivery_id BIGINT,
+    idx         INTEGER,
+    first_seen  DOUBLE PRECISION NOT NULL,
+    last_seen   DOUBLE PRECISION NOT NULL,
+    times_seen  INTEGER NOT NULL DEFAULT 1,
+    disposition TEXT NOT NULL,
+    heal_id     TEXT,
+    PRIMARY KEY (fingerprint, starts_at, status)
+)""",
+    """CREATE OR REPLACE VIEW alert_log AS
+    SELECT a.*, (d.body::jsonb -> 'alerts' -> a.idx -> 'labels') AS labels,
+           (d.body::jsonb -> 'alerts' -> a.idx -> 'annotations') AS annotations
+    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id""",
+)
+
+
+def alert_lock(fingerprint: str, starts: str) -> tuple[str, ...]:
+    return ("alert", fingerprint, starts)
+
+
+async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
+                       plans: Sequence[HealPlan | None], now: float,
+                       received_at: float | None, body: str) -> list[Disposition]:
+    starts_cache: dict[datetime, str] = {}
+    keyed = []
+    for alert in alerts:
+        starts = starts_cache.get(alert.starts_at)
+        if starts is None:
+            starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
+        keyed.append((alert, starts))
+    identities = {(a.fingerprint, starts) for a, starts in keyed}
+    await lock(db, *(alert_lock(fp, starts) for fp, starts in identities))
+    known = await _known_alerts(db, identities)
+    inserts: dict[tuple[str, str, str], list[Any]] = {}
+    repeats: dict[tuple[str, str, str], int] = {}
+    out: list[Disposition] = []
+    for idx, (alert, starts) in enumerate(keyed):
+        key = (alert.fingerprint, starts, alert.status)
+        seen = known.get(key)
+        if seen is not None or key in inserts:
+            if seen is None:
+                row = inserts[key]
+                row[7] += 1
+                disposition, heal_id = row[8], row[9]
+            else:
+                repeats[key] = repeats.get(key, 0) + 1
+                disposition, heal_id = seen
+            out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
+                                   reason=f"already received ({disposition})"))
+            continue
+        heal_id = None
+        resolved_key = (alert.fingerprint, starts, "resolved")
+        if alert.status == "resolved":
+            await _note_resolved(db, alert, now)
+            disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
+        elif resolved_key in known or resolved_key in inserts:
+            disposition = "stale"
+            result = Disposition(alert.fingerprint, "ignored",
+                                 reason="stale: this alert was already resolved")
+        elif (plan := plans[idx]) is None:
+            disposition = "ignored"
+            result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
+        else:
+            heal_id = await heals.insert_heal(db, plan, alert, "alert", now,
+                                              received_at=received_at)
+            disposition = "started"
+            result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
+        inserts[key] = [alert.fingerprint, starts, alert.status, alert.name, idx, now, now,
+                        1, disposition, heal_id]
+        out.append(result)
+    if inserts:
+        delivery = await db.fetchval(
+            "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
+            received_at or now, body)
+        await db.executemany(
+            "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
+            " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            " ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
+            [(*row, delivery) for row in inserts.values()])
+    if repeats:
+        await db.executemany(
+            "UPDATE alerts SET times_seen = times_seen + $1, last_seen = $2"
+            " WHERE fingerprint=$3 AND starts_at=$4 AND status=$5",
+            [(n, now, *key) for key, n in repeats.items()])
+    return out
+
+
+async def _known_alerts(db: Conn, keys: set[tuple[str, str]]
+                        ) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+    known: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+    rows = await db.fetch(
+        "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
+        " WHERE fingerprint = ANY($1::text[])", sorted({fp for fp, _ in keys}))
+    for row in rows:
+        if (row[0], row[1]) in keys:
+            known[(row[0], row[1], row[2])] = (row[3], row[4])
+    return known
+
+
+async def _note_resolved(db: Conn, alert: ReceivedAlert, now: float) -> None:
+    open_heals = await db.fetch(
+        "SELECT id, phase FROM heals WHERE fingerprint=$1 AND phase != 'done' ORDER BY id",
+        alert.fingerprint)
+    for heal in open_heals:
+        await heals.event(db, heal["id"], heal["phase"], "alert_resolved",
+                          {"ends_at": alert.ends_at}, now)
+
+
+async def alert_counts(db: Conn) -> dict[str, int]:
+    return {r[0]: r[1] for r in await db.fetch(
+        "SELECT disposition, COUNT(*)::int FROM alerts GROUP BY disposition")}
+
+
+async def resolved_at(db: Conn, alert: AlertKey) -> float | None:
+    value = await db.fetchval("SELECT first_seen FROM alerts WHERE fingerprint=$1 AND"
+                              " starts_at=$2 AND status='resolved'", *alert)
+    return None if value is None else float(value)
+
+
+async def resolved_alerts(db: Conn, fingerprints: Sequence[str]) -> dict[AlertKey, float]:
+    return {(r[0], r[1]): float(r[2]) for r in await db.fetch(
+        "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
+        " AND fingerprint = ANY($1::text[])", sorted(set(fingerprints)))}
