@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", help="override the file's listen")
     serve.add_argument("--journal", type=Path, metavar="PATH",
                        help="override the file's journal path")
+    serve.add_argument("--replica-id", metavar="ID",
+                       help="this healer's name in a fleet sharing one journal, on every"
+                            " timeline entry (overrides replica.id; default host:pid)")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                        help="log format (auto: JSON unless stderr is a terminal)")
 
@@ -70,6 +73,9 @@ def check_config(path: Path) -> int:
         check_exposure(config, declared_secrets(config))
     except PluginValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # --replica-id
+        print(f"error: --replica-id: {exc}", file=sys.stderr)
         return 2
     except ConfigError as exc:
         _print_config_errors(path, exc)
@@ -120,6 +126,8 @@ def serve(args: argparse.Namespace) -> int:
         if args.journal:
             overrides["journal"] = str(args.journal)
         config = load_config(args.config, handlers, overrides)
+        if args.replica_id is not None:
+            config = config.with_replica_id(args.replica_id)
         secrets = resolve_secrets(config)
         check_exposure(config, secrets)
     except PluginValidationError as exc:

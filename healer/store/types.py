@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+
+from healer.replica import Replica as Replica  # the store's writer: re-exported
 
 if TYPE_CHECKING:
     from healer.api import Alert
@@ -72,34 +72,6 @@ def alert_key_time(moment: datetime) -> str:
     fixtures); a firing alert cannot resolve and fire again within one second.
     """
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
-
-
-DEFAULT_LEASE_TTL = 15.0
-
-
-def default_replica_id() -> str:
-    """``<host name>:<pid>``: unique among live healers of one fleet."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def check_replica_id(value: str) -> str:
-    """A replica id is printable, 1 to 100 characters (it is on every timeline entry)."""
-    if not value or len(value) > 100 or not value.isprintable() or value != value.strip():
-        raise ValueError("a replica id is 1 to 100 printable characters, no surrounding"
-                         " spaces")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Replica:
-    """Who writes through a store: ``id`` (the ``--replica-id``, on every timeline entry
-    and as a heal's ``owner``), ``lease_ttl`` (how long a lease lasts unrenewed) and
-    ``token`` (this store object's own: a later process of the same replica id is another
-    holder, which takes over what the previous one left only as any replica would)."""
-
-    id: str = field(default_factory=default_replica_id)
-    lease_ttl: float = DEFAULT_LEASE_TTL
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def new_heal_id() -> str:
