@@ -213,6 +213,13 @@ class Executor:
         if self._leases is None:
             self._leases = asyncio.create_task(self._heartbeat(), name="leases")
 
+    async def stop_leases(self) -> None:
+        """Stop the heartbeat: leases are no longer renewed (they expire, and another
+        replica, or the next start, takes the heals over) and nothing is taken over."""
+        if self._leases is not None:
+            self._leases.cancel()
+            await asyncio.wait({self._leases}, timeout=5)
+
     async def _heartbeat(self) -> None:
         while True:  # until close() cancels it
             await asyncio.sleep(self._renew_every)
@@ -254,7 +261,7 @@ class Executor:
         for row in rows:
             self._lost.discard(row["id"])  # ours again
             self._bind(HealJob.from_row(row)).info(
-                "taking over", phase=row["phase"], previous_owner=row.get("owner"))
+                "taking over", phase=row["phase"], taken_from=row.get("taken_from"))
         fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in (
             Phase.PENDING, Phase.CHECKING)]
         resolved = await self._journal.resolved_alerts(fresh) if fresh else {}
@@ -295,9 +302,7 @@ class Executor:
         rest, which journal themselves ``interrupted`` (re-verified at the next start)."""
         self._closing = True
         self._waits.clear()  # waiting heals stay pending; the next start resumes them
-        if self._leases is not None:
-            self._leases.cancel()
-            await asyncio.wait({self._leases}, timeout=5)
+        await self.stop_leases()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace)

@@ -184,7 +184,8 @@ class Store(Protocol):
         has expired at ``now`` (``lease_until < now``, any owner, a previous process of
         this replica id included, or never leased: a journal from before leases), and
         return them as :meth:`unfinished` rows, now leased to this store until
-        ``now + lease_ttl``, for the caller to resume. Of racing calls (any process) each
+        ``now + lease_ttl``, each with ``taken_from``: the owner it had (None: never
+        leased), for the caller to resume. Of racing calls (any process) each
         heal goes to exactly one. Never returns a heal this store already holds.
 
         SQLite (one process by design) also treats a lease whose holder is no store open

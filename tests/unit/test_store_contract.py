@@ -439,7 +439,7 @@ async def test_a_renewed_lease_is_kept_and_an_expired_one_is_taken_over_exactly_
     [row] = won[0] or won[1]
     winner = "replica-b" if won[0] else "replica-c"
     [unfinished] = await a.unfinished()
-    assert row == unfinished
+    assert row == {**unfinished, "taken_from": "replica-a"}
     assert (row["id"], row["phase"], row["owner"]) == (heal_id, "pending", winner)
     assert await a.renew_leases([heal_id], later) == set()
     owner = b if won[0] else c

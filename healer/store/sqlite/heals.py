@@ -102,16 +102,16 @@ def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica,
 def take_over(db: sqlite3.Connection, me: Replica, live: Collection[str], now: float,
               limit: int) -> list[dict[str, Any]]:
     held, args = _live(live)
-    ids = [r[0] for r in db.execute(
-        f"SELECT h.id FROM heals h WHERE h.phase != 'done' AND h.lease_token IS NOT ?"
-        f" AND NOT COALESCE({held}, 0) ORDER BY h.created_at LIMIT ?",
-        (me.token, now, *args, limit))]
+    found = db.execute(
+        f"SELECT h.id, h.owner FROM heals h WHERE h.phase != 'done' AND h.lease_token IS NOT"
+        f" ? AND NOT COALESCE({held}, 0) ORDER BY h.created_at LIMIT ?",
+        (me.token, now, *args, limit)).fetchall()
     rows = []
-    for heal_id in ids:
+    for heal_id, owner in found:
         db.execute("UPDATE heals SET owner=?, lease_token=?, lease_until=? WHERE id=?",
                    (me.id, me.token, now + me.lease_ttl, heal_id))
-        rows.append(heal_dict(db.execute("SELECT * FROM heals WHERE id=?",
-                                         (heal_id,)).fetchone()))
+        row = heal_dict(db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone())
+        rows.append({**row, "taken_from": owner})
     return rows
 
 
