@@ -74,9 +74,6 @@ def check_config(path: Path) -> int:
     except PluginValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # --replica-id
-        print(f"error: --replica-id: {exc}", file=sys.stderr)
-        return 2
     except ConfigError as exc:
         _print_config_errors(path, exc)
         return 1
@@ -126,8 +123,6 @@ def serve(args: argparse.Namespace) -> int:
         if args.journal:
             overrides["journal"] = str(args.journal)
         config = load_config(args.config, handlers, overrides)
-        if args.replica_id is not None:
-            config = config.with_replica_id(args.replica_id)
         secrets = resolve_secrets(config)
         check_exposure(config, secrets)
     except PluginValidationError as exc:
@@ -136,6 +131,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
+    if args.replica_id is not None:
+        try:
+            config = config.with_replica_id(args.replica_id)
+        except ValueError as exc:
+            print(f"error: --replica-id: {exc}", file=sys.stderr)
+            return 2
     try:
         SqliteStore.check_can_open(config.journal)
     except JournalUnavailable as exc:
