@@ -299,17 +299,20 @@ class Executor:
 
     async def close(self, grace: float) -> None:
         """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
-        rest, which journal themselves ``interrupted`` (re-verified at the next start)."""
+        rest, which journal themselves ``interrupted`` (re-verified at the next start).
+        Leases of running heals are renewed meanwhile (nothing more is taken over)."""
         self._closing = True
         self._waits.clear()  # waiting heals stay pending; the next start resumes them
-        await self.stop_leases()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        try:
+            if not self._tasks:
+                return
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        finally:
+            await self.stop_leases()
 
     async def _interrupt(self, job: HealJob, phase: Phase, reason: str,
                          durations: dict[str, float]) -> None:
