@@ -56,7 +56,7 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         target = journal_target(config, secrets)
-        journal = await open_store(target)
+        journal = await open_store(target, config.replica.replica())
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
         docker = DockerAdapter(config.docker.base_url)
         postgres = PostgresAdapter(config.databases, secrets.databases)
@@ -73,7 +73,8 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
                             verifier=verifier, docker=docker,
                             postgres=postgres, allowlist=Allowlist(config.allow),
                             max_concurrent=config.max_concurrent_heals, gates=gates,
-                            on_not_recovered=followups.note_not_recovered)
+                            on_not_recovered=followups.note_not_recovered,
+                            renew_every=config.replica.renew_every)
         app.state.services = Services(
             config=config, secrets=secrets, handlers=handlers, rules=rules,
             metrics=metrics, journal=journal, http=http, docker=docker, postgres=postgres,
@@ -82,7 +83,9 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
             await gates.start()
             await followups.start(submit=executor.submit)
             resumed = await executor.resume()
+            executor.start_leases()
             log.info("healer started", listen=config.listen, journal=describe(target),
+                     replica=journal.replica.id,
                      rules=len(config.rules), handlers=list(handlers), resumed=resumed,
                      dry_run=config.dry_run)
             yield

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--journal", metavar="PATH|URL",
                        help="override the file's journal: a SQLite path or a postgresql://"
                             " URL without password")
+    serve.add_argument("--replica-id", metavar="ID",
+                       help="this healer's name in a fleet sharing one journal, on every"
+                            " timeline entry (overrides replica.id; default host:pid)")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
                        help="log format (auto: JSON unless stderr is a terminal)")
 
@@ -233,6 +236,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
+    if args.replica_id is not None:
+        try:
+            config = config.with_replica_id(args.replica_id)
+        except ValueError as exc:
+            print(f"error: --replica-id: {exc}", file=sys.stderr)
+            return 2
     try:
         check_can_open(journal_target(config, secrets))
     except JournalUnavailable as exc:

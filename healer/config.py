@@ -39,6 +39,7 @@ from pydantic import (
 from healer.errors import ConfigError, MatcherSyntaxError
 from healer.matching import LabelSelector
 from healer.redact import redact_dsn
+from healer.replica import Replica, check_replica_id, default_replica_id
 
 if TYPE_CHECKING:
     from healer.plugins import HandlerRegistry
@@ -351,6 +352,32 @@ class ServerConfig(_Frozen):
 # --- end server ---
 
 
+class ReplicaConfig(_Frozen):
+    """This healer as one replica of a fleet sharing one store: its id (on every timeline
+    entry; default ``<host name>:<pid>``) and the leases on the heals it runs."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=100)
+    # A heal whose runner has not renewed its lease for this long is taken over.
+    lease_ttl: Annotated[Seconds, Field(ge=1, le=600)] = 15.0
+    # How often leases are renewed and expired ones looked for (< lease_ttl / 2).
+    renew_every: Annotated[Seconds, Field(ge=0.1, le=300)] = 5.0
+
+    @field_validator("id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return None if value is None else check_replica_id(value)
+
+    @model_validator(mode="after")
+    def _renew_often(self) -> ReplicaConfig:
+        if self.renew_every >= self.lease_ttl / 2:
+            raise ValueError(f"renew_every ({self.renew_every:g}s) must be less than half"
+                             f" of lease_ttl ({self.lease_ttl:g}s)")
+        return self
+
+    def replica(self) -> Replica:
+        return Replica(id=self.id or default_replica_id(), lease_ttl=self.lease_ttl)
+
+
 class HealerConfig(_Frozen):
     listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$",
                         max_length=300)
@@ -375,6 +402,7 @@ class HealerConfig(_Frozen):
     safety: SafetyConfig = SafetyConfig()
     notify: list[NotifierConfig] = Field(default_factory=list, max_length=16)
     rules: list[RuleConfig] = Field(default_factory=list)
+    replica: ReplicaConfig = ReplicaConfig()
 
     @field_validator("listen")
     @classmethod
@@ -393,6 +421,12 @@ class HealerConfig(_Frozen):
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+    def with_replica_id(self, replica_id: str) -> HealerConfig:
+        """This config as replica ``replica_id`` (``--replica-id``); ValueError if the id
+        is not 1 to 100 printable characters."""
+        replica = self.replica.model_copy(update={"id": check_replica_id(replica_id)})
+        return self.model_copy(update={"replica": replica})
 
     def rule(self, name: str) -> RuleConfig | None:
         return next((r for r in self.rules if r.name == name), None)

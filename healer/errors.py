@@ -75,6 +75,16 @@ class JournalBroken(JournalUnavailable):
     healer restarts (what is written now would not be where the next start reads)."""
 
 
+class LeaseLost(HealerError):
+    """This replica no longer holds the heal's lease (another replica took it over after
+    it expired): the write that needed it (an act, an outcome) was refused, nothing of it
+    stored, and the heal must stop here (its new owner carries it on)."""
+
+    def __init__(self, heal_id: str) -> None:
+        super().__init__(f"lease lost: heal {heal_id} is now run by another replica")
+        self.heal_id = heal_id
+
+
 class HealError(HealerError):
     """An error inside one heal, naming the heal, its rule and handler."""
 

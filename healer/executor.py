@@ -6,8 +6,17 @@ Usage::
     executor.submit(job)          # returns at once; the heal runs as a task (after a
                                   # min_firing timer for a young alert: no task meanwhile)
     executor.alert_resolved(fingerprint, starts_at)   # a journaled resolve: waiting heals end
-    await executor.resume()       # at start-up: rerun what had not acted, re-verify the rest
+    await executor.resume()       # at start-up: take over what no live replica holds (a
+                                  # previous run's heals): rerun what had not acted, re-verify
+                                  # the rest; then keep its leases and take over dead ones'
     await executor.close(grace)   # at shutdown: let heals finish, journal the rest interrupted
+
+Leases: every heal this executor runs or waits on is leased to its replica in the store;
+a heartbeat renews them every ``renew_every`` and takes over heals whose lease expired
+(another replica died: today's restart rules, see :meth:`Executor.resume`). A heal whose
+lease was lost (a renewal says so, or a fenced write raises LeaseLost) is cancelled and
+nothing more is written for it: its new owner carries it on. Before acting, a heal takes
+its targets' locks in the store (fleet-wide), after the in-process fast path.
 
 A heal whose alert Alertmanager reported resolved before it acted ends ``no_action``
 ("resolved before acting: ..."), whichever way it waited: for min_firing (ended when the
@@ -24,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +44,7 @@ from pydantic import ValidationError
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import InvalidParams, TargetRefused
+from healer.errors import InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
@@ -87,7 +97,8 @@ class Executor:
     def __init__(self, *, journal: Store, handlers: HandlerRegistry, metrics: Metrics,
                  verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
                  allowlist: Allowlist, max_concurrent: int, gates: SafetyGates,
-                 on_not_recovered: Callable[[str], None] | None = None) -> None:
+                 on_not_recovered: Callable[[str], None] | None = None,
+                 renew_every: float = 5.0) -> None:
         self._journal = journal
         self._handlers = handlers
         self._metrics = metrics
@@ -101,6 +112,11 @@ class Executor:
         self._locks = TargetLocks()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        # The task running each heal (the latest one), for the lease heartbeat.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()  # heals taken over by another replica: write nothing
+        self._renew_every = renew_every
+        self._leases: asyncio.Task[None] | None = None
         self._waits: FiringWaits[HealJob] = FiringWaits()
         self._closing = False
         self._log = structlog.get_logger("healer.executor")
@@ -157,6 +173,9 @@ class Executor:
                 self.submit(job)
                 return
             await self._finish(job, HealState(), *verdict, {})
+        except LeaseLost:
+            self._lease_lost(job.heal_id)
+            return
         except Exception:
             log.exception("could not end a heal whose alert resolved")
             return
@@ -165,7 +184,54 @@ class Executor:
     def _spawn(self, coro: Coroutine[Any, Any, None], heal_id: str) -> None:
         task = asyncio.create_task(coro, name=f"heal-{heal_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running[heal_id] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if self._running.get(heal_id) is task:
+                del self._running[heal_id]
+        task.add_done_callback(done)
+
+    def _mine(self) -> set[str]:
+        """The heals this executor runs or waits on: the leases it keeps."""
+        return (set(self._running) | set(self._waits.ids())) - self._lost
+
+    def _lease_lost(self, heal_id: str) -> None:
+        """Another replica took the heal over: stop it, write nothing more for it."""
+        if heal_id in self._lost:
+            return
+        self._lost.add(heal_id)
+        self._log.warning("lease lost", heal_id=heal_id)
+        self._waits.cancel(heal_id)
+        task = self._running.get(heal_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def start_leases(self) -> None:
+        """Start the heartbeat: renew this executor's leases and take over heals whose
+        lease expired, every ``renew_every`` seconds, until :meth:`close`."""
+        if self._leases is None:
+            self._leases = asyncio.create_task(self._heartbeat(), name="leases")
+
+    async def stop_leases(self) -> None:
+        """Stop the heartbeat: leases are no longer renewed (they expire, and another
+        replica, or the next start, takes the heals over) and nothing is taken over."""
+        if self._leases is not None:
+            self._leases.cancel()
+            await asyncio.wait({self._leases}, timeout=5)
+
+    async def _heartbeat(self) -> None:
+        while True:  # until close() cancels it
+            await asyncio.sleep(self._renew_every)
+            try:
+                mine = self._mine()
+                if mine:
+                    held = await self._journal.renew_leases(sorted(mine), time.time())
+                    for heal_id in mine - held:
+                        self._lease_lost(heal_id)
+                await self._take_over()
+            except Exception:  # the store is down: try again next beat
+                self._log.exception("could not renew leases or take heals over")
 
     async def resume(self) -> int:
         """Pick up heals a previous run left unfinished. Returns how many were found.
@@ -176,7 +242,26 @@ class Executor:
           ``interrupted`` now; then its verification resumes, and the verification's
           outcome (recovered / not_recovered / unverified) becomes the heal's.
         """
-        rows = await self._journal.unfinished()
+        return await self._take_over()
+
+    async def _take_over(self, batch: int = 500) -> int:
+        """Take over (and resume) every heal whose lease expired, in batches."""
+        found = 0
+        for _ in range(1000):  # bounded: 500k heals
+            if self._closing:
+                break
+            rows = await self._journal.take_over(time.time(), batch)
+            found += len(rows)
+            await self._resume_rows([r for r in rows if r["id"] not in self._running])
+            if len(rows) < batch:
+                break
+        return found
+
+    async def _resume_rows(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._lost.discard(row["id"])  # ours again
+            self._bind(HealJob.from_row(row)).info(
+                "taking over", phase=row["phase"], taken_from=row.get("taken_from"))
         fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in (
             Phase.PENDING, Phase.CHECKING)]
         resolved = await self._journal.resolved_alerts(fresh) if fresh else {}
@@ -188,7 +273,7 @@ class Executor:
                 # Nothing was changed yet: run it from the start, unless its alert resolved
                 # meanwhile (perhaps while healer was down).
                 writes.append(self._journal.event_soon(job.heal_id, phase, "resumed",
-                                                       {"from": phase}))
+                                                       {"from": phase}, fenced=True))
                 at = resolved.get(alert_key(job.alert)) if job.alert is not None else None
                 if job.alert is not None and at is not None:
                     outcome, reason = self._gates.resolved_verdict(job.rule, job.alert, at)
@@ -200,23 +285,34 @@ class Executor:
                 self.submit(job, resumed=True)
                 continue
             if row["outcome"] is None:
-                await self._interrupt(job, phase, f"healer died while {phase}", {})
+                try:
+                    await self._interrupt(job, phase, f"healer died while {phase}", {})
+                except LeaseLost:
+                    self._lease_lost(job.heal_id)
+                    continue
             self._spawn(self._reverify(job, phase, row["targets"]), job.heal_id)
-        await asyncio.gather(*writes)
-        return len(rows)
+        for result in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(result, LeaseLost):
+                self._lease_lost(result.heal_id)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def close(self, grace: float) -> None:
         """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
-        rest, which journal themselves ``interrupted`` (re-verified at the next start)."""
+        rest, which journal themselves ``interrupted`` (re-verified at the next start).
+        Leases of running heals are renewed meanwhile (nothing more is taken over)."""
         self._closing = True
         self._waits.clear()  # waiting heals stay pending; the next start resumes them
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        try:
+            if not self._tasks:
+                return
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        finally:
+            await self.stop_leases()
 
     async def _interrupt(self, job: HealJob, phase: Phase, reason: str,
                          durations: dict[str, float]) -> None:
@@ -224,6 +320,30 @@ class Executor:
         self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
                                    outcome=str(Outcome.INTERRUPTED)).inc()
         await self._journal.interrupt(job.heal_id, phase, reason, durations)
+
+    async def _interrupt_unless_lost(self, job: HealJob, phase: Phase,
+                                     durations: dict[str, float]) -> None:
+        """A cancelled heal: journaled ``interrupted``, unless its lease was lost (then
+        its new owner writes, this replica nothing)."""
+        if job.heal_id in self._lost:
+            return
+        try:
+            await self._interrupt(job, phase, f"healer stopped while {phase}", durations)
+        except LeaseLost:
+            self._lease_lost(job.heal_id)
+
+    async def _finish_unless_lost(self, job: HealJob, state: HealState, outcome: Outcome,
+                                  reason: str, durations: dict[str, float], log: Any) -> bool:
+        """Journal the outcome; False if it was not (lease lost, or the journal failed)."""
+        try:
+            await self._finish(job, state, outcome, reason, durations)
+        except LeaseLost:
+            self._lease_lost(job.heal_id)
+            return False
+        except Exception:
+            log.exception("could not journal the outcome", outcome=str(outcome))
+            return False
+        return True
 
     def _bind(self, job: HealJob) -> Any:
         return self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
@@ -236,7 +356,7 @@ class Executor:
         durations: dict[str, float] = {}
 
         async def record(kind: str, data: dict[str, Any]) -> None:
-            await self._journal.add_event(job.heal_id, state.phase, kind, data)
+            await self._journal.add_event(job.heal_id, state.phase, kind, data, fenced=True)
 
         async with self._slots:
             self._metrics.in_progress.inc()
@@ -251,18 +371,17 @@ class Executor:
                     log.info("resuming verification", interrupted_in=str(phase))
                     outcome, reason = await self._verify(job, durations, record, log)
             except asyncio.CancelledError:
-                await self._interrupt(job, state.phase, f"healer stopped while {state.phase}",
-                                      durations)
+                await self._interrupt_unless_lost(job, state.phase, durations)
                 raise
+            except LeaseLost:
+                self._lease_lost(job.heal_id)
+                return
             except Exception as exc:  # an engine bug (or the journal) must not kill the loop
                 log.exception("resumed verification crashed")
                 outcome, reason = Outcome.FAILED, f"internal error: {exc!r}"
             finally:
                 self._metrics.in_progress.dec()
-            try:
-                await self._finish(job, state, outcome, reason, durations)
-            except Exception:
-                log.exception("could not journal the outcome", outcome=str(outcome))
+            if not await self._finish_unless_lost(job, state, outcome, reason, durations, log):
                 return
             log.info("heal finished", outcome=str(outcome), reason=reason, resumed=True)
 
@@ -296,19 +415,18 @@ class Executor:
                 outcome, reason = end.outcome, end.reason
             except asyncio.CancelledError:
                 durations["total"] = time.monotonic() - started
-                await self._interrupt(job, state.phase, f"healer stopped while {state.phase}",
-                                      durations)
+                await self._interrupt_unless_lost(job, state.phase, durations)
                 raise
+            except LeaseLost:
+                self._lease_lost(job.heal_id)
+                return
             except Exception as exc:  # an engine bug must still end the heal on record
                 log.exception("heal crashed")
                 outcome, reason = Outcome.FAILED, f"internal error: {exc!r}"
             finally:
                 self._metrics.in_progress.dec()
             durations["total"] = time.monotonic() - started
-            try:
-                await self._finish(job, state, outcome, reason, durations)
-            except Exception:
-                log.exception("could not journal the outcome", outcome=str(outcome))
+            if not await self._finish_unless_lost(job, state, outcome, reason, durations, log):
                 return
             log.info("heal finished", outcome=str(outcome), reason=reason,
                      durations={k: round(v, 3) for k, v in durations.items()})
@@ -318,7 +436,7 @@ class Executor:
         heal_id = job.heal_id
 
         async def record(kind: str, data: dict[str, Any]) -> None:
-            await self._journal.add_event(heal_id, state.phase, kind, data)
+            await self._journal.add_event(heal_id, state.phase, kind, data, fenced=True)
 
         handler = self._handlers.get(job.handler)
         if handler is None:
@@ -364,10 +482,9 @@ class Executor:
             await record("dry_run", {"would_act_on": keys})
             raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(keys)}")
 
-        async with self._locks.hold(keys) as held:
-            if not held:
+        async with self._hold(keys, heal_id) as busy:
+            if busy:
                 await self._unless_resolved(job)
-                busy = [k for k in keys if self._locks.busy(k)]
                 raise _End(Outcome.SUPPRESSED,
                            f"in flight: another heal is acting on {', '.join(busy)}")
             # Pause, circuit, cooldown, budget; under the lock, so that a heal suppressed
@@ -391,6 +508,31 @@ class Executor:
             await self._journal.set_phase(heal_id, Phase.VERIFYING)
             return await self._verify(job, durations, record, log)
 
+    @asynccontextmanager
+    async def _hold(self, keys: list[str], heal_id: str) -> AsyncIterator[list[str]]:
+        """Hold every target's lock, in this process then in the store (fleet-wide): yield
+        [] while held, else the targets another heal holds (nothing held then)."""
+        async with self._locks.hold(keys) as held:
+            if not held:
+                yield [k for k in keys if self._locks.busy(k)]
+                return
+            taken: list[str] = []
+            try:
+                for key in sorted(set(keys)):
+                    if not await self._journal.lock_target(key, heal_id, time.time()):
+                        yield [key]
+                        return
+                    taken.append(key)
+                yield []
+            finally:
+                if heal_id not in self._lost:
+                    for key in taken:
+                        try:
+                            await self._journal.unlock_target(key, heal_id)
+                        except Exception:  # released with its lease or its outcome anyway
+                            self._log.exception("could not release a target lock",
+                                                target=key, heal_id=heal_id)
+
     async def _gone_while_down(self, job: HealJob) -> tuple[Outcome, str] | None:
         """A heal resumed at start whose alert may have resolved while healer was down:
         Alertmanager re-delivers that resolve only after a retry, by when the heal would
@@ -403,7 +545,7 @@ class Executor:
                                                          query=spec.get("query")))
         sample = await self._verifier.sample(query)
         await self._journal.add_event(job.heal_id, Phase.PENDING, "firing_check",
-                                      {"query": query, **sample.as_event()})
+                                      {"query": query, **sample.as_event()}, fenced=True)
         if sample.healthy is not True:
             return None
         return Outcome.NO_ACTION, (
@@ -452,7 +594,7 @@ class Executor:
     async def _guard(self, coro: Any, step: str) -> Any:
         try:
             return await coro
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, LeaseLost):
             raise
         except (InvalidParams, TargetRefused) as exc:
             # A handler judged its (label-derived) params or target unsafe. Before acting that

@@ -35,6 +35,10 @@ class FiringWaits(Generic[T]):
     def __contains__(self, heal_id: object) -> bool:
         return heal_id in self._timers
 
+    def ids(self) -> list[str]:
+        """The heals waiting."""
+        return list(self._timers)
+
     def add(self, heal_id: str, alert: AlertKey, *, delay: float, item: T,
             due: Callable[[T], None]) -> None:
         """Call ``due(item)`` after ``delay`` seconds unless the alert resolves first."""

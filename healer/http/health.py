@@ -59,7 +59,8 @@ async def ready(request: Request) -> JSONResponse:
         probes += [_probe(f"postgres:{db}", svc.postgres.ping(db)) for db in svc.postgres.names]
     checks = dict(await asyncio.gather(*probes))
     ok = all(c["status"] == "up" for c in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks,
+                         "replica": svc.config.replica.replica().id},
                         status_code=200 if ok else 503)
 
 

@@ -15,6 +15,18 @@ against each store):
 * ``*_soon`` variants queue the write now, in order with every other write of this
   process, and return a future done once it is durable: many queued at once may share
   one commit.
+* Replicas and leases: a store object writes as one replica (``Replica``: its ``id``,
+  its ``lease_ttl`` and a ``token`` of its own, so a restarted process of the same id is
+  another holder). Every timeline entry records the ``replica`` id that wrote it. Every
+  unfinished heal is leased to one holder (``owner``: its replica id, ``lease_until``):
+  the store that created it (:meth:`ingest`, :meth:`create_manual_heal`, a retry by
+  :meth:`claim_follow_up`), until :meth:`take_over` moves it. A lease is held until it
+  is taken over: an expired lease nobody took yet still lets its holder write (taking
+  over and the fenced writes are serialised, so never both).
+* Fencing: :meth:`set_phase` (the change to acting among them), fenced timeline entries
+  (``fenced=True``: the act, every entry of a running heal), :meth:`finish` and
+  :meth:`interrupt` check the lease in the same transaction as their write, and raise
+  LeaseLost (writing nothing) unless this store holds it.
 
 Usage::
 
@@ -95,19 +107,23 @@ class Store(Protocol):
         ...
 
     async def add_event(self, heal_id: str, phase: str, kind: str,
-                        data: dict[str, Any]) -> None:
+                        data: dict[str, Any], *, fenced: bool = False) -> None:
         """Append to the heal's timeline (``seq`` one more than its last; passwords in
-        ``data`` redacted); durable on return."""
+        ``data`` redacted; ``replica`` this store's replica id); durable on return.
+        ``fenced``: in the same transaction, LeaseLost (nothing written) unless this store
+        holds the heal's lease (what the running heal writes; an operator's note is not
+        fenced)."""
         ...
 
     def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any]) -> asyncio.Future[None]:
-        """:meth:`add_event`, queued now."""
+                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+        """:meth:`add_event`, queued now (LeaseLost through the future)."""
         ...
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
-        """The heal's phase (and, given, its targets)."""
+        """The heal's phase (and, given, its targets). Fenced: LeaseLost, nothing
+        written, unless this store holds the heal's lease."""
         ...
 
     def set_phase_soon(self, heal_id: str, phase: Phase, *,
@@ -119,13 +135,16 @@ class Store(Protocol):
                         durations: dict[str, float]) -> None:
         """healer stopped mid-heal: outcome ``interrupted`` with the phase kept (not
         done), so that the next start finds the heal in :meth:`unfinished` and resumes it
-        from that phase."""
+        from that phase. Fenced (LeaseLost, nothing written); the lease is kept, to
+        expire (a later process takes the heal over)."""
         ...
 
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
         """The heal is done: its outcome, reason (DSN passwords redacted) and durations,
-        and an ``outcome`` entry on its timeline, in one write."""
+        an ``outcome`` entry on its timeline, and its target locks released, in one
+        write. Fenced: LeaseLost, nothing written, unless this store holds the heal's
+        lease (a replica whose heal was taken over never writes its outcome)."""
         ...
 
     def finish_soon(self, heal_id: str, outcome: Outcome, reason: str,
@@ -147,7 +166,46 @@ class Store(Protocol):
         ...
 
     async def unfinished(self) -> list[dict[str, Any]]:
-        """Every heal not done, oldest first: what a start resumes."""
+        """Every heal not done, oldest first, whoever holds it (a read: no lease is
+        taken; rows carry ``owner`` and ``lease_until``)."""
+        ...
+
+    # ---- leases and target locks -------------------------------------------------------
+
+    async def renew_leases(self, heal_ids: Sequence[str], now: float) -> set[str]:
+        """Extend this store's leases of ``heal_ids`` to ``now + lease_ttl``, in one
+        write; return the ids it still holds (held even if expired, until taken over).
+        An id not returned was taken over (or does not exist): its heal must stop and
+        write nothing more. Never takes a lease it does not hold."""
+        ...
+
+    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """Atomically claim up to ``limit`` unfinished heals (oldest first) whose lease
+        has expired at ``now`` (``lease_until < now``, any owner, a previous process of
+        this replica id included, or never leased: a journal from before leases), and
+        return them as :meth:`unfinished` rows, now leased to this store until
+        ``now + lease_ttl``, each with ``taken_from``: the owner it had (None: never
+        leased), for the caller to resume. Of racing calls (any process) each
+        heal goes to exactly one. Never returns a heal this store already holds.
+
+        SQLite (one process by design) also treats a lease whose holder is no store open
+        in this process as expired: a new process takes over everything unfinished at its
+        first call, as healer always resumed at start. PostgreSQL: expiry only (a
+        restarted replica waits for its old leases to expire, at most ``lease_ttl``)."""
+        ...
+
+    async def lock_target(self, target: str, heal_id: str, now: float) -> bool:
+        """Take the fleet-wide lock on ``target`` for ``heal_id``, in one transaction:
+        True if it is now held by ``heal_id`` (free, already its own, or held by a heal
+        that is done or whose lease expired at ``now``); False if another heal with a
+        live lease holds it. The lock lasts as long as the heal's lease (no separate
+        expiry), until :meth:`unlock_target` or :meth:`finish`. Fenced: LeaseLost unless
+        this store holds ``heal_id``'s lease."""
+        ...
+
+    async def unlock_target(self, target: str, heal_id: str) -> None:
+        """Release ``heal_id``'s lock on ``target``; nothing if it holds none there or
+        this store no longer holds the heal's lease (its new owner may hold the lock)."""
         ...
 
     # ---- safety state ------------------------------------------------------------------
@@ -215,7 +273,8 @@ class Store(Protocol):
         """Decide, and record, what follows ``heal_id`` now that its alert was re-sent
         firing, in one transaction: of racing claims (any process) at most one escalates
         or retries; a retry heal is created (pending) in the same transaction. A claim by
-        another ``run_id`` whose deliveries were never recorded is taken over."""
+        another ``run_id`` whose deliveries were never recorded is taken over. The retry
+        heal is leased to this store, like a heal :meth:`ingest` creates."""
         ...
 
     async def record_follow_up_deliveries(self, heal_id: str,

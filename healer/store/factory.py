@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from healer.config import HealerConfig, PostgresJournal, Secrets
+from healer.replica import Replica
 from healer.store.contract import Store
 from healer.store.postgres.store import PostgresOptions, PostgresStore
 from healer.store.sqlite.store import SqliteStore
@@ -30,10 +31,11 @@ def describe(target: JournalTarget) -> str:
     return str(target) if isinstance(target, Path) else target.name
 
 
-async def open_store(target: JournalTarget) -> Store:
+async def open_store(target: JournalTarget, replica: Replica | None = None) -> Store:
+    """The store, opened as ``replica`` (leases and timeline entries name it)."""
     if isinstance(target, Path):
-        return await SqliteStore.open(target)
-    return await PostgresStore.open(target)
+        return await SqliteStore.open(target, replica)
+    return await PostgresStore.open(target, replica)
 
 
 def check_can_open(target: JournalTarget) -> None:

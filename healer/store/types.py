@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
+from healer.replica import Replica as Replica  # the store's writer: re-exported
+
 if TYPE_CHECKING:
     from healer.api import Alert
 

@@ -1,7 +1,9 @@
 """The store contract (healer.store.Store), checked against every store through the
 contract alone: exactly-once ingest, nothing answered before it is durable, heal
 lifecycles and timelines, unfinished heals, the pause, atomic gate decisions, follow-up
-claims decided once, and a newer schema refused.
+claims decided once, a newer schema refused; replicas: leases renewed and taken over
+once, fenced writes refused after a takeover, fleet-wide target locks, the replica on
+every timeline entry (two store objects on the same storage are two replicas).
 
 The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
 on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
@@ -25,8 +27,9 @@ import asyncpg
 import pytest
 
 from healer.api import Alert
-from healer.errors import JournalUnavailable
+from healer.errors import JournalUnavailable, LeaseLost
 from healer.outcomes import Outcome, Phase
+from healer.replica import Replica
 from healer.store import (
     SCHEMA_VERSION,
     FollowUpPolicy,
@@ -49,10 +52,10 @@ RACERS = 12
 @dataclass
 class Backend:
     """One store implementation on its own storage. ``open`` opens a store on it (again:
-    a reopened store); ``from_newer_healer`` marks the (closed) storage as written by a
-    healer with a newer schema."""
+    a reopened store; given a replica, as that replica); ``from_newer_healer`` marks the
+    (closed) storage as written by a healer with a newer schema."""
 
-    open: Callable[[], Awaitable[Store]]
+    open: Callable[..., Awaitable[Store]]
     from_newer_healer: Callable[[], Awaitable[None]]
     schema_version: int
 
@@ -60,8 +63,8 @@ class Backend:
 def _sqlite(tmp_path: Path) -> Backend:
     path = tmp_path / "journal.db"
 
-    async def open_store() -> Store:
-        return await SqliteStore.open(path)
+    async def open_store(replica: Replica | None = None) -> Store:
+        return await SqliteStore.open(path, replica)
 
     async def from_newer_healer() -> None:
         with sqlite3.connect(path) as db:
@@ -72,8 +75,8 @@ def _sqlite(tmp_path: Path) -> Backend:
 
 
 def _postgres(dsn: str) -> Backend:
-    async def open_store() -> Store:
-        return await PostgresStore.open(PostgresOptions(dsn))
+    async def open_store(replica: Replica | None = None) -> Store:
+        return await PostgresStore.open(PostgresOptions(dsn), replica)
 
     async def from_newer_healer() -> None:
         conn = await asyncpg.connect(dsn)
@@ -503,3 +506,124 @@ async def test_postgres_store_unreachable_then_back_loses_nothing_acknowledged()
             assert set(acked) | {again.heal_id} == ids
         finally:
             await store.close()
+
+# ---- replicas: leases, fencing, target locks -------------------------------------------
+
+TTL = 2.0
+
+
+@pytest.fixture
+async def replicas(backend: Backend) -> AsyncIterator[list[Store]]:
+    """Three replicas (``replica-a``, ``-b``, ``-c``) of one store, short leases."""
+    opened: list[Store] = []
+    try:
+        for name in "abc":
+            opened.append(await backend.open(Replica(id=f"replica-{name}", lease_ttl=TTL)))
+        yield opened
+    finally:
+        for one in opened:
+            await one.close()
+
+
+async def _started(store: Store, fp: str) -> str:
+    [started] = await store.ingest([_alert(fp)], _plan)
+    return started.heal_id or ""
+
+
+async def test_a_renewed_lease_is_kept_and_an_expired_one_is_taken_over_exactly_once(
+        replicas: list[Store]) -> None:
+    """A heal is leased to the replica that ingested it: nobody takes it over while the
+    lease lives, a renewal extends it; once expired, of two replicas racing to take it
+    over exactly one gets it (as the same row unfinished() returns), and the old holder's
+    renewal then says it is lost."""
+    a, b, c = replicas
+    heal_id = await _started(a, "lease")
+    now = time.time()
+    assert await b.take_over(now, 10) == []
+    assert await a.renew_leases([heal_id], now + TTL - 0.5) == {heal_id}
+    assert await b.take_over(now + TTL + 0.5, 10) == []  # renewed: still alive
+    later = now + 3 * TTL
+    won = await asyncio.gather(b.take_over(later, 10), c.take_over(later, 10))
+    assert sorted(len(rows) for rows in won) == [0, 1]
+    [row] = won[0] or won[1]
+    winner = "replica-b" if won[0] else "replica-c"
+    [unfinished] = await a.unfinished()
+    assert row == {**unfinished, "taken_from": "replica-a"}
+    assert (row["id"], row["phase"], row["owner"]) == (heal_id, "pending", winner)
+    assert await a.renew_leases([heal_id], later) == set()
+    owner = b if won[0] else c
+    assert await owner.renew_leases([heal_id], later) == {heal_id}
+    assert await owner.take_over(later + 3 * TTL, 10) == []  # never its own heal
+
+
+async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing(
+        replicas: list[Store]) -> None:
+    """Once another replica took the heal over, the old holder's phase change, fenced
+    timeline entry, interrupt and finish each raise LeaseLost and store nothing; an
+    unfenced note still lands; the new holder finishes the heal."""
+    a, b, _ = replicas
+    heal_id = await _started(a, "fence")
+    await a.set_phase(heal_id, Phase.CHECKING, targets=["test:t"])
+    [taken] = await b.take_over(time.time() + 3 * TTL, 10)
+    assert taken["id"] == heal_id
+    before = await a.get_heal(heal_id)
+    for write in (a.set_phase(heal_id, Phase.ACTING),
+                  a.add_event(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
+                  a.event_soon(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
+                  a.interrupt(heal_id, Phase.ACTING, "stopped", {}),
+                  a.finish(heal_id, Outcome.RECOVERED, "late", {})):
+        with pytest.raises(LeaseLost):
+            await write
+    assert await a.get_heal(heal_id) == before
+    await a.add_event(heal_id, Phase.CHECKING, "note", {"reason": "operator"})
+    await b.finish(heal_id, Outcome.NOT_RECOVERED, "still down", {})
+    heal = await b.get_heal(heal_id) or {}
+    assert (heal["outcome"], heal["reason"]) == ("not_recovered", "still down")
+    with pytest.raises(LeaseLost):
+        await a.finish(heal_id, Outcome.RECOVERED, "late", {})
+    assert [e["kind"] for e in (await b.get_heal(heal_id) or {})["timeline"]] == [
+        "matched", "note", "outcome"]
+
+
+async def test_a_target_lock_is_exclusive_across_replicas_until_released_or_expired(
+        replicas: list[Store]) -> None:
+    """Two heals on two replicas: racing for one target, exactly one gets the lock; the
+    other is refused while the holder's lease lives, gets it once that lease expired;
+    an unlock by a heal that lost the lock does not free it; a finish releases it."""
+    a, b, _ = replicas
+    heal_a, heal_b = await _started(a, "lock-a"), await _started(b, "lock-b")
+    now = time.time()
+    raced = await asyncio.gather(a.lock_target("race", heal_a, now),
+                                 b.lock_target("race", heal_b, now))
+    assert Counter(raced) == Counter([True, False])
+    assert await a.lock_target("t", heal_a, now) is True
+    assert await a.lock_target("t", heal_a, now) is True  # its own: still held
+    assert await b.lock_target("t", heal_b, now) is False
+    assert await b.lock_target("t", heal_b, now + 3 * TTL) is True  # heal_a's lease expired
+    await a.unlock_target("t", heal_a)  # not its lock any more: nothing happens
+    assert await a.lock_target("t", heal_a, time.time()) is False
+    await b.unlock_target("t", heal_b)
+    assert await a.lock_target("t", heal_a, time.time()) is True
+    await a.finish(heal_a, Outcome.RECOVERED, "done", {})
+    assert await b.lock_target("t", heal_b, time.time()) is True
+
+
+async def test_every_timeline_entry_names_the_replica_that_wrote_it(
+        replicas: list[Store]) -> None:
+    """Each timeline entry records the replica whose store wrote it, across a takeover
+    and for heals created manually or by ingest."""
+    a, b, _ = replicas
+    heal_id = await _started(a, "who")
+    await a.add_event(heal_id, Phase.PENDING, "resumed", {}, fenced=True)
+    await b.take_over(time.time() + 3 * TTL, 10)
+    await b.set_phase(heal_id, Phase.CHECKING)
+    await b.add_event(heal_id, Phase.CHECKING, "check", {}, fenced=True)
+    await b.finish(heal_id, Outcome.NO_ACTION, "nothing to do", {})
+    heal = await a.get_heal(heal_id) or {}
+    assert [(e["kind"], e["replica"]) for e in heal["timeline"]] == [
+        ("matched", "replica-a"), ("resumed", "replica-a"), ("check", "replica-b"),
+        ("outcome", "replica-b")]
+    manual = await b.create_manual_heal(PLAN, {"target": "t"}, {})
+    assert [e["replica"] for e in (await a.get_heal(manual) or {})["timeline"]] == [
+        "replica-b"]
+    assert (await a.get_heal(manual) or {})["owner"] == "replica-b"

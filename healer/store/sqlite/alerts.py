@@ -14,7 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from healer.store.sqlite import heals
-from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert, alert_key_time
+from healer.store.types import (
+    AlertKey,
+    Disposition,
+    HealPlan,
+    ReceivedAlert,
+    Replica,
+    alert_key_time,
+)
 
 DDL = (
     # Every webhook POST that brought at least one new alert, as received: the alerts'
@@ -72,7 +79,7 @@ _LOOKUP_CHUNK = 500
 
 def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
                  plans: Sequence[HealPlan | None], now: float,
-                 received_at: float | None, body: str) -> list[Disposition]:
+                 received_at: float | None, body: str, me: Replica) -> list[Disposition]:
     """One query finds which alerts were seen before; new ones are inserted and
     repeats counted with one ``executemany`` each (no per-alert round trips)."""
     starts_cache: dict[datetime, str] = {}
@@ -102,7 +109,7 @@ def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
             continue
         heal_id = None
         if alert.status == "resolved":
-            _note_resolved(db, alert, now)
+            _note_resolved(db, alert, now, me)
             disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
         elif (alert.fingerprint, starts, "resolved") in known or \
                 (alert.fingerprint, starts, "resolved") in inserts:
@@ -114,7 +121,8 @@ def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
             disposition = "ignored"
             result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
         else:
-            heal_id = heals.insert_heal(db, plan, alert, "alert", now, received_at=received_at)
+            heal_id = heals.insert_heal(db, plan, alert, "alert", now, me,
+                                       received_at=received_at)
             disposition = "started"
             result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
         inserts[key] = [alert.fingerprint, starts, alert.status, alert.name, idx, now, now,
@@ -154,13 +162,14 @@ def _known_alerts(db: sqlite3.Connection, keys: set[tuple[str, str]]
     return known
 
 
-def _note_resolved(db: sqlite3.Connection, alert: ReceivedAlert, now: float) -> None:
+def _note_resolved(db: sqlite3.Connection, alert: ReceivedAlert, now: float,
+                   me: Replica) -> None:
     open_heals = db.execute(
         "SELECT id, phase FROM heals WHERE fingerprint=? AND phase != 'done'",
         (alert.fingerprint,)).fetchall()
     for heal in open_heals:
         heals.event(db, heal["id"], heal["phase"], "alert_resolved",
-                    {"ends_at": alert.ends_at}, now)
+                    {"ends_at": alert.ends_at}, now, me)
 
 
 def alert_counts(db: sqlite3.Connection) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 from healer.api import Alert
 from healer.outcomes import Outcome, Phase
 from healer.store.sqlite import alerts, heals, safety
-from healer.store.types import FollowUpClaim, FollowUpPolicy, alert_key_time
+from healer.store.types import FollowUpClaim, FollowUpPolicy, Replica, alert_key_time
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS follow_ups (
@@ -54,7 +54,7 @@ def _read_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
 
 
 def claim(db: sqlite3.Connection, heal_id: str, *, run_id: str, now: float,
-          policy: FollowUpPolicy) -> FollowUpClaim:
+          policy: FollowUpPolicy, me: Replica) -> FollowUpClaim:
     """Decide, and record, what follows ``heal_id`` now that its alert was re-sent firing.
     Runs as one write."""
     heal = _read_heal(db, heal_id)
@@ -84,7 +84,7 @@ def claim(db: sqlite3.Connection, heal_id: str, *, run_id: str, now: float,
         _insert(db, heal, starts, "escalate", run_id, now)
         heals.event(db, heal_id, Phase.DONE, "not_recovered_escalation", {
             "on_not_recovered": "escalate", "reason": "the alert still fires after the heal"
-            " ended not_recovered"}, now)
+            " ended not_recovered"}, now, me)
         return FollowUpClaim("escalate", heal)
     rule_plan = policy.plan(heal["rule"])
     if rule_plan is None:
@@ -93,14 +93,14 @@ def claim(db: sqlite3.Connection, heal_id: str, *, run_id: str, now: float,
     if left > 0:
         return FollowUpClaim("wait", heal, left=left, settled=False)
     alert = heal_alert(heal)
-    retry_id = heals.insert_heal(db, rule_plan, alert, "retry", now)
+    retry_id = heals.insert_heal(db, rule_plan, alert, "retry", now, me)
     _insert(db, heal, starts, "retry", run_id, now, retry_id=retry_id)
     # Later re-sends of the alert are duplicates of the retry, and follow it.
     db.execute("UPDATE alerts SET heal_id=? WHERE fingerprint=? AND starts_at=? AND"
                " status='firing'", (retry_id, heal["fingerprint"], starts))
-    heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now)
+    heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now, me)
     heals.event(db, retry_id, Phase.PENDING, "retry_of", {
-        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now)
+        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now, me)
     return FollowUpClaim("retry", heal, retry_id=retry_id, retry_plan=rule_plan,
                          retry_alert=alert)
 
@@ -124,11 +124,11 @@ def _cooldown_left(db: sqlite3.Connection, heal: dict[str, Any], cooldown: float
 
 
 def record_deliveries(db: sqlite3.Connection, heal_id: str,
-                      deliveries: list[dict[str, Any]], now: float) -> None:
+                      deliveries: list[dict[str, Any]], now: float, me: Replica) -> None:
     """Each delivery of a not_recovered escalation on the heal's timeline, and the
     follow-up settled (no later process sends it again)."""
     for delivery in deliveries:
-        heals.event(db, heal_id, Phase.DONE, "escalation", delivery, now)
+        heals.event(db, heal_id, Phase.DONE, "escalation", delivery, now, me)
     db.execute("UPDATE follow_ups SET deliveries=? WHERE heal_id=?",
                (json.dumps(deliveries), heal_id))
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from healer.errors import LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
-from healer.store.types import HealPlan, ReceivedAlert, dumps, new_heal_id
+from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS heals (
@@ -50,13 +52,96 @@ DDL = (
 )""",
 )
 
+# Version 3: replicas. Each unfinished heal is leased to one store (``lease_token``, of the
+# replica ``owner``) until ``lease_until``; each timeline entry names the replica that
+# wrote it (NULL: written before version 3); a target lock is held by a heal, as long as
+# that heal's lease.
+LEASES_DDL = (
+    "ALTER TABLE heals ADD COLUMN owner TEXT",
+    "ALTER TABLE heals ADD COLUMN lease_token TEXT",
+    "ALTER TABLE heals ADD COLUMN lease_until REAL",
+    "ALTER TABLE events ADD COLUMN replica TEXT",
+    """CREATE TABLE IF NOT EXISTS target_locks (
+    target  TEXT PRIMARY KEY,
+    heal_id TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS target_locks_by_heal ON target_locks (heal_id)",
+)
+
+
+def _live(live: Collection[str]) -> tuple[str, list[str]]:
+    """SQL true of a heals row (alias ``h``) whose lease another live store holds, and its
+    arguments (``now`` first). SQLite is one process: a store object of it that is not
+    open in this process is dead, whatever its lease says."""
+    marks = ",".join("?" * len(live)) or "NULL"
+    return (f"(h.lease_until >= ? AND h.lease_token IN ({marks}))", list(live))
+
+
+def fence(db: sqlite3.Connection, heal_id: str, me: Replica) -> None:
+    """Raise LeaseLost unless this store holds the heal's lease (in the caller's
+    transaction, so that the write it guards is refused atomically)."""
+    row = db.execute("SELECT lease_token FROM heals WHERE id=?", (heal_id,)).fetchone()
+    if row is None or row[0] != me.token:
+        raise LeaseLost(heal_id)
+
+
+def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica,
+          now: float) -> set[str]:
+    held: set[str] = set()
+    for i in range(0, len(heal_ids), 500):
+        chunk = list(heal_ids[i:i + 500])
+        marks = ",".join("?" * len(chunk))
+        db.execute(f"UPDATE heals SET lease_until=? WHERE lease_token=? AND id IN ({marks})",
+                   (now + me.lease_ttl, me.token, *chunk))
+        held.update(r[0] for r in db.execute(
+            f"SELECT id FROM heals WHERE lease_token=? AND id IN ({marks})",
+            (me.token, *chunk)))
+    return held
+
+
+def take_over(db: sqlite3.Connection, me: Replica, live: Collection[str], now: float,
+              limit: int) -> list[dict[str, Any]]:
+    held, args = _live(live)
+    found = db.execute(
+        f"SELECT h.id, h.owner FROM heals h WHERE h.phase != 'done' AND h.lease_token IS NOT"
+        f" ? AND NOT COALESCE({held}, 0) ORDER BY h.created_at LIMIT ?",
+        (me.token, now, *args, limit)).fetchall()
+    rows = []
+    for heal_id, owner in found:
+        db.execute("UPDATE heals SET owner=?, lease_token=?, lease_until=? WHERE id=?",
+                   (me.id, me.token, now + me.lease_ttl, heal_id))
+        row = heal_dict(db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone())
+        rows.append({**row, "taken_from": owner})
+    return rows
+
+
+def lock_target(db: sqlite3.Connection, target: str, heal_id: str, me: Replica,
+                live: Collection[str], now: float) -> bool:
+    fence(db, heal_id, me)
+    held, args = _live(live)
+    busy = db.execute(
+        f"SELECT 1 FROM target_locks l JOIN heals h ON h.id = l.heal_id WHERE l.target=?"
+        f" AND l.heal_id != ? AND h.phase != 'done' AND {held}",
+        (target, heal_id, now, *args)).fetchone()
+    if busy is not None:
+        return False
+    db.execute("INSERT INTO target_locks (target, heal_id) VALUES (?, ?) ON CONFLICT"
+               " (target) DO UPDATE SET heal_id = excluded.heal_id", (target, heal_id))
+    return True
+
+
+def unlock_target(db: sqlite3.Connection, target: str, heal_id: str, me: Replica) -> None:
+    db.execute("DELETE FROM target_locks WHERE target=? AND heal_id=? AND EXISTS (SELECT 1"
+               " FROM heals WHERE id=? AND lease_token=?)",
+               (target, heal_id, heal_id, me.token))
+
 
 def insert_heal(db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | None,
-                source: str, now: float, labels: dict[str, str] | None = None,
+                source: str, now: float, me: Replica, labels: dict[str, str] | None = None,
                 annotations: dict[str, str] | None = None,
                 received_at: float | None = None) -> str:
-    """A new pending heal (of ``alert``, or manual with ``labels``), with its first
-    timeline entry (``matched`` or ``manual_trigger``)."""
+    """A new pending heal (of ``alert``, or manual with ``labels``), leased to ``me``,
+    with its first timeline entry (``matched`` or ``manual_trigger``)."""
     heal_id = new_heal_id()
     if alert is not None:
         labels, annotations = dict(alert.labels), dict(alert.annotations)
@@ -66,35 +151,38 @@ def insert_heal(db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | N
     created = now if last is None or now > last else math.nextafter(last, math.inf)
     db.execute(
         "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
-        " alert_starts_at, labels, annotations, params, verify, dry_run, phase)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')",
+        " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
+        " lease_token, lease_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
         (heal_id, created, now, source, plan.rule, plan.handler,
          alert.fingerprint if alert else None,
          alert.starts_at.isoformat() if alert else None,
          dumps(labels or {}), dumps(annotations or {}),
-         dumps(plan.params), dumps(plan.verify), int(plan.dry_run)),
+         dumps(plan.params), dumps(plan.verify), int(plan.dry_run),
+         me.id, me.token, now + me.lease_ttl),
     )
     data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
                             "dry_run": plan.dry_run}
     if received_at is not None:
         data["received_at"] = received_at
-    event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now)
+    event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now,
+          me)
     return heal_id
 
 
 def event(db: sqlite3.Connection, heal_id: str, phase: str, kind: str,
-          data: dict[str, Any], now: float) -> None:
-    """The heal's next timeline entry (``seq`` one more than its last)."""
+          data: dict[str, Any], now: float, me: Replica) -> None:
+    """The heal's next timeline entry (``seq`` one more than its last), by ``me``."""
     db.execute(
-        "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
-        " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?)",
+        "INSERT INTO events (heal_id, seq, at, phase, kind, data, replica) VALUES"
+        " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?, ?)",
         # Timeline data quotes handler output and errors: no password lands on disk.
-        (heal_id, heal_id, now, str(phase), kind, dumps(redact_data(data))))
+        (heal_id, heal_id, now, str(phase), kind, dumps(redact_data(data)), me.id))
     db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
 
 
 def set_phase(db: sqlite3.Connection, heal_id: str, phase: Phase,
-              targets: list[str] | None) -> None:
+              targets: list[str] | None, me: Replica) -> None:
+    fence(db, heal_id, me)
     if targets is None:
         db.execute("UPDATE heals SET phase=? WHERE id=?", (str(phase), heal_id))
     else:
@@ -103,21 +191,25 @@ def set_phase(db: sqlite3.Connection, heal_id: str, phase: Phase,
 
 
 def interrupt(db: sqlite3.Connection, heal_id: str, phase: Phase, reason: str,
-              durations: dict[str, float], now: float) -> None:
+              durations: dict[str, float], now: float, me: Replica) -> None:
+    fence(db, heal_id, me)
     db.execute(
         "UPDATE heals SET phase=?, outcome=?, reason=?, finished_at=?, durations=?"
         " WHERE id=?", (str(phase), str(Outcome.INTERRUPTED), reason, now,
                         dumps(durations), heal_id))
-    event(db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now)
+    event(db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now,
+          me)
 
 
 def finish(db: sqlite3.Connection, heal_id: str, outcome: Outcome, reason: str,
-           durations: dict[str, float], now: float) -> None:
+           durations: dict[str, float], now: float, me: Replica) -> None:
+    fence(db, heal_id, me)
+    db.execute("DELETE FROM target_locks WHERE heal_id=?", (heal_id,))
     db.execute(
         "UPDATE heals SET phase='done', outcome=?, reason=?, finished_at=?, durations=?"
         " WHERE id=?", (str(outcome), reason, now, dumps(durations), heal_id))
     event(db, heal_id, Phase.DONE, "outcome",
-          {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
+          {"outcome": str(outcome), "reason": reason, "durations": durations}, now, me)
 
 
 # ---- reads -----------------------------------------------------------------------------
@@ -125,6 +217,7 @@ def finish(db: sqlite3.Connection, heal_id: str, outcome: Outcome, reason: str,
 
 def heal_dict(row: sqlite3.Row) -> dict[str, Any]:
     heal = dict(row)
+    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
     for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
         heal[key] = json.loads(heal[key])
     heal["dry_run"] = bool(heal["dry_run"])
@@ -138,7 +231,7 @@ def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
     heal = heal_dict(row)
     heal["timeline"] = [
         {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
-         "data": json.loads(e["data"])}
+         "data": json.loads(e["data"]), "replica": e["replica"]}
         for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
     ]
     return heal

@@ -9,6 +9,9 @@ refused before anything is written.
 
 Version 1 (user_version 0, labels in each alert row) becomes version 2 in that one
 transaction: its ``alerts`` table is set aside as ``alerts_v1`` and its rows copied.
+Version 3 adds replicas: leases on heals, the replica on each timeline entry, target
+locks (columns added: a version-2 journal keeps its rows; their ``replica`` is NULL and
+their heals unleased, so the first start takes them over).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
     (2, "followups", followups.DDL),
     (2, "probe", PROBE_DDL),
     (2, "alerts", alerts.v1_copy),
+    (3, "heals", heals.LEASES_DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 

@@ -2,6 +2,14 @@
 file, composed of the writer (one connection, group commit) and one module per concern,
 each owning its tables: alerts, heals, safety, followups. The schema is versioned
 (:mod:`healer.store.sqlite.schema`).
+
+Leases on SQLite: the file is used by one process (healer on one host), so a lease is
+alive only while the store object that holds it is open *in this process* (``_LIVE``)
+and its expiry has not passed. A new process therefore takes over, at its first
+:meth:`SqliteStore.take_over`, every unfinished heal (a previous process, killed or
+stopped, holds nothing): today's immediate resume at start. Two store objects on one
+file in one process (the tests' two replicas) see each other's leases live until they
+expire, as PostgreSQL replicas do.
 """
 
 from __future__ import annotations
@@ -22,19 +30,25 @@ from healer.store.sqlite.writer import SqliteWriter
 # ingest()'s parameter ``alerts`` hides the module of that name.
 _ingest = alerts.ingest_batch
 
+# The lease tokens of the stores open in this process (see the module's docstring).
+_LIVE: set[str] = set()
+
 
 class SqliteStore:
-    def __init__(self, writer: SqliteWriter) -> None:
+    def __init__(self, writer: SqliteWriter, replica: st.Replica | None = None) -> None:
         self.writer = writer
         self.path = writer.path
+        self.replica = replica if replica is not None else st.Replica()
+        _LIVE.add(self.replica.token)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
+    async def open(cls, path: Path, replica: st.Replica | None = None) -> SqliteStore:
         """Open (or create) the journal, migrate it and check its pages
-        (``PRAGMA quick_check``); any problem is a JournalUnavailable naming the file."""
-        return cls(await SqliteWriter.open(path))
+        (``PRAGMA quick_check``); any problem is a JournalUnavailable naming the file.
+        ``replica``: who writes (default: this host and pid, 15 s leases)."""
+        return cls(await SqliteWriter.open(path), replica)
 
     @staticmethod
     def check_can_open(path: Path) -> None:
@@ -60,6 +74,7 @@ class SqliteStore:
         return check.check_file(path)
 
     async def close(self) -> None:
+        _LIVE.discard(self.replica.token)
         await self.writer.close()
 
     async def ping(self) -> None:
@@ -76,7 +91,7 @@ class SqliteStore:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now = time.time()
         return await self.writer.transaction(
-            lambda db: _ingest(db, alerts, plans, now, received_at, text))
+            lambda db: _ingest(db, alerts, plans, now, received_at, text, self.replica))
 
     async def alert_counts(self) -> dict[str, int]:
         return await self.writer.read(alerts.alert_counts)
@@ -93,16 +108,21 @@ class SqliteStore:
                                  annotations: dict[str, str]) -> str:
         now = time.time()
         return await self.writer.transaction(lambda db: heals.insert_heal(
-            db, plan, None, "manual", now, labels, annotations))
+            db, plan, None, "manual", now, self.replica, labels, annotations))
 
     async def add_event(self, heal_id: str, phase: str, kind: str,
-                        data: dict[str, Any]) -> None:
-        await self.event_soon(heal_id, phase, kind, data)
+                        data: dict[str, Any], *, fenced: bool = False) -> None:
+        await self.event_soon(heal_id, phase, kind, data, fenced=fenced)
 
     def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any]) -> asyncio.Future[None]:
-        now = time.time()
-        return self.writer.submit(lambda db: heals.event(db, heal_id, phase, kind, data, now))
+                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+        now, me = time.time(), self.replica
+
+        def write(db: sqlite3.Connection) -> None:
+            if fenced:
+                heals.fence(db, heal_id, me)
+            heals.event(db, heal_id, phase, kind, data, now, me)
+        return self.writer.submit(write)
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
@@ -110,13 +130,15 @@ class SqliteStore:
 
     def set_phase_soon(self, heal_id: str, phase: Phase, *,
                        targets: list[str] | None = None) -> asyncio.Future[None]:
-        return self.writer.submit(lambda db: heals.set_phase(db, heal_id, phase, targets))
+        return self.writer.submit(
+            lambda db: heals.set_phase(db, heal_id, phase, targets, self.replica))
 
     async def interrupt(self, heal_id: str, phase: Phase, reason: str,
                         durations: dict[str, float]) -> None:
         now = time.time()
         await self.writer.transaction(
-            lambda db: heals.interrupt(db, heal_id, phase, reason, durations, now))
+            lambda db: heals.interrupt(db, heal_id, phase, reason, durations, now,
+                                       self.replica))
 
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
@@ -127,7 +149,8 @@ class SqliteStore:
         now = time.time()
         reason = redact_dsn(reason)
         return self.writer.submit(
-            lambda db: heals.finish(db, heal_id, outcome, reason, durations, now))
+            lambda db: heals.finish(db, heal_id, outcome, reason, durations, now,
+                                    self.replica))
 
     # ---- history reads -----------------------------------------------------------------
 
@@ -142,6 +165,27 @@ class SqliteStore:
 
     async def unfinished(self) -> list[dict[str, Any]]:
         return await self.writer.read(heals.unfinished)
+
+    # ---- leases ------------------------------------------------------------------------
+
+    async def renew_leases(self, heal_ids: Sequence[str], now: float) -> set[str]:
+        ids = list(dict.fromkeys(heal_ids))
+        if not ids:
+            return set()
+        return await self.writer.transaction(
+            lambda db: heals.renew(db, ids, self.replica, now))
+
+    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+        return await self.writer.transaction(
+            lambda db: heals.take_over(db, self.replica, set(_LIVE), now, limit))
+
+    async def lock_target(self, target: str, heal_id: str, now: float) -> bool:
+        return await self.writer.transaction(lambda db: heals.lock_target(
+            db, target, heal_id, self.replica, set(_LIVE), now))
+
+    async def unlock_target(self, target: str, heal_id: str) -> None:
+        await self.writer.transaction(
+            lambda db: heals.unlock_target(db, target, heal_id, self.replica))
 
     # ---- safety state ------------------------------------------------------------------
 
@@ -191,11 +235,12 @@ class SqliteStore:
     async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
                               policy: st.FollowUpPolicy) -> st.FollowUpClaim:
         return await self.writer.transaction(lambda db: followups.claim(
-            db, heal_id, run_id=run_id, now=now, policy=policy))
+            db, heal_id, run_id=run_id, now=now, policy=policy, me=self.replica))
 
     async def record_follow_up_deliveries(self, heal_id: str,
                                           deliveries: list[dict[str, Any]]) -> None:
         now = time.time()
         await self.writer.transaction(
-            lambda db: followups.record_deliveries(db, heal_id, deliveries, now))
+            lambda db: followups.record_deliveries(db, heal_id, deliveries, now,
+                                                   self.replica))
 
