@@ -20,6 +20,8 @@ environment:
   HEALER_WEBHOOK_PASSWORD webhook basic-auth password (overrides basic_auth.password_file)
   HEALER_ADMIN_TOKEN      admin token for manual triggers, pause and circuits (overrides
                           admin.token_file; pause/resume/circuits/circuit-close send it)
+  HEALER_JOURNAL_DSN_FILE file holding the PostgreSQL journal's DSN for `serve`
+                          (as --journal-dsn-file)
   HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `journal copy` when
                           neither --to nor --to-dsn-file nor --config is given
 """
@@ -50,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--journal", metavar="PATH|URL",
                        help="override the file's journal: a SQLite path or a postgresql://"
                             " URL without password")
+    serve.add_argument("--journal-dsn-file", metavar="FILE",
+                       default=os.environ.get("HEALER_JOURNAL_DSN_FILE") or None,
+                       help="override the file's journal with a PostgreSQL store whose DSN"
+                            " (password included) is read from FILE, e.g. a container"
+                            " secret (default: $HEALER_JOURNAL_DSN_FILE)")
     serve.add_argument("--replica-id", metavar="ID",
                        help="this healer's name in a fleet sharing one journal, on every"
                             " timeline entry (overrides replica.id; default host:pid)")
@@ -225,8 +232,13 @@ def serve(args: argparse.Namespace) -> int:
         overrides: dict[str, object] = {}
         if args.listen:
             overrides["listen"] = args.listen
+        if args.journal and args.journal_dsn_file:
+            print("error: give --journal or --journal-dsn-file, not both", file=sys.stderr)
+            return 2
         if args.journal:
             overrides["journal"] = str(args.journal)
+        elif args.journal_dsn_file:
+            overrides["journal"] = {"dsn_file": args.journal_dsn_file}
         config = load_config(args.config, handlers, overrides)
         secrets = resolve_secrets(config)
         check_exposure(config, secrets)

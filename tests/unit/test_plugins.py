@@ -274,3 +274,25 @@ def test_check_config_reports_a_broken_plugin(tmp_path: Path,
     config.write_text("rules: []\n", encoding="utf-8")
     assert main(["check-config", str(config)]) != 0
     assert "handler plugin 'broken.thing'" in capsys.readouterr().err
+
+
+def test_serve_takes_the_journal_dsn_from_a_file_and_refuses_two_journals(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--journal-dsn-file`` names a PostgreSQL store whose DSN (password included) is
+    read from a file, as a container secret gives it: an unreachable one is one line
+    naming the store with the password hidden, exit 1; giving it with ``--journal`` is
+    a usage error."""
+    config = tmp_path / "healer.yml"
+    config.write_text("rules: []\n", encoding="utf-8")
+    dsn_file = tmp_path / "journal-dsn"
+    dsn_file.write_text("postgresql://healer:s3cret-pw@127.0.0.1:9/healer\n")
+    dsn_file.chmod(0o600)
+    code = main(["serve", "--config", str(config), "--journal-dsn-file", str(dsn_file)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "127.0.0.1:9" in err and "s3cret-pw" not in err
+    assert len(err.strip().splitlines()) == 1
+    code = main(["serve", "--config", str(config), "--journal", str(tmp_path / "j.db"),
+                 "--journal-dsn-file", str(dsn_file)])
+    assert code == 2
+    assert "not both" in capsys.readouterr().err
