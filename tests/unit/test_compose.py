@@ -294,3 +294,47 @@ def test_postgres_exporter_reads_the_queries_from_the_odoo_database(
     assert env["DATA_SOURCE_URI"].split("?")[0] == "db:5432/odoo"
     assert env["DATA_SOURCE_USER"] == "postgres_exporter"
     assert env["DATA_SOURCE_PASS_FILE"] in secret_targets(compose, "postgres-exporter")
+
+
+# --- compose.replicas.yml: a second replica on the stack's PostgreSQL --------------------
+
+
+def test_replicas_override_runs_two_replicas_on_one_postgresql_journal(
+        compose: dict[str, Any], tmp_path: Path) -> None:
+    """compose.replicas.yml: both replicas serve the same mounted config with distinct
+    replica ids and one PostgreSQL journal from a secret generate.sh writes (the healer
+    role's password, the stack's db, the healer_journal database the roles script
+    creates owned by healer); healer-2 keeps healer's hardening, never gets the Docker
+    socket, and answers to the name Alertmanager posts to."""
+    override = load_yaml(REPO / "compose.replicas.yml")
+    base = compose["services"]["healer"]
+    replicas = {"healer": {**base, **override["services"]["healer"]},
+                "healer-2": override["services"]["healer-2"]}
+    merged = {**compose, "services": {**compose["services"], **replicas},
+              "secrets": {**compose["secrets"], **override["secrets"]}}
+    ids = set()
+    for name, service in replicas.items():
+        command = service["command"]
+        assert command[:3] == ["serve", "--config", HEALER_CONFIG_TARGET], name
+        dsn_file = command[command.index("--journal-dsn-file") + 1]
+        assert secret_targets(merged, name)[dsn_file] == "healer_journal_dsn", name
+        ids.add(command[command.index("--replica-id") + 1])
+        assert set(base["secrets"]) <= set(secret_names(merged, name)), name
+        for key in ("read_only", "cap_drop", "security_opt", "tmpfs"):
+            assert service.get(key, base[key]) == base[key], (name, key)
+        assert not any("docker.sock" in str(v) for v in service.get("volumes", [])), name
+    assert len(ids) == 2
+    assert service_config(merged, "healer-2", HEALER_CONFIG_TARGET) == service_config(
+        compose, "healer", HEALER_CONFIG_TARGET)
+    assert "healer" in replicas["healer-2"]["networks"]["default"]["aliases"]
+
+    done = subprocess.run(["sh", str(SECRETS_DIR / "generate.sh"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    password = (tmp_path / "healer_db_password").read_text().strip()
+    dsn = urlsplit((tmp_path / "healer_journal_dsn").read_text().strip())
+    assert (dsn.username, dsn.password, dsn.hostname, dsn.path) == (
+        "healer", password, "db", "/healer_journal")
+    assert (SECRETS_DIR / "healer_journal_dsn.example").is_file()
+    roles = (REPO / "examples" / "odoo" / "postgres" / "initdb.d" / "10-roles.sh").read_text()
+    assert "CREATE DATABASE healer_journal OWNER healer" in roles

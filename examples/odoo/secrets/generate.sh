@@ -31,5 +31,8 @@ put healer_webhook_token "$(random)"
 put healer_admin_token "$(random)"
 # healer's DSN carries the healer role's password: build it from that file.
 put odoo_dsn "postgresql://healer:$(tr -d '\r\n' <"$dir/healer_db_password")@db:5432/odoo"
+# The PostgreSQL journal replicas share (compose.replicas.yml): the same role, its own
+# database.
+put healer_journal_dsn "postgresql://healer:$(tr -d '\r\n' <"$dir/healer_db_password")@db:5432/healer_journal"
 # Where healer tells people a circuit opened: replace with your incoming-webhook URL.
 put mattermost_hook_url "https://mattermost.example.com/hooks/REPLACE_ME"

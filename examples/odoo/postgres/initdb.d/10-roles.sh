@@ -6,7 +6,8 @@
 #                      its sessions (superusers' sessions are protected)
 #   healer             pg_monitor (sees every session and its query), pg_signal_backend
 #                      (may cancel or terminate non-superuser sessions), odoo_monitor,
-#                      odoo_cron_probe
+#                      odoo_cron_probe; owns the healer_journal database (the store
+#                      replicas share: compose.replicas.yml, docs/replicas.md)
 #   postgres_exporter  pg_monitor, odoo_monitor (reads; never locks Odoo's rows)
 #   odoo_monitor       SELECT on public.ir_cron, ir_cron_trigger, ir_cron_progress
 #                      (Odoo 18 and later) and ir_module_module, and on nothing else
@@ -42,6 +43,8 @@ CREATE ROLE healer LOGIN PASSWORD :'healer_pw'
     IN ROLE pg_monitor, pg_signal_backend, odoo_monitor, odoo_cron_probe;
 CREATE ROLE postgres_exporter LOGIN PASSWORD :'exporter_pw' IN ROLE pg_monitor, odoo_monitor;
 CREATE DATABASE odoo OWNER odoo ENCODING 'UTF8' TEMPLATE template0;
+-- healer's own journal when replicas share it (compose.replicas.yml): its tables only.
+CREATE DATABASE healer_journal OWNER healer ENCODING 'UTF8' TEMPLATE template0;
 
 \connect odoo
 CREATE SCHEMA monitoring;
