@@ -103,7 +103,7 @@ async def commit_floor(dsn: str, commits: int) -> dict[str, Any]:
             "settings": settings}
 
 
-def _dollars(sql: str) -> str:
+def pg_placeholders(sql: str) -> str:
     """``?`` placeholders (as bench/storm.py writes its queries) -> ``$1, $2, ...``."""
     numbers = iter(range(1, sql.count("?") + 1))
     return re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
@@ -117,7 +117,7 @@ def pg_reader(dsn: str) -> Iterator[Query]:
             dsn, timeout=10, server_settings={"default_transaction_read_only": "on"}))
         try:
             yield lambda sql, args: [tuple(r) for r in runner.run(
-                conn.fetch(_dollars(sql), *args))]
+                conn.fetch(pg_placeholders(sql), *args))]
         finally:
             runner.run(conn.close())
 
