@@ -34,10 +34,20 @@ def healer_env(workdir: Path) -> dict[str, str]:
 def healer(workdir: Path, config: dict[str, Any]) -> Iterator[HealerProc]:
     """A ``healer serve`` process with ``config`` (journal under ``workdir``), stopped
     on exit whatever happens."""
+    with healers(workdir, config, 1) as (one,):
+        yield one
+
+
+@contextlib.contextmanager
+def healers(workdir: Path, config: dict[str, Any], count: int) -> Iterator[list[HealerProc]]:
+    """``count`` ``healer serve`` processes on one config (replicas when its journal is a
+    shared PostgreSQL store), each on its own port, started one after the other (the
+    first migrates the store); all stopped on exit whatever happens."""
     config = {"journal": str(workdir / "journal.db"), **config}
+    path = write_config(workdir, config)
     factory = HealerFactory(workdir)
     try:
-        yield factory.start(write_config(workdir, config), env=healer_env(workdir))
+        yield [factory.start(path, env=healer_env(workdir)) for _ in range(count)]
     finally:
         factory.stop_all()
 

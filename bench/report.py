@@ -12,7 +12,8 @@ from typing import Any
 from bench.common import REPO
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-ORDER = ("ingest", "dispatch", "storm", "verify_delay", "action", "loop")
+ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action",
+         "loop")
 
 
 def load_results(directory: Path) -> list[dict[str, Any]]:

@@ -50,12 +50,14 @@ Quick mode: 100 fingerprints (10 groups, 1,000 alerts) and 20,000 alerts in five
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +95,14 @@ def _mib(value: float | None) -> float | None:
 
 
 def healer_config(prometheus_url: str) -> dict[str, Any]:
+    # Each rule its own dict: one object twice would be written as a YAML alias, which
+    # healer's config refuses.
     verify = {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"}
     return noop_config([
         noop_rule(RULE, STORM_ALERTNAME, "{{ labels.instance }}", verify=verify),
         # One heal before measuring, so "RSS before" is healer with its heal path
         # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
-        noop_rule(WARMUP_RULE, "BenchWarmup", "warmup", verify=verify),
+        noop_rule(WARMUP_RULE, "BenchWarmup", "warmup", verify=dict(verify)),
     ], prometheus={"url": prometheus_url})
 
 
@@ -113,26 +117,31 @@ def settled_rss(ctx: Context, pid: int, pause: float = 0.5) -> int:
     return int(statistics.median(readings))
 
 
-def warm_up(url: str, heal: bool) -> None:
+def warm_up(url: str, heal: bool, fingerprint: str = "0warm") -> None:
     """One post, one history read, one metrics read; with ``heal``, the post matches the
-    warm-up rule and its heal is waited for (bounded)."""
+    warm-up rule and its heal is waited for (bounded). Replicas sharing a store each
+    need their own ``fingerprint`` (one heal per alert across replicas)."""
     name = "BenchWarmup" if heal else "BenchNothing"
     body = {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
             "alerts": [{"status": "firing", "labels": {"alertname": name},
-                        "startsAt": "2026-11-23T08:00:00Z", "fingerprint": "0warm"}]}
+                        "startsAt": "2026-11-23T08:00:00Z", "fingerprint": fingerprint}]}
     with httpx.Client(base_url=url, timeout=10.0) as client:
         client.post("/api/v1/alerts", json=body,
                     headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
         client.get("/api/v1/heals", params={"limit": 1},
                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         client.get("/metrics")
-        if heal and not wait_ended(client, WARMUP_RULE, 1, 30.0):
+        if heal and not wait_ended([client], WARMUP_RULE, 1, 30.0):
             raise RuntimeError("the warm-up heal did not end within 30 s")
 
 
-def send(mode: str, url: str, token: str, out: Path, timeout: float, *args: str) -> dict[str, Any]:
-    """Run the sender (bench/storm_sender.py) in its own process; its JSON summary."""
-    argv = [sys.executable, "-m", "bench.storm_sender", mode, "--url", url, "--token", token,
+def send(mode: str, url: str | Sequence[str], token: str, out: Path, timeout: float,
+         *args: str) -> dict[str, Any]:
+    """Run the sender (bench/storm_sender.py) in its own process; its JSON summary.
+    Several URLs: a storm spread over healer replicas (see the sender)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    argv = [sys.executable, "-m", "bench.storm_sender", mode,
+            *(arg for u in urls for arg in ("--url", u)), "--token", token,
             "--out", str(out), *args]
     subprocess.run(argv, cwd=REPO, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads(out.read_text())
@@ -166,11 +175,13 @@ def heals_ended(client: httpx.Client, rule: str) -> float:
                if line.startswith("healer_heals_total{") and f'rule="{rule}"' in line)
 
 
-def wait_ended(client: httpx.Client, rule: str, created: int, timeout: float) -> bool:
-    """Until ``created`` heals of ``rule`` have ended (polling /metrics: cheap for healer)."""
+def wait_ended(clients: Sequence[httpx.Client], rule: str, created: int,
+               timeout: float) -> bool:
+    """Until ``created`` heals of ``rule`` have ended, summed over the healers (replicas)
+    of ``clients`` (polling /metrics: cheap for healer)."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.25) + 2):
-        if heals_ended(client, rule) >= created:
+        if sum(heals_ended(c, rule) for c in clients) >= created:
             return True
         if time.monotonic() > deadline:
             return False
@@ -180,6 +191,19 @@ def wait_ended(client: httpx.Client, rule: str, created: int, timeout: float) ->
 
 def open_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+"""Run one SQL statement (``?`` placeholders) on a journal, read-only; its rows."""
+
+
+@contextlib.contextmanager
+def sqlite_reader(path: Path) -> Iterator[Query]:
+    db = open_ro(path)
+    try:
+        yield lambda sql, args: db.execute(sql, args).fetchall()
+    finally:
+        db.close()
 
 
 # Consecutive timeline events of one heal, and what lies between them.
@@ -192,30 +216,27 @@ GAPS = (
 
 
 def storm_journal(path: Path, wave: int) -> dict[str, Any]:
-    """What the journal says about one wave once healer has stopped (read-only)."""
+    """What the SQLite journal says about one wave once healer has stopped (read-only)."""
+    with sqlite_reader(path) as query:
+        return wave_journal(query, wave)
+
+
+def wave_journal(query: Query, wave: int) -> dict[str, Any]:
+    """What a journal (SQLite or PostgreSQL: the same tables) says about one wave."""
     prefix = storm_fingerprint(0, 0, wave)[0]
-    db = open_ro(path)
-    try:
-        rows, receipts, min_seen, max_seen = db.execute(
-            "SELECT COUNT(*), SUM(times_seen), MIN(times_seen), MAX(times_seen) FROM alerts"
-            " WHERE alertname=? AND substr(fingerprint, 1, 1)=?",
-            (STORM_ALERTNAME, prefix)).fetchone()
-        dispositions = dict(db.execute(
-            "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=?"
-            " AND substr(fingerprint, 1, 1)=? GROUP BY disposition",
-            (STORM_ALERTNAME, prefix)).fetchall())
-        mine = "heals.rule=? AND substr(heals.fingerprint, 1, 1)=?"
-        heals = db.execute(
-            "SELECT fingerprint, outcome, created_at, finished_at, durations FROM heals"
-            f" WHERE {mine}", (RULE, prefix)).fetchall()
-        actions = db.execute(
-            f"SELECT COUNT(*) FROM safety_actions JOIN heals ON heals.id = heal_id WHERE {mine}",
-            (RULE, prefix)).fetchone()[0]
-        events = db.execute(
-            f"SELECT heal_id, kind, at FROM events JOIN heals ON heals.id = heal_id WHERE {mine}"
-            " ORDER BY heal_id, seq", (RULE, prefix)).fetchall()
-    finally:
-        db.close()
+    rows, receipts, min_seen, max_seen = query(
+        "SELECT COUNT(*), SUM(times_seen), MIN(times_seen), MAX(times_seen) FROM alerts"
+        " WHERE alertname=? AND substr(fingerprint, 1, 1)=?", (STORM_ALERTNAME, prefix))[0]
+    dispositions = {str(k): int(v) for k, v in query(
+        "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=?"
+        " AND substr(fingerprint, 1, 1)=? GROUP BY disposition", (STORM_ALERTNAME, prefix))}
+    mine = "heals.rule=? AND substr(heals.fingerprint, 1, 1)=?"
+    heals = query("SELECT fingerprint, outcome, created_at, finished_at, durations FROM heals"
+                  f" WHERE {mine}", (RULE, prefix))
+    actions = query(f"SELECT COUNT(*) FROM safety_actions JOIN heals ON heals.id = heal_id"
+                    f" WHERE {mine}", (RULE, prefix))[0][0]
+    events = query(f"SELECT heal_id, kind, at FROM events JOIN heals ON heals.id = heal_id"
+                   f" WHERE {mine} ORDER BY heal_id, seq", (RULE, prefix))
     per_fp: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for fp, outcome, *_ in heals:
@@ -229,7 +250,8 @@ def storm_journal(path: Path, wave: int) -> dict[str, Any]:
                            scale=1000, digits=1)
             for a, b, label in GAPS}
     return {
-        "alerts": {"rows": rows, "receipts": receipts, "times_seen_min": min_seen,
+        "alerts": {"rows": rows, "receipts": None if receipts is None else int(receipts),
+                   "times_seen_min": min_seen,
                    "times_seen_max": max_seen, "dispositions": dispositions},
         "heals": len(heals), "fingerprints_healed": len(per_fp),
         "fingerprints_healed_twice": sum(1 for n in per_fp.values() if n > 1),
@@ -244,12 +266,40 @@ def storm_journal(path: Path, wave: int) -> dict[str, Any]:
     }
 
 
+def storm_wave(ctx: Context, urls: Sequence[str], admins: Sequence[httpx.Client], out: Path,
+               groups: int, wave: int, starts_at: float, *, am_replicas: int = 2,
+               label: str = "") -> dict[str, Any]:
+    """One storm wave sent to the healers at ``urls`` (replicas of one store, or one
+    healer); waits (bounded) for its heals to end. ``admins``: one admin client per
+    healer, the first also lists the heals (every replica sees the whole store)."""
+    sender = send("storm", urls, TOKEN, out, ctx.pick(360, 120), "--groups", str(groups),
+                  "--per-group", str(PER_GROUP), "--wave", str(wave),
+                  "--replicas", str(am_replicas), "--starts-at", str(starts_at),
+                  "--deadline", str(ctx.pick(300, 60)))
+    print(f"    storm wave {wave}{label} sent: {sender['requests']} posts in "
+          f"{sender['seconds']:.1f} s, answers {sender['statuses']}", flush=True)
+    pages = (wave + 1) * groups * PER_GROUP // 500 + 10
+    created = len(list_heals(admins[0], pages))
+    drained = wait_ended(admins, RULE, created, ctx.pick(300, 60))
+    heals = list_heals(admins[0], pages)
+    return {"sender": sender, "drained": drained,
+            "api": {"heals_so_far": len(heals),
+                    "done": sum(1 for x in heals if x["phase"] == "done"),
+                    "outcomes": _count(x["outcome"] for x in heals)}}
+
+
+def drain_seconds(wave: dict[str, Any]) -> float | None:
+    """First post -> the wave's last heal finished (from its journal); None if not drained."""
+    first, last = wave["sender"]["first_post_at"], wave["journal"]["last_finished_at"]
+    return (round(last - first, 3) if wave["drained"] and first is not None
+            and last is not None else None)
+
+
 def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]:
     """The storm (wave 0), then as many new alerts again (wave 1): does memory come back
     to where the first storm left it, or grow by as much again?"""
     workdir = ctx.workdir / "storm"
     workdir.mkdir()
-    fps = groups * PER_GROUP
     prometheus = PrometheusFactory(workdir)
     waves: list[dict[str, Any]] = []
     out: dict[str, Any] = {"waves": waves}
@@ -264,30 +314,13 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
             with admin:
                 for wave in range(2):
                     with PeakRss(h.pid) as peak:
-                        sender = send(
-                            "storm", h.url, TOKEN, workdir / f"storm-{wave}.json",
-                            ctx.pick(360, 120), "--groups", str(groups),
-                            "--per-group", str(PER_GROUP), "--wave", str(wave),
-                            "--starts-at", str(starts_at), "--deadline", str(ctx.pick(300, 60)))
-                        print(f"    storm wave {wave} sent: {sender['requests']} posts in "
-                              f"{sender['seconds']:.1f} s, answers {sender['statuses']}",
-                              flush=True)
-                        pages = (wave + 1) * fps // 500 + 10
-                        created = len(list_heals(admin, pages))
-                        drained = wait_ended(admin, RULE, created, ctx.pick(300, 60))
-                        heals = list_heals(admin, pages)
-                    waves.append({
-                        "sender": sender, "drained": drained, "rss_peak": peak.peak,
-                        "rss_after": settled_rss(ctx, h.pid),
-                        "api": {"heals_so_far": len(heals),
-                                "done": sum(1 for x in heals if x["phase"] == "done"),
-                                "outcomes": _count(x["outcome"] for x in heals)}})
+                        w = storm_wave(ctx, [h.url], [admin], workdir / f"storm-{wave}.json",
+                                       groups, wave, starts_at)
+                    waves.append({**w, "rss_peak": peak.peak,
+                                  "rss_after": settled_rss(ctx, h.pid)})
         for wave, w in enumerate(waves):
             w["journal"] = storm_journal(workdir / "journal.db", wave)
-            first, last = w["sender"]["first_post_at"], w["journal"]["last_finished_at"]
-            w["drain_seconds"] = (round(last - first, 3)
-                                  if w["drained"] and first is not None and last is not None
-                                  else None)
+            w["drain_seconds"] = drain_seconds(w)
             print(f"    storm wave {wave} on healer: {w['journal']['heals']} heals "
                   f"{w['journal']['outcomes']}, drained in {w['drain_seconds']} s; RSS peak "
                   f"{_mib(w['rss_peak'])}, after {_mib(w['rss_after'])} MiB (before "
@@ -297,7 +330,8 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
     return out
 
 
-def storm_on_bare(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]:
+def storm_on_bare(ctx: Context, groups: int, starts_at: float, am_replicas: int = 2
+                  ) -> dict[str, Any]:
     workdir = ctx.workdir / "storm-bare"
     workdir.mkdir()
     out: dict[str, Any] = {}
@@ -309,7 +343,8 @@ def storm_on_bare(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]
             out["sender"] = send(
                 "storm", bare.url, "", workdir / "storm.json", ctx.pick(360, 120),
                 "--groups", str(groups), "--per-group", str(PER_GROUP),
-                "--starts-at", str(starts_at), "--deadline", str(ctx.pick(300, 60)))
+                "--replicas", str(am_replicas), "--starts-at", str(starts_at),
+                "--deadline", str(ctx.pick(300, 60)))
         out["rss_peak"] = peak.peak
         out["rss_after"] = settled_rss(ctx, bare.pid)
     s = out["sender"]

@@ -6,18 +6,21 @@ not share healer's event loop (it still shares the machine's cores)::
     python -m bench.storm_sender flood --url URL --token T --alerts 100000 \\
         --first-group 0 --deadline 600 --out flood.json
 
-``storm``: what two HA Alertmanager replicas send for ``--groups`` alert groups of
-``--per-group`` alerts each (see :func:`storm_plan`), each notification retried once,
-every group its own concurrent sender as in Alertmanager (one goroutine per aggregation
-group), each replica its own connection pool. Time is compressed: group_wait,
-group_interval and repeat_interval become a few milliseconds of jitter.
+``storm``: what ``--replicas`` (default two) HA Alertmanager replicas send for
+``--groups`` alert groups of ``--per-group`` alerts each (see :func:`storm_plan`), each
+notification retried once, every group its own concurrent sender as in Alertmanager (one
+goroutine per aggregation group), each replica its own connection pool. Time is
+compressed: group_wait, group_interval and repeat_interval become a few milliseconds of
+jitter. ``--url`` given once per healer replica (bench/storm_replicas.py): Alertmanager
+replica i posts to healer i (mod their number) and its retries go to the next healer, as
+a load balancer would route them.
 
 ``flood``: ``--alerts`` alerts in posts of ``--per-post``, every group its own
 fingerprints (numbered from ``--first-group``), one post in ``--resend-every`` a re-send
 of an earlier group of this run; at most ``--connections`` in flight. Bounded by count
 and by ``--deadline`` seconds: past it no new post starts and ``aborted`` is true.
 
-Both only ever talk to the given URL (loopback in the benchmark) and write one JSON
+Both only ever talk to the given URLs (loopback in the benchmark) and write one JSON
 document to ``--out``: what was sent, the answers by status, latencies, the wall-clock
 time of the first post and of the last answer.
 """
@@ -41,7 +44,14 @@ from bench.common import percentile
 
 STORM_ALERTNAME = "BenchStorm"
 FLOOD_ALERTNAME = "BenchLeak"
-REPLICAS = ("am-0", "am-1")
+
+
+def replica_names(n: int) -> tuple[str, ...]:
+    """The simulated Alertmanager replicas: ``am-0`` .. ``am-<n-1>``."""
+    return tuple(f"am-{i}" for i in range(n))
+
+
+REPLICAS = replica_names(2)
 # Per replica and group, as Alertmanager notifies a group that grows and then repeats:
 # the first half of its alerts (group_wait), all of them (group_interval), all again
 # (repeat_interval).
@@ -97,24 +107,25 @@ class Notification:
             "commonLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group),
                              "job": "bench", "severity": "warning", "wave": str(wave)},
             "commonAnnotations": {},
-            "externalURL": f"http://127.0.0.1:{9093 + REPLICAS.index(self.replica)}",
+            "externalURL": f"http://127.0.0.1:{9093 + int(self.replica.rsplit('-', 1)[1])}",
             "alerts": alerts,
         }).encode()
 
 
-def storm_plan(groups: int, per_group: int) -> dict[str, list[list[Notification]]]:
-    """Per replica, per group, the notifications in the order that replica sends them
-    (each is then posted twice: the original and its retry)."""
+def storm_plan(groups: int, per_group: int, replicas: int = 2
+               ) -> dict[str, list[list[Notification]]]:
+    """Per Alertmanager replica, per group, the notifications in the order that replica
+    sends them (each is then posted twice: the original and its retry)."""
     first = max(1, per_group // 2)
     sizes = dict(zip(NOTIFICATIONS, (first, per_group, per_group), strict=True))
     return {replica: [[Notification(replica, g, kind, sizes[kind]) for kind in NOTIFICATIONS]
                       for g in range(groups)]
-            for replica in REPLICAS}
+            for replica in replica_names(replicas)}
 
 
-def storm_alert_count(groups: int, per_group: int) -> int:
+def storm_alert_count(groups: int, per_group: int, replicas: int = 2) -> int:
     """Alert copies the storm posts: plan x 2 (every notification retried once)."""
-    plan = storm_plan(groups, per_group)
+    plan = storm_plan(groups, per_group, replicas)
     return 2 * sum(n.alerts for per in plan.values() for notes in per for n in notes)
 
 
@@ -281,14 +292,15 @@ class Tally:
 
 async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)  # noqa: S311 (jitter, not secrets)
-    plan = storm_plan(args.groups, args.per_group)
+    plan = storm_plan(args.groups, args.per_group, args.replicas)
     tally = Tally()
+    by_url = Counter[str]()
     posted = Counter[str]()
     bodies = {n: n.body(args.per_group, args.starts_at, args.wave)
               for per in plan.values() for notes in per for n in notes}
     deadline = time.monotonic() + args.deadline
 
-    async def group_sender(pool: Pool, notes: list[Notification],
+    async def group_sender(pool: Pool, retry_pool: Pool, notes: list[Notification],
                            delays: list[float]) -> None:
         await asyncio.sleep(delays[0])  # the storm's alerts do not all fire in one instant
         for n, pause in zip(notes, delays[1:], strict=True):
@@ -299,20 +311,33 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
             # timed out while healer was still storing the first copy.
             original = asyncio.create_task(tally.post(pool, body, n.alerts, read_body=True))
             await asyncio.sleep(rng.uniform(0.0, args.jitter))
-            retry = asyncio.create_task(tally.post(pool, body, n.alerts, read_body=True))
+            retry = asyncio.create_task(tally.post(retry_pool, body, n.alerts, read_body=True))
             await asyncio.gather(original, retry)
             posted[n.kind] += 2 * n.alerts
             await asyncio.sleep(pause)
 
+    # Alertmanager replica i posts to healer i (mod the healers given) and its retries
+    # reach the next one, as behind a load balancer; each replica has --connections
+    # connections in all, split between the healers it posts to.
+    urls = args.url
+    routes = {r: (urls[i % len(urls)], urls[(i + 1) % len(urls)]) for i, r in enumerate(plan)}
     started = time.monotonic()
-    pools = {r: Pool(args.url, args.connections, args.timeout, args.token) for r in plan}
+    pools: dict[tuple[str, str], Pool] = {}
+    for replica, pair in routes.items():
+        for url in set(pair):
+            pools[replica, url] = Pool(url, max(1, args.connections // len(set(pair))),
+                                       args.timeout, args.token)
     try:
         tasks = []
         for replica, per in plan.items():
+            first, second = routes[replica]
             for notes in per:
                 delays = [rng.uniform(0.0, args.spread)] + [
                     rng.uniform(0.0, args.jitter) for _ in notes]
-                tasks.append(group_sender(pools[replica], notes, delays))
+                tasks.append(group_sender(pools[replica, first], pools[replica, second],
+                                          notes, delays))
+                by_url[first] += len(notes)
+                by_url[second] += len(notes)
         await asyncio.gather(*tasks)
     finally:
         for pool in pools.values():
@@ -320,7 +345,8 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.monotonic() - started
     out = tally.summary(elapsed)
     out.update({"groups": args.groups, "per_group": args.per_group,
-                "replicas": list(plan), "alerts_posted": sum(posted.values()),
+                "replicas": list(plan), "urls": urls, "posts_planned_by_url": dict(by_url),
+                "alerts_posted": sum(posted.values()),
                 "alerts_posted_by_notification": dict(posted),
                 "fingerprints": args.groups * args.per_group, "wave": args.wave,
                 "aborted": time.monotonic() > deadline})
@@ -361,7 +387,9 @@ async def run_flood(args: argparse.Namespace) -> dict[str, Any]:
                 ok[group] += 1
 
     started = time.monotonic()
-    pool = Pool(args.url, args.connections, args.timeout, args.token)
+    if len(args.url) != 1:
+        raise SystemExit("flood posts to one --url")
+    pool = Pool(args.url[0], args.connections, args.timeout, args.token)
     try:
         await asyncio.gather(*(worker(pool) for _ in range(args.connections)))
     finally:
@@ -383,7 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     for name in ("storm", "flood"):
         p = sub.add_parser(name)
-        p.add_argument("--url", required=True, help="base URL (loopback)")
+        p.add_argument("--url", required=True, action="append",
+                       help="base URL (loopback); storm: once per healer replica")
         p.add_argument("--token", default="")
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--timeout", type=float, default=30.0, help="per request")
@@ -397,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
                        help="epoch seconds; group g's alerts start at this + g s")
     storm.add_argument("--wave", type=int, default=0, choices=range(10),
                        help="a later wave sends as many new alerts (new fingerprints)")
-    storm.add_argument("--connections", type=int, default=8, help="per replica")
+    storm.add_argument("--replicas", type=int, default=2,
+                       help="simulated Alertmanager replicas")
+    storm.add_argument("--connections", type=int, default=8,
+                       help="per Alertmanager replica")
     storm.add_argument("--spread", type=float, default=0.5,
                        help="groups' first notifications spread over this many seconds")
     storm.add_argument("--jitter", type=float, default=0.02,

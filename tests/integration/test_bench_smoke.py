@@ -41,3 +41,34 @@ def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: P
     failed = [t for t in ingest["targets"] if t["name"].startswith("failed requests")]
     assert failed and all(t["value"] == 0 for t in failed), failed
     assert "| ingest |" in proc.stdout and "| dispatch |" in proc.stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.prometheus
+@pytest.mark.timeout(240)
+def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) -> None:
+    """`python -m bench storm_replicas --quick` (3 replicas on a private PostgreSQL beside
+    1 healer on SQLite) exits 0 and writes its JSON with every target measured; on both
+    sides one heal per fingerprint, none healed twice, nothing accepted lost, no non-2xx.
+    The alerts/s ratio is only reported, never judged here."""
+    from tests.support.pgserver import pg_bin
+
+    if pg_bin() is None:
+        require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb")
+    if shutil.which("prometheus") is None:
+        require_service("prometheus", "prometheus not found (apt-get install prometheus)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "storm_replicas", "--quick", "--results",
+         str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=220,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "storm_replicas.json").read_text())
+    assert doc["quick"] is True and doc["table"], doc
+    assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
+    exactly_once = [t for t in doc["targets"] if not t["name"].startswith("alerts/s")]
+    assert len(exactly_once) == 8 and all(t["value"] == 0 for t in exactly_once), exactly_once
+    summary = doc["figures"]["summary"]
+    fps = doc["figures"]["fingerprints"]
+    assert all(summary[side]["heals_created"] == [fps] for side in ("pg", "sqlite")), summary
+    assert "| storm_replicas |" in proc.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from bench.storm_replicas import pg_placeholders
 from bench.storm_sender import NOTIFICATIONS, REPLICAS, flood_body, storm_alert_count, storm_plan
 from healer.payload import parse_webhook
 
@@ -44,3 +45,19 @@ def test_flood_body_is_a_valid_group_of_distinct_alerts() -> None:
     assert {a.labels["alertname"] for a in message.alerts} == {"BenchLeak"}
     other = parse_webhook(flood_body(12346, 50))
     assert not {a.fingerprint for a in message.alerts} & {a.fingerprint for a in other.alerts}
+
+
+def test_storm_of_three_replicas_is_fifteen_thousand_copies_of_the_same_alerts() -> None:
+    """bench/storm_replicas.py's storm: three Alertmanager replicas send the same
+    notifications as two do, one replica more: 15,000 copies of the same 1,000 alerts."""
+    plan = storm_plan(100, 10, 3)
+    assert list(plan) == ["am-0", "am-1", "am-2"]
+    assert storm_alert_count(100, 10, 3) == 15_000
+    fingerprints = {a.fingerprint for notes in plan["am-2"] for n in notes
+                    for a in parse_webhook(n.body(10, STARTS_AT)).alerts}
+    assert len(fingerprints) == 1000
+
+
+def test_storm_journal_queries_become_postgresql_placeholders() -> None:
+    """The storm's journal queries (written with ``?``) run on PostgreSQL as $1, $2..."""
+    assert pg_placeholders("SELECT 1 WHERE a=? AND b=?") == "SELECT 1 WHERE a=$1 AND b=$2"
