@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from healer.outcomes import Outcome, Phase
+from healer.replica import Replica
 from healer.store.types import (
     AlertKey,
     Decision,
@@ -58,6 +59,11 @@ from healer.store.types import (
 
 
 class Store(Protocol):
+    replica: Replica
+    """Who this store object writes as: its replica ``id`` (on every timeline entry it
+    writes, as ``owner`` of the heals it leases; the app logs it, /health/ready shows it),
+    ``lease_ttl`` and the ``token`` of this holder."""
+
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def close(self) -> None:
