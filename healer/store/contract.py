@@ -1,6 +1,7 @@
 """The store contract: every durable operation healer's engine, HTTP API, CLI, safety
-gates and follow-ups need, as named async methods, whatever keeps the data (today
-SQLite on one host, :class:`healer.store.SqliteStore`).
+gates and follow-ups need, as named async methods, whatever keeps the data (SQLite on
+one host, :class:`healer.store.SqliteStore`; PostgreSQL shared by several replicas,
+:class:`healer.store.postgres.store.PostgresStore`).
 
 Guarantees every implementation keeps (``tests/unit/test_store_contract.py`` checks them
 against each store):
@@ -44,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from healer.outcomes import Outcome, Phase
+from healer.replica import Replica
 from healer.store.types import (
     AlertKey,
     Decision,
@@ -58,6 +60,11 @@ from healer.store.types import (
 
 
 class Store(Protocol):
+    replica: Replica
+    """Who this store object writes as: its replica ``id`` (on every timeline entry it
+    writes, as ``owner`` of the heals it leases; the app logs it, /health/ready shows it),
+    ``lease_ttl`` and the ``token`` of this holder."""
+
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from healer.replica import Replica
 from healer.store.postgres import heals
 from healer.store.postgres.pool import Conn, lock
 from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert, alert_key_time
@@ -52,7 +53,8 @@ def alert_lock(fingerprint: str, starts: str) -> tuple[str, ...]:
 
 async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
                        plans: Sequence[HealPlan | None], now: float,
-                       received_at: float | None, body: str) -> list[Disposition]:
+                       received_at: float | None, body: str, me: Replica
+                       ) -> list[Disposition]:
     starts_cache: dict[datetime, str] = {}
     keyed = []
     for alert in alerts:
@@ -83,7 +85,7 @@ async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
         heal_id = None
         resolved_key = (alert.fingerprint, starts, "resolved")
         if alert.status == "resolved":
-            await _note_resolved(db, alert, now)
+            await _note_resolved(db, alert, now, me)
             disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
         elif resolved_key in known or resolved_key in inserts:
             disposition = "stale"
@@ -93,7 +95,7 @@ async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
             disposition = "ignored"
             result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
         else:
-            heal_id = await heals.insert_heal(db, plan, alert, "alert", now,
+            heal_id = await heals.insert_heal(db, plan, alert, "alert", now, me,
                                               received_at=received_at)
             disposition = "started"
             result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
@@ -130,13 +132,13 @@ async def _known_alerts(db: Conn, keys: set[tuple[str, str]]
     return known
 
 
-async def _note_resolved(db: Conn, alert: ReceivedAlert, now: float) -> None:
+async def _note_resolved(db: Conn, alert: ReceivedAlert, now: float, me: Replica) -> None:
     open_heals = await db.fetch(
         "SELECT id, phase FROM heals WHERE fingerprint=$1 AND phase != 'done' ORDER BY id",
         alert.fingerprint)
     for heal in open_heals:
         await heals.event(db, heal["id"], heal["phase"], "alert_resolved",
-                          {"ends_at": alert.ends_at}, now)
+                          {"ends_at": alert.ends_at}, now, me)
 
 
 async def alert_counts(db: Conn) -> dict[str, int]:

@@ -13,7 +13,7 @@ from healer.outcomes import Outcome, Phase
 from healer.store.postgres import alerts, heals, safety
 from healer.store.postgres.pool import Conn, lock
 from healer.store.sqlite.followups import heal_alert
-from healer.store.types import FollowUpClaim, FollowUpPolicy, alert_key_time
+from healer.store.types import FollowUpClaim, FollowUpPolicy, Replica, alert_key_time
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS follow_ups (
@@ -43,7 +43,7 @@ async def _read_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
 
 
 async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
-                policy: FollowUpPolicy) -> FollowUpClaim:
+                policy: FollowUpPolicy, me: Replica) -> FollowUpClaim:
     heal = await _read_heal(db, heal_id)
     if heal is None or heal["fingerprint"] is None or heal["rule"] is None:
         return FollowUpClaim("none")
@@ -73,7 +73,7 @@ async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
         await _insert(db, heal, starts, "escalate", run_id, now)
         await heals.event(db, heal_id, Phase.DONE, "not_recovered_escalation", {
             "on_not_recovered": "escalate", "reason": "the alert still fires after the heal"
-            " ended not_recovered"}, now)
+            " ended not_recovered"}, now, me)
         return FollowUpClaim("escalate", heal)
     rule_plan = policy.plan(heal["rule"])
     if rule_plan is None:
@@ -84,13 +84,14 @@ async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
     if left > 0:
         return FollowUpClaim("wait", heal, left=left, settled=False)
     alert = heal_alert(heal)
-    retry_id = await heals.insert_heal(db, rule_plan, alert, "retry", now)
+    retry_id = await heals.insert_heal(db, rule_plan, alert, "retry", now, me)
     await _insert(db, heal, starts, "retry", run_id, now, retry_id=retry_id)
     await db.execute("UPDATE alerts SET heal_id=$1 WHERE fingerprint=$2 AND starts_at=$3 AND"
                      " status='firing'", retry_id, heal["fingerprint"], starts)
-    await heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now)
+    await heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now,
+                      me)
     await heals.event(db, retry_id, Phase.PENDING, "retry_of", {
-        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now)
+        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now, me)
     return FollowUpClaim("retry", heal, retry_id=retry_id, retry_plan=rule_plan,
                          retry_alert=alert)
 
@@ -103,9 +104,9 @@ async def _insert(db: Conn, heal: dict[str, Any], starts: str, kind: str, run_id
 
 
 async def record_deliveries(db: Conn, heal_id: str, deliveries: list[dict[str, Any]],
-                            now: float) -> None:
+                            now: float, me: Replica) -> None:
     for delivery in deliveries:
-        await heals.event(db, heal_id, Phase.DONE, "escalation", delivery, now)
+        await heals.event(db, heal_id, Phase.DONE, "escalation", delivery, now, me)
     await db.execute("UPDATE follow_ups SET deliveries=$1 WHERE heal_id=$2",
                      json.dumps(deliveries), heal_id)
 

@@ -5,7 +5,17 @@ identical dicts from either store.
 
 Across processes: ``created_at`` (the history's unique, increasing page cursor) is taken
 under one transaction-level advisory lock; a timeline entry first updates its heal's row
-(a row lock), so that two processes appending to one timeline get consecutive ``seq``."""
+(a row lock), so that two processes appending to one timeline get consecutive ``seq``.
+
+Leases (schema version 2): each unfinished heal is leased to one store (``lease_token``,
+of the replica ``owner``) until ``lease_until``, by expiry only: there is no "holder
+still alive" rule as on SQLite, so a restarted replica (same id, new token) takes over
+its own old heals only once their lease expired (at most ``lease_ttl`` after it died).
+Fencing locks the heal's row (``SELECT ... FOR UPDATE``) in the guarded write's own
+transaction; :func:`take_over` claims rows ``FOR UPDATE SKIP LOCKED`` in one statement, so
+a fenced write and a takeover of one heal are serialised and racing takeovers get
+disjoint heals. Every timestamp compared with a lease is the ``now`` the caller passes
+(the SQLite store's convention)."""
 
 from __future__ import annotations
 
@@ -15,10 +25,11 @@ from typing import Any
 
 import asyncpg
 
+from healer.errors import LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
 from healer.store.postgres.pool import Conn, lock
-from healer.store.types import HealPlan, ReceivedAlert, dumps, new_heal_id
+from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS heals (
@@ -56,14 +67,77 @@ DDL = (
 )""",
 )
 
+# Version 2: replicas (the SQLite schema's version 3): leases on heals, the replica on
+# each timeline entry (NULL: written before version 2), target locks held by a heal for
+# as long as that heal's lease. Columns added in place: version-1 rows are kept, their
+# heals unleased (the first take_over of any replica gets them).
+LEASES_DDL = (
+    "ALTER TABLE heals ADD COLUMN IF NOT EXISTS owner TEXT",
+    "ALTER TABLE heals ADD COLUMN IF NOT EXISTS lease_token TEXT",
+    "ALTER TABLE heals ADD COLUMN IF NOT EXISTS lease_until DOUBLE PRECISION",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS replica TEXT",
+    """CREATE TABLE IF NOT EXISTS target_locks (
+    target  TEXT PRIMARY KEY,
+    heal_id TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS target_locks_by_heal ON target_locks (heal_id)",
+)
+
 _CREATED = ("heals", "created_at")
 
 
+async def fence(db: Conn, heal_id: str, me: Replica) -> None:
+    """Raise LeaseLost unless this store holds the heal's lease; the heal's row stays
+    locked until the caller's transaction ends (a takeover skips it meanwhile)."""
+    token = await db.fetchval("SELECT lease_token FROM heals WHERE id=$1 FOR UPDATE",
+                              heal_id)
+    if token is None or token != me.token:
+        raise LeaseLost(heal_id)
+
+
+async def renew(db: Conn, heal_ids: list[str], me: Replica, now: float) -> set[str]:
+    return {r[0] for r in await db.fetch(
+        "UPDATE heals SET lease_until=$1 WHERE lease_token=$2 AND id = ANY($3::text[])"
+        " RETURNING id", now + me.lease_ttl, me.token, heal_ids)}
+
+
+async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[dict[str, Any]]:
+    """One statement: the oldest unfinished heals with an expired (or no) lease not held
+    by this store, locked (skipping rows another transaction holds), leased to ``me``."""
+    rows = await db.fetch(
+        "WITH picked AS (SELECT id, owner FROM heals WHERE phase <> 'done'"
+        " AND lease_token IS DISTINCT FROM $1 AND (lease_until IS NULL OR lease_until < $2)"
+        " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        " UPDATE heals h SET owner=$4, lease_token=$1, lease_until=$5 FROM picked p"
+        " WHERE h.id = p.id RETURNING h.*, p.owner AS taken_from",
+        me.token, now, limit, me.id, now + me.lease_ttl)
+    return sorted((heal_dict(r) for r in rows), key=lambda h: float(h["created_at"]))
+
+
+async def lock_target(db: Conn, target: str, heal_id: str, me: Replica, now: float) -> bool:
+    """Fenced on ``heal_id``'s lease; then one upsert, taking the lock only if it is free,
+    already this heal's, or its holder is done or its lease expired at ``now``."""
+    await fence(db, heal_id, me)
+    held = await db.fetchval(
+        "INSERT INTO target_locks AS l (target, heal_id) VALUES ($1, $2) ON CONFLICT (target)"
+        " DO UPDATE SET heal_id = excluded.heal_id WHERE l.heal_id = excluded.heal_id OR NOT"
+        " EXISTS (SELECT 1 FROM heals h WHERE h.id = l.heal_id AND h.phase <> 'done' AND"
+        " h.lease_until >= $3) RETURNING heal_id", target, heal_id, now)
+    return held is not None
+
+
+async def unlock_target(db: Conn, target: str, heal_id: str, me: Replica) -> None:
+    await db.execute("DELETE FROM target_locks WHERE target=$1 AND heal_id=$2 AND EXISTS"
+                     " (SELECT 1 FROM heals WHERE id=$2 AND lease_token=$3)",
+                     target, heal_id, me.token)
+
+
 async def insert_heal(db: Conn, plan: HealPlan, alert: ReceivedAlert | None, source: str,
-                      now: float, labels: dict[str, str] | None = None,
+                      now: float, me: Replica, labels: dict[str, str] | None = None,
                       annotations: dict[str, str] | None = None,
                       received_at: float | None = None) -> str:
-    """A new pending heal with its first timeline entry (``matched`` or ``manual_trigger``)."""
+    """A new pending heal, leased to ``me``, with its first timeline entry (``matched``
+    or ``manual_trigger``)."""
     heal_id = new_heal_id()
     if alert is not None:
         labels, annotations = dict(alert.labels), dict(alert.annotations)
@@ -72,32 +146,37 @@ async def insert_heal(db: Conn, plan: HealPlan, alert: ReceivedAlert | None, sou
     created = now if last is None or now > last else math.nextafter(last, math.inf)
     await db.execute(
         "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
-        " alert_starts_at, labels, annotations, params, verify, dry_run, phase)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'pending')",
+        " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
+        " lease_token, lease_until)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'pending',$14,$15,$16)",
         heal_id, created, now, source, plan.rule, plan.handler,
         alert.fingerprint if alert else None,
         alert.starts_at.isoformat() if alert else None,
         dumps(labels or {}), dumps(annotations or {}),
-        dumps(plan.params), dumps(plan.verify), int(plan.dry_run))
+        dumps(plan.params), dumps(plan.verify), int(plan.dry_run),
+        me.id, me.token, now + me.lease_ttl)
     data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
                             "dry_run": plan.dry_run}
     if received_at is not None:
         data["received_at"] = received_at
-    await event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now)
+    await event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now,
+                me)
     return heal_id
 
 
 async def event(db: Conn, heal_id: str, phase: str, kind: str, data: dict[str, Any],
-                now: float) -> None:
-    """The heal's next timeline entry (``seq`` one more than its last)."""
+                now: float, me: Replica) -> None:
+    """The heal's next timeline entry (``seq`` one more than its last), by ``me``."""
     await db.execute("UPDATE heals SET updated_at=$1 WHERE id=$2", now, heal_id)
     await db.execute(
-        "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
+        "INSERT INTO events (heal_id, seq, at, phase, kind, data, replica) VALUES"
         " ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=$1), $2, $3, $4,"
-        " $5)", heal_id, now, str(phase), kind, dumps(redact_data(data)))
+        " $5, $6)", heal_id, now, str(phase), kind, dumps(redact_data(data)), me.id)
 
 
-async def set_phase(db: Conn, heal_id: str, phase: Phase, targets: list[str] | None) -> None:
+async def set_phase(db: Conn, heal_id: str, phase: Phase, targets: list[str] | None,
+                    me: Replica) -> None:
+    await fence(db, heal_id, me)
     if targets is None:
         await db.execute("UPDATE heals SET phase=$1 WHERE id=$2", str(phase), heal_id)
     else:
@@ -106,22 +185,25 @@ async def set_phase(db: Conn, heal_id: str, phase: Phase, targets: list[str] | N
 
 
 async def interrupt(db: Conn, heal_id: str, phase: Phase, reason: str,
-                    durations: dict[str, float], now: float) -> None:
+                    durations: dict[str, float], now: float, me: Replica) -> None:
+    await fence(db, heal_id, me)
     await db.execute(
         "UPDATE heals SET phase=$1, outcome=$2, reason=$3, finished_at=$4, durations=$5"
         " WHERE id=$6", str(phase), str(Outcome.INTERRUPTED), reason, now,
         dumps(durations), heal_id)
     await event(db, heal_id, phase, "interrupted",
-                {"reason": reason, "durations": durations}, now)
+                {"reason": reason, "durations": durations}, now, me)
 
 
 async def finish(db: Conn, heal_id: str, outcome: Outcome, reason: str,
-                 durations: dict[str, float], now: float) -> None:
+                 durations: dict[str, float], now: float, me: Replica) -> None:
+    await fence(db, heal_id, me)
+    await db.execute("DELETE FROM target_locks WHERE heal_id=$1", heal_id)
     await db.execute(
         "UPDATE heals SET phase='done', outcome=$1, reason=$2, finished_at=$3, durations=$4"
         " WHERE id=$5", str(outcome), reason, now, dumps(durations), heal_id)
     await event(db, heal_id, Phase.DONE, "outcome",
-                {"outcome": str(outcome), "reason": reason, "durations": durations}, now)
+                {"outcome": str(outcome), "reason": reason, "durations": durations}, now, me)
 
 
 # ---- reads -----------------------------------------------------------------------------
@@ -129,6 +211,7 @@ async def finish(db: Conn, heal_id: str, outcome: Outcome, reason: str,
 
 def heal_dict(row: asyncpg.Record) -> dict[str, Any]:
     heal = dict(row)
+    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
     for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
         heal[key] = json.loads(heal[key])
     heal["dry_run"] = bool(heal["dry_run"])
@@ -142,7 +225,7 @@ async def get_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
     heal = heal_dict(row)
     heal["timeline"] = [
         {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
-         "data": json.loads(e["data"])}
+         "data": json.loads(e["data"]), "replica": e["replica"]}
         for e in await db.fetch("SELECT * FROM events WHERE heal_id=$1 ORDER BY seq", heal_id)
     ]
     return heal

@@ -12,7 +12,8 @@ released, and the next acquire opens a fresh one (failing, while the server is d
 JournalUnavailable).
 
 Queued writes (``submit``): kept in order, run by one task, each batch in one transaction
-with one savepoint per write (one failing write does not undo the others); a direct
+with one savepoint per write (one failing write, a LeaseLost among them, does not undo
+the others); a direct
 transaction (:meth:`Pool.transaction`) first waits for every write queued before it, so
 this process's writes reach the server in the order they were made.
 """
@@ -28,7 +29,7 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 import structlog
 
-from healer.errors import JournalUnavailable
+from healer.errors import JournalUnavailable, LeaseLost
 from healer.redact import redact_dsn
 
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class Pool:
                     async with conn.transaction():  # a savepoint inside the batch
                         await work(conn)
                     results.append(None)
-                except (asyncpg.PostgresError, ValueError) as exc:
+                except (asyncpg.PostgresError, ValueError, LeaseLost) as exc:
                     if isinstance(exc, _RETRIED + _UNREACHABLE):
                         raise
                     results.append(exc)

@@ -6,6 +6,11 @@ epoch seconds); a store at version *v* runs, in one transaction and under a
 transaction-level advisory lock (two replicas starting together migrate once), every step
 of a version above *v*, then records the newest version. A store whose schema is newer
 than this healer's is refused before anything is written.
+
+Version 2 adds replicas (the SQLite schema's version 3): leases on heals, the replica on
+each timeline entry, target locks (columns added in place: a version-1 store keeps its
+rows; their ``replica`` is NULL and their heals unleased, taken over by the first
+replica that asks).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
     (1, "safety", safety.DDL),
     (1, "followups", followups.DDL),
     (1, "probe", PROBE_DDL),
+    (2, "heals", heals.LEASES_DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 # The tables a copy fills, in order, and that must all be empty to receive one.

@@ -8,6 +8,11 @@ Durable before answered: every method returns (every ``*_soon`` future is done) 
 after its COMMIT was acknowledged, with ``synchronous_commit`` as the server has it.
 Unreachable server, broken connection: JournalUnavailable naming the store (DSN password
 redacted); the pool reconnects by itself once the server is back.
+
+Leases on PostgreSQL are by expiry only (:mod:`healer.store.postgres.heals`): unlike
+SQLite, there is no "is its holder open in this process" rule, since the holders are other
+processes, so a restarted replica (same id, new token) waits for its old heals' leases
+to expire (at most ``lease_ttl``) before it takes them over, as any replica would.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from healer.outcomes import Outcome, Phase
 from healer.redact import redact_dsn
 from healer.store import types as st
 from healer.store.postgres import alerts, followups, heals, safety, schema
-from healer.store.postgres.pool import Pool
+from healer.store.postgres.pool import Conn, Pool
 
 _ingest = alerts.ingest_batch
 
@@ -47,15 +52,19 @@ class PostgresOptions:
 
 
 class PostgresStore:
-    def __init__(self, pool: Pool, options: PostgresOptions) -> None:
+    def __init__(self, pool: Pool, options: PostgresOptions,
+                 replica: st.Replica | None = None) -> None:
         self.pool = pool
         self.options = options
+        self.replica = replica if replica is not None else st.Replica()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, options: PostgresOptions) -> PostgresStore:
-        """Connect, refuse a newer schema, create or migrate an older (or empty) one."""
+    async def open(cls, options: PostgresOptions,
+                   replica: st.Replica | None = None) -> PostgresStore:
+        """Connect, refuse a newer schema, create or migrate an older (or empty) one.
+        ``replica``: who writes (default: this host and pid, 15 s leases)."""
         pool = await Pool.connect(options.dsn, pool_size=options.pool_size,
                                   connect_timeout=options.connect_timeout,
                                   statement_timeout=options.statement_timeout)
@@ -64,7 +73,7 @@ class PostgresStore:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, options)
+        return cls(pool, options, replica)
 
     @classmethod
     async def migrate(cls, options: PostgresOptions) -> tuple[int, int]:
@@ -104,7 +113,7 @@ class PostgresStore:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now = time.time()
         return await self.pool.transaction(
-            lambda db: _ingest(db, alerts, plans, now, received_at, text))
+            lambda db: _ingest(db, alerts, plans, now, received_at, text, self.replica))
 
     async def alert_counts(self) -> dict[str, int]:
         return await self.pool.read(alerts.alert_counts)
@@ -121,16 +130,21 @@ class PostgresStore:
                                  annotations: dict[str, str]) -> str:
         now = time.time()
         return await self.pool.transaction(lambda db: heals.insert_heal(
-            db, plan, None, "manual", now, labels, annotations))
+            db, plan, None, "manual", now, self.replica, labels, annotations))
 
     async def add_event(self, heal_id: str, phase: str, kind: str,
-                        data: dict[str, Any]) -> None:
-        await self.event_soon(heal_id, phase, kind, data)
+                        data: dict[str, Any], *, fenced: bool = False) -> None:
+        await self.event_soon(heal_id, phase, kind, data, fenced=fenced)
 
     def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any]) -> asyncio.Future[None]:
-        now = time.time()
-        return self.pool.submit(lambda db: heals.event(db, heal_id, phase, kind, data, now))
+                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+        now, me = time.time(), self.replica
+
+        async def write(db: Conn) -> None:
+            if fenced:
+                await heals.fence(db, heal_id, me)
+            await heals.event(db, heal_id, phase, kind, data, now, me)
+        return self.pool.submit(write)
 
     async def set_phase(self, heal_id: str, phase: Phase, *,
                         targets: list[str] | None = None) -> None:
@@ -138,13 +152,15 @@ class PostgresStore:
 
     def set_phase_soon(self, heal_id: str, phase: Phase, *,
                        targets: list[str] | None = None) -> asyncio.Future[None]:
-        return self.pool.submit(lambda db: heals.set_phase(db, heal_id, phase, targets))
+        return self.pool.submit(
+            lambda db: heals.set_phase(db, heal_id, phase, targets, self.replica))
 
     async def interrupt(self, heal_id: str, phase: Phase, reason: str,
                         durations: dict[str, float]) -> None:
         now = time.time()
         await self.pool.transaction(
-            lambda db: heals.interrupt(db, heal_id, phase, reason, durations, now))
+            lambda db: heals.interrupt(db, heal_id, phase, reason, durations, now,
+                                       self.replica))
 
     async def finish(self, heal_id: str, outcome: Outcome, reason: str,
                      durations: dict[str, float]) -> None:
@@ -155,7 +171,8 @@ class PostgresStore:
         now = time.time()
         reason = redact_dsn(reason)
         return self.pool.submit(
-            lambda db: heals.finish(db, heal_id, outcome, reason, durations, now))
+            lambda db: heals.finish(db, heal_id, outcome, reason, durations, now,
+                                    self.replica))
 
     # ---- history reads -----------------------------------------------------------------
 
@@ -170,6 +187,26 @@ class PostgresStore:
 
     async def unfinished(self) -> list[dict[str, Any]]:
         return await self.pool.read(heals.unfinished)
+
+    # ---- leases ------------------------------------------------------------------------
+
+    async def renew_leases(self, heal_ids: Sequence[str], now: float) -> set[str]:
+        ids = list(dict.fromkeys(heal_ids))
+        if not ids:
+            return set()
+        return await self.pool.transaction(lambda db: heals.renew(db, ids, self.replica, now))
+
+    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+        return await self.pool.transaction(
+            lambda db: heals.take_over(db, self.replica, now, limit))
+
+    async def lock_target(self, target: str, heal_id: str, now: float) -> bool:
+        return await self.pool.transaction(
+            lambda db: heals.lock_target(db, target, heal_id, self.replica, now))
+
+    async def unlock_target(self, target: str, heal_id: str) -> None:
+        await self.pool.transaction(
+            lambda db: heals.unlock_target(db, target, heal_id, self.replica))
 
     # ---- safety state ------------------------------------------------------------------
 
@@ -219,12 +256,13 @@ class PostgresStore:
     async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
                               policy: st.FollowUpPolicy) -> st.FollowUpClaim:
         return await self.pool.transaction(lambda db: followups.claim(
-            db, heal_id, run_id=run_id, now=now, policy=policy))
+            db, heal_id, run_id=run_id, now=now, policy=policy, me=self.replica))
 
     async def record_follow_up_deliveries(self, heal_id: str,
                                           deliveries: list[dict[str, Any]]) -> None:
         now = time.time()
         await self.pool.transaction(
-            lambda db: followups.record_deliveries(db, heal_id, deliveries, now))
+            lambda db: followups.record_deliveries(db, heal_id, deliveries, now,
+                                                   self.replica))
 
 
