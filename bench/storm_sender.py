@@ -7,7 +7,8 @@ not share healer's event loop (it still shares the machine's cores)::
         --first-group 0 --deadline 600 --out flood.json
 
 ``storm``: what two HA Alertmanager replicas send for ``--groups`` alert groups of
-``--per-group`` alerts each (see :func:`storm_plan`), each notification retried once,
+``--per-group`` alerts each (see :func:`storm_plan`), each notification retried once
+(with ``--also-url``: replica i posts to healer i, the retry goes to healer i + 1),
 every group its own concurrent sender as in Alertmanager (one goroutine per aggregation
 group), each replica its own connection pool. Time is compressed: group_wait,
 group_interval and repeat_interval become a few milliseconds of jitter.
@@ -288,7 +289,7 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
               for per in plan.values() for notes in per for n in notes}
     deadline = time.monotonic() + args.deadline
 
-    async def group_sender(pool: Pool, notes: list[Notification],
+    async def group_sender(pool: Pool, retry_pool: Pool, notes: list[Notification],
                            delays: list[float]) -> None:
         await asyncio.sleep(delays[0])  # the storm's alerts do not all fire in one instant
         for n, pause in zip(notes, delays[1:], strict=True):
@@ -299,20 +300,28 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
             # timed out while healer was still storing the first copy.
             original = asyncio.create_task(tally.post(pool, body, n.alerts, read_body=True))
             await asyncio.sleep(rng.uniform(0.0, args.jitter))
-            retry = asyncio.create_task(tally.post(pool, body, n.alerts, read_body=True))
+            retry = asyncio.create_task(tally.post(retry_pool, body, n.alerts,
+                                                   read_body=True))
             await asyncio.gather(original, retry)
             posted[n.kind] += 2 * n.alerts
             await asyncio.sleep(pause)
 
     started = time.monotonic()
-    pools = {r: Pool(args.url, args.connections, args.timeout, args.token) for r in plan}
+    # With --also-url, Alertmanager replica i posts to healer i and its retries go to
+    # healer i + 1 (several healer replicas behind one store); otherwise all to --url.
+    urls = [args.url, *args.also_url]
+    pools = {(r, url): Pool(url, args.connections, args.timeout, args.token)
+             for i, r in enumerate(plan) for url in {urls[i % len(urls)],
+                                                     urls[(i + 1) % len(urls)]}}
     try:
         tasks = []
-        for replica, per in plan.items():
+        for i, (replica, per) in enumerate(plan.items()):
+            pool = pools[replica, urls[i % len(urls)]]
+            retry_pool = pools[replica, urls[(i + 1) % len(urls)]]
             for notes in per:
                 delays = [rng.uniform(0.0, args.spread)] + [
                     rng.uniform(0.0, args.jitter) for _ in notes]
-                tasks.append(group_sender(pools[replica], notes, delays))
+                tasks.append(group_sender(pool, retry_pool, notes, delays))
         await asyncio.gather(*tasks)
     finally:
         for pool in pools.values():
@@ -397,7 +406,11 @@ def main(argv: list[str] | None = None) -> None:
                        help="epoch seconds; group g's alerts start at this + g s")
     storm.add_argument("--wave", type=int, default=0, choices=range(10),
                        help="a later wave sends as many new alerts (new fingerprints)")
-    storm.add_argument("--connections", type=int, default=8, help="per replica")
+    storm.add_argument("--also-url", action="append", default=[],
+                       help="more healers (replicas on one store): Alertmanager replica i "
+                            "posts to URL i, its retries to URL i + 1")
+    storm.add_argument("--connections", type=int, default=8,
+                       help="per Alertmanager replica and healer")
     storm.add_argument("--spread", type=float, default=0.5,
                        help="groups' first notifications spread over this many seconds")
     storm.add_argument("--jitter", type=float, default=0.02,
