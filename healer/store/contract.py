@@ -1,6 +1,7 @@
 """The store contract: every durable operation healer's engine, HTTP API, CLI, safety
-gates and follow-ups need, as named async methods, whatever keeps the data (today
-SQLite on one host, :class:`healer.store.SqliteStore`).
+gates and follow-ups need, as named async methods, whatever keeps the data (SQLite on
+one host, :class:`healer.store.SqliteStore`; PostgreSQL shared by several replicas,
+:class:`healer.store.postgres.store.PostgresStore`).
 
 Guarantees every implementation keeps (``tests/unit/test_store_contract.py`` checks them
 against each store):

@@ -1,8 +1,9 @@
-"""Two healers, one journal: two replicas (in-process apps, two SqliteStore objects on one
-file) with short leases. A heal whose replica stops renewing its lease (a dead replica)
-is taken over by the other once the lease expired, verified there and never acted
-again; the old replica's late writes are refused (LeaseLost). Two alerts on one target
-delivered to both replicas never act at once.
+"""Two healers, one journal: two replicas (in-process apps, two store objects on one
+SQLite file, or on one PostgreSQL scratch database) with short leases. A heal whose
+replica stops renewing its lease (a dead replica) is taken over by the other once the
+lease expired, verified there and never acted again; the old replica's late writes are
+refused (LeaseLost). Two alerts on one target delivered to both replicas never act at
+once.
 """
 
 from __future__ import annotations
@@ -10,22 +11,44 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from healer.config import Secrets
 from healer.errors import LeaseLost
 from healer.outcomes import Outcome
 from healer.plugins import HandlerRegistry
 from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
+from tests.support.postgres import scratch_database
 from tests.support.prometheus_standin import StillFiring
 from tests.unit.conftest import Noop
 
 
-def _replica(config: dict[str, Any], name: str) -> dict[str, Any]:
-    return {**config, "replica": {"id": name, "lease_ttl": "1s", "renew_every": "0.2s"}}
+@dataclass(frozen=True)
+class Journal:
+    """The shared journal as ``journal:`` names it, and the secrets that resolve it."""
+
+    config: Any
+    secrets: Secrets
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journal]:
+    """A SQLite file, or a PostgreSQL scratch database (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield Journal(str(tmp_path / "journal.db"), Secrets(admin_token="admin-token"))
+        return
+    async with scratch_database() as dsn:
+        yield Journal({"dsn": dsn}, Secrets(admin_token="admin-token", journal_dsn=dsn))
+
+
+def _replica(config: dict[str, Any], journal: Journal, name: str) -> dict[str, Any]:
+    return {**config, "journal": journal.config,
+            "replica": {"id": name, "lease_ttl": "1s", "renew_every": "0.2s"}}
 
 
 async def _until(h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]], bool],
@@ -51,7 +74,7 @@ async def _post(h: InProcessHealer, labels: dict[str, str], fingerprint: str) ->
 
 
 async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+        tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop) -> None:
     """Replica A acts and verifies (the alert keeps firing), then stops renewing its
     lease (it died as far as the fleet can tell). B takes the heal over once the lease
     expired, resumes its verification (the action is not redone) and, the alert gone,
@@ -61,8 +84,10 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
         config = noop_config(tmp_path / "journal.db", stable_for="0s", timeout="60s",
                              interval="0.1s")
         config["prometheus"] = {"url": prom.url, "timeout": "2s"}
-        async with running_healer(_replica(config, "replica-a"), handlers=handlers) as a, \
-                running_healer(_replica(config, "replica-b"), handlers=handlers) as b:
+        async with running_healer(_replica(config, journal, "replica-a"), handlers=handlers,
+                                  secrets=journal.secrets) as a, \
+                running_healer(_replica(config, journal, "replica-b"), handlers=handlers,
+                               secrets=journal.secrets) as b:
             heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fdead")
             await _until(a, heal_id, lambda h: h["phase"] == "verifying")
             await a.services.executor.stop_leases()  # A's heartbeat dies
@@ -90,14 +115,16 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
 
 
 async def test_two_alerts_on_one_target_on_two_replicas_never_act_at_once(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+        tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop) -> None:
     """Two alerts naming one target, one delivered to each replica while the first
     heal's act is held: exactly one acts, the other is suppressed "in flight" (the
     target lock is the store's, not one process's)."""
     noop.gate = asyncio.Event()
     config = noop_config(tmp_path / "journal.db")
-    async with running_healer(_replica(config, "replica-a"), handlers=handlers) as a, \
-            running_healer(_replica(config, "replica-b"), handlers=handlers) as b:
+    async with running_healer(_replica(config, journal, "replica-a"), handlers=handlers,
+                              secrets=journal.secrets) as a, \
+            running_healer(_replica(config, journal, "replica-b"), handlers=handlers,
+                           secrets=journal.secrets) as b:
         first = await _post(a, {"alertname": "Poke", "target": "t1", "n": "1"}, "f0001")
         await _until(a, first, lambda h: h["phase"] == "acting")
         second = await _post(b, {"alertname": "Poke", "target": "t1", "n": "2"}, "f0002")

@@ -4,6 +4,9 @@ lifecycles and timelines, unfinished heals, the pause, atomic gate decisions, fo
 claims decided once, a newer schema refused; replicas: leases renewed and taken over
 once, fenced writes refused after a takeover, fleet-wide target locks, the replica on
 every timeline entry (two store objects on the same storage are two replicas).
+PostgreSQL only: leases by expiry (a restarted replica waits for its own old leases),
+racing takeovers from three stores, a fenced write serialised with a takeover in flight,
+a schema-1 store migrated in place.
 
 The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
 on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
@@ -42,7 +45,7 @@ from healer.store import (
 from healer.store.postgres import schema as pg_schema
 from healer.store.postgres.store import PostgresOptions, PostgresStore
 from tests.support.pgserver import private_postgres
-from tests.support.postgres import scratch_database
+from tests.support.postgres import Sessions, scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)
@@ -627,3 +630,168 @@ async def test_every_timeline_entry_names_the_replica_that_wrote_it(
     assert [e["replica"] for e in (await a.get_heal(manual) or {})["timeline"]] == [
         "replica-b"]
     assert (await a.get_heal(manual) or {})["owner"] == "replica-b"
+
+
+# ---- PostgreSQL only: leases by expiry, racing takeovers, schema 1 -> 2 ----------------
+
+
+def _pg_replica(name: str) -> Replica:
+    return Replica(id=name, lease_ttl=TTL)
+
+
+async def test_postgres_a_restarted_replica_takes_its_old_heals_only_after_expiry() -> None:
+    """PostgreSQL has no "holder open in this process" rule: a replica restarted under the
+    same id (a new token) is another holder, so it takes over the heals its previous
+    process left only once their lease expired, naming itself as the owner they had;
+    the dead process's token then holds nothing."""
+    async with scratch_database() as dsn:
+        options = PostgresOptions(dsn)
+        old = await PostgresStore.open(options, _pg_replica("replica-a"))
+        try:
+            before = time.time()
+            ids = sorted([await _started(old, f"restart{i}") for i in range(3)])
+            after = time.time()
+        finally:
+            await old.close()  # the process is gone; its leases are not released
+        new = await PostgresStore.open(options, _pg_replica("replica-a"))
+        try:
+            assert await new.take_over(before, 10) == []
+            assert await new.take_over(before + TTL - 0.01, 10) == []  # not expired yet
+            rows = await new.take_over(after + TTL + 0.01, 10)
+            assert sorted(r["id"] for r in rows) == ids
+            assert {(r["owner"], r["taken_from"]) for r in rows} == {("replica-a",
+                                                                     "replica-a")}
+            assert await new.renew_leases(ids, after + TTL) == set(ids)
+        finally:
+            await new.close()
+        stale = await PostgresStore.open(options, old.replica)  # the old token again
+        try:
+            assert await stale.renew_leases(ids, after + TTL) == set()
+        finally:
+            await stale.close()
+
+
+async def test_postgres_racing_takeovers_from_three_stores_are_disjoint_and_complete(
+        ) -> None:
+    """Three replicas racing to take over, in small batches, the expired heals of a dead
+    one: every expired heal goes to exactly one of them (the sets are disjoint and cover
+    all), heals whose lease was renewed go to none, and nothing is left to take."""
+    async with scratch_database() as dsn, AsyncExitStack() as stack:
+        options = PostgresOptions(dsn)
+        stores: list[PostgresStore] = []
+        for name in ("dead", "b", "c", "d"):
+            store = await PostgresStore.open(options, _pg_replica(f"replica-{name}"))
+            stack.push_async_callback(store.close)
+            stores.append(store)
+        dead, racers = stores[0], stores[1:]
+        answer = await dead.ingest([_alert(f"race{i}") for i in range(30)], _plan)
+        ids = [d.heal_id or "" for d in answer]
+        later = time.time() + 3 * TTL
+        alive = set(await dead.renew_leases(ids[:5], later - 0.5))
+        assert len(alive) == 5
+
+        async def drain(store: PostgresStore) -> list[str]:
+            got: list[str] = []
+            for _ in range(30):  # bounded: 30 heals, at least one per non-empty round
+                rows = await store.take_over(later, 4)
+                if not rows:
+                    break
+                got += [r["id"] for r in rows]
+            return got
+
+        taken = await asyncio.gather(*(drain(store) for store in racers))
+        every = [heal_id for got in taken for heal_id in got]
+        assert Counter(every) == Counter(set(ids) - alive)  # each expired heal once
+        assert await racers[0].take_over(later, 100) == []
+        owners = {r["id"]: r["owner"] for r in await dead.unfinished()}
+        for store, got in zip(racers, taken, strict=True):
+            assert {owners[h] for h in got} <= {store.replica.id}
+        assert {owners[h] for h in alive} == {"replica-dead"}
+
+
+async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_nothing(
+        ) -> None:
+    """Fencing and takeover are serialised on the heal's row: while another transaction
+    moves the lease (not committed yet), the holder's phase change waits; once it
+    commits, the write raises LeaseLost and the phase is unchanged. While a fenced write
+    holds the row, a takeover skips the heal instead of waiting."""
+    async with scratch_database() as dsn, Sessions(dsn) as sessions:
+        a = await PostgresStore.open(PostgresOptions(dsn), _pg_replica("replica-a"))
+        try:
+            heal_id = await _started(a, "inflight")
+            mover = await sessions.open(application_name="mover")
+            await mover.execute("BEGIN")
+            await mover.execute("UPDATE heals SET owner='replica-x', lease_token='x'"
+                                " WHERE id=$1", heal_id)
+            write = asyncio.ensure_future(a.set_phase(heal_id, Phase.ACTING))
+            watcher = await sessions.open()
+            for _ in range(200):  # bounded: until the write waits on the mover's row lock
+                if await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name="
+                        "'healer' AND wait_event_type = 'Lock'"):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError("the fenced write never waited on the row lock")
+            assert not write.done()
+            await mover.execute("COMMIT")
+            with pytest.raises(LeaseLost):
+                await write
+            heal = await a.get_heal(heal_id) or {}
+            assert (heal["phase"], heal["owner"]) == ("pending", "replica-x")
+
+            b = await PostgresStore.open(PostgresOptions(dsn), _pg_replica("replica-b"))
+            try:
+                await mover.execute("BEGIN")
+                await mover.execute("SELECT 1 FROM heals WHERE id=$1 FOR UPDATE", heal_id)
+                assert await b.take_over(time.time() + 3 * TTL, 10) == []  # skipped
+                await mover.execute("COMMIT")
+                [row] = await b.take_over(time.time() + 3 * TTL, 10)
+                assert (row["id"], row["taken_from"]) == (heal_id, "replica-x")
+            finally:
+                await b.close()
+        finally:
+            await a.close()
+
+
+async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_taken_over(
+        ) -> None:
+    """A store at schema 1 (before replicas) with a heal and its timeline is brought to
+    schema 2 in place: the heal is kept, unleased and its old entry names no replica; the
+    first take_over of any replica gets it (taken from nobody), and new entries name the
+    replica."""
+    async with scratch_database() as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                for statement in pg_schema.VERSION_DDL:
+                    await conn.execute(statement)
+                for version, _, statements in pg_schema.MIGRATIONS:
+                    if version == 1:
+                        for statement in statements:
+                            await conn.execute(statement)
+                await conn.execute("INSERT INTO healer_schema VALUES (1, 0)")
+                await conn.execute(
+                    "INSERT INTO heals (id, created_at, updated_at, source, rule, handler,"
+                    " labels, annotations, params, verify, dry_run, phase) VALUES ('old', 1,"
+                    " 1, 'manual', 'poke', 'test.noop', '{}', '{}', '{}', '{}', 0, 'acting')")
+                await conn.execute("INSERT INTO events (heal_id, seq, at, phase, kind, data)"
+                                   " VALUES ('old', 1, 1, 'pending', 'manual_trigger', '{}')")
+        finally:
+            await conn.close()
+        options = PostgresOptions(dsn)
+        assert await PostgresStore.migrate(options) == (1, pg_schema.SCHEMA_VERSION)
+        store = await PostgresStore.open(options, _pg_replica("replica-new"))
+        try:
+            before = await store.get_heal("old") or {}
+            assert (before["owner"], before["lease_until"]) == (None, None)
+            assert [e["replica"] for e in before["timeline"]] == [None]
+            [row] = await store.take_over(time.time(), 10)
+            assert (row["id"], row["phase"], row["owner"], row["taken_from"]) == (
+                "old", "acting", "replica-new", None)
+            await store.add_event("old", Phase.VERIFYING, "verification_resumed", {},
+                                  fenced=True)
+            after = await store.get_heal("old") or {}
+            assert [e["replica"] for e in after["timeline"]] == [None, "replica-new"]
+        finally:
+            await store.close()
