@@ -396,6 +396,9 @@ class Executor:
                                                    alert=job.alert, waited=waited, log=log)
         except Deferred:
             return  # healer is stopping: the heal stays pending, the next start resumes it
+        except LeaseLost:
+            self._lease_lost(job.heal_id)  # taken over while it waited: the new owner runs it
+            return
         except Exception as exc:
             early = (Outcome.FAILED, f"safety gate failed: {type(exc).__name__}: {exc}")
         started = time.monotonic()
