@@ -23,10 +23,10 @@ import contextlib
 import hashlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -36,7 +36,7 @@ from bench.storm_sender import iso
 
 from .env import free_port, wait_until
 from .faults import cluster_args
-from .healer_api import write_config
+from .healer_api import HealerApi, write_config
 from .loop import DEMO_RULES
 from .pgserver import PrivatePostgres, private_postgres
 from .processes import (
@@ -50,6 +50,7 @@ from .processes import (
 from .service import DemoService
 
 LEASE = {"lease_ttl": "2s", "renew_every": "0.5s"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,27 +72,21 @@ class Fleet:
     def _live(self) -> list[HealerProc]:
         return [h for i, h in enumerate(self.healers) if h.running and i not in self.stopped]
 
-    def _get(self, path: str, **params: Any) -> Any:
-        """GET from the first running replica that answers (any replica reads the store)."""
+    def _any(self, read: Callable[[HealerApi], T]) -> T:
+        """``read`` from the first running replica that answers (any one reads the store)."""
         error: Exception | None = None
         for healer in self._live():
             try:
-                with httpx.Client(timeout=5.0) as client:
-                    response = client.get(f"{healer.url}{path}", params=params,
-                                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-                response.raise_for_status()
-                return response.json()
+                return read(HealerApi(healer=healer, admin_token=ADMIN_TOKEN))
             except httpx.HTTPError as exc:
                 error = exc
         raise error or httpx.ConnectError("no replica running")
 
     def heals(self, **filters: Any) -> list[dict[str, Any]]:
-        heals: list[dict[str, Any]] = self._get("/api/v1/heals", **filters)["heals"]
-        return heals
+        return self._any(lambda api: api.heals(**filters))
 
     def heal(self, heal_id: str) -> dict[str, Any]:
-        heal: dict[str, Any] = self._get(f"/api/v1/heals/{heal_id}")
-        return heal
+        return self._any(lambda api: api.heal(heal_id))
 
     def post(self, index: int, alerts: list[dict[str, Any]]) -> httpx.Response:
         """A webhook POST straight to replica ``index``, as Alertmanager sends it."""
