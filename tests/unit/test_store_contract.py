@@ -588,6 +588,33 @@ async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing
         "matched", "note", "outcome"]
 
 
+async def test_a_refused_fenced_write_queued_with_others_leaves_them_written(
+        replicas: list[Store]) -> None:
+    """Fenced writes queued together (they may share one commit): the one for a heal
+    taken over raises LeaseLost and writes nothing, while the writes queued around it for
+    a heal still held all land, in order."""
+    a, b, _ = replicas
+    lost, held = await _started(a, "q-lost"), await _started(a, "q-held")
+    [taken] = await b.take_over(time.time() + 3 * TTL, 1)  # the oldest: ``lost``
+    assert taken["id"] == lost
+    assert await a.renew_leases([held, lost], time.time()) == {held}
+    queued = [a.event_soon(held, Phase.PENDING, "before", {}, fenced=True),
+              a.set_phase_soon(lost, Phase.ACTING),
+              a.event_soon(lost, Phase.ACTING, "act", {}, fenced=True),
+              a.set_phase_soon(held, Phase.CHECKING, targets=["test:t"]),
+              a.finish_soon(lost, Outcome.RECOVERED, "late", {}),
+              a.event_soon(held, Phase.CHECKING, "after", {}, fenced=True)]
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == [
+        "NoneType", "LeaseLost", "LeaseLost", "NoneType", "LeaseLost", "NoneType"]
+    mine = await a.get_heal(held) or {}
+    assert (mine["phase"], [e["kind"] for e in mine["timeline"]]) == (
+        "checking", ["matched", "before", "after"])
+    theirs = await b.get_heal(lost) or {}
+    assert (theirs["phase"], theirs["outcome"], [e["kind"] for e in theirs["timeline"]]) == (
+        "pending", None, ["matched"])
+
+
 async def test_a_target_lock_is_exclusive_across_replicas_until_released_or_expired(
         replicas: list[Store]) -> None:
     """Two heals on two replicas: racing for one target, exactly one gets the lock; the

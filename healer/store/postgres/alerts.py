@@ -15,16 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from healer.replica import Replica
 from healer.store.postgres import heals
 from healer.store.postgres.pool import Conn, lock
-from healer.store.types import (
-    AlertKey,
-    Disposition,
-    HealPlan,
-    ReceivedAlert,
-    Replica,
-    alert_key_time,
-)
+from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert, alert_key_time
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS deliveries (
