@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -149,13 +150,18 @@ class Executor:
         self._waits.add(job.heal_id, alert_key(alert), delay=wait["wait"], item=job,
                         due=lambda due: self.submit(due, waited=True))
         data = {k: v for k, v in wait.items() if k != "wait"}
-        written = self._journal.event_soon(job.heal_id, Phase.PENDING, "min_firing_wait", data)
-        written.add_done_callback(self._write_failed)
+        written = self._journal.event_soon(job.heal_id, Phase.PENDING, "min_firing_wait", data,
+                                           fenced=True)
+        written.add_done_callback(partial(self._write_failed, job.heal_id))
         self._log.info("waiting for min_firing", heal_id=job.heal_id, rule=job.rule,
                        min_firing=wait["min_firing"], wait=round(wait["wait"], 3))
 
-    def _write_failed(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and (exc := future.exception()) is not None:
+    def _write_failed(self, heal_id: str, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or (exc := future.exception()) is None:
+            return
+        if isinstance(exc, LeaseLost):  # taken over meanwhile: the wait is not ours
+            self._lease_lost(heal_id)
+        else:
             self._log.error("could not journal a min_firing wait", error=str(exc))
 
     def alert_resolved(self, fingerprint: str, starts_at: datetime) -> None:
@@ -396,6 +402,9 @@ class Executor:
                                                    alert=job.alert, waited=waited, log=log)
         except Deferred:
             return  # healer is stopping: the heal stays pending, the next start resumes it
+        except LeaseLost:
+            self._lease_lost(job.heal_id)  # taken over while it waited: the new owner runs it
+            return
         except Exception as exc:
             early = (Outcome.FAILED, f"safety gate failed: {type(exc).__name__}: {exc}")
         started = time.monotonic()

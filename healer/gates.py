@@ -164,12 +164,15 @@ class SafetyGates:
     async def before_check(self, *, heal_id: str, rule: str | None, alert: Alert | None,
                            waited: bool, log: Any) -> Verdict:
         """The pause; after a min_firing wait (``waited``), the wait's end is recorded
-        first. Raises Deferred when healer is stopping (the heal stays pending)."""
+        first. Raises Deferred when healer is stopping (the heal stays pending), LeaseLost
+        when another replica took the heal over meanwhile (nothing written)."""
         if self._stopping.is_set():
             raise Deferred
         if waited and alert is not None:
+            # Fenced: a replica frozen through its wait may have lost the heal meanwhile.
             await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_reached", {
-                "firing_for": round(time.time() - alert.starts_at.timestamp(), 3)})
+                "firing_for": round(time.time() - alert.starts_at.timestamp(), 3)},
+                fenced=True)
         if (paused := await self._paused_reason()) is not None:
             return Outcome.SUPPRESSED, paused
         return None

@@ -437,8 +437,10 @@ class HealerFactory(_Factory):
         port: int | None = None,
         host: str = "127.0.0.1",
         open_files: tuple[int, int] | None = None,
+        args: Sequence[str] = (),
     ) -> HealerProc:
-        """Run ``python -m healer serve --config <config_path> --listen <host>:<port>``.
+        """Run ``python -m healer serve --config <config_path> --listen <host>:<port>``
+        followed by ``args`` (e.g. ``--replica-id r1``).
 
         ``port`` defaults to a free one; give it when a peer (Alertmanager) must know
         healer's URL before healer starts. ``host`` other than 127.0.0.1 (e.g.
@@ -461,6 +463,7 @@ class HealerFactory(_Factory):
                 str(config_path),
                 "--listen",
                 f"{host}:{port}",
+                *args,
             ]
 
         instance = HealerProc(
