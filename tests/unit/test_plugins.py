@@ -276,6 +276,7 @@ def test_check_config_reports_a_broken_plugin(tmp_path: Path,
     assert "handler plugin 'broken.thing'" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_serve_takes_the_journal_dsn_from_a_file_and_refuses_two_journals(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--journal-dsn-file`` names a PostgreSQL store whose DSN (password included) is
