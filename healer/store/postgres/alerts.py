@@ -12,13 +12,12 @@ heal per alert identity: the second waits for the first's lock, and then sees it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
 from healer.replica import Replica
+from healer.store import rows
 from healer.store.postgres import heals
 from healer.store.postgres.pool import Conn, lock
-from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert, alert_key_time
+from healer.store.types import AlertKey, Disposition, HealPlan, ReceivedAlert
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS deliveries (
@@ -55,54 +54,22 @@ async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
                        plans: Sequence[HealPlan | None], now: float,
                        received_at: float | None, body: str, me: Replica
                        ) -> list[Disposition]:
-    starts_cache: dict[datetime, str] = {}
-    keyed = []
-    for alert in alerts:
-        starts = starts_cache.get(alert.starts_at)
-        if starts is None:
-            starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
-        keyed.append((alert, starts))
+    keyed = rows.key_alerts(alerts)
     identities = {(a.fingerprint, starts) for a, starts in keyed}
     await lock(db, *(alert_lock(fp, starts) for fp, starts in identities))
-    known = await _known_alerts(db, identities)
-    inserts: dict[tuple[str, str, str], list[Any]] = {}
-    repeats: dict[tuple[str, str, str], int] = {}
-    out: list[Disposition] = []
+    batch = rows.IngestBatch(await _known_alerts(db, identities), now)
     for idx, (alert, starts) in enumerate(keyed):
-        key = (alert.fingerprint, starts, alert.status)
-        seen = known.get(key)
-        if seen is not None or key in inserts:
-            if seen is None:
-                row = inserts[key]
-                row[7] += 1
-                disposition, heal_id = row[8], row[9]
-            else:
-                repeats[key] = repeats.get(key, 0) + 1
-                disposition, heal_id = seen
-            out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
-                                   reason=f"already received ({disposition})"))
+        if batch.repeat(alert, starts):
             continue
-        heal_id = None
-        resolved_key = (alert.fingerprint, starts, "resolved")
-        if alert.status == "resolved":
+        plan, heal_id = plans[idx], None
+        kind = batch.kind(alert, starts, plan)
+        if kind == "resolved":
             await _note_resolved(db, alert, now, me)
-            disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
-        elif resolved_key in known or resolved_key in inserts:
-            disposition = "stale"
-            result = Disposition(alert.fingerprint, "ignored",
-                                 reason="stale: this alert was already resolved")
-        elif (plan := plans[idx]) is None:
-            disposition = "ignored"
-            result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
-        else:
+        elif kind == "started" and plan is not None:
             heal_id = await heals.insert_heal(db, plan, alert, "alert", now, me,
-                                              received_at=received_at)
-            disposition = "started"
-            result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
-        inserts[key] = [alert.fingerprint, starts, alert.status, alert.name, idx, now, now,
-                        1, disposition, heal_id]
-        out.append(result)
-    if inserts:
+                                             received_at=received_at)
+        batch.add(idx, alert, starts, kind, plan, heal_id)
+    if batch.inserts:
         delivery = await db.fetchval(
             "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
             received_at or now, body)
@@ -111,22 +78,22 @@ async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
             " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             " ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
-            [(*row, delivery) for row in inserts.values()])
-    if repeats:
+            batch.insert_rows(delivery))
+    if batch.repeats:
         await db.executemany(
             "UPDATE alerts SET times_seen = times_seen + $1, last_seen = $2"
             " WHERE fingerprint=$3 AND starts_at=$4 AND status=$5",
-            [(n, now, *key) for key, n in repeats.items()])
-    return out
+            batch.repeat_rows())
+    return batch.out
 
 
 async def _known_alerts(db: Conn, keys: set[tuple[str, str]]
                         ) -> dict[tuple[str, str, str], tuple[str, str | None]]:
     known: dict[tuple[str, str, str], tuple[str, str | None]] = {}
-    rows = await db.fetch(
+    stored = await db.fetch(
         "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
         " WHERE fingerprint = ANY($1::text[])", sorted({fp for fp, _ in keys}))
-    for row in rows:
+    for row in stored:
         if (row[0], row[1]) in keys:
             known[(row[0], row[1], row[2])] = (row[3], row[4])
     return known

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from healer.outcomes import Outcome, Phase
+from healer.store import rows
 from healer.store.postgres import alerts, heals, safety
 from healer.store.postgres.pool import Conn, lock
 from healer.store.sqlite.followups import heal_alert
@@ -34,12 +35,7 @@ async def _read_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow(
         "SELECT id, rule, fingerprint, alert_starts_at, labels, annotations, targets, phase,"
         " outcome, reason, finished_at FROM heals WHERE id=$1", heal_id)
-    if row is None:
-        return None
-    heal = dict(row)
-    for key in ("labels", "annotations", "targets"):
-        heal[key] = json.loads(heal[key])
-    return heal
+    return rows.follow_up_heal(row)
 
 
 async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,

@@ -19,15 +19,13 @@ disjoint heals. Every timestamp compared with a lease is the ``now`` the caller 
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
-
-import asyncpg
 
 from healer.errors import LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
+from healer.store import rows
 from healer.store.postgres.pool import Conn, lock
 from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
 
@@ -209,13 +207,7 @@ async def finish(db: Conn, heal_id: str, outcome: Outcome, reason: str,
 # ---- reads -----------------------------------------------------------------------------
 
 
-def heal_dict(row: asyncpg.Record) -> dict[str, Any]:
-    heal = dict(row)
-    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
-    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
-        heal[key] = json.loads(heal[key])
-    heal["dry_run"] = bool(heal["dry_run"])
-    return heal
+heal_dict = rows.heal_dict
 
 
 async def get_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
@@ -224,8 +216,7 @@ async def get_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
         return None
     heal = heal_dict(row)
     heal["timeline"] = [
-        {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
-         "data": json.loads(e["data"]), "replica": e["replica"]}
+        rows.timeline_entry(e)
         for e in await db.fetch("SELECT * FROM events WHERE heal_id=$1 ORDER BY seq", heal_id)
     ]
     return heal

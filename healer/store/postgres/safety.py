@@ -14,8 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
-
+from healer.store import rows
 from healer.store.postgres import alerts
 from healer.store.postgres.pool import Conn, lock, lock_shared
 from healer.store.types import AlertKey, Decision, Limits
@@ -89,10 +88,7 @@ async def clear_pause(db: Conn, now: float) -> dict[str, Any] | None:
 # ---- circuits ------------------------------------------------------------------------
 
 
-def _circuit(row: asyncpg.Record) -> dict[str, Any]:
-    circuit = dict(row)
-    circuit["escalation"] = json.loads(circuit["escalation"]) if circuit["escalation"] else None
-    return circuit
+_circuit = rows.circuit_dict
 
 
 async def open_rules(db: Conn) -> set[str]:

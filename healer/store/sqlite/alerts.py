@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
+from healer.store import rows
 from healer.store.sqlite import heals
 from healer.store.types import (
     AlertKey,
@@ -20,7 +19,6 @@ from healer.store.types import (
     HealPlan,
     ReceivedAlert,
     Replica,
-    alert_key_time,
 )
 
 DDL = (
@@ -82,66 +80,34 @@ def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
                  received_at: float | None, body: str, me: Replica) -> list[Disposition]:
     """One query finds which alerts were seen before; new ones are inserted and
     repeats counted with one ``executemany`` each (no per-alert round trips)."""
-    starts_cache: dict[datetime, str] = {}
-    keyed = []
-    for alert in alerts:
-        starts = starts_cache.get(alert.starts_at)
-        if starts is None:
-            starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
-        keyed.append((alert, starts))
-    known = _known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed})
-    inserts: dict[tuple[str, str, str], list[Any]] = {}
-    repeats: dict[tuple[str, str, str], int] = {}
-    out: list[Disposition] = []
+    keyed = rows.key_alerts(alerts)
+    batch = rows.IngestBatch(
+        _known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed}), now)
     for idx, (alert, starts) in enumerate(keyed):
-        key = (alert.fingerprint, starts, alert.status)
-        seen = known.get(key)
-        if seen is not None or key in inserts:
-            if seen is None:
-                row = inserts[key]
-                row[7] += 1  # times_seen of a row this batch inserts
-                disposition, heal_id = row[8], row[9]
-            else:
-                repeats[key] = repeats.get(key, 0) + 1
-                disposition, heal_id = seen
-            out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
-                                   reason=f"already received ({disposition})"))
+        if batch.repeat(alert, starts):
             continue
-        heal_id = None
-        if alert.status == "resolved":
+        plan, heal_id = plans[idx], None
+        kind = batch.kind(alert, starts, plan)
+        if kind == "resolved":
             _note_resolved(db, alert, now, me)
-            disposition, result = "resolved", Disposition(alert.fingerprint, "resolved")
-        elif (alert.fingerprint, starts, "resolved") in known or \
-                (alert.fingerprint, starts, "resolved") in inserts:
-            # A late re-send (slow HA peer, retry) of an alert already seen resolved.
-            disposition = "stale"
-            result = Disposition(alert.fingerprint, "ignored",
-                                 reason="stale: this alert was already resolved")
-        elif (plan := plans[idx]) is None:
-            disposition = "ignored"
-            result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
-        else:
+        elif kind == "started" and plan is not None:
             heal_id = heals.insert_heal(db, plan, alert, "alert", now, me,
                                        received_at=received_at)
-            disposition = "started"
-            result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
-        inserts[key] = [alert.fingerprint, starts, alert.status, alert.name, idx, now, now,
-                        1, disposition, heal_id]
-        out.append(result)
-    if inserts:
+        batch.add(idx, alert, starts, kind, plan, heal_id)
+    if batch.inserts:
         delivery = db.execute("INSERT INTO deliveries (received_at, body) VALUES (?, ?)",
                               (received_at or now, body)).lastrowid
         db.executemany(
             "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
             " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # one SQL text: a prepared statement
-            [(*row, delivery) for row in inserts.values()])
-    if repeats:
+            batch.insert_rows(delivery))
+    if batch.repeats:
         db.executemany(
             "UPDATE alerts SET times_seen = times_seen + ?, last_seen = ?"
             " WHERE fingerprint=? AND starts_at=? AND status=?",
-            [(n, now, *key) for key, n in repeats.items()])
-    return out
+            batch.repeat_rows())
+    return batch.out
 
 
 def _known_alerts(db: sqlite3.Connection, keys: set[tuple[str, str]]

@@ -16,6 +16,7 @@ from typing import Any
 
 from healer.api import Alert
 from healer.outcomes import Outcome, Phase
+from healer.store import rows
 from healer.store.sqlite import alerts, heals, safety
 from healer.store.types import FollowUpClaim, FollowUpPolicy, Replica, alert_key_time
 
@@ -45,12 +46,7 @@ def _read_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
     row = db.execute("SELECT id, rule, fingerprint, alert_starts_at, labels, annotations,"
                      " targets, phase, outcome, reason, finished_at FROM heals WHERE id=?",
                      (heal_id,)).fetchone()
-    if row is None:
-        return None
-    heal = dict(row)
-    for key in ("labels", "annotations", "targets"):
-        heal[key] = json.loads(heal[key])
-    return heal
+    return rows.follow_up_heal(row)
 
 
 def claim(db: sqlite3.Connection, heal_id: str, *, run_id: str, now: float,

@@ -6,7 +6,6 @@ Every function takes the store's connection and runs on its writer thread
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections.abc import Collection, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 from healer.errors import LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
+from healer.store import rows
 from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
 
 DDL = (
@@ -215,13 +215,7 @@ def finish(db: sqlite3.Connection, heal_id: str, outcome: Outcome, reason: str,
 # ---- reads -----------------------------------------------------------------------------
 
 
-def heal_dict(row: sqlite3.Row) -> dict[str, Any]:
-    heal = dict(row)
-    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
-    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
-        heal[key] = json.loads(heal[key])
-    heal["dry_run"] = bool(heal["dry_run"])
-    return heal
+heal_dict = rows.heal_dict
 
 
 def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
@@ -230,8 +224,7 @@ def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
         return None
     heal = heal_dict(row)
     heal["timeline"] = [
-        {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
-         "data": json.loads(e["data"]), "replica": e["replica"]}
+        rows.timeline_entry(e)
         for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
     ]
     return heal

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from healer.store import rows
 from healer.store.sqlite import alerts
 from healer.store.types import AlertKey, Decision, Limits
 from healer.timefmt import format_seconds
@@ -85,10 +86,7 @@ def clear_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
 # ---- circuits ------------------------------------------------------------------------
 
 
-def _circuit(row: sqlite3.Row) -> dict[str, Any]:
-    circuit = dict(row)
-    circuit["escalation"] = json.loads(circuit["escalation"]) if circuit["escalation"] else None
-    return circuit
+_circuit = rows.circuit_dict
 
 
 def open_rules(db: sqlite3.Connection) -> set[str]:

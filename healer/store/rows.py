@@ -1,0 +1,133 @@
+"""Backend-neutral pieces of the stores: what a delivery's alerts are (new, repeated,
+resolved, stale, unmatched, started) given the rows already stored, and how stored rows
+become the dicts callers see. Both :mod:`healer.store.sqlite` and
+:mod:`healer.store.postgres` call these, so the two backends cannot drift apart in
+meaning; each keeps its own SQL and its own way of running it (sync sqlite3, asyncpg).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from healer.store.types import Disposition, HealPlan, ReceivedAlert, alert_key_time
+
+# (fingerprint, starts_at, status) of one stored alert row.
+AlertRowKey = tuple[str, str, str]
+# That key -> (disposition, heal_id) of every stored row a delivery may repeat.
+Known = dict[AlertRowKey, tuple[str, str | None]]
+Kind = Literal["resolved", "stale", "ignored", "started"]
+
+
+def key_alerts(alerts: Sequence[ReceivedAlert]) -> list[tuple[ReceivedAlert, str]]:
+    """Each alert with its startsAt as stored (formatted once per distinct time)."""
+    starts_cache: dict[datetime, str] = {}
+    keyed = []
+    for alert in alerts:
+        starts = starts_cache.get(alert.starts_at)
+        if starts is None:
+            starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
+        keyed.append((alert, starts))
+    return keyed
+
+
+class IngestBatch:
+    """One delivery's bookkeeping: the rows to insert, the repeats to count and the
+    dispositions to answer, decided from ``known`` (the rows stored before) and from
+    the rows this batch inserts. The backend runs the side effects (noting a resolved
+    alert on its open heals, inserting a heal) and the SQL."""
+
+    def __init__(self, known: Known, now: float) -> None:
+        self.known = known
+        self.now = now
+        self.inserts: dict[AlertRowKey, list[Any]] = {}
+        self.repeats: dict[AlertRowKey, int] = {}
+        self.out: list[Disposition] = []
+
+    def repeat(self, alert: ReceivedAlert, starts: str) -> bool:
+        """Count and answer the alert as a duplicate if it was received before (in an
+        earlier delivery or earlier in this one); False: it is new."""
+        key = (alert.fingerprint, starts, alert.status)
+        seen = self.known.get(key)
+        if seen is None and key not in self.inserts:
+            return False
+        if seen is None:
+            row = self.inserts[key]
+            row[7] += 1  # times_seen of a row this batch inserts
+            disposition, heal_id = row[8], row[9]
+        else:
+            self.repeats[key] = self.repeats.get(key, 0) + 1
+            disposition, heal_id = seen
+        self.out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
+                                    reason=f"already received ({disposition})"))
+        return True
+
+    def kind(self, alert: ReceivedAlert, starts: str, plan: HealPlan | None) -> Kind:
+        """What a new alert is: resolved, stale (a late re-send, by a slow HA peer or a
+        retry, of an alert already seen resolved), ignored (no rule) or started."""
+        resolved_key = (alert.fingerprint, starts, "resolved")
+        if alert.status == "resolved":
+            return "resolved"
+        if resolved_key in self.known or resolved_key in self.inserts:
+            return "stale"
+        return "ignored" if plan is None else "started"
+
+    def add(self, idx: int, alert: ReceivedAlert, starts: str, kind: Kind,
+            plan: HealPlan | None, heal_id: str | None) -> None:
+        """Record a new alert's row and answer it."""
+        if kind == "resolved":
+            result = Disposition(alert.fingerprint, "resolved")
+        elif kind == "stale":
+            result = Disposition(alert.fingerprint, "ignored",
+                                 reason="stale: this alert was already resolved")
+        elif kind == "ignored" or plan is None:
+            result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
+        else:
+            result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
+        self.inserts[(alert.fingerprint, starts, alert.status)] = [
+            alert.fingerprint, starts, alert.status, alert.name, idx, self.now, self.now,
+            1, kind, heal_id]
+        self.out.append(result)
+
+    def insert_rows(self, delivery: Any) -> list[tuple[Any, ...]]:
+        """The new alert rows, in the column order of ``alerts`` (delivery_id last)."""
+        return [(*row, delivery) for row in self.inserts.values()]
+
+    def repeat_rows(self) -> list[tuple[Any, ...]]:
+        """(times more, last_seen, fingerprint, starts_at, status) per repeated row."""
+        return [(n, self.now, *key) for key, n in self.repeats.items()]
+
+
+def heal_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored heal row as callers see it (JSON columns decoded, no lease token)."""
+    heal = dict(row)
+    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
+    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
+        heal[key] = json.loads(heal[key])
+    heal["dry_run"] = bool(heal["dry_run"])
+    return heal
+
+
+def timeline_entry(e: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored event row as a timeline entry."""
+    return {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
+            "data": json.loads(e["data"]), "replica": e["replica"]}
+
+
+def follow_up_heal(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The columns of a heal a follow-up claim reads, JSON decoded (None: no heal)."""
+    if row is None:
+        return None
+    heal = dict(row)
+    for key in ("labels", "annotations", "targets"):
+        heal[key] = json.loads(heal[key])
+    return heal
+
+
+def circuit_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored circuit row as callers see it (its escalation decoded)."""
+    circuit = dict(row)
+    circuit["escalation"] = json.loads(circuit["escalation"]) if circuit["escalation"] else None
+    return circuit
