@@ -262,10 +262,11 @@ class UnlockCron:
 
         changing = await modules_changing(ctx, db, schema)
         evidence["modules_changing"] = changing
-        for pid in list(candidates):
-            if changing:
-                leave(pid, "modules are being installed, upgraded or removed ("
-                      + ", ".join(changing) + "): Odoo's own cron waits for that too")
+        if changing:
+            upgrade = ("modules are being installed, upgraded or removed ("
+                       + ", ".join(changing) + "): Odoo's own cron waits for that too")
+            for pid in list(candidates):
+                leave(pid, upgrade)
         held = sorted({j for _, e in candidates.values() for j in e["holds_jobs"]})
         ages = await progress_ages(ctx, db, schema, held)
         if schema.progress:
