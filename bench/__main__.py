@@ -15,24 +15,41 @@ from pathlib import Path
 from bench.common import RESULTS, Context, write_result
 from bench.report import load_results, render_table, update_readme
 
-ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action",
-         "loop")
+ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", choices=[[], *ORDER], metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(ORDER)}")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: tiny counts and seconds-long phases")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="where the JSON results go (default: bench/results)")
-    parser.add_argument("--readme", action="store_true",
-                        help="write the summary table (and timeline picture) into README.md")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep each benchmark's scratch directory (logs) for a look")
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[[], *ORDER],
+        metavar="NAME",
+        help=f"benchmarks to run (default: all): {', '.join(ORDER)}",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny counts and seconds-long phases"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where the JSON results go (default: bench/results)",
+    )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="write the summary table (and timeline picture) into README.md",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each benchmark's scratch directory (logs) for a look",
+    )
     args = parser.parse_args(argv)
     names = args.names or list(ORDER)
     failed: list[str] = []

@@ -92,8 +92,10 @@ from tests.support.postgres import scratch_database, scratch_role, server_dsn, w
 from tests.support.processes import PrometheusFactory, PromInstance
 
 NAME = "action"
-DESCRIPTION = ("docker.restart and postgres.terminate_blockers through healer, against a raw "
-               "SDK restart and a bare pg_terminate_backend")
+DESCRIPTION = (
+    "docker.restart and postgres.terminate_blockers through healer, against a raw "
+    "SDK restart and a bare pg_terminate_backend"
+)
 
 STOP_TIMEOUT = 5
 MIN_WAIT = 0.2
@@ -119,29 +121,56 @@ def run(ctx: Context) -> Result:
     figures = {"docker": dock, "postgres": pg}
     table = [
         _row("docker.restart: act (ms)", dock, "act_ms", "restart_ms"),
-        _row("docker.restart: trigger -> act done (ms)", dock, "trigger_to_act_ms",
-             "restart_ms"),
+        _row("docker.restart: trigger -> act done (ms)", dock, "trigger_to_act_ms", "restart_ms"),
         _row("terminate_blockers: act (ms)", pg, "act_ms", "terminate_exit_ms"),
-        _row("terminate_blockers: act vs the bare signal alone (ms)", pg, "act_ms",
-             "terminate_ms"),
-        _row("terminate_blockers: trigger -> act done (ms)", pg, "trigger_to_act_ms",
-             "terminate_exit_ms"),
-        _row("terminate_blockers: trigger -> blocker gone (ms)", pg, "blocker_closed_ms",
-             "blocker_closed_ms"),
-        _row("terminate_blockers: trigger -> waiter through (ms)", pg, "waiter_done_ms",
-             "waiter_done_ms"),
+        _row("terminate_blockers: act vs the bare signal alone (ms)", pg, "act_ms", "terminate_ms"),
+        _row(
+            "terminate_blockers: trigger -> act done (ms)",
+            pg,
+            "trigger_to_act_ms",
+            "terminate_exit_ms",
+        ),
+        _row(
+            "terminate_blockers: trigger -> blocker gone (ms)",
+            pg,
+            "blocker_closed_ms",
+            "blocker_closed_ms",
+        ),
+        _row(
+            "terminate_blockers: trigger -> waiter through (ms)",
+            pg,
+            "waiter_done_ms",
+            "waiter_done_ms",
+        ),
     ]
     targets = [
         Target("docker.restart act / raw SDK restart", dock["ratio"]["act"], "<=", 1.1),
         Target("terminate_blockers act / bare terminate + exit", pg["ratio"]["act"], "<=", 1.1),
-        Target("failed rounds (a heal not recovered, a bare action refused)",
-               dock["failures"] + pg["failures"], "<=", 0),
+        Target(
+            "failed rounds (a heal not recovered, a bare action refused)",
+            dock["failures"] + pg["failures"],
+            "<=",
+            0,
+        ),
     ]
-    return Result(NAME, figures, targets, table, params={
-        "warmup_rounds": warmup, "docker_rounds": docker_rounds, "pg_rounds": pg_rounds,
-        "stop_timeout": STOP_TIMEOUT, "min_wait_s": MIN_WAIT,
-        "exit_poll_s": {"first_pauses": list(EXIT_POLL[:8]), "looks": len(EXIT_POLL),
-                        "total": round(sum(EXIT_POLL), 3)}})
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "warmup_rounds": warmup,
+            "docker_rounds": docker_rounds,
+            "pg_rounds": pg_rounds,
+            "stop_timeout": STOP_TIMEOUT,
+            "min_wait_s": MIN_WAIT,
+            "exit_poll_s": {
+                "first_pauses": list(EXIT_POLL[:8]),
+                "looks": len(EXIT_POLL),
+                "total": round(sum(EXIT_POLL), 3),
+            },
+        },
+    )
 
 
 def _row(figure: str, part: dict[str, Any], mine: str, bare: str) -> dict[str, Any]:
@@ -191,13 +220,20 @@ def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str,
     client = docker.from_env(timeout=60)
     factory = ContainerFactory(client, build_busybox_image(client, workdir / "image"))
     name = f"healer-bench-action-{uuid.uuid4().hex[:8]}"
-    config = {**COMMON, "prometheus": {"url": prom_url},
-              "allow": [{"kind": "docker", "name": name}],
-              "rules": [{"name": "bench-restart", "match": ['alertname="BenchRestart"'],
-                         "handler": "docker.restart",
-                         "params": {"containers": ["{{ labels.container }}"],
-                                    "stop_timeout": STOP_TIMEOUT},
-                         "verify": VERIFY}]}
+    config = {
+        **COMMON,
+        "prometheus": {"url": prom_url},
+        "allow": [{"kind": "docker", "name": name}],
+        "rules": [
+            {
+                "name": "bench-restart",
+                "match": ['alertname="BenchRestart"'],
+                "handler": "docker.restart",
+                "params": {"containers": ["{{ labels.container }}"], "stop_timeout": STOP_TIMEOUT},
+                "verify": VERIFY,
+            }
+        ],
+    }
     runs: dict[str, list[dict[str, float]]] = {"healer": [], "bare": []}
     failures: list[str] = []
     try:
@@ -210,14 +246,23 @@ def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str,
                         container.restart(timeout=STOP_TIMEOUT)
                         got = {"restart_ms": (time.perf_counter() - started) * 1000}
                     else:
-                        first = 1.5 * (median([x["restart_ms"] for x in runs["bare"]])
-                                       or 300.0) / 1000 + 0.2
-                        heal, triggered = _heal(http, h.url, {
-                            "rule": "bench-restart",
-                            "labels": {"alertname": "BenchRestart", "container": name}}, first)
+                        first = (
+                            1.5 * (median([x["restart_ms"] for x in runs["bare"]]) or 300.0) / 1000
+                            + 0.2
+                        )
+                        heal, triggered = _heal(
+                            http,
+                            h.url,
+                            {
+                                "rule": "bench-restart",
+                                "labels": {"alertname": "BenchRestart", "container": name},
+                            },
+                            first,
+                        )
                         got = _healer_figures(heal, triggered)
-                        restarted = next((e["data"] for e in heal["timeline"]
-                                          if e["kind"] == "restarted"), None)
+                        restarted = next(
+                            (e["data"] for e in heal["timeline"] if e["kind"] == "restarted"), None
+                        )
                         if restarted is not None:
                             got["restart_one_ms"] = restarted["seconds"] * 1000
                         if heal["outcome"] != "recovered":
@@ -234,8 +279,9 @@ def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str,
     return _part(runs, failures, "restart_ms")
 
 
-def _heal(http: httpx.Client, url: str, body: dict[str, Any],
-          first: float) -> tuple[dict[str, Any], float]:
+def _heal(
+    http: httpx.Client, url: str, body: dict[str, Any], first: float
+) -> tuple[dict[str, Any], float]:
     triggered = time.time()
     resp = http.post(f"{url}/api/v1/heals", json=body, headers=ADMIN)
     resp.raise_for_status()
@@ -252,18 +298,31 @@ def _heal(http: httpx.Client, url: str, body: dict[str, Any],
     raise TimeoutError(f"heal {heal_id} has no outcome after {HEAL_TIMEOUT:g}s")
 
 
-def _part(runs: dict[str, list[dict[str, float]]], failures: list[str],
-          bare_key: str) -> dict[str, Any]:
+def _part(
+    runs: dict[str, list[dict[str, float]]], failures: list[str], bare_key: str
+) -> dict[str, Any]:
     h = median([x["act_ms"] for x in runs["healer"] if "act_ms" in x])
     e2e = median([x["trigger_to_act_ms"] for x in runs["healer"] if "trigger_to_act_ms" in x])
     b = median([x[bare_key] for x in runs["bare"]])
-    return {"healer": _stats(runs["healer"]), "bare": _stats(runs["bare"]),
-            "ratio": {"act": ratio(h, b), "trigger_to_act": ratio(e2e, b)},
-            "failures": len(failures), "failure_reasons": failures[:10], "runs": runs}
+    return {
+        "healer": _stats(runs["healer"]),
+        "bare": _stats(runs["bare"]),
+        "ratio": {"act": ratio(h, b), "trigger_to_act": ratio(e2e, b)},
+        "failures": len(failures),
+        "failure_reasons": failures[:10],
+        "runs": runs,
+    }
 
 
-def _progress(what: str, r: int, warmup: int, rounds: int,
-              runs: dict[str, list[dict[str, float]]], mine: str, bare: str) -> None:
+def _progress(
+    what: str,
+    r: int,
+    warmup: int,
+    rounds: int,
+    runs: dict[str, list[dict[str, float]]],
+    mine: str,
+    bare: str,
+) -> None:
     if r < warmup:
         print(f"    {what}: warm-up round {r + 1}/{warmup}", flush=True)
         return
@@ -271,8 +330,11 @@ def _progress(what: str, r: int, warmup: int, rounds: int,
     b = runs["bare"][-1].get(bare) if runs["bare"] else None
     hm = median([x[mine] for x in runs["healer"] if mine in x])
     bm = median([x[bare] for x in runs["bare"] if bare in x])
-    print(f"    {what}: round {r + 1 - warmup}/{rounds}: healer act {_ms(h)}, bare {_ms(b)}"
-          f" (medians {_ms(hm)} / {_ms(bm)}, ratio {ratio(hm, bm)})", flush=True)
+    print(
+        f"    {what}: round {r + 1 - warmup}/{rounds}: healer act {_ms(h)}, bare {_ms(b)}"
+        f" (medians {_ms(hm)} / {_ms(bm)}, ratio {ratio(hm, bm)})",
+        flush=True,
+    )
 
 
 def _ms(v: float | None) -> str:
@@ -289,10 +351,14 @@ async def _postgres(workdir: Path, prom_url: str, rounds: int, warmup: int) -> d
     async with AsyncExitStack() as stack:
         # Roles first: the database (holding their grants) is dropped before them.
         app_role = await stack.enter_async_context(
-            scratch_role("LOGIN NOSUPERUSER", prefix="healer_bench_app"))
-        healer_role = await stack.enter_async_context(scratch_role(
-            "LOGIN NOSUPERUSER IN ROLE pg_signal_backend, pg_read_all_stats",
-            prefix="healer_bench_healer"))
+            scratch_role("LOGIN NOSUPERUSER", prefix="healer_bench_app")
+        )
+        healer_role = await stack.enter_async_context(
+            scratch_role(
+                "LOGIN NOSUPERUSER IN ROLE pg_signal_backend, pg_read_all_stats",
+                prefix="healer_bench_healer",
+            )
+        )
         db_dsn = await stack.enter_async_context(scratch_database(dsn, prefix="healer_bench"))
         datname = db_dsn.rsplit("/", 1)[1]
         admin = await asyncpg.connect(db_dsn, timeout=5)
@@ -303,22 +369,33 @@ async def _postgres(workdir: Path, prom_url: str, rounds: int, warmup: int) -> d
         finally:
             await admin.close()
         app_dsn, healer_dsn = with_user(db_dsn, app_role), with_user(db_dsn, healer_role)
-        config = {**COMMON, "prometheus": {"url": prom_url},
-                  "databases": {"bench": {"dsn": healer_dsn}},
-                  "allow": [{"kind": "postgres", "database": "bench"}],
-                  "rules": [{"name": "bench-unjam", "match": ['alertname="BenchLockJam"'],
-                             "handler": "postgres.terminate_blockers",
-                             "params": {"database": "bench", "datname": "{{ labels.datname }}",
-                                        "min_wait": f"{int(MIN_WAIT * 1000)}ms"},
-                             "verify": VERIFY}]}
+        config = {
+            **COMMON,
+            "prometheus": {"url": prom_url},
+            "databases": {"bench": {"dsn": healer_dsn}},
+            "allow": [{"kind": "postgres", "database": "bench"}],
+            "rules": [
+                {
+                    "name": "bench-unjam",
+                    "match": ['alertname="BenchLockJam"'],
+                    "handler": "postgres.terminate_blockers",
+                    "params": {
+                        "database": "bench",
+                        "datname": "{{ labels.datname }}",
+                        "min_wait": f"{int(MIN_WAIT * 1000)}ms",
+                    },
+                    "verify": VERIFY,
+                }
+            ],
+        }
         h = stack.enter_context(healer(workdir, config))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
-        obs = await asyncpg.connect(dsn, timeout=5,
-                                    server_settings={"application_name": "bench-observer"})
+        obs = await asyncpg.connect(
+            dsn, timeout=5, server_settings={"application_name": "bench-observer"}
+        )
         stack.push_async_callback(obs.close)
         bare = await stack.enter_async_context(_bare_terminator(healer_dsn))
-        body = {"rule": "bench-unjam",
-                "labels": {"alertname": "BenchLockJam", "datname": datname}}
+        body = {"rule": "bench-unjam", "labels": {"alertname": "BenchLockJam", "datname": datname}}
 
         async def by_healer(pid: int) -> tuple[dict[str, float], str | None]:
             triggered = time.time()
@@ -353,16 +430,18 @@ async def _postgres(workdir: Path, prom_url: str, rounds: int, warmup: int) -> d
     return _part(runs, failures, "terminate_exit_ms")
 
 
-async def _aheal(http: httpx.AsyncClient, url: str, body: dict[str, Any],
-                 first: float) -> dict[str, Any]:
+async def _aheal(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], first: float
+) -> dict[str, Any]:
     resp = await http.post(f"{url}/api/v1/heals", json=body, headers=ADMIN)
     resp.raise_for_status()
     heal_id = resp.json()["heal_id"]
     await asyncio.sleep(first)
     deadline = time.monotonic() + HEAL_TIMEOUT
     for _ in range(int(HEAL_TIMEOUT / POLL) + 2):
-        heal: dict[str, Any] = (await http.get(f"{url}/api/v1/heals/{heal_id}",
-                                               headers=ADMIN)).json()
+        heal: dict[str, Any] = (
+            await http.get(f"{url}/api/v1/heals/{heal_id}", headers=ADMIN)
+        ).json()
         if heal.get("outcome") is not None:
             return heal
         if time.monotonic() > deadline:
@@ -381,9 +460,14 @@ async def _bare_terminator(dsn: str) -> AsyncIterator[asyncio.subprocess.Process
     """The bare side in a process of its own, as healer is (the bench's event loop also
     serves the jam's sessions and the observers): :func:`bare_terminator` on ``dsn``."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys, bench.action as a; a.bare_terminator(sys.argv[1])",
-        dsn, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        sys.executable,
+        "-c",
+        "import sys, bench.action as a; a.bare_terminator(sys.argv[1])",
+        dsn,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout is not None
         ready = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -409,8 +493,9 @@ def bare_terminator(dsn: str) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        conn = await asyncpg.connect(dsn, timeout=5,
-                                     server_settings={"application_name": "bench-bare"})
+        conn = await asyncpg.connect(
+            dsn, timeout=5, server_settings={"application_name": "bench-bare"}
+        )
         try:
             print("ready", flush=True)
             while line := await loop.run_in_executor(None, sys.stdin.readline):
@@ -422,26 +507,38 @@ def bare_terminator(dsn: str) -> None:
                     if pause:
                         await asyncio.sleep(pause)
                     if not await conn.fetchval(
-                            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid):
+                        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid
+                    ):
                         break
                 ended = time.perf_counter()
-                print(json.dumps({"sent": sent, "terminate_ms": (signalled - started) * 1000,
-                                  "terminate_exit_ms": (ended - started) * 1000}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "sent": sent,
+                            "terminate_ms": (signalled - started) * 1000,
+                            "terminate_exit_ms": (ended - started) * 1000,
+                        }
+                    ),
+                    flush=True,
+                )
         finally:
             await conn.close()
 
     asyncio.run(main())
 
 
-async def _jam_round(app_dsn: str, obs: asyncpg.Connection,
-                     end: Callable[[int], Any]) -> tuple[dict[str, float], str | None]:
+async def _jam_round(
+    app_dsn: str, obs: asyncpg.Connection, end: Callable[[int], Any]
+) -> tuple[dict[str, float], str | None]:
     """Build a fresh jam (root blocker + a waiter blocked ``MIN_WAIT``), let ``end`` clear
     it, and time from the bench what both sides can be seen to do."""
     loop = asyncio.get_running_loop()
-    blocker = await asyncpg.connect(app_dsn, timeout=5,
-                                    server_settings={"application_name": "bench-blocker"})
-    waiter = await asyncpg.connect(app_dsn, timeout=5,
-                                   server_settings={"application_name": "bench-waiter"})
+    blocker = await asyncpg.connect(
+        app_dsn, timeout=5, server_settings={"application_name": "bench-blocker"}
+    )
+    waiter = await asyncpg.connect(
+        app_dsn, timeout=5, server_settings={"application_name": "bench-waiter"}
+    )
     waiting: asyncio.Future[Any] | None = None
     try:
         closed: asyncio.Future[float] = loop.create_future()
@@ -477,9 +574,11 @@ async def _jam_round(app_dsn: str, obs: asyncpg.Connection,
 
 async def _wait_blocked_for(obs: asyncpg.Connection, pid: int, seconds: float) -> None:
     """Until backend ``pid`` waits on a lock and its statement is ``seconds`` old."""
-    sql = ("SELECT cardinality(pg_blocking_pids(pid)) > 0"
-           " AND extract(epoch FROM now() - query_start) >= $2"
-           " FROM pg_stat_activity WHERE pid = $1")
+    sql = (
+        "SELECT cardinality(pg_blocking_pids(pid)) > 0"
+        " AND extract(epoch FROM now() - query_start) >= $2"
+        " FROM pg_stat_activity WHERE pid = $1"
+    )
     deadline = time.monotonic() + 10
     while not await obs.fetchval(sql, pid, seconds):
         if time.monotonic() > deadline:

@@ -62,7 +62,7 @@ class AppendLog:
     def _write(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         os.fsync(self._fd)
 
 
@@ -83,22 +83,29 @@ def create_app(durable: Path | None = None) -> FastAPI:
             return Response(exc.message, status_code=exc.status)
         if log is not None:
             await log.append(body)
-        return Response(f'{{"accepted":{len(message.alerts)}}}', status_code=202,
-                        media_type="application/json")
+        return Response(
+            f'{{"accepted":{len(message.alerts)}}}', status_code=202, media_type="application/json"
+        )
 
     return app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--listen", required=True, help="HOST:PORT")
-    parser.add_argument("--durable", type=Path, metavar="FILE",
-                        help="append each body to FILE and fsync before answering")
+    parser.add_argument(
+        "--durable",
+        type=Path,
+        metavar="FILE",
+        help="append each body to FILE and fsync before answering",
+    )
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
-    GracefulServer(uvicorn_config(create_app(args.durable), host=host, port=int(port),
-                                  grace=0)).run()
+    GracefulServer(
+        uvicorn_config(create_app(args.durable), host=host, port=int(port), grace=0)
+    ).run()
 
 
 if __name__ == "__main__":

@@ -78,23 +78,37 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "kernel": platform.release(), "commit": commit,
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "commit": commit,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
-def write_result(result: Result, elapsed: float, quick: bool,
-                 directory: Path = RESULTS) -> Path:
+def write_result(result: Result, elapsed: float, quick: bool, directory: Path = RESULTS) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.name}.json"
-    doc = {"benchmark": result.name, "quick": quick, "machine": machine(),
-           "elapsed_seconds": round(elapsed, 1), "params": result.params,
-           "targets": [t.as_dict() for t in result.targets], "table": result.table,
-           "figures": result.figures}
+    doc = {
+        "benchmark": result.name,
+        "quick": quick,
+        "machine": machine(),
+        "elapsed_seconds": round(elapsed, 1),
+        "params": result.params,
+        "targets": [t.as_dict() for t in result.targets],
+        "table": result.table,
+        "figures": result.figures,
+    }
     path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
     return path
 
@@ -106,6 +120,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---- statistics -----------------------------------------------------------------------
+
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q`` quantile (0..1) by nearest rank; None for no values."""
@@ -131,8 +146,14 @@ def summary(values: Iterable[float], scale: float = 1.0, digits: int = 3) -> dic
     def r(v: float | None) -> float | None:
         return None if v is None else round(v, digits)
 
-    return {"n": len(data), "median": r(statistics.median(data)), "p90": r(percentile(data, .9)),
-            "p99": r(percentile(data, .99)), "min": r(min(data)), "max": r(max(data))}
+    return {
+        "n": len(data),
+        "median": r(statistics.median(data)),
+        "p90": r(percentile(data, 0.9)),
+        "p99": r(percentile(data, 0.99)),
+        "min": r(min(data)),
+        "max": r(max(data)),
+    }
 
 
 def ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
@@ -142,6 +163,7 @@ def ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
 
 
 # ---- processes ------------------------------------------------------------------------
+
 
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -38,21 +38,34 @@ CONFIG = noop_config([noop_rule("dispatch", "BenchDispatch", "{{ labels.fp }}", 
 
 def _probe_body(tag: str, n: int) -> dict[str, Any]:
     fp = f"{tag}p{n}"
-    return {"version": "4", "status": "firing", "receiver": "healer", "groupKey": fp,
-            "alerts": [{"status": "firing", "startsAt": "2026-11-23T08:00:00Z",
-                        "labels": {"alertname": "BenchDispatch", "fp": fp},
-                        "annotations": {}, "fingerprint": fp}]}
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "groupKey": fp,
+        "alerts": [
+            {
+                "status": "firing",
+                "startsAt": "2026-11-23T08:00:00Z",
+                "labels": {"alertname": "BenchDispatch", "fp": fp},
+                "annotations": {},
+                "fingerprint": fp,
+            }
+        ],
+    }
 
 
-def _probe(client: httpx.Client, tag: str, count: int, pause: float,
-           stop: threading.Event | None = None) -> list[str]:
+def _probe(
+    client: httpx.Client, tag: str, count: int, pause: float, stop: threading.Event | None = None
+) -> list[str]:
     """Post ``count`` single-alert probes, ``pause`` s apart; their heal ids."""
     heal_ids = []
     for n in range(count):
         if stop is not None and stop.is_set():
             break
-        resp = client.post("/api/v1/alerts", json=_probe_body(tag, n),
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = client.post(
+            "/api/v1/alerts", json=_probe_body(tag, n), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         resp.raise_for_status()
         heal_ids += [s["heal_id"] for s in resp.json()["started"]]
         time.sleep(pause)
@@ -65,21 +78,24 @@ def _latencies(client: httpx.Client, heal_ids: list[str], timeout: float = 60) -
     deadline = time.monotonic() + timeout
     for heal_id in heal_ids:
         while True:
-            heal = client.get(f"/api/v1/heals/{heal_id}",
-                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+            heal = client.get(
+                f"/api/v1/heals/{heal_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ).json()
             events = {e["kind"]: e["data"] for e in heal["timeline"]}
             if "check" in events:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"heal {heal_id} never reached check: {heal}")
             time.sleep(0.05)
-        out.append(events["check"]["evidence"]["check_started_at"]
-                   - events["matched"]["received_at"])
+        out.append(
+            events["check"]["evidence"]["check_started_at"] - events["matched"]["received_at"]
+        )
     return out
 
 
-def _under_load(client: httpx.Client, seconds: float, start_load: Any
-                ) -> tuple[list[float], dict[str, Any]]:
+def _under_load(
+    client: httpx.Client, seconds: float, start_load: Any
+) -> tuple[list[float], dict[str, Any]]:
     """Probe every 50 ms while ``start_load()`` (a context manager yielding a
     summary dict, filled once the load has ended) keeps healer busy."""
     with start_load() as load:
@@ -107,9 +123,18 @@ def run(ctx: Context) -> Result:
         @contextlib.contextmanager
         def saturating() -> Iterator[dict[str, Any]]:
             out: dict[str, Any] = {}
-            thread = threading.Thread(target=lambda: out.update(wrk(
-                h.url, seconds=seconds, connections=16, alerts=size,
-                tag=f"ds{time.time_ns()}", token=TOKEN)))
+            thread = threading.Thread(
+                target=lambda: out.update(
+                    wrk(
+                        h.url,
+                        seconds=seconds,
+                        connections=16,
+                        alerts=size,
+                        tag=f"ds{time.time_ns()}",
+                        token=TOKEN,
+                    )
+                )
+            )
             thread.start()
             try:
                 yield out
@@ -121,28 +146,50 @@ def run(ctx: Context) -> Result:
     busy = summary(steady_ms, scale=1000)
     flooded = summary(saturated_ms, scale=1000)
     figures = {
-        "idle_ms": idle, "steady_load_ms": busy, "saturating_load_ms": flooded,
-        "steady_load": {k: steady_load_figures.get(k) for k in (
-            "requests_per_second", "alerts_per_second", "statuses", "latency_p99_ms")},
-        "saturating_load": {k: saturated_load.get(k) for k in (
-            "rps", "alerts_per_s", "non_2xx", "p99_us")},
+        "idle_ms": idle,
+        "steady_load_ms": busy,
+        "saturating_load_ms": flooded,
+        "steady_load": {
+            k: steady_load_figures.get(k)
+            for k in ("requests_per_second", "alerts_per_second", "statuses", "latency_p99_ms")
+        },
+        "saturating_load": {
+            k: saturated_load.get(k) for k in ("rps", "alerts_per_s", "non_2xx", "p99_us")
+        },
     }
 
     def row(figure: str, s: dict[str, Any], target: float) -> dict[str, Any]:
-        return {"figure": figure, "healer": f"{s.get('median')} / {s.get('p99')}",
-                "bare": f"target p99 {target:g}",
-                "ratio": None if s.get("p99") is None else round(s["p99"] / target, 3)}
+        return {
+            "figure": figure,
+            "healer": f"{s.get('median')} / {s.get('p99')}",
+            "bare": f"target p99 {target:g}",
+            "ratio": None if s.get("p99") is None else round(s["p99"] / target, 3),
+        }
 
     table = [
         row("arrival -> check, idle: median / p99 (ms)", idle, 5),
         row(f"... under {rate} posts/s of {size} alerts: median / p99 (ms)", busy, 50),
-        row(f"... under a saturating load ({(saturated_load.get('rps') or 0):.0f} posts/s "
-            f"of {size}, wrk, 16 connections): median / p99 (ms)", flooded, 50),
+        row(
+            f"... under a saturating load ({(saturated_load.get('rps') or 0):.0f} posts/s "
+            f"of {size}, wrk, 16 connections): median / p99 (ms)",
+            flooded,
+            50,
+        ),
     ]
-    targets = [Target("dispatch p99 idle", idle.get("p99"), "<=", 5, " ms"),
-               Target(f"dispatch p99 under {rate * size:,} alerts/s", busy.get("p99"), "<=",
-                      50, " ms")]
-    return Result(NAME, figures, targets, table,
-                  params={"idle_probes": probes, "load_seconds": seconds,
-                          "steady_rate": rate, "alerts_per_post": size,
-                          "probe_interval_under_load": 0.05})
+    targets = [
+        Target("dispatch p99 idle", idle.get("p99"), "<=", 5, " ms"),
+        Target(f"dispatch p99 under {rate * size:,} alerts/s", busy.get("p99"), "<=", 50, " ms"),
+    ]
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "idle_probes": probes,
+            "load_seconds": seconds,
+            "steady_rate": rate,
+            "alerts_per_post": size,
+            "probe_interval_under_load": 0.05,
+        },
+    )

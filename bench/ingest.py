@@ -32,54 +32,100 @@ def run(ctx: Context) -> Result:
     rounds = ctx.pick(5, 1)
     seconds = ctx.pick(5, 1)
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-        who: {n: [] for n in SIZES} for who in SERVERS}
-    with healer(ctx.workdir, {"rules": []}) as h, bare_endpoint(ctx.workdir) as bare, \
-            bare_endpoint(ctx.workdir, durable=True) as floor:
-        servers = {"healer": (h.url, TOKEN), "bare": (bare.url, None),
-                   "floor": (floor.url, None)}
+        who: {n: [] for n in SIZES} for who in SERVERS
+    }
+    with (
+        healer(ctx.workdir, {"rules": []}) as h,
+        bare_endpoint(ctx.workdir) as bare,
+        bare_endpoint(ctx.workdir, durable=True) as floor,
+    ):
+        servers = {"healer": (h.url, TOKEN), "bare": (bare.url, None), "floor": (floor.url, None)}
         for r in range(rounds):
             for size in SIZES:
                 order = SERVERS if r % 2 == 0 else SERVERS[::-1]
                 for who in order:
                     url, token = servers[who]
-                    stats = wrk(url, seconds=seconds, connections=CONNECTIONS, alerts=size,
-                                tag=f"{who[0]}{r}s{size}", token=token)
+                    stats = wrk(
+                        url,
+                        seconds=seconds,
+                        connections=CONNECTIONS,
+                        alerts=size,
+                        tag=f"{who[0]}{r}s{size}",
+                        token=token,
+                    )
                     runs[who][size].append(stats)
-                    print(f"    round {r + 1}/{rounds} {who:6} {size:2} alerts/post: "
-                          f"{stats['rps']:7.0f} req/s, p99 {stats['p99_us'] / 1000:.1f} ms, "
-                          f"non-2xx {stats['non_2xx']}", flush=True)
+                    print(
+                        f"    round {r + 1}/{rounds} {who:6} {size:2} alerts/post: "
+                        f"{stats['rps']:7.0f} req/s, p99 {stats['p99_us'] / 1000:.1f} ms, "
+                        f"non-2xx {stats['non_2xx']}",
+                        flush=True,
+                    )
     figures: dict[str, Any] = {"runs": runs, "connections": CONNECTIONS}
     targets, table = [], []
     for size in SIZES:
-        med = {who: {k: statistics.median(s[k] for s in runs[who][size])
-                     for k in ("rps", "alerts_per_s", "p50_us", "p99_us")}
-               for who in runs}
-        errors = {who: sum(s["non_2xx"] + s["connect_errors"] + s["read_errors"]
-                           + s["timeouts"] for s in runs[who][size]) for who in runs}
+        med = {
+            who: {
+                k: statistics.median(s[k] for s in runs[who][size])
+                for k in ("rps", "alerts_per_s", "p50_us", "p99_us")
+            }
+            for who in runs
+        }
+        errors = {
+            who: sum(
+                s["non_2xx"] + s["connect_errors"] + s["read_errors"] + s["timeouts"]
+                for s in runs[who][size]
+            )
+            for who in runs
+        }
         rps_ratio = ratio(med["healer"]["rps"], med["bare"]["rps"])
         floor_ratio = ratio(med["floor"]["rps"], med["bare"]["rps"])
         over_floor = ratio(med["healer"]["rps"], med["floor"]["rps"])
-        figures[f"{size}_alerts"] = {"median": med, "errors": errors, "ratio_rps": rps_ratio,
-                                     "ratio_rps_floor_to_bare": floor_ratio,
-                                     "ratio_rps_healer_to_floor": over_floor}
+        figures[f"{size}_alerts"] = {
+            "median": med,
+            "errors": errors,
+            "ratio_rps": rps_ratio,
+            "ratio_rps_floor_to_bare": floor_ratio,
+            "ratio_rps_healer_to_floor": over_floor,
+        }
         table += [
-            {"figure": f"{size}-alert posts: requests/s", "healer": med["healer"]["rps"],
-             "bare": med["bare"]["rps"], "ratio": rps_ratio},
-            {"figure": f"{size}-alert posts: alerts/s", "healer": med["healer"]["alerts_per_s"],
-             "bare": med["bare"]["alerts_per_s"],
-             "ratio": ratio(med["healer"]["alerts_per_s"], med["bare"]["alerts_per_s"])},
-            {"figure": f"{size}-alert posts: p50 / p99 latency (ms)",
-             "healer": f"{med['healer']['p50_us'] / 1000:.1f} / "
-                       f"{med['healer']['p99_us'] / 1000:.1f}",
-             "bare": f"{med['bare']['p50_us'] / 1000:.1f} / {med['bare']['p99_us'] / 1000:.1f}",
-             "ratio": ratio(med["healer"]["p99_us"], med["bare"]["p99_us"])},
-            {"figure": f"{size}-alert posts: requests/s against the durable floor (bare +"
-                       f" fsynced append; floor/bare {floor_ratio})",
-             "healer": med["healer"]["rps"], "bare": med["floor"]["rps"], "ratio": over_floor},
+            {
+                "figure": f"{size}-alert posts: requests/s",
+                "healer": med["healer"]["rps"],
+                "bare": med["bare"]["rps"],
+                "ratio": rps_ratio,
+            },
+            {
+                "figure": f"{size}-alert posts: alerts/s",
+                "healer": med["healer"]["alerts_per_s"],
+                "bare": med["bare"]["alerts_per_s"],
+                "ratio": ratio(med["healer"]["alerts_per_s"], med["bare"]["alerts_per_s"]),
+            },
+            {
+                "figure": f"{size}-alert posts: p50 / p99 latency (ms)",
+                "healer": f"{med['healer']['p50_us'] / 1000:.1f} / "
+                f"{med['healer']['p99_us'] / 1000:.1f}",
+                "bare": f"{med['bare']['p50_us'] / 1000:.1f} / {med['bare']['p99_us'] / 1000:.1f}",
+                "ratio": ratio(med["healer"]["p99_us"], med["bare"]["p99_us"]),
+            },
+            {
+                "figure": f"{size}-alert posts: requests/s against the durable floor (bare +"
+                f" fsynced append; floor/bare {floor_ratio})",
+                "healer": med["healer"]["rps"],
+                "bare": med["floor"]["rps"],
+                "ratio": over_floor,
+            },
         ]
-        targets.append(Target(f"requests/s healer/bare, {size}-alert posts", rps_ratio,
-                              ">=", 0.8))
+        targets.append(Target(f"requests/s healer/bare, {size}-alert posts", rps_ratio, ">=", 0.8))
         targets.append(Target(f"failed requests, {size}-alert posts", errors["healer"], "<=", 0))
-    return Result(NAME, figures, targets, table,
-                  params={"rounds": rounds, "seconds": seconds, "connections": CONNECTIONS,
-                          "sizes": list(SIZES)})
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "rounds": rounds,
+            "seconds": seconds,
+            "connections": CONNECTIONS,
+            "sizes": list(SIZES),
+        },
+    )

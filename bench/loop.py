@@ -53,8 +53,10 @@ from tests.support.odoo_loop import TEST_SPEED, shipped_rule
 from tests.support.odoo_scenarios import SCENARIOS, odoo_world
 
 NAME = "loop"
-DESCRIPTION = ("the Odoo runbook's faults healed through real Prometheus and Alertmanager: "
-               "time per phase, healer's share against theirs")
+DESCRIPTION = (
+    "the Odoo runbook's faults healed through real Prometheus and Alertmanager: "
+    "time per phase, healer's share against theirs"
+)
 HEAL_TIMEOUT = 90.0
 """Seconds a repetition waits for its heal's outcome."""
 BUDGET = 15 * 60.0
@@ -71,18 +73,38 @@ class Phase:
 
 
 PHASES = (
-    Phase("detect", "Prometheus", "fault", "pending",
-          "fault -> pending: scrape, rule threshold, evaluation"),
+    Phase(
+        "detect",
+        "Prometheus",
+        "fault",
+        "pending",
+        "fault -> pending: scrape, rule threshold, evaluation",
+    ),
     Phase("for", "Prometheus", "pending", "firing", "pending -> firing: the rule's for:"),
-    Phase("notify", "Alertmanager", "firing", "webhook",
-          "firing -> webhook: Prometheus' notifier, group_wait, POST, journal"),
+    Phase(
+        "notify",
+        "Alertmanager",
+        "firing",
+        "webhook",
+        "firing -> webhook: Prometheus' notifier, group_wait, POST, journal",
+    ),
     Phase("check", "healer", "webhook", "check", "webhook -> check done"),
     Phase("act", "healer", "check", "act", "check -> act done"),
-    Phase("recover", "service", "act", "gone",
-          "act -> alert gone: the service recovers, next scrape and evaluation"),
+    Phase(
+        "recover",
+        "service",
+        "act",
+        "gone",
+        "act -> alert gone: the service recovers, next scrape and evaluation",
+    ),
     Phase("poll", "healer", "gone", "seen", "alert gone -> healer's verify sees it"),
-    Phase("stable_for", "healer hold", "seen", "outcome",
-          "seen -> recovered: healer holds for stable_for"),
+    Phase(
+        "stable_for",
+        "healer hold",
+        "seen",
+        "outcome",
+        "seen -> recovered: healer holds for stable_for",
+    ),
 )
 OWNERS = {
     "Prometheus": "Prometheus",
@@ -154,14 +176,19 @@ async def _one(ctx: Context, key: str, rep: int, docker: Any) -> dict[str, Any]:
         record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         return record
     durations = phases(milestones)
-    record.update(outcome=heal["outcome"], reason=heal["reason"], heal_id=heal["id"],
-                  milestones=milestones,
-                  after_fault={k: None if v is None else round(v - fault_at, 3)
-                               for k, v in milestones.items()},
-                  phases=durations, owned=owned(durations),
-                  healer_durations=heal.get("durations"),
-                  act=[e["data"].get("summary") for e in heal["timeline"]
-                       if e["kind"] == "act"])
+    record.update(
+        outcome=heal["outcome"],
+        reason=heal["reason"],
+        heal_id=heal["id"],
+        milestones=milestones,
+        after_fault={
+            k: None if v is None else round(v - fault_at, 3) for k, v in milestones.items()
+        },
+        phases=durations,
+        owned=owned(durations),
+        healer_durations=heal.get("durations"),
+        act=[e["data"].get("summary") for e in heal["timeline"] if e["kind"] == "act"],
+    )
     return record
 
 
@@ -188,9 +215,11 @@ def _progress(record: dict[str, Any], reps: int) -> str:
     def s(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    return (f"{head} {record['outcome']}; firing +{s(t['firing'])}, webhook "
-            f"+{s(t['webhook'])}, act done +{s(t['act'])}, outcome +{s(t['outcome'])} s; "
-            f"healer {s(o['healer'])} s, Prometheus+AM {s(o['Prometheus+Alertmanager'])} s")
+    return (
+        f"{head} {record['outcome']}; firing +{s(t['firing'])}, webhook "
+        f"+{s(t['webhook'])}, act done +{s(t['act'])}, outcome +{s(t['outcome'])} s; "
+        f"healer {s(o['healer'])} s, Prometheus+AM {s(o['Prometheus+Alertmanager'])} s"
+    )
 
 
 async def _run_all(ctx: Context, reps: int) -> list[dict[str, Any]]:
@@ -201,8 +230,13 @@ async def _run_all(ctx: Context, reps: int) -> list[dict[str, Any]]:
         for rep in range(1, reps + 1):
             for key in SCENARIOS:
                 if time.monotonic() - started > BUDGET:
-                    records.append({"scenario": key, "rep": rep,
-                                    "error": f"skipped: the {BUDGET:.0f} s budget is spent"})
+                    records.append(
+                        {
+                            "scenario": key,
+                            "rep": rep,
+                            "error": f"skipped: the {BUDGET:.0f} s budget is spent",
+                        }
+                    )
                 else:
                     records.append(await _one(ctx, key, rep, docker))
                 print(_progress(records[-1], reps), flush=True)
@@ -220,15 +254,20 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         runs = [r for r in records if r["scenario"] == key]
         good = [r for r in runs if r.get("outcome") == "recovered"]
         summary: dict[str, Any] = {
-            "title": kind.cls.title, "alert": kind.cls.alert,
-            "handler": shipped_rule(kind.cls.alert)["handler"], "runs": runs,
+            "title": kind.cls.title,
+            "alert": kind.cls.alert,
+            "handler": shipped_rule(kind.cls.alert)["handler"],
+            "runs": runs,
             "recovered": len(good),
             "median": {p.name: _median([r["phases"][p.name] for r in good]) for p in PHASES},
-            "owned": {o: _median([r["owned"][o] for r in good])
-                      for o in (*OWNERS, "Prometheus+Alertmanager", "total")},
+            "owned": {
+                o: _median([r["owned"][o] for r in good])
+                for o in (*OWNERS, "Prometheus+Alertmanager", "total")
+            },
         }
         summary["ratio_healer_to_prometheus_alertmanager"] = ratio(
-            summary["owned"]["healer"], summary["owned"]["Prometheus+Alertmanager"])
+            summary["owned"]["healer"], summary["owned"]["Prometheus+Alertmanager"]
+        )
         if good:
             by_total = sorted(good, key=lambda r: r["owned"]["total"] or 0.0)
             summary["timeline_rep"] = by_total[(len(by_total) - 1) // 2]["rep"]
@@ -241,24 +280,48 @@ def run(ctx: Context) -> Result:
     records = asyncio.run(_run_all(ctx, reps))
     scenarios = summarise(records)
     figures: dict[str, Any] = {
-        "phases": [asdict(p) for p in PHASES], "owners": OWNERS, "scenarios": scenarios}
+        "phases": [asdict(p) for p in PHASES],
+        "owners": OWNERS,
+        "scenarios": scenarios,
+    }
     table = []
     for s in scenarios.values():
-        table.append({
-            "figure": f"{s['title']}: healer s (check+act+poll) vs Prometheus+AM s "
-                      "(fault -> webhook), medians",
-            "healer": s["owned"]["healer"], "bare": s["owned"]["Prometheus+Alertmanager"],
-            "ratio": s["ratio_healer_to_prometheus_alertmanager"]})
+        table.append(
+            {
+                "figure": f"{s['title']}: healer s (check+act+poll) vs Prometheus+AM s "
+                "(fault -> webhook), medians",
+                "healer": s["owned"]["healer"],
+                "bare": s["owned"]["Prometheus+Alertmanager"],
+                "ratio": s["ratio_healer_to_prometheus_alertmanager"],
+            }
+        )
     failures = sum(1 for r in records if r.get("outcome") != "recovered")
-    params = {"repetitions": reps, "heal_timeout_s": HEAL_TIMEOUT,
-              "scrape_and_evaluation_interval": "1s", "group_wait": "0s",
-              "stable_for": "3s (raised by healer to the rule's for: + one interval)",
-              "alert_rules_at_test_speed": {a: {"for": s.for_, "why": s.why}
-                                            for a, s in TEST_SPEED.items()}}
-    result = Result(NAME, figures, [Target("whole-loop heals not ending recovered",
-                                           failures, "<=", 0)], table, params)
-    _picture({"benchmark": NAME, "quick": ctx.quick, "machine": machine(), "params": params,
-              "figures": figures})
+    params = {
+        "repetitions": reps,
+        "heal_timeout_s": HEAL_TIMEOUT,
+        "scrape_and_evaluation_interval": "1s",
+        "group_wait": "0s",
+        "stable_for": "3s (raised by healer to the rule's for: + one interval)",
+        "alert_rules_at_test_speed": {
+            a: {"for": s.for_, "why": s.why} for a, s in TEST_SPEED.items()
+        },
+    }
+    result = Result(
+        NAME,
+        figures,
+        [Target("whole-loop heals not ending recovered", failures, "<=", 0)],
+        table,
+        params,
+    )
+    _picture(
+        {
+            "benchmark": NAME,
+            "quick": ctx.quick,
+            "machine": machine(),
+            "params": params,
+            "figures": figures,
+        }
+    )
     return result
 
 

@@ -29,8 +29,10 @@ class Noop:
 
     async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
         started = time.time()
-        return CheckResult(targets=[Target(kind="bench", name=params.target)],
-                           evidence={"check_started_at": started})
+        return CheckResult(
+            targets=[Target(kind="bench", name=params.target)],
+            evidence={"check_started_at": started},
+        )
 
     async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         return ActResult(summary=f"nothing done to {params.target}")
@@ -38,16 +40,24 @@ class Noop:
 
 def noop_rule(name: str, alertname: str, target: str, **extra: Any) -> dict[str, Any]:
     """A rule running ``bench.noop`` on ``target`` for alerts named ``alertname``."""
-    return {"name": name, "match": [f'alertname="{alertname}"'], "handler": NAME,
-            "params": {"target": target}, **extra}
+    return {
+        "name": name,
+        "match": [f'alertname="{alertname}"'],
+        "handler": NAME,
+        "params": {"target": target},
+        **extra,
+    }
 
 
 def noop_config(rules: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """healer config for benchmarks: ``rules``, bench targets allowed, and no cooldown
     or budget in the way of back-to-back heals."""
-    return {"allow": [{"kind": "bench"}],
-            "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
-            "rules": rules, **extra}
+    return {
+        "allow": [{"kind": "bench"}],
+        "safety": {"cooldown": "0s", "budget": {"max_actions": 1000}},
+        "rules": rules,
+        **extra,
+    }
 
 
 def plugin_path(workdir: Path) -> Path:
@@ -55,7 +65,6 @@ def plugin_path(workdir: Path) -> Path:
     root = workdir / "plugins"
     info = root / "healer_bench_noop-0.1.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: healer-bench-noop\n"
-                                   "Version: 0.1\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: healer-bench-noop\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[healer.handlers]\n{NAME} = bench.noop:Noop\n")
     return root

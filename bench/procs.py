@@ -26,8 +26,7 @@ WRK_SCRIPT = REPO / "bench" / "wrk_post.lua"
 
 def healer_env(workdir: Path) -> dict[str, str]:
     path = os.pathsep.join([str(plugin_path(workdir)), str(REPO)])
-    return {"PYTHONPATH": path, "HEALER_WEBHOOK_TOKEN": TOKEN,
-            "HEALER_ADMIN_TOKEN": ADMIN_TOKEN}
+    return {"PYTHONPATH": path, "HEALER_WEBHOOK_TOKEN": TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 @contextlib.contextmanager
@@ -59,10 +58,19 @@ def bare_endpoint(workdir: Path, *, durable: bool = False) -> Iterator[ManagedPr
     name = "durable" if durable else "bare"
     extra = ["--durable", str(workdir / "durable-floor.log")] if durable else []
     proc = ManagedProcess(
-        name, lambda port: [sys.executable, "-m", "bench.bare_app",
-                            "--listen", f"127.0.0.1:{port}", *extra],
-        workdir=workdir, ready_path="/health",
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        name,
+        lambda port: [
+            sys.executable,
+            "-m",
+            "bench.bare_app",
+            "--listen",
+            f"127.0.0.1:{port}",
+            *extra,
+        ],
+        workdir=workdir,
+        ready_path="/health",
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         proc.start(30.0)
         yield proc
@@ -70,17 +78,40 @@ def bare_endpoint(workdir: Path, *, durable: bool = False) -> Iterator[ManagedPr
         proc.stop()
 
 
-def wrk(url: str, *, seconds: float, connections: int, alerts: int, tag: str,
-        token: str | None = None, match: bool = False, threads: int = 1) -> dict[str, Any]:
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    alerts: int,
+    tag: str,
+    token: str | None = None,
+    match: bool = False,
+    threads: int = 1,
+) -> dict[str, Any]:
     """Run wrk against ``url``/api/v1/alerts for ``seconds``; its JSON summary line."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk not found (apt-get install wrk; ./scripts/bench does it)")
-    argv = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            "--timeout", "10s", "-s", str(WRK_SCRIPT), f"{url}/api/v1/alerts", "--",
-            str(alerts), tag, token or "", "match" if match else "nomatch"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                         check=True).stdout
+    argv = [
+        binary,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        f"{url}/api/v1/alerts",
+        "--",
+        str(alerts),
+        tag,
+        token or "",
+        "match" if match else "nomatch",
+    ]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
     line = next(ln for ln in reversed(out.splitlines()) if ln.startswith("{"))
     stats: dict[str, Any] = json.loads(line)
     stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
@@ -89,16 +120,36 @@ def wrk(url: str, *, seconds: float, connections: int, alerts: int, tag: str,
 
 
 @contextlib.contextmanager
-def steady_load(url: str, *, seconds: float, rate: float, alerts: int, out: Path,
-                token: str = TOKEN) -> Iterator[subprocess.Popen[bytes]]:
+def steady_load(
+    url: str, *, seconds: float, rate: float, alerts: int, out: Path, token: str = TOKEN
+) -> Iterator[subprocess.Popen[bytes]]:
     """tests/support/loadgen.py in its own process: ``rate`` posts/s of ``alerts`` alerts
     (every alert its own fingerprint, none matching a rule) for ``seconds``; its summary
     is in ``out`` once the process has ended (killed if still running on exit)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.loadgen", "--url", url, "--seconds",
-         str(seconds), "--rate", str(rate), "--alerts", str(alerts), "--token", token,
-         "--resend-every", "1000000", "--out", str(out)],
-        cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-m",
+            "tests.support.loadgen",
+            "--url",
+            url,
+            "--seconds",
+            str(seconds),
+            "--rate",
+            str(rate),
+            "--alerts",
+            str(alerts),
+            "--token",
+            token,
+            "--resend-every",
+            "1000000",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         yield proc
         proc.wait(seconds + 60)

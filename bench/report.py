@@ -12,8 +12,7 @@ from typing import Any
 from bench.common import REPO
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action",
-         "loop")
+ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
 
 
 def load_results(directory: Path) -> list[dict[str, Any]]:
@@ -45,23 +44,31 @@ def render_table(results: list[dict[str, Any]]) -> str:
     lines = ["| benchmark | figure | healer | bare limit | ratio |", "|---|---|---|---|---|"]
     for doc in results:
         for row in doc.get("table", []):
-            lines.append(f"| {doc['benchmark']} | {row['figure']} | {_fmt(row.get('healer'))}"
-                         f" | {_fmt(row.get('bare'))} | {_fmt(row.get('ratio'))} |")
+            lines.append(
+                f"| {doc['benchmark']} | {row['figure']} | {_fmt(row.get('healer'))}"
+                f" | {_fmt(row.get('bare'))} | {_fmt(row.get('ratio'))} |"
+            )
     lines += ["", "| benchmark | target | measured | met |", "|---|---|---|---|"]
     for doc in results:
         for t in doc.get("targets", []):
             met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-            lines.append(f"| {doc['benchmark']} | {t['name']} {t['op']} {_fmt(t['limit'])}"
-                         f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {met} |")
+            lines.append(
+                f"| {doc['benchmark']} | {t['name']} {t['op']} {_fmt(t['limit'])}"
+                f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {met} |"
+            )
     quick = any(d.get("quick") for d in results)
     where = "; ".join(f"{cores} cores, {cpu or 'unknown CPU'}" for cores, cpu in sorted(machines))
-    lines += ["", f"Measured on {where}; commit {results[-1]['machine']['commit']}, "
-              f"{results[-1]['machine']['at']}" + (" (QUICK smoke run)" if quick else "") + "."]
+    lines += [
+        "",
+        f"Measured on {where}; commit {results[-1]['machine']['commit']}, "
+        f"{results[-1]['machine']['at']}" + (" (QUICK smoke run)" if quick else "") + ".",
+    ]
     return "\n".join(lines)
 
 
-def update_readme(table: str, results: list[dict[str, Any]], directory: Path,
-                  readme: Path = REPO / "README.md") -> None:
+def update_readme(
+    table: str, results: list[dict[str, Any]], directory: Path, readme: Path = REPO / "README.md"
+) -> None:
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme} has no {START} ... {END} section for the table")
@@ -70,7 +77,10 @@ def update_readme(table: str, results: list[dict[str, Any]], directory: Path,
     body = table
     picture = directory / "timeline.png"
     if picture.exists():
-        rel = picture.resolve().relative_to(REPO) if picture.resolve().is_relative_to(REPO) \
+        rel = (
+            picture.resolve().relative_to(REPO)
+            if picture.resolve().is_relative_to(REPO)
             else picture
+        )
         body += f"\n\n![One whole-loop heal per Odoo scenario, phase by phase]({rel})"
     readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")

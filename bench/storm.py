@@ -75,8 +75,10 @@ from bench.storm_sender import (
 from tests.support.processes import PrometheusFactory
 
 NAME = "storm"
-DESCRIPTION = ("10,000 alerts / 1,000 fingerprints from two Alertmanager replicas: exactly "
-               "1,000 heals, drain time, memory; then 1,000,000 alerts: memory flat")
+DESCRIPTION = (
+    "10,000 alerts / 1,000 fingerprints from two Alertmanager replicas: exactly "
+    "1,000 heals, drain time, memory; then 1,000,000 alerts: memory flat"
+)
 RULE = "storm"
 WARMUP_RULE = "warmup"
 PER_GROUP = 10
@@ -86,8 +88,11 @@ MiB = 1024 * 1024
 
 
 def _human(n: int) -> str:
-    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else (
-        f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}")
+    return (
+        f"{n // 1_000_000}M"
+        if n % 1_000_000 == 0
+        else (f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}")
+    )
 
 
 def _mib(value: float | None) -> float | None:
@@ -98,12 +103,15 @@ def healer_config(prometheus_url: str) -> dict[str, Any]:
     # Each rule its own dict: one object twice would be written as a YAML alias, which
     # healer's config refuses.
     verify = {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"}
-    return noop_config([
-        noop_rule(RULE, STORM_ALERTNAME, "{{ labels.instance }}", verify=verify),
-        # One heal before measuring, so "RSS before" is healer with its heal path
-        # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
-        noop_rule(WARMUP_RULE, "BenchWarmup", "warmup", verify=dict(verify)),
-    ], prometheus={"url": prometheus_url})
+    return noop_config(
+        [
+            noop_rule(RULE, STORM_ALERTNAME, "{{ labels.instance }}", verify=verify),
+            # One heal before measuring, so "RSS before" is healer with its heal path
+            # (handler, gates, verifier, Prometheus client) loaded, not a cold one.
+            noop_rule(WARMUP_RULE, "BenchWarmup", "warmup", verify=dict(verify)),
+        ],
+        prometheus={"url": prometheus_url},
+    )
 
 
 def settled_rss(ctx: Context, pid: int, pause: float = 0.5) -> int:
@@ -122,33 +130,57 @@ def warm_up(url: str, heal: bool, fingerprint: str = "0warm") -> None:
     warm-up rule and its heal is waited for (bounded). Replicas sharing a store each
     need their own ``fingerprint`` (one heal per alert across replicas)."""
     name = "BenchWarmup" if heal else "BenchNothing"
-    body = {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
-            "alerts": [{"status": "firing", "labels": {"alertname": name},
-                        "startsAt": "2026-11-23T08:00:00Z", "fingerprint": fingerprint}]}
+    body = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "groupKey": "{}:{}",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": name},
+                "startsAt": "2026-11-23T08:00:00Z",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
     with httpx.Client(base_url=url, timeout=10.0) as client:
-        client.post("/api/v1/alerts", json=body,
-                    headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
-        client.get("/api/v1/heals", params={"limit": 1},
-                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        client.post(
+            "/api/v1/alerts", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).raise_for_status()
+        client.get(
+            "/api/v1/heals", params={"limit": 1}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         client.get("/metrics")
         if heal and not wait_ended([client], WARMUP_RULE, 1, 30.0):
             raise RuntimeError("the warm-up heal did not end within 30 s")
 
 
-def send(mode: str, url: str | Sequence[str], token: str, out: Path, timeout: float,
-         *args: str) -> dict[str, Any]:
+def send(
+    mode: str, url: str | Sequence[str], token: str, out: Path, timeout: float, *args: str
+) -> dict[str, Any]:
     """Run the sender (bench/storm_sender.py) in its own process; its JSON summary.
     Several URLs: a storm spread over healer replicas (see the sender)."""
     urls = [url] if isinstance(url, str) else list(url)
-    argv = [sys.executable, "-m", "bench.storm_sender", mode,
-            *(arg for u in urls for arg in ("--url", u)), "--token", token,
-            "--out", str(out), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.storm_sender",
+        mode,
+        *(arg for u in urls for arg in ("--url", u)),
+        "--token",
+        token,
+        "--out",
+        str(out),
+        *args,
+    ]
     subprocess.run(argv, cwd=REPO, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
 
 # ---- part 1: the storm ----------------------------------------------------------------
+
 
 def list_heals(client: httpx.Client, limit_pages: int) -> list[dict[str, Any]]:
     """Every heal of the storm rule, paging with ``before=`` (bounded in pages)."""
@@ -171,12 +203,14 @@ def list_heals(client: httpx.Client, limit_pages: int) -> list[dict[str, Any]]:
 def heals_ended(client: httpx.Client, rule: str) -> float:
     """Sum of ``healer_heals_total{rule=...}``: the rule's heals that have an outcome."""
     text = client.get("/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("healer_heals_total{") and f'rule="{rule}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("healer_heals_total{") and f'rule="{rule}"' in line
+    )
 
 
-def wait_ended(clients: Sequence[httpx.Client], rule: str, created: int,
-               timeout: float) -> bool:
+def wait_ended(clients: Sequence[httpx.Client], rule: str, created: int, timeout: float) -> bool:
     """Until ``created`` heals of ``rule`` have ended, summed over the healers (replicas)
     of ``clients`` (polling /metrics: cheap for healer)."""
     deadline = time.monotonic() + timeout
@@ -212,7 +246,8 @@ GAPS = (
     ("check", "act", "checked -> acted (1 write, budget transaction + 1 read, 1 write, act)"),
     ("act", "verify_start", "acted -> verifying (2 journal writes)"),
     ("verify_start", "verify_sample", "verifying -> sampled (1 write, 1 Prometheus query)"),
-    ("verify_sample", "outcome", "sampled -> outcome (1 journal write)"))
+    ("verify_sample", "outcome", "sampled -> outcome (1 journal write)"),
+)
 
 
 def storm_journal(path: Path, wave: int) -> dict[str, Any]:
@@ -226,17 +261,31 @@ def wave_journal(query: Query, wave: int) -> dict[str, Any]:
     prefix = storm_fingerprint(0, 0, wave)[0]
     rows, receipts, min_seen, max_seen = query(
         "SELECT COUNT(*), SUM(times_seen), MIN(times_seen), MAX(times_seen) FROM alerts"
-        " WHERE alertname=? AND substr(fingerprint, 1, 1)=?", (STORM_ALERTNAME, prefix))[0]
-    dispositions = {str(k): int(v) for k, v in query(
-        "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=?"
-        " AND substr(fingerprint, 1, 1)=? GROUP BY disposition", (STORM_ALERTNAME, prefix))}
+        " WHERE alertname=? AND substr(fingerprint, 1, 1)=?",
+        (STORM_ALERTNAME, prefix),
+    )[0]
+    dispositions = {
+        str(k): int(v)
+        for k, v in query(
+            "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=?"
+            " AND substr(fingerprint, 1, 1)=? GROUP BY disposition",
+            (STORM_ALERTNAME, prefix),
+        )
+    }
     mine = "heals.rule=? AND substr(heals.fingerprint, 1, 1)=?"
-    heals = query("SELECT fingerprint, outcome, created_at, finished_at, durations FROM heals"
-                  f" WHERE {mine}", (RULE, prefix))
-    actions = query(f"SELECT COUNT(*) FROM safety_actions JOIN heals ON heals.id = heal_id"
-                    f" WHERE {mine}", (RULE, prefix))[0][0]
-    events = query(f"SELECT heal_id, kind, at FROM events JOIN heals ON heals.id = heal_id"
-                   f" WHERE {mine} ORDER BY heal_id, seq", (RULE, prefix))
+    heals = query(
+        f"SELECT fingerprint, outcome, created_at, finished_at, durations FROM heals WHERE {mine}",
+        (RULE, prefix),
+    )
+    actions = query(
+        f"SELECT COUNT(*) FROM safety_actions JOIN heals ON heals.id = heal_id WHERE {mine}",
+        (RULE, prefix),
+    )[0][0]
+    events = query(
+        f"SELECT heal_id, kind, at FROM events JOIN heals ON heals.id = heal_id"
+        f" WHERE {mine} ORDER BY heal_id, seq",
+        (RULE, prefix),
+    )
     per_fp: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for fp, outcome, *_ in heals:
@@ -246,53 +295,99 @@ def wave_journal(query: Query, wave: int) -> dict[str, Any]:
     timelines: dict[str, dict[str, float]] = {}
     for heal_id, kind, at in events:
         timelines.setdefault(heal_id, {}).setdefault(kind, at)
-    gaps = {label: summary([t[b] - t[a] for t in timelines.values() if a in t and b in t],
-                           scale=1000, digits=1)
-            for a, b, label in GAPS}
+    gaps = {
+        label: summary(
+            [t[b] - t[a] for t in timelines.values() if a in t and b in t], scale=1000, digits=1
+        )
+        for a, b, label in GAPS
+    }
     return {
-        "alerts": {"rows": rows, "receipts": None if receipts is None else int(receipts),
-                   "times_seen_min": min_seen,
-                   "times_seen_max": max_seen, "dispositions": dispositions},
-        "heals": len(heals), "fingerprints_healed": len(per_fp),
+        "alerts": {
+            "rows": rows,
+            "receipts": None if receipts is None else int(receipts),
+            "times_seen_min": min_seen,
+            "times_seen_max": max_seen,
+            "dispositions": dispositions,
+        },
+        "heals": len(heals),
+        "fingerprints_healed": len(per_fp),
         "fingerprints_healed_twice": sum(1 for n in per_fp.values() if n > 1),
         "recovered_fingerprints": len({h[0] for h in heals if h[1] == "recovered"}),
-        "outcomes": outcomes, "actions_recorded": actions, "events": len(events),
+        "outcomes": outcomes,
+        "actions_recorded": actions,
+        "events": len(events),
         "first_created_at": min((h[2] for h in heals), default=None),
         "last_finished_at": max((h[3] for h in done), default=None),
         "heal_seconds": summary([h[3] - h[2] for h in done], digits=3),
         "heal_total_durations": summary(
-            [json.loads(h[4]).get("total", 0.0) for h in done], digits=3),
+            [json.loads(h[4]).get("total", 0.0) for h in done], digits=3
+        ),
         "timeline_gaps_ms": gaps,
     }
 
 
-def storm_wave(ctx: Context, urls: Sequence[str], admins: Sequence[httpx.Client], out: Path,
-               groups: int, wave: int, starts_at: float, *, am_replicas: int = 2,
-               label: str = "") -> dict[str, Any]:
+def storm_wave(
+    ctx: Context,
+    urls: Sequence[str],
+    admins: Sequence[httpx.Client],
+    out: Path,
+    groups: int,
+    wave: int,
+    starts_at: float,
+    *,
+    am_replicas: int = 2,
+    label: str = "",
+) -> dict[str, Any]:
     """One storm wave sent to the healers at ``urls`` (replicas of one store, or one
     healer); waits (bounded) for its heals to end. ``admins``: one admin client per
     healer, the first also lists the heals (every replica sees the whole store)."""
-    sender = send("storm", urls, TOKEN, out, ctx.pick(360, 120), "--groups", str(groups),
-                  "--per-group", str(PER_GROUP), "--wave", str(wave),
-                  "--replicas", str(am_replicas), "--starts-at", str(starts_at),
-                  "--deadline", str(ctx.pick(300, 60)))
-    print(f"    storm wave {wave}{label} sent: {sender['requests']} posts in "
-          f"{sender['seconds']:.1f} s, answers {sender['statuses']}", flush=True)
+    sender = send(
+        "storm",
+        urls,
+        TOKEN,
+        out,
+        ctx.pick(360, 120),
+        "--groups",
+        str(groups),
+        "--per-group",
+        str(PER_GROUP),
+        "--wave",
+        str(wave),
+        "--replicas",
+        str(am_replicas),
+        "--starts-at",
+        str(starts_at),
+        "--deadline",
+        str(ctx.pick(300, 60)),
+    )
+    print(
+        f"    storm wave {wave}{label} sent: {sender['requests']} posts in "
+        f"{sender['seconds']:.1f} s, answers {sender['statuses']}",
+        flush=True,
+    )
     pages = (wave + 1) * groups * PER_GROUP // 500 + 10
     created = len(list_heals(admins[0], pages))
     drained = wait_ended(admins, RULE, created, ctx.pick(300, 60))
     heals = list_heals(admins[0], pages)
-    return {"sender": sender, "drained": drained,
-            "api": {"heals_so_far": len(heals),
-                    "done": sum(1 for x in heals if x["phase"] == "done"),
-                    "outcomes": _count(x["outcome"] for x in heals)}}
+    return {
+        "sender": sender,
+        "drained": drained,
+        "api": {
+            "heals_so_far": len(heals),
+            "done": sum(1 for x in heals if x["phase"] == "done"),
+            "outcomes": _count(x["outcome"] for x in heals),
+        },
+    }
 
 
 def drain_seconds(wave: dict[str, Any]) -> float | None:
     """First post -> the wave's last heal finished (from its journal); None if not drained."""
     first, last = wave["sender"]["first_post_at"], wave["journal"]["last_finished_at"]
-    return (round(last - first, 3) if wave["drained"] and first is not None
-            and last is not None else None)
+    return (
+        round(last - first, 3)
+        if wave["drained"] and first is not None and last is not None
+        else None
+    )
 
 
 def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, Any]:
@@ -309,29 +404,40 @@ def storm_on_healer(ctx: Context, groups: int, starts_at: float) -> dict[str, An
             assert h.pid is not None
             warm_up(h.url, heal=True)
             out["rss_before"] = settled_rss(ctx, h.pid, pause=1.0)
-            admin = httpx.Client(base_url=h.url, timeout=30.0,
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            admin = httpx.Client(
+                base_url=h.url, timeout=30.0, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
             with admin:
                 for wave in range(2):
                     with PeakRss(h.pid) as peak:
-                        w = storm_wave(ctx, [h.url], [admin], workdir / f"storm-{wave}.json",
-                                       groups, wave, starts_at)
-                    waves.append({**w, "rss_peak": peak.peak,
-                                  "rss_after": settled_rss(ctx, h.pid)})
+                        w = storm_wave(
+                            ctx,
+                            [h.url],
+                            [admin],
+                            workdir / f"storm-{wave}.json",
+                            groups,
+                            wave,
+                            starts_at,
+                        )
+                    waves.append({**w, "rss_peak": peak.peak, "rss_after": settled_rss(ctx, h.pid)})
         for wave, w in enumerate(waves):
             w["journal"] = storm_journal(workdir / "journal.db", wave)
             w["drain_seconds"] = drain_seconds(w)
-            print(f"    storm wave {wave} on healer: {w['journal']['heals']} heals "
-                  f"{w['journal']['outcomes']}, drained in {w['drain_seconds']} s; RSS peak "
-                  f"{_mib(w['rss_peak'])}, after {_mib(w['rss_after'])} MiB (before "
-                  f"{_mib(out['rss_before'])})", flush=True)
+            print(
+                f"    storm wave {wave} on healer: {w['journal']['heals']} heals "
+                f"{w['journal']['outcomes']}, drained in {w['drain_seconds']} s; RSS peak "
+                f"{_mib(w['rss_peak'])}, after {_mib(w['rss_after'])} MiB (before "
+                f"{_mib(out['rss_before'])})",
+                flush=True,
+            )
     finally:
         prometheus.stop_all()
     return out
 
 
-def storm_on_bare(ctx: Context, groups: int, starts_at: float, am_replicas: int = 2
-                  ) -> dict[str, Any]:
+def storm_on_bare(
+    ctx: Context, groups: int, starts_at: float, am_replicas: int = 2
+) -> dict[str, Any]:
     workdir = ctx.workdir / "storm-bare"
     workdir.mkdir()
     out: dict[str, Any] = {}
@@ -341,17 +447,34 @@ def storm_on_bare(ctx: Context, groups: int, starts_at: float, am_replicas: int 
         out["rss_before"] = settled_rss(ctx, bare.pid, pause=1.0)
         with PeakRss(bare.pid) as peak:
             out["sender"] = send(
-                "storm", bare.url, "", workdir / "storm.json", ctx.pick(360, 120),
-                "--groups", str(groups), "--per-group", str(PER_GROUP),
-                "--replicas", str(am_replicas), "--starts-at", str(starts_at),
-                "--deadline", str(ctx.pick(300, 60)))
+                "storm",
+                bare.url,
+                "",
+                workdir / "storm.json",
+                ctx.pick(360, 120),
+                "--groups",
+                str(groups),
+                "--per-group",
+                str(PER_GROUP),
+                "--replicas",
+                str(am_replicas),
+                "--starts-at",
+                str(starts_at),
+                "--deadline",
+                str(ctx.pick(300, 60)),
+            )
         out["rss_peak"] = peak.peak
         out["rss_after"] = settled_rss(ctx, bare.pid)
     s = out["sender"]
-    out["seconds"] = (round(s["last_answer_at"] - s["first_post_at"], 3)
-                      if s["last_answer_at"] is not None else None)
-    print(f"    storm on bare: {s['requests']} posts, last answer after {out['seconds']} s",
-          flush=True)
+    out["seconds"] = (
+        round(s["last_answer_at"] - s["first_post_at"], 3)
+        if s["last_answer_at"] is not None
+        else None
+    )
+    print(
+        f"    storm on bare: {s['requests']} posts, last answer after {out['seconds']} s",
+        flush=True,
+    )
     return out
 
 
@@ -364,27 +487,49 @@ def _count(values: Any) -> dict[str, int]:
 
 # ---- part 2: the leak check -------------------------------------------------------------
 
-def flood(url: str, token: str, out: Path, alerts: int, first_group: int,
-          deadline: float) -> dict[str, Any]:
-    return send("flood", url, token, out, deadline + 120, "--alerts", str(alerts),
-                "--per-post", str(PER_POST), "--first-group", str(first_group),
-                "--deadline", str(max(1.0, deadline)))
+
+def flood(
+    url: str, token: str, out: Path, alerts: int, first_group: int, deadline: float
+) -> dict[str, Any]:
+    return send(
+        "flood",
+        url,
+        token,
+        out,
+        deadline + 120,
+        "--alerts",
+        str(alerts),
+        "--per-post",
+        str(PER_POST),
+        "--first-group",
+        str(first_group),
+        "--deadline",
+        str(max(1.0, deadline)),
+    )
 
 
 def leak_journal(path: Path) -> dict[str, Any]:
     db = open_ro(path)
     try:
         rows, receipts = db.execute(
-            "SELECT COUNT(*), SUM(times_seen) FROM alerts WHERE alertname=?",
-            (FLOOD_ALERTNAME,)).fetchone()
-        dispositions = dict(db.execute(
-            "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=? GROUP BY disposition",
-            (FLOOD_ALERTNAME,)).fetchall())
+            "SELECT COUNT(*), SUM(times_seen) FROM alerts WHERE alertname=?", (FLOOD_ALERTNAME,)
+        ).fetchone()
+        dispositions = dict(
+            db.execute(
+                "SELECT disposition, COUNT(*) FROM alerts WHERE alertname=? GROUP BY disposition",
+                (FLOOD_ALERTNAME,),
+            ).fetchall()
+        )
         heals = db.execute("SELECT COUNT(*) FROM heals").fetchone()[0]
     finally:
         db.close()
-    return {"rows": rows, "receipts": receipts or 0, "dispositions": dispositions,
-            "heals": heals, "file_mib": _mib(path.stat().st_size)}
+    return {
+        "rows": rows,
+        "receipts": receipts or 0,
+        "dispositions": dispositions,
+        "heals": heals,
+        "file_mib": _mib(path.stat().st_size),
+    }
 
 
 def leak_on_healer(ctx: Context, total: int, chunk: int) -> dict[str, Any]:
@@ -411,9 +556,12 @@ def leak_on_healer(ctx: Context, total: int, chunk: int) -> dict[str, Any]:
                 res["rss_after"] = settled_rss(ctx, h.pid)
                 res["sent_so_far"] = sum(r["alerts_posted"] for r in runs) + res["alerts_posted"]
                 runs.append(res)
-                print(f"    leak {_human(res['sent_so_far']):>5}: {res['alerts_per_second']:7.0f}"
-                      f" alerts/s, p99 {res['latency_ms']['p99']} ms, RSS "
-                      f"{_mib(res['rss_after'])} MiB, answers {res['statuses']}", flush=True)
+                print(
+                    f"    leak {_human(res['sent_so_far']):>5}: {res['alerts_per_second']:7.0f}"
+                    f" alerts/s, p99 {res['latency_ms']['p99']} ms, RSS "
+                    f"{_mib(res['rss_after'])} MiB, answers {res['statuses']}",
+                    flush=True,
+                )
                 if res["aborted"]:
                     out["aborted"] = True
                     break
@@ -425,7 +573,8 @@ def leak_on_healer(ctx: Context, total: int, chunk: int) -> dict[str, Any]:
     if out["aborted"]:
         out["abort_message"] = (
             f"leak check aborted after {limit / 60:g} minutes: {sent:,} of {total:,} alerts "
-            f"sent; healer took them too slowly (see runs[].alerts_per_second)")
+            f"sent; healer took them too slowly (see runs[].alerts_per_second)"
+        )
         print(f"!!! {out['abort_message']}", flush=True)
     return out
 
@@ -440,12 +589,12 @@ def leak_on_bare(ctx: Context, chunk: int) -> dict[str, Any]:
         res = flood(bare.url, "", workdir / "flood.json", chunk, 0, ctx.pick(300, 60))
         res["rss_start"] = rss_start
         res["rss_after"] = settled_rss(ctx, bare.pid)
-    print(f"    leak on bare {_human(chunk)}: {res['alerts_per_second']:.0f} alerts/s",
-          flush=True)
+    print(f"    leak on bare {_human(chunk)}: {res['alerts_per_second']:.0f} alerts/s", flush=True)
     return res
 
 
 # ---- the result -----------------------------------------------------------------------
+
 
 def run(ctx: Context) -> Result:
     groups = ctx.pick(100, 10)
@@ -472,103 +621,189 @@ def run(ctx: Context) -> Result:
     lj = leak["journal"]
     leak_accepted = sum(r["alerts_accepted"] for r in runs)
     leak_new = sum(r["new_groups"] for r in runs) * PER_POST
-    errors = {"storm": sum(w["sender"]["non_2xx"] for w in waves),
-              "leak": sum(r["non_2xx"] for r in runs)}
+    errors = {
+        "storm": sum(w["sender"]["non_2xx"] for w in waves),
+        "leak": sum(r["non_2xx"] for r in runs),
+    }
 
     figures: dict[str, Any] = {
         "storm": {
-            "fingerprints": fps, "groups": groups, "alerts_planned": expected_alerts,
-            "healer": storm, "bare": storm_bare,
+            "fingerprints": fps,
+            "groups": groups,
+            "alerts_planned": expected_alerts,
+            "healer": storm,
+            "bare": storm_bare,
             "summary": {
-                "heals_created": sj["heals"], "heals_expected": fps,
+                "heals_created": sj["heals"],
+                "heals_expected": fps,
                 "fingerprints_healed_twice": sj["fingerprints_healed_twice"],
-                "outcomes": sj["outcomes"], "alerts_sent": sender["alerts_posted"],
+                "outcomes": sj["outcomes"],
+                "alerts_sent": sender["alerts_posted"],
                 "alerts_accepted": sender["alerts_accepted"],
                 "receipts_journaled": sj["alerts"]["receipts"],
                 "answers_started": sender["dispositions"].get("started"),
                 "answers_duplicate": sender["dispositions"].get("duplicates"),
-                "non_2xx": sender["non_2xx"], "drain_seconds": w0["drain_seconds"],
-                "timeline_gaps_ms": {k: {q: v.get(q) for q in ("median", "p99")}
-                                     for k, v in sj["timeline_gaps_ms"].items()},
+                "non_2xx": sender["non_2xx"],
+                "drain_seconds": w0["drain_seconds"],
+                "timeline_gaps_ms": {
+                    k: {q: v.get(q) for q in ("median", "p99")}
+                    for k, v in sj["timeline_gaps_ms"].items()
+                },
                 "bare_seconds": storm_bare["seconds"],
-                "rss_mib": {"before": _mib(storm["rss_before"]), "peak": _mib(w0["rss_peak"]),
-                            "after": _mib(w0["rss_after"])},
-                "bare_rss_mib": {k: _mib(storm_bare[f"rss_{k}"])
-                                 for k in ("before", "peak", "after")},
+                "rss_mib": {
+                    "before": _mib(storm["rss_before"]),
+                    "peak": _mib(w0["rss_peak"]),
+                    "after": _mib(w0["rss_after"]),
+                },
+                "bare_rss_mib": {
+                    k: _mib(storm_bare[f"rss_{k}"]) for k in ("before", "peak", "after")
+                },
                 "second_wave": {
                     "heals_created": waves[1]["journal"]["heals"],
                     "outcomes": waves[1]["journal"]["outcomes"],
                     "drain_seconds": waves[1]["drain_seconds"],
                     "rss_mib_peak": _mib(waves[1]["rss_peak"]),
-                    "rss_mib_after": _mib(waves[1]["rss_after"])},
+                    "rss_mib_after": _mib(waves[1]["rss_after"]),
+                },
             },
         },
         "leak": {
-            "alerts_planned": total, "run_size": chunk, "healer": leak, "bare": leak_bare,
+            "alerts_planned": total,
+            "run_size": chunk,
+            "healer": leak,
+            "bare": leak_bare,
             "summary": {
-                "alerts_sent": leak["alerts_sent"], "complete": complete,
+                "alerts_sent": leak["alerts_sent"],
+                "complete": complete,
                 "rss_mib_start": _mib(leak["rss_start"]),
                 "rss_mib_after_first_run": _mib(rss_first),
-                "rss_mib_after_all": _mib(rss_last), "rss_mib_peak": _mib(leak["rss_peak"]),
+                "rss_mib_after_all": _mib(rss_last),
+                "rss_mib_peak": _mib(leak["rss_peak"]),
                 "rss_mib_curve": [[r["sent_so_far"], _mib(r["rss_after"])] for r in runs],
                 "ratio_all_to_first": leak_ratio,
                 "alerts_per_second_median": healer_rate,
                 "alerts_per_second_by_run": leak_rates,
                 "bare_alerts_per_second": leak_bare["alerts_per_second"],
-                "journal_rows": lj["rows"], "journal_rows_expected": leak_new,
-                "journal_receipts": lj["receipts"], "alerts_accepted": leak_accepted,
-                "non_2xx": errors["leak"], "seconds": leak["seconds"],
+                "journal_rows": lj["rows"],
+                "journal_rows_expected": leak_new,
+                "journal_receipts": lj["receipts"],
+                "alerts_accepted": leak_accepted,
+                "non_2xx": errors["leak"],
+                "seconds": leak["seconds"],
             },
         },
     }
 
-    lost_storm = sum(w["sender"]["alerts_accepted"] - (w["journal"]["alerts"]["receipts"] or 0)
-                     for w in waves)
+    lost_storm = sum(
+        w["sender"]["alerts_accepted"] - (w["journal"]["alerts"]["receipts"] or 0) for w in waves
+    )
     targets = [
-        Target(f"storm: heals created - {fps:,} expected (one per fingerprint; both waves)",
-               sum(abs(w["journal"]["heals"] - fps) for w in waves), "<=", 0),
-        Target("storm: fingerprints without a recovered heal (both waves)",
-               sum(fps - w["journal"]["recovered_fingerprints"] for w in waves), "<=", 0),
-        Target("storm: accepted alerts missing from the journal (both waves)", lost_storm,
-               "<=", 0),
-        Target(f"non-2xx answers or transport errors (storm + {_human(total)})",
-               errors["storm"] + errors["leak"], "<=", 0),
-        Target(f"leak: accepted alerts missing from the journal ({_human(total)})",
-               leak_accepted - lj["receipts"], "<=", 0),
-        Target(f"leak: RSS after {_human(total)} / after the first {_human(chunk)}",
-               leak_ratio if complete else None, "<=", 1.2),
+        Target(
+            f"storm: heals created - {fps:,} expected (one per fingerprint; both waves)",
+            sum(abs(w["journal"]["heals"] - fps) for w in waves),
+            "<=",
+            0,
+        ),
+        Target(
+            "storm: fingerprints without a recovered heal (both waves)",
+            sum(fps - w["journal"]["recovered_fingerprints"] for w in waves),
+            "<=",
+            0,
+        ),
+        Target("storm: accepted alerts missing from the journal (both waves)", lost_storm, "<=", 0),
+        Target(
+            f"non-2xx answers or transport errors (storm + {_human(total)})",
+            errors["storm"] + errors["leak"],
+            "<=",
+            0,
+        ),
+        Target(
+            f"leak: accepted alerts missing from the journal ({_human(total)})",
+            leak_accepted - lj["receipts"],
+            "<=",
+            0,
+        ),
+        Target(
+            f"leak: RSS after {_human(total)} / after the first {_human(chunk)}",
+            leak_ratio if complete else None,
+            "<=",
+            1.2,
+        ),
     ]
     table = [
-        {"figure": f"storm: heals created (expected {fps:,}, {expected_alerts:,} alerts)",
-         "healer": sj["heals"], "bare": fps, "ratio": ratio(sj["heals"], fps)},
-        {"figure": "storm: heals recovered", "healer": sj["outcomes"].get("recovered", 0),
-         "bare": fps, "ratio": ratio(sj["outcomes"].get("recovered", 0), fps)},
-        {"figure": "storm: first post -> last heal done (s); bare: last answer",
-         "healer": w0["drain_seconds"], "bare": storm_bare["seconds"],
-         "ratio": ratio(w0["drain_seconds"], storm_bare["seconds"])},
-        {"figure": "storm: RSS idle before (MiB)", "healer": _mib(storm["rss_before"]),
-         "bare": _mib(storm_bare["rss_before"]),
-         "ratio": ratio(storm["rss_before"], storm_bare["rss_before"])},
-        {"figure": "storm: RSS peak (MiB)", "healer": _mib(w0["rss_peak"]),
-         "bare": _mib(storm_bare["rss_peak"]), "ratio": ratio(w0["rss_peak"],
-                                                              storm_bare["rss_peak"])},
-        {"figure": "storm: RSS after drain (MiB)", "healer": _mib(w0["rss_after"]),
-         "bare": _mib(storm_bare["rss_after"]),
-         "ratio": ratio(w0["rss_after"], storm_bare["rss_after"])},
-        {"figure": f"storm: RSS after a second wave of {fps:,} new alerts (MiB); ratio: "
-                   "to after the first",
-         "healer": _mib(waves[1]["rss_after"]), "bare": None,
-         "ratio": ratio(waves[1]["rss_after"], w0["rss_after"])},
-        {"figure": f"leak: RSS after first {_human(chunk)} / after {_human(total)} (MiB)",
-         "healer": f"{_mib(rss_first)} / {_mib(rss_last)}"
-                   + ("" if complete else " (aborted)"),
-         "bare": None, "ratio": leak_ratio},
-        {"figure": f"leak: alerts/s (median of {len(runs)} runs; bare: one)",
-         "healer": healer_rate, "bare": leak_bare["alerts_per_second"],
-         "ratio": ratio(healer_rate, leak_bare["alerts_per_second"])},
+        {
+            "figure": f"storm: heals created (expected {fps:,}, {expected_alerts:,} alerts)",
+            "healer": sj["heals"],
+            "bare": fps,
+            "ratio": ratio(sj["heals"], fps),
+        },
+        {
+            "figure": "storm: heals recovered",
+            "healer": sj["outcomes"].get("recovered", 0),
+            "bare": fps,
+            "ratio": ratio(sj["outcomes"].get("recovered", 0), fps),
+        },
+        {
+            "figure": "storm: first post -> last heal done (s); bare: last answer",
+            "healer": w0["drain_seconds"],
+            "bare": storm_bare["seconds"],
+            "ratio": ratio(w0["drain_seconds"], storm_bare["seconds"]),
+        },
+        {
+            "figure": "storm: RSS idle before (MiB)",
+            "healer": _mib(storm["rss_before"]),
+            "bare": _mib(storm_bare["rss_before"]),
+            "ratio": ratio(storm["rss_before"], storm_bare["rss_before"]),
+        },
+        {
+            "figure": "storm: RSS peak (MiB)",
+            "healer": _mib(w0["rss_peak"]),
+            "bare": _mib(storm_bare["rss_peak"]),
+            "ratio": ratio(w0["rss_peak"], storm_bare["rss_peak"]),
+        },
+        {
+            "figure": "storm: RSS after drain (MiB)",
+            "healer": _mib(w0["rss_after"]),
+            "bare": _mib(storm_bare["rss_after"]),
+            "ratio": ratio(w0["rss_after"], storm_bare["rss_after"]),
+        },
+        {
+            "figure": f"storm: RSS after a second wave of {fps:,} new alerts (MiB); ratio: "
+            "to after the first",
+            "healer": _mib(waves[1]["rss_after"]),
+            "bare": None,
+            "ratio": ratio(waves[1]["rss_after"], w0["rss_after"]),
+        },
+        {
+            "figure": f"leak: RSS after first {_human(chunk)} / after {_human(total)} (MiB)",
+            "healer": f"{_mib(rss_first)} / {_mib(rss_last)}" + ("" if complete else " (aborted)"),
+            "bare": None,
+            "ratio": leak_ratio,
+        },
+        {
+            "figure": f"leak: alerts/s (median of {len(runs)} runs; bare: one)",
+            "healer": healer_rate,
+            "bare": leak_bare["alerts_per_second"],
+            "ratio": ratio(healer_rate, leak_bare["alerts_per_second"]),
+        },
     ]
-    return Result(NAME, figures, targets, table, params={
-        "groups": groups, "per_group": PER_GROUP, "fingerprints": fps,
-        "storm_alerts": expected_alerts, "replicas": 2, "retries": 1, "storm_waves": 2,
-        "leak_alerts": total, "leak_run": chunk, "per_post": PER_POST,
-        "leak_connections": 16, "leak_limit_seconds": ctx.pick(LEAK_SECONDS, 120)})
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "groups": groups,
+            "per_group": PER_GROUP,
+            "fingerprints": fps,
+            "storm_alerts": expected_alerts,
+            "replicas": 2,
+            "retries": 1,
+            "storm_waves": 2,
+            "leak_alerts": total,
+            "leak_run": chunk,
+            "per_post": PER_POST,
+            "leak_connections": 16,
+            "leak_limit_seconds": ctx.pick(LEAK_SECONDS, 120),
+        },
+    )

@@ -67,8 +67,10 @@ from tests.support.pgserver import private_postgres
 from tests.support.processes import PrometheusFactory
 
 NAME = "storm_replicas"
-DESCRIPTION = ("the storm on 3 healer replicas sharing a PostgreSQL store beside 1 healer "
-               "on SQLite: alerts/s, heals created, lost; PostgreSQL's durable commit floor")
+DESCRIPTION = (
+    "the storm on 3 healer replicas sharing a PostgreSQL store beside 1 healer "
+    "on SQLite: alerts/s, heals created, lost; PostgreSQL's durable commit floor"
+)
 REPLICAS = 3
 AM_REPLICAS = 3
 SIDES = ("pg", "sqlite")
@@ -78,29 +80,39 @@ PG_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "o
 
 # ---- PostgreSQL: the durable floor and a read-only look at the store --------------------
 
+
 async def commit_floor(dsn: str, commits: int) -> dict[str, Any]:
     """``commits`` sequential single-row INSERTs, each its own (durable) transaction."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        settings = {k: await conn.fetchval(f"SHOW {k}")
-                    for k in ("fsync", "synchronous_commit", "wal_sync_method")}
-        await conn.execute("CREATE TABLE bench_durable_floor (id BIGSERIAL PRIMARY KEY,"
-                           " at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)")
+        settings = {
+            k: await conn.fetchval(f"SHOW {k}")
+            for k in ("fsync", "synchronous_commit", "wal_sync_method")
+        }
+        await conn.execute(
+            "CREATE TABLE bench_durable_floor (id BIGSERIAL PRIMARY KEY,"
+            " at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)"
+        )
         body = flood_body(0, 1).decode()
         times = []
         started = time.perf_counter()
         for _ in range(commits):
             began = time.perf_counter()
-            await conn.execute("INSERT INTO bench_durable_floor (at, body) VALUES ($1, $2)",
-                               time.time(), body)
+            await conn.execute(
+                "INSERT INTO bench_durable_floor (at, body) VALUES ($1, $2)", time.time(), body
+            )
             times.append(time.perf_counter() - began)
         elapsed = time.perf_counter() - started
         await conn.execute("DROP TABLE bench_durable_floor")
     finally:
         await conn.close()
-    return {"commits": commits, "seconds": round(elapsed, 3),
-            "commits_per_second": round(commits / elapsed, 1), "ms": summary(times, 1000),
-            "settings": settings}
+    return {
+        "commits": commits,
+        "seconds": round(elapsed, 3),
+        "commits_per_second": round(commits / elapsed, 1),
+        "ms": summary(times, 1000),
+        "settings": settings,
+    }
 
 
 def pg_placeholders(sql: str) -> str:
@@ -113,24 +125,45 @@ def pg_placeholders(sql: str) -> str:
 def pg_reader(dsn: str) -> Iterator[Query]:
     """A read-only session on the store (``default_transaction_read_only``)."""
     with asyncio.Runner() as runner:
-        conn = runner.run(asyncpg.connect(
-            dsn, timeout=10, server_settings={"default_transaction_read_only": "on"}))
+        conn = runner.run(
+            asyncpg.connect(
+                dsn, timeout=10, server_settings={"default_transaction_read_only": "on"}
+            )
+        )
         try:
-            yield lambda sql, args: [tuple(r) for r in runner.run(
-                conn.fetch(pg_placeholders(sql), *args))]
+            yield lambda sql, args: [
+                tuple(r) for r in runner.run(conn.fetch(pg_placeholders(sql), *args))
+            ]
         finally:
             runner.run(conn.close())
 
 
 # ---- the healers ------------------------------------------------------------------------
 
+
 def per_request(ctx: Context, url: str, out: Path, posts: int) -> dict[str, Any]:
     """``posts`` sequential 1-alert posts on one connection (no rule matches)."""
-    res = send("flood", url, TOKEN, out, 180, "--alerts", str(posts), "--per-post", "1",
-               "--connections", "1", "--resend-every", str(10 * posts),
-               "--deadline", str(ctx.pick(120, 60)))
-    return {k: res[k] for k in ("requests", "seconds", "requests_per_second", "latency_ms",
-                                "statuses", "non_2xx")}
+    res = send(
+        "flood",
+        url,
+        TOKEN,
+        out,
+        180,
+        "--alerts",
+        str(posts),
+        "--per-post",
+        "1",
+        "--connections",
+        "1",
+        "--resend-every",
+        str(10 * posts),
+        "--deadline",
+        str(ctx.pick(120, 60)),
+    )
+    return {
+        k: res[k]
+        for k in ("requests", "seconds", "requests_per_second", "latency_ms", "statuses", "non_2xx")
+    }
 
 
 def run(ctx: Context) -> Result:
@@ -148,31 +181,55 @@ def run(ctx: Context) -> Result:
 
     with private_postgres(max_connections=60, settings=PG_SETTINGS) as pg:
         floor = asyncio.run(commit_floor(pg.dsn, commits))
-        print(f"    durable floor: {floor['commits_per_second']:.0f} commits/s, median "
-              f"{floor['ms']['median']} ms ({floor['settings']})", flush=True)
+        print(
+            f"    durable floor: {floor['commits_per_second']:.0f} commits/s, median "
+            f"{floor['ms']['median']} ms ({floor['settings']})",
+            flush=True,
+        )
         prometheus = PrometheusFactory(ctx.workdir / "prometheus")
         try:
             config = healer_config(prometheus.start(scrape_targets=[]).url)
-            with healers(workdirs["pg"], {**config, "journal": pg.dsn}, REPLICAS) as pg_procs, \
-                    healers(workdirs["sqlite"], config, 1) as sqlite_procs, \
-                    contextlib.ExitStack() as stack:
+            with (
+                healers(workdirs["pg"], {**config, "journal": pg.dsn}, REPLICAS) as pg_procs,
+                healers(workdirs["sqlite"], config, 1) as sqlite_procs,
+                contextlib.ExitStack() as stack,
+            ):
                 procs = {"pg": pg_procs, "sqlite": sqlite_procs}
-                admins = {side: [stack.enter_context(httpx.Client(
-                    base_url=p.url, timeout=30.0,
-                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})) for p in ps]
-                    for side, ps in procs.items()}
+                admins = {
+                    side: [
+                        stack.enter_context(
+                            httpx.Client(
+                                base_url=p.url,
+                                timeout=30.0,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                            )
+                        )
+                        for p in ps
+                    ]
+                    for side, ps in procs.items()
+                }
                 for ps in procs.values():
                     for i, p in enumerate(ps):
                         warm_up(p.url, heal=True, fingerprint=f"0warm{i}")
                 for r in range(rounds):
                     for side in SIDES if r % 2 == 0 else SIDES[::-1]:
-                        waves[side].append(storm_wave(
-                            ctx, [p.url for p in procs[side]], admins[side],
-                            workdirs[side] / f"storm-{r}.json", groups, r, starts_at,
-                            am_replicas=AM_REPLICAS, label=f" on {LABEL[side]}"))
+                        waves[side].append(
+                            storm_wave(
+                                ctx,
+                                [p.url for p in procs[side]],
+                                admins[side],
+                                workdirs[side] / f"storm-{r}.json",
+                                groups,
+                                r,
+                                starts_at,
+                                am_replicas=AM_REPLICAS,
+                                label=f" on {LABEL[side]}",
+                            )
+                        )
                 for side in SIDES:
-                    ingest[side] = per_request(ctx, procs[side][0].url,
-                                               workdirs[side] / "per-request.json", posts)
+                    ingest[side] = per_request(
+                        ctx, procs[side][0].url, workdirs[side] / "per-request.json", posts
+                    )
         finally:
             prometheus.stop_all()
         with pg_reader(pg.dsn) as query:
@@ -187,22 +244,26 @@ def run(ctx: Context) -> Result:
         for w in waves[side]:
             w["drain_seconds"] = drain_seconds(w)
             j = w["journal"]
-            print(f"    storm wave on {LABEL[side]}: {w['sender']['alerts_per_second']} "
-                  f"alerts/s, {j['heals']} heals {j['outcomes']}, drained in "
-                  f"{w['drain_seconds']} s", flush=True)
+            print(
+                f"    storm wave on {LABEL[side]}: {w['sender']['alerts_per_second']} "
+                f"alerts/s, {j['heals']} heals {j['outcomes']}, drained in "
+                f"{w['drain_seconds']} s",
+                flush=True,
+            )
         ws = waves[side]
         sides[side] = {
-            "alerts_per_second": statistics.median(w["sender"]["alerts_per_second"] or 0
-                                                   for w in ws),
-            "posts_per_second": statistics.median(w["sender"]["requests_per_second"] or 0
-                                                  for w in ws),
+            "alerts_per_second": statistics.median(
+                w["sender"]["alerts_per_second"] or 0 for w in ws
+            ),
+            "posts_per_second": statistics.median(
+                w["sender"]["requests_per_second"] or 0 for w in ws
+            ),
             "alerts_per_second_by_round": [w["sender"]["alerts_per_second"] for w in ws],
             "latency_ms_p50_by_round": [w["sender"]["latency_ms"]["p50"] for w in ws],
             "drain_seconds": median(w["drain_seconds"] for w in ws),
             "heals_created": [w["journal"]["heals"] for w in ws],
             "heals_off_by": sum(abs(w["journal"]["heals"] - fps) for w in ws),
-            "fingerprints_healed_twice": sum(w["journal"]["fingerprints_healed_twice"]
-                                             for w in ws),
+            "fingerprints_healed_twice": sum(w["journal"]["fingerprints_healed_twice"] for w in ws),
             "recovered_fingerprints": [w["journal"]["recovered_fingerprints"] for w in ws],
             "alerts_accepted": sum(w["sender"]["alerts_accepted"] for w in ws),
             "receipts_journaled": sum(w["journal"]["alerts"]["receipts"] or 0 for w in ws),
@@ -217,15 +278,24 @@ def run(ctx: Context) -> Result:
     pg_p50 = pg_side["ingest_1_alert_ms"]["p50"]
     floor_ms = floor["ms"]["median"]
     figures: dict[str, Any] = {
-        "fingerprints": fps, "groups": groups, "alerts_planned_per_storm": planned,
-        "rounds": rounds, "summary": sides, "ratio_alerts_per_second_pg_to_sqlite": rate_ratio,
-        "ratio_posts_per_second_pg_to_sqlite": ratio(pg_side["posts_per_second"],
-                                                     sq_side["posts_per_second"]),
+        "fingerprints": fps,
+        "groups": groups,
+        "alerts_planned_per_storm": planned,
+        "rounds": rounds,
+        "summary": sides,
+        "ratio_alerts_per_second_pg_to_sqlite": rate_ratio,
+        "ratio_posts_per_second_pg_to_sqlite": ratio(
+            pg_side["posts_per_second"], sq_side["posts_per_second"]
+        ),
         "durable_floor": floor,
         "ratio_pg_ingest_to_durable_commit": ratio(pg_p50, floor_ms),
-        "bare": {"alerts_per_second": bare_rate, "seconds": bare["seconds"],
-                 "sender": bare["sender"]},
-        "waves": waves, "ingest_per_request": ingest,
+        "bare": {
+            "alerts_per_second": bare_rate,
+            "seconds": bare["seconds"],
+            "sender": bare["sender"],
+        },
+        "waves": waves,
+        "ingest_per_request": ingest,
     }
     targets = [
         Target(f"alerts/s, {LABEL['pg']} / {LABEL['sqlite']}", rate_ratio, ">=", 1.0),
@@ -233,48 +303,98 @@ def run(ctx: Context) -> Result:
     for side in SIDES:
         s = sides[side]
         targets += [
-            Target(f"{LABEL[side]}: heals created - {fps:,} expected (every storm)",
-                   s["heals_off_by"], "<=", 0),
-            Target(f"{LABEL[side]}: fingerprints healed twice", s["fingerprints_healed_twice"],
-                   "<=", 0),
-            Target(f"{LABEL[side]}: accepted alerts missing from the journal", s["lost"],
-                   "<=", 0),
-            Target(f"{LABEL[side]}: non-2xx answers or transport errors",
-                   s["non_2xx"] + s["ingest_non_2xx"], "<=", 0),
+            Target(
+                f"{LABEL[side]}: heals created - {fps:,} expected (every storm)",
+                s["heals_off_by"],
+                "<=",
+                0,
+            ),
+            Target(
+                f"{LABEL[side]}: fingerprints healed twice", s["fingerprints_healed_twice"], "<=", 0
+            ),
+            Target(f"{LABEL[side]}: accepted alerts missing from the journal", s["lost"], "<=", 0),
+            Target(
+                f"{LABEL[side]}: non-2xx answers or transport errors",
+                s["non_2xx"] + s["ingest_non_2xx"],
+                "<=",
+                0,
+            ),
         ]
     med = f"median of {rounds}" if rounds > 1 else "one storm"
     table = [
-        {"figure": f"storm alerts/s ({planned:,} alerts, {med}), {LABEL['pg']}; bare: the"
-                   " bare endpoint", "healer": pg_side["alerts_per_second"], "bare": bare_rate,
-         "ratio": ratio(pg_side["alerts_per_second"], bare_rate)},
-        {"figure": f"storm alerts/s, {LABEL['sqlite']}; bare: the bare endpoint",
-         "healer": sq_side["alerts_per_second"], "bare": bare_rate,
-         "ratio": ratio(sq_side["alerts_per_second"], bare_rate)},
-        {"figure": f"storm alerts/s, {LABEL['pg']} (healer) / {LABEL['sqlite']} (bare column)",
-         "healer": pg_side["alerts_per_second"], "bare": sq_side["alerts_per_second"],
-         "ratio": rate_ratio},
-        {"figure": f"storm: first post -> last heal done (s), {LABEL['pg']} / "
-                   f"{LABEL['sqlite']}", "healer": pg_side["drain_seconds"],
-         "bare": sq_side["drain_seconds"],
-         "ratio": ratio(pg_side["drain_seconds"], sq_side["drain_seconds"])},
-        {"figure": f"storm: heals created per storm (expected {fps:,}), PostgreSQL / SQLite",
-         "healer": "/".join(map(str, pg_side["heals_created"])),
-         "bare": "/".join(map(str, sq_side["heals_created"])), "ratio": None},
-        {"figure": "storm: alerts lost / non-2xx, PostgreSQL / SQLite",
-         "healer": f"{pg_side['lost']} / {pg_side['non_2xx']}",
-         "bare": f"{sq_side['lost']} / {sq_side['non_2xx']}", "ratio": None},
-        {"figure": "1-alert post, median ms: the PostgreSQL store; bare: one durable "
-                   "PostgreSQL commit (single-row INSERT, fsync on)",
-         "healer": pg_p50, "bare": floor_ms, "ratio": ratio(pg_p50, floor_ms)},
-        {"figure": "1-alert post, median ms: the SQLite journal; bare: the PostgreSQL store",
-         "healer": sq_side["ingest_1_alert_ms"]["p50"], "bare": pg_p50,
-         "ratio": ratio(sq_side["ingest_1_alert_ms"]["p50"], pg_p50)},
-        {"figure": "durable PostgreSQL commits/s (sequential, one session)",
-         "healer": None, "bare": floor["commits_per_second"], "ratio": None},
+        {
+            "figure": f"storm alerts/s ({planned:,} alerts, {med}), {LABEL['pg']}; bare: the"
+            " bare endpoint",
+            "healer": pg_side["alerts_per_second"],
+            "bare": bare_rate,
+            "ratio": ratio(pg_side["alerts_per_second"], bare_rate),
+        },
+        {
+            "figure": f"storm alerts/s, {LABEL['sqlite']}; bare: the bare endpoint",
+            "healer": sq_side["alerts_per_second"],
+            "bare": bare_rate,
+            "ratio": ratio(sq_side["alerts_per_second"], bare_rate),
+        },
+        {
+            "figure": f"storm alerts/s, {LABEL['pg']} (healer) / {LABEL['sqlite']} (bare column)",
+            "healer": pg_side["alerts_per_second"],
+            "bare": sq_side["alerts_per_second"],
+            "ratio": rate_ratio,
+        },
+        {
+            "figure": f"storm: first post -> last heal done (s), {LABEL['pg']} / {LABEL['sqlite']}",
+            "healer": pg_side["drain_seconds"],
+            "bare": sq_side["drain_seconds"],
+            "ratio": ratio(pg_side["drain_seconds"], sq_side["drain_seconds"]),
+        },
+        {
+            "figure": f"storm: heals created per storm (expected {fps:,}), PostgreSQL / SQLite",
+            "healer": "/".join(map(str, pg_side["heals_created"])),
+            "bare": "/".join(map(str, sq_side["heals_created"])),
+            "ratio": None,
+        },
+        {
+            "figure": "storm: alerts lost / non-2xx, PostgreSQL / SQLite",
+            "healer": f"{pg_side['lost']} / {pg_side['non_2xx']}",
+            "bare": f"{sq_side['lost']} / {sq_side['non_2xx']}",
+            "ratio": None,
+        },
+        {
+            "figure": "1-alert post, median ms: the PostgreSQL store; bare: one durable "
+            "PostgreSQL commit (single-row INSERT, fsync on)",
+            "healer": pg_p50,
+            "bare": floor_ms,
+            "ratio": ratio(pg_p50, floor_ms),
+        },
+        {
+            "figure": "1-alert post, median ms: the SQLite journal; bare: the PostgreSQL store",
+            "healer": sq_side["ingest_1_alert_ms"]["p50"],
+            "bare": pg_p50,
+            "ratio": ratio(sq_side["ingest_1_alert_ms"]["p50"], pg_p50),
+        },
+        {
+            "figure": "durable PostgreSQL commits/s (sequential, one session)",
+            "healer": None,
+            "bare": floor["commits_per_second"],
+            "ratio": None,
+        },
     ]
-    return Result(NAME, figures, targets, table, params={
-        "groups": groups, "per_group": PER_GROUP, "fingerprints": fps,
-        "alertmanager_replicas": AM_REPLICAS, "healer_replicas": REPLICAS,
-        "storm_alerts": planned, "rounds": rounds, "commits": commits,
-        "ingest_posts": posts, "postgres_settings": PG_SETTINGS,
-        "journal_pool_size": "default"})
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "groups": groups,
+            "per_group": PER_GROUP,
+            "fingerprints": fps,
+            "alertmanager_replicas": AM_REPLICAS,
+            "healer_replicas": REPLICAS,
+            "storm_alerts": planned,
+            "rounds": rounds,
+            "commits": commits,
+            "ingest_posts": posts,
+            "postgres_settings": PG_SETTINGS,
+            "journal_pool_size": "default",
+        },
+    )

@@ -76,9 +76,14 @@ def iso(epoch: float) -> str:
 def storm_alert(group: int, index: int, starts_at: float, wave: int = 0) -> dict[str, Any]:
     return {
         "status": "firing",
-        "labels": {"alertname": STORM_ALERTNAME, "group": str(group),
-                   "instance": f"storm-w{wave}-{group}-{index}", "job": "bench",
-                   "severity": "warning", "wave": str(wave)},
+        "labels": {
+            "alertname": STORM_ALERTNAME,
+            "group": str(group),
+            "instance": f"storm-w{wave}-{group}-{index}",
+            "job": "bench",
+            "severity": "warning",
+            "wave": str(wave),
+        },
         "annotations": {"summary": f"storm alert {index} of group {group}"},
         # Every copy of one alert, from either replica, carries the same startsAt.
         "startsAt": iso(starts_at + group + index / 1000),
@@ -97,30 +102,47 @@ class Notification:
 
     def body(self, per_group: int, starts_at: float, wave: int = 0) -> bytes:
         alerts = [storm_alert(self.group, i, starts_at, wave) for i in range(self.alerts)]
-        return json.dumps({
-            "version": "4", "status": "firing", "receiver": "healer",
-            "groupKey": f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}", '
-                        f'wave="{wave}"}}',
-            "truncatedAlerts": 0,
-            "groupLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group),
-                            "wave": str(wave)},
-            "commonLabels": {"alertname": STORM_ALERTNAME, "group": str(self.group),
-                             "job": "bench", "severity": "warning", "wave": str(wave)},
-            "commonAnnotations": {},
-            "externalURL": f"http://127.0.0.1:{9093 + int(self.replica.rsplit('-', 1)[1])}",
-            "alerts": alerts,
-        }).encode()
+        return json.dumps(
+            {
+                "version": "4",
+                "status": "firing",
+                "receiver": "healer",
+                "groupKey": f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}", '
+                f'wave="{wave}"}}',
+                "truncatedAlerts": 0,
+                "groupLabels": {
+                    "alertname": STORM_ALERTNAME,
+                    "group": str(self.group),
+                    "wave": str(wave),
+                },
+                "commonLabels": {
+                    "alertname": STORM_ALERTNAME,
+                    "group": str(self.group),
+                    "job": "bench",
+                    "severity": "warning",
+                    "wave": str(wave),
+                },
+                "commonAnnotations": {},
+                "externalURL": f"http://127.0.0.1:{9093 + int(self.replica.rsplit('-', 1)[1])}",
+                "alerts": alerts,
+            }
+        ).encode()
 
 
-def storm_plan(groups: int, per_group: int, replicas: int = 2
-               ) -> dict[str, list[list[Notification]]]:
+def storm_plan(
+    groups: int, per_group: int, replicas: int = 2
+) -> dict[str, list[list[Notification]]]:
     """Per Alertmanager replica, per group, the notifications in the order that replica
     sends them (each is then posted twice: the original and its retry)."""
     first = max(1, per_group // 2)
     sizes = dict(zip(NOTIFICATIONS, (first, per_group, per_group), strict=True))
-    return {replica: [[Notification(replica, g, kind, sizes[kind]) for kind in NOTIFICATIONS]
-                      for g in range(groups)]
-            for replica in replica_names(replicas)}
+    return {
+        replica: [
+            [Notification(replica, g, kind, sizes[kind]) for kind in NOTIFICATIONS]
+            for g in range(groups)
+        ]
+        for replica in replica_names(replicas)
+    }
 
 
 def storm_alert_count(groups: int, per_group: int, replicas: int = 2) -> int:
@@ -133,17 +155,23 @@ def flood_body(group: int, alerts: int) -> bytes:
     parts = []
     for i in range(alerts):
         parts.append(
-            '{"status":"firing","labels":{"alertname":"' + FLOOD_ALERTNAME
+            '{"status":"firing","labels":{"alertname":"'
+            + FLOOD_ALERTNAME
             + f'","group":"{group}","instance":"leak-{group}-{i}","job":"bench",'
             '"severity":"warning"},"annotations":{"summary":"leak check alert"},'
             '"startsAt":"2026-11-23T08:00:00.000Z","endsAt":"0001-01-01T00:00:00Z",'
             '"generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"'
-            + flood_fingerprint(group, i) + '"}')
-    return ('{"version":"4","status":"firing","receiver":"healer","groupKey":"{}:{group=\\"'
-            + str(group) + '\\"}","truncatedAlerts":0,"groupLabels":{"group":"' + str(group)
-            + '"},"commonLabels":{},"commonAnnotations":{},'
-            '"externalURL":"http://127.0.0.1:9093","alerts":[' + ",".join(parts)
-            + "]}").encode()
+            + flood_fingerprint(group, i)
+            + '"}'
+        )
+    return (
+        '{"version":"4","status":"firing","receiver":"healer","groupKey":"{}:{group=\\"'
+        + str(group)
+        + '\\"}","truncatedAlerts":0,"groupLabels":{"group":"'
+        + str(group)
+        + '"},"commonLabels":{},"commonAnnotations":{},'
+        '"externalURL":"http://127.0.0.1:9093","alerts":[' + ",".join(parts) + "]}"
+    ).encode()
 
 
 class Connection:
@@ -160,8 +188,12 @@ class Connection:
         self.used = 0.0
 
     async def ready(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if (self.reader is None or self.writer is None or self.writer.is_closing()
-                or time.monotonic() - self.used > self.STALE):
+        if (
+            self.reader is None
+            or self.writer is None
+            or self.writer.is_closing()
+            or time.monotonic() - self.used > self.STALE
+        ):
             self.close()
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self.reader, self.writer
@@ -188,8 +220,12 @@ class Pool:
         for _ in range(size):
             self._idle.put_nowait(Connection(parts.hostname, parts.port))
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self._head = ("POST /api/v1/alerts HTTP/1.1\r\nHost: " + parts.netloc
-                      + "\r\nContent-Type: application/json\r\n" + auth)
+        self._head = (
+            "POST /api/v1/alerts HTTP/1.1\r\nHost: "
+            + parts.netloc
+            + "\r\nContent-Type: application/json\r\n"
+            + auth
+        )
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         conn = await self._idle.get()
@@ -226,8 +262,14 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     return status, body, headers.get("connection", "").lower() != "close"
 
 
-TRANSPORT_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    asyncio.TimeoutError, ValueError, IndexError)
+TRANSPORT_ERRORS = (
+    OSError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    asyncio.TimeoutError,
+    ValueError,
+    IndexError,
+)
 
 
 class Tally:
@@ -275,18 +317,28 @@ class Tally:
             return None if value is None else round(value * 1000, 2)
 
         requests = sum(self.statuses.values())
-        non_2xx = sum(n for code, n in self.statuses.items()
-                      if not (code.isdigit() and 200 <= int(code) < 300))
+        non_2xx = sum(
+            n
+            for code, n in self.statuses.items()
+            if not (code.isdigit() and 200 <= int(code) < 300)
+        )
         return {
-            "seconds": round(elapsed, 3), "requests": requests,
-            "statuses": dict(self.statuses), "non_2xx": non_2xx,
+            "seconds": round(elapsed, 3),
+            "requests": requests,
+            "statuses": dict(self.statuses),
+            "non_2xx": non_2xx,
             "alerts_accepted": self.alerts_ok,
             "alerts_per_second": round(self.alerts_ok / elapsed, 1) if elapsed else None,
             "requests_per_second": round(requests / elapsed, 1) if elapsed else None,
-            "latency_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0),
-                           "mean": round(statistics.fmean(lat) * 1000, 2) if lat else None},
+            "latency_ms": {
+                "p50": q(0.5),
+                "p99": q(0.99),
+                "max": q(1.0),
+                "mean": round(statistics.fmean(lat) * 1000, 2) if lat else None,
+            },
             "dispositions": dict(self.dispositions),
-            "first_post_at": self.first_post_at, "last_answer_at": self.last_answer_at,
+            "first_post_at": self.first_post_at,
+            "last_answer_at": self.last_answer_at,
         }
 
 
@@ -296,12 +348,17 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     tally = Tally()
     by_url = Counter[str]()
     posted = Counter[str]()
-    bodies = {n: n.body(args.per_group, args.starts_at, args.wave)
-              for per in plan.values() for notes in per for n in notes}
+    bodies = {
+        n: n.body(args.per_group, args.starts_at, args.wave)
+        for per in plan.values()
+        for notes in per
+        for n in notes
+    }
     deadline = time.monotonic() + args.deadline
 
-    async def group_sender(pool: Pool, retry_pool: Pool, notes: list[Notification],
-                           delays: list[float]) -> None:
+    async def group_sender(
+        pool: Pool, retry_pool: Pool, notes: list[Notification], delays: list[float]
+    ) -> None:
         await asyncio.sleep(delays[0])  # the storm's alerts do not all fire in one instant
         for n, pause in zip(notes, delays[1:], strict=True):
             if time.monotonic() > deadline:
@@ -325,17 +382,20 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     pools: dict[tuple[str, str], Pool] = {}
     for replica, pair in routes.items():
         for url in set(pair):
-            pools[replica, url] = Pool(url, max(1, args.connections // len(set(pair))),
-                                       args.timeout, args.token)
+            pools[replica, url] = Pool(
+                url, max(1, args.connections // len(set(pair))), args.timeout, args.token
+            )
     try:
         tasks = []
         for replica, per in plan.items():
             first, second = routes[replica]
             for notes in per:
                 delays = [rng.uniform(0.0, args.spread)] + [
-                    rng.uniform(0.0, args.jitter) for _ in notes]
-                tasks.append(group_sender(pools[replica, first], pools[replica, second],
-                                          notes, delays))
+                    rng.uniform(0.0, args.jitter) for _ in notes
+                ]
+                tasks.append(
+                    group_sender(pools[replica, first], pools[replica, second], notes, delays)
+                )
                 by_url[first] += len(notes)
                 by_url[second] += len(notes)
         await asyncio.gather(*tasks)
@@ -344,12 +404,20 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
             pool.close()
     elapsed = time.monotonic() - started
     out = tally.summary(elapsed)
-    out.update({"groups": args.groups, "per_group": args.per_group,
-                "replicas": list(plan), "urls": urls, "posts_planned_by_url": dict(by_url),
-                "alerts_posted": sum(posted.values()),
-                "alerts_posted_by_notification": dict(posted),
-                "fingerprints": args.groups * args.per_group, "wave": args.wave,
-                "aborted": time.monotonic() > deadline})
+    out.update(
+        {
+            "groups": args.groups,
+            "per_group": args.per_group,
+            "replicas": list(plan),
+            "urls": urls,
+            "posts_planned_by_url": dict(by_url),
+            "alerts_posted": sum(posted.values()),
+            "alerts_posted_by_notification": dict(posted),
+            "fingerprints": args.groups * args.per_group,
+            "wave": args.wave,
+            "aborted": time.monotonic() > deadline,
+        }
+    )
     return out
 
 
@@ -379,8 +447,9 @@ async def run_flood(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 group = args.first_group + len(new_groups)
                 new_groups.append(group)
-            code = await tally.post(pool, flood_body(group, args.per_post), args.per_post,
-                                    read_body=False)
+            code = await tally.post(
+                pool, flood_body(group, args.per_post), args.per_post, read_body=False
+            )
             if code is None:
                 uncertain[group] += 1
             elif 200 <= code < 300:
@@ -396,13 +465,20 @@ async def run_flood(args: argparse.Namespace) -> dict[str, Any]:
         pool.close()
     elapsed = time.monotonic() - started
     out = tally.summary(elapsed)
-    out.update({"alerts_posted": out["requests"] * args.per_post,
-                "per_post": args.per_post, "first_group": args.first_group,
-                "new_groups": len(new_groups), "resends": resends, "aborted": aborted,
-                "next_group": args.first_group + len(new_groups),
-                # posts with no answer at all: healer may or may not have stored them
-                "uncertain_posts": sum(uncertain.values()),
-                "new_groups_not_accepted": sum(1 for g in new_groups if not ok[g])})
+    out.update(
+        {
+            "alerts_posted": out["requests"] * args.per_post,
+            "per_post": args.per_post,
+            "first_group": args.first_group,
+            "new_groups": len(new_groups),
+            "resends": resends,
+            "aborted": aborted,
+            "next_group": args.first_group + len(new_groups),
+            # posts with no answer at all: healer may or may not have stored them
+            "uncertain_posts": sum(uncertain.values()),
+            "new_groups_not_accepted": sum(1 for g in new_groups if not ok[g]),
+        }
+    )
     return out
 
 
@@ -411,29 +487,52 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     for name in ("storm", "flood"):
         p = sub.add_parser(name)
-        p.add_argument("--url", required=True, action="append",
-                       help="base URL (loopback); storm: once per healer replica")
+        p.add_argument(
+            "--url",
+            required=True,
+            action="append",
+            help="base URL (loopback); storm: once per healer replica",
+        )
         p.add_argument("--token", default="")
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--timeout", type=float, default=30.0, help="per request")
-        p.add_argument("--deadline", type=float, default=600.0,
-                       help="no new post starts after this many seconds")
+        p.add_argument(
+            "--deadline",
+            type=float,
+            default=600.0,
+            help="no new post starts after this many seconds",
+        )
         p.add_argument("--seed", type=int, default=7)
     storm = sub.choices["storm"]
     storm.add_argument("--groups", type=int, default=100)
     storm.add_argument("--per-group", type=int, default=10)
-    storm.add_argument("--starts-at", type=float, required=True,
-                       help="epoch seconds; group g's alerts start at this + g s")
-    storm.add_argument("--wave", type=int, default=0, choices=range(10),
-                       help="a later wave sends as many new alerts (new fingerprints)")
-    storm.add_argument("--replicas", type=int, default=2,
-                       help="simulated Alertmanager replicas")
-    storm.add_argument("--connections", type=int, default=8,
-                       help="per Alertmanager replica")
-    storm.add_argument("--spread", type=float, default=0.5,
-                       help="groups' first notifications spread over this many seconds")
-    storm.add_argument("--jitter", type=float, default=0.02,
-                       help="seconds, at most: original -> retry, notification -> next")
+    storm.add_argument(
+        "--starts-at",
+        type=float,
+        required=True,
+        help="epoch seconds; group g's alerts start at this + g s",
+    )
+    storm.add_argument(
+        "--wave",
+        type=int,
+        default=0,
+        choices=range(10),
+        help="a later wave sends as many new alerts (new fingerprints)",
+    )
+    storm.add_argument("--replicas", type=int, default=2, help="simulated Alertmanager replicas")
+    storm.add_argument("--connections", type=int, default=8, help="per Alertmanager replica")
+    storm.add_argument(
+        "--spread",
+        type=float,
+        default=0.5,
+        help="groups' first notifications spread over this many seconds",
+    )
+    storm.add_argument(
+        "--jitter",
+        type=float,
+        default=0.02,
+        help="seconds, at most: original -> retry, notification -> next",
+    )
     flood = sub.choices["flood"]
     flood.add_argument("--alerts", type=int, required=True)
     flood.add_argument("--per-post", type=int, default=50)

@@ -77,8 +77,9 @@ def render(source: str | Path | dict[str, Any], out_png: str | Path) -> Path:
     height = 1.6 + 1.05 * len(rows)
     fig = Figure(figsize=(12, height), dpi=110)
     ax = fig.add_subplot()
-    longest = max((sum(v for v in run["phases"].values() if v) for _, run in rows if run),
-                  default=10.0)
+    longest = max(
+        (sum(v for v in run["phases"].values() if v) for _, run in rows if run), default=10.0
+    )
     for y, (_, run) in enumerate(rows):
         if run is None:
             ax.text(0.1, y, "no recovered heal in this run", va="center", color="#b30000")
@@ -87,29 +88,56 @@ def render(source: str | Path | dict[str, Any], out_png: str | Path) -> Path:
         for name in ORDER:
             width = run["phases"].get(name) or 0.0
             style = STYLE[name]
-            ax.barh(y, width, left=left, height=0.55, color=style["color"],
-                    hatch=style.get("hatch"), edgecolor=style.get("edgecolor", "white"),
-                    linewidth=0.6)
+            ax.barh(
+                y,
+                width,
+                left=left,
+                height=0.55,
+                color=style["color"],
+                hatch=style.get("hatch"),
+                edgecolor=style.get("edgecolor", "white"),
+                linewidth=0.6,
+            )
             if width >= 0.06 * longest:
                 dark = name in ("detect", "notify", "check", "act")
-                ax.text(left + width / 2, y, _fmt(width), ha="center", va="center",
-                        fontsize=8, color="white" if dark else "#222222")
+                ax.text(
+                    left + width / 2,
+                    y,
+                    _fmt(width),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "#222222",
+                )
             left += width
-        ax.text(left + 0.012 * longest, y, f"recovered at {_fmt(left)}", va="center",
-                fontsize=8.5, color="#222222")
+        ax.text(
+            left + 0.012 * longest,
+            y,
+            f"recovered at {_fmt(left)}",
+            va="center",
+            fontsize=8.5,
+            color="#222222",
+        )
         owned = run["owned"]
         p = run["phases"]
-        healer_parts = ", ".join(f"{n} {p[n]:.2f}" for n in ("check", "act", "poll")
-                                 if p.get(n) is not None)
-        ax.text(0, y + 0.44,
-                f"Prometheus {owned['Prometheus']:.2f} s + Alertmanager "
-                f"{owned['Alertmanager']:.2f} s  |  healer {owned['healer']:.2f} s "
-                f"({healer_parts})  |  service {owned['service']:.2f} s  |  "
-                f"stable_for hold {owned['healer hold']:.2f} s",
-                va="center", fontsize=7.5, color="#444444")
+        healer_parts = ", ".join(
+            f"{n} {p[n]:.2f}" for n in ("check", "act", "poll") if p.get(n) is not None
+        )
+        ax.text(
+            0,
+            y + 0.44,
+            f"Prometheus {owned['Prometheus']:.2f} s + Alertmanager "
+            f"{owned['Alertmanager']:.2f} s  |  healer {owned['healer']:.2f} s "
+            f"({healer_parts})  |  service {owned['service']:.2f} s  |  "
+            f"stable_for hold {owned['healer hold']:.2f} s",
+            va="center",
+            fontsize=7.5,
+            color="#444444",
+        )
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{s['title']}\n{s['alert']}\n-> {s['handler']}" for s in scenarios],
-                       fontsize=8.5)
+    ax.set_yticklabels(
+        [f"{s['title']}\n{s['alert']}\n-> {s['handler']}" for s in scenarios], fontsize=8.5
+    )
     ax.set_ylim(len(rows) - 0.3, -0.5)
     ax.set_xlim(0, longest * 1.17)
     ax.set_xlabel("seconds after the fault")
@@ -117,18 +145,37 @@ def render(source: str | Path | dict[str, Any], out_png: str | Path) -> Path:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    handles = [Patch(facecolor=STYLE[n]["color"], hatch=STYLE[n].get("hatch"),
-                     edgecolor=STYLE[n].get("edgecolor", "white"), label=LABELS[n])
-               for n in LEGEND]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.5 / height * 2.2),
-              ncol=3, fontsize=8, frameon=False)
+    handles = [
+        Patch(
+            facecolor=STYLE[n]["color"],
+            hatch=STYLE[n].get("hatch"),
+            edgecolor=STYLE[n].get("edgecolor", "white"),
+            label=LABELS[n],
+        )
+        for n in LEGEND
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.5 / height * 2.2),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
     params = doc.get("params", {})
     machine = doc.get("machine", {})
     reps = params.get("repetitions")
-    fig.suptitle("One whole-loop heal per Odoo scenario: fault -> Prometheus -> Alertmanager "
-                 "-> healer -> verified recovered", fontsize=11, x=0.01, ha="left")
-    note = (f"each row: the repetition (of {reps}) with the median fault -> recovered time; "
-            "alert rules at test speed (1 s scrape/evaluation, for: 1-2 s)")
+    fig.suptitle(
+        "One whole-loop heal per Odoo scenario: fault -> Prometheus -> Alertmanager "
+        "-> healer -> verified recovered",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+    )
+    note = (
+        f"each row: the repetition (of {reps}) with the median fault -> recovered time; "
+        "alert rules at test speed (1 s scrape/evaluation, for: 1-2 s)"
+    )
     if machine:
         note += f"; {machine.get('cores')} cores, commit {machine.get('commit')}"
     if doc.get("quick"):

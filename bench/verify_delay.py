@@ -51,8 +51,10 @@ from tests.support.env import wait_until
 from tests.support.processes import PrometheusFactory, PromInstance
 
 NAME = "verify_delay"
-DESCRIPTION = ("ALERTS series cleared -> healer records recovered, real Prometheus at 1 s and "
-               "5 s evaluation, against the evaluation interval")
+DESCRIPTION = (
+    "ALERTS series cleared -> healer records recovered, real Prometheus at 1 s and "
+    "5 s evaluation, against the evaluation interval"
+)
 INTERVALS = (1, 5)
 ALERTNAME = "BenchVerify"
 METRIC = "bench_broken"
@@ -66,6 +68,7 @@ T = TypeVar("T")
 
 # ---- the service Prometheus scrapes ---------------------------------------------------
 
+
 class MetricServer:
     """``/metrics`` on 127.0.0.1 with one gauge, ``bench_broken``, set by :attr:`value`."""
 
@@ -75,8 +78,11 @@ class MetricServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = (f"# TYPE {METRIC} gauge\n{METRIC} {server.value}\n".encode()
-                        if self.path.split("?")[0] == "/metrics" else b"")
+                body = (
+                    f"# TYPE {METRIC} gauge\n{METRIC} {server.value}\n".encode()
+                    if self.path.split("?")[0] == "/metrics"
+                    else b""
+                )
                 self.send_response(200 if body else 404)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -87,8 +93,9 @@ class MetricServer:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="bench-metrics")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="bench-metrics"
+        )
 
     @property
     def address(self) -> str:
@@ -106,15 +113,17 @@ class MetricServer:
 
 def rule_file(workdir: Path) -> Path:
     path = workdir / "bench-verify.rules.yml"
-    path.write_text(f"groups:\n- name: bench-verify\n  rules:\n  - alert: {ALERTNAME}\n"
-                    f"    expr: {METRIC} > 0\n")
+    path.write_text(
+        f"groups:\n- name: bench-verify\n  rules:\n  - alert: {ALERTNAME}\n    expr: {METRIC} > 0\n"
+    )
     return path
 
 
 def healer_config(prometheus_url: str) -> dict[str, Any]:
-    return noop_config([noop_rule(RULE, ALERTNAME, "verify-delay",
-                                  verify={"stable_for": "0s", "timeout": "60s"})],
-                       prometheus={"url": prometheus_url})
+    return noop_config(
+        [noop_rule(RULE, ALERTNAME, "verify-delay", verify={"stable_for": "0s", "timeout": "60s"})],
+        prometheus={"url": prometheus_url},
+    )
 
 
 @contextmanager
@@ -124,39 +133,69 @@ def prometheus(workdir: Path, interval: int, target: str) -> Iterator[PromInstan
     :func:`wait_scraped`."""
     factory = PrometheusFactory(workdir)
     try:
-        yield factory.start([], [rule_file(workdir)], interval=f"{interval}s",
-                            scrape_configs=[{"job_name": "bench", "scrape_interval": "1s",
-                                             "scrape_timeout": "1s",
-                                             "static_configs": [{"targets": [target]}]}])
+        yield factory.start(
+            [],
+            [rule_file(workdir)],
+            interval=f"{interval}s",
+            scrape_configs=[
+                {
+                    "job_name": "bench",
+                    "scrape_interval": "1s",
+                    "scrape_timeout": "1s",
+                    "static_configs": [{"targets": [target]}],
+                }
+            ],
+        )
     finally:
         factory.stop_all()
 
 
 def wait_scraped(prom: PromInstance) -> None:
     # Prometheus 2.42 hands static targets over on its 5 s discovery tick.
-    wait_until(lambda: prom.query('up{job="bench"} == 1'), timeout=30, interval=0.2,
-               what="the bench target scraped", ignore=(httpx.HTTPError,))
+    wait_until(
+        lambda: prom.query('up{job="bench"} == 1'),
+        timeout=30,
+        interval=0.2,
+        what="the bench target scraped",
+        ignore=(httpx.HTTPError,),
+    )
 
 
 # ---- one sample ------------------------------------------------------------------------
 
-def poll(probe: Callable[[], T | None], *, timeout: float, what: str,
-         interval: float = 0.2) -> T:
+
+def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
     """Wait for ``probe`` (bounded). Slow on purpose: nothing measured depends on when this
     process notices, and a busy poller would take CPU from healer and Prometheus."""
-    return wait_until(probe, timeout=timeout, what=what, interval=interval,
-                      ignore=(httpx.HTTPError,))
+    return wait_until(
+        probe, timeout=timeout, what=what, interval=interval, ignore=(httpx.HTTPError,)
+    )
 
 
 def alert_payload(labels: dict[str, str], fingerprint: str, starts_at: float) -> dict[str, Any]:
     starts = dt.datetime.fromtimestamp(starts_at, dt.UTC).isoformat().replace("+00:00", "Z")
-    return {"version": "4", "status": "firing", "receiver": "healer",
-            "groupKey": f'{{}}:{{alertname="{ALERTNAME}"}}', "truncatedAlerts": 0,
-            "groupLabels": {"alertname": ALERTNAME}, "commonLabels": labels,
-            "commonAnnotations": {}, "externalURL": "http://bench",
-            "alerts": [{"status": "firing", "labels": labels, "annotations": {},
-                        "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
-                        "generatorURL": "http://bench", "fingerprint": fingerprint}]}
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "groupKey": f'{{}}:{{alertname="{ALERTNAME}"}}',
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": ALERTNAME},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://bench",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {},
+                "startsAt": starts,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://bench",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
 
 
 def cleared_at(prom: PromInstance, interval: float) -> float:
@@ -172,8 +211,9 @@ def cleared_at(prom: PromInstance, interval: float) -> float:
 
     def present(at: float) -> bool:
         with httpx.Client(timeout=5.0) as client:
-            body = client.get(f"{prom.url}/api/v1/query",
-                              params={"query": SELECTOR, "time": f"{at:.3f}"}).json()
+            body = client.get(
+                f"{prom.url}/api/v1/query", params={"query": SELECTOR, "time": f"{at:.3f}"}
+            ).json()
         return bool(body["data"]["result"])
 
     if not present(last):
@@ -184,32 +224,51 @@ def cleared_at(prom: PromInstance, interval: float) -> float:
     raise RuntimeError(f"ALERTS still present {5 * interval:g}s after its last sample")
 
 
-def one_sample(prom: PromInstance, healer_url: str, metric: MetricServer, interval: float,
-               rng: random.Random, n: int) -> dict[str, Any]:
+def one_sample(
+    prom: PromInstance,
+    healer_url: str,
+    metric: MetricServer,
+    interval: float,
+    rng: random.Random,
+    n: int,
+) -> dict[str, Any]:
     webhook = {"Authorization": f"Bearer {TOKEN}"}
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(timeout=10.0) as client:
+
         def heal(heal_id: str) -> dict[str, Any]:
             response = client.get(f"{healer_url}/api/v1/heals/{heal_id}", headers=admin)
             response.raise_for_status()
             body: dict[str, Any] = response.json()
             return body
 
-        poll(lambda: not prom.query(SELECTOR), timeout=6 * interval + 10,
-             what="ALERTS gone before breaking")
+        poll(
+            lambda: not prom.query(SELECTOR),
+            timeout=6 * interval + 10,
+            what="ALERTS gone before breaking",
+        )
         metric.value = 1
-        series = poll(lambda: prom.query(SELECTOR), timeout=3 * interval + 10,
-                      what=f"{ALERTNAME} firing")
-        labels = {k: v for k, v in series[0]["metric"].items()
-                  if k not in ("__name__", "alertstate")}
+        series = poll(
+            lambda: prom.query(SELECTOR), timeout=3 * interval + 10, what=f"{ALERTNAME} firing"
+        )
+        labels = {
+            k: v for k, v in series[0]["metric"].items() if k not in ("__name__", "alertstate")
+        }
         time.sleep(rng.uniform(0, interval))  # verification starts at a random phase
         fingerprint = f"{n:04d}{uuid.uuid4().hex[:12]}"
-        response = client.post(f"{healer_url}/api/v1/alerts", headers=webhook,
-                               json=alert_payload(labels, fingerprint, time.time() - 1))
+        response = client.post(
+            f"{healer_url}/api/v1/alerts",
+            headers=webhook,
+            json=alert_payload(labels, fingerprint, time.time() - 1),
+        )
         response.raise_for_status()
         heal_id = response.json()["started"][0]["heal_id"]
-        poll(lambda: any(e["kind"] == "verify_sample" for e in heal(heal_id)["timeline"]),
-             timeout=10, what="healer verifying", interval=0.1)
+        poll(
+            lambda: any(e["kind"] == "verify_sample" for e in heal(heal_id)["timeline"]),
+            timeout=10,
+            what="healer verifying",
+            interval=0.1,
+        )
         time.sleep(rng.uniform(0, 1.0))  # the problem clears at a random phase of scrapes
         metric.value = 0
 
@@ -225,17 +284,22 @@ def one_sample(prom: PromInstance, healer_url: str, metric: MetricServer, interv
     start = next(e for e in timeline if e["kind"] == "verify_start")["data"]
     detected = samples[-1]["at"] if samples and samples[-1]["data"]["healthy"] else None
     return {
-        "heal_id": heal_id, "outcome": done["outcome"], "cleared_at": cleared,
-        "recorded_at": round(outcome["at"], 6), "delay": round(outcome["at"] - cleared, 6),
+        "heal_id": heal_id,
+        "outcome": done["outcome"],
+        "cleared_at": cleared,
+        "recorded_at": round(outcome["at"], 6),
+        "delay": round(outcome["at"] - cleared, 6),
         "detect": None if detected is None else round(detected - cleared, 6),
         "record": None if detected is None else round(outcome["at"] - detected, 6),
         "verify_samples": len(samples),
         "firing_first": bool(samples) and samples[0]["data"]["healthy"] is False,
-        "aligned": start.get("aligned"), "poll_interval": start.get("interval"),
+        "aligned": start.get("aligned"),
+        "poll_interval": start.get("interval"),
     }
 
 
 # ---- the benchmark -----------------------------------------------------------------------
+
 
 def run(ctx: Context) -> Result:
     count = ctx.pick(10, 2)
@@ -252,11 +316,16 @@ def run(ctx: Context) -> Result:
             workdir = ctx.workdir / f"{interval}s"
             workdir.mkdir(parents=True, exist_ok=True)
             metric = stack.enter_context(MetricServer())
-            setups[interval] = metric, stack.enter_context(
-                prometheus(workdir, interval, metric.address))
-        healers = {interval: stack.enter_context(
-            healer(ctx.workdir / f"{interval}s", healer_config(prom.url)))
-            for interval, (_, prom) in setups.items()}
+            setups[interval] = (
+                metric,
+                stack.enter_context(prometheus(workdir, interval, metric.address)),
+            )
+        healers = {
+            interval: stack.enter_context(
+                healer(ctx.workdir / f"{interval}s", healer_config(prom.url))
+            )
+            for interval, (_, prom) in setups.items()
+        }
         for _, prom in setups.values():
             wait_scraped(prom)
         for interval, (metric, prom) in setups.items():
@@ -272,10 +341,13 @@ def run(ctx: Context) -> Result:
                     metric.value = 0
                     continue
                 runs[interval].append(sample)
-                print(f"    {interval}s evaluation, sample {n + 1}/{count}: "
-                      f"{sample['outcome']}, delay {sample['delay'] * 1000:6.0f} ms "
-                      f"(detect {_ms(sample['detect'])}, record {_ms(sample['record'])}), "
-                      f"{sample['verify_samples']} verify samples", flush=True)
+                print(
+                    f"    {interval}s evaluation, sample {n + 1}/{count}: "
+                    f"{sample['outcome']}, delay {sample['delay'] * 1000:6.0f} ms "
+                    f"(detect {_ms(sample['detect'])}, record {_ms(sample['record'])}), "
+                    f"{sample['verify_samples']} verify samples",
+                    flush=True,
+                )
     return summarize(runs, errors, count)
 
 
@@ -283,8 +355,9 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f} ms"
 
 
-def summarize(runs: dict[int, list[dict[str, Any]]], errors: dict[int, list[str]],
-              count: int) -> Result:
+def summarize(
+    runs: dict[int, list[dict[str, Any]]], errors: dict[int, list[str]], count: int
+) -> Result:
     figures: dict[str, Any] = {}
     targets: list[Target] = []
     table: list[dict[str, Any]] = []
@@ -312,20 +385,43 @@ def summarize(runs: dict[int, list[dict[str, Any]]], errors: dict[int, list[str]
         }
         bare_ms = interval * 1000
         table += [
-            {"figure": f"{interval} s evaluation: ALERTS cleared -> recovered, median (ms)",
-             "healer": median, "bare": bare_ms, "ratio": figures[f"{interval}s"]["ratio_median"]},
-            {"figure": f"{interval} s evaluation: ALERTS cleared -> recovered, max (ms)",
-             "healer": stats.get("max"), "bare": bare_ms,
-             "ratio": figures[f"{interval}s"]["ratio_max"]},
+            {
+                "figure": f"{interval} s evaluation: ALERTS cleared -> recovered, median (ms)",
+                "healer": median,
+                "bare": bare_ms,
+                "ratio": figures[f"{interval}s"]["ratio_median"],
+            },
+            {
+                "figure": f"{interval} s evaluation: ALERTS cleared -> recovered, max (ms)",
+                "healer": stats.get("max"),
+                "bare": bare_ms,
+                "ratio": figures[f"{interval}s"]["ratio_max"],
+            },
         ]
         targets += [
-            Target(f"max verification delay / interval, {interval} s evaluation",
-                   figures[f"{interval}s"]["ratio_max"], "<=",
-                   round(1 + TARGET_EXCESS / interval, 3)),
-            Target(f"samples lost or not recovered, {interval} s evaluation",
-                   count - len(good), "<=", 0),
+            Target(
+                f"max verification delay / interval, {interval} s evaluation",
+                figures[f"{interval}s"]["ratio_max"],
+                "<=",
+                round(1 + TARGET_EXCESS / interval, 3),
+            ),
+            Target(
+                f"samples lost or not recovered, {interval} s evaluation",
+                count - len(good),
+                "<=",
+                0,
+            ),
         ]
-    return Result(NAME, figures, targets, table,
-                  params={"intervals_s": list(INTERVALS), "samples_per_interval": count,
-                          "scrape_interval_s": 1, "seed": SEED,
-                          "target": f"max delay <= interval + {TARGET_EXCESS * 1000:.0f} ms"})
+    return Result(
+        NAME,
+        figures,
+        targets,
+        table,
+        params={
+            "intervals_s": list(INTERVALS),
+            "samples_per_interval": count,
+            "scrape_interval_s": 1,
+            "seed": SEED,
+            "target": f"max delay <= interval + {TARGET_EXCESS * 1000:.0f} ms",
+        },
+    )

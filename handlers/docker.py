@@ -77,9 +77,12 @@ def target(summary: dict[str, Any]) -> Target:
     return Target(kind="docker", name=summary["name"], attrs=attrs)
 
 
-async def find_containers(ctx: HealContext, names: Iterable[str] = (),
-                          services: Iterable[str] = (),
-                          project: str | None = None) -> list[dict[str, Any]]:
+async def find_containers(
+    ctx: HealContext,
+    names: Iterable[str] = (),
+    services: Iterable[str] = (),
+    project: str | None = None,
+) -> list[dict[str, Any]]:
     """Inspect dicts of the containers named ``names`` and of those carrying the compose
     labels of each of ``services`` (in ``project`` when given), each container once.
 
@@ -92,16 +95,20 @@ async def find_containers(ctx: HealContext, names: Iterable[str] = (),
         labels = {_SERVICE: service}
         if project is not None:
             labels[_PROJECT] = project
-        found.extend(sorted(await ctx.docker.list_containers(labels=labels),
-                            key=lambda i: str(i.get("Name"))))
+        found.extend(
+            sorted(
+                await ctx.docker.list_containers(labels=labels), key=lambda i: str(i.get("Name"))
+            )
+        )
     unique: dict[str, dict[str, Any]] = {}
     for info in found:
         unique.setdefault(info["Id"], info)
     return list(unique.values())
 
 
-async def restart_one(ctx: HealContext, name: str, *, stop_timeout: int,
-                      health_timeout: float) -> tuple[dict[str, Any], dict[str, Any], float]:
+async def restart_one(
+    ctx: HealContext, name: str, *, stop_timeout: int, health_timeout: float
+) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Restart ``name`` and wait until it is back: running with a new StartedAt and, when
     it has a healthcheck, healthy. Returns (before, after, seconds); raises ActionFailed
     naming what it saw when the container does not come back."""
@@ -110,8 +117,10 @@ async def restart_one(ctx: HealContext, name: str, *, stop_timeout: int,
     await ctx.docker.restart(name, timeout=stop_timeout)
     after = summary(await ctx.docker.inspect(name))
     if after["started_at"] == before["started_at"] or after["status"] != "running":
-        raise ActionFailed(f"{name} did not come back: status {after['status']}, "
-                           f"StartedAt {after['started_at']}", heal_id=ctx.heal_id)
+        raise ActionFailed(
+            f"{name} did not come back: status {after['status']}, StartedAt {after['started_at']}",
+            heal_id=ctx.heal_id,
+        )
     if after["health"] is not None:
         after = await wait_healthy(ctx, name, health_timeout)
     return before, after, round(time.monotonic() - started, 3)
@@ -126,11 +135,15 @@ async def wait_healthy(ctx: HealContext, name: str, timeout: float) -> dict[str,
         if state["health"] == "healthy":
             return state
         if state["status"] != "running":
-            raise ActionFailed(f"{name} restarted but stopped before it was healthy "
-                               f"(status: {state['status']})", heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"{name} restarted but stopped before it was healthy (status: {state['status']})",
+                heal_id=ctx.heal_id,
+            )
         if time.monotonic() >= deadline:
-            raise ActionFailed(f"{name} restarted but not healthy after {timeout:g}s "
-                               f"(health: {state['health']})", heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"{name} restarted but not healthy after {timeout:g}s (health: {state['health']})",
+                heal_id=ctx.heal_id,
+            )
         await asyncio.sleep(0.5)
 
 
@@ -147,21 +160,32 @@ class DockerRestart:
         missing = sorted(wanted - {s["name"] for s in found})
         evidence = {"containers": found, "missing": missing}
         if not found:
-            return CheckResult(targets=[], evidence=evidence, act=False,
-                               reason="no container matches " + _describe(params))
+            return CheckResult(
+                targets=[],
+                evidence=evidence,
+                act=False,
+                reason="no container matches " + _describe(params),
+            )
         return CheckResult(targets=[target(s) for s in found], evidence=evidence)
 
-    async def act(self, ctx: HealContext, params: RestartParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: RestartParams, check: CheckResult) -> ActResult:
         restarted = []
         for t in check.targets:
             before, after, took = await restart_one(
-                ctx, t.name, stop_timeout=params.stop_timeout,
-                health_timeout=params.health_timeout)
-            await ctx.record("restarted", {"container": t.name, "seconds": took,
-                                           "before": before, "after": after})
-            restarted.append({"container": t.name, "seconds": took,
-                              "started_at": after["started_at"], "health": after["health"]})
+                ctx, t.name, stop_timeout=params.stop_timeout, health_timeout=params.health_timeout
+            )
+            await ctx.record(
+                "restarted",
+                {"container": t.name, "seconds": took, "before": before, "after": after},
+            )
+            restarted.append(
+                {
+                    "container": t.name,
+                    "seconds": took,
+                    "started_at": after["started_at"],
+                    "health": after["health"],
+                }
+            )
         names = ", ".join(r["container"] for r in restarted)
         return ActResult(summary=f"restarted {names}", details={"restarted": restarted})
 
@@ -169,6 +193,8 @@ class DockerRestart:
 def _describe(params: RestartParams) -> str:
     parts = [f"name {n!r}" for n in params.containers]
     if params.service is not None:
-        parts.append(f"compose service {params.service!r}"
-                     + (f" in project {params.project!r}" if params.project else ""))
+        parts.append(
+            f"compose service {params.service!r}"
+            + (f" in project {params.project!r}" if params.project else "")
+        )
     return " or ".join(parts)

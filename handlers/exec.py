@@ -243,10 +243,16 @@ def untrusted_reason(path: str) -> str | None:
         except OSError as exc:
             return f"cannot check {current}: {exc.strerror}"
         if st.st_uid not in (0, me):
-            return (f"{current} is owned by uid {st.st_uid}, not by root or healer's user "
-                    f"(uid {me}): refusing to run it")
-        sticky_root_dir = (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-                           and st.st_uid == 0 and current != path)
+            return (
+                f"{current} is owned by uid {st.st_uid}, not by root or healer's user "
+                f"(uid {me}): refusing to run it"
+            )
+        sticky_root_dir = (
+            stat.S_ISDIR(st.st_mode)
+            and st.st_mode & stat.S_ISVTX
+            and st.st_uid == 0
+            and current != path
+        )
         if st.st_mode & _UNSAFE_BITS and not sticky_root_dir:
             what = "world-writable" if st.st_mode & stat.S_IWOTH else "group-writable"
             kind = "directory " if current != path else ""
@@ -301,14 +307,14 @@ class _Tail(asyncio.Protocol):
         self.total += len(data)
         self._data += data
         if len(self._data) > 2 * self._limit:  # trim in batches, not on every chunk
-            del self._data[:-self._limit]
+            del self._data[: -self._limit]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
     def text(self) -> str:
-        return bytes(self._data[-self._limit:]).decode("utf-8", errors="replace")
+        return bytes(self._data[-self._limit :]).decode("utf-8", errors="replace")
 
 
 async def _reader(fd: int) -> tuple[asyncio.ReadTransport, _Tail]:
@@ -345,10 +351,15 @@ class Exec:
         path, st = _resolve_executable(params.argv[0])
         cwd = _resolve_cwd(params.cwd)
         attrs = {"cwd": cwd} if cwd is not None else {}
-        evidence = {"argv": params.argv, "path": path, "cwd": cwd, "timeout": params.timeout,
-                    "env_keys": sorted(params.env), "inode": _inode(st)}
-        return CheckResult(targets=[Target(kind="exec", name=path, attrs=attrs)],
-                           evidence=evidence)
+        evidence = {
+            "argv": params.argv,
+            "path": path,
+            "cwd": cwd,
+            "timeout": params.timeout,
+            "env_keys": sorted(params.env),
+            "inode": _inode(st),
+        }
+        return CheckResult(targets=[Target(kind="exec", name=path, attrs=attrs)], evidence=evidence)
 
     async def act(self, ctx: HealContext, params: ExecParams, check: CheckResult) -> ActResult:
         # Run what the allowlist judged, and make sure it is still a runnable file.
@@ -356,8 +367,9 @@ class Exec:
         try:
             resolved, st = _resolve_executable(path)
         except InvalidParams as exc:
-            raise ActionFailed(f"{path} changed since check: {exc.message}",
-                               heal_id=ctx.heal_id) from None
+            raise ActionFailed(
+                f"{path} changed since check: {exc.message}", heal_id=ctx.heal_id
+            ) from None
         if resolved != path or _inode(st) != check.evidence.get("inode"):
             raise ActionFailed(f"{path} changed since check", heal_id=ctx.heal_id)
         cwd = check.targets[0].attrs.get("cwd")
@@ -367,27 +379,44 @@ class Exec:
         if note is not None:
             await ctx.record("note", note)
         size = sum(len(a.encode()) + 1 for a in params.argv) + sum(
-            _env_bytes(k, v) for k, v in env.items())
+            _env_bytes(k, v) for k, v in env.items()
+        )
         if size > _ARG_MAX - 4096:
-            raise ActionFailed(f"{path}: argv and environment take {size} bytes, over the "
-                               f"system's {_ARG_MAX} (ARG_MAX): not run", heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"{path}: argv and environment take {size} bytes, over the "
+                f"system's {_ARG_MAX} (ARG_MAX): not run",
+                heal_id=ctx.heal_id,
+            )
 
         details = await self._run(ctx, path, params.argv, cwd, env, params.timeout)
         if details["timed_out"]:
             await ctx.record("exec_failed", details)
-            raise ActionFailed(f"{path} timed out after {params.timeout:g}s "
-                               f"(process group killed)", heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"{path} timed out after {params.timeout:g}s (process group killed)",
+                heal_id=ctx.heal_id,
+            )
         code = details["exit_code"]
         if code != 0:
             await ctx.record("exec_failed", details)
             stderr = details["stderr_tail"].strip()[-1024:]
-            raise ActionFailed(f"{path} failed: {_describe_exit(code)}"
-                               + (f"; stderr: {stderr}" if stderr else ""), heal_id=ctx.heal_id)
-        return ActResult(summary=f"ran {path}: exit code 0 in {details['seconds']:g}s",
-                         details=details)
+            raise ActionFailed(
+                f"{path} failed: {_describe_exit(code)}"
+                + (f"; stderr: {stderr}" if stderr else ""),
+                heal_id=ctx.heal_id,
+            )
+        return ActResult(
+            summary=f"ran {path}: exit code 0 in {details['seconds']:g}s", details=details
+        )
 
-    async def _run(self, ctx: HealContext, path: str, argv: list[str], cwd: str | None,
-                   env: dict[str, str], timeout: float) -> dict[str, Any]:
+    async def _run(
+        self,
+        ctx: HealContext,
+        path: str,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        timeout: float,
+    ) -> dict[str, Any]:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         unread = [out_r, err_r]  # read ends not yet owned by a transport
@@ -399,9 +428,17 @@ class Exec:
             while unread:
                 readers.append(await _reader(unread.pop(0)))
             proc = await asyncio.create_subprocess_exec(
-                argv[0], *argv[1:], executable=path, cwd=cwd, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                start_new_session=True, close_fds=True)
+                argv[0],
+                *argv[1:],
+                executable=path,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,
+                close_fds=True,
+            )
             os.close(out_w)
             os.close(err_w)
             out_w = err_w = -1
@@ -427,10 +464,15 @@ class Exec:
                     await asyncio.wait_for(proc.wait(), KILL_GRACE)
         (_, out), (_, err) = readers
         return {
-            "path": path, "pid": proc.pid, "exit_code": proc.returncode,
-            "timed_out": timed_out, "seconds": round(time.monotonic() - started, 3),
-            "stdout_tail": out.text(), "stderr_tail": err.text(),
-            "stdout_bytes": out.total, "stderr_bytes": err.total,
+            "path": path,
+            "pid": proc.pid,
+            "exit_code": proc.returncode,
+            "timed_out": timed_out,
+            "seconds": round(time.monotonic() - started, 3),
+            "stdout_tail": out.text(),
+            "stderr_tail": err.text(),
+            "stdout_bytes": out.total,
+            "stderr_bytes": err.total,
             "truncated": out.total > TAIL_BYTES or err.total > TAIL_BYTES,
         }
 

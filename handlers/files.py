@@ -118,8 +118,12 @@ class Seen:
 
     def brief(self, now: float) -> dict[str, Any]:
         mtime = self.mtime_ns / 1e9
-        return {"name": self.path, "size": self.size, "age_s": round(now - mtime),
-                "mtime": datetime.fromtimestamp(mtime, UTC).isoformat(timespec="seconds")}
+        return {
+            "name": self.path,
+            "size": self.size,
+            "age_s": round(now - mtime),
+            "mtime": datetime.fromtimestamp(mtime, UTC).isoformat(timespec="seconds"),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +168,9 @@ class _Scan:
                 elif stat.S_ISDIR(st.st_mode):
                     self._descend(dir_fd, (*rel, entry.name), st)
                 elif stat.S_ISREG(st.st_mode) and self.matches(entry.name):
-                    self.files.append(Seen((*rel, entry.name), st.st_dev, st.st_ino,
-                                           st.st_mtime_ns, st.st_size))
+                    self.files.append(
+                        Seen((*rel, entry.name), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+                    )
                 if self.truncated:
                     return
 
@@ -231,43 +236,61 @@ class FilesPrune:
                 scan = _Scan(params.pattern, params.recursive, root_st.st_dev)
                 scan.walk(fd, ())
         except (FileNotFoundError, NotADirectoryError):
-            raise ActionFailed(f"directory {params.directory!r} does not exist",
-                               heal_id=ctx.heal_id) from None
+            raise ActionFailed(
+                f"directory {params.directory!r} does not exist", heal_id=ctx.heal_id
+            ) from None
         except OSError as exc:
-            raise ActionFailed(f"cannot read {root}: {exc.strerror}",
-                               heal_id=ctx.heal_id) from None
+            raise ActionFailed(f"cannot read {root}: {exc.strerror}", heal_id=ctx.heal_id) from None
 
         now = time.time()
         newest_first = sorted(scan.files, key=lambda s: (-s.mtime_ns, s.rel))
-        kept = newest_first[:params.keep]
-        rest = newest_first[params.keep:]
+        kept = newest_first[: params.keep]
+        rest = newest_first[params.keep :]
         threshold_ns = int((now - params.older_than) * 1e9)
         old = [s for s in rest if s.mtime_ns < threshold_ns]
         old.reverse()  # oldest first: the order act deletes in
         evidence: dict[str, Any] = {
-            "directory": params.directory, "resolved": root, "pattern": params.pattern,
-            "recursive": params.recursive, "older_than_s": params.older_than,
-            "keep": params.keep, "matched": len(scan.files), "kept": len(kept),
+            "directory": params.directory,
+            "resolved": root,
+            "pattern": params.pattern,
+            "recursive": params.recursive,
+            "older_than_s": params.older_than,
+            "keep": params.keep,
+            "matched": len(scan.files),
+            "kept": len(kept),
             "kept_newest": kept[0].brief(now) if kept else None,
             "kept_oldest": kept[-1].brief(now) if kept else None,
             "younger": len(rest) - len(old),
-            "candidates": len(old), "bytes": sum(s.size for s in old),
+            "candidates": len(old),
+            "bytes": sum(s.size for s in old),
             "oldest_candidate": old[0].brief(now) if old else None,
             "newest_candidate": old[-1].brief(now) if old else None,
             "names": [s.path for s in old[:SHOWN]],
-            "symlinks_skipped": scan.symlinks, "scan_truncated": scan.truncated,
+            "symlinks_skipped": scan.symlinks,
+            "scan_truncated": scan.truncated,
         }
-        target = Target(kind="files", name=root,
-                        attrs={"pattern": params.pattern,
-                               "recursive": str(params.recursive).lower()})
+        target = Target(
+            kind="files",
+            name=root,
+            attrs={"pattern": params.pattern, "recursive": str(params.recursive).lower()},
+        )
         reason = ""
         if not old:
-            reason = (f"nothing to prune: {len(scan.files)} file(s) match {params.pattern!r}, "
-                      f"{len(kept)} kept as the newest, {len(rest)} younger than "
-                      f"{_ago(params.older_than)}")
-        return PruneCheck(targets=[target], evidence=evidence, act=bool(old), reason=reason,
-                          root=root, root_id=_identity(root_st), dirs=scan.dirs,
-                          candidates=tuple(old))
+            reason = (
+                f"nothing to prune: {len(scan.files)} file(s) match {params.pattern!r}, "
+                f"{len(kept)} kept as the newest, {len(rest)} younger than "
+                f"{_ago(params.older_than)}"
+            )
+        return PruneCheck(
+            targets=[target],
+            evidence=evidence,
+            act=bool(old),
+            reason=reason,
+            root=root,
+            root_id=_identity(root_st),
+            dirs=scan.dirs,
+            candidates=tuple(old),
+        )
 
     async def act(self, ctx: HealContext, params: PruneParams, check: CheckResult) -> ActResult:
         if not isinstance(check, PruneCheck):
@@ -276,11 +299,14 @@ class FilesPrune:
         details = result.details()
         if result.errors and not result.deleted:
             first = result.errors[0]
-            raise ActionFailed(f"could not delete any of {len(check.candidates)} file(s) in "
-                               f"{check.root}: {first['name']}: {first['error']}",
-                               heal_id=ctx.heal_id)
-        summary = (f"deleted {len(result.deleted)} file(s) in {check.root}, "
-                   f"{result.freed} bytes freed")
+            raise ActionFailed(
+                f"could not delete any of {len(check.candidates)} file(s) in "
+                f"{check.root}: {first['name']}: {first['error']}",
+                heal_id=ctx.heal_id,
+            )
+        summary = (
+            f"deleted {len(result.deleted)} file(s) in {check.root}, {result.freed} bytes freed"
+        )
         if result.skipped:
             summary += f"; {len(result.skipped)} skipped (changed since check)"
         if result.errors:
@@ -291,12 +317,14 @@ class FilesPrune:
         try:
             with _open_dir(check.root) as fd:
                 if _identity(os.fstat(fd)) != check.root_id:
-                    raise ActionFailed(f"{check.root} was replaced since check",
-                                       heal_id=ctx.heal_id)
+                    raise ActionFailed(
+                        f"{check.root} was replaced since check", heal_id=ctx.heal_id
+                    )
                 return _Delete(fd, check).run()
         except OSError as exc:
-            raise ActionFailed(f"{check.root} can no longer be opened safely: {exc.strerror}",
-                               heal_id=ctx.heal_id) from None
+            raise ActionFailed(
+                f"{check.root} can no longer be opened safely: {exc.strerror}", heal_id=ctx.heal_id
+            ) from None
 
 
 class _Delete:
@@ -351,8 +379,11 @@ class _Delete:
         except OSError as exc:
             self.errors.append({"name": seen.path, "error": exc.strerror or str(exc)})
             return
-        if (not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (seen.dev, seen.ino)
-                or st.st_mtime_ns != seen.mtime_ns):
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or (st.st_dev, st.st_ino) != (seen.dev, seen.ino)
+            or st.st_mtime_ns != seen.mtime_ns
+        ):
             self.skipped.append({"name": seen.path, "why": "changed since check"})
             return
         try:
@@ -370,7 +401,12 @@ class _Delete:
             self.freed += st.st_size
 
     def details(self) -> dict[str, Any]:
-        return {"directory": self._check.root, "deleted": len(self.deleted),
-                "bytes_freed": self.freed, "hardlinked": self.linked,
-                "deleted_names": self.deleted[:200], "skipped": self.skipped[:50],
-                "errors": self.errors[:50]}
+        return {
+            "directory": self._check.root,
+            "deleted": len(self.deleted),
+            "bytes_freed": self.freed,
+            "hardlinked": self.linked,
+            "deleted_names": self.deleted[:200],
+            "skipped": self.skipped[:50],
+            "errors": self.errors[:50],
+        }

@@ -114,24 +114,35 @@ class UnlockCronParams(HandlerParams):
 
 
 def _pg_target(database: str, session: PgSession) -> Target:
-    return Target(kind="postgres", name=f"{database}/{session.pid}",
-                  attrs={"database": database, "datname": session.database or "",
-                         "user": session.user or "",
-                         "application_name": session.application_name})
+    return Target(
+        kind="postgres",
+        name=f"{database}/{session.pid}",
+        attrs={
+            "database": database,
+            "datname": session.database or "",
+            "user": session.user or "",
+            "application_name": session.application_name,
+        },
+    )
 
 
 def _lock_identity(lock: dict[str, Any]) -> tuple[Any, ...]:
-    return (lock["job_id"], lock["pid"], lock["xid"], lock["backend_start"],
-            lock["xact_start"])
+    return (lock["job_id"], lock["pid"], lock["xid"], lock["backend_start"], lock["xact_start"])
 
 
-def _run_of(holder: PgSession, sessions: dict[int, PgSession], holder_pids: set[int],
-            ctx: HealContext) -> list[PgSession]:
+def _run_of(
+    holder: PgSession, sessions: dict[int, PgSession], holder_pids: set[int], ctx: HealContext
+) -> list[PgSession]:
     """The other connections of the Odoo process whose cron connection is ``holder``
     (the job connection, and the process' idle pooled ones), holders excluded."""
-    return sorted((s for s in sessions.values()
-                   if s.pid not in holder_pids and same_worker(holder, s)
-                   and not ctx.postgres.is_own(s)), key=lambda s: s.pid)
+    return sorted(
+        (
+            s
+            for s in sessions.values()
+            if s.pid not in holder_pids and same_worker(holder, s) and not ctx.postgres.is_own(s)
+        ),
+        key=lambda s: s.pid,
+    )
 
 
 def _looks(holder: PgSession, run: list[PgSession]) -> dict[str, list[str | None]]:
@@ -140,13 +151,18 @@ def _looks(holder: PgSession, run: list[PgSession]) -> dict[str, list[str | None
 
 def _moved(before: dict[str, list[str | None]], after: dict[str, list[str | None]]) -> str:
     """What changed between two looks at a run's connections ('' when nothing did)."""
-    changes = [f"pid {pid} {'appeared' if pid not in before else 'ended'}"
-               for pid in sorted(set(before) ^ set(after), key=int)]
+    changes = [
+        f"pid {pid} {'appeared' if pid not in before else 'ended'}"
+        for pid in sorted(set(before) ^ set(after), key=int)
+    ]
     for pid, b in before.items():
         a = after.get(pid)
         if a is not None and a != b:
-            what = next(name for i, name in ((0, "backend"), (2, "transaction"),
-                                             (3, "statement"), (1, "state")) if a[i] != b[i])
+            what = next(
+                name
+                for i, name in ((0, "backend"), (2, "transaction"), (3, "statement"), (1, "state"))
+                if a[i] != b[i]
+            )
             changes.append(f"pid {pid} {what} changed")
     return ", ".join(changes)
 
@@ -168,24 +184,35 @@ class UnlockCron:
     async def check(self, ctx: HealContext, params: UnlockCronParams) -> CheckResult:
         db = params.database
         schema = await inspect_database(ctx, db, params.datname)
-        jobs = await overdue_jobs(ctx, db, schema, overdue=params.overdue,
-                                  cron_id=params.cron_id)
+        jobs = await overdue_jobs(ctx, db, schema, overdue=params.overdue, cron_id=params.cron_id)
         evidence: dict[str, Any] = {
-            "database": db, "datname": schema.datname, "overdue_s": params.overdue,
-            "min_held_s": params.min_held, "sample_s": params.sample,
-            "cron_id": params.cron_id, "overdue_jobs": jobs}
+            "database": db,
+            "datname": schema.datname,
+            "overdue_s": params.overdue,
+            "min_held_s": params.min_held,
+            "sample_s": params.sample,
+            "cron_id": params.cron_id,
+            "overdue_jobs": jobs,
+        }
         if not jobs:
-            return CheckResult(targets=[], evidence=evidence, act=False,
-                               reason="no runnable ir_cron job is overdue by more than "
-                                      f"{params.overdue:g}s")
+            return CheckResult(
+                targets=[],
+                evidence=evidence,
+                act=False,
+                reason=f"no runnable ir_cron job is overdue by more than {params.overdue:g}s",
+            )
         locks = await row_lock_holders(ctx, db, [j["id"] for j in jobs])
         for job in jobs:
             job["locked"] = job["id"] in locks.locked
         evidence["unproven"] = {str(k): v for k, v in locks.unproven.items()}
         if not locks.locked:
-            return CheckResult(targets=[], evidence=evidence, act=False,
-                               reason=f"{len(jobs)} overdue ir_cron job(s), none locked: a "
-                                      "cron worker could take them; nothing to terminate")
+            return CheckResult(
+                targets=[],
+                evidence=evidence,
+                act=False,
+                reason=f"{len(jobs)} overdue ir_cron job(s), none locked: a "
+                "cron worker could take them; nothing to terminate",
+            )
 
         sessions = {s.pid: s for s in await ctx.postgres.sessions(db, datname=schema.datname)}
         by_pid: dict[int, list[Holder]] = defaultdict(list)
@@ -197,61 +224,81 @@ class UnlockCron:
         for pid, held in sorted(by_pid.items()):
             s = sessions.get(pid)
             if s is None:
-                evidence["unproven"].update({str(h.job_id): f"pid {pid} is gone"
-                                             for h in held})
+                evidence["unproven"].update({str(h.job_id): f"pid {pid} is gone" for h in held})
                 continue
-            entry = {**s.evidence(), "holds_jobs": [h.job_id for h in held],
-                     "locks": [h.evidence() for h in held]}
+            entry = {
+                **s.evidence(),
+                "holds_jobs": [h.job_id for h in held],
+                "locks": [h.evidence() for h in held],
+            }
             why = ctx.postgres.protection(db, s)
             age = s.xact_age or 0.0
             if why is not None:
                 entry["decision"] = f"protected: {why}"
                 refusals.append(f"pid {pid} is protected ({why})")
             elif age < params.min_held:
-                entry["decision"] = (f"transaction open {age:.0f}s < min_held "
-                                     f"{params.min_held:g}s: a job may simply be running")
+                entry["decision"] = (
+                    f"transaction open {age:.0f}s < min_held "
+                    f"{params.min_held:g}s: a job may simply be running"
+                )
             elif not s.application_name:
-                entry["decision"] = ("left alone: no application_name, so its job "
-                                     "connection cannot be told from other sessions")
+                entry["decision"] = (
+                    "left alone: no application_name, so its job "
+                    "connection cannot be told from other sessions"
+                )
                 refusals.append(f"pid {pid}: {entry['decision']}")
             else:
                 candidates[pid] = (s, entry)
             holders.append(entry)
         evidence["holders"] = holders
         if candidates:
-            await self._stuck_only(ctx, params, schema, evidence, sessions, set(by_pid),
-                                   candidates, refusals)
+            await self._stuck_only(
+                ctx, params, schema, evidence, sessions, set(by_pid), candidates, refusals
+            )
 
         targets: list[Target] = []
         for entry in holders:
             if entry.get("decision") == "terminate":
-                targets += [_pg_target(db, sessions[j["pid"]])
-                            for j in entry["job_connections"]]
+                targets += [_pg_target(db, sessions[j["pid"]]) for j in entry["job_connections"]]
                 targets.append(_pg_target(db, sessions[entry["pid"]]))
         targets = list({t.name: t for t in targets}.values())
         if targets:
             cap = ctx.postgres.max_terminations(db)
             if len(targets) > cap:
                 await ctx.record("holders", evidence)
-                raise TargetRefused(f"ending the stuck run(s) means terminating "
-                                    f"{len(targets)} sessions; databases.{db}."
-                                    f"max_terminations allows {cap} per heal",
-                                    heal_id=ctx.heal_id)
+                raise TargetRefused(
+                    f"ending the stuck run(s) means terminating "
+                    f"{len(targets)} sessions; databases.{db}."
+                    f"max_terminations allows {cap} per heal",
+                    heal_id=ctx.heal_id,
+                )
             return CheckResult(targets=targets, evidence=evidence)
         if refusals:
             await ctx.record("holders", evidence)
-            raise TargetRefused("overdue ir_cron jobs are held, nobody terminated: "
-                                + "; ".join(refusals), heal_id=ctx.heal_id)
+            raise TargetRefused(
+                "overdue ir_cron jobs are held, nobody terminated: " + "; ".join(refusals),
+                heal_id=ctx.heal_id,
+            )
         reasons = [h["decision"] for h in holders] + list(evidence["unproven"].values())
-        return CheckResult(targets=[], evidence=evidence, act=False,
-                           reason=f"{len(locks.locked)} overdue job(s) locked, no holder to "
-                                  "terminate: " + "; ".join(reasons))
+        return CheckResult(
+            targets=[],
+            evidence=evidence,
+            act=False,
+            reason=f"{len(locks.locked)} overdue job(s) locked, no holder to "
+            "terminate: " + "; ".join(reasons),
+        )
 
-    async def _stuck_only(self, ctx: HealContext, params: UnlockCronParams, schema: Schema,
-                          evidence: dict[str, Any], sessions: dict[int, PgSession],
-                          holder_pids: set[int],
-                          candidates: dict[int, tuple[PgSession, dict[str, Any]]],
-                          refusals: list[str]) -> None:
+    async def _stuck_only(
+        self,
+        ctx: HealContext,
+        params: UnlockCronParams,
+        schema: Schema,
+        evidence: dict[str, Any],
+        sessions: dict[int, PgSession],
+        holder_pids: set[int],
+        candidates: dict[int, tuple[PgSession, dict[str, Any]]],
+        refusals: list[str],
+    ) -> None:
         """Decide, for each candidate holder, between ``terminate`` and a reason to leave
         it alone: evidence that its run is making progress, or could be."""
         db = params.database
@@ -263,31 +310,50 @@ class UnlockCron:
         changing = await modules_changing(ctx, db, schema)
         evidence["modules_changing"] = changing
         if changing:
-            upgrade = ("modules are being installed, upgraded or removed ("
-                       + ", ".join(changing) + "): Odoo's own cron waits for that too")
+            upgrade = (
+                "modules are being installed, upgraded or removed ("
+                + ", ".join(changing)
+                + "): Odoo's own cron waits for that too"
+            )
             for pid in list(candidates):
                 leave(pid, upgrade)
         held = sorted({j for _, e in candidates.values() for j in e["holds_jobs"]})
         ages = await progress_ages(ctx, db, schema, held)
         if schema.progress:
-            evidence["progress_age_s"] = {str(j): round(ages[j], 1) if j in ages else None
-                                          for j in held}
+            evidence["progress_age_s"] = {
+                str(j): round(ages[j], 1) if j in ages else None for j in held
+            }
         for pid, (_, entry) in list(candidates.items()):
-            recent = [f"job {j} recorded progress {ages[j]:.0f}s ago" for j in
-                      entry["holds_jobs"] if ages.get(j, params.min_held) < params.min_held]
+            recent = [
+                f"job {j} recorded progress {ages[j]:.0f}s ago"
+                for j in entry["holds_jobs"]
+                if ages.get(j, params.min_held) < params.min_held
+            ]
             if recent:
-                leave(pid, ", ".join(recent) + f" (ir_cron_progress, within min_held "
-                      f"{params.min_held:g}s): the job is working through its batches")
+                leave(
+                    pid,
+                    ", ".join(recent) + f" (ir_cron_progress, within min_held "
+                    f"{params.min_held:g}s): the job is working through its batches",
+                )
         runs: dict[int, list[PgSession]] = {}
         for pid, (s, _) in list(candidates.items()):
             runs[pid] = _run_of(s, sessions, holder_pids, ctx)
-            others = sorted(p for p in holder_pids - {pid} if p in sessions
-                            and same_worker(s, sessions[p]) and p not in candidates)
-            protected = [f"pid {r.pid} ({why})" for r in runs[pid]
-                         if (why := ctx.postgres.protection(db, r)) is not None]
+            others = sorted(
+                p
+                for p in holder_pids - {pid}
+                if p in sessions and same_worker(s, sessions[p]) and p not in candidates
+            )
+            protected = [
+                f"pid {r.pid} ({why})"
+                for r in runs[pid]
+                if (why := ctx.postgres.protection(db, r)) is not None
+            ]
             if others:
-                leave(pid, f"its process also holds job rows through pid(s) {others}, "
-                      "which are left alone")
+                leave(
+                    pid,
+                    f"its process also holds job rows through pid(s) {others}, "
+                    "which are left alone",
+                )
             elif protected:
                 leave(pid, "its process has protected connection(s): " + ", ".join(protected))
         if not candidates:
@@ -299,18 +365,23 @@ class UnlockCron:
             now = again.get(pid)
             run = _run_of(now, again, holder_pids, ctx) if now is not None else []
             second = _looks(now, run) if now is not None else {}
-            entry["job_connections"] = [{**r.evidence(), "fingerprint": fingerprint(r)}
-                                        for r in runs[pid]]
+            entry["job_connections"] = [
+                {**r.evidence(), "fingerprint": fingerprint(r)} for r in runs[pid]
+            ]
             moved = _moved(first[pid], second)
             if moved:
-                leave(pid, f"its process ({s.application_name}) made progress between two "
-                      f"looks {params.sample:g}s apart: {moved}")
+                leave(
+                    pid,
+                    f"its process ({s.application_name}) made progress between two "
+                    f"looks {params.sample:g}s apart: {moved}",
+                )
                 continue
             entry["fingerprint"] = fingerprint(now) if now is not None else None
             entry["decision"] = "terminate"
 
-    async def act(self, ctx: HealContext, params: UnlockCronParams,
-                  check: CheckResult) -> ActResult:
+    async def act(
+        self, ctx: HealContext, params: UnlockCronParams, check: CheckResult
+    ) -> ActResult:
         db = params.database
         datname = check.evidence["datname"]
         holder_pids = {h["pid"] for h in check.evidence["holders"]}
@@ -343,17 +414,24 @@ class UnlockCron:
             terminated.append(await self._terminate(ctx, db, r, "job connection"))
         left = await ctx.postgres.wait_gone(db, job_conns) if job_conns else []
         if left:
-            raise ActionFailed(f"terminated job connection(s) {[r.pid for r in job_conns]} "
-                               f"but {left} still run; the lock holder(s) were left alone",
-                               heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"terminated job connection(s) {[r.pid for r in job_conns]} "
+                f"but {left} still run; the lock holder(s) were left alone",
+                heal_id=ctx.heal_id,
+            )
         # 2. The lock holders that still hold the same rows in the same transaction (a
         # live Odoo thread may have rescheduled the failed job and committed meanwhile).
         current = await self._lock_identities(ctx, db, jobs)
         ended: list[PgSession] = []
         for h, s, _ in runs:
             if not any(_lock_identity(lk) in current for lk in h["locks"]):
-                skipped.append({"pid": s.pid, "why": "committed and released its ir_cron "
-                                                     "rows once its job connection ended"})
+                skipped.append(
+                    {
+                        "pid": s.pid,
+                        "why": "committed and released its ir_cron "
+                        "rows once its job connection ended",
+                    }
+                )
                 continue
             terminated.append(await self._terminate(ctx, db, s, "lock holder"))
             ended.append(s)
@@ -362,26 +440,33 @@ class UnlockCron:
             t["gone"] = t["pid"] not in left
         details = {"terminated": terminated, "skipped": skipped}
         if not terminated:
-            return ActResult(summary="nothing terminated: every holder released its "
-                                     "ir_cron rows or moved before healer acted",
-                             details=details)
+            return ActResult(
+                summary="nothing terminated: every holder released its "
+                "ir_cron rows or moved before healer acted",
+                details=details,
+            )
         if left:
-            raise ActionFailed(f"terminated lock holder(s) {[s.pid for s in ended]} but "
-                               f"{left} still run after about 5s", heal_id=ctx.heal_id)
+            raise ActionFailed(
+                f"terminated lock holder(s) {[s.pid for s in ended]} but "
+                f"{left} still run after about 5s",
+                heal_id=ctx.heal_id,
+            )
         held = sorted({j for h, _, _ in runs for j in h["holds_jobs"]})
-        return ActResult(summary=f"ended the stuck run of ir_cron job(s) "
-                                 f"{', '.join(map(str, held))}: terminated "
-                                 + _terminated_text(terminated), details=details)
+        return ActResult(
+            summary=f"ended the stuck run of ir_cron job(s) "
+            f"{', '.join(map(str, held))}: terminated " + _terminated_text(terminated),
+            details=details,
+        )
 
     @staticmethod
-    async def _lock_identities(ctx: HealContext, db: str, jobs: list[int]
-                               ) -> set[tuple[Any, ...]]:
+    async def _lock_identities(ctx: HealContext, db: str, jobs: list[int]) -> set[tuple[Any, ...]]:
         locks = await row_lock_holders(ctx, db, jobs)
         return {_lock_identity(h.evidence()) for h in locks.holders}
 
     @staticmethod
-    async def _terminate(ctx: HealContext, db: str, session: PgSession,
-                         role: str) -> dict[str, Any]:
+    async def _terminate(
+        ctx: HealContext, db: str, session: PgSession, role: str
+    ) -> dict[str, Any]:
         ok = await ctx.postgres.terminate(db, session)
         entry = {**session.evidence(), "role": role, "signalled": ok}
         await ctx.record("terminated", entry)
@@ -445,44 +530,62 @@ class _Rollout:
     requires: ClassVar[frozenset[str]] = frozenset({"docker"})
 
     async def check(self, ctx: HealContext, params: _RolloutParams) -> CheckResult:
-        infos = await find_containers(ctx, params.containers, params.all_services(),
-                                      params.project)
+        infos = await find_containers(ctx, params.containers, params.all_services(), params.project)
         # Read together: the stats API takes about a second per container.
         states = list(await asyncio.gather(*(_state(ctx, i) for i in infos)))
         missing = sorted(set(params.containers) - {s["name"] for s in states})
-        evidence = {"containers": states, "missing": missing,
-                    "order": [s["name"] for s in states]}
+        evidence = {"containers": states, "missing": missing, "order": [s["name"] for s in states]}
         if not states:
-            return CheckResult(targets=[], evidence=evidence, act=False,
-                               reason="no container matches " + _describe(params))
+            return CheckResult(
+                targets=[],
+                evidence=evidence,
+                act=False,
+                reason="no container matches " + _describe(params),
+            )
         return CheckResult(targets=[target(s) for s in states], evidence=evidence)
 
-    async def act(self, ctx: HealContext, params: _RolloutParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: _RolloutParams, check: CheckResult) -> ActResult:
         names = [t.name for t in check.targets]
         restarted: list[dict[str, Any]] = []
         for i, name in enumerate(names):
             memory_before = await _memory(ctx, name)
             try:
                 before, after, took = await restart_one(
-                    ctx, name, stop_timeout=params.stop_timeout,
-                    health_timeout=params.health_timeout)
+                    ctx,
+                    name,
+                    stop_timeout=params.stop_timeout,
+                    health_timeout=params.health_timeout,
+                )
             except ActionFailed as exc:
                 done = [r["container"] for r in restarted]
-                rest = names[i + 1:]
-                await ctx.record("rollout_stopped", {"container": name, "error": exc.message,
-                                                     "restarted": done, "not_restarted": rest})
+                rest = names[i + 1 :]
+                await ctx.record(
+                    "rollout_stopped",
+                    {
+                        "container": name,
+                        "error": exc.message,
+                        "restarted": done,
+                        "not_restarted": rest,
+                    },
+                )
                 raise ActionFailed(
                     f"rollout stopped at {name}: {exc.message}; restarted before it: "
                     f"{', '.join(done) or 'none'}; not restarted: {', '.join(rest) or 'none'}",
-                    heal_id=ctx.heal_id) from None
-            entry = {"container": name, "seconds": took, "started_at": after["started_at"],
-                     "health": after["health"], "memory_before": memory_before,
-                     "memory_after": await _memory(ctx, name)}
+                    heal_id=ctx.heal_id,
+                ) from None
+            entry = {
+                "container": name,
+                "seconds": took,
+                "started_at": after["started_at"],
+                "health": after["health"],
+                "memory_before": memory_before,
+                "memory_after": await _memory(ctx, name),
+            }
             await ctx.record("restarted", {**entry, "before": before, "after": after})
             restarted.append(entry)
-        return ActResult(summary=f"restarted {', '.join(names)} one at a time",
-                         details={"restarted": restarted})
+        return ActResult(
+            summary=f"restarted {', '.join(names)} one at a time", details={"restarted": restarted}
+        )
 
 
 class RestartWorkers(_Rollout):
@@ -497,7 +600,8 @@ class RestartLongpoll(_Rollout):
 
 def _describe(params: _RolloutParams) -> str:
     parts = [f"name {n!r}" for n in params.containers]
-    parts += [f"compose service {s!r}" + (f" in project {params.project!r}"
-                                          if params.project else "")
-              for s in params.all_services()]
+    parts += [
+        f"compose service {s!r}" + (f" in project {params.project!r}" if params.project else "")
+        for s in params.all_services()
+    ]
     return " or ".join(parts)

@@ -90,8 +90,10 @@ def _overdue_sql(schema: Schema) -> str:
     due = f"CASE WHEN c.nextcall <= {_NOW} THEN c.nextcall END"
     triggers, trigger_at = "", "NULL::timestamp"
     if schema.triggers:
-        triggers = ("LEFT JOIN (SELECT cron_id, min(call_at) AS call_at FROM ir_cron_trigger"
-                    f" WHERE call_at <= {_NOW} GROUP BY cron_id) t ON t.cron_id = c.id")
+        triggers = (
+            "LEFT JOIN (SELECT cron_id, min(call_at) AS call_at FROM ir_cron_trigger"
+            f" WHERE call_at <= {_NOW} GROUP BY cron_id) t ON t.cron_id = c.id"
+        )
         trigger_at = "t.call_at"
     since = f"least({due}, {trigger_at})"
     runnable = " AND c.numbercall != 0" if schema.numbercall else ""
@@ -161,6 +163,7 @@ SELECT r.job_id, r.xmax, r.via, r.xid, r.mode, v.pid,
  ORDER BY r.job_id, r.via, v.pid
 """
 
+
 @dataclass(frozen=True, slots=True)
 class Holder:
     """One backend proven to hold the row lock of ``job_id``. ``backend_start`` +
@@ -179,10 +182,15 @@ class Holder:
         return (self.pid, self.xid, self.backend_start, self.xact_start)
 
     def evidence(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "pid": self.pid, "xid": self.xid, "via": self.via,
-                "lock_mode": self.mode or "(sole locker)",
-                "backend_start": _iso(self.backend_start),
-                "xact_start": _iso(self.xact_start)}
+        return {
+            "job_id": self.job_id,
+            "pid": self.pid,
+            "xid": self.xid,
+            "via": self.via,
+            "lock_mode": self.mode or "(sole locker)",
+            "backend_start": _iso(self.backend_start),
+            "xact_start": _iso(self.xact_start),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +223,13 @@ class Schema:
 
 
 def _missing_grants(row: dict[str, Any]) -> list[str]:
-    needs = [("read_ir_cron", "SELECT ON ir_cron", True),
-             ("probe_ir_cron", "UPDATE (write_date) ON ir_cron", True),
-             ("read_triggers", "SELECT ON ir_cron_trigger", row["has_triggers"]),
-             ("read_progress", "SELECT ON ir_cron_progress", row["has_progress"]),
-             ("read_modules", "SELECT ON ir_module_module", row["has_modules"])]
+    needs = [
+        ("read_ir_cron", "SELECT ON ir_cron", True),
+        ("probe_ir_cron", "UPDATE (write_date) ON ir_cron", True),
+        ("read_triggers", "SELECT ON ir_cron_trigger", row["has_triggers"]),
+        ("read_progress", "SELECT ON ir_cron_progress", row["has_progress"]),
+        ("read_modules", "SELECT ON ir_module_module", row["has_modules"]),
+    ]
     return [grant for key, grant, exists in needs if exists and not row[key]]
 
 
@@ -230,12 +240,16 @@ async def inspect_database(ctx: HealContext, db: str, datname: str | None) -> Sc
     a clear message at the first heal instead of ``permission denied`` halfway."""
     row = (await ctx.postgres.fetch(db, _DATABASE_SQL))[0]
     if datname is not None and row["datname"] != datname:
-        raise ActionFailed(f"database {db!r} connects to {row['datname']!r}, not {datname!r}:"
-                           " ir_cron is read in the database healer connects to",
-                           heal_id=ctx.heal_id)
+        raise ActionFailed(
+            f"database {db!r} connects to {row['datname']!r}, not {datname!r}:"
+            " ir_cron is read in the database healer connects to",
+            heal_id=ctx.heal_id,
+        )
     if not row["has_ir_cron"]:
-        raise ActionFailed(f"database {db!r} ({row['datname']}) has no ir_cron table: "
-                           "not an Odoo database", heal_id=ctx.heal_id)
+        raise ActionFailed(
+            f"database {db!r} ({row['datname']}) has no ir_cron table: not an Odoo database",
+            heal_id=ctx.heal_id,
+        )
     missing = _missing_grants(row)
     if missing:
         grants = "; ".join(f"GRANT {g} TO {row['role']}" for g in missing)
@@ -244,25 +258,40 @@ async def inspect_database(ctx: HealContext, db: str, datname: str | None) -> Sc
             f"odoo.unlock_cron needs: {grants} (UPDATE on one column lets it run the cron "
             "worker's own FOR NO KEY UPDATE SKIP LOCKED, always rolled back; "
             "examples/odoo/postgres/initdb.d/10-roles.sh grants exactly these)",
-            heal_id=ctx.heal_id)
-    return Schema(datname=str(row["datname"]), numbercall=bool(row["has_numbercall"]),
-                  triggers=bool(row["has_triggers"]), progress=bool(row["has_progress"]),
-                  modules=bool(row["has_modules"]))
+            heal_id=ctx.heal_id,
+        )
+    return Schema(
+        datname=str(row["datname"]),
+        numbercall=bool(row["has_numbercall"]),
+        triggers=bool(row["has_triggers"]),
+        progress=bool(row["has_progress"]),
+        modules=bool(row["has_modules"]),
+    )
 
 
-async def overdue_jobs(ctx: HealContext, db: str, schema: Schema, *, overdue: float,
-                       cron_id: int | None) -> list[dict[str, Any]]:
+async def overdue_jobs(
+    ctx: HealContext, db: str, schema: Schema, *, overdue: float, cron_id: int | None
+) -> list[dict[str, Any]]:
     """Runnable jobs due for more than ``overdue`` seconds (see the module docstring)."""
     rows = await ctx.postgres.probe(db, _overdue_sql(schema), overdue, cron_id)
-    return [{"id": r["id"], "cron_name": r["cron_name"], "nextcall": _iso(r["nextcall"]),
-             "trigger_at": _iso(r["trigger_at"]), "lastcall": _iso(r["lastcall"]),
-             "priority": r["priority"],
-             "interval": f"{r['interval_number']} {r['interval_type']}",
-             "delay_s": round(r["delay"], 1)} for r in rows]
+    return [
+        {
+            "id": r["id"],
+            "cron_name": r["cron_name"],
+            "nextcall": _iso(r["nextcall"]),
+            "trigger_at": _iso(r["trigger_at"]),
+            "lastcall": _iso(r["lastcall"]),
+            "priority": r["priority"],
+            "interval": f"{r['interval_number']} {r['interval_type']}",
+            "delay_s": round(r["delay"], 1),
+        }
+        for r in rows
+    ]
 
 
-async def progress_ages(ctx: HealContext, db: str, schema: Schema,
-                        job_ids: list[int]) -> dict[int, float]:
+async def progress_ages(
+    ctx: HealContext, db: str, schema: Schema, job_ids: list[int]
+) -> dict[int, float]:
     """18+: seconds since each job last started a batch or reported progress
     (``ir_cron_progress``); jobs without a row are absent. {} before 18."""
     if not schema.progress or not job_ids:
@@ -297,13 +326,17 @@ async def row_lock_holders(ctx: HealContext, db: str, job_ids: list[int]) -> Row
         # FOR KEY SHARE (foreign keys) does not stop a worker's FOR NO KEY UPDATE.
         as_multi = [r for r in mine if r["via"] == "multixact" and r["mode"] != "keysh"]
         if as_xid and as_multi:
-            unproven[job_id] = (f"xmax {xmax[job_id]} reads as a live transaction and as a "
-                                "live MultiXactId: ambiguous, nobody is touched")
+            unproven[job_id] = (
+                f"xmax {xmax[job_id]} reads as a live transaction and as a "
+                "live MultiXactId: ambiguous, nobody is touched"
+            )
             continue
         found = as_xid or as_multi
         if not found:
-            unproven[job_id] = (f"xmax {xmax[job_id]}: no transaction in progress holds "
-                                "the row (released meanwhile?)")
+            unproven[job_id] = (
+                f"xmax {xmax[job_id]}: no transaction in progress holds "
+                "the row (released meanwhile?)"
+            )
             continue
         for r in found:
             # The transaction may be a subtransaction (a savepoint) of the backend's: its
@@ -311,28 +344,43 @@ async def row_lock_holders(ctx: HealContext, db: str, job_ids: list[int]) -> Row
             if r["backend_start"] is None:
                 unproven[job_id] = f"transaction {r['xid']} has no backend (prepared?)"
             elif not r["locks_ir_cron"]:
-                unproven[job_id] = (f"pid {r['pid']}: transaction {r['xid']} holds no lock "
-                                    "on ir_cron: not proven")
+                unproven[job_id] = (
+                    f"pid {r['pid']}: transaction {r['xid']} holds no lock on ir_cron: not proven"
+                )
             elif any(h.job_id == job_id and h.pid == r["pid"] for h in holders):
                 continue
             else:
-                holders.append(Holder(job_id=job_id, pid=int(r["pid"]), xid=str(r["xid"]),
-                                      via=str(r["via"]), mode=r["mode"],
-                                      backend_start=r["backend_start"],
-                                      xact_start=r["xact_start"]))
+                holders.append(
+                    Holder(
+                        job_id=job_id,
+                        pid=int(r["pid"]),
+                        xid=str(r["xid"]),
+                        via=str(r["via"]),
+                        mode=r["mode"],
+                        backend_start=r["backend_start"],
+                        xact_start=r["xact_start"],
+                    )
+                )
     return RowLocks(locked, holders, unproven)
 
 
 def fingerprint(session: PgSession) -> list[str | None]:
     """What changes when a session does anything at all: a new statement, a new
     transaction, a change of state, or another backend behind the pid."""
-    return [_iso(session.backend_start), session.state, _iso(session.xact_start),
-            _iso(session.query_start)]
+    return [
+        _iso(session.backend_start),
+        session.state,
+        _iso(session.xact_start),
+        _iso(session.query_start),
+    ]
 
 
 def same_worker(holder: PgSession, other: PgSession) -> bool:
     """``other`` is a connection of the Odoo process whose cron connection is ``holder``:
     the same database, ``application_name`` (``odoo-<os pid>``) and client address."""
-    return (other.pid != holder.pid and other.database == holder.database
-            and other.application_name == holder.application_name
-            and other.client_addr == holder.client_addr)
+    return (
+        other.pid != holder.pid
+        and other.database == holder.database
+        and other.application_name == holder.application_name
+        and other.client_addr == holder.client_addr
+    )

@@ -85,13 +85,21 @@ class LockTree:
 
     def evidence(self) -> dict[str, Any]:
         """The root in full, and the first :data:`MAX_LISTED` sessions it holds up."""
-        return {"root": record(self.root, blocks_total=len(self.blocked)),
-                "blocks_total": len(self.blocked),
-                "longest_wait_s": round(self.longest_wait, 3),
-                "waiting": [{"pid": s.pid, "blocked_by": list(s.blocked_by),
-                             "wait_age_s": _round(wait_age(s)), "user": s.user,
-                             "application_name": s.application_name}
-                            for s in self.blocked[:MAX_LISTED]]}
+        return {
+            "root": record(self.root, blocks_total=len(self.blocked)),
+            "blocks_total": len(self.blocked),
+            "longest_wait_s": round(self.longest_wait, 3),
+            "waiting": [
+                {
+                    "pid": s.pid,
+                    "blocked_by": list(s.blocked_by),
+                    "wait_age_s": _round(wait_age(s)),
+                    "user": s.user,
+                    "application_name": s.application_name,
+                }
+                for s in self.blocked[:MAX_LISTED]
+            ],
+        }
 
 
 def lock_trees(sessions: Iterable[PgSession]) -> list[LockTree]:
@@ -126,8 +134,9 @@ def is_client(ctx: HealContext, s: PgSession) -> bool:
 def matches(s: PgSession, users: Sequence[str], application_names: Sequence[str]) -> bool:
     """True when ``s`` belongs to one of ``users`` and ``application_names`` (an empty
     list accepts any)."""
-    return ((not users or s.user in users)
-            and (not application_names or s.application_name in application_names))
+    return (not users or s.user in users) and (
+        not application_names or s.application_name in application_names
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,17 +167,28 @@ def refuse_if_all_protected(split: Split, what: str) -> None:
 def target(database: str, s: PgSession) -> Target:
     """``postgres:<database>/<pid>``; attrs feed the allowlist
     (``{kind: postgres, database: odoo, user: "odoo*"}``)."""
-    attrs = {"database": database, "datname": s.database, "user": s.user,
-             "application_name": s.application_name}
-    return Target(kind="postgres", name=f"{database}/{s.pid}",
-                  attrs={k: v for k, v in attrs.items() if v is not None})
+    attrs = {
+        "database": database,
+        "datname": s.database,
+        "user": s.user,
+        "application_name": s.application_name,
+    }
+    return Target(
+        kind="postgres",
+        name=f"{database}/{s.pid}",
+        attrs={k: v for k, v in attrs.items() if v is not None},
+    )
 
 
 def record(s: PgSession, **extra: Any) -> dict[str, Any]:
     """A session's evidence plus what identifies it exactly (backend, transaction and
     statement start), so ``act`` can tell it from a later backend with the same pid."""
-    return {**s.evidence(), "xact_start": _iso(s.xact_start),
-            "query_start": _iso(s.query_start), **extra}
+    return {
+        **s.evidence(),
+        "xact_start": _iso(s.xact_start),
+        "query_start": _iso(s.query_start),
+        **extra,
+    }
 
 
 def protected_record(s: PgSession, why: str, **extra: Any) -> dict[str, Any]:
@@ -179,10 +199,16 @@ Still = Callable[[PgSession], str | None]
 """Given the fresh view of a planned session, why it no longer qualifies (or None)."""
 
 
-async def signal(ctx: HealContext, database: str, datname: str | None,
-                 planned: Sequence[dict[str, Any]], how: Signal, *,
-                 same: Sequence[str] = ("backend_start",), still: Still | None = None
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def signal(
+    ctx: HealContext,
+    database: str,
+    datname: str | None,
+    planned: Sequence[dict[str, Any]],
+    how: Signal,
+    *,
+    same: Sequence[str] = ("backend_start",),
+    still: Still | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Terminate or cancel the ``planned`` sessions (records made by :func:`record` in
     ``check``), each only if it is still the same backend (pid and every key of ``same``
     unchanged), ``still`` finds it qualifying, it is not protected and (terminate) the
@@ -198,10 +224,16 @@ async def signal(ctx: HealContext, database: str, datname: str | None,
         return await _signal(ctx, database, datname, planned, how, same=same, still=still)
 
 
-async def _signal(ctx: HealContext, database: str, datname: str | None,
-                  planned: Sequence[dict[str, Any]], how: Signal, *,
-                  same: Sequence[str], still: Still | None
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def _signal(
+    ctx: HealContext,
+    database: str,
+    datname: str | None,
+    planned: Sequence[dict[str, Any]],
+    how: Signal,
+    *,
+    same: Sequence[str],
+    still: Still | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     fresh = {s.pid: s for s in await ctx.postgres.sessions(database, datname=datname)}
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -215,16 +247,20 @@ async def _signal(ctx: HealContext, database: str, datname: str | None,
             why = still(now)
         if why is None and now is not None:
             why = ctx.postgres.protection(database, now)
-        if (why is None and how == "terminate"
-                and ctx.postgres.max_terminations(database) <= 0):
-            why = (f"termination cap reached "
-                   f"({ctx.postgres.config(database).max_terminations} per heal)")
+        if why is None and how == "terminate" and ctx.postgres.max_terminations(database) <= 0:
+            why = (
+                f"termination cap reached "
+                f"({ctx.postgres.config(database).max_terminations} per heal)"
+            )
         if why is not None or now is None:
             skipped.append({"pid": plan["pid"], "reason": why or "gone"})
             continue
         try:
-            sent = await (ctx.postgres.terminate(database, now) if how == "terminate"
-                          else ctx.postgres.cancel(database, now))
+            sent = await (
+                ctx.postgres.terminate(database, now)
+                if how == "terminate"
+                else ctx.postgres.cancel(database, now)
+            )
         except TargetRefused as exc:  # the engine's own guard; never signal past it
             skipped.append({"pid": now.pid, "reason": exc.message})
             continue
@@ -244,13 +280,14 @@ async def _signal(ctx: HealContext, database: str, datname: str | None,
         seen = time.monotonic()
         for entry in done:
             entry["gone"] = entry["pid"] not in left
-            entry["exit_s"] = (round(seen - sent_at[entry["pid"]], 4) if entry["gone"]
-                               else None)
+            entry["exit_s"] = round(seen - sent_at[entry["pid"]], 4) if entry["gone"] else None
         if left:
             raise ActionFailed(
                 f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
                 f"{', '.join(map(str, left))} still there "
-                f"{seen - min(sent_at.values()):.1f}s later", heal_id=ctx.heal_id)
+                f"{seen - min(sent_at.values()):.1f}s later",
+                heal_id=ctx.heal_id,
+            )
     return done, skipped
 
 
@@ -266,14 +303,14 @@ def _changed(plan: dict[str, Any], now: PgSession | None, same: Sequence[str]) -
     return None
 
 
-def summary(how: Signal, done: Sequence[dict[str, Any]],
-            skipped: Sequence[dict[str, Any]]) -> str:
+def summary(how: Signal, done: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]]) -> str:
     verb = "terminated" if how == "terminate" else "cancelled"
     pids = ", ".join(str(d["pid"]) for d in done)
     text = f"{verb} {len(done)} session(s)" + (f" (pid {pids})" if done else "")
     if skipped:
         text += f"; skipped {len(skipped)}: " + "; ".join(
-            f"pid {s['pid']} ({s['reason']})" for s in skipped[:5])
+            f"pid {s['pid']} ({s['reason']})" for s in skipped[:5]
+        )
     return text
 
 

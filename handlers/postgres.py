@@ -73,26 +73,37 @@ class FilterParams(SessionParams):
     application_names: NameList = Field(default_factory=list)  # empty: any application
 
 
-async def _filtered_check(ctx: HealContext, params: FilterParams, *,
-                          qualifies: Callable[[PgSession], bool],
-                          age: Callable[[PgSession], float | None], capped: bool, noun: str,
-                          nothing: str, extra: dict[str, Any]) -> CheckResult:
+async def _filtered_check(
+    ctx: HealContext,
+    params: FilterParams,
+    *,
+    qualifies: Callable[[PgSession], bool],
+    age: Callable[[PgSession], float | None],
+    capped: bool,
+    noun: str,
+    nothing: str,
+    extra: dict[str, Any],
+) -> CheckResult:
     """The check of a handler that signals every (unprotected) session that qualifies,
     oldest first; ``capped``: terminations, up to the per-heal cap."""
     db = params.database
     sessions = await ctx.postgres.sessions(db, datname=params.datname)
-    found = sorted((s for s in sessions if is_client(ctx, s) and qualifies(s)),
-                   key=lambda s: -(age(s) or 0.0))
+    found = sorted(
+        (s for s in sessions if is_client(ctx, s) and qualifies(s)), key=lambda s: -(age(s) or 0.0)
+    )
     split = split_protected(ctx, db, found)
     cap = max(ctx.postgres.max_terminations(db), 0) if capped else len(split.eligible)
     chosen, over = split.eligible[:cap], split.eligible[cap:]
     evidence: dict[str, Any] = {
-        **_scope(params), **extra,
-        "users": params.users, "application_names": params.application_names,
+        **_scope(params),
+        **extra,
+        "users": params.users,
+        "application_names": params.application_names,
         "sessions_seen": len(sessions),
         "act_on": [record(s) for s in chosen],
         "skipped": [record(s, skipped=f"termination cap ({cap} per heal)") for s in over],
-        "protected": [protected_record(s, why) for s, why in split.protected]}
+        "protected": [protected_record(s, why) for s, why in split.protected],
+    }
     if not found:
         return CheckResult([], evidence, act=False, reason=nothing)
     if not split.eligible:
@@ -101,12 +112,18 @@ async def _filtered_check(ctx: HealContext, params: FilterParams, *,
     return CheckResult([target(db, s) for s in chosen], evidence)
 
 
-async def _signal_checked(ctx: HealContext, params: SessionParams, check: CheckResult,
-                          how: Literal["terminate", "cancel"], same: tuple[str, ...],
-                          still: Callable[[PgSession], str | None]) -> ActResult:
+async def _signal_checked(
+    ctx: HealContext,
+    params: SessionParams,
+    check: CheckResult,
+    how: Literal["terminate", "cancel"],
+    same: tuple[str, ...],
+    still: Callable[[PgSession], str | None],
+) -> ActResult:
     """Signal what check chose (if still the same backend and still qualifying)."""
-    done, skipped = await signal(ctx, params.database, params.datname,
-                                 check.evidence["act_on"], how, same=same, still=still)
+    done, skipped = await signal(
+        ctx, params.database, params.datname, check.evidence["act_on"], how, same=same, still=still
+    )
     skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
     key = "terminated" if how == "terminate" else "cancelled"
     return ActResult(summary(how, done, skipped), {key: done, "skipped": skipped})
@@ -143,42 +160,53 @@ class TerminateBlockers:
         db = params.database
         sessions = await ctx.postgres.sessions(db, datname=params.datname)
         trees = lock_trees(sessions)
-        evidence: dict[str, Any] = {**_scope(params), "min_wait_s": params.min_wait,
-                                    "sessions_seen": len(sessions),
-                                    "lock_trees_total": len(trees),
-                                    "lock_trees": [t.evidence() for t in trees[:MAX_LISTED]]}
+        evidence: dict[str, Any] = {
+            **_scope(params),
+            "min_wait_s": params.min_wait,
+            "sessions_seen": len(sessions),
+            "lock_trees_total": len(trees),
+            "lock_trees": [t.evidence() for t in trees[:MAX_LISTED]],
+        }
         if not trees:
             return CheckResult([], evidence, act=False, reason="no session waits on a lock")
         due = [t for t in trees if t.longest_wait >= params.min_wait]
         if not due:
             longest = max(t.longest_wait for t in trees)
-            return CheckResult([], evidence, act=False, reason=(
-                f"{len(trees)} lock tree(s), longest wait {longest:.1f}s "
-                f"< min_wait {params.min_wait:g}s"))
+            return CheckResult(
+                [],
+                evidence,
+                act=False,
+                reason=(
+                    f"{len(trees)} lock tree(s), longest wait {longest:.1f}s "
+                    f"< min_wait {params.min_wait:g}s"
+                ),
+            )
         blocks = {t.root.pid: len(t.blocked) for t in due}
         split = split_protected(ctx, db, (t.root for t in due))
-        evidence["protected"] = [protected_record(s, why, blocks_total=blocks[s.pid])
-                                 for s, why in split.protected]
+        evidence["protected"] = [
+            protected_record(s, why, blocks_total=blocks[s.pid]) for s, why in split.protected
+        ]
         if split.protected and not split.eligible:
             await ctx.record("protected", {"sessions": evidence["protected"]})
         refuse_if_all_protected(split, "root blocker")
         cap = max(ctx.postgres.max_terminations(db), 0)
         chosen, over = split.eligible[:cap], split.eligible[cap:]
         evidence["act_on"] = [record(s, blocks_total=blocks[s.pid]) for s in chosen]
-        evidence["skipped"] = [record(s, blocks_total=blocks[s.pid],
-                                      skipped=f"termination cap ({cap} per heal)")
-                               for s in over]
+        evidence["skipped"] = [
+            record(s, blocks_total=blocks[s.pid], skipped=f"termination cap ({cap} per heal)")
+            for s in over
+        ]
         return CheckResult([target(db, s) for s in chosen], evidence)
 
-    async def act(self, ctx: HealContext, params: BlockersParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: BlockersParams, check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
             if s.blocked_by:
                 return "now waits on another session itself"
             return None if s.blocking else "no longer blocks anyone"
 
-        return await _signal_checked(ctx, params, check, "terminate",
-                                     ("backend_start", "xact_start"), still)
+        return await _signal_checked(
+            ctx, params, check, "terminate", ("backend_start", "xact_start"), still
+        )
 
 
 # --- postgres.cancel_slow ----------------------------------------------------------------
@@ -206,23 +234,32 @@ class CancelSlow:
 
     async def check(self, ctx: HealContext, params: SlowParams) -> CheckResult:
         return await _filtered_check(
-            ctx, params, qualifies=lambda s: _slow(s, params), age=lambda s: s.query_age,
-            capped=False, noun="slow statement's session",
+            ctx,
+            params,
+            qualifies=lambda s: _slow(s, params),
+            age=lambda s: s.query_age,
+            capped=False,
+            noun="slow statement's session",
             nothing=f"no active statement older than {params.min_duration:g}s",
-            extra={"min_duration_s": params.min_duration})
+            extra={"min_duration_s": params.min_duration},
+        )
 
-    async def act(self, ctx: HealContext, params: SlowParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: SlowParams, check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
             return None if _slow(s, params) else "no longer a slow active statement"
 
-        return await _signal_checked(ctx, params, check, "cancel",
-                                     ("backend_start", "query_start"), still)
+        return await _signal_checked(
+            ctx, params, check, "cancel", ("backend_start", "query_start"), still
+        )
 
 
 def _slow(s: PgSession, p: SlowParams) -> bool:
-    return (s.state == "active" and s.query_age is not None and s.query_age >= p.min_duration
-            and matches(s, p.users, p.application_names))
+    return (
+        s.state == "active"
+        and s.query_age is not None
+        and s.query_age >= p.min_duration
+        and matches(s, p.users, p.application_names)
+    )
 
 
 # --- postgres.terminate_idle -------------------------------------------------------------
@@ -250,14 +287,17 @@ class TerminateIdle:
 
     async def check(self, ctx: HealContext, params: IdleParams) -> CheckResult:
         return await _filtered_check(
-            ctx, params, qualifies=lambda s: _idle(s, params), age=lambda s: s.state_age,
-            capped=True, noun="idle session",
-            nothing=(f"no session in {', '.join(params.states)} for {params.min_idle:g}s "
-                     "or more"),
-            extra={"min_idle_s": params.min_idle, "states": params.states})
+            ctx,
+            params,
+            qualifies=lambda s: _idle(s, params),
+            age=lambda s: s.state_age,
+            capped=True,
+            noun="idle session",
+            nothing=(f"no session in {', '.join(params.states)} for {params.min_idle:g}s or more"),
+            extra={"min_idle_s": params.min_idle, "states": params.states},
+        )
 
-    async def act(self, ctx: HealContext, params: IdleParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: IdleParams, check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
             return None if _idle(s, params) else "no longer idle long enough"
 
@@ -265,5 +305,9 @@ class TerminateIdle:
 
 
 def _idle(s: PgSession, p: IdleParams) -> bool:
-    return (s.state in p.states and s.state_age is not None and s.state_age >= p.min_idle
-            and matches(s, p.users, p.application_names))
+    return (
+        s.state in p.states
+        and s.state_age is not None
+        and s.state_age >= p.min_idle
+        and matches(s, p.users, p.application_names)
+    )

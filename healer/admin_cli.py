@@ -32,24 +32,39 @@ _TIMEOUT = 10.0
 def add_parsers(sub: Any) -> None:
     """The four admin sub-commands, on the ``healer`` parser's sub-parsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="healer's base URL (default: listen of --config / "
-                        f"$HEALER_CONFIG, else {DEFAULT_URL})")
-    common.add_argument("--config", type=Path, default=os.environ.get("HEALER_CONFIG"),
-                        help="config file to read listen from (default: $HEALER_CONFIG)")
-    common.add_argument("--token-file", type=Path,
-                        help="admin token file (default: $HEALER_ADMIN_TOKEN)")
+    common.add_argument(
+        "--url",
+        help="healer's base URL (default: listen of --config / "
+        f"$HEALER_CONFIG, else {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("HEALER_CONFIG"),
+        help="config file to read listen from (default: $HEALER_CONFIG)",
+    )
+    common.add_argument(
+        "--token-file", type=Path, help="admin token file (default: $HEALER_ADMIN_TOKEN)"
+    )
 
-    pause = sub.add_parser("pause", parents=[common],
-                           help="pause healing (maintenance mode) on the running daemon")
-    pause.add_argument("--for", dest="duration", required=True, metavar="DURATION",
-                       help="how long, e.g. 30m (at most safety.max_pause)")
+    pause = sub.add_parser(
+        "pause", parents=[common], help="pause healing (maintenance mode) on the running daemon"
+    )
+    pause.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        metavar="DURATION",
+        help="how long, e.g. 30m (at most safety.max_pause)",
+    )
     pause.add_argument("--reason", default="", help="why (shown in suppressed heals)")
     sub.add_parser("resume", parents=[common], help="end the pause now")
     circuits = sub.add_parser("circuits", parents=[common], help="list open circuits")
     circuits.add_argument("--all", action="store_true", help="closed circuits too")
     circuits.add_argument("--json", action="store_true", help="print the API's JSON")
-    close = sub.add_parser("circuit-close", parents=[common],
-                           help="close a rule's open circuits: healing resumes")
+    close = sub.add_parser(
+        "circuit-close", parents=[common], help="close a rule's open circuits: healing resumes"
+    )
     close.add_argument("rule")
     close.add_argument("--target", help="only this target, e.g. docker:web-1")
 
@@ -112,8 +127,7 @@ def run(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     except httpx.HTTPError as exc:
         # An HTTP client's error may quote the request's headers: the token never shows.
         text = str(exc).replace(token, "***") if token else str(exc)
-        print(f"error: cannot reach healer at {url}: {type(exc).__name__}: {text}",
-              file=sys.stderr)
+        print(f"error: cannot reach healer at {url}: {type(exc).__name__}: {text}", file=sys.stderr)
         return 2
     finally:
         if own:
@@ -134,24 +148,33 @@ def _answer(resp: httpx.Response) -> dict[str, Any] | None:
 
 def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) -> int:
     if args.command == "pause":
-        body = _answer(http.post("/api/v1/pause", headers=headers,
-                                 json={"for": args.duration, "reason": args.reason}))
+        body = _answer(
+            http.post(
+                "/api/v1/pause", headers=headers, json={"for": args.duration, "reason": args.reason}
+            )
+        )
         if body is None:
             return 1
-        print(f"paused until {body['until_iso']}" + (f": {body['reason']}" if body["reason"]
-                                                     else ""))
+        print(
+            f"paused until {body['until_iso']}" + (f": {body['reason']}" if body["reason"] else "")
+        )
         return 0
     if args.command == "resume":
         body = _answer(http.delete("/api/v1/pause", headers=headers))
         if body is None:
             return 1
         was = body.get("was")
-        print(f"resumed (paused since {was['since_iso']}"
-              + (f": {was['reason']})" if was["reason"] else ")") if was else "was not paused")
+        print(
+            f"resumed (paused since {was['since_iso']}"
+            + (f": {was['reason']})" if was["reason"] else ")")
+            if was
+            else "was not paused"
+        )
         return 0
     if args.command == "circuits":
-        resp = http.get("/api/v1/circuits", headers=headers,
-                        params={"all": "true"} if args.all else None)
+        resp = http.get(
+            "/api/v1/circuits", headers=headers, params={"all": "true"} if args.all else None
+        )
         body = _answer(resp)
         if body is None:
             return 1
@@ -161,8 +184,7 @@ def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) 
             _print_circuits(body["circuits"])
         return 0
     params = {"target": args.target} if args.target else None
-    body = _answer(http.delete(f"/api/v1/circuits/{args.rule}", headers=headers,
-                               params=params))
+    body = _answer(http.delete(f"/api/v1/circuits/{args.rule}", headers=headers, params=params))
     if body is None:
         return 1
     for circuit in body["closed"]:
@@ -175,8 +197,13 @@ def _print_circuits(circuits: list[dict[str, Any]]) -> None:
         print("no open circuits")
         return
     for c in circuits:
-        closes = (f"closes {_when(c.get('closes_at'))} if quiet" if c["state"] == "open"
-                  else f"closed {_when(c['closed_at'])} by {c['closed_by']}")
+        closes = (
+            f"closes {_when(c.get('closes_at'))} if quiet"
+            if c["state"] == "open"
+            else f"closed {_when(c['closed_at'])} by {c['closed_by']}"
+        )
         told = "escalated" if c["escalated_by"] else "not escalated"
-        print(f"{c['state']:6}  {c['rule']}  {c['target']}  since {_when(c['opened_at'])}  "
-              f"{told}, {c['suppressed']} suppressed, {closes}\n        {c['reason']}")
+        print(
+            f"{c['state']:6}  {c['rule']}  {c['target']}  since {_when(c['opened_at'])}  "
+            f"{told}, {c['suppressed']} suppressed, {closes}\n        {c['reason']}"
+        )

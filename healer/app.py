@@ -42,16 +42,27 @@ from healer.store.factory import describe, journal_target, open_store
 from healer.verify import Verifier
 
 
-def create_app(config: HealerConfig, secrets: Secrets, *,
-               handlers: HandlerRegistry | None = None,
-               registry: CollectorRegistry | None = None) -> FastAPI:
+def create_app(
+    config: HealerConfig,
+    secrets: Secrets,
+    *,
+    handlers: HandlerRegistry | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
     """Build the ASGI app. Plugins are loaded and validated here, before serving."""
     handlers = handlers if handlers is not None else HandlerRegistry.from_entry_points()
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     log = structlog.get_logger("healer")
     if len(secrets.notify_urls) != len(config.notify):
-        raise ConfigError([("notify", f"{len(config.notify)} notifiers configured but "
-                            f"{len(secrets.notify_urls)} URLs resolved")])
+        raise ConfigError(
+            [
+                (
+                    "notify",
+                    f"{len(config.notify)} notifiers configured but "
+                    f"{len(secrets.notify_urls)} URLs resolved",
+                )
+            ]
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,34 +71,61 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
         docker = DockerAdapter(config.docker.base_url)
         postgres = PostgresAdapter(config.databases, secrets.databases)
-        verifier = Verifier(http, config.prometheus.url, timeout=config.prometheus.timeout,
-                            evaluation_interval=config.prometheus.evaluation_interval)
+        verifier = Verifier(
+            http,
+            config.prometheus.url,
+            timeout=config.prometheus.timeout,
+            evaluation_interval=config.prometheus.evaluation_interval,
+        )
         notifiers = Notifiers.from_config(config.notify, secrets.notify_urls, http)
         notifiers.open()
-        gates = SafetyGates(journal=journal, config=config, notifiers=notifiers,
-                            metrics=metrics)
+        gates = SafetyGates(journal=journal, config=config, notifiers=notifiers, metrics=metrics)
         rules = RuleSet(config)
-        followups = FollowUps(journal=journal, config=config, rules=rules,
-                              notifiers=notifiers, metrics=metrics)
-        executor = Executor(journal=journal, handlers=handlers, metrics=metrics,
-                            verifier=verifier, docker=docker,
-                            postgres=postgres, allowlist=Allowlist(config.allow),
-                            max_concurrent=config.max_concurrent_heals, gates=gates,
-                            on_not_recovered=followups.note_not_recovered,
-                            renew_every=config.replica.renew_every)
+        followups = FollowUps(
+            journal=journal, config=config, rules=rules, notifiers=notifiers, metrics=metrics
+        )
+        executor = Executor(
+            journal=journal,
+            handlers=handlers,
+            metrics=metrics,
+            verifier=verifier,
+            docker=docker,
+            postgres=postgres,
+            allowlist=Allowlist(config.allow),
+            max_concurrent=config.max_concurrent_heals,
+            gates=gates,
+            on_not_recovered=followups.note_not_recovered,
+            renew_every=config.replica.renew_every,
+        )
         app.state.services = Services(
-            config=config, secrets=secrets, handlers=handlers, rules=rules,
-            metrics=metrics, journal=journal, http=http, docker=docker, postgres=postgres,
-            executor=executor, gates=gates, followups=followups)
+            config=config,
+            secrets=secrets,
+            handlers=handlers,
+            rules=rules,
+            metrics=metrics,
+            journal=journal,
+            http=http,
+            docker=docker,
+            postgres=postgres,
+            executor=executor,
+            gates=gates,
+            followups=followups,
+        )
         try:
             await gates.start()
             await followups.start(submit=executor.submit)
             resumed = await executor.resume()
             executor.start_leases()
-            log.info("healer started", listen=config.listen, journal=describe(target),
-                     replica=journal.replica.id,
-                     rules=len(config.rules), handlers=list(handlers), resumed=resumed,
-                     dry_run=config.dry_run)
+            log.info(
+                "healer started",
+                listen=config.listen,
+                journal=describe(target),
+                replica=journal.replica.id,
+                rules=len(config.rules),
+                handlers=list(handlers),
+                resumed=resumed,
+                dry_run=config.dry_run,
+            )
             yield
         finally:
             log.info("healer stopping", running_heals=executor.running)
@@ -100,8 +138,12 @@ def create_app(config: HealerConfig, secrets: Secrets, *,
             await postgres.aclose()
             await journal.close()
 
-    app = FastAPI(title="healer", version=healer.__version__, lifespan=lifespan,
-                  description="Auto-healing for services monitored by Prometheus.")
+    app = FastAPI(
+        title="healer",
+        version=healer.__version__,
+        lifespan=lifespan,
+        description="Auto-healing for services monitored by Prometheus.",
+    )
     app.add_exception_handler(JournalUnavailable, _journal_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(receiver.router)

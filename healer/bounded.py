@@ -30,8 +30,10 @@ def map_strings(value: Any, fn: Callable[[str], str], *, keys: bool = False) -> 
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
-        return {(fn(k) if keys and isinstance(k, str) else k): map_strings(v, fn, keys=keys)
-                for k, v in value.items()}
+        return {
+            (fn(k) if keys and isinstance(k, str) else k): map_strings(v, fn, keys=keys)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [map_strings(v, fn, keys=keys) for v in value]
     if isinstance(value, tuple):

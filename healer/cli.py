@@ -38,49 +38,86 @@ exit codes: 0 done; 1 the store refused or is unreachable (message on stderr);
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="healer", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="healer",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Auto-healing daemon: Alertmanager webhook -> rule -> handler -> "
-                    "verified recovery through Prometheus.")
+        "verified recovery through Prometheus.",
+    )
     parser.add_argument("--version", action="version", version=f"healer {healer.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the daemon", epilog=_EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--config", type=Path, default=os.environ.get("HEALER_CONFIG"),
-                       help="YAML config file (default: $HEALER_CONFIG)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("HEALER_CONFIG"),
+        help="YAML config file (default: $HEALER_CONFIG)",
+    )
     serve.add_argument("--listen", metavar="HOST:PORT", help="override the file's listen")
-    serve.add_argument("--journal", metavar="PATH|URL",
-                       help="override the file's journal: a SQLite path or a postgresql://"
-                            " URL without password")
-    serve.add_argument("--journal-dsn-file", metavar="FILE",
-                       default=os.environ.get("HEALER_JOURNAL_DSN_FILE") or None,
-                       help="override the file's journal with a PostgreSQL store whose DSN"
-                            " (password included) is read from FILE, e.g. a container"
-                            " secret (default: $HEALER_JOURNAL_DSN_FILE)")
-    serve.add_argument("--replica-id", metavar="ID",
-                       help="this healer's name in a fleet sharing one journal, on every"
-                            " timeline entry (overrides replica.id; default host:pid)")
-    serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
-                       help="log format (auto: JSON unless stderr is a terminal)")
+    serve.add_argument(
+        "--journal",
+        metavar="PATH|URL",
+        help="override the file's journal: a SQLite path or a postgresql:// URL without password",
+    )
+    serve.add_argument(
+        "--journal-dsn-file",
+        metavar="FILE",
+        default=os.environ.get("HEALER_JOURNAL_DSN_FILE") or None,
+        help="override the file's journal with a PostgreSQL store whose DSN"
+        " (password included) is read from FILE, e.g. a container"
+        " secret (default: $HEALER_JOURNAL_DSN_FILE)",
+    )
+    serve.add_argument(
+        "--replica-id",
+        metavar="ID",
+        help="this healer's name in a fleet sharing one journal, on every"
+        " timeline entry (overrides replica.id; default host:pid)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log format (auto: JSON unless stderr is a terminal)",
+    )
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
     journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy")
-    journal_sub = journal.add_subparsers(dest="journal_command", required=True,
-                                         metavar="SUBCOMMAND")
+    journal_sub = journal.add_subparsers(
+        dest="journal_command", required=True, metavar="SUBCOMMAND"
+    )
     journal_check = journal_sub.add_parser(
-        "check", help="check a journal file's integrity and schema, read-only (0 = sound)")
+        "check", help="check a journal file's integrity and schema, read-only (0 = sound)"
+    )
     journal_check.add_argument("file", type=Path)
     migrate = journal_sub.add_parser(
-        "migrate", epilog=_JOURNAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="create or migrate the journal's schema, printing its version before/after")
+        "migrate",
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="create or migrate the journal's schema, printing its version before/after",
+    )
     _target_arguments(migrate)
     copy = journal_sub.add_parser(
-        "copy", epilog=_JOURNAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "copy",
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
-             "transaction, printing the rows copied")
-    copy.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
-                      help="the SQLite journal (journal.db) to copy")
+        "transaction, printing the rows copied",
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the SQLite journal (journal.db) to copy",
+    )
     _target_arguments(copy)
     add_admin_parsers(sub)
     return parser
@@ -88,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, metavar="FILE",
-                       help="use this config file's journal: entry")
+    where.add_argument(
+        "--config", type=Path, metavar="FILE", help="use this config file's journal: entry"
+    )
     where.add_argument("--to", metavar="URL", help="postgresql://user@host/db (no password)")
-    where.add_argument("--to-dsn-file", type=Path, metavar="FILE",
-                       help="a file holding the DSN (password allowed)")
+    where.add_argument(
+        "--to-dsn-file", type=Path, metavar="FILE", help="a file holding the DSN (password allowed)"
+    )
 
 
 def _print_config_errors(path: Path, exc: ConfigError) -> None:
@@ -134,8 +173,11 @@ def check_journal(path: Path) -> int:
         if len(problems) > _SHOWN:
             print(f"  ... and {len(problems) - _SHOWN} more", file=sys.stderr)
         if path.is_file():
-            print("healer serve refuses it: restore the journal from a backup, or move it "
-                  "aside to start with an empty one", file=sys.stderr)
+            print(
+                "healer serve refuses it: restore the journal from a backup, or move it "
+                "aside to start with an empty one",
+                file=sys.stderr,
+            )
         return 1
     print(f"{path}: ok (integrity check passed, schema version <= {SCHEMA_VERSION})")
     return 0
@@ -155,8 +197,12 @@ def _journal_target(args: argparse.Namespace) -> object:
             return config.journal
         journal = config.journal
         assert isinstance(journal, PostgresJournal)
-        return PostgresOptions(dsn, pool_size=1, connect_timeout=journal.connect_timeout,
-                               statement_timeout=journal.statement_timeout)
+        return PostgresOptions(
+            dsn,
+            pool_size=1,
+            connect_timeout=journal.connect_timeout,
+            statement_timeout=journal.statement_timeout,
+        )
     if args.to is not None:
         source = PostgresJournal.model_validate({"dsn": args.to})  # refuses a password
     elif args.to_dsn_file is not None:
@@ -201,16 +247,20 @@ def journal_command(args: argparse.Namespace) -> int:
             print(f"journal {name}: schema version {before} -> {after}")
             return 0
         if not isinstance(target, PostgresOptions):
-            print("error: journal copy needs a PostgreSQL target (--to, --to-dsn-file,"
-                  " $HEALER_JOURNAL_DSN, or a config whose journal: is PostgreSQL)",
-                  file=sys.stderr)
+            print(
+                "error: journal copy needs a PostgreSQL target (--to, --to-dsn-file,"
+                " $HEALER_JOURNAL_DSN, or a config whose journal: is PostgreSQL)",
+                file=sys.stderr,
+            )
             return 2
         counts = asyncio.run(copy_sqlite(args.source, target))
     except JournalUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"copied {args.source} into journal {target.name}: " +
-          ", ".join(f"{table} {n}" for table, n in counts.items()))
+    print(
+        f"copied {args.source} into journal {target.name}: "
+        + ", ".join(f"{table} {n}" for table, n in counts.items())
+    )
     return 0
 
 
@@ -260,8 +310,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     app = create_app(config, secrets, handlers=handlers)
-    return serve_app(app, host=config.host, port=config.port, grace=config.shutdown_grace,
-                     server=config.server)
+    return serve_app(
+        app, host=config.host, port=config.port, grace=config.shutdown_grace, server=config.server
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,8 +49,16 @@ _DAY = 86400.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
-_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
-               "GB": 10**9, "GiB": 2**30}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "GiB": 2**30,
+}
 
 
 # No duration in the config means more than a year; beyond this a value is a typo (or
@@ -102,8 +110,10 @@ def parse_size(value: Any) -> int:
 def _selector(value: Any) -> LabelSelector:
     if isinstance(value, LabelSelector):
         return value
-    if not (isinstance(value, str) or
-            (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+    if not (
+        isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    ):
         raise ValueError('expected a matcher string or a list of them, e.g. alertname="X"')
     try:
         return LabelSelector.from_config(value)
@@ -114,8 +124,11 @@ def _selector(value: Any) -> LabelSelector:
 def _path(value: Any) -> Any:
     """A path in the config: a non-empty string without NUL (``""`` would be ``.``)."""
     if isinstance(value, str) and (not value.strip() or "\x00" in value):
-        raise ValueError("expected a file path, got an empty string" if not value.strip()
-                         else "a path cannot contain a NUL byte")
+        raise ValueError(
+            "expected a file path, got an empty string"
+            if not value.strip()
+            else "a path cannot contain a NUL byte"
+        )
     return value
 
 
@@ -129,8 +142,9 @@ class _Frozen(BaseModel):
     """Every config model: unknown keys are errors, floats must be finite, and a YAML
     boolean (``yes``, ``true``) is never read as the number 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -163,8 +177,7 @@ class AdminConfig(_Frozen):
 
 
 class PrometheusConfig(_Frozen):
-    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://[^/\s]+",
-                     max_length=2048)
+    url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://[^/\s]+", max_length=2048)
     timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
     # Overrides the interval read from Prometheus' own config (global.evaluation_interval).
     evaluation_interval: Annotated[Seconds, Field(gt=0, le=_DAY)] | None = None
@@ -246,9 +259,11 @@ def _journal_kind(value: Any) -> str:
 
 # The journal's two forms, told apart before validation; the tags never show in errors.
 _SQLITE_TAG, _POSTGRES_TAG = "<sqlite>", "<postgresql>"
-Journal = Annotated[Annotated[FilePath, Tag(_SQLITE_TAG)]
-                    | Annotated[PostgresJournal, Tag(_POSTGRES_TAG)],
-                    Discriminator(_journal_kind), BeforeValidator(_journal)]
+Journal = Annotated[
+    Annotated[FilePath, Tag(_SQLITE_TAG)] | Annotated[PostgresJournal, Tag(_POSTGRES_TAG)],
+    Discriminator(_journal_kind),
+    BeforeValidator(_journal),
+]
 
 
 def _has_password(dsn: str) -> bool:
@@ -306,8 +321,7 @@ class NotifierConfig(_Frozen):
     """Where escalations go. The URL is a secret: from ``url_file`` or ``url_env``."""
 
     kind: Literal["mattermost", "slack", "webhook"]
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-                             max_length=64)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)
     url_file: FilePath | None = None
     url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     timeout: Annotated[Seconds, Field(gt=0, le=120)] = 5.0
@@ -349,6 +363,8 @@ class ServerConfig(_Frozen):
     keep_alive: Annotated[Seconds, Field(gt=0, le=600)] = 5.0
     # Open connections at most (also kept below the open-file limit, see healer/server.py).
     max_connections: int = Field(default=4096, ge=8, le=1_000_000)
+
+
 # --- end server ---
 
 
@@ -370,8 +386,10 @@ class ReplicaConfig(_Frozen):
     @model_validator(mode="after")
     def _renew_often(self) -> ReplicaConfig:
         if self.renew_every >= self.lease_ttl / 2:
-            raise ValueError(f"renew_every ({self.renew_every:g}s) must be less than half"
-                             f" of lease_ttl ({self.lease_ttl:g}s)")
+            raise ValueError(
+                f"renew_every ({self.renew_every:g}s) must be less than half"
+                f" of lease_ttl ({self.lease_ttl:g}s)"
+            )
         return self
 
     def replica(self) -> Replica:
@@ -379,8 +397,9 @@ class ReplicaConfig(_Frozen):
 
 
 class HealerConfig(_Frozen):
-    listen: str = Field(default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$",
-                        max_length=300)
+    listen: str = Field(
+        default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$", max_length=300
+    )
     journal: Journal = Path("healer-journal.db")
     # Listening beyond loopback without webhook auth is refused unless this is set.
     allow_insecure: bool = False
@@ -394,7 +413,8 @@ class HealerConfig(_Frozen):
     admin: AdminConfig = AdminConfig()
     docker: DockerConfig = DockerConfig()
     databases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], DatabaseConfig] = Field(
-        default_factory=dict)
+        default_factory=dict
+    )
     verify: VerifyDefaults = VerifyDefaults()
     # Targets handlers may act on: each entry's keys are glob patterns over a
     # target's fields (kind, name, compose_project, compose_service, ...).
@@ -439,8 +459,10 @@ class HealerConfig(_Frozen):
         return self.safety.on_not_recovered
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 
 
 def _is_ip(host: str) -> bool:
@@ -459,8 +481,9 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def validation_errors(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[
-        tuple[str, str]]:
+def validation_errors(
+    exc: ValidationError, prefix: tuple[int | str, ...] = ()
+) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
         msg = err["msg"].removeprefix("Value error, ")
@@ -510,8 +533,9 @@ def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerCo
     return config
 
 
-def _unknown_database(config: HealerConfig, rule: RuleConfig, i: int,
-                      handlers: HandlerRegistry) -> list[tuple[str, str]]:
+def _unknown_database(
+    config: HealerConfig, rule: RuleConfig, i: int, handlers: HandlerRegistry
+) -> list[tuple[str, str]]:
     """A PostgreSQL rule must name a database from ``databases:`` (unless templated)."""
     handler = handlers.get(rule.handler)
     db = rule.params.get("database")
@@ -541,8 +565,12 @@ class _StrictLoader(yaml.SafeLoader):
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name) are not allowed in the "
-                "config: write the value out", event.start_mark)
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed in the "
+                "config: write the value out",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -551,12 +579,16 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, Hashable):
                 raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain value", key_node.start_mark)
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                )
             if key in seen:
                 first = seen[key].start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {str(key)[:64]!r} (first at line {first})",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {str(key)[:64]!r} (first at line {first})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
 
@@ -572,8 +604,15 @@ def read_yaml(path: Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([(f"line {line}", f"{path} is not UTF-8 text (byte "
-                            f"{exc.start}: {raw[exc.start:exc.start + 1]!r})")]) from None
+        raise ConfigError(
+            [
+                (
+                    f"line {line}",
+                    f"{path} is not UTF-8 text (byte "
+                    f"{exc.start}: {raw[exc.start : exc.start + 1]!r})",
+                )
+            ]
+        ) from None
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
@@ -584,8 +623,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError([("", f"{path}: nested too deeply")]) from None
 
 
-def load_config(path: Path, handlers: HandlerRegistry | None = None,
-                overrides: Mapping[str, Any] | None = None) -> HealerConfig:
+def load_config(
+    path: Path, handlers: HandlerRegistry | None = None, overrides: Mapping[str, Any] | None = None
+) -> HealerConfig:
     """Read and validate ``path``; ``overrides`` (from CLI flags) replace top-level keys."""
     data = read_yaml(path)
     if overrides and isinstance(data, dict | None):
@@ -605,10 +645,12 @@ class Secrets:
     journal_dsn: str | None = None  # the PostgreSQL journal's DSN (None: SQLite)
 
     def __repr__(self) -> str:
-        return (f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
-                f"webhook_basic={'***' if self.webhook_basic else None}, "
-                f"admin_token={'***' if self.admin_token else None}, "
-                f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)})")
+        return (
+            f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
+            f"webhook_basic={'***' if self.webhook_basic else None}, "
+            f"admin_token={'***' if self.admin_token else None}, "
+            f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)})"
+        )
 
     @property
     def webhook_auth(self) -> bool:
@@ -639,15 +681,30 @@ def check_token(value: str, where: str, pattern: re.Pattern[str] = _TOKEN) -> st
     """``value`` if it can be sent as it is, else ConfigError naming ``where`` (a file or
     a variable), never the value."""
     if not pattern.fullmatch(value):
-        what = "whitespace, a control character or non-ASCII" if pattern is _TOKEN else (
-            "a control character")
-        raise ConfigError([(where, f"the secret holds {what} inside (value hidden): write "
-                            "it on one line, nothing else in the file")])
+        what = (
+            "whitespace, a control character or non-ASCII"
+            if pattern is _TOKEN
+            else ("a control character")
+        )
+        raise ConfigError(
+            [
+                (
+                    where,
+                    f"the secret holds {what} inside (value hidden): write "
+                    "it on one line, nothing else in the file",
+                )
+            ]
+        )
     return value
 
 
-def token_from(env: Mapping[str, str], var: str, path: Path | None, where: str,
-               pattern: re.Pattern[str] = _TOKEN) -> str | None:
+def token_from(
+    env: Mapping[str, str],
+    var: str,
+    path: Path | None,
+    where: str,
+    pattern: re.Pattern[str] = _TOKEN,
+) -> str | None:
     """A secret from ``$var`` (wins) or the file at ``path``; surrounding whitespace (a
     trailing newline) is dropped, anything inside is checked by :func:`check_token`."""
     value = (env.get(var) or "").strip()
@@ -661,22 +718,33 @@ def token_from(env: Mapping[str, str], var: str, path: Path | None, where: str,
 def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:
     """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys."""
     env = os.environ if env is None else env
-    webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", config.webhook.token_file,
-                         "webhook.token_file")
+    webhook = token_from(
+        env, "HEALER_WEBHOOK_TOKEN", config.webhook.token_file, "webhook.token_file"
+    )
     admin = token_from(env, "HEALER_ADMIN_TOKEN", config.admin.token_file, "admin.token_file")
     basic = None
     if config.webhook.basic_auth is not None:
         ba = config.webhook.basic_auth
-        password = token_from(env, "HEALER_WEBHOOK_PASSWORD", ba.password_file,
-                              "webhook.basic_auth.password_file", _PASSWORD)
+        password = token_from(
+            env,
+            "HEALER_WEBHOOK_PASSWORD",
+            ba.password_file,
+            "webhook.basic_auth.password_file",
+            _PASSWORD,
+        )
         if not password:
-            raise ConfigError([("webhook.basic_auth", "needs password_file or "
-                                "HEALER_WEBHOOK_PASSWORD")])
+            raise ConfigError(
+                [("webhook.basic_auth", "needs password_file or HEALER_WEBHOOK_PASSWORD")]
+            )
         basic = (ba.username, password)
-    return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin,
-                   databases=resolve_dsns(config, env),
-                   journal_dsn=resolve_journal_dsn(config, env),
-                   notify_urls=resolve_notify_urls(config, env))
+    return Secrets(
+        webhook_token=webhook,
+        webhook_basic=basic,
+        admin_token=admin,
+        databases=resolve_dsns(config, env),
+        journal_dsn=resolve_journal_dsn(config, env),
+        notify_urls=resolve_notify_urls(config, env),
+    )
 
 
 def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -699,12 +767,10 @@ def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[s
 
 
 def resolve_dsns(config: HealerConfig, env: Mapping[str, str]) -> dict[str, str]:
-    return {name: db.resolve(f"databases.{name}", env)
-            for name, db in config.databases.items()}
+    return {name: db.resolve(f"databases.{name}", env) for name, db in config.databases.items()}
 
 
-def resolve_journal_dsn(config: HealerConfig, env: Mapping[str, str] | None = None
-                        ) -> str | None:
+def resolve_journal_dsn(config: HealerConfig, env: Mapping[str, str] | None = None) -> str | None:
     """The PostgreSQL journal's DSN (None: the journal is a SQLite file)."""
     if not isinstance(config.journal, PostgresJournal):
         return None
@@ -717,11 +783,16 @@ def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None)
     marker = "<set>"
     # A variable set here is checked as serve would check it (files live on the host).
     webhook = token_from(env, "HEALER_WEBHOOK_TOKEN", None, "") or (
-        marker if config.webhook.token_file else None)
+        marker if config.webhook.token_file else None
+    )
     admin = token_from(env, "HEALER_ADMIN_TOKEN", None, "") or (
-        marker if config.admin.token_file else None)
-    basic = ((config.webhook.basic_auth.username, marker)
-             if config.webhook.basic_auth is not None else None)
+        marker if config.admin.token_file else None
+    )
+    basic = (
+        (config.webhook.basic_auth.username, marker)
+        if config.webhook.basic_auth is not None
+        else None
+    )
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)
 
 
@@ -737,6 +808,13 @@ def is_loopback(host: str) -> bool:
 def check_exposure(config: HealerConfig, secrets: Secrets) -> None:
     """Refuse to listen beyond loopback without webhook auth unless explicitly allowed."""
     if not is_loopback(config.host) and not secrets.webhook_auth and not config.allow_insecure:
-        raise ConfigError([("listen", f"{config.listen} is beyond loopback and the webhook has "
-                            "no auth: set HEALER_WEBHOOK_TOKEN / webhook.token_file, or "
-                            "allow_insecure: true")])
+        raise ConfigError(
+            [
+                (
+                    "listen",
+                    f"{config.listen} is beyond loopback and the webhook has "
+                    "no auth: set HEALER_WEBHOOK_TOKEN / webhook.token_file, or "
+                    "allow_insecure: true",
+                )
+            ]
+        )

@@ -116,14 +116,17 @@ class ConnectionGuard:
         """One more connection closed by the limits; summarised, never logged alone."""
         self._closed[reason] += 1
         if self._summary is None:
-            self._summary = asyncio.get_running_loop().call_later(SUMMARY_EVERY,
-                                                                  self.flush_summary)
+            self._summary = asyncio.get_running_loop().call_later(SUMMARY_EVERY, self.flush_summary)
 
     def flush_summary(self) -> None:
         self._summary = None
         if self._closed:
-            self._log.warning("connections closed by the server limits",
-                              seconds=SUMMARY_EVERY, open=self.open, **self._closed)
+            self._log.warning(
+                "connections closed by the server limits",
+                seconds=SUMMARY_EVERY,
+                open=self.open,
+                **self._closed,
+            )
             self._closed.clear()
 
 
@@ -194,8 +197,9 @@ class GuardedH11Protocol(H11Protocol):
     def _follow(self) -> None:
         """Track the request phase from h11's view of the client."""
         state = self.conn.their_state
-        phase: Phase = ("request" if state is h11.IDLE else
-                        "body" if state is h11.SEND_BODY else "busy")
+        phase: Phase = (
+            "request" if state is h11.IDLE else "body" if state is h11.SEND_BODY else "busy"
+        )
         if phase == self._phase:
             return
         self._phase = phase

@@ -105,12 +105,20 @@ def memory_usage(stats: dict[str, Any]) -> dict[str, int | None]:
     mem = stats.get("memory_stats") or {}
     raw, limit = mem.get("usage"), mem.get("limit")
     detail = mem.get("stats") or {}
-    inactive = next((detail[k] for k in ("total_inactive_file", "inactive_file", "cache")
-                     if isinstance(detail.get(k), int)), 0)
+    inactive = next(
+        (
+            detail[k]
+            for k in ("total_inactive_file", "inactive_file", "cache")
+            if isinstance(detail.get(k), int)
+        ),
+        0,
+    )
     usage = raw - inactive if isinstance(raw, int) and inactive < raw else raw
-    return {"usage": usage if isinstance(usage, int) else None,
-            "limit": limit if isinstance(limit, int) and limit > 0 else None,
-            "raw_usage": raw if isinstance(raw, int) else None}
+    return {
+        "usage": usage if isinstance(usage, int) else None,
+        "limit": limit if isinstance(limit, int) and limit > 0 else None,
+        "raw_usage": raw if isinstance(raw, int) else None,
+    }
 
 
 NotFound = docker.errors.NotFound

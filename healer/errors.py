@@ -35,8 +35,7 @@ class ConfigError(HealerError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         # Messages may quote a config value (e.g. a DSN typed where a duration belongs).
         self.errors = [(path, redact_dsn(msg)) for path, msg in errors]
-        super().__init__("\n".join(f"{path}: {msg}" if path else msg
-                                   for path, msg in self.errors))
+        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in self.errors))
 
 
 class MatcherSyntaxError(ConfigError):

@@ -80,12 +80,24 @@ class HealJob:
     def from_row(cls, row: Mapping[str, Any]) -> HealJob:
         alert = None
         if row["fingerprint"]:
-            alert = Alert(fingerprint=row["fingerprint"], status="firing", labels=row["labels"],
-                          annotations=row["annotations"],
-                          starts_at=datetime.fromisoformat(row["alert_starts_at"]))
-        return cls(heal_id=row["id"], rule=row["rule"], handler=row["handler"],
-                   params=row["params"], verify=row["verify"], dry_run=row["dry_run"],
-                   alert=alert, labels=row["labels"], annotations=row["annotations"])
+            alert = Alert(
+                fingerprint=row["fingerprint"],
+                status="firing",
+                labels=row["labels"],
+                annotations=row["annotations"],
+                starts_at=datetime.fromisoformat(row["alert_starts_at"]),
+            )
+        return cls(
+            heal_id=row["id"],
+            rule=row["rule"],
+            handler=row["handler"],
+            params=row["params"],
+            verify=row["verify"],
+            dry_run=row["dry_run"],
+            alert=alert,
+            labels=row["labels"],
+            annotations=row["annotations"],
+        )
 
 
 class _End(Exception):
@@ -95,11 +107,21 @@ class _End(Exception):
 
 
 class Executor:
-    def __init__(self, *, journal: Store, handlers: HandlerRegistry, metrics: Metrics,
-                 verifier: Verifier, docker: DockerAdapter, postgres: PostgresAdapter,
-                 allowlist: Allowlist, max_concurrent: int, gates: SafetyGates,
-                 on_not_recovered: Callable[[str], None] | None = None,
-                 renew_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        journal: Store,
+        handlers: HandlerRegistry,
+        metrics: Metrics,
+        verifier: Verifier,
+        docker: DockerAdapter,
+        postgres: PostgresAdapter,
+        allowlist: Allowlist,
+        max_concurrent: int,
+        gates: SafetyGates,
+        on_not_recovered: Callable[[str], None] | None = None,
+        renew_every: float = 5.0,
+    ) -> None:
         self._journal = journal
         self._handlers = handlers
         self._metrics = metrics
@@ -147,14 +169,25 @@ class Executor:
     def _wait(self, job: HealJob, alert: Alert, wait: dict[str, float]) -> None:
         """A timer, not a task: registered before anything is awaited, so a resolve that
         arrives from now on finds it (alert_resolved)."""
-        self._waits.add(job.heal_id, alert_key(alert), delay=wait["wait"], item=job,
-                        due=lambda due: self.submit(due, waited=True))
+        self._waits.add(
+            job.heal_id,
+            alert_key(alert),
+            delay=wait["wait"],
+            item=job,
+            due=lambda due: self.submit(due, waited=True),
+        )
         data = {k: v for k, v in wait.items() if k != "wait"}
-        written = self._journal.event_soon(job.heal_id, Phase.PENDING, "min_firing_wait", data,
-                                           fenced=True)
+        written = self._journal.event_soon(
+            job.heal_id, Phase.PENDING, "min_firing_wait", data, fenced=True
+        )
         written.add_done_callback(partial(self._write_failed, job.heal_id))
-        self._log.info("waiting for min_firing", heal_id=job.heal_id, rule=job.rule,
-                       min_firing=wait["min_firing"], wait=round(wait["wait"], 3))
+        self._log.info(
+            "waiting for min_firing",
+            heal_id=job.heal_id,
+            rule=job.rule,
+            min_firing=wait["min_firing"],
+            wait=round(wait["wait"], 3),
+        )
 
     def _write_failed(self, heal_id: str, future: asyncio.Future[None]) -> None:
         if future.cancelled() or (exc := future.exception()) is None:
@@ -196,6 +229,7 @@ class Executor:
             self._tasks.discard(task)
             if self._running.get(heal_id) is task:
                 del self._running[heal_id]
+
         task.add_done_callback(done)
 
     def _mine(self) -> set[str]:
@@ -267,9 +301,13 @@ class Executor:
         for row in rows:
             self._lost.discard(row["id"])  # ours again
             self._bind(HealJob.from_row(row)).info(
-                "taking over", phase=row["phase"], taken_from=row.get("taken_from"))
-        fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in (
-            Phase.PENDING, Phase.CHECKING)]
+                "taking over", phase=row["phase"], taken_from=row.get("taken_from")
+            )
+        fresh = [
+            r["fingerprint"]
+            for r in rows
+            if r["fingerprint"] and r["phase"] in (Phase.PENDING, Phase.CHECKING)
+        ]
         resolved = await self._journal.resolved_alerts(fresh) if fresh else {}
         writes: list[asyncio.Future[None]] = []  # queued together: a few commits, not one each
         for row in rows:
@@ -278,14 +316,18 @@ class Executor:
             if phase in (Phase.PENDING, Phase.CHECKING):
                 # Nothing was changed yet: run it from the start, unless its alert resolved
                 # meanwhile (perhaps while healer was down).
-                writes.append(self._journal.event_soon(job.heal_id, phase, "resumed",
-                                                       {"from": phase}, fenced=True))
+                writes.append(
+                    self._journal.event_soon(
+                        job.heal_id, phase, "resumed", {"from": phase}, fenced=True
+                    )
+                )
                 at = resolved.get(alert_key(job.alert)) if job.alert is not None else None
                 if job.alert is not None and at is not None:
                     outcome, reason = self._gates.resolved_verdict(job.rule, job.alert, at)
                     writes.append(self._finish_soon(job, HealState(phase), outcome, reason, {}))
-                    self._bind(job).info("heal finished", outcome=str(outcome), reason=reason,
-                                         resumed=True)
+                    self._bind(job).info(
+                        "heal finished", outcome=str(outcome), reason=reason, resumed=True
+                    )
                     continue
                 # A min_firing wait resumes as a timer for what is left.
                 self.submit(job, resumed=True)
@@ -320,15 +362,18 @@ class Executor:
         finally:
             await self.stop_leases()
 
-    async def _interrupt(self, job: HealJob, phase: Phase, reason: str,
-                         durations: dict[str, float]) -> None:
+    async def _interrupt(
+        self, job: HealJob, phase: Phase, reason: str, durations: dict[str, float]
+    ) -> None:
         """Outcome ``interrupted``, phase kept: the next start resumes the heal from there."""
-        self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
-                                   outcome=str(Outcome.INTERRUPTED)).inc()
+        self._metrics.heals.labels(
+            rule=job.rule or MANUAL, handler=job.handler, outcome=str(Outcome.INTERRUPTED)
+        ).inc()
         await self._journal.interrupt(job.heal_id, phase, reason, durations)
 
-    async def _interrupt_unless_lost(self, job: HealJob, phase: Phase,
-                                     durations: dict[str, float]) -> None:
+    async def _interrupt_unless_lost(
+        self, job: HealJob, phase: Phase, durations: dict[str, float]
+    ) -> None:
         """A cancelled heal: journaled ``interrupted``, unless its lease was lost (then
         its new owner writes, this replica nothing)."""
         if job.heal_id in self._lost:
@@ -338,8 +383,15 @@ class Executor:
         except LeaseLost:
             self._lease_lost(job.heal_id)
 
-    async def _finish_unless_lost(self, job: HealJob, state: HealState, outcome: Outcome,
-                                  reason: str, durations: dict[str, float], log: Any) -> bool:
+    async def _finish_unless_lost(
+        self,
+        job: HealJob,
+        state: HealState,
+        outcome: Outcome,
+        reason: str,
+        durations: dict[str, float],
+        log: Any,
+    ) -> bool:
         """Journal the outcome; False if it was not (lease lost, or the journal failed)."""
         try:
             await self._finish(job, state, outcome, reason, durations)
@@ -352,8 +404,9 @@ class Executor:
         return True
 
     def _bind(self, job: HealJob) -> Any:
-        return self._log.bind(heal_id=job.heal_id, rule=job.rule, handler=job.handler,
-                              fingerprint=job.fingerprint)
+        return self._log.bind(
+            heal_id=job.heal_id, rule=job.rule, handler=job.handler, fingerprint=job.fingerprint
+        )
 
     async def _reverify(self, job: HealJob, phase: Phase, targets: list[str]) -> None:
         """Finish a heal a previous run left while acting or verifying: verify, never act."""
@@ -398,8 +451,9 @@ class Executor:
         state = HealState()
         durations: dict[str, float] = {}
         try:  # the pause (min_firing was a timer: a waiting heal holds no slot)
-            early = await self._gates.before_check(heal_id=job.heal_id, rule=job.rule,
-                                                   alert=job.alert, waited=waited, log=log)
+            early = await self._gates.before_check(
+                heal_id=job.heal_id, rule=job.rule, alert=job.alert, waited=waited, log=log
+            )
         except Deferred:
             return  # healer is stopping: the heal stays pending, the next start resumes it
         except LeaseLost:
@@ -437,11 +491,16 @@ class Executor:
             durations["total"] = time.monotonic() - started
             if not await self._finish_unless_lost(job, state, outcome, reason, durations, log):
                 return
-            log.info("heal finished", outcome=str(outcome), reason=reason,
-                     durations={k: round(v, 3) for k, v in durations.items()})
+            log.info(
+                "heal finished",
+                outcome=str(outcome),
+                reason=reason,
+                durations={k: round(v, 3) for k, v in durations.items()},
+            )
 
-    async def _phases(self, job: HealJob, state: HealState, durations: dict[str, float],
-                      log: Any) -> tuple[Outcome, str]:
+    async def _phases(
+        self, job: HealJob, state: HealState, durations: dict[str, float], log: Any
+    ) -> tuple[Outcome, str]:
         heal_id = job.heal_id
 
         async def record(kind: str, data: dict[str, Any]) -> None:
@@ -460,12 +519,21 @@ class Executor:
         try:
             params = self._params(handler, job)
             dry_run = job.dry_run
-            ctx = HealContext(heal_id=heal_id, rule=job.rule or MANUAL, handler=job.handler,
-                              alert=job.alert, dry_run=dry_run, log=log, docker=self._docker,
-                              postgres=self._postgres.for_heal(), record=record)
+            ctx = HealContext(
+                heal_id=heal_id,
+                rule=job.rule or MANUAL,
+                handler=job.handler,
+                alert=job.alert,
+                dry_run=dry_run,
+                log=log,
+                docker=self._docker,
+                postgres=self._postgres.for_heal(),
+                record=record,
+            )
             log.info("checking", params=params.model_dump(mode="json"))
-            check = await self._timed("check", job, durations,
-                                      self._guard(handler.check(ctx, params), "check"))
+            check = await self._timed(
+                "check", job, durations, self._guard(handler.check(ctx, params), "check")
+            )
         finally:
             await checking
             if ctx is not None:
@@ -474,9 +542,10 @@ class Executor:
         # Recorded now, not only once acting: history filtered by target must also find the
         # heals that were refused, dry-run or suppressed on it.
         await self._journal.set_phase(heal_id, Phase.CHECKING, targets=keys)
-        await record("check", {
-            "act": check.act, "reason": check.reason, "evidence": check.evidence,
-            "targets": keys})
+        await record(
+            "check",
+            {"act": check.act, "reason": check.reason, "evidence": check.evidence, "targets": keys},
+        )
         if not check.act:
             raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
         if not check.targets:
@@ -494,20 +563,28 @@ class Executor:
         async with self._hold(keys, heal_id) as busy:
             if busy:
                 await self._unless_resolved(job)
-                raise _End(Outcome.SUPPRESSED,
-                           f"in flight: another heal is acting on {', '.join(busy)}")
+                raise _End(
+                    Outcome.SUPPRESSED, f"in flight: another heal is acting on {', '.join(busy)}"
+                )
             # Pause, circuit, cooldown, budget; under the lock, so that a heal suppressed
             # "in flight" never spends budget. Admitted = the action is recorded.
-            verdict = await self._gates.admit(heal_id=heal_id, rule=job.rule, targets=keys,
-                                              alert=job.alert, record=record, log=log)
+            verdict = await self._gates.admit(
+                heal_id=heal_id,
+                rule=job.rule,
+                targets=keys,
+                alert=job.alert,
+                record=record,
+                log=log,
+            )
             if verdict is not None:
                 raise _End(*verdict)
             state.advance(Phase.ACTING)
             await self._journal.set_phase(heal_id, Phase.ACTING)
             log.info("acting", targets=keys)
             try:
-                result = await self._timed("act", job, durations,
-                                           self._guard(handler.act(ctx, params, check), "act"))
+                result = await self._timed(
+                    "act", job, durations, self._guard(handler.act(ctx, params, check), "act")
+                )
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
             await record("act", {"summary": result.summary, "details": result.details})
@@ -539,8 +616,9 @@ class Executor:
                         try:
                             await self._journal.unlock_target(key, heal_id)
                         except Exception:  # released with its lease or its outcome anyway
-                            self._log.exception("could not release a target lock",
-                                                target=key, heal_id=heal_id)
+                            self._log.exception(
+                                "could not release a target lock", target=key, heal_id=heal_id
+                            )
 
     async def _gone_while_down(self, job: HealJob) -> tuple[Outcome, str] | None:
         """A heal resumed at start whose alert may have resolved while healer was down:
@@ -550,16 +628,23 @@ class Executor:
         spec = job.verify
         if job.alert is None or (spec.get("query") is None and "alertname" not in job.labels):
             return None
-        query = await self._verifier.query_for(Condition(labels=job.labels,
-                                                         query=spec.get("query")))
+        query = await self._verifier.query_for(
+            Condition(labels=job.labels, query=spec.get("query"))
+        )
         sample = await self._verifier.sample(query)
-        await self._journal.add_event(job.heal_id, Phase.PENDING, "firing_check",
-                                      {"query": query, **sample.as_event()}, fenced=True)
+        await self._journal.add_event(
+            job.heal_id,
+            Phase.PENDING,
+            "firing_check",
+            {"query": query, **sample.as_event()},
+            fenced=True,
+        )
         if sample.healthy is not True:
             return None
         return Outcome.NO_ACTION, (
             "resolved before acting: resumed after a restart, and Prometheus no longer "
-            f"reports the alert firing ({query[:200]})")
+            f"reports the alert firing ({query[:200]})"
+        )
 
     async def _unless_resolved(self, job: HealJob) -> None:
         """End the heal ``no_action`` if its alert resolved (paths that never reach the
@@ -576,25 +661,34 @@ class Executor:
         except InvalidParams as exc:
             raise _End(Outcome.REFUSED, f"invalid params: {exc.message}") from None
         except ValidationError as exc:
-            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                               for e in exc.errors()[:5])
+            errors = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
             raise _End(Outcome.REFUSED, f"invalid params: {errors}") from None
 
-    async def _verify(self, job: HealJob, durations: dict[str, float], record: Any,
-                      log: Any) -> tuple[Outcome, str]:
+    async def _verify(
+        self, job: HealJob, durations: dict[str, float], record: Any, log: Any
+    ) -> tuple[Outcome, str]:
         spec = job.verify
         if spec.get("query") is None and "alertname" not in job.labels:
             return Outcome.UNVERIFIED, "nothing to verify: no verify.query and no alertname"
         condition = Condition(labels=job.labels, query=spec.get("query"))
         started = time.monotonic()
         verdict = await self._verifier.verify(
-            condition, stable_for=float(spec["stable_for"]), timeout=float(spec["timeout"]),
-            interval=spec.get("interval"), record=record)
+            condition,
+            stable_for=float(spec["stable_for"]),
+            timeout=float(spec["timeout"]),
+            interval=spec.get("interval"),
+            record=record,
+        )
         durations["verify"] = time.monotonic() - started
         self._observe("verify", job, durations["verify"])
         log.info("verified", outcome=str(verdict.outcome), samples=verdict.samples)
-        if (verdict.outcome is Outcome.RECOVERED and job.alert is not None
-                and verdict.recovered_at is not None):
+        if (
+            verdict.outcome is Outcome.RECOVERED
+            and job.alert is not None
+            and verdict.recovered_at is not None
+        ):
             ttr = verdict.recovered_at - job.alert.starts_at.astimezone(UTC).timestamp()
             if ttr >= 0:
                 self._metrics.time_to_recovery.labels(rule=job.rule or MANUAL).observe(ttr)
@@ -615,8 +709,7 @@ class Executor:
         except Exception as exc:
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _timed(self, phase: str, job: HealJob, durations: dict[str, float],
-                     coro: Any) -> Any:
+    async def _timed(self, phase: str, job: HealJob, durations: dict[str, float], coro: Any) -> Any:
         started = time.monotonic()
         try:
             return await coro
@@ -625,23 +718,40 @@ class Executor:
             self._observe(phase, job, durations[phase])
 
     def _observe(self, phase: str, job: HealJob, seconds: float) -> None:
-        self._metrics.heal_duration.labels(rule=job.rule or MANUAL, handler=job.handler,
-                                           phase=phase).observe(seconds)
+        self._metrics.heal_duration.labels(
+            rule=job.rule or MANUAL, handler=job.handler, phase=phase
+        ).observe(seconds)
 
-    async def _finish(self, job: HealJob, state: HealState, outcome: Outcome, reason: str,
-                      durations: dict[str, float]) -> None:
+    async def _finish(
+        self,
+        job: HealJob,
+        state: HealState,
+        outcome: Outcome,
+        reason: str,
+        durations: dict[str, float],
+    ) -> None:
         await self._finish_soon(job, state, outcome, reason, durations)
 
-    def _finish_soon(self, job: HealJob, state: HealState, outcome: Outcome, reason: str,
-                     durations: dict[str, float]) -> asyncio.Future[None]:
+    def _finish_soon(
+        self,
+        job: HealJob,
+        state: HealState,
+        outcome: Outcome,
+        reason: str,
+        durations: dict[str, float],
+    ) -> asyncio.Future[None]:
         state.finish(outcome)
         if "total" in durations:
             self._observe("total", job, durations["total"])
-        self._metrics.heals.labels(rule=job.rule or MANUAL, handler=job.handler,
-                                   outcome=str(outcome)).inc()
+        self._metrics.heals.labels(
+            rule=job.rule or MANUAL, handler=job.handler, outcome=str(outcome)
+        ).inc()
         done = self._journal.finish_soon(job.heal_id, outcome, reason, durations)
-        if (outcome is Outcome.NOT_RECOVERED and job.alert is not None
-                and self._on_not_recovered is not None):
+        if (
+            outcome is Outcome.NOT_RECOVERED
+            and job.alert is not None
+            and self._on_not_recovered is not None
+        ):
             follow_up = self._on_not_recovered
             heal_id = job.heal_id
 
@@ -652,4 +762,3 @@ class Executor:
 
             done.add_done_callback(_journaled)
         return done
-

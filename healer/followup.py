@@ -71,16 +71,21 @@ class Claim:
 def policy(config: HealerConfig, plan: Callable[[str], HealPlan | None]) -> FollowUpPolicy:
     """What a claim asks of the configuration: each rule's ``on_not_recovered``, its
     cooldown (the gates' own: the rule's, else ``safety.cooldown``) and what a retry runs."""
+
     def cooldown(rule: str) -> float:
         conf = config.rule(rule)
-        return (conf.cooldown if conf is not None and conf.cooldown is not None
-                else config.safety.cooldown)
+        return (
+            conf.cooldown
+            if conf is not None and conf.cooldown is not None
+            else config.safety.cooldown
+        )
 
     return FollowUpPolicy(mode=config.on_not_recovered, cooldown=cooldown, plan=plan)
 
 
-async def claim(store: Store, heal_id: str, *, run_id: str, now: float,
-                policy: FollowUpPolicy) -> Claim:
+async def claim(
+    store: Store, heal_id: str, *, run_id: str, now: float, policy: FollowUpPolicy
+) -> Claim:
     """Decide, and record, what follows ``heal_id`` now that its alert was re-sent firing:
     one store write (:meth:`healer.store.Store.claim_follow_up`)."""
     decided = await store.claim_follow_up(heal_id, run_id=run_id, now=now, policy=policy)
@@ -88,16 +93,32 @@ async def claim(store: Store, heal_id: str, *, run_id: str, now: float,
     if decided.kind == "retry":
         plan, alert = decided.retry_plan, decided.retry_alert
         assert decided.retry_id is not None and plan is not None and alert is not None
-        retry = HealJob(heal_id=decided.retry_id, rule=plan.rule, handler=plan.handler,
-                        params=plan.params, verify=plan.verify, dry_run=plan.dry_run,
-                        alert=alert, labels=alert.labels, annotations=alert.annotations)
-    return Claim(decided.kind, decided.heal, left=decided.left, settled=decided.settled,
-                 retry=retry)
+        retry = HealJob(
+            heal_id=decided.retry_id,
+            rule=plan.rule,
+            handler=plan.handler,
+            params=plan.params,
+            verify=plan.verify,
+            dry_run=plan.dry_run,
+            alert=alert,
+            labels=alert.labels,
+            annotations=alert.annotations,
+        )
+    return Claim(
+        decided.kind, decided.heal, left=decided.left, settled=decided.settled, retry=retry
+    )
 
 
 class FollowUps:
-    def __init__(self, *, journal: Store, config: HealerConfig, rules: RuleSet,
-                 notifiers: Notifiers, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        journal: Store,
+        config: HealerConfig,
+        rules: RuleSet,
+        notifiers: Notifiers,
+        metrics: Metrics,
+    ) -> None:
         self._journal = journal
         self._config = config
         self._rules = rules
@@ -147,18 +168,25 @@ class FollowUps:
         log = self._log.bind(heal_id=heal_id)
         try:
             now = time.time()
-            decided = await claim(self._journal, heal_id, run_id=self._run_id, now=now,
-                                  policy=self._policy)
+            decided = await claim(
+                self._journal, heal_id, run_id=self._run_id, now=now, policy=self._policy
+            )
             if decided.settled:
                 self._candidates.discard(heal_id)
             if decided.kind == "wait":
-                log.info("not_recovered: retry after the cooldown", rule=decided.heal["rule"],
-                         cooldown_left=format_seconds(decided.left))
+                log.info(
+                    "not_recovered: retry after the cooldown",
+                    rule=decided.heal["rule"],
+                    cooldown_left=format_seconds(decided.left),
+                )
             elif decided.kind == "retry":
                 assert decided.retry is not None and self._submit is not None
                 self._count(decided, "retry")
-                log.warning("not_recovered and still firing: retrying",
-                            rule=decided.heal["rule"], retry_heal_id=decided.retry.heal_id)
+                log.warning(
+                    "not_recovered and still firing: retrying",
+                    rule=decided.heal["rule"],
+                    retry_heal_id=decided.retry.heal_id,
+                )
                 self._submit(decided.retry)
             elif decided.kind == "escalate":
                 self._count(decided, "escalate")
@@ -178,16 +206,28 @@ class FollowUps:
         self._metrics.follow_ups.labels(rule=decided.heal["rule"], kind=kind).inc()
 
     async def _escalate(self, heal: dict[str, Any], log: Any) -> None:
-        log.warning("not_recovered and still firing: escalating", rule=heal["rule"],
-                    notifiers=self._notifiers.names)
-        esc = Escalation(rule=heal["rule"], target=", ".join(heal["targets"]) or "-",
-                         heal_id=heal["id"], reason=heal["reason"] or "not recovered",
-                         opened_at=heal["finished_at"] or time.time(),
-                         labels=heal["labels"], event="not_recovered")
+        log.warning(
+            "not_recovered and still firing: escalating",
+            rule=heal["rule"],
+            notifiers=self._notifiers.names,
+        )
+        esc = Escalation(
+            rule=heal["rule"],
+            target=", ".join(heal["targets"]) or "-",
+            heal_id=heal["id"],
+            reason=heal["reason"] or "not recovered",
+            opened_at=heal["finished_at"] or time.time(),
+            labels=heal["labels"],
+            event="not_recovered",
+        )
         deliveries = [d.as_dict() for d in await self._notifiers.send(esc)] or [
-            {"notifier": None, "ok": False, "error": "no notifier configured"}]
+            {"notifier": None, "ok": False, "error": "no notifier configured"}
+        ]
         await self._journal.record_follow_up_deliveries(heal["id"], deliveries)
         for delivery in deliveries:
-            log.info("escalation delivery", notifier=delivery["notifier"], ok=delivery["ok"],
-                     error=delivery.get("error"))
-
+            log.info(
+                "escalation delivery",
+                notifier=delivery["notifier"],
+                ok=delivery["ok"],
+                error=delivery.get("error"),
+            )

@@ -86,8 +86,9 @@ def iso(ts: float) -> str:
 
 
 class SafetyGates:
-    def __init__(self, *, journal: Store, config: HealerConfig, notifiers: Notifiers,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, *, journal: Store, config: HealerConfig, notifiers: Notifiers, metrics: Metrics
+    ) -> None:
         self._journal = journal
         self._config = config
         self._notifiers = notifiers
@@ -129,13 +130,15 @@ class SafetyGates:
         conf = self._config.rule(rule)
         budget = conf.budget if conf is not None else None
         return Limits(
-            cooldown=conf.cooldown if conf is not None and conf.cooldown is not None
+            cooldown=conf.cooldown
+            if conf is not None and conf.cooldown is not None
             else safety.cooldown,
-            max_actions=budget.max_actions if budget and budget.max_actions is not None
+            max_actions=budget.max_actions
+            if budget and budget.max_actions is not None
             else safety.budget.max_actions,
-            window=budget.window if budget and budget.window is not None
-            else safety.budget.window,
-            quiet=safety.circuit_quiet)
+            window=budget.window if budget and budget.window is not None else safety.budget.window,
+            quiet=safety.circuit_quiet,
+        )
 
     def min_firing(self, rule: str | None) -> float:
         conf = self._config.rule(rule) if rule is not None else None
@@ -158,11 +161,16 @@ class SafetyGates:
         if firing_for >= need:
             return None
         wait = min(need - firing_for, need)  # an alert from the future waits min_firing
-        return {"wait": wait, "min_firing": need, "firing_for": round(firing_for, 3),
-                "act_after": round(now + wait, 3)}
+        return {
+            "wait": wait,
+            "min_firing": need,
+            "firing_for": round(firing_for, 3),
+            "act_after": round(now + wait, 3),
+        }
 
-    async def before_check(self, *, heal_id: str, rule: str | None, alert: Alert | None,
-                           waited: bool, log: Any) -> Verdict:
+    async def before_check(
+        self, *, heal_id: str, rule: str | None, alert: Alert | None, waited: bool, log: Any
+    ) -> Verdict:
         """The pause; after a min_firing wait (``waited``), the wait's end is recorded
         first. Raises Deferred when healer is stopping (the heal stays pending), LeaseLost
         when another replica took the heal over meanwhile (nothing written)."""
@@ -170,9 +178,13 @@ class SafetyGates:
             raise Deferred
         if waited and alert is not None:
             # Fenced: a replica frozen through its wait may have lost the heal meanwhile.
-            await self._journal.add_event(heal_id, Phase.PENDING, "min_firing_reached", {
-                "firing_for": round(time.time() - alert.starts_at.timestamp(), 3)},
-                fenced=True)
+            await self._journal.add_event(
+                heal_id,
+                Phase.PENDING,
+                "min_firing_reached",
+                {"firing_for": round(time.time() - alert.starts_at.timestamp(), 3)},
+                fenced=True,
+            )
         if (paused := await self._paused_reason()) is not None:
             return Outcome.SUPPRESSED, paused
         return None
@@ -190,8 +202,9 @@ class SafetyGates:
         at = await self._journal.alert_resolved_at(key)
         return None if at is None else self.resolved_verdict(rule, alert, at)
 
-    def resolved_verdict(self, rule: str | None, alert: Alert, resolved_at: float
-                         ) -> tuple[Outcome, str]:
+    def resolved_verdict(
+        self, rule: str | None, alert: Alert, resolved_at: float
+    ) -> tuple[Outcome, str]:
         """The no_action verdict of a heal whose alert resolved at ``resolved_at`` (when
         healer received the notification) before the heal acted."""
         fired = max(resolved_at - alert.starts_at.timestamp(), 0.0)
@@ -199,10 +212,19 @@ class SafetyGates:
         young = f" (min_firing {format_seconds(need)})" if fired < need else ""
         return Outcome.NO_ACTION, (
             f"resolved before acting: Alertmanager reported the alert resolved at "
-            f"{iso(resolved_at)}, after it fired for {format_seconds(fired)}{young}")
+            f"{iso(resolved_at)}, after it fired for {format_seconds(fired)}{young}"
+        )
 
-    async def admit(self, *, heal_id: str, rule: str | None, targets: Sequence[str],
-                    alert: Alert | None, record: Record, log: Any) -> Verdict:
+    async def admit(
+        self,
+        *,
+        heal_id: str,
+        rule: str | None,
+        targets: Sequence[str],
+        alert: Alert | None,
+        record: Record,
+        log: Any,
+    ) -> Verdict:
         """Decide and record, in one journal transaction, whether the heal may act now."""
         limits = self.limits(rule)
         now = time.time()
@@ -223,47 +245,81 @@ class SafetyGates:
         if decision.kind == "cooldown":
             return Outcome.SUPPRESSED, (
                 f"cooldown ({format_seconds(decision.left)} left): {rule} acted on "
-                f"{decision.target} less than {format_seconds(limits.cooldown)} ago")
+                f"{decision.target} less than {format_seconds(limits.cooldown)} ago"
+            )
         assert decision.circuit is not None
         circuit = decision.circuit
         if decision.kind == "circuit_open":
             return Outcome.SUPPRESSED, (
                 f"circuit open: {rule} on {decision.target} since {iso(circuit['opened_at'])}"
                 f" ({circuit['reason']}); close it with `healer circuit-close {rule} --target "
-                f"{decision.target}` or after {format_seconds(limits.quiet)} without an alert")
-        return Outcome.ESCALATED, await self._escalate(heal_id, rule, decision, alert, limits,
-                                                       record, log)
+                f"{decision.target}` or after {format_seconds(limits.quiet)} without an alert"
+            )
+        return Outcome.ESCALATED, await self._escalate(
+            heal_id, rule, decision, alert, limits, record, log
+        )
 
-    async def _escalate(self, heal_id: str, rule: str, decision: Decision, alert: Alert | None,
-                        limits: Limits, record: Record, log: Any) -> str:
+    async def _escalate(
+        self,
+        heal_id: str,
+        rule: str,
+        decision: Decision,
+        alert: Alert | None,
+        limits: Limits,
+        record: Record,
+        log: Any,
+    ) -> str:
         circuit = decision.circuit
         assert circuit is not None and decision.target is not None
-        await record("circuit_open", {"rule": rule, "target": decision.target,
-                                      "reason": circuit["reason"],
-                                      "opened_at": circuit["opened_at"]})
-        log.warning("circuit open: escalating", target=decision.target,
-                    reason=circuit["reason"], notifiers=self._notifiers.names)
+        await record(
+            "circuit_open",
+            {
+                "rule": rule,
+                "target": decision.target,
+                "reason": circuit["reason"],
+                "opened_at": circuit["opened_at"],
+            },
+        )
+        log.warning(
+            "circuit open: escalating",
+            target=decision.target,
+            reason=circuit["reason"],
+            notifiers=self._notifiers.names,
+        )
         if not decision.deliver:
             await record("escalation", {"already_delivered": circuit["escalation"]})
             return f"{circuit['reason']}: circuit open, already escalated"
-        esc = Escalation(rule=rule, target=decision.target, heal_id=heal_id,
-                         reason=circuit["reason"], opened_at=circuit["opened_at"],
-                         labels=dict(alert.labels) if alert else {}, quiet=limits.quiet)
+        esc = Escalation(
+            rule=rule,
+            target=decision.target,
+            heal_id=heal_id,
+            reason=circuit["reason"],
+            opened_at=circuit["opened_at"],
+            labels=dict(alert.labels) if alert else {},
+            quiet=limits.quiet,
+        )
         deliveries = [d.as_dict() for d in await self._notifiers.send(esc)]
         for delivery in deliveries:
             await record("escalation", delivery)
-            log.info("escalation delivery", notifier=delivery["notifier"], ok=delivery["ok"],
-                     attempts=delivery["attempts"], status=delivery["status"],
-                     error=delivery["error"])
+            log.info(
+                "escalation delivery",
+                notifier=delivery["notifier"],
+                ok=delivery["ok"],
+                attempts=delivery["attempts"],
+                status=delivery["status"],
+                error=delivery["error"],
+            )
         if not deliveries:
-            await record("escalation", {"notifier": None, "ok": False,
-                                        "error": "no notifier configured"})
+            await record(
+                "escalation", {"notifier": None, "ok": False, "error": "no notifier configured"}
+            )
             log.warning("escalation: no notifier configured")
-        await self._journal.record_escalation(rule, decision.target or "", heal_id,
-                                             deliveries)
+        await self._journal.record_escalation(rule, decision.target or "", heal_id, deliveries)
         reached = sum(1 for d in deliveries if d["ok"])
-        return (f"{circuit['reason']}: circuit opened, escalated "
-                f"({reached}/{len(deliveries)} notifiers reached)")
+        return (
+            f"{circuit['reason']}: circuit opened, escalated "
+            f"({reached}/{len(deliveries)} notifiers reached)"
+        )
 
     # ---- API ---------------------------------------------------------------------
 
@@ -298,8 +354,9 @@ class SafetyGates:
                 row["closes_at"] = row["last_alert_at"] + limits.quiet
         return rows
 
-    async def close(self, rule: str, *, target: str | None = None,
-                    by: str = "api") -> list[dict[str, Any]]:
+    async def close(
+        self, rule: str, *, target: str | None = None, by: str = "api"
+    ) -> list[dict[str, Any]]:
         now = time.time()
         closed = await self._journal.close_circuits(rule, target, now, by)
         for circuit in closed:
@@ -320,13 +377,19 @@ class SafetyGates:
     @staticmethod
     def _format_pause(pause: dict[str, Any], now: float) -> str:
         reason = pause["reason"] or "no reason given"
-        return (f"paused: {reason} (until {iso(pause['until'])}, "
-                f"{format_seconds(pause['until'] - now)} left)")
+        return (
+            f"paused: {reason} (until {iso(pause['until'])}, "
+            f"{format_seconds(pause['until'] - now)} left)"
+        )
 
     @staticmethod
     def _pause_view(pause: dict[str, Any], now: float) -> dict[str, Any]:
-        return {**pause, "until_iso": iso(pause["until"]), "since_iso": iso(pause["since"]),
-                "left_seconds": round(max(pause["until"] - now, 0.0), 3)}
+        return {
+            **pause,
+            "until_iso": iso(pause["until"]),
+            "since_iso": iso(pause["since"]),
+            "left_seconds": round(max(pause["until"] - now, 0.0), 3),
+        }
 
     async def _refresh_gauge(self) -> None:
         opened = await self._journal.open_rules()
@@ -339,8 +402,12 @@ class SafetyGates:
         quiet = self._config.safety.circuit_quiet
         closed = await self._journal.sweep(now, quiet)
         for circuit in closed:
-            self._log.info("circuit closed after quiet period", rule=circuit["rule"],
-                           target=circuit["target"], quiet=quiet)
+            self._log.info(
+                "circuit closed after quiet period",
+                rule=circuit["rule"],
+                target=circuit["target"],
+                quiet=quiet,
+            )
         if closed:
             await self._refresh_gauge()
 

@@ -27,8 +27,9 @@ a label, an annotation or an error quoting one cannot make a line megabytes long
 LOG_EXCEPTION_LIMIT = 16_000
 
 
-def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]
-                   ) -> MutableMapping[str, Any]:
+def redact_secrets(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: mask passwords in every value of the event, recursively
     (the message, exception text and nested data included)."""
     for key, value in event.items():
@@ -36,8 +37,9 @@ def redact_secrets(logger: Any, method: str, event: MutableMapping[str, Any]
     return event
 
 
-def clip_values(logger: Any, method: str, event: MutableMapping[str, Any]
-                ) -> MutableMapping[str, Any]:
+def clip_values(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: every string in the event (keys of nested data too) cut to a
     bounded length. Runs after :func:`redact_secrets`, so a cut never exposes a part of a
     password the whole would have masked."""
@@ -59,7 +61,8 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer())
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -71,18 +74,29 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     # uvicorn's and asyncio's own records: same format, same redaction.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
-                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, redact_secrets, clip_values,
-                    renderer]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                clip_values,
+                renderer,
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.getLevelNamesMapping()[level.upper()])
@@ -107,8 +121,10 @@ class RateLimitFilter(logging.Filter):
             return False
         self._state[key] = (now, 0)
         if left_out:
-            record.msg = (f"{record.getMessage()} ({left_out} more like this in the last "
-                          f"{now - passed_at:.0f}s, not logged)")
+            record.msg = (
+                f"{record.getMessage()} ({left_out} more like this in the last "
+                f"{now - passed_at:.0f}s, not logged)"
+            )
             record.args = None
         return True
 

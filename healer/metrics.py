@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                  600)
+_PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _RECOVERY_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
@@ -20,27 +19,51 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.alerts_received = Counter(
-            "healer_alerts_received", "Alerts received by the webhook, by alert status.",
-            ["status"], registry=registry)
+            "healer_alerts_received",
+            "Alerts received by the webhook, by alert status.",
+            ["status"],
+            registry=registry,
+        )
         self.heals = Counter(
-            "healer_heals", "Heals ended, by rule, handler and outcome.",
-            ["rule", "handler", "outcome"], registry=registry)
+            "healer_heals",
+            "Heals ended, by rule, handler and outcome.",
+            ["rule", "handler", "outcome"],
+            registry=registry,
+        )
         self.heal_duration = Histogram(
-            "healer_heal_duration_seconds", "Time spent per heal phase.",
-            ["rule", "handler", "phase"], buckets=_PHASE_BUCKETS, registry=registry)
+            "healer_heal_duration_seconds",
+            "Time spent per heal phase.",
+            ["rule", "handler", "phase"],
+            buckets=_PHASE_BUCKETS,
+            registry=registry,
+        )
         self.time_to_recovery = Histogram(
             "healer_time_to_recovery_seconds",
             "From the alert's startsAt to verified recovery.",
-            ["rule"], buckets=_RECOVERY_BUCKETS, registry=registry)
+            ["rule"],
+            buckets=_RECOVERY_BUCKETS,
+            registry=registry,
+        )
         self.in_progress = Gauge(
-            "healer_heals_in_progress", "Heals currently running.", registry=registry)
+            "healer_heals_in_progress", "Heals currently running.", registry=registry
+        )
         self.circuit_open = Gauge(
-            "healer_circuit_open", "1 while a rule's action budget is spent.", ["rule"],
-            registry=registry)
+            "healer_circuit_open",
+            "1 while a rule's action budget is spent.",
+            ["rule"],
+            registry=registry,
+        )
         self.follow_ups = Counter(
-            "healer_follow_ups", "What followed a not_recovered heal of an alert that kept "
-            "firing (escalate, retry), by rule.", ["rule", "kind"], registry=registry)
+            "healer_follow_ups",
+            "What followed a not_recovered heal of an alert that kept "
+            "firing (escalate, retry), by rule.",
+            ["rule", "kind"],
+            registry=registry,
+        )
         self.webhook_requests = Counter(
-            "healer_webhook_requests", "Webhook requests answered, by HTTP status code "
+            "healer_webhook_requests",
+            "Webhook requests answered, by HTTP status code "
             "(499: the client left before its whole body arrived).",
-            ["code"], registry=registry)
+            ["code"],
+            registry=registry,
+        )

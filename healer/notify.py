@@ -57,15 +57,26 @@ class Escalation:
         return f"healer circuit-close {self.rule} --target {self.target}"
 
     def as_json(self) -> dict[str, Any]:
-        out = {"event": self.event, "rule": self.rule, "target": self.target,
-               "heal_id": self.heal_id, "heal_url": f"/api/v1/heals/{self.heal_id}",
-               "reason": self.reason, "labels": dict(self.labels),
-               "healer_version": healer.__version__}
+        out = {
+            "event": self.event,
+            "rule": self.rule,
+            "target": self.target,
+            "heal_id": self.heal_id,
+            "heal_url": f"/api/v1/heals/{self.heal_id}",
+            "reason": self.reason,
+            "labels": dict(self.labels),
+            "healer_version": healer.__version__,
+        }
         if self.event == "not_recovered":
             return out | {"ended_at": self.opened_at}
-        return out | {"opened_at": self.opened_at, "close": {
-            "api": f"DELETE /api/v1/circuits/{self.rule}?target={self.target}",
-            "cli": self.close_command, "quiet_seconds": self.quiet}}
+        return out | {
+            "opened_at": self.opened_at,
+            "close": {
+                "api": f"DELETE /api/v1/circuits/{self.rule}?target={self.target}",
+                "cli": self.close_command,
+                "quiet_seconds": self.quiet,
+            },
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,23 +103,28 @@ def _clean(value: str, *, slack: bool) -> str:
 
 def chat_text(esc: Escalation, *, slack: bool = False) -> str:
     bold = "*" if slack else "**"
-    labels = ", ".join(f"{_clean(k, slack=slack)}={_clean(v, slack=slack)}"
-                       for k, v in sorted(esc.labels.items()))
-    lines = [
-        f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} did not recover"
-        f" {_clean(esc.target, slack=slack)}",
-        _clean(esc.reason, slack=slack),
-        "The alert still fires and healer will not act on it again (on_not_recovered: "
-        "escalate): a human has to look.",
-        f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
-    ] if esc.event == "not_recovered" else [
-        f"{bold}healer escalation{bold}: circuit open for rule {_clean(esc.rule, slack=slack)}"
-        f" on {_clean(esc.target, slack=slack)}",
-        esc.reason,
-        "healer will not act on this target for this rule until a human closes the circuit "
-        f"(`{esc.close_command}`) or no new alert comes for {format_seconds(esc.quiet)}.",
-        f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
-    ]
+    labels = ", ".join(
+        f"{_clean(k, slack=slack)}={_clean(v, slack=slack)}" for k, v in sorted(esc.labels.items())
+    )
+    lines = (
+        [
+            f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} did not recover"
+            f" {_clean(esc.target, slack=slack)}",
+            _clean(esc.reason, slack=slack),
+            "The alert still fires and healer will not act on it again (on_not_recovered: "
+            "escalate): a human has to look.",
+            f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
+        ]
+        if esc.event == "not_recovered"
+        else [
+            f"{bold}healer escalation{bold}: circuit open for rule {_clean(esc.rule, slack=slack)}"
+            f" on {_clean(esc.target, slack=slack)}",
+            esc.reason,
+            "healer will not act on this target for this rule until a human closes the circuit "
+            f"(`{esc.close_command}`) or no new alert comes for {format_seconds(esc.quiet)}.",
+            f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
+        ]
+    )
     if labels:
         lines.append(f"Alert labels: {labels}")
     return "\n".join(lines)
@@ -119,9 +135,15 @@ def redact(text: str, url: str) -> str:
     parts = [url]
     with contextlib.suppress(Exception):  # an unparsable URL is masked whole, as above
         parsed = httpx.URL(url)
-        parts += [p for p in (parsed.raw_path.decode(errors="replace"),
-                              parsed.path, parsed.query.decode(errors="replace"))
-                  if len(p) > 1]
+        parts += [
+            p
+            for p in (
+                parsed.raw_path.decode(errors="replace"),
+                parsed.path,
+                parsed.query.decode(errors="replace"),
+            )
+            if len(p) > 1
+        ]
     for part in sorted(parts, key=len, reverse=True):
         text = text.replace(part, "***")
     return text
@@ -150,12 +172,18 @@ class Notifier:
             return {"text": chat_text(esc)}
         if self.kind == "slack":
             text = chat_text(esc, slack=True)
-            return {"text": text,
-                    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+            return {
+                "text": text,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            }
         return esc.as_json()
 
-    async def send(self, http: httpx.AsyncClient, esc: Escalation,
-                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Delivery:
+    async def send(
+        self,
+        http: httpx.AsyncClient,
+        esc: Escalation,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Delivery:
         body = self.body(esc)
         status: int | None = None
         error: str | None = None
@@ -203,12 +231,14 @@ class Notifiers:
         self._log = logging.getLogger("httpx")
 
     @classmethod
-    def from_config(cls, configs: Sequence[NotifierConfig], urls: Sequence[str],
-                    http: httpx.AsyncClient) -> Notifiers:
+    def from_config(
+        cls, configs: Sequence[NotifierConfig], urls: Sequence[str], http: httpx.AsyncClient
+    ) -> Notifiers:
         if len(configs) != len(urls):
             raise ValueError(f"{len(configs)} notifiers configured, {len(urls)} URLs resolved")
-        return cls([Notifier(c, u, i) for i, (c, u) in enumerate(zip(configs, urls,
-                                                                       strict=True))], http)
+        return cls(
+            [Notifier(c, u, i) for i, (c, u) in enumerate(zip(configs, urls, strict=True))], http
+        )
 
     def __len__(self) -> int:
         return len(self._notifiers)
@@ -235,5 +265,10 @@ class Notifiers:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in one notifier never fails the heal or the others
-            return Delivery(notifier.name, notifier.kind, False, 0,
-                            error=redact(f"{type(exc).__name__}: {exc}", notifier.url)[:300])
+            return Delivery(
+                notifier.name,
+                notifier.kind,
+                False,
+                0,
+                error=redact(f"{type(exc).__name__}: {exc}", notifier.url)[:300],
+            )

@@ -52,8 +52,13 @@ _NEXT: dict[Phase, frozenset[Phase]] = {
 # before checking: an alert resolved while its heal was pending leaves nothing to do).
 _ENDS: dict[Phase, frozenset[Outcome]] = {
     Phase.PENDING: frozenset(
-        {Outcome.NO_ACTION, Outcome.SUPPRESSED, Outcome.REFUSED, Outcome.INTERRUPTED,
-         Outcome.FAILED}
+        {
+            Outcome.NO_ACTION,
+            Outcome.SUPPRESSED,
+            Outcome.REFUSED,
+            Outcome.INTERRUPTED,
+            Outcome.FAILED,
+        }
     ),
     Phase.CHECKING: frozenset(
         {

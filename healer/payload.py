@@ -43,7 +43,7 @@ def _may_hold_surrogates(body: bytes) -> bool:
     it (strict UTF-8 decoding, healer.strictjson, already refused encoded ones)."""
     at = body.find(b"\\u")
     while at >= 0:  # Go's encoder writes \u0026 for "&": escapes are common, surrogates not
-        if body[at + 2:at + 3] in (b"d", b"D") and body[at + 3:at + 4] in b"89abcdefABCDEF":
+        if body[at + 2 : at + 3] in (b"d", b"D") and body[at + 3 : at + 4] in b"89abcdefABCDEF":
             return True
         at = body.find(b"\\u", at + 2)
     return False
@@ -144,8 +144,10 @@ def parse_webhook(body: bytes) -> WebhookMessage:
         raise PayloadError("body must be a JSON object (Alertmanager webhook payload)")
     version = data.get("version")
     if version != "4":
-        raise PayloadError(f'version: healer speaks Alertmanager webhook version "4", '
-                           f"got {clip(json.dumps(version))}")
+        raise PayloadError(
+            f'version: healer speaks Alertmanager webhook version "4", '
+            f"got {clip(json.dumps(version))}"
+        )
     context = None if _may_hold_surrogates(body) else _NO_SURROGATES
     try:
         return WebhookMessage.model_validate(data, context=context)

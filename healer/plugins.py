@@ -38,23 +38,29 @@ def validate_handler(name: str, obj: Any) -> Handler:
     declared = getattr(obj, "name", None)
     if declared != name:
         raise PluginValidationError(
-            name, f"declares name {declared!r}; the entry point must use the same name")
+            name, f"declares name {declared!r}; the entry point must use the same name"
+        )
     params = getattr(obj, "Params", None)
     if not (inspect.isclass(params) and issubclass(params, BaseModel)):
         raise PluginValidationError(name, "Params must be a pydantic model (HandlerParams)")
     requires = getattr(obj, "requires", None)
     if not isinstance(requires, frozenset):
         raise PluginValidationError(
-            name, "requires must be a frozenset, e.g. frozenset({'docker'})")
+            name, "requires must be a frozenset, e.g. frozenset({'docker'})"
+        )
     for method, nargs in (("check", 2), ("act", 3)):
         fn = getattr(obj, method, None)
         if fn is None or not inspect.iscoroutinefunction(fn):
             raise PluginValidationError(name, f"{method} must be an async method")
-        positional = [p for p in inspect.signature(fn).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         if len(positional) != nargs:
             raise PluginValidationError(
-                name, f"{method} must take {nargs} arguments after self, got {len(positional)}")
+                name, f"{method} must take {nargs} arguments after self, got {len(positional)}"
+            )
     return obj  # type: ignore[no-any-return]
 
 
@@ -70,8 +76,7 @@ class HandlerRegistry:
             try:
                 obj = ep.load()
             except Exception as exc:
-                raise PluginValidationError(
-                    ep.name, f"cannot import {ep.value}: {exc!r}") from exc
+                raise PluginValidationError(ep.name, f"cannot import {ep.value}: {exc!r}") from exc
             registry.register(ep.name, obj)
         for name, obj in extra:
             registry.register(name, obj)
@@ -111,8 +116,9 @@ class HandlerRegistry:
         return errors
 
 
-def _param_errors(handler: Handler, params: Any, prefix: tuple[int | str, ...]
-                  ) -> list[tuple[str, str]]:
+def _param_errors(
+    handler: Handler, params: Any, prefix: tuple[int | str, ...]
+) -> list[tuple[str, str]]:
     from healer.config import validation_errors  # config imports us for typing only
 
     try:

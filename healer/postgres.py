@@ -84,12 +84,18 @@ class Session:
     def evidence(self) -> dict[str, Any]:
         """What a heal records about a session it acted on or considered."""
         return {
-            "pid": self.pid, "user": self.user, "application_name": self.application_name,
-            "database": self.database, "state": self.state,
+            "pid": self.pid,
+            "user": self.user,
+            "application_name": self.application_name,
+            "database": self.database,
+            "state": self.state,
             "wait": f"{self.wait_event_type}:{self.wait_event}" if self.wait_event_type else None,
-            "xact_age_s": _round(self.xact_age), "query_age_s": _round(self.query_age),
-            "state_age_s": _round(self.state_age), "query": redact_dsn(self.query),
-            "blocked_by": list(self.blocked_by), "blocking": len(self.blocking),
+            "xact_age_s": _round(self.xact_age),
+            "query_age_s": _round(self.query_age),
+            "state_age_s": _round(self.state_age),
+            "query": redact_dsn(self.query),
+            "blocked_by": list(self.blocked_by),
+            "blocking": len(self.blocking),
             "backend_start": _iso(self.backend_start),
         }
 
@@ -160,8 +166,7 @@ def _failed(db: str, exc: BaseException) -> ActionFailed:
 
 
 class PostgresAdapter:
-    def __init__(self, databases: Mapping[str, DatabaseConfig],
-                 dsns: Mapping[str, str]) -> None:
+    def __init__(self, databases: Mapping[str, DatabaseConfig], dsns: Mapping[str, str]) -> None:
         self._config = dict(databases)
         self._dsns = dict(dsns)
         self._pools: dict[str, asyncpg.Pool] = {}
@@ -176,8 +181,9 @@ class PostgresAdapter:
         try:
             return self._config[db]
         except KeyError:
-            raise TargetRefused(f"database {db!r} is not configured (databases: "
-                                f"{', '.join(self.names) or 'none'})") from None
+            raise TargetRefused(
+                f"database {db!r} is not configured (databases: {', '.join(self.names) or 'none'})"
+            ) from None
 
     async def _pool(self, db: str) -> asyncpg.Pool:
         cfg = self.config(db)
@@ -191,14 +197,22 @@ class PostgresAdapter:
 
                 try:
                     pool = await asyncpg.create_pool(
-                        self._dsns[db], min_size=0, max_size=cfg.pool_size,
-                        timeout=cfg.connect_timeout, command_timeout=cfg.statement_timeout + 5,
-                        server_settings={"application_name": APPLICATION_NAME,
-                                         "statement_timeout": timeout_ms},
-                        init=remember, reset=_no_session_state)
+                        self._dsns[db],
+                        min_size=0,
+                        max_size=cfg.pool_size,
+                        timeout=cfg.connect_timeout,
+                        command_timeout=cfg.statement_timeout + 5,
+                        server_settings={
+                            "application_name": APPLICATION_NAME,
+                            "statement_timeout": timeout_ms,
+                        },
+                        init=remember,
+                        reset=_no_session_state,
+                    )
                 except Exception as exc:
-                    raise ActionFailed(f"cannot connect to database {db!r}: "
-                                       f"{redact_dsn(str(exc))}") from None
+                    raise ActionFailed(
+                        f"cannot connect to database {db!r}: {redact_dsn(str(exc))}"
+                    ) from None
                 self._pools[db] = pool
             return pool
 
@@ -247,8 +261,9 @@ class PostgresAdapter:
             with contextlib.suppress(*_DB_ERRORS):
                 await pool.release(conn)
 
-    async def probe(self, db: str, query: str, *args: Any,
-                    lock_timeout: float = 0.1) -> list[dict[str, Any]]:
+    async def probe(
+        self, db: str, query: str, *args: Any, lock_timeout: float = 0.1
+    ) -> list[dict[str, Any]]:
         """Run ``query`` in a transaction that is always rolled back and waits at most
         ``lock_timeout`` seconds for any lock: for statements that lock only to learn
         something (``SELECT ... FOR NO KEY UPDATE SKIP LOCKED``), so healer never holds
@@ -258,8 +273,10 @@ class PostgresAdapter:
                 tx = conn.transaction()
                 await tx.start()
                 try:
-                    await conn.execute("SELECT set_config('lock_timeout', $1, true)",
-                                       f"{max(1, int(lock_timeout * 1000))}ms")
+                    await conn.execute(
+                        "SELECT set_config('lock_timeout', $1, true)",
+                        f"{max(1, int(lock_timeout * 1000))}ms",
+                    )
                     rows = await conn.fetch(query, *args)
                 finally:
                     await tx.rollback()
@@ -277,17 +294,30 @@ class PostgresAdapter:
         for r in rows:
             for b in r["blocked_by"] or ():
                 blocking.setdefault(b, []).append(r["pid"])
-        return [Session(pid=r["pid"], database=r["datname"], user=r["usename"],
-                        application_name=r["application_name"], client_addr=r["client_addr"],
-                        backend_type=r["backend_type"], state=r["state"],
-                        wait_event_type=r["wait_event_type"], wait_event=r["wait_event"],
-                        xact_age=r["xact_age"], query_age=r["query_age"],
-                        state_age=r["state_age"], query=r["query"], superuser=r["superuser"],
-                        blocked_by=tuple(r["blocked_by"] or ()),
-                        blocking=tuple(blocking.get(r["pid"], ())),
-                        backend_start=r["backend_start"], xact_start=r["xact_start"],
-                        query_start=r["query_start"])
-                for r in rows]
+        return [
+            Session(
+                pid=r["pid"],
+                database=r["datname"],
+                user=r["usename"],
+                application_name=r["application_name"],
+                client_addr=r["client_addr"],
+                backend_type=r["backend_type"],
+                state=r["state"],
+                wait_event_type=r["wait_event_type"],
+                wait_event=r["wait_event"],
+                xact_age=r["xact_age"],
+                query_age=r["query_age"],
+                state_age=r["state_age"],
+                query=r["query"],
+                superuser=r["superuser"],
+                blocked_by=tuple(r["blocked_by"] or ()),
+                blocking=tuple(blocking.get(r["pid"], ())),
+                backend_start=r["backend_start"],
+                xact_start=r["xact_start"],
+                query_start=r["query_start"],
+            )
+            for r in rows
+        ]
 
     def is_own(self, session: Session) -> bool:
         """True for healer's own connections (never a candidate for any handler)."""
@@ -317,8 +347,10 @@ class PostgresAdapter:
         call = "pg_terminate_backend" if fn == "terminate" else "pg_cancel_backend"
         # pg_stat_get_activity(pid): that backend's row alone (pg_stat_activity is the
         # same function over every backend, joined with pg_database and pg_authid).
-        sql = (f"SELECT {call}(pid) FROM pg_stat_get_activity($1)"
-               " WHERE backend_start IS NOT DISTINCT FROM $2::timestamptz")
+        sql = (
+            f"SELECT {call}(pid) FROM pg_stat_get_activity($1)"
+            " WHERE backend_start IS NOT DISTINCT FROM $2::timestamptz"
+        )
         rows = await self.fetch(db, sql, session.pid, session.backend_start)
         return bool(rows and next(iter(rows[0].values())))
 
@@ -383,7 +415,9 @@ class HealPostgres:
 
     async def terminate(self, db: str, session: Session) -> bool:
         if self.max_terminations(db) <= 0:
-            raise TargetRefused(f"termination cap reached for database {db!r} "
-                                f"({self._adapter.config(db).max_terminations} per heal)")
+            raise TargetRefused(
+                f"termination cap reached for database {db!r} "
+                f"({self._adapter.config(db).max_terminations} per heal)"
+            )
         self._terminated[db] = self._terminated.get(db, 0) + 1
         return await self._adapter.terminate(db, session)

@@ -21,16 +21,20 @@ from typing import Any
 # costs linear time, not quadratic.
 _PASSWORD_IN_URL = re.compile(
     r"(?P<head>\b[a-z][a-z0-9+.-]{0,31}://[^:/@\s]{0,128}:)"
-    r"(?P<secret>\S{0,256}@|(?!\d+\Z)[^@\s/]{1,256}\Z)", re.I)
+    r"(?P<secret>\S{0,256}@|(?!\d+\Z)[^@\s/]{1,256}\Z)",
+    re.I,
+)
 # A password key: libpq/DSN (``password``, ``sslpassword``), ODBC (``pwd``), others.
 _KEY = r"\b(?:ssl)?pass(?:word|wd|phrase)\b|\bpwd\b"
 # A literal, possibly cut short at the end of the text: '' inside a SQL string (a DSN
 # inside ``dblink_connect('...')``), SQL '...' with '' and E'\'' escapes, "...", and
 # dollar quotes ($$...$$, $tag$...$tag$).
-_LITERAL = (r"''(?:[^']|'(?!'))*(?:''|\Z)"
-            r"|[Ee]?'(?:[^'\\]|\\(?:.|\Z)|'')*(?:'|\Z)"
-            r"|\"(?:[^\"\\]|\\(?:.|\Z))*(?:\"|\Z)"
-            r"|\$(?P<tag>\w{0,64})\$.*?(?:\$(?P=tag)\$|\Z)")
+_LITERAL = (
+    r"''(?:[^']|'(?!'))*(?:''|\Z)"
+    r"|[Ee]?'(?:[^'\\]|\\(?:.|\Z)|'')*(?:'|\Z)"
+    r"|\"(?:[^\"\\]|\\(?:.|\Z))*(?:\"|\Z)"
+    r"|\$(?P<tag>\w{0,64})\$.*?(?:\$(?P=tag)\$|\Z)"
+)
 # ``password=x``, ``password => 'x'``, ``"password": "x"``, ``SET x.password TO x``: any
 # value; ``PASSWORD 'x'`` (CREATE/ALTER ROLE, ENCRYPTED PASSWORD, FDW OPTIONS
 # (password 'x')), ``set_config('x.password', 'x')``, ``PASSWORD('x')``: a literal only,
@@ -38,7 +42,8 @@ _LITERAL = (r"''(?:[^']|'(?!'))*(?:''|\Z)"
 _PASSWORD_KV = re.compile(
     rf"(?P<head>(?:{_KEY})['\"]?(?:\s*(?:=>|:=|=|:|\bTO\b)\s*(?P<any>)|\s*[,(]\s*|\s+))"
     rf"(?P<value>{_LITERAL}|(?(any)[^\s'\",;)}}\]]+|(?!)))",
-    re.I | re.S)
+    re.I | re.S,
+)
 _HINTS = ("://", "=", "pass", "pwd")
 
 
@@ -51,8 +56,8 @@ def redact_dsn(text: str) -> str:
     if not any(h in lowered for h in _HINTS):  # the common case, cheaply
         return text
     text = _PASSWORD_IN_URL.sub(
-        lambda m: m.group("head") + ("***@" if m.group("secret").endswith("@") else "***"),
-        text)
+        lambda m: m.group("head") + ("***@" if m.group("secret").endswith("@") else "***"), text
+    )
     return _PASSWORD_KV.sub(lambda m: f"{m.group('head')}***", text)
 
 

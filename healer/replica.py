@@ -23,8 +23,7 @@ def default_replica_id() -> str:
 def check_replica_id(value: str) -> str:
     """A replica id is printable, 1 to 100 characters (it is on every timeline entry)."""
     if not value or len(value) > 100 or not value.isprintable() or value != value.strip():
-        raise ValueError("a replica id is 1 to 100 printable characters, no surrounding"
-                         " spaces")
+        raise ValueError("a replica id is 1 to 100 printable characters, no surrounding spaces")
     return value
 
 

@@ -27,14 +27,16 @@ class RuleSet:
     def get(self, name: str) -> RuleConfig | None:
         return self._config.rule(name)
 
-    def verify_spec(self, rule: RuleConfig | None,
-                    override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def verify_spec(
+        self, rule: RuleConfig | None, override: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The rule's verify settings with the global defaults filled in."""
         defaults = self._config.verify
         spec = rule.verify if rule is not None else None
         out: dict[str, Any] = {
             "query": spec.query if spec else None,
-            "stable_for": spec.stable_for if spec and spec.stable_for is not None
+            "stable_for": spec.stable_for
+            if spec and spec.stable_for is not None
             else defaults.stable_for,
             "timeout": spec.timeout if spec and spec.timeout is not None else defaults.timeout,
             "interval": spec.interval if spec else None,

@@ -29,8 +29,7 @@ class Allowlist:
     def refusal(self, target: Target) -> str | None:
         fields = target.fields()
         for entry in self._entries:
-            if all(k in fields and fnmatchcase(fields[k], pattern)
-                   for k, pattern in entry.items()):
+            if all(k in fields and fnmatchcase(fields[k], pattern) for k, pattern in entry.items()):
                 return None
         if not self._entries:
             return f"{target.key} refused: the allowlist is empty"

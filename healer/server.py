@@ -80,43 +80,65 @@ def raise_open_files_limit() -> int:
 def connection_cap(max_connections: int, open_files: int) -> int:
     """``max_connections``, kept below the open-file limit with room for the accept
     bursts in flight and for the heals (a quarter of a limit too small for that)."""
-    return min(max_connections,
-               max(open_files - RESERVED_FDS - IN_FLIGHT, open_files // 4, 1))
+    return min(max_connections, max(open_files - RESERVED_FDS - IN_FLIGHT, open_files // 4, 1))
 
 
 def connection_guard(server: ServerConfig, open_files: int) -> ConnectionGuard:
     """The connection limits of ``server``, the cap kept below ``open_files``."""
-    return ConnectionGuard(ConnectionLimits(
-        header_timeout=server.header_timeout, body_timeout=server.body_timeout,
-        max_connections=connection_cap(server.max_connections, open_files)))
+    return ConnectionGuard(
+        ConnectionLimits(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            max_connections=connection_cap(server.max_connections, open_files),
+        )
+    )
 
 
-def uvicorn_config(app: Any, *, host: str, port: int, grace: float,
-                   server: ServerConfig | None = None,
-                   guard: ConnectionGuard | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    grace: float,
+    server: ServerConfig | None = None,
+    guard: ConnectionGuard | None = None,
+) -> uvicorn.Config:
     """The server settings healer runs with (the benchmarks' bare endpoint uses them too).
     ``guard`` defaults to ``server``'s limits under the current open-file limit."""
     server = server if server is not None else ServerConfig()
     if guard is None:
         guard = connection_guard(server, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                          http=guard.protocol_class(), backlog=BACKLOG,
-                          timeout_keep_alive=server.keep_alive,  # type: ignore[arg-type]
-                          timeout_graceful_shutdown=int(grace) + 5)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=guard.protocol_class(),
+        backlog=BACKLOG,
+        timeout_keep_alive=server.keep_alive,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=int(grace) + 5,
+    )
 
 
-def serve_app(app: Any, *, host: str, port: int, grace: float,
-              server: ServerConfig | None = None) -> int:
+def serve_app(
+    app: Any, *, host: str, port: int, grace: float, server: ServerConfig | None = None
+) -> int:
     """Run ``app`` until SIGTERM/SIGINT; 0 once the graceful stop completed."""
     server = server if server is not None else ServerConfig()
     open_files = raise_open_files_limit()
     rate_limit_records(("asyncio", "uvicorn.error"), every=LOG_EVERY)
     guard = connection_guard(server, open_files)
     structlog.get_logger("healer.http").info(
-        "listener limits", open_files=open_files, max_connections=guard.limits.max_connections,
-        header_timeout=server.header_timeout, body_timeout=server.body_timeout,
-        keep_alive=server.keep_alive)
-    GracefulServer(uvicorn_config(app, host=host, port=port, grace=grace, server=server,
-                                  guard=guard)).run()
+        "listener limits",
+        open_files=open_files,
+        max_connections=guard.limits.max_connections,
+        header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout,
+        keep_alive=server.keep_alive,
+    )
+    GracefulServer(
+        uvicorn_config(app, host=host, port=port, grace=grace, server=server, guard=guard)
+    ).run()
     # uvicorn exits the process itself (code 3) when the lifespan start-up fails.
     return 0

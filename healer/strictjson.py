@@ -34,8 +34,13 @@ MAX_DEPTH = 32
 """Levels of nested objects/arrays a body may have (the top-level object is 1)."""
 
 _CONTAINERS = frozenset((dict, list))
-_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE,
-         codecs.BOM_UTF16_BE)
+_BOMS = (
+    codecs.BOM_UTF8,
+    codecs.BOM_UTF32_LE,
+    codecs.BOM_UTF32_BE,
+    codecs.BOM_UTF16_LE,
+    codecs.BOM_UTF16_BE,
+)
 
 
 class _Refused(Exception):
@@ -110,8 +115,9 @@ def decode_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     except _Refused as exc:
         raise PayloadError(exc.message, status=exc.status) from None
     except json.JSONDecodeError as exc:
-        raise PayloadError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                           status=400) from None
+        raise PayloadError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", status=400
+        ) from None
     except RecursionError:
         raise PayloadError("invalid JSON: nested too deeply", status=400) from None
     except ValueError:  # e.g. an integer literal over Python's 4300-digit limit

@@ -68,7 +68,7 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-_PLAIN = re.compile(r'[\x20-\x7e]*')
+_PLAIN = re.compile(r"[\x20-\x7e]*")
 
 
 def promql_string(value: str) -> str:
@@ -94,8 +94,7 @@ def promql_label_name(name: str) -> str:
 def alerts_query(labels: Mapping[str, str], drop: frozenset[str] = frozenset()) -> str:
     """``ALERTS{alertname="X", alertstate="firing", ...}`` for one alert's labels: every
     name and value quoted as data, so no label set can change the selector's shape."""
-    parts = [f"alertname={promql_string(labels.get('alertname', ''))}",
-             'alertstate="firing"']
+    parts = [f"alertname={promql_string(labels.get('alertname', ''))}", 'alertstate="firing"']
     for name in sorted(labels):
         if name == "alertname" or name in drop or name in _ALERT_ONLY_LABELS:
             continue
@@ -144,8 +143,11 @@ class EvalSchedule:
         return min(AFTER_EVALUATION, self.interval / 10)
 
     def as_event(self) -> dict[str, Any]:
-        return {"group": self.group, "interval": self.interval,
-                "after_evaluation": round(self.duration + self.margin, 6)}
+        return {
+            "group": self.group,
+            "interval": self.interval,
+            "after_evaluation": round(self.duration + self.margin, 6),
+        }
 
 
 def next_poll(prev: float, step: float, schedule: EvalSchedule | None) -> float:
@@ -209,8 +211,15 @@ class Verdict:
 
 
 class Verifier:
-    def __init__(self, client: httpx.AsyncClient, url: str, *, timeout: float,
-                 evaluation_interval: float | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        timeout: float,
+        evaluation_interval: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._client = client
         self._url = url.rstrip("/")
         self._timeout = timeout
@@ -223,8 +232,7 @@ class Verifier:
         now = self._clock.monotonic()
         if self._cached and now - self._cached[0] < _CONFIG_TTL:
             return self._cached[1], self._cached[2]
-        resp = await self._client.get(f"{self._url}/api/v1/status/config",
-                                      timeout=self._timeout)
+        resp = await self._client.get(f"{self._url}/api/v1/status/config", timeout=self._timeout)
         resp.raise_for_status()
         cfg = yaml.safe_load(resp.json()["data"]["yaml"]) or {}
         if not isinstance(cfg, dict) or not isinstance(cfg.get("global") or {}, dict):
@@ -261,13 +269,21 @@ class Verifier:
         recovered while the problem is back: :meth:`verify` raises it.
         """
         try:
-            resp = await self._client.get(f"{self._url}/api/v1/rules", params={"type": "alert"},
-                                          timeout=self._timeout)
+            resp = await self._client.get(
+                f"{self._url}/api/v1/rules", params={"type": "alert"}, timeout=self._timeout
+            )
             resp.raise_for_status()
-            groups = [group for group in resp.json()["data"]["groups"]
-                      if any(rule.get("name") == alertname for rule in group["rules"])]
-            holds = [float(rule.get("duration", 0)) for group in groups
-                     for rule in group["rules"] if rule.get("name") == alertname]
+            groups = [
+                group
+                for group in resp.json()["data"]["groups"]
+                if any(rule.get("name") == alertname for rule in group["rules"])
+            ]
+            holds = [
+                float(rule.get("duration", 0))
+                for group in groups
+                for rule in group["rules"]
+                if rule.get("name") == alertname
+            ]
         except (httpx.HTTPError, KeyError, TypeError, ValueError):
             return RuleInfo(None, None)
         schedule = self._schedule(groups[0]) if len(groups) == 1 else None
@@ -293,12 +309,14 @@ class Verifier:
     async def sample(self, query: str) -> Sample:
         at = self._clock.time()
         try:
-            resp = await self._client.get(f"{self._url}/api/v1/query", params={"query": query},
-                                          timeout=self._timeout)
+            resp = await self._client.get(
+                f"{self._url}/api/v1/query", params={"query": query}, timeout=self._timeout
+            )
             body = resp.json()
             if resp.status_code != 200 or body.get("status") != "success":
-                return Sample(at, None, error=f"HTTP {resp.status_code}: "
-                              f"{body.get('error', '')}"[:300])
+                return Sample(
+                    at, None, error=f"HTTP {resp.status_code}: {body.get('error', '')}"[:300]
+                )
             data = body["data"]
             result = data["result"]
             if data["resultType"] == "vector":
@@ -311,8 +329,15 @@ class Verifier:
             return Sample(at, None, error=f"{type(exc).__name__}: {exc}"[:300])
         return Sample(at, all(v == 0 for v in values), len(values), values)
 
-    async def verify(self, condition: Condition, *, stable_for: float, timeout: float,
-                     interval: float | None, record: Record) -> Verdict:
+    async def verify(
+        self,
+        condition: Condition,
+        *,
+        stable_for: float,
+        timeout: float,
+        interval: float | None,
+        record: Record,
+    ) -> Verdict:
         clock = self._clock
         query = await self.query_for(condition)
         explicit = interval if interval is not None else self._fixed_interval
@@ -335,8 +360,12 @@ class Verifier:
             return step, schedule if schedule is not None and step >= schedule.interval else None
 
         step, aligned = plan(info.schedule)
-        start: dict[str, Any] = {"query": query, "stable_for": stable_for, "timeout": timeout,
-                                 "interval": step}
+        start: dict[str, Any] = {
+            "query": query,
+            "stable_for": stable_for,
+            "timeout": timeout,
+            "interval": step,
+        }
         if aligned is not None:
             start["aligned"] = aligned.as_event()
         quoted = [name for name in sorted(condition.labels) if promql_label_name(name) != name]
@@ -367,9 +396,12 @@ class Verifier:
                 healthy_since = healthy_since if healthy_since is not None else began
                 slack = aligned.margin if aligned is not None else 0.0
                 if began - healthy_since >= stable_for - slack:
-                    return Verdict(Outcome.RECOVERED,
-                                   f"healthy for {stable_for:g}s ({count} samples)", count,
-                                   recovered_at=last.at)
+                    return Verdict(
+                        Outcome.RECOVERED,
+                        f"healthy for {stable_for:g}s ({count} samples)",
+                        count,
+                        recovered_at=last.at,
+                    )
             else:
                 healthy_since = None
             remaining = deadline - clock.monotonic()
@@ -390,10 +422,13 @@ class Verifier:
                 wait = next_poll(last.at, step, aligned) - clock.time()
             await clock.sleep(min(max(wait, 0.0), remaining))
         if last is not None and last.healthy is None:
-            return Verdict(Outcome.UNVERIFIED,
-                           f"Prometheus unreachable at the deadline: {last.error}", count)
+            return Verdict(
+                Outcome.UNVERIFIED, f"Prometheus unreachable at the deadline: {last.error}", count
+            )
         if last is not None and last.healthy:
-            return Verdict(Outcome.NOT_RECOVERED,
-                           f"healthy but not yet for {stable_for:g}s at the {timeout:g}s "
-                           "deadline", count)
+            return Verdict(
+                Outcome.NOT_RECOVERED,
+                f"healthy but not yet for {stable_for:g}s at the {timeout:g}s deadline",
+                count,
+            )
         return Verdict(Outcome.NOT_RECOVERED, f"still unhealthy after {timeout:g}s", count)

@@ -39,19 +39,22 @@ class FiringWaits(Generic[T]):
         """The heals waiting."""
         return list(self._timers)
 
-    def add(self, heal_id: str, alert: AlertKey, *, delay: float, item: T,
-            due: Callable[[T], None]) -> None:
+    def add(
+        self, heal_id: str, alert: AlertKey, *, delay: float, item: T, due: Callable[[T], None]
+    ) -> None:
         """Call ``due(item)`` after ``delay`` seconds unless the alert resolves first."""
         self.cancel(heal_id)
-        handle = asyncio.get_running_loop().call_later(max(delay, 0.0), self._fire, heal_id,
-                                                       due)
+        handle = asyncio.get_running_loop().call_later(max(delay, 0.0), self._fire, heal_id, due)
         self._timers[heal_id] = (alert, handle, item)
         self._by_alert.setdefault(alert, set()).add(heal_id)
 
     def resolved(self, alert: AlertKey) -> list[T]:
         """The alert resolved: cancel its heals' timers; their items, to be ended."""
-        return [item for heal_id in sorted(self._by_alert.get(alert, ()))
-                if (item := self.cancel(heal_id)) is not None]
+        return [
+            item
+            for heal_id in sorted(self._by_alert.get(alert, ()))
+            if (item := self.cancel(heal_id)) is not None
+        ]
 
     def cancel(self, heal_id: str) -> T | None:
         entry = self._timers.pop(heal_id, None)

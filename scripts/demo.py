@@ -42,13 +42,17 @@ def describe(event: dict[str, Any]) -> str | None:
     if kind == "check":
         ev = data["evidence"].get("containers", [{}])
         c = ev[0] if ev else {}
-        return (f"check: {c.get('name')} is {c.get('status')}, started {c.get('started_at')}"
-                f" -> act on {', '.join(data['targets'])}")
+        return (
+            f"check: {c.get('name')} is {c.get('status')}, started {c.get('started_at')}"
+            f" -> act on {', '.join(data['targets'])}"
+        )
     if kind == "restarted":
         return f"act: restarted {data['container']} in {data['seconds']:.2f}s"
     if kind == "verify_start":
-        return (f"verify: polling {data['query']} every {data['interval']:g}s until gone "
-                f"for {data['stable_for']:g}s")
+        return (
+            f"verify: polling {data['query']} every {data['interval']:g}s until gone "
+            f"for {data['stable_for']:g}s"
+        )
     if kind == "verify_sample":
         state = {True: "alert gone", False: "alert still firing", None: "Prometheus error"}
         return f"verify: sample -> {state[data['healthy']]}"
@@ -61,8 +65,12 @@ def describe(event: dict[str, Any]) -> str | None:
 
 def follow(loop: Loop, timeout: float = 120.0) -> dict[str, Any]:
     """Print each new timeline event of the first heal until it has an outcome."""
-    heal_id = wait_until(lambda: (loop.heals() or [{}])[0].get("id"), timeout=60,
-                         interval=0.2, what="healer to start a heal")
+    heal_id = wait_until(
+        lambda: (loop.heals() or [{}])[0].get("id"),
+        timeout=60,
+        interval=0.2,
+        what="healer to start a heal",
+    )
     say(f"healer received the alert and journaled heal {heal_id}")
     seen = 0
     deadline = time.monotonic() + timeout
@@ -93,13 +101,25 @@ def main() -> int:
         containers = ContainerFactory(client, image)
         service = containers.run_service(name="healer-demo-service")
         say(f"service container {service.name} serves demo_service_healthy=1 on {service.target}")
-        prom, am, healer = (PrometheusFactory(workdir), AlertmanagerFactory(workdir),
-                            HealerFactory(workdir))
+        prom, am, healer = (
+            PrometheusFactory(workdir),
+            AlertmanagerFactory(workdir),
+            HealerFactory(workdir),
+        )
         factories = [healer, prom, am]
-        loop = start_loop(workdir=workdir, service=service, prometheus=prom, alertmanager=am,
-                          healer=healer, stable_for="5s", timeout="60s")
-        say(f"Prometheus {loop.prometheus.url}, Alertmanager {loop.alertmanager.url}, "
-            f"healer {loop.healer.url} (examples/demo/healer.yml); first scrape done")
+        loop = start_loop(
+            workdir=workdir,
+            service=service,
+            prometheus=prom,
+            alertmanager=am,
+            healer=healer,
+            stable_for="5s",
+            timeout="60s",
+        )
+        say(
+            f"Prometheus {loop.prometheus.url}, Alertmanager {loop.alertmanager.url}, "
+            f"healer {loop.healer.url} (examples/demo/healer.yml); first scrape done"
+        )
 
         service.container.reload()
         started_before = service.container.attrs["State"]["StartedAt"]
@@ -114,8 +134,10 @@ def main() -> int:
         durations = heal["durations"]
         print()
         print(f"  outcome            {heal['outcome']}")
-        print(f"  container          StartedAt {started_before} -> "
-              f"{service.container.attrs['State']['StartedAt']}")
+        print(
+            f"  container          StartedAt {started_before} -> "
+            f"{service.container.attrs['State']['StartedAt']}"
+        )
         print(f"  service metric     demo_service_healthy = {service.metric():g}")
         print(f"  break -> verified  {total:.1f}s")
         print("  healer phases      " + ", ".join(f"{k} {v:.2f}s" for k, v in durations.items()))

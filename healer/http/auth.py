@@ -36,8 +36,9 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 def _same(a: str, b: str) -> bool:
     # Constant time over digests: not even the length of the secret shows in the timing.
-    return hmac.compare_digest(hashlib.sha256(a.encode()).digest(),
-                               hashlib.sha256(b.encode()).digest())
+    return hmac.compare_digest(
+        hashlib.sha256(a.encode()).digest(), hashlib.sha256(b.encode()).digest()
+    )
 
 
 def _unauthorized(detail: str, *, basic: bool = False) -> HTTPException:
@@ -70,8 +71,9 @@ def require_admin(request: Request, secrets: Secrets, *, reading: bool = False) 
     if secrets.admin_token is None:
         if reading:
             return
-        raise HTTPException(403, detail="manual triggers are disabled: set HEALER_ADMIN_TOKEN "
-                            "or admin.token_file")
+        raise HTTPException(
+            403, detail="manual triggers are disabled: set HEALER_ADMIN_TOKEN or admin.token_file"
+        )
     token = _bearer(request)
     if token is None:
         raise _unauthorized("admin token required")

@@ -15,14 +15,15 @@ CLIENT_CLOSED = 499
 async def read_json_body(request: Request, limit: int) -> bytes:
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if ctype.lower() != "application/json":
-        raise PayloadError(f"content type must be application/json, got {clip(ctype)!r}",
-                           status=415)
+        raise PayloadError(
+            f"content type must be application/json, got {clip(ctype)!r}", status=415
+        )
     declared = request.headers.get("content-length", "")
     # ASCII digits only ("²".isdigit() is True); a length int() would refuse is over anyway.
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18
-                                                      or int(declared) > limit):
-        raise PayloadError(f"body of {clip(declared, 20)} bytes is over the {limit}-byte "
-                           "limit", status=413)
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise PayloadError(
+            f"body of {clip(declared, 20)} bytes is over the {limit}-byte limit", status=413
+        )
     chunks: list[bytes] = []
     size = 0
     try:
@@ -33,8 +34,9 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer: nginx's 499 keeps it apart from healer's own 5xx.
-        raise PayloadError(f"client disconnected after {size} body bytes",
-                           status=CLIENT_CLOSED) from None
+        raise PayloadError(
+            f"client disconnected after {size} body bytes", status=CLIENT_CLOSED
+        ) from None
     body = b"".join(chunks)
     if not body:
         raise PayloadError("empty body: expected a JSON object", status=400)

@@ -45,12 +45,25 @@ class ManualHeal(BaseModel):
     """Either ``rule`` (+ ``labels``) or ``handler`` (+ ``params``)."""
 
     # The one-of rule below, in the OpenAPI document too (for /docs and schema fuzzers).
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
-        {"required": ["rule"], "properties": {"rule": {"type": "string"},
-                                              "handler": {"type": "null"},
-                                              "params": {"type": "null"}}},
-        {"required": ["handler"], "properties": {"handler": {"type": "string"},
-                                                 "rule": {"type": "null"}}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["rule"],
+                    "properties": {
+                        "rule": {"type": "string"},
+                        "handler": {"type": "null"},
+                        "params": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["handler"],
+                    "properties": {"handler": {"type": "string"}, "rule": {"type": "null"}},
+                },
+            ]
+        },
+    )
     rule: StrictStr | None = None
     handler: StrictStr | None = None
     labels: dict[LabelName, Text] = Field(default_factory=dict)
@@ -89,8 +102,9 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     assert req.handler is not None
     handler = svc.handlers.get(req.handler)
     if handler is None:
-        raise PayloadError(f"unknown handler {clip(req.handler)!r} "
-                           f"(known: {', '.join(svc.handlers)})")
+        raise PayloadError(
+            f"unknown handler {clip(req.handler)!r} (known: {', '.join(svc.handlers)})"
+        )
     params = req.params or {}
     try:
         handler.Params.model_validate(placeholder_params(params))
@@ -100,12 +114,22 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     return HealPlan(None, req.handler, params, verify, req.dry_run or svc.config.dry_run)
 
 
-@router.post("/api/v1/heals", status_code=202, response_model=Accepted,
-             openapi_extra=json_body(ManualHeal), responses={
-    400: {"description": "not JSON"}, 401: {"description": "admin token missing or wrong"},
-    403: {"description": "no admin token configured"}, 404: {"description": "unknown rule"},
-    413: {"description": "body over 64 KiB"}, 415: {"description": "not application/json"},
-    422: {"description": "invalid request"}, 503: {"description": "journal unavailable"}})
+@router.post(
+    "/api/v1/heals",
+    status_code=202,
+    response_model=Accepted,
+    openapi_extra=json_body(ManualHeal),
+    responses={
+        400: {"description": "not JSON"},
+        401: {"description": "admin token missing or wrong"},
+        403: {"description": "no admin token configured"},
+        404: {"description": "unknown rule"},
+        413: {"description": "body over 64 KiB"},
+        415: {"description": "not application/json"},
+        422: {"description": "invalid request"},
+        503: {"description": "journal unavailable"},
+    },
+)
 async def trigger_heal(request: Request) -> JSONResponse:
     """Start a heal by hand (admin token). Follow it at the returned ``url``."""
     svc = services(request)
@@ -126,11 +150,22 @@ async def trigger_heal(request: Request) -> JSONResponse:
             await svc.journal.add_event(heal_id, "pending", "note", {"reason": req.reason})
     except JournalUnavailable:
         return JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
-    svc.executor.submit(HealJob(heal_id=heal_id, rule=plan.rule, handler=plan.handler,
-                                params=plan.params, verify=plan.verify, dry_run=plan.dry_run,
-                                labels=labels, annotations=dict(req.annotations)))
-    return JSONResponse({"heal_id": heal_id, "status": "pending",
-                         "url": f"/api/v1/heals/{heal_id}"}, status_code=202)
+    svc.executor.submit(
+        HealJob(
+            heal_id=heal_id,
+            rule=plan.rule,
+            handler=plan.handler,
+            params=plan.params,
+            verify=plan.verify,
+            dry_run=plan.dry_run,
+            labels=labels,
+            annotations=dict(req.annotations),
+        )
+    )
+    return JSONResponse(
+        {"heal_id": heal_id, "status": "pending", "url": f"/api/v1/heals/{heal_id}"},
+        status_code=202,
+    )
 
 
 @router.get("/api/v1/heals")
@@ -145,8 +180,9 @@ async def list_heals(
     """Heals, newest first, filterable by rule, outcome and target."""
     svc = services(request)
     require_admin(request, svc.secrets, reading=True)
-    heals = await svc.journal.list_heals(rule=rule, outcome=outcome, target=target,
-                                         limit=limit, before=before)
+    heals = await svc.journal.list_heals(
+        rule=rule, outcome=outcome, target=target, limit=limit, before=before
+    )
     next_before = heals[-1]["created_at"] if len(heals) == limit else None
     return {"heals": redact_data(heals), "next_before": next_before}
 

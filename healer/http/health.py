@@ -33,8 +33,9 @@ async def _probe(name: str, coro: Any) -> tuple[str, dict[str, str]]:
 
 
 async def _prometheus_ready(svc: Services) -> None:
-    resp = await svc.http.get(f"{svc.config.prometheus.url.rstrip('/')}/-/ready",
-                              timeout=_PROBE_TIMEOUT)
+    resp = await svc.http.get(
+        f"{svc.config.prometheus.url.rstrip('/')}/-/ready", timeout=_PROBE_TIMEOUT
+    )
     resp.raise_for_status()
 
 
@@ -59,12 +60,18 @@ async def ready(request: Request) -> JSONResponse:
         probes += [_probe(f"postgres:{db}", svc.postgres.ping(db)) for db in svc.postgres.names]
     checks = dict(await asyncio.gather(*probes))
     ok = all(c["status"] == "up" for c in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks,
-                         "replica": svc.config.replica.replica().id},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {
+            "status": "ready" if ok else "not ready",
+            "checks": checks,
+            "replica": svc.config.replica.replica().id,
+        },
+        status_code=200 if ok else 503,
+    )
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(services(request).metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

@@ -30,13 +30,20 @@ router = APIRouter()
 log = structlog.get_logger("healer.receiver")
 
 
-@router.post("/api/v1/alerts", tags=["webhook"], openapi_extra=json_body(WebhookMessage),
-             responses={
-    200: {"description": "alerts journaled; heals started in the background"},
-    400: {"description": "not JSON"}, 401: {"description": "missing or wrong credentials"},
-    413: {"description": "body over the limit"}, 415: {"description": "not application/json"},
-    422: {"description": "not an Alertmanager v4 payload"},
-    503: {"description": "journal unavailable: retry"}})
+@router.post(
+    "/api/v1/alerts",
+    tags=["webhook"],
+    openapi_extra=json_body(WebhookMessage),
+    responses={
+        200: {"description": "alerts journaled; heals started in the background"},
+        400: {"description": "not JSON"},
+        401: {"description": "missing or wrong credentials"},
+        413: {"description": "body over the limit"},
+        415: {"description": "not application/json"},
+        422: {"description": "not an Alertmanager v4 payload"},
+        503: {"description": "journal unavailable: retry"},
+    },
+)
 async def receive_alerts(request: Request) -> JSONResponse:
     """Alertmanager webhook receiver (payload version "4")."""
     arrived = time.time()
@@ -63,8 +70,9 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     alerts = message.alerts
     try:
-        dispositions = await svc.journal.ingest(alerts, svc.rules.plan_for,
-                                                body=body.decode(), received_at=arrived)
+        dispositions = await svc.journal.ingest(
+            alerts, svc.rules.plan_for, body=body.decode(), received_at=arrived
+        )
     except JournalUnavailable as exc:
         if not isinstance(exc, JournalBroken):  # that one is logged once, by the journal
             log.error("journal unavailable; asking Alertmanager to retry", error=str(exc))
@@ -89,21 +97,47 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
             svc.executor.alert_resolved(parsed.fingerprint, parsed.starts_at)
         elif d.plan is not None and d.heal_id is not None:  # started
             alert = parsed.to_alert()
-            svc.executor.submit(HealJob(
-                heal_id=d.heal_id, rule=d.plan.rule, handler=d.plan.handler,
-                params=d.plan.params, verify=d.plan.verify, dry_run=d.plan.dry_run,
-                alert=alert, labels=alert.labels, annotations=alert.annotations))
-            started.append({"fingerprint": d.fingerprint, "heal_id": d.heal_id,
-                            "rule": d.rule})
-            log.info("heal started", heal_id=d.heal_id, rule=d.rule,
-                     handler=d.plan.handler, fingerprint=d.fingerprint,
-                     alertname=alert.name)
+            svc.executor.submit(
+                HealJob(
+                    heal_id=d.heal_id,
+                    rule=d.plan.rule,
+                    handler=d.plan.handler,
+                    params=d.plan.params,
+                    verify=d.plan.verify,
+                    dry_run=d.plan.dry_run,
+                    alert=alert,
+                    labels=alert.labels,
+                    annotations=alert.annotations,
+                )
+            )
+            started.append({"fingerprint": d.fingerprint, "heal_id": d.heal_id, "rule": d.rule})
+            log.info(
+                "heal started",
+                heal_id=d.heal_id,
+                rule=d.rule,
+                handler=d.plan.handler,
+                fingerprint=d.fingerprint,
+                alertname=alert.name,
+            )
     if resent:  # what follows a not_recovered heal is decided in the background
         svc.followups.duplicates(resent)
     for status, count in (("firing", firing), ("resolved", len(alerts) - firing)):
         if count:
             svc.metrics.alerts_received.labels(status=status).inc(count)
-    log.info("webhook accepted", alerts=len(alerts), started=len(started),
-             duplicates=len(duplicates), receiver=message.receiver)
-    return JSONResponse({"accepted": len(alerts), "started": started, "ignored": ignored,
-                         "duplicates": duplicates, "resolved": resolved}, status_code=200)
+    log.info(
+        "webhook accepted",
+        alerts=len(alerts),
+        started=len(started),
+        duplicates=len(duplicates),
+        receiver=message.receiver,
+    )
+    return JSONResponse(
+        {
+            "accepted": len(alerts),
+            "started": started,
+            "ignored": ignored,
+            "duplicates": duplicates,
+            "resolved": resolved,
+        },
+        status_code=200,
+    )

@@ -39,11 +39,19 @@ class PauseRequest(BaseModel):
     reason: StrictStr = Field(default="", max_length=500)
 
 
-@router.post("/api/v1/pause", openapi_extra=json_body(PauseRequest), responses={
-    400: {"description": "not JSON"}, 401: {"description": "admin token missing or wrong"},
-    413: {"description": "body too large"}, 415: {"description": "not application/json"},
-    403: {"description": "no admin token configured"},
-    422: {"description": "no or bad duration"}, 503: {"description": "journal unavailable"}})
+@router.post(
+    "/api/v1/pause",
+    openapi_extra=json_body(PauseRequest),
+    responses={
+        400: {"description": "not JSON"},
+        401: {"description": "admin token missing or wrong"},
+        413: {"description": "body too large"},
+        415: {"description": "not application/json"},
+        403: {"description": "no admin token configured"},
+        422: {"description": "no or bad duration"},
+        503: {"description": "journal unavailable"},
+    },
+)
 async def pause(request: Request) -> JSONResponse:
     """Pause healing for ``for`` (e.g. "30m", at most ``safety.max_pause``)."""
     svc = services(request)
@@ -88,21 +96,25 @@ async def pause_state(request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/v1/circuits")
-async def list_circuits(request: Request,
-                        all: bool = Query(default=False, description="closed ones too"),
-                        ) -> dict[str, Any]:
+async def list_circuits(
+    request: Request,
+    all: bool = Query(default=False, description="closed ones too"),
+) -> dict[str, Any]:
     """Open circuits (rule + target), why they opened, who was told, when they close."""
     svc = services(request)
     require_admin(request, svc.secrets, reading=True)
     return {"circuits": await svc.gates.circuits(include_closed=all)}
 
 
-@router.delete("/api/v1/circuits/{rule}", responses={
-    401: {}, 403: {}, 404: {"description": "no open circuit matches"}, 503: {}})
-async def close_circuits(request: Request, rule: str,
-                         target: str | None = Query(default=None,
-                                                    description="e.g. docker:web-1"),
-                         ) -> JSONResponse:
+@router.delete(
+    "/api/v1/circuits/{rule}",
+    responses={401: {}, 403: {}, 404: {"description": "no open circuit matches"}, 503: {}},
+)
+async def close_circuits(
+    request: Request,
+    rule: str,
+    target: str | None = Query(default=None, description="e.g. docker:web-1"),
+) -> JSONResponse:
     """Close the rule's open circuits (all targets, or ``target``): healing resumes with a
     fresh budget."""
     svc = services(request)
@@ -113,6 +125,7 @@ async def close_circuits(request: Request, rule: str,
         return _UNAVAILABLE
     if not closed:
         where = f" on {clip(target)}" if target else ""
-        return JSONResponse({"error": f"no open circuit for rule {clip(rule)!r}{where}"},
-                            status_code=404)
+        return JSONResponse(
+            {"error": f"no open circuit for rule {clip(rule)!r}{where}"}, status_code=404
+        )
     return JSONResponse({"closed": closed})

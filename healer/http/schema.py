@@ -29,5 +29,4 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the required application/json body."""
     schema = model.model_json_schema()
     inlined = _inline(schema, schema.get("$defs", {}))
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": inlined}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inlined}}}}

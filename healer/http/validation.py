@@ -16,8 +16,12 @@ _ERRORS_SHOWN = 5
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [{"type": err["type"],
-               "loc": [clip(part) if isinstance(part, str) else part for part in err["loc"]],
-               "msg": clip(str(err["msg"]))}
-              for err in exc.errors()[:_ERRORS_SHOWN]]
+    detail = [
+        {
+            "type": err["type"],
+            "loc": [clip(part) if isinstance(part, str) else part for part in err["loc"]],
+            "msg": clip(str(err["msg"])),
+        }
+        for err in exc.errors()[:_ERRORS_SHOWN]
+    ]
     return JSONResponse({"detail": detail}, status_code=422)

@@ -51,78 +51,120 @@ class ModuleStore:
 
     # ---- ingest ------------------------------------------------------------------------
 
-    async def ingest(self, alerts: Sequence[st.ReceivedAlert], match: st.Match, *,
-                     body: str | None = None, received_at: float | None = None
-                     ) -> list[st.Disposition]:
+    async def ingest(
+        self,
+        alerts: Sequence[st.ReceivedAlert],
+        match: st.Match,
+        *,
+        body: str | None = None,
+        received_at: float | None = None,
+    ) -> list[st.Disposition]:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now, me, ingest = time.time(), self.replica, self._alerts.ingest_batch
-        return cast(list[st.Disposition], await self._write(
-            lambda db: ingest(db, alerts, plans, now, received_at, text, me)))
+        return cast(
+            list[st.Disposition],
+            await self._write(lambda db: ingest(db, alerts, plans, now, received_at, text, me)),
+        )
 
     async def alert_counts(self) -> dict[str, int]:
         return cast(dict[str, int], await self._read(self._alerts.alert_counts))
 
     async def alert_resolved_at(self, alert: st.AlertKey) -> float | None:
-        return cast(float | None,
-                    await self._read(lambda db: self._alerts.resolved_at(db, alert)))
+        return cast(float | None, await self._read(lambda db: self._alerts.resolved_at(db, alert)))
 
     async def resolved_alerts(self, fingerprints: Sequence[str]) -> dict[st.AlertKey, float]:
-        return cast(dict[st.AlertKey, float], await self._read(
-            lambda db: self._alerts.resolved_alerts(db, fingerprints)))
+        return cast(
+            dict[st.AlertKey, float],
+            await self._read(lambda db: self._alerts.resolved_alerts(db, fingerprints)),
+        )
 
     # ---- heals and timelines -----------------------------------------------------------
 
-    async def create_manual_heal(self, plan: st.HealPlan, labels: dict[str, str],
-                                 annotations: dict[str, str]) -> str:
+    async def create_manual_heal(
+        self, plan: st.HealPlan, labels: dict[str, str], annotations: dict[str, str]
+    ) -> str:
         now = time.time()
-        return cast(str, await self._write(lambda db: self._heals.insert_heal(
-            db, plan, None, "manual", now, self.replica, labels, annotations)))
+        return cast(
+            str,
+            await self._write(
+                lambda db: self._heals.insert_heal(
+                    db, plan, None, "manual", now, self.replica, labels, annotations
+                )
+            ),
+        )
 
-    def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+    def event_soon(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> asyncio.Future[None]:
         raise NotImplementedError
 
-    async def add_event(self, heal_id: str, phase: str, kind: str,
-                        data: dict[str, Any], *, fenced: bool = False) -> None:
+    async def add_event(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> None:
         await self.event_soon(heal_id, phase, kind, data, fenced=fenced)
 
-    async def set_phase(self, heal_id: str, phase: Phase, *,
-                        targets: list[str] | None = None) -> None:
+    async def set_phase(
+        self, heal_id: str, phase: Phase, *, targets: list[str] | None = None
+    ) -> None:
         await self.set_phase_soon(heal_id, phase, targets=targets)
 
-    def set_phase_soon(self, heal_id: str, phase: Phase, *,
-                       targets: list[str] | None = None) -> asyncio.Future[None]:
+    def set_phase_soon(
+        self, heal_id: str, phase: Phase, *, targets: list[str] | None = None
+    ) -> asyncio.Future[None]:
         return self._submit(
-            lambda db: self._heals.set_phase(db, heal_id, phase, targets, self.replica))
+            lambda db: self._heals.set_phase(db, heal_id, phase, targets, self.replica)
+        )
 
-    async def interrupt(self, heal_id: str, phase: Phase, reason: str,
-                        durations: dict[str, float]) -> None:
+    async def interrupt(
+        self, heal_id: str, phase: Phase, reason: str, durations: dict[str, float]
+    ) -> None:
         now = time.time()
-        await self._write(lambda db: self._heals.interrupt(
-            db, heal_id, phase, reason, durations, now, self.replica))
+        await self._write(
+            lambda db: self._heals.interrupt(
+                db, heal_id, phase, reason, durations, now, self.replica
+            )
+        )
 
-    async def finish(self, heal_id: str, outcome: Outcome, reason: str,
-                     durations: dict[str, float]) -> None:
+    async def finish(
+        self, heal_id: str, outcome: Outcome, reason: str, durations: dict[str, float]
+    ) -> None:
         await self.finish_soon(heal_id, outcome, reason, durations)
 
-    def finish_soon(self, heal_id: str, outcome: Outcome, reason: str,
-                    durations: dict[str, float]) -> asyncio.Future[None]:
+    def finish_soon(
+        self, heal_id: str, outcome: Outcome, reason: str, durations: dict[str, float]
+    ) -> asyncio.Future[None]:
         now = time.time()
         reason = redact_dsn(reason)
-        return self._submit(lambda db: self._heals.finish(
-            db, heal_id, outcome, reason, durations, now, self.replica))
+        return self._submit(
+            lambda db: self._heals.finish(
+                db, heal_id, outcome, reason, durations, now, self.replica
+            )
+        )
 
     # ---- history reads -----------------------------------------------------------------
 
     async def get_heal(self, heal_id: str) -> dict[str, Any] | None:
-        return cast(dict[str, Any] | None,
-                    await self._read(lambda db: self._heals.get_heal(db, heal_id)))
+        return cast(
+            dict[str, Any] | None, await self._read(lambda db: self._heals.get_heal(db, heal_id))
+        )
 
-    async def list_heals(self, *, rule: str | None = None, outcome: str | None = None,
-                         target: str | None = None, limit: int = 50,
-                         before: float | None = None) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._read(lambda db: self._heals.list_heals(
-            db, rule=rule, outcome=outcome, target=target, limit=limit, before=before)))
+    async def list_heals(
+        self,
+        *,
+        rule: str | None = None,
+        outcome: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[dict[str, Any]]:
+        return cast(
+            list[dict[str, Any]],
+            await self._read(
+                lambda db: self._heals.list_heals(
+                    db, rule=rule, outcome=outcome, target=target, limit=limit, before=before
+                )
+            ),
+        )
 
     async def unfinished(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], await self._read(self._heals.unfinished))
@@ -133,76 +175,115 @@ class ModuleStore:
         ids = list(dict.fromkeys(heal_ids))
         if not ids:
             return set()
-        return cast(set[str], await self._write(
-            lambda db: self._heals.renew(db, ids, self.replica, now)))
+        return cast(
+            set[str], await self._write(lambda db: self._heals.renew(db, ids, self.replica, now))
+        )
 
     async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._write(
-            lambda db: self._heals.take_over(db, self.replica, now, limit)))
+        return cast(
+            list[dict[str, Any]],
+            await self._write(lambda db: self._heals.take_over(db, self.replica, now, limit)),
+        )
 
     async def lock_target(self, target: str, heal_id: str, now: float) -> bool:
-        return cast(bool, await self._write(
-            lambda db: self._heals.lock_target(db, target, heal_id, self.replica, now)))
+        return cast(
+            bool,
+            await self._write(
+                lambda db: self._heals.lock_target(db, target, heal_id, self.replica, now)
+            ),
+        )
 
     async def unlock_target(self, target: str, heal_id: str) -> None:
-        await self._write(
-            lambda db: self._heals.unlock_target(db, target, heal_id, self.replica))
+        await self._write(lambda db: self._heals.unlock_target(db, target, heal_id, self.replica))
 
     # ---- safety state ------------------------------------------------------------------
 
-    async def admit(self, heal_id: str, rule: str | None, targets: Sequence[str],
-                    limits: st.Limits | None, now: float,
-                    alert: st.AlertKey | None = None) -> st.Decision:
-        return cast(st.Decision, await self._write(
-            lambda db: self._safety.admit(db, heal_id, rule, targets, limits, now, alert)))
+    async def admit(
+        self,
+        heal_id: str,
+        rule: str | None,
+        targets: Sequence[str],
+        limits: st.Limits | None,
+        now: float,
+        alert: st.AlertKey | None = None,
+    ) -> st.Decision:
+        return cast(
+            st.Decision,
+            await self._write(
+                lambda db: self._safety.admit(db, heal_id, rule, targets, limits, now, alert)
+            ),
+        )
 
-    async def record_escalation(self, rule: str, target: str, heal_id: str,
-                                deliveries: list[dict[str, Any]]) -> None:
-        await self._write(lambda db: self._safety.record_escalation(
-            db, rule, target, heal_id, deliveries))
+    async def record_escalation(
+        self, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
+    ) -> None:
+        await self._write(
+            lambda db: self._safety.record_escalation(db, rule, target, heal_id, deliveries)
+        )
 
     async def open_rules(self) -> set[str]:
         return cast(set[str], await self._read(self._safety.open_rules))
 
     async def list_circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._read(
-            lambda db: self._safety.list_circuits(db, include_closed=include_closed)))
+        return cast(
+            list[dict[str, Any]],
+            await self._read(
+                lambda db: self._safety.list_circuits(db, include_closed=include_closed)
+            ),
+        )
 
-    async def close_circuits(self, rule: str, target: str | None, now: float,
-                             by: str) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._write(
-            lambda db: self._safety.close_circuits(db, rule, target, now, by)))
+    async def close_circuits(
+        self, rule: str, target: str | None, now: float, by: str
+    ) -> list[dict[str, Any]]:
+        return cast(
+            list[dict[str, Any]],
+            await self._write(lambda db: self._safety.close_circuits(db, rule, target, now, by)),
+        )
 
     async def sweep(self, now: float, quiet: float) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]],
-                    await self._write(lambda db: self._safety.sweep(db, now, quiet)))
+        return cast(
+            list[dict[str, Any]], await self._write(lambda db: self._safety.sweep(db, now, quiet))
+        )
 
     # ---- pause -------------------------------------------------------------------------
 
     async def get_pause(self, now: float) -> dict[str, Any] | None:
-        return cast(dict[str, Any] | None,
-                    await self._read(lambda db: self._safety.get_pause(db, now)))
+        return cast(
+            dict[str, Any] | None, await self._read(lambda db: self._safety.get_pause(db, now))
+        )
 
     async def set_pause(self, now: float, until: float, reason: str) -> dict[str, Any]:
-        return cast(dict[str, Any], await self._write(
-            lambda db: self._safety.set_pause(db, now, until, reason)))
+        return cast(
+            dict[str, Any],
+            await self._write(lambda db: self._safety.set_pause(db, now, until, reason)),
+        )
 
     async def clear_pause(self, now: float) -> dict[str, Any] | None:
-        return cast(dict[str, Any] | None,
-                    await self._write(lambda db: self._safety.clear_pause(db, now)))
+        return cast(
+            dict[str, Any] | None, await self._write(lambda db: self._safety.clear_pause(db, now))
+        )
 
     # ---- follow-ups --------------------------------------------------------------------
 
     async def follow_up_candidates(self) -> list[str]:
         return cast(list[str], await self._read(self._followups.candidates))
 
-    async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
-                              policy: st.FollowUpPolicy) -> st.FollowUpClaim:
-        return cast(st.FollowUpClaim, await self._write(lambda db: self._followups.claim(
-            db, heal_id, run_id=run_id, now=now, policy=policy, me=self.replica)))
+    async def claim_follow_up(
+        self, heal_id: str, *, run_id: str, now: float, policy: st.FollowUpPolicy
+    ) -> st.FollowUpClaim:
+        return cast(
+            st.FollowUpClaim,
+            await self._write(
+                lambda db: self._followups.claim(
+                    db, heal_id, run_id=run_id, now=now, policy=policy, me=self.replica
+                )
+            ),
+        )
 
-    async def record_follow_up_deliveries(self, heal_id: str,
-                                          deliveries: list[dict[str, Any]]) -> None:
+    async def record_follow_up_deliveries(
+        self, heal_id: str, deliveries: list[dict[str, Any]]
+    ) -> None:
         now = time.time()
-        await self._write(lambda db: self._followups.record_deliveries(
-            db, heal_id, deliveries, now, self.replica))
+        await self._write(
+            lambda db: self._followups.record_deliveries(db, heal_id, deliveries, now, self.replica)
+        )

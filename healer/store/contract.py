@@ -77,9 +77,14 @@ class Store(Protocol):
 
     # ---- ingest ------------------------------------------------------------------------
 
-    async def ingest(self, alerts: Sequence[ReceivedAlert], match: Match, *,
-                     body: str | None = None, received_at: float | None = None
-                     ) -> list[Disposition]:
+    async def ingest(
+        self,
+        alerts: Sequence[ReceivedAlert],
+        match: Match,
+        *,
+        body: str | None = None,
+        received_at: float | None = None,
+    ) -> list[Disposition]:
         """Store a webhook's alerts; create a pending heal for each *new* firing alert
         that ``match`` plans, in the same transaction. One disposition per alert, in
         order, returned only once all of it is durable.
@@ -108,13 +113,15 @@ class Store(Protocol):
 
     # ---- heals and timelines -----------------------------------------------------------
 
-    async def create_manual_heal(self, plan: HealPlan, labels: dict[str, str],
-                                 annotations: dict[str, str]) -> str:
+    async def create_manual_heal(
+        self, plan: HealPlan, labels: dict[str, str], annotations: dict[str, str]
+    ) -> str:
         """A new pending heal (source ``manual``, ``manual_trigger`` on its timeline)."""
         ...
 
-    async def add_event(self, heal_id: str, phase: str, kind: str,
-                        data: dict[str, Any], *, fenced: bool = False) -> None:
+    async def add_event(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> None:
         """Append to the heal's timeline (``seq`` one more than its last; passwords in
         ``data`` redacted; ``replica`` this store's replica id); durable on return.
         ``fenced``: in the same transaction, LeaseLost (nothing written) unless this store
@@ -122,40 +129,46 @@ class Store(Protocol):
         fenced)."""
         ...
 
-    def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+    def event_soon(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> asyncio.Future[None]:
         """:meth:`add_event`, queued now (LeaseLost through the future)."""
         ...
 
-    async def set_phase(self, heal_id: str, phase: Phase, *,
-                        targets: list[str] | None = None) -> None:
+    async def set_phase(
+        self, heal_id: str, phase: Phase, *, targets: list[str] | None = None
+    ) -> None:
         """The heal's phase (and, given, its targets). Fenced: LeaseLost, nothing
         written, unless this store holds the heal's lease."""
         ...
 
-    def set_phase_soon(self, heal_id: str, phase: Phase, *,
-                       targets: list[str] | None = None) -> asyncio.Future[None]:
+    def set_phase_soon(
+        self, heal_id: str, phase: Phase, *, targets: list[str] | None = None
+    ) -> asyncio.Future[None]:
         """:meth:`set_phase`, queued now."""
         ...
 
-    async def interrupt(self, heal_id: str, phase: Phase, reason: str,
-                        durations: dict[str, float]) -> None:
+    async def interrupt(
+        self, heal_id: str, phase: Phase, reason: str, durations: dict[str, float]
+    ) -> None:
         """healer stopped mid-heal: outcome ``interrupted`` with the phase kept (not
         done), so that the next start finds the heal in :meth:`unfinished` and resumes it
         from that phase. Fenced (LeaseLost, nothing written); the lease is kept, to
         expire (a later process takes the heal over)."""
         ...
 
-    async def finish(self, heal_id: str, outcome: Outcome, reason: str,
-                     durations: dict[str, float]) -> None:
+    async def finish(
+        self, heal_id: str, outcome: Outcome, reason: str, durations: dict[str, float]
+    ) -> None:
         """The heal is done: its outcome, reason (DSN passwords redacted) and durations,
         an ``outcome`` entry on its timeline, and its target locks released, in one
         write. Fenced: LeaseLost, nothing written, unless this store holds the heal's
         lease (a replica whose heal was taken over never writes its outcome)."""
         ...
 
-    def finish_soon(self, heal_id: str, outcome: Outcome, reason: str,
-                    durations: dict[str, float]) -> asyncio.Future[None]:
+    def finish_soon(
+        self, heal_id: str, outcome: Outcome, reason: str, durations: dict[str, float]
+    ) -> asyncio.Future[None]:
         """:meth:`finish`, queued now."""
         ...
 
@@ -165,9 +178,15 @@ class Store(Protocol):
         """One heal with its ``timeline`` (in ``seq`` order), or None."""
         ...
 
-    async def list_heals(self, *, rule: str | None = None, outcome: str | None = None,
-                         target: str | None = None, limit: int = 50,
-                         before: float | None = None) -> list[dict[str, Any]]:
+    async def list_heals(
+        self,
+        *,
+        rule: str | None = None,
+        outcome: str | None = None,
+        target: str | None = None,
+        limit: int = 50,
+        before: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Heals newest first (``created_at`` unique and increasing); page with
         ``before=<created_at of the last row>``."""
         ...
@@ -217,9 +236,15 @@ class Store(Protocol):
 
     # ---- safety state ------------------------------------------------------------------
 
-    async def admit(self, heal_id: str, rule: str | None, targets: Sequence[str],
-                    limits: Limits | None, now: float,
-                    alert: AlertKey | None = None) -> Decision:
+    async def admit(
+        self,
+        heal_id: str,
+        rule: str | None,
+        targets: Sequence[str],
+        limits: Limits | None,
+        now: float,
+        alert: AlertKey | None = None,
+    ) -> Decision:
         """Decide, and record, whether ``heal_id`` may act on ``targets`` now, in one
         transaction: two heals never both pass a cooldown or a budget only one fits.
 
@@ -230,8 +255,9 @@ class Store(Protocol):
         records (a resumed heal)."""
         ...
 
-    async def record_escalation(self, rule: str, target: str, heal_id: str,
-                                deliveries: list[dict[str, Any]]) -> None:
+    async def record_escalation(
+        self, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
+    ) -> None:
         """The circuit's escalation by ``heal_id`` was delivered so (never again)."""
         ...
 
@@ -243,8 +269,9 @@ class Store(Protocol):
         """Circuits, most recently opened first."""
         ...
 
-    async def close_circuits(self, rule: str, target: str | None, now: float,
-                             by: str) -> list[dict[str, Any]]:
+    async def close_circuits(
+        self, rule: str, target: str | None, now: float, by: str
+    ) -> list[dict[str, Any]]:
         """Close the rule's open circuits (one target, or all) and return them; the
         budget starts afresh from ``now``."""
         ...
@@ -275,8 +302,9 @@ class Store(Protocol):
         or with an escalation whose deliveries were never recorded."""
         ...
 
-    async def claim_follow_up(self, heal_id: str, *, run_id: str, now: float,
-                              policy: FollowUpPolicy) -> FollowUpClaim:
+    async def claim_follow_up(
+        self, heal_id: str, *, run_id: str, now: float, policy: FollowUpPolicy
+    ) -> FollowUpClaim:
         """Decide, and record, what follows ``heal_id`` now that its alert was re-sent
         firing, in one transaction: of racing claims (any process) at most one escalates
         or retries; a retry heal is created (pending) in the same transaction. A claim by
@@ -284,8 +312,9 @@ class Store(Protocol):
         heal is leased to this store, like a heal :meth:`ingest` creates."""
         ...
 
-    async def record_follow_up_deliveries(self, heal_id: str,
-                                          deliveries: list[dict[str, Any]]) -> None:
+    async def record_follow_up_deliveries(
+        self, heal_id: str, deliveries: list[dict[str, Any]]
+    ) -> None:
         """The escalation's deliveries on the heal's timeline, and the follow-up settled,
         in one write."""
         ...

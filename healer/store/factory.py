@@ -21,9 +21,12 @@ def journal_target(config: HealerConfig, secrets: Secrets) -> JournalTarget:
         return journal
     if secrets.journal_dsn is None:  # resolve_secrets always sets it for PostgreSQL
         raise ValueError("the PostgreSQL journal's DSN was not resolved")
-    return PostgresOptions(secrets.journal_dsn, pool_size=journal.pool_size,
-                           connect_timeout=journal.connect_timeout,
-                           statement_timeout=journal.statement_timeout)
+    return PostgresOptions(
+        secrets.journal_dsn,
+        pool_size=journal.pool_size,
+        connect_timeout=journal.connect_timeout,
+        statement_timeout=journal.statement_timeout,
+    )
 
 
 def describe(target: JournalTarget) -> str:

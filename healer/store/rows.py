@@ -60,8 +60,11 @@ class IngestBatch:
         else:
             self.repeats[key] = self.repeats.get(key, 0) + 1
             disposition, heal_id = seen
-        self.out.append(Disposition(alert.fingerprint, "duplicate", heal_id,
-                                    reason=f"already received ({disposition})"))
+        self.out.append(
+            Disposition(
+                alert.fingerprint, "duplicate", heal_id, reason=f"already received ({disposition})"
+            )
+        )
         return True
 
     def kind(self, alert: ReceivedAlert, starts: str, plan: HealPlan | None) -> Kind:
@@ -74,21 +77,38 @@ class IngestBatch:
             return "stale"
         return "ignored" if plan is None else "started"
 
-    def add(self, idx: int, alert: ReceivedAlert, starts: str, kind: Kind,
-            plan: HealPlan | None, heal_id: str | None) -> None:
+    def add(
+        self,
+        idx: int,
+        alert: ReceivedAlert,
+        starts: str,
+        kind: Kind,
+        plan: HealPlan | None,
+        heal_id: str | None,
+    ) -> None:
         """Record a new alert's row and answer it."""
         if kind == "resolved":
             result = Disposition(alert.fingerprint, "resolved")
         elif kind == "stale":
-            result = Disposition(alert.fingerprint, "ignored",
-                                 reason="stale: this alert was already resolved")
+            result = Disposition(
+                alert.fingerprint, "ignored", reason="stale: this alert was already resolved"
+            )
         elif kind == "ignored" or plan is None:
             result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
         else:
             result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
         self.inserts[(alert.fingerprint, starts, alert.status)] = [
-            alert.fingerprint, starts, alert.status, alert.name, idx, self.now, self.now,
-            1, kind, heal_id]
+            alert.fingerprint,
+            starts,
+            alert.status,
+            alert.name,
+            idx,
+            self.now,
+            self.now,
+            1,
+            kind,
+            heal_id,
+        ]
         self.out.append(result)
 
     def insert_rows(self, delivery: Any) -> list[tuple[Any, ...]]:
@@ -112,8 +132,14 @@ def heal_dict(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def timeline_entry(e: Mapping[str, Any]) -> dict[str, Any]:
     """A stored event row as a timeline entry."""
-    return {"seq": e["seq"], "at": e["at"], "phase": e["phase"], "kind": e["kind"],
-            "data": json.loads(e["data"]), "replica": e["replica"]}
+    return {
+        "seq": e["seq"],
+        "at": e["at"],
+        "phase": e["phase"],
+        "kind": e["kind"],
+        "data": json.loads(e["data"]),
+        "replica": e["replica"],
+    }
 
 
 def follow_up_heal(row: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -93,15 +93,17 @@ def _plans(alerts: Sequence[ReceivedAlert], match: Match) -> list[HealPlan | Non
     return [match(a) if a.status == "firing" else None for a in alerts]
 
 
-async def prepare_ingest(alerts: Sequence[ReceivedAlert], match: Match, body: str | None
-                         ) -> tuple[str, list[HealPlan | None]]:
+async def prepare_ingest(
+    alerts: Sequence[ReceivedAlert], match: Match, body: str | None
+) -> tuple[str, list[HealPlan | None]]:
     """The body to keep (the POST as received, or the alerts' labels and annotations)
     and each alert's plan. Matching is done here, before any write is queued: inside a
     transaction one slow match would hold up every other post and heal write. A large
     POST is matched on a worker thread (RE2 releases the GIL), so the loop serves others."""
     if body is None:
-        body = dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
-                                 for a in alerts]})
+        body = dumps(
+            {"alerts": [{"labels": a.labels, "annotations": a.annotations} for a in alerts]}
+        )
     if len(body) > _MATCH_INLINE_MAX:
         return body, await asyncio.to_thread(_plans, alerts, match)
     return body, _plans(alerts, match)

@@ -1,7 +1,7 @@
 """Fixtures of the whole-loop tests (the component fixtures are in tests/conftest.py).
 
-    make_loop   function  make_loop(**start_loop kwargs) -> Loop: a busybox service,
-                          Prometheus, Alertmanager and `healer serve`, wired together
+make_loop   function  make_loop(**start_loop kwargs) -> Loop: a busybox service,
+                      Prometheus, Alertmanager and `healer serve`, wired together
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from tests.support.loop import Loop, start_loop
 def make_loop(tmp_path: Path, containers, prometheus, alertmanager, healer_process):
     def make(**kwargs) -> Loop:
         service = containers.run_service()
-        return start_loop(workdir=tmp_path, service=service, prometheus=prometheus,
-                          alertmanager=alertmanager, healer=healer_process, **kwargs)
+        return start_loop(
+            workdir=tmp_path,
+            service=service,
+            prometheus=prometheus,
+            alertmanager=alertmanager,
+            healer=healer_process,
+            **kwargs,
+        )
 
     return make

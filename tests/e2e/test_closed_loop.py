@@ -22,8 +22,6 @@ def _kinds(heal: dict) -> list[str]:
     return [event["kind"] for event in heal["timeline"]]
 
 
-
-
 def test_broken_service_is_restarted_and_verified_recovered(make_loop) -> None:
     """Breaking the service fires DemoServiceUnhealthy; healer alone restarts the container
     and ends `recovered` once Prometheus shows the alert gone, with the whole timeline
@@ -43,8 +41,10 @@ def test_broken_service_is_restarted_and_verified_recovered(make_loop) -> None:
     samples = [e["data"] for e in heal["timeline"] if e["kind"] == "verify_sample"]
     assert samples[-1]["healthy"] is True
     assert heal["targets"] == [f"docker:{loop.service.name}"]
-    assert loop.metric("healer_heals_total", {"outcome": "recovered",
-                                              "handler": "docker.restart"}) == 1
+    assert (
+        loop.metric("healer_heals_total", {"outcome": "recovered", "handler": "docker.restart"})
+        == 1
+    )
     assert loop.metric("healer_time_to_recovery_seconds_count", {}) == 1
 
 

@@ -25,14 +25,15 @@ from tests.support.faults import (
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 
 
-
-
 def test_sigterm_on_an_idle_healer_exits_0(tmp_path: Path, healer_process) -> None:
     """SIGTERM stops an idle healer cleanly: exit code 0 (not 143, the signal's), within
     the 10 s the stop allows before it would SIGKILL."""
     config = tmp_path / "healer.yml"
-    config.write_text(yaml.safe_dump({"journal": str(tmp_path / "journal.db"),
-                                      "prometheus": {"url": "http://127.0.0.1:9"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"journal": str(tmp_path / "journal.db"), "prometheus": {"url": "http://127.0.0.1:9"}}
+        )
+    )
     proc = healer_process.start(config)
 
     assert proc.stop(timeout=10) == 0, proc.log_tail()
@@ -59,8 +60,12 @@ def test_sigterm_mid_verify_journals_interrupted_and_exits_0(make_loop, tmp_path
     assert loop.healer.pid is not None
 
     os.kill(loop.healer.pid, signal.SIGTERM)
-    wait_until(lambda: _refused(f"{loop.healer.url}/health"), timeout=8, interval=0.1,
-               what="healer refusing connections")
+    wait_until(
+        lambda: _refused(f"{loop.healer.url}/health"),
+        timeout=8,
+        interval=0.1,
+        what="healer refusing connections",
+    )
     assert loop.healer.running  # still letting the heal finish
 
     assert loop.healer.stop(timeout=60) == 0, loop.healer.log_tail()
@@ -74,7 +79,8 @@ def test_sigterm_mid_verify_journals_interrupted_and_exits_0(make_loop, tmp_path
 
 
 def test_sigkill_mid_verify_resumes_verification_without_acting_again(
-        make_loop, docker_client) -> None:
+    make_loop, docker_client
+) -> None:
     """healer SIGKILLed while verifying, restarted on the same journal: the heal is
     journaled `interrupted`, its verification resumes and ends `recovered`, and dockerd
     restarted the container exactly once (the action never runs twice)."""
@@ -91,8 +97,12 @@ def test_sigkill_mid_verify_resumes_verification_without_acting_again(
     assert done["outcome"] == "recovered", (done["reason"], loop.healer.log_tail())
     timeline = kinds(done)
     assert timeline.count("act") == 1
-    assert timeline.index("act") < timeline.index("interrupted") < timeline.index(
-        "verification_resumed") < timeline.index("outcome")
+    assert (
+        timeline.index("act")
+        < timeline.index("interrupted")
+        < timeline.index("verification_resumed")
+        < timeline.index("outcome")
+    )
     interrupted = next(e for e in done["timeline"] if e["kind"] == "interrupted")
     assert interrupted["phase"] == "verifying"
     assert interrupted["data"]["reason"] == "healer died while verifying"

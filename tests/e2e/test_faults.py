@@ -57,9 +57,14 @@ def _demo_rules(**params: Any) -> list[dict[str, Any]]:
 @pytest.fixture
 def variant(tmp_path: Path, containers, prometheus, alertmanager, healer_process):
     def make(**kwargs: Any) -> VariantLoop:
-        return start_variant_loop(workdir=tmp_path, service=containers.run_service(),
-                                  prometheus=prometheus, alertmanager=alertmanager,
-                                  healer=healer_process, **kwargs)
+        return start_variant_loop(
+            workdir=tmp_path,
+            service=containers.run_service(),
+            prometheus=prometheus,
+            alertmanager=alertmanager,
+            healer=healer_process,
+            **kwargs,
+        )
 
     return make
 
@@ -68,24 +73,32 @@ def variant(tmp_path: Path, containers, prometheus, alertmanager, healer_process
 
 
 def test_full_journal_disk_503s_until_space_then_heals_once(
-        tmp_path: Path, containers, prometheus, alertmanager, healer_process,
-        docker_client) -> None:
+    tmp_path: Path, containers, prometheus, alertmanager, healer_process, docker_client
+) -> None:
     """With the journal on a full filesystem (a real 4 MiB tmpfs filled to ENOSPC) the
     webhook answers 503, Alertmanager keeps retrying and /health/ready reports the journal
     down; once space is freed - no restart - the next retry is journaled exactly once
     and the heal ends `recovered` after one real restart."""
     with small_disk(tmp_path / "disk") as disk:
         journal = disk.path / "journal.db"
-        loop = start_loop(workdir=tmp_path, service=containers.run_service(),
-                          prometheus=prometheus, alertmanager=alertmanager,
-                          healer=healer_process, overrides={"journal": str(journal)})
+        loop = start_loop(
+            workdir=tmp_path,
+            service=containers.run_service(),
+            prometheus=prometheus,
+            alertmanager=alertmanager,
+            healer=healer_process,
+            overrides={"journal": str(journal)},
+        )
         try:
             disk.fill()
             since = time.time()
             loop.service.break_()
-            wait_until(lambda: (loop.metric("healer_webhook_requests_total",
-                                            {"code": "503"}) or 0) >= 2,
-                       timeout=60, interval=0.25, what="Alertmanager retrying on 503")
+            wait_until(
+                lambda: (loop.metric("healer_webhook_requests_total", {"code": "503"}) or 0) >= 2,
+                timeout=60,
+                interval=0.25,
+                what="Alertmanager retrying on 503",
+            )
             ready = _ready(loop)
             assert ready.status_code == 503
             assert ready.json()["checks"]["journal"]["status"] == "down"
@@ -114,13 +127,17 @@ def engine(tmp_path: Path) -> Iterator[PrivateDockerd]:
         yield engine
 
 
-def _wait_for_docker_event(engine: PrivateDockerd, container: str, event: str,
-                           since: float) -> None:
+def _wait_for_docker_event(
+    engine: PrivateDockerd, container: str, event: str, since: float
+) -> None:
     def seen() -> bool:
         with contextlib.closing(engine.client(timeout=10)) as client:
-            events = client.events(since=int(since) - 1, until=int(time.time()) + 1,
-                                   decode=True, filters={"container": container,
-                                                         "event": event})
+            events = client.events(
+                since=int(since) - 1,
+                until=int(time.time()) + 1,
+                decode=True,
+                filters={"container": container, "event": event},
+            )
             try:
                 return any(True for _ in events)
             finally:
@@ -130,8 +147,8 @@ def _wait_for_docker_event(engine: PrivateDockerd, container: str, event: str,
 
 
 def test_dockerd_killed_mid_restart_fails_the_heal_then_heals_once_back(
-        tmp_path: Path, engine: PrivateDockerd, prometheus, alertmanager,
-        healer_process) -> None:
+    tmp_path: Path, engine: PrivateDockerd, prometheus, alertmanager, healer_process
+) -> None:
     """A private dockerd is SIGKILLed while it restarts the container (PID 1 is frozen, so
     the restart waits for its stop timeout): the heal ends `failed` with the connection
     error recorded and healer stays up, reporting docker down. Once dockerd is back, the
@@ -140,14 +157,22 @@ def test_dockerd_killed_mid_restart_fails_the_heal_then_heals_once_back(
     factory = ContainerFactory(client, build_busybox_image(client, tmp_path / "image"))
     try:
         service = factory.run_service()
-        loop = start_loop(workdir=tmp_path, service=service, prometheus=prometheus,
-                          alertmanager=alertmanager, healer=healer_process, timeout="40s",
-                          overrides={"docker": {"base_url": engine.base_url},
-                                     "rules": _demo_rules(stop_timeout=60),
-                                     # A failed act still starts the rule's cooldown (it
-                                     # may have half-happened); this test is about dockerd,
-                                     # so the second alert must not wait 5m for it.
-                                     "safety": {"cooldown": "0s"}})
+        loop = start_loop(
+            workdir=tmp_path,
+            service=service,
+            prometheus=prometheus,
+            alertmanager=alertmanager,
+            healer=healer_process,
+            timeout="40s",
+            overrides={
+                "docker": {"base_url": engine.base_url},
+                "rules": _demo_rules(stop_timeout=60),
+                # A failed act still starts the rule's cooldown (it
+                # may have half-happened); this test is about dockerd,
+                # so the second alert must not wait 5m for it.
+                "safety": {"cooldown": "0s"},
+            },
+        )
         service.break_()
         service.container.reload()
         # A stopped process gets SIGTERM only once continued: `docker restart` waits.
@@ -171,14 +196,20 @@ def test_dockerd_killed_mid_restart_fails_the_heal_then_heals_once_back(
         if container.status != "running":  # a restarted dockerd kills what it left running
             container.start()
         service.wait_for_metric(1, timeout=20)
-        wait_until(lambda: not loop.firing(), timeout=30, interval=0.5,
-                   what="the first alert resolved")
+        wait_until(
+            lambda: not loop.firing(), timeout=30, interval=0.5, what="the first alert resolved"
+        )
         since = time.time()
         service.break_()
-        second = wait_until(lambda: next((h for h in loop.heals() if h["id"] != failed["id"]
-                                          and h["phase"] == "done"), None),
-                            timeout=90, interval=0.5, what="a second heal",
-                            ignore=(httpx.HTTPError,))
+        second = wait_until(
+            lambda: next(
+                (h for h in loop.heals() if h["id"] != failed["id"] and h["phase"] == "done"), None
+            ),
+            timeout=90,
+            interval=0.5,
+            what="a second heal",
+            ignore=(httpx.HTTPError,),
+        )
 
         assert second["outcome"] == "recovered", (second["reason"], loop.healer.log_tail())
         assert docker_restarts(client, service.name, since) == 1
@@ -192,13 +223,20 @@ def test_dockerd_killed_mid_restart_fails_the_heal_then_heals_once_back(
 
 
 def test_prometheus_killed_mid_verify_ends_unverified_never_recovered(
-        tmp_path: Path, containers, prometheus, alertmanager, healer_process) -> None:
+    tmp_path: Path, containers, prometheus, alertmanager, healer_process
+) -> None:
     """Prometheus SIGKILLed while a heal verifies: every later sample is an error and the
     heal ends `unverified` at its deadline - never `recovered`, although the restart did
     fix the service."""
-    loop = start_loop(workdir=tmp_path, service=containers.run_service(),
-                      prometheus=prometheus, alertmanager=alertmanager,
-                      healer=healer_process, stable_for="15s", timeout="20s")
+    loop = start_loop(
+        workdir=tmp_path,
+        service=containers.run_service(),
+        prometheus=prometheus,
+        alertmanager=alertmanager,
+        healer=healer_process,
+        stable_for="15s",
+        timeout="20s",
+    )
     loop.service.break_()
     heal = wait_for_phase(loop, "verifying")
     loop.prometheus.kill()
@@ -223,7 +261,8 @@ def _cluster(am: Any) -> tuple[str, int]:
 
 
 def test_an_ha_pair_of_alertmanagers_both_delivering_causes_one_action(
-        variant, docker_client) -> None:
+    variant, docker_client
+) -> None:
     """Two real Alertmanagers clustered over loopback, both alerted by Prometheus and both
     posting the group to healer: healer receives the alert twice and acts once."""
     proxies: list[SlowAnswerProxy] = []
@@ -239,9 +278,13 @@ def test_an_ha_pair_of_alertmanagers_both_delivering_causes_one_action(
         since = time.time()
         loop = variant(alertmanagers=2, am_args=cluster_args(2), webhook_base=via_proxy)
         for am in loop.alertmanagers:
-            wait_until(lambda am=am: _cluster(am) == ("ready", 2), timeout=60, interval=0.25,
-                       what="a settled 2-peer Alertmanager cluster",
-                       ignore=(httpx.HTTPError, KeyError))
+            wait_until(
+                lambda am=am: _cluster(am) == ("ready", 2),
+                timeout=60,
+                interval=0.25,
+                what="a settled 2-peer Alertmanager cluster",
+                ignore=(httpx.HTTPError, KeyError),
+            )
 
         loop.service.break_()
         heal = loop.wait_for_finished_heal()
@@ -268,8 +311,7 @@ def _firing(body: bytes) -> bool:
     return bool(json.loads(body).get("status") == "firing")
 
 
-def test_a_resend_after_alertmanager_timed_out_causes_one_action(variant,
-                                                                docker_client) -> None:
+def test_a_resend_after_alertmanager_timed_out_causes_one_action(variant, docker_client) -> None:
     """healer's answer to the first POST reaches Alertmanager too late (a loopback proxy
     holds it past Alertmanager's 10 s notify timeout, although healer journaled the alert
     and started the heal): Alertmanager sends the group again, healer answers it as a
@@ -294,7 +336,8 @@ def test_a_resend_after_alertmanager_timed_out_causes_one_action(variant,
         [started] = json.loads(first.answer)["started"]
         assert resend.status == 200
         assert json.loads(resend.answer)["duplicates"] == [
-            {"fingerprint": started["fingerprint"], "heal_id": heal["id"]}]
+            {"fingerprint": started["fingerprint"], "heal_id": heal["id"]}
+        ]
         assert heal["outcome"] == "recovered", heal["reason"]
         assert len(loop.heals()) == 1
         assert docker_restarts(docker_client, loop.service.name, since) == 1

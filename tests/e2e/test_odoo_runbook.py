@@ -62,8 +62,10 @@ async def healed(scenario: Scenario, fault_at: float, name: str) -> dict[str, An
     heal = await scenario.wait_for_heal(60)
     timings = scenario.loop.timings(heal, fault_at)
     acted = [e["data"].get("summary") for e in heal["timeline"] if e["kind"] == "act"]
-    print(f"\n[timings] {name}: {json.dumps(timings)} outcome={heal['outcome']} "
-          f"durations={json.dumps(heal.get('durations'))} act={acted}")
+    print(
+        f"\n[timings] {name}: {json.dumps(timings)} outcome={heal['outcome']} "
+        f"durations={json.dumps(heal.get('durations'))} act={acted}"
+    )
     return heal
 
 
@@ -79,8 +81,10 @@ async def backends(dsn: str) -> dict[int, dict[str, Any]]:
     """pid -> {state, application_name} of every backend of the server, read fresh."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        rows = await conn.fetch("SELECT pid, state, application_name FROM pg_stat_activity"
-                                " WHERE pid <> pg_backend_pid()")
+        rows = await conn.fetch(
+            "SELECT pid, state, application_name FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid()"
+        )
     finally:
         await conn.close()
     return {r["pid"]: dict(r) for r in rows}
@@ -88,10 +92,12 @@ async def backends(dsn: str) -> dict[int, dict[str, Any]]:
 
 # --- Cron Job Jam -----------------------------------------------------------------------
 
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("version", ir_cron.ODOO_VERSIONS)
-async def test_cron_jam_stuck_run_ended_then_job_runs_once(world: OdooWorld, version: int,
-                                                           shipped_pg: ShippedCluster) -> None:
+async def test_cron_jam_stuck_run_ended_then_job_runs_once(
+    world: OdooWorld, version: int, shipped_pg: ShippedCluster
+) -> None:
     """A cron worker hangs inside its job (job connection stuck in a statement, the row
     locked by its idle cron connection); the scheduler skips the locked job, its delay
     (postgres_exporter's odoo_cron query, as the shipped exporter role) crosses the
@@ -107,8 +113,9 @@ async def test_cron_jam_stuck_run_ended_then_job_runs_once(world: OdooWorld, ver
         ended = [(d["role"], d["pid"]) for d in events(heal, "terminated")]
         assert ended == [("job connection", jam.stuck.job_pid), ("lock holder", jam.stuck.pid)]
         assert heal["labels"]["cron_id"] == str(jam.jammed)
-        assert await jam.web.fetchval("SELECT name FROM res_partner WHERE id = 1") == \
-            "Deco Addict", "the unrelated transaction must survive"
+        assert (
+            await jam.web.fetchval("SELECT name FROM res_partner WHERE id = 1") == "Deco Addict"
+        ), "the unrelated transaction must survive"
         assert jam.runs >= 2, "the scheduler ran the other job, then the freed one"
         job = await ir_cron.read_job(jam.admin, jam.jammed)
         assert job["scheduled"] and job["lastcall"] is not None
@@ -120,7 +127,8 @@ async def test_cron_jam_stuck_run_ended_then_job_runs_once(world: OdooWorld, ver
 @pytest.mark.postgres
 @pytest.mark.parametrize("version", [16, 19])
 async def test_cron_jam_of_a_trigger_driven_job_fires_and_is_healed(
-        world: OdooWorld, version: int, shipped_pg: ShippedCluster) -> None:
+    world: OdooWorld, version: int, shipped_pg: ShippedCluster
+) -> None:
     """A job due by a trigger (its nextcall an hour ahead) jams: the exporter counts its
     delay from the trigger, OdooCronStuck fires, healer ends the stuck run, and the
     scheduler runs the job once, clearing the trigger and the delay."""
@@ -133,19 +141,28 @@ async def test_cron_jam_of_a_trigger_driven_job_fires_and_is_healed(
         ended = [(d["role"], d["pid"]) for d in events(heal, "terminated")]
         assert ended == [("job connection", jam.stuck.job_pid), ("lock holder", jam.stuck.pid)]
         assert await ir_cron.job_runs(jam.admin, jam.jammed) == 1
-        assert await jam.admin.fetchval(
-            "SELECT count(*) FROM ir_cron_trigger WHERE cron_id = $1", jam.jammed) == 0
+        assert (
+            await jam.admin.fetchval(
+                "SELECT count(*) FROM ir_cron_trigger WHERE cron_id = $1", jam.jammed
+            )
+            == 0
+        )
         assert jam.loop.value(f'odoo_cron_delay_seconds{{cron_id="{jam.jammed}"}}') == 0
 
 
 # --- Database Deadlock ------------------------------------------------------------------
 
+
 async def _lock_tree_built(scenario: DbLockTree) -> float:
     fault_at = await scenario.inject()
     jam = scenario.jam
-    assert await jam.blocked_by() == {"root": [], "a": [jam.pids["root"]],
-                                      "b": [jam.pids["a"]], "c": [jam.pids["b"]],
-                                      "busy": []}
+    assert await jam.blocked_by() == {
+        "root": [],
+        "a": [jam.pids["root"]],
+        "b": [jam.pids["a"]],
+        "c": [jam.pids["b"]],
+        "busy": [],
+    }
     return fault_at
 
 
@@ -158,8 +175,7 @@ async def test_db_lock_tree_only_the_root_blocker_is_terminated(world: OdooWorld
         jam = scenario.jam
         heal = await healed(scenario, await _lock_tree_built(scenario), "db lock tree")
 
-        assert heal["outcome"] == "recovered", (heal["reason"],
-                                                scenario.loop.healer.log_tail())
+        assert heal["outcome"] == "recovered", (heal["reason"], scenario.loop.healer.log_tail())
         assert terminated_pids(heal) == [jam.pids["root"]]
         await asyncio.wait_for(asyncio.gather(*jam.waiters), 10)  # every waiter completed
         alive = await backends(scenario.dsn)
@@ -167,8 +183,9 @@ async def test_db_lock_tree_only_the_root_blocker_is_terminated(world: OdooWorld
         assert alive[jam.pids["busy"]]["state"] == "active"
         amounts = dict(await jam.observer.fetch("SELECT id, amount FROM sale_order"))
         assert amounts == {1: 1, 2: 2, 3: 2, 4: 0}, "the root's update rolled back, all others"
-        assert heal["targets"] == [f"postgres:{shipped_database('OdooDbDeadlock')}/"
-                                   f"{jam.pids['root']}"]
+        assert heal["targets"] == [
+            f"postgres:{shipped_database('OdooDbDeadlock')}/{jam.pids['root']}"
+        ]
 
 
 @pytest.mark.postgres
@@ -178,23 +195,30 @@ async def test_db_lock_tree_with_protected_root_is_refused_untouched(world: Odoo
     every waiter still waits."""
     async with db_lock_tree(world, protect={"application_names": ["odoo-root"]}) as scenario:
         jam = scenario.jam
-        heal = await healed(scenario, await _lock_tree_built(scenario),
-                            "db lock tree, protected root")
+        heal = await healed(
+            scenario, await _lock_tree_built(scenario), "db lock tree, protected root"
+        )
 
         assert heal["outcome"] == "refused", (heal["reason"], scenario.loop.healer.log_tail())
         assert "protected" in heal["reason"]
         assert terminated_pids(heal) == []
         assert "act" not in [e["kind"] for e in heal["timeline"]]
-        assert set(await backends(scenario.dsn)) >= set(jam.pids.values()), \
+        assert set(await backends(scenario.dsn)) >= set(jam.pids.values()), (
             "a session was terminated"
-        assert await jam.blocked_by() == {"root": [], "a": [jam.pids["root"]],
-                                          "b": [jam.pids["a"]], "c": [jam.pids["b"]],
-                                          "busy": []}
+        )
+        assert await jam.blocked_by() == {
+            "root": [],
+            "a": [jam.pids["root"]],
+            "b": [jam.pids["a"]],
+            "c": [jam.pids["b"]],
+            "busy": [],
+        }
         assert not any(t.done() for t in jam.waiters)
         assert scenario.loop.firing("OdooDbDeadlock"), "nothing was healed: the alert still fires"
 
 
 # --- Memory Leak ------------------------------------------------------------------------
+
 
 @pytest.mark.docker
 async def test_memory_leak_rolling_restart_frees_memory(docker_world: OdooWorld) -> None:
@@ -220,9 +244,11 @@ async def test_memory_leak_rolling_restart_frees_memory(docker_world: OdooWorld)
 
 # --- Bus/Longpoll Stalls ----------------------------------------------------------------
 
+
 @pytest.mark.docker
 async def test_longpoll_stall_is_healed_by_restarting_the_longpoll_service(
-        docker_world: OdooWorld) -> None:
+    docker_world: OdooWorld,
+) -> None:
     """The Odoo stand-in's longpoll endpoint hangs; the blackbox probe fails and
     OdooLongpollLatencyHigh fires; healer restarts the longpoll service and the heal ends
     `recovered` with the endpoint answering again."""
@@ -238,9 +264,9 @@ async def test_longpoll_stall_is_healed_by_restarting_the_longpoll_service(
 
 # --- Too many connections ---------------------------------------------------------------
 
+
 @pytest.mark.postgres
-async def test_too_many_connections_idle_sessions_terminated_active_kept(
-        world: OdooWorld) -> None:
+async def test_too_many_connections_idle_sessions_terminated_active_kept(world: OdooWorld) -> None:
     """On a private server (max_connections 20, so the shipped 80% threshold is reached
     without starving the shared one), twelve idle Odoo sessions and two busy ones make
     PostgresTooManyConnections fire; healer terminates idle sessions only, the busy ones

@@ -25,12 +25,18 @@ RULE = "restart-unhealthy-service"
 @pytest.fixture
 def loop_with(tmp_path: Path, containers, prometheus, alertmanager, healer_process):
     """start_loop with ``overrides``; the allowlist keeps the service and adds exec."""
+
     def make(**overrides: Any) -> Loop:
         service = containers.run_service()
         allow = [{"kind": "docker", "name": service.name}, {"kind": "exec", "name": "*"}]
-        return start_loop(workdir=tmp_path, service=service, prometheus=prometheus,
-                          alertmanager=alertmanager, healer=healer_process,
-                          overrides={"allow": allow, **overrides})
+        return start_loop(
+            workdir=tmp_path,
+            service=service,
+            prometheus=prometheus,
+            alertmanager=alertmanager,
+            healer=healer_process,
+            overrides={"allow": allow, **overrides},
+        )
 
     return make
 
@@ -38,33 +44,46 @@ def loop_with(tmp_path: Path, containers, prometheus, alertmanager, healer_proce
 def hold_the_slot(loop: Loop, release: Path) -> str:
     """A manual exec heal that acts (holding the only slot) until ``release`` exists."""
     with httpx.Client(timeout=10.0) as client:
-        resp = client.post(f"{loop.healer.url}/api/v1/heals", headers={
-            "Authorization": f"Bearer {loop.admin_token}"}, json={"handler": "exec", "params": {
-                "argv": ["/bin/sh", "-c", f"while [ ! -e '{release}' ]; do sleep 0.2; done"],
-                "timeout": "5m"}})
+        resp = client.post(
+            f"{loop.healer.url}/api/v1/heals",
+            headers={"Authorization": f"Bearer {loop.admin_token}"},
+            json={
+                "handler": "exec",
+                "params": {
+                    "argv": ["/bin/sh", "-c", f"while [ ! -e '{release}' ]; do sleep 0.2; done"],
+                    "timeout": "5m",
+                },
+            },
+        )
     assert resp.status_code == 202, resp.text
     heal_id: str = resp.json()["heal_id"]
-    wait_until(lambda: loop.heal(heal_id)["phase"] == "acting", timeout=30, interval=0.2,
-               what="the slot holder acting", ignore=(httpx.HTTPError,))
+    wait_until(
+        lambda: loop.heal(heal_id)["phase"] == "acting",
+        timeout=30,
+        interval=0.2,
+        what="the slot holder acting",
+        ignore=(httpx.HTTPError,),
+    )
     return heal_id
 
 
 def alert_heal(loop: Loop, *, timeout: float = 60.0) -> dict[str, Any]:
     """The demo alert's heal, once healer has journaled it."""
+
     def found() -> dict[str, Any] | None:
         heals = loop.heals(rule=RULE)
         return heals[0] if heals else None
 
-    return wait_until(found, timeout=timeout, interval=0.2, what="the alert's heal",
-                      ignore=(httpx.HTTPError,))
+    return wait_until(
+        found, timeout=timeout, interval=0.2, what="the alert's heal", ignore=(httpx.HTTPError,)
+    )
 
 
 def has_event(loop: Loop, heal_id: str, kind: str) -> bool:
     return kind in kinds(loop.heal(heal_id))
 
 
-def assert_no_action(heal: dict[str, Any], loop: Loop, docker_client: Any,
-                     since: float) -> None:
+def assert_no_action(heal: dict[str, Any], loop: Loop, docker_client: Any, since: float) -> None:
     assert heal["outcome"] == "no_action", (heal["reason"], loop.healer.log_tail())
     assert heal["reason"].startswith("resolved before acting: "), heal["reason"]
     assert "act" not in kinds(heal)
@@ -73,7 +92,8 @@ def assert_no_action(heal: dict[str, Any], loop: Loop, docker_client: Any,
 
 
 def test_all_slots_busy_and_the_alert_resolves_while_pending(
-        loop_with, docker_client, tmp_path: Path) -> None:
+    loop_with, docker_client, tmp_path: Path
+) -> None:
     """One concurrency slot, held by another heal. The service breaks, Alertmanager
     delivers the alert (its heal waits, pending), the service recovers by itself and
     Alertmanager delivers the resolve. When the slot frees, the heal ends no_action and
@@ -87,8 +107,13 @@ def test_all_slots_busy_and_the_alert_resolves_while_pending(
         heal = alert_heal(loop)
         assert heal["phase"] == "pending"
         loop.service.repair()
-        wait_until(lambda: has_event(loop, heal["id"], "alert_resolved"), timeout=60,
-                   interval=0.25, what="Alertmanager's resolve", ignore=(httpx.HTTPError,))
+        wait_until(
+            lambda: has_event(loop, heal["id"], "alert_resolved"),
+            timeout=60,
+            interval=0.25,
+            what="Alertmanager's resolve",
+            ignore=(httpx.HTTPError,),
+        )
         assert loop.heal(heal["id"])["phase"] == "pending"
     finally:
         release.touch()
@@ -99,7 +124,8 @@ def test_all_slots_busy_and_the_alert_resolves_while_pending(
 
 
 def test_kill_9_while_pending_and_the_alert_resolves_while_healer_is_down(
-        loop_with, docker_client) -> None:
+    loop_with, docker_client
+) -> None:
     """The alert's heal is pending (waiting for min_firing 60s) when healer is SIGKILLed;
     the service recovers while healer is down, so Prometheus and Alertmanager resolve
     the alert. healer restarts on the same journal: the heal resumes waiting (it is not
@@ -109,25 +135,31 @@ def test_kill_9_while_pending_and_the_alert_resolves_while_healer_is_down(
     loop = loop_with(safety={"min_firing": "60s"})
     loop.service.break_()
     heal = alert_heal(loop)
-    wait_until(lambda: has_event(loop, heal["id"], "min_firing_wait"), timeout=30,
-               interval=0.2, what="the min_firing wait", ignore=(httpx.HTTPError,))
+    wait_until(
+        lambda: has_event(loop, heal["id"], "min_firing_wait"),
+        timeout=30,
+        interval=0.2,
+        what="the min_firing wait",
+        ignore=(httpx.HTTPError,),
+    )
 
     loop.healer.kill()
     loop.service.repair()
-    wait_until(lambda: not loop.firing(), timeout=60, interval=0.5,
-               what="Prometheus to resolve the alert")
+    wait_until(
+        lambda: not loop.firing(), timeout=60, interval=0.5, what="Prometheus to resolve the alert"
+    )
     loop.healer.restart()
 
     done = wait_for_done(loop, heal["id"], timeout=90)
     assert_no_action(done, loop, docker_client, since)
     timeline = kinds(done)
-    assert timeline.index("resumed") < timeline.index("alert_resolved") < timeline.index(
-        "outcome")
+    assert timeline.index("resumed") < timeline.index("alert_resolved") < timeline.index("outcome")
     assert "check" not in timeline
 
 
 def test_kill_9_with_every_slot_busy_and_the_alert_resolving_while_healer_is_down(
-        loop_with, docker_client, tmp_path: Path) -> None:
+    loop_with, docker_client, tmp_path: Path
+) -> None:
     """The alert's heal is pending behind a busy slot (no min_firing) when healer is
     SIGKILLed; the alert resolves while healer is down. At the restart the heal would run
     at once, before Alertmanager re-delivers the resolve: it asks Prometheus first, finds
@@ -143,8 +175,12 @@ def test_kill_9_with_every_slot_busy_and_the_alert_resolving_while_healer_is_dow
         assert heal["phase"] == "pending"
         loop.healer.kill()
         loop.service.repair()
-        wait_until(lambda: not loop.firing(), timeout=60, interval=0.5,
-                   what="Prometheus to resolve the alert")
+        wait_until(
+            lambda: not loop.firing(),
+            timeout=60,
+            interval=0.5,
+            what="Prometheus to resolve the alert",
+        )
         loop.healer.restart()
         done = wait_for_done(loop, heal["id"])
     finally:

@@ -27,10 +27,22 @@ def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: P
     if shutil.which("wrk") is None:
         require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "ingest", "dispatch", "--quick",
-         "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=220,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "ingest",
+            "dispatch",
+            "--quick",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("ingest", "dispatch"):
         doc = json.loads((tmp_path / f"{name}.json").read_text())
@@ -58,10 +70,13 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
     if shutil.which("prometheus") is None:
         require_service("prometheus", "prometheus not found (apt-get install prometheus)")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "storm_replicas", "--quick", "--results",
-         str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=220,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [sys.executable, "-m", "bench", "storm_replicas", "--quick", "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "storm_replicas.json").read_text())
     assert doc["quick"] is True and doc["table"], doc

@@ -28,14 +28,15 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def stream_until_answered(port: int, *, chunked: bool,
-                          timeout: float = 30.0) -> tuple[bytes, int]:
+def stream_until_answered(port: int, *, chunked: bool, timeout: float = 30.0) -> tuple[bytes, int]:
     """POST up to 50 MB, sending while the server reads; stop at its first answer.
     Returns (the answer's first bytes, body bytes sent)."""
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {FIFTY_MB}"
-    head = (f"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-            f"{framing}\r\n\r\n").encode()
+    head = (
+        f"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        f"{framing}\r\n\r\n"
+    ).encode()
     payload = b" " * (64 * 1024)
     frame = f"{len(payload):x}\r\n".encode() + payload + b"\r\n" if chunked else payload
     sent = 0  # body bytes handed to the socket (framing not counted)
@@ -56,12 +57,18 @@ def stream_until_answered(port: int, *, chunked: bool,
                 answer += data
             elif writable:
                 try:
-                    pending = pending[sock.send(pending):]
+                    pending = pending[sock.send(pending) :]
                 except (BlockingIOError, BrokenPipeError, ConnectionResetError):
                     continue
         head_end = answer.find(b"\r\n\r\n") + 4
-        length = next((int(line.split(b":")[1]) for line in answer[:head_end].split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in answer[:head_end].split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         while time.monotonic() < deadline and len(answer) < head_end + length:
             if select.select([sock], [], [], 0.5)[0]:
                 data = sock.recv(65536)
@@ -71,14 +78,21 @@ def stream_until_answered(port: int, *, chunked: bool,
     return answer, sent
 
 
-def test_a_fifty_megabyte_body_is_refused_early(tmp_path: Path,
-                                                healer_process: HealerFactory) -> None:
+def test_a_fifty_megabyte_body_is_refused_early(
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """Declared (Content-Length) and chunked 50 MB bodies both get 413 long before the
     client could send them all, and healer's RSS does not grow by anything near 50 MB."""
     config = tmp_path / "healer.yml"
-    config.write_text(yaml.safe_dump({"journal": str(tmp_path / "journal.db"),
-                                      "prometheus": {"url": "http://127.0.0.1:9"},
-                                      "webhook": {"max_body": "1MiB"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(tmp_path / "journal.db"),
+                "prometheus": {"url": "http://127.0.0.1:9"},
+                "webhook": {"max_body": "1MiB"},
+            }
+        )
+    )
     healer = healer_process.start(config, env={"HEALER_WEBHOOK_TOKEN": TOKEN})
     assert healer.pid is not None
     before = rss_bytes(healer.pid)

@@ -27,19 +27,31 @@ WRONG_TOKEN = "wrong-SECRET-cli-3"
 
 def write_config(tmp_path: Path, **over: Any) -> Path:
     path = tmp_path / "healer.yml"
-    path.write_text(yaml.safe_dump({
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-        **over,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(tmp_path / "journal.db"),
+                "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
+                **over,
+            }
+        )
+    )
     return path
 
 
 def clean_env() -> dict[str, str]:
     """This environment without any healer token, so only the test decides auth."""
-    return {k: v for k, v in os.environ.items()
-            if k not in ("HEALER_WEBHOOK_TOKEN", "HEALER_WEBHOOK_PASSWORD",
-                         "HEALER_ADMIN_TOKEN", "HEALER_CONFIG")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "HEALER_WEBHOOK_TOKEN",
+            "HEALER_WEBHOOK_PASSWORD",
+            "HEALER_ADMIN_TOKEN",
+            "HEALER_CONFIG",
+        )
+    }
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_auth(tmp_path: Path) -> None:
@@ -48,43 +60,78 @@ def test_serve_refuses_to_listen_beyond_loopback_without_auth(tmp_path: Path) ->
     port = free_port()
     listen = f"0.0.0.0:{port}"
     proc = subprocess.run(
-        [sys.executable, "-m", "healer", "serve", "--config", str(write_config(tmp_path)),
-         "--listen", listen], capture_output=True, text=True, timeout=60, env=clean_env(),
-        cwd=tmp_path, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "healer",
+            "serve",
+            "--config",
+            str(write_config(tmp_path)),
+            "--listen",
+            listen,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 1, proc.stderr
     assert f"listen: {listen} is beyond loopback and the webhook has no auth" in proc.stderr
     assert "HEALER_WEBHOOK_TOKEN" in proc.stderr and "allow_insecure: true" in proc.stderr
     assert not (tmp_path / "journal.db").exists()
 
 
-def test_allow_insecure_lets_it_listen_beyond_loopback(tmp_path: Path,
-                                                       healer_process: HealerFactory) -> None:
+def test_allow_insecure_lets_it_listen_beyond_loopback(
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """With ``allow_insecure: true`` the same unauthenticated listener starts and serves."""
-    healer = healer_process.start(write_config(tmp_path, allow_insecure=True), host="0.0.0.0",
-                                  env={k: "" for k in ("HEALER_WEBHOOK_TOKEN",
-                                                       "HEALER_ADMIN_TOKEN")})
+    healer = healer_process.start(
+        write_config(tmp_path, allow_insecure=True),
+        host="0.0.0.0",
+        env={k: "" for k in ("HEALER_WEBHOOK_TOKEN", "HEALER_ADMIN_TOKEN")},
+    )
     assert healer.argv[-1].startswith("0.0.0.0:")
     with httpx.Client(base_url=healer.url, timeout=5) as client:
         assert client.get("/health").json() == {"status": "ok"}
 
 
 def test_tokens_let_it_listen_beyond_loopback_and_never_reach_its_log(
-        tmp_path: Path, healer_process: HealerFactory) -> None:
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """With tokens from the environment a 0.0.0.0 listener starts; across accepted and
     refused webhook posts and history reads, no token, right or wrong, is in its log."""
     healer = healer_process.start(
-        write_config(tmp_path), host="0.0.0.0",
-        env={"HEALER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN})
-    body = {"version": "4", "status": "firing", "receiver": "healer", "alerts": [
-        {"status": "firing", "labels": {"alertname": "Nothing"}, "startsAt":
-         "2026-11-23T08:00:00Z", "fingerprint": "abc123"}]}
+        write_config(tmp_path),
+        host="0.0.0.0",
+        env={"HEALER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    body = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "Nothing"},
+                "startsAt": "2026-11-23T08:00:00Z",
+                "fingerprint": "abc123",
+            }
+        ],
+    }
     with httpx.Client(base_url=healer.url, timeout=5) as client:
+
         def post(token: str | None) -> int:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             return client.post("/api/v1/alerts", json=body, headers=headers).status_code
 
         assert [post(None), post(WRONG_TOKEN), post(ADMIN_TOKEN), post(WEBHOOK_TOKEN)] == [
-            401, 401, 401, 200]
+            401,
+            401,
+            401,
+            200,
+        ]
         bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         assert client.get("/api/v1/heals", headers=bearer).status_code == 200
         assert client.get("/api/v1/heals", params={"token": ADMIN_TOKEN}).status_code == 401

@@ -57,39 +57,57 @@ def _enough_descriptors(needed: int) -> None:
 
 def _config(tmp_path: Path, prometheus_url: str, allow: str) -> Path:
     path = tmp_path / "healer.yml"
-    path.write_text(yaml.safe_dump({
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": prometheus_url, "timeout": "5s"},
-        "verify": {"stable_for": "15s", "timeout": "120s"},
-        "allow": [{"kind": "docker", "name": allow}],
-        "rules": [{"name": "restart", "match": 'alertname="FloodServiceDown"',
-                   "handler": "docker.restart",
-                   "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(tmp_path / "journal.db"),
+                "prometheus": {"url": prometheus_url, "timeout": "5s"},
+                "verify": {"stable_for": "15s", "timeout": "120s"},
+                "allow": [{"kind": "docker", "name": allow}],
+                "rules": [
+                    {
+                        "name": "restart",
+                        "match": 'alertname="FloodServiceDown"',
+                        "handler": "docker.restart",
+                        "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
 def _post_alert(client: httpx.Client, container: str) -> str:
     response = client.post(
-        "/api/v1/alerts", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
-        json=alert_payload({"alertname": "FloodServiceDown", "container": container},
-                           fingerprint=uuid.uuid4().hex[:16]))
+        "/api/v1/alerts",
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        json=alert_payload(
+            {"alertname": "FloodServiceDown", "container": container},
+            fingerprint=uuid.uuid4().hex[:16],
+        ),
+    )
     assert response.status_code == 200, response.text
     heal_id: str = response.json()["started"][0]["heal_id"]
     return heal_id
 
 
 def _outcome(client: httpx.Client, heal_id: str) -> Any:
-    response = client.get(f"/api/v1/heals/{heal_id}",
-                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    response = client.get(
+        f"/api/v1/heals/{heal_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
     response.raise_for_status()
     return response.json()["outcome"]
 
 
 @pytest.mark.parametrize("hard_limit", [False, True], ids=["soft-1024", "hard-1024"])
 def test_held_hostile_connections_keep_out_neither_the_webhook_nor_a_heal(
-        tmp_path: Path, prometheus: Any, containers: Any, healer_process: HealerFactory,
-        hard_limit: bool) -> None:
+    tmp_path: Path,
+    prometheus: Any,
+    containers: Any,
+    healer_process: HealerFactory,
+    hard_limit: bool,
+) -> None:
     """While 2,000 hostile connections are held (or, where the hard limit is 1024, kept
     re-trying), an authenticated webhook post is answered 200, a heal running since
     before the flood and the one that post starts both end ``recovered``, and healer's
@@ -98,17 +116,20 @@ def test_held_hostile_connections_keep_out_neither_the_webhook_nor_a_heal(
     _enough_descriptors(HOSTILE + 1024)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if not hard_limit and hard != resource.RLIM_INFINITY and hard < HOSTILE + 1024:
-        require_service("open files",
-                        f"hard limit {hard}: healer could not hold {HOSTILE} connections")
+        require_service(
+            "open files", f"hard limit {hard}: healer could not hold {HOSTILE} connections"
+        )
     tag = uuid.uuid4().hex[:8]
     sleeper = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]
-    before, during = (containers.run(sleeper, name=f"healer-test-flood-{tag}-{n}")
-                      for n in ("before", "during"))
+    before, during = (
+        containers.run(sleeper, name=f"healer-test-flood-{tag}-{n}") for n in ("before", "during")
+    )
     prom = prometheus.start(scrape_targets=[])
     healer = healer_process.start(
         _config(tmp_path, prom.url, f"healer-test-flood-{tag}-*"),
         env={"HEALER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN},
-        open_files=(1024, 1024 if hard_limit else hard))
+        open_files=(1024, 1024 if hard_limit else hard),
+    )
     # Generous: a loaded 2-core machine, and the flood on the same cores.
     with httpx.Client(base_url=healer.url, timeout=60) as client:
         first = _post_alert(client, before.name)

@@ -55,11 +55,14 @@ async def adapter(proxy: str) -> AsyncIterator[DockerAdapter]:
 
 
 async def test_healer_lists_inspects_and_restarts_through_the_proxy(
-        adapter: DockerAdapter, containers: ContainerFactory, proxy: str) -> None:
+    adapter: DockerAdapter, containers: ContainerFactory, proxy: str
+) -> None:
     """What docker.restart and the odoo handlers do: ping, list by compose labels and by
     name, inspect, read stats, restart (a new StartedAt)."""
-    labels = {"com.docker.compose.project": "odoo-proxy-test",
-              "com.docker.compose.service": "odoo-core"}
+    labels = {
+        "com.docker.compose.project": "odoo-proxy-test",
+        "com.docker.compose.service": "odoo-core",
+    }
     box = containers.run(["sleep", "300"], labels=labels)
     assert await adapter.ping()
     by_labels = await adapter.list_containers(labels=labels)

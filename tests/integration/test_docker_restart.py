@@ -23,17 +23,26 @@ def _config(tmp_path: Path, allow_glob: str, **rule: Any) -> dict[str, Any]:
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
         "verify": {"stable_for": "0s", "timeout": "0.3s"},
         "allow": [{"kind": "docker", "name": allow_glob}],
-        "rules": [{"name": "restart", "match": 'alertname="ServiceDown"',
-                   "handler": "docker.restart",
-                   "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
-                   **rule}],
+        "rules": [
+            {
+                "name": "restart",
+                "match": 'alertname="ServiceDown"',
+                "handler": "docker.restart",
+                "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
+                **rule,
+            }
+        ],
     }
 
 
 def _restart_events(client, name: str, since: int) -> int:
     """How many times dockerd says it restarted ``name`` since ``since`` (bounded read)."""
-    events = client.events(since=since, until=int(time.time()) + 1, decode=True,
-                           filters={"container": name, "event": "restart"})
+    events = client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": name, "event": "restart"},
+    )
     try:
         return sum(1 for _ in events)
     finally:
@@ -46,8 +55,9 @@ def _started_at(container) -> str:
 
 
 def _sleeper(containers, name: str, labels: dict[str, str] | None = None):
-    return containers.run(["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"],
-                          name=name, labels=labels)
+    return containers.run(
+        ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"], name=name, labels=labels
+    )
 
 
 async def test_allowed_container_is_restarted(tmp_path, containers) -> None:
@@ -57,8 +67,14 @@ async def test_allowed_container_is_restarted(tmp_path, containers) -> None:
     ok = _sleeper(containers, f"healer-test-ok-{tag}")
     before = _started_at(ok)
     async with running_healer(_config(tmp_path, f"healer-test-ok-{tag}")) as h:
-        resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-            "handler": "docker.restart", "params": {"containers": [ok.name], "stop_timeout": 1}})
+        resp = await h.client.post(
+            "/api/v1/heals",
+            headers=h.admin_headers,
+            json={
+                "handler": "docker.restart",
+                "params": {"containers": [ok.name], "stop_timeout": 1},
+            },
+        )
         assert resp.status_code == 202, resp.text
         heal = await h.wait_for_outcome(resp.json()["heal_id"])
     assert heal["outcome"] == "unverified"  # acted; nothing to verify against here
@@ -74,8 +90,10 @@ async def test_container_outside_allowlist_is_refused_untouched(tmp_path, contai
     other = _sleeper(containers, f"healer-test-other-{tag}")
     before = _started_at(other)
     async with running_healer(_config(tmp_path, f"healer-test-ok-{tag}")) as h:
-        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "ServiceDown", "container": other.name}))
+        resp = await h.client.post(
+            "/api/v1/alerts",
+            json=alert_payload({"alertname": "ServiceDown", "container": other.name}),
+        )
         heal_id = resp.json()["started"][0]["heal_id"]
         heal = await h.wait_for_outcome(heal_id)
     assert heal["outcome"] == "refused"
@@ -90,16 +108,21 @@ async def test_compose_service_selects_its_replicas(tmp_path, containers) -> Non
     tag = uuid.uuid4().hex[:8]
     compose = {"com.docker.compose.project": f"p{tag}", "com.docker.compose.service": "web"}
     replicas = [_sleeper(containers, f"healer-test-web{i}-{tag}", compose) for i in (1, 2)]
-    bystander = _sleeper(containers, f"healer-test-db-{tag}",
-                         {**compose, "com.docker.compose.service": "db"})
+    bystander = _sleeper(
+        containers, f"healer-test-db-{tag}", {**compose, "com.docker.compose.service": "db"}
+    )
     before = {c.name: _started_at(c) for c in [*replicas, bystander]}
     config = _config(tmp_path, "healer-test-*")
-    config["allow"] = [{"kind": "docker", "compose_project": f"p{tag}",
-                        "compose_service": "web"}]
+    config["allow"] = [{"kind": "docker", "compose_project": f"p{tag}", "compose_service": "web"}]
     async with running_healer(config) as h:
-        resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-            "handler": "docker.restart",
-            "params": {"service": "web", "project": f"p{tag}", "stop_timeout": 1}})
+        resp = await h.client.post(
+            "/api/v1/heals",
+            headers=h.admin_headers,
+            json={
+                "handler": "docker.restart",
+                "params": {"service": "web", "project": f"p{tag}", "stop_timeout": 1},
+            },
+        )
         heal = await h.wait_for_outcome(resp.json()["heal_id"])
     assert heal["outcome"] == "unverified", heal["reason"]
     assert sorted(heal["targets"]) == sorted(f"docker:{c.name}" for c in replicas)
@@ -109,7 +132,8 @@ async def test_compose_service_selects_its_replicas(tmp_path, containers) -> Non
 
 
 async def test_same_payload_posted_20_times_concurrently_restarts_once(
-        tmp_path, containers, docker_client) -> None:
+    tmp_path, containers, docker_client
+) -> None:
     """Twenty concurrent deliveries of one alert (fingerprint + startsAt) start one heal and
     restart the container exactly once."""
     tag = uuid.uuid4().hex[:8]
@@ -118,7 +142,8 @@ async def test_same_payload_posted_20_times_concurrently_restarts_once(
     since = int(time.time()) - 1
     async with running_healer(_config(tmp_path, f"healer-test-ok-{tag}")) as h:
         responses = await asyncio.gather(
-            *(h.client.post("/api/v1/alerts", json=payload) for _ in range(20)))
+            *(h.client.post("/api/v1/alerts", json=payload) for _ in range(20))
+        )
         assert all(r.status_code == 200 for r in responses)
         started = [s for r in responses for s in r.json()["started"]]
         assert len(started) == 1

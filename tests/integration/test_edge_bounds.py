@@ -27,13 +27,25 @@ SMALL_LOG = 16_384  # bytes a request may add to the log (a few clipped lines)
 @pytest.fixture
 def serve(tmp_path: Path, healer_process: HealerFactory) -> Any:
     config = tmp_path / "healer.yml"
-    config.write_text(yaml.safe_dump({
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-        "allow": [{"kind": "docker", "name": "web-*"}],
-        "rules": [{"name": "poke", "match": 'alertname=~"Poke.*"', "handler": "docker.restart",
-                   "params": {"containers": ["{{ labels.target }}"]}, "dry_run": True,
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(tmp_path / "journal.db"),
+                "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
+                "allow": [{"kind": "docker", "name": "web-*"}],
+                "rules": [
+                    {
+                        "name": "poke",
+                        "match": 'alertname=~"Poke.*"',
+                        "handler": "docker.restart",
+                        "params": {"containers": ["{{ labels.target }}"]},
+                        "dry_run": True,
+                        "verify": {"stable_for": "0s", "timeout": "0.2s"},
+                    }
+                ],
+            }
+        )
+    )
     return healer_process.start(config, env={"HEALER_ADMIN_TOKEN": "adm-edge-bounds"})
 
 
@@ -53,13 +65,18 @@ def _alert(**over: Any) -> dict[str, Any]:
 
 
 FIELDS = {  # field class -> the body carrying a huge value there
-    "version": _alert(version=HUGE), "status": _alert(status=HUGE),
-    "receiver": _alert(receiver=HUGE), "groupKey": _alert(groupKey=HUGE),
-    "label name": _alert(label_name=HUGE), "label value": _alert(label_value=HUGE),
+    "version": _alert(version=HUGE),
+    "status": _alert(status=HUGE),
+    "receiver": _alert(receiver=HUGE),
+    "groupKey": _alert(groupKey=HUGE),
+    "label name": _alert(label_name=HUGE),
+    "label value": _alert(label_value=HUGE),
     "alertname": _alert(labels={"alertname": "Poke" + HUGE, "target": "web-1"}),
     "target label": _alert(labels={"alertname": "Poke", "target": "web-" + HUGE}),
-    "annotation": _alert(annotation=HUGE), "startsAt": _alert(startsAt=HUGE),
-    "fingerprint": _alert(fingerprint=HUGE), "generatorURL": _alert(generatorURL=HUGE),
+    "annotation": _alert(annotation=HUGE),
+    "startsAt": _alert(startsAt=HUGE),
+    "fingerprint": _alert(fingerprint=HUGE),
+    "generatorURL": _alert(generatorURL=HUGE),
 }
 
 
@@ -80,19 +97,31 @@ def test_huge_values_in_every_field_get_small_answers_and_log_lines(serve: Any) 
     with httpx.Client(base_url=serve.url, timeout=30.0) as client:
         requests: list[tuple[str, Any]] = [
             (name, lambda body=body: client.post("/api/v1/alerts", json=body))
-            for name, body in FIELDS.items()]
+            for name, body in FIELDS.items()
+        ]
         requests += [
-            ("manual rule", lambda: client.post("/api/v1/heals", headers=admin,
-                                                json={"rule": HUGE})),
-            ("manual handler", lambda: client.post("/api/v1/heals", headers=admin,
-                                                   json={"handler": HUGE})),
-            ("manual label", lambda: client.post("/api/v1/heals", headers=admin, json={
-                "rule": "poke", "labels": {"alertname": "Poke", "target": HUGE}})),
-            ("pause for", lambda: client.post("/api/v1/pause", headers=admin,
-                                              json={"for": HUGE})),
+            (
+                "manual rule",
+                lambda: client.post("/api/v1/heals", headers=admin, json={"rule": HUGE}),
+            ),
+            (
+                "manual handler",
+                lambda: client.post("/api/v1/heals", headers=admin, json={"handler": HUGE}),
+            ),
+            (
+                "manual label",
+                lambda: client.post(
+                    "/api/v1/heals",
+                    headers=admin,
+                    json={"rule": "poke", "labels": {"alertname": "Poke", "target": HUGE}},
+                ),
+            ),
+            ("pause for", lambda: client.post("/api/v1/pause", headers=admin, json={"for": HUGE})),
             ("heal id", lambda: client.get(f"/api/v1/heals/{HUGE[:6000]}", headers=admin)),
-            ("outcome", lambda: client.get("/api/v1/heals", headers=admin,
-                                           params={"outcome": HUGE[:6000]})),
+            (
+                "outcome",
+                lambda: client.get("/api/v1/heals", headers=admin, params={"outcome": HUGE[:6000]}),
+            ),
         ]
         for name, send in requests:
             before = serve.log_path.stat().st_size
@@ -121,9 +150,10 @@ def test_a_client_leaving_mid_body_is_499_and_one_line(serve: Any) -> None:
     host, port = serve.url.removeprefix("http://").split(":")
     before = serve.log_path.stat().st_size
     with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(b"POST /api/v1/alerts HTTP/1.1\r\nHost: healer\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n"
-                     + body[:100])
+        conn.sendall(
+            b"POST /api/v1/alerts HTTP/1.1\r\nHost: healer\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n" + body[:100]
+        )
         time.sleep(0.2)
     _wait_for(lambda: _metric(serve.url, "499") == 1, 'code="499" counted')
     assert _metric(serve.url, "500") == 0
@@ -133,5 +163,12 @@ def test_a_client_leaving_mid_body_is_499_and_one_line(serve: Any) -> None:
     assert "Traceback" not in added and "Exception" not in added, added
     rejected = [line for line in added.splitlines() if "webhook rejected" in line]
     assert len(rejected) == 1 and "499" in rejected[0], added
-    assert httpx.post(f"{serve.url}/api/v1/alerts", content=body, timeout=10.0,
-                      headers={"Content-Type": "application/json"}).status_code == 200
+    assert (
+        httpx.post(
+            f"{serve.url}/api/v1/alerts",
+            content=body,
+            timeout=10.0,
+            headers={"Content-Type": "application/json"},
+        ).status_code
+        == 200
+    )

@@ -23,8 +23,11 @@ from tests.support import (
 def _kill_signals(svc: DemoService, since: float) -> list[str]:
     """The signals dockerd sent the container since ``since`` (its ``kill`` events)."""
     events = svc.container.client.events(
-        since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-        filters={"container": svc.container.id, "event": "kill"})
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": svc.container.id, "event": "kill"},
+    )
     try:
         return [e["Actor"]["Attributes"]["signal"] for e in events]
     finally:

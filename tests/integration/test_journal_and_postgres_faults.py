@@ -24,16 +24,19 @@ from tests.support.private_services import PrivatePostgres, private_postgres
 
 
 def _alert(n: int) -> Alert:
-    return Alert(fingerprint=f"{n:016x}", status="firing",
-                 labels={"alertname": "Poke", "target": f"t{n}"}, annotations={},
-                 starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+    return Alert(
+        fingerprint=f"{n:016x}",
+        status="firing",
+        labels={"alertname": "Poke", "target": f"t{n}"},
+        annotations={},
+        starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+    )
 
 
 _PLAN = HealPlan("poke", "test.noop", {}, {}, False)
 
 
-async def test_a_full_disk_makes_writes_fail_and_they_succeed_once_freed(
-        tmp_path: Path) -> None:
+async def test_a_full_disk_makes_writes_fail_and_they_succeed_once_freed(tmp_path: Path) -> None:
     """On a filesystem filled to ENOSPC every journal write (and the readiness probe)
     raises JournalUnavailable; the failed write leaves nothing behind; once space is freed
     the same connection writes again - no reopen by the caller, no restart - and the
@@ -49,7 +52,8 @@ async def test_a_full_disk_makes_writes_fail_and_they_succeed_once_freed(
                 with pytest.raises(JournalUnavailable, match="full"):
                     await journal.ping()
             assert [h["fingerprint"] for h in await journal.list_heals()] == [
-                _alert(1).fingerprint]  # reads still work
+                _alert(1).fingerprint
+            ]  # reads still work
 
             disk.free()
             [disposition] = await journal.ingest([_alert(2)], lambda _: _PLAN)
@@ -79,12 +83,14 @@ class CountSessions:
 
     async def check(self, ctx: HealContext, params: SessionsParams) -> CheckResult:
         sessions = await ctx.postgres.sessions(params.db)
-        return CheckResult(targets=[Target(kind="postgres", name=params.db)],
-                           evidence={"sessions": len(sessions)}, act=False,
-                           reason=f"{len(sessions)} other sessions: nothing to do")
+        return CheckResult(
+            targets=[Target(kind="postgres", name=params.db)],
+            evidence={"sessions": len(sessions)},
+            act=False,
+            reason=f"{len(sessions)} other sessions: nothing to do",
+        )
 
-    async def act(self, ctx: HealContext, params: SessionsParams,
-                  check: CheckResult) -> ActResult:
+    async def act(self, ctx: HealContext, params: SessionsParams, check: CheckResult) -> ActResult:
         raise AssertionError("never acts")
 
 
@@ -98,17 +104,23 @@ def _config(tmp_path: Path) -> dict[str, Any]:
     return {
         "journal": str(tmp_path / "journal.db"),
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-        "databases": {"private": {"dsn_env": "HEALER_TEST_PRIVATE_DSN",
-                                  "connect_timeout": "2s"}},
+        "databases": {"private": {"dsn_env": "HEALER_TEST_PRIVATE_DSN", "connect_timeout": "2s"}},
         "allow": [{"kind": "postgres", "name": "*"}],
-        "rules": [{"name": "count", "match": 'alertname="PgCheck"',
-                   "handler": "test.pg_sessions", "params": {"db": "private"}}],
+        "rules": [
+            {
+                "name": "count",
+                "match": 'alertname="PgCheck"',
+                "handler": "test.pg_sessions",
+                "params": {"db": "private"},
+            }
+        ],
     }
 
 
 @pytest.mark.postgres
 async def test_an_unreachable_database_fails_the_heal_redacted_and_healer_stays_up(
-        tmp_path: Path, pg: PrivatePostgres) -> None:
+    tmp_path: Path, pg: PrivatePostgres
+) -> None:
     """With its PostgreSQL server stopped, a heal whose handler reads the database ends
     `failed` with the connection error recorded - and the DSN's password nowhere - while
     healer keeps answering and /health/ready reports that database down. Once the
@@ -118,14 +130,17 @@ async def test_an_unreachable_database_fails_the_heal_redacted_and_healer_stays_
     async with running_healer(_config(tmp_path), handlers=handlers, secrets=secrets) as h:
 
         async def heal(n: int) -> dict[str, Any]:
-            resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-                {"alertname": "PgCheck", "n": str(n)}, fingerprint=f"{n:016x}"))
+            resp = await h.client.post(
+                "/api/v1/alerts",
+                json=alert_payload({"alertname": "PgCheck", "n": str(n)}, fingerprint=f"{n:016x}"),
+            )
             [started] = resp.json()["started"]
             return await h.wait_for_outcome(started["heal_id"], timeout=30)
 
         async def postgres_check() -> dict[str, str]:
-            checks: dict[str, dict[str, str]] = (
-                await h.client.get("/health/ready")).json()["checks"]
+            checks: dict[str, dict[str, str]] = (await h.client.get("/health/ready")).json()[
+                "checks"
+            ]
             return checks["postgres:private"]
 
         assert (await heal(1))["outcome"] == "no_action"  # reachable: the handler works

@@ -29,21 +29,33 @@ from tests.support import HealerFactory
 
 NOBODY = 65534
 # Run as root but bound by file permissions, like any unprivileged user.
-NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
-          "--inh-caps=-dac_override,-dac_read_search"]
+NO_DAC = [
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+]
 PLAN = HealPlan("poke", "test.noop", {}, {}, False)
 
 
 def make_journal(path: Path, alerts: int = 300) -> None:
     """A real journal with some history (a few hundred KB, many pages)."""
+
     async def fill() -> None:
         journal = await SqliteStore.open(path)
         try:
             for i in range(alerts):
-                await journal.ingest([Alert(
-                    fingerprint=f"fp{i}", status="firing", labels={"alertname": "X" * 200},
-                    annotations={"summary": "y" * 500},
-                    starts_at=datetime(2026, 1, 1, tzinfo=UTC))], lambda _: PLAN)
+                await journal.ingest(
+                    [
+                        Alert(
+                            fingerprint=f"fp{i}",
+                            status="firing",
+                            labels={"alertname": "X" * 200},
+                            annotations={"summary": "y" * 500},
+                            starts_at=datetime(2026, 1, 1, tzinfo=UTC),
+                        )
+                    ],
+                    lambda _: PLAN,
+                )
         finally:
             await journal.close()
 
@@ -79,8 +91,12 @@ def unreadable(path: Path) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "garbage-pages": garbage_pages, "truncated": truncated, "not-sqlite": not_sqlite,
-    "directory": a_directory, "permission-denied": unreadable}
+    "garbage-pages": garbage_pages,
+    "truncated": truncated,
+    "not-sqlite": not_sqlite,
+    "directory": a_directory,
+    "permission-denied": unreadable,
+}
 
 
 @pytest.fixture
@@ -88,14 +104,22 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def healer(*argv: str, cwd: Path, unprivileged: bool = False
-           ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HEALER_WEBHOOK_TOKEN", "HEALER_ADMIN_TOKEN", "HEALER_CONFIG")}
+def healer(*argv: str, cwd: Path, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HEALER_WEBHOOK_TOKEN", "HEALER_ADMIN_TOKEN", "HEALER_CONFIG")
+    }
     prefix = NO_DAC if unprivileged else []
-    return subprocess.run([*prefix, sys.executable, "-m", "healer", *argv],
-                          capture_output=True, text=True, timeout=60, env=env, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "healer", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def digest(path: Path) -> str:
@@ -121,8 +145,9 @@ def test_serve_exits_with_one_line_naming_a_bad_journal(workdir: Path, damage: s
     config = workdir / "healer.yml"
     config.write_text(yaml.safe_dump({"journal": str(journal), "listen": "127.0.0.1:9"}))
     before = journal.stat().st_mtime_ns, journal.is_dir()
-    proc = healer("serve", "--config", str(config), cwd=workdir,
-                  unprivileged=damage == "permission-denied")
+    proc = healer(
+        "serve", "--config", str(config), cwd=workdir, unprivileged=damage == "permission-denied"
+    )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output, output
@@ -159,8 +184,7 @@ def test_journal_check_passes_a_sound_journal_read_only(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("content", ["missing", "empty-sqlite", "other-sqlite"])
-def test_journal_check_refuses_what_is_not_a_healer_journal(workdir: Path,
-                                                            content: str) -> None:
+def test_journal_check_refuses_what_is_not_a_healer_journal(workdir: Path, content: str) -> None:
     """No file, an empty file and another application's SQLite database are not
     journals: exit 1 with the reason (serve refuses the last one too, above, rather
     than write its tables into someone else's database)."""
@@ -171,8 +195,11 @@ def test_journal_check_refuses_what_is_not_a_healer_journal(workdir: Path,
         another_apps_database(journal)
     proc = healer("journal", "check", str(journal), cwd=workdir)
     assert proc.returncode == 1
-    assert {"missing": "no such file", "empty-sqlite": "not a healer journal",
-            "other-sqlite": "not a healer journal"}[content] in proc.stderr
+    assert {
+        "missing": "no such file",
+        "empty-sqlite": "not a healer journal",
+        "other-sqlite": "not a healer journal",
+    }[content] in proc.stderr
 
 
 def test_journal_check_is_listed_in_help(workdir: Path) -> None:
@@ -182,25 +209,47 @@ def test_journal_check_is_listed_in_help(workdir: Path) -> None:
 
 
 def test_a_running_healer_whose_journal_is_deleted_answers_503_and_logs_it_once(
-        tmp_path: Path, healer_process: HealerFactory) -> None:
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """``rm journal.db*`` under a running ``healer serve``: every later webhook post is
     503 (Alertmanager keeps retrying; nothing is acknowledged that the next start would
     not find), readiness names the file, and the log says so in one line, not one per
     request."""
     journal = tmp_path / "journal.db"
     config = tmp_path / "healer.yml"
-    config.write_text(yaml.safe_dump({
-        "journal": str(journal), "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(journal),
+                "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
+            }
+        )
+    )
     proc = healer_process.start(config, env={"HEALER_WEBHOOK_TOKEN": "", "HEALER_ADMIN_TOKEN": ""})
-    body = {"version": "4", "status": "firing", "receiver": "healer", "alerts": [
-        {"status": "firing", "labels": {"alertname": "Nothing"}, "startsAt":
-         "2026-11-23T08:00:00Z", "fingerprint": "abc123"}]}
+    body = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "Nothing"},
+                "startsAt": "2026-11-23T08:00:00Z",
+                "fingerprint": "abc123",
+            }
+        ],
+    }
     with httpx.Client(base_url=proc.url, timeout=10) as client:
         assert client.post("/api/v1/alerts", json=body).status_code == 200
         for suffix in ("", "-wal", "-shm"):
             Path(f"{journal}{suffix}").unlink(missing_ok=True)
-        codes = [client.post("/api/v1/alerts", json={**body, "alerts": [
-            {**body["alerts"][0], "fingerprint": f"new{i}"}]}).status_code for i in range(5)]
+        codes = [
+            client.post(
+                "/api/v1/alerts",
+                json={**body, "alerts": [{**body["alerts"][0], "fingerprint": f"new{i}"}]},
+            ).status_code
+            for i in range(5)
+        ]
         assert codes == [503] * 5
         check = client.get("/health/ready").json()["checks"]["journal"]
         assert check["status"] == "down" and f"{journal} was deleted" in check["error"]

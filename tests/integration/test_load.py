@@ -77,26 +77,51 @@ def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory
     seconds = float(os.environ.get("HEALER_LOAD_SECONDS", "20"))
     journal = tmp_path / "journal.db"
     config = tmp_path / "healer.yml"
-    config.write_text(yaml.safe_dump({
-        "journal": str(journal), "prometheus": {"url": "http://127.0.0.1:9"},
-        "webhook": {"max_body": "1MiB"}, "rules": []}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": str(journal),
+                "prometheus": {"url": "http://127.0.0.1:9"},
+                "webhook": {"max_body": "1MiB"},
+                "rules": [],
+            }
+        )
+    )
     healer = healer_process.start(config, env={"HEALER_WEBHOOK_TOKEN": TOKEN})
     assert healer.pid is not None
     out = tmp_path / "load.json"
-    argv = [sys.executable, "-m", "tests.support.loadgen", "--url", healer.url,
-            "--seconds", str(seconds), "--rate", "300", "--concurrency", "32",
-            "--alerts", str(ALERTS_PER_POST), "--token", TOKEN, "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.support.loadgen",
+        "--url",
+        healer.url,
+        "--seconds",
+        str(seconds),
+        "--rate",
+        "300",
+        "--concurrency",
+        "32",
+        "--alerts",
+        str(ALERTS_PER_POST),
+        "--token",
+        TOKEN,
+        "--out",
+        str(out),
+    ]
     with RssSampler(healer.pid) as rss:
         started = rss_bytes(healer.pid)
-        subprocess.run(argv, cwd=REPO, check=True, timeout=seconds + 120,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(argv, cwd=REPO, check=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
     healer.stop()
     result = json.loads(out.read_text())
     warm, end = rss.at(seconds * 0.25), rss.samples[-1][1]
-    print("\nload:", json.dumps({k: v for k, v in result.items()
-                                 if k not in ("groups", "uncertain")}))
-    print(f"healer RSS: start {started / MiB:.1f} MiB, warm {warm / MiB:.1f} MiB, "
-          f"end {end / MiB:.1f} MiB, peak {max(r for _, r in rss.samples) / MiB:.1f} MiB")
+    print(
+        "\nload:", json.dumps({k: v for k, v in result.items() if k not in ("groups", "uncertain")})
+    )
+    print(
+        f"healer RSS: start {started / MiB:.1f} MiB, warm {warm / MiB:.1f} MiB, "
+        f"end {end / MiB:.1f} MiB, peak {max(r for _, r in rss.samples) / MiB:.1f} MiB"
+    )
 
     statuses = dict(result["statuses"])
     ok = statuses.pop("200", 0)

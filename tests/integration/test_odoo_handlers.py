@@ -52,22 +52,24 @@ def ns(docker_time: str) -> int:
     return int(seconds) * 10**9 + int((frac + "000000000")[:9])
 
 
-async def trigger(tmp_path: Path, project: str, handler: str,
-                  params: dict[str, Any]) -> dict[str, Any]:
+async def trigger(
+    tmp_path: Path, project: str, handler: str, params: dict[str, Any]
+) -> dict[str, Any]:
     async with running_healer(docker_config(tmp_path, project)) as h:
-        resp = await h.client.post("/api/v1/heals", headers=h.admin_headers,
-                                   json={"handler": handler, "params": params})
+        resp = await h.client.post(
+            "/api/v1/heals", headers=h.admin_headers, json={"handler": handler, "params": params}
+        )
         assert resp.status_code == 202, resp.text
         return await h.wait_for_outcome(resp.json()["heal_id"], 120)
 
 
 def events_of(client: Any, names: list[str], since: int) -> list[dict[str, Any]]:
     """dockerd's events for ``names`` since ``since`` (bounded read, oldest first)."""
-    stream = client.events(since=since, until=int(time.time()) + 1, decode=True,
-                           filters={"type": "container"})
+    stream = client.events(
+        since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container"}
+    )
     try:
-        return [e for e in stream if e.get("Actor", {}).get("Attributes", {}).get("name")
-                in names]
+        return [e for e in stream if e.get("Actor", {}).get("Attributes", {}).get("name") in names]
     finally:
         stream.close()
 
@@ -78,15 +80,22 @@ def _odoo_services(containers: Any) -> tuple[str, list[str], list[Any]]:
     tag = uuid.uuid4().hex[:8]
     project = f"odoo{tag}"
     order = ["odoo-core", "odoo-accounting", "odoo-marketing"]
-    services = [containers.run_service(name=f"healer-test-{svc}-{tag}", mem_limit="64m",
-                                       labels=compose(project, svc), healthcheck=True)
-                for svc in order]
+    services = [
+        containers.run_service(
+            name=f"healer-test-{svc}-{tag}",
+            mem_limit="64m",
+            labels=compose(project, svc),
+            healthcheck=True,
+        )
+        for svc in order
+    ]
     return project, order, services
 
 
 @pytest.mark.docker
 async def test_restart_workers_rolls_one_at_a_time_recording_memory(
-        tmp_path: Path, containers: Any, docker_client: Any) -> None:
+    tmp_path: Path, containers: Any, docker_client: Any
+) -> None:
     """Three Odoo-like services with 64 MiB limits and healthchecks are restarted in the
     order the rule lists them, each back healthy before the next one is stopped; every
     StartedAt changes, and memory (working set and limit) is recorded before and after."""
@@ -95,8 +104,12 @@ async def test_restart_workers_rolls_one_at_a_time_recording_memory(
     before = {s.name: started_at(s.container) for s in services}
     since = int(time.time()) - 1
 
-    heal = await trigger(tmp_path, project, "odoo.restart_workers", {
-        "services": order, "project": project, "stop_timeout": 5, "health_timeout": "30s"})
+    heal = await trigger(
+        tmp_path,
+        project,
+        "odoo.restart_workers",
+        {"services": order, "project": project, "stop_timeout": 5, "health_timeout": "30s"},
+    )
 
     assert heal["outcome"] == "unverified", heal["reason"]
     assert heal["targets"] == [f"docker:{n}" for n in names]
@@ -117,17 +130,25 @@ async def test_restart_workers_rolls_one_at_a_time_recording_memory(
     events = events_of(docker_client, names, since)
     restarted_at = dict(zip(names, map(ns, after), strict=True))
     for prev, nxt in itertools.pairwise(names):
-        healthy = min(e["timeNano"] for e in events if e["Actor"]["Attributes"]["name"] == prev
-                      and e["Action"] == "health_status: healthy"
-                      and e["timeNano"] > restarted_at[prev])
-        killed = min(e["timeNano"] for e in events
-                     if e["Actor"]["Attributes"]["name"] == nxt and e["Action"] == "kill")
+        healthy = min(
+            e["timeNano"]
+            for e in events
+            if e["Actor"]["Attributes"]["name"] == prev
+            and e["Action"] == "health_status: healthy"
+            and e["timeNano"] > restarted_at[prev]
+        )
+        killed = min(
+            e["timeNano"]
+            for e in events
+            if e["Actor"]["Attributes"]["name"] == nxt and e["Action"] == "kill"
+        )
         assert healthy < killed, f"{nxt} was stopped before {prev} was healthy again"
 
 
 @pytest.mark.docker
 async def test_rollout_stops_at_a_container_that_does_not_come_back(
-        tmp_path: Path, containers: Any) -> None:
+    tmp_path: Path, containers: Any
+) -> None:
     """When the second container comes back without serving (never healthy), the heal
     fails naming it, the first was restarted and the third is never touched."""
     project, order, services = _odoo_services(containers)
@@ -135,8 +156,12 @@ async def test_rollout_stops_at_a_container_that_does_not_come_back(
     broken.mute()  # runs after a restart, but serves nothing: its healthcheck fails
     before = {s.name: started_at(s.container) for s in services}
 
-    heal = await trigger(tmp_path, project, "odoo.restart_workers", {
-        "services": order, "project": project, "stop_timeout": 5, "health_timeout": "3s"})
+    heal = await trigger(
+        tmp_path,
+        project,
+        "odoo.restart_workers",
+        {"services": order, "project": project, "stop_timeout": 5, "health_timeout": "3s"},
+    )
 
     assert heal["outcome"] == "failed"
     assert f"rollout stopped at {broken.name}" in heal["reason"]
@@ -151,20 +176,27 @@ async def test_rollout_stops_at_a_container_that_does_not_come_back(
 
 @pytest.mark.docker
 async def test_restart_longpoll_restarts_the_longpoll_service_only(
-        tmp_path: Path, containers: Any) -> None:
+    tmp_path: Path, containers: Any
+) -> None:
     """odoo.restart_longpoll restarts the compose service serving the longpoll port, waits
     for it to be healthy and records its state before and after; the web service of the
     same project is untouched."""
     tag = uuid.uuid4().hex[:8]
     project = f"odoo{tag}"
-    longpoll = containers.run_service(name=f"healer-test-longpoll-{tag}", healthcheck=True,
-                                      labels=compose(project, "odoo-longpoll"))
-    web = containers.run_service(name=f"healer-test-web-{tag}",
-                                 labels=compose(project, "odoo-web"))
+    longpoll = containers.run_service(
+        name=f"healer-test-longpoll-{tag}",
+        healthcheck=True,
+        labels=compose(project, "odoo-longpoll"),
+    )
+    web = containers.run_service(name=f"healer-test-web-{tag}", labels=compose(project, "odoo-web"))
     before = {s.name: started_at(s.container) for s in (longpoll, web)}
 
-    heal = await trigger(tmp_path, project, "odoo.restart_longpoll", {
-        "service": "odoo-longpoll", "project": project, "stop_timeout": 5})
+    heal = await trigger(
+        tmp_path,
+        project,
+        "odoo.restart_longpoll",
+        {"service": "odoo-longpoll", "project": project, "stop_timeout": 5},
+    )
 
     assert heal["outcome"] == "unverified", heal["reason"]
     assert heal["targets"] == [f"docker:{longpoll.name}"]

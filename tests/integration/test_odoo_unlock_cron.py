@@ -63,8 +63,7 @@ class OdooDb:
 
     async def holder(self, name: str) -> CronWorker:
         """A session that only holds job rows (no job connection in its process)."""
-        return CronWorker(await self.sessions.open(application_name=name), None,
-                          self.version, name)
+        return CronWorker(await self.sessions.open(application_name=name), None, self.version, name)
 
     def start(self, run: Any) -> asyncio.Future[Any]:
         """Run a job's work in the background; cancelled and awaited at teardown."""
@@ -74,7 +73,8 @@ class OdooDb:
 
     async def alive(self, *pids: int) -> list[bool]:
         rows = await self.admin.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(pids))
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(pids)
+        )
         found = {r["pid"] for r in rows}
         return [pid in found for pid in pids]
 
@@ -83,7 +83,9 @@ class OdooDb:
         for _ in range(200):
             age = await self.admin.fetchval(
                 "SELECT extract(epoch FROM now() - xact_start) FROM pg_stat_activity "
-                "WHERE pid = $1", pid)
+                "WHERE pid = $1",
+                pid,
+            )
             if age is not None and age > seconds + 0.2:
                 return
             await asyncio.sleep(0.05)
@@ -93,7 +95,8 @@ class OdooDb:
         """Wait (bounded) until ``pid`` is running a statement starting with ``statement``."""
         for _ in range(200):
             query = await self.admin.fetchval(
-                "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid)
+                "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
+            )
             if query and query.startswith(statement):
                 return
             await asyncio.sleep(0.05)
@@ -101,8 +104,7 @@ class OdooDb:
 
 
 @pytest.fixture(params=ODOO_VERSIONS, ids=lambda v: f"odoo{v}")
-async def odoo(request: pytest.FixtureRequest,
-               shipped_pg: ShippedCluster) -> AsyncIterator[OdooDb]:
+async def odoo(request: pytest.FixtureRequest, shipped_pg: ShippedCluster) -> AsyncIterator[OdooDb]:
     async with odoo_database(shipped_pg, request.param) as db, Sessions(db.odoo_dsn) as s:
         admin = await s.open(application_name="test-admin")
         odoo = OdooDb(db, request.param, s, admin, [])
@@ -120,13 +122,22 @@ def pg_config(tmp_path: Path, odoo: OdooDb, **database: Any) -> dict[str, Any]:
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
         "verify": {"stable_for": "0s", "timeout": "0.3s"},
         # The password comes with the secrets (as from dsn_file), never in the config.
-        "databases": {"odoo": {"dsn": re.sub(r":[^:@/]*@", "@", odoo.db.healer_dsn),
-                               **database}},
+        "databases": {"odoo": {"dsn": re.sub(r":[^:@/]*@", "@", odoo.db.healer_dsn), **database}},
         "allow": [{"kind": "postgres", "database": "odoo", "user": "odoo"}],
-        "rules": [{"name": "cron-stuck", "match": 'alertname="OdooCronStuck"',
-                   "handler": "odoo.unlock_cron",
-                   "params": {"database": "odoo", "overdue": "10m", "min_held": "1s",
-                              "sample": "0.5s", "cron_id": "{{ labels.cron_id }}"}}],
+        "rules": [
+            {
+                "name": "cron-stuck",
+                "match": 'alertname="OdooCronStuck"',
+                "handler": "odoo.unlock_cron",
+                "params": {
+                    "database": "odoo",
+                    "overdue": "10m",
+                    "min_held": "1s",
+                    "sample": "0.5s",
+                    "cron_id": "{{ labels.cron_id }}",
+                },
+            }
+        ],
     }
 
 
@@ -134,15 +145,29 @@ def secrets(odoo: OdooDb, dsn: str | None = None) -> Secrets:
     return Secrets(admin_token="admin-token", databases={"odoo": dsn or odoo.db.healer_dsn})
 
 
-async def unlock(tmp_path: Path, odoo: OdooDb, database: dict[str, Any] | None = None,
-                 dsn: str | None = None, **params: Any) -> dict[str, Any]:
+async def unlock(
+    tmp_path: Path,
+    odoo: OdooDb,
+    database: dict[str, Any] | None = None,
+    dsn: str | None = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Trigger odoo.unlock_cron by hand and return the finished heal."""
-    params = {"database": "odoo", "overdue": "10m", "min_held": f"{MIN_HELD}s",
-              "sample": "0.5s", **params}
-    async with running_healer(pg_config(tmp_path, odoo, **(database or {})),
-                              secrets=secrets(odoo, dsn)) as h:
-        resp = await h.client.post("/api/v1/heals", headers=h.admin_headers,
-                                   json={"handler": "odoo.unlock_cron", "params": params})
+    params = {
+        "database": "odoo",
+        "overdue": "10m",
+        "min_held": f"{MIN_HELD}s",
+        "sample": "0.5s",
+        **params,
+    }
+    async with running_healer(
+        pg_config(tmp_path, odoo, **(database or {})), secrets=secrets(odoo, dsn)
+    ) as h:
+        resp = await h.client.post(
+            "/api/v1/heals",
+            headers=h.admin_headers,
+            json={"handler": "odoo.unlock_cron", "params": params},
+        )
         assert resp.status_code == 202, resp.text
         return await h.wait_for_outcome(resp.json()["heal_id"], WAIT)
 
@@ -151,8 +176,9 @@ def kinds(heal: dict[str, Any]) -> list[str]:
     return [e["kind"] for e in heal["timeline"]]
 
 
-async def stuck_run(odoo: OdooDb, job_id: int, hang: str) -> tuple[CronWorker,
-                                                                  asyncio.Future[bool]]:
+async def stuck_run(
+    odoo: OdooDb, job_id: int, hang: str
+) -> tuple[CronWorker, asyncio.Future[bool]]:
     """A worker takes ``job_id`` and hangs in it: its thread is stuck (it will not
     reschedule anything), the job connection hung as ``hang`` says, the lock held past
     min_held. The hung statement would end (and commit the job's effect) after 8 s."""
@@ -171,7 +197,8 @@ async def stuck_run(odoo: OdooDb, job_id: int, hang: str) -> tuple[CronWorker,
 
 @pytest.mark.parametrize("hang", ["statement", "idle", "gone"])
 async def test_stuck_run_is_ended_whole_and_the_job_runs_exactly_once(
-        tmp_path: Path, odoo: OdooDb, hang: str) -> None:
+    tmp_path: Path, odoo: OdooDb, hang: str
+) -> None:
     """An orphaned lock holder whose job connection is hung in a statement, idle in its
     transaction, or gone: healer terminates the job connection first, then the holder,
     and records both. Another worker then runs the job, and the stuck run never
@@ -188,12 +215,13 @@ async def test_stuck_run_is_ended_whole_and_the_job_runs_exactly_once(
     assert sorted(heal["targets"]) == sorted(f"postgres:odoo/{p}" for p in expected)
     holder = event(heal, "check")["evidence"]["holders"][0]
     assert holder["decision"] == "terminate"
-    assert [j["pid"] for j in holder["job_connections"]] == ([] if job_pid is None
-                                                              else [job_pid])
-    ended = [(e["data"]["role"], e["data"]["pid"]) for e in heal["timeline"]
-             if e["kind"] == "terminated"]
+    assert [j["pid"] for j in holder["job_connections"]] == ([] if job_pid is None else [job_pid])
+    ended = [
+        (e["data"]["role"], e["data"]["pid"]) for e in heal["timeline"] if e["kind"] == "terminated"
+    ]
     assert ended == ([] if job_pid is None else [("job connection", job_pid)]) + [
-        ("lock holder", worker.pid)]
+        ("lock holder", worker.pid)
+    ]
     assert await odoo.alive(*expected) == [False] * len(expected)
 
     assert await asyncio.wait_for(stuck, 15) is False  # the stuck run never finished
@@ -216,15 +244,17 @@ async def test_stuck_trigger_driven_job_is_healed(tmp_path: Path, odoo: OdooDb) 
     assert job["id"] == job_id and job["trigger_at"] is not None
     assert 7000 < job["delay_s"] < 7500
     assert sorted(heal["targets"]) == sorted(
-        f"postgres:odoo/{p}" for p in (worker.job_pid, worker.pid))
+        f"postgres:odoo/{p}" for p in (worker.job_pid, worker.pid)
+    )
     assert await asyncio.wait_for(stuck, 15) is False
 
 
 # ---- healthy work is refused, untouched --------------------------------------------------
 
 
-async def assert_refused_untouched(heal: dict[str, Any], odoo: OdooDb, *pids: int,
-                                   why: str) -> None:
+async def assert_refused_untouched(
+    heal: dict[str, Any], odoo: OdooDb, *pids: int, why: str
+) -> None:
     assert heal["outcome"] == "refused", heal["reason"]
     assert why in heal["reason"], heal["reason"]
     assert "act" not in kinds(heal)
@@ -243,8 +273,7 @@ async def test_slow_job_that_keeps_working_is_refused(tmp_path: Path, odoo: Odoo
 
     heal = await unlock(tmp_path, odoo)
 
-    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid,
-                                   why=f"pid {worker.pid}:")
+    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid, why=f"pid {worker.pid}:")
     holder = event(heal, "holders")["holders"][0]
     assert holder["decision"].startswith("left alone")
     assert "made progress between two looks" in holder["decision"]
@@ -265,15 +294,14 @@ async def test_job_between_batches_is_refused(tmp_path: Path, odoo: OdooDb) -> N
 
     heal = await unlock(tmp_path, odoo)
 
-    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid,
-                                   why="recorded progress")
+    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid, why="recorded progress")
     assert "ir_cron_progress" in heal["reason"]
     assert await asyncio.wait_for(run, 30) is True
     assert await job_runs(odoo.admin, job_id) == 1
 
 
 async def test_manual_run_is_refused(tmp_path: Path, odoo: OdooDb) -> None:
-    """"Run Manually" on an overdue job: 16/17 run it on the HTTP request's own
+    """ "Run Manually" on an overdue job: 16/17 run it on the HTTP request's own
     connection (the holder itself is busy), 18/19 on a second connection of the HTTP
     worker. Either way its statements change between the two looks: refused."""
     job_id = await odoo.job("Run by hand", nextcall_in=-3600)
@@ -305,8 +333,7 @@ async def test_module_upgrade_under_way_is_refused(tmp_path: Path, odoo: OdooDb)
 
     heal = await unlock(tmp_path, odoo)
 
-    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid,
-                                   why="sale (to upgrade)")
+    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid, why="sale (to upgrade)")
 
 
 @pytest.mark.parametrize("odoo", [16, 17], indirect=True, ids=lambda v: f"odoo{v}")
@@ -316,8 +343,7 @@ async def test_job_with_no_calls_left_is_never_overdue(tmp_path: Path, odoo: Odo
     job_id = await odoo.job("No calls left", nextcall_in=-86400, numbercall=0)
     holder = await odoo.holder("odoo-7001")
     await holder.conn.execute("BEGIN")
-    await holder.conn.execute("SELECT id FROM ir_cron WHERE id = $1 FOR NO KEY UPDATE",
-                              job_id)
+    await holder.conn.execute("SELECT id FROM ir_cron WHERE id = $1 FOR NO KEY UPDATE", job_id)
 
     heal = await unlock(tmp_path, odoo)
 
@@ -330,7 +356,8 @@ async def test_job_with_no_calls_left_is_never_overdue(tmp_path: Path, odoo: Odo
 
 
 async def test_holders_of_overdue_jobs_are_proven_and_terminated(
-        tmp_path: Path, odoo: OdooDb) -> None:
+    tmp_path: Path, odoo: OdooDb
+) -> None:
     """Two overdue jobs held by lock holders (one row also FOR KEY SHARE-locked by a job
     cursor, so its xmax is a MultiXactId): exactly those two holders are terminated.
     The job cursor, a session locking a job that is not overdue and an unrelated idle
@@ -340,8 +367,7 @@ async def test_holders_of_overdue_jobs_are_proven_and_terminated(
     later = await odoo.job("Not due yet", nextcall_in=3600)
     await odoo.job("Overdue, nobody holds it", nextcall_in=-3600)
 
-    mail_holder, reminder_holder = await odoo.holder("odoo-101"), await odoo.holder(
-        "odoo-102")
+    mail_holder, reminder_holder = await odoo.holder("odoo-101"), await odoo.holder("odoo-102")
     assert await mail_holder.acquire(mail)
     assert await reminder_holder.acquire(reminder)
     job_cursor = await odoo.sessions.open(application_name="odoo-job")
@@ -360,7 +386,8 @@ async def test_holders_of_overdue_jobs_are_proven_and_terminated(
 
     assert heal["outcome"] == "unverified", heal["reason"]
     assert sorted(heal["targets"]) == sorted(
-        f"postgres:odoo/{w.pid}" for w in (mail_holder, reminder_holder))
+        f"postgres:odoo/{w.pid}" for w in (mail_holder, reminder_holder)
+    )
     evidence = event(heal, "check")["evidence"]
     jobs = {j["id"]: j for j in evidence["overdue_jobs"]}
     assert later not in jobs
@@ -371,11 +398,13 @@ async def test_holders_of_overdue_jobs_are_proven_and_terminated(
     assert holders.keys() == {mail_holder.pid, reminder_holder.pid}
     mail_lock = holders[mail_holder.pid]["locks"][0]
     assert (mail_lock["job_id"], mail_lock["via"], mail_lock["lock_mode"]) == (
-        mail, "multixact", "fornokeyupd")
+        mail,
+        "multixact",
+        "fornokeyupd",
+    )
     assert holders[reminder_holder.pid]["locks"][0]["via"] == "xid"
     assert holders[mail_holder.pid]["application_name"] == "odoo-101"
-    assert event(heal, "act")["summary"].startswith(
-        "ended the stuck run of ir_cron job(s)")
+    assert event(heal, "act")["summary"].startswith("ended the stuck run of ir_cron job(s)")
 
     assert await odoo.alive(mail_holder.pid, reminder_holder.pid) == [False, False]
     for survivor in (job_cursor, editor, idle):
@@ -404,8 +433,7 @@ async def test_overdue_job_nobody_holds_is_no_action(tmp_path: Path, odoo: OdooD
     assert await (await odoo.worker()).run_once(job_id)
 
 
-async def test_holder_younger_than_min_held_is_left_alone(tmp_path: Path,
-                                                          odoo: OdooDb) -> None:
+async def test_holder_younger_than_min_held_is_left_alone(tmp_path: Path, odoo: OdooDb) -> None:
     """A worker that took an overdue job less than min_held ago may simply be running it:
     `no_action`, the reason names min_held, and the worker keeps its lock."""
     job_id = await odoo.job("Long report", nextcall_in=-3600)
@@ -428,13 +456,15 @@ async def test_protected_holder_is_refused(tmp_path: Path, odoo: OdooDb) -> None
 
     heal = await unlock(tmp_path, odoo, {"protect": {"application_names": [worker.name]}})
 
-    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid,
-                                   why=f"pid {worker.pid} is protected")
+    await assert_refused_untouched(
+        heal, odoo, worker.pid, worker.job_pid, why=f"pid {worker.pid} is protected"
+    )
     assert event(heal, "holders")["holders"][0]["decision"].startswith("protected")
 
 
-async def test_more_sessions_than_the_termination_cap_is_refused(tmp_path: Path,
-                                                                 odoo: OdooDb) -> None:
+async def test_more_sessions_than_the_termination_cap_is_refused(
+    tmp_path: Path, odoo: OdooDb
+) -> None:
     """A stuck run is two sessions (job connection and holder) and `max_terminations:
     1`: refused before terminating anyone (no half-ended run); both survive."""
     job_id = await odoo.job("Job", nextcall_in=-3600)
@@ -442,8 +472,9 @@ async def test_more_sessions_than_the_termination_cap_is_refused(tmp_path: Path,
 
     heal = await unlock(tmp_path, odoo, {"max_terminations": 1})
 
-    await assert_refused_untouched(heal, odoo, worker.pid, worker.job_pid,
-                                   why="max_terminations allows 1")
+    await assert_refused_untouched(
+        heal, odoo, worker.pid, worker.job_pid, why="max_terminations allows 1"
+    )
 
 
 async def test_check_never_queues_behind_a_table_lock(tmp_path: Path, odoo: OdooDb) -> None:
@@ -462,8 +493,7 @@ async def test_check_never_queues_behind_a_table_lock(tmp_path: Path, odoo: Odoo
     assert await odoo.alive(upgrade.get_server_pid()) == [True]
 
 
-async def test_a_role_without_the_grants_fails_saying_which(tmp_path: Path,
-                                                            odoo: OdooDb) -> None:
+async def test_a_role_without_the_grants_fails_saying_which(tmp_path: Path, odoo: OdooDb) -> None:
     """healer connected as a role that may read ir_cron but not lock its rows (here the
     shipped postgres_exporter role): the heal fails before touching anything, and the
     reason gives the GRANT to run."""
@@ -477,8 +507,9 @@ async def test_a_role_without_the_grants_fails_saying_which(tmp_path: Path,
     assert await odoo.alive(worker.pid, worker.job_pid) == [True, True]
 
 
-async def test_alert_label_cron_id_limits_the_heal_to_that_job(tmp_path: Path,
-                                                               odoo: OdooDb) -> None:
+async def test_alert_label_cron_id_limits_the_heal_to_that_job(
+    tmp_path: Path, odoo: OdooDb
+) -> None:
     """An OdooCronStuck alert carrying cron_id=<job> ends only that job's run; the
     worker stuck in another overdue job is left alone."""
     stuck_job = await odoo.job("Stuck job", nextcall_in=-3600)
@@ -487,11 +518,14 @@ async def test_alert_label_cron_id_limits_the_heal_to_that_job(tmp_path: Path,
     other, _ = await stuck_run(odoo, other_job, "statement")
 
     async with running_healer(pg_config(tmp_path, odoo), secrets=secrets(odoo)) as h:
-        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "OdooCronStuck", "cron_id": str(stuck_job)}))
+        resp = await h.client.post(
+            "/api/v1/alerts",
+            json=alert_payload({"alertname": "OdooCronStuck", "cron_id": str(stuck_job)}),
+        )
         heal = await h.wait_for_outcome(resp.json()["started"][0]["heal_id"], WAIT)
 
     assert heal["outcome"] == "unverified", heal["reason"]
     assert sorted(heal["targets"]) == sorted(
-        f"postgres:odoo/{p}" for p in (stuck.job_pid, stuck.pid))
+        f"postgres:odoo/{p}" for p in (stuck.job_pid, stuck.pid)
+    )
     assert await odoo.alive(stuck.pid, other.pid, other.job_pid) == [False, True, True]

@@ -26,8 +26,9 @@ async def db_dsn() -> AsyncIterator[str]:
 
 
 def adapter(dsn: str, **cfg: object) -> PostgresAdapter:
-    return PostgresAdapter({"app": DatabaseConfig.model_validate({"dsn": dsn, **cfg})},
-                           {"app": dsn})
+    return PostgresAdapter(
+        {"app": DatabaseConfig.model_validate({"dsn": dsn, **cfg})}, {"app": dsn}
+    )
 
 
 async def test_sessions_report_who_blocks_whom(db_dsn: str) -> None:
@@ -106,7 +107,8 @@ async def test_unreachable_database_fails_with_redacted_error() -> None:
 
 
 async def test_wait_gone_sees_the_exit_and_names_who_stays(
-        db_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After a terminate, wait_gone returns [] once the backend has left pg_stat_activity;
     a backend that does not go (here: never signalled) is named once the looks run out."""
     pg = adapter(db_dsn, allow_superusers=True)
@@ -139,8 +141,12 @@ async def test_pinned_block_runs_its_queries_on_one_connection(db_dsn: str) -> N
     async with pg.pinned("app"):
         first = (await pg.fetch("app", backend))[0]["pid"]
         started.set()
-        probed, *fetched = await asyncio.wait_for(asyncio.gather(
-            pg.probe("app", backend), pg.fetch("app", backend), pg.fetch("app", backend)), 5)
+        probed, *fetched = await asyncio.wait_for(
+            asyncio.gather(
+                pg.probe("app", backend), pg.fetch("app", backend), pg.fetch("app", backend)
+            ),
+            5,
+        )
         assert {probed[0]["pid"], *(f[0]["pid"] for f in fetched)} == {first}
         await asyncio.sleep(0.2)
         assert not waiting.done()  # the pool's one connection is pinned

@@ -48,8 +48,7 @@ async def far_from_utc(db: OdooDatabase) -> OdooDatabase:
     UTC without a zone, so a delay computed in the session's zone would be hours off."""
     admin = await asyncpg.connect(db.superuser_dsn)
     try:
-        await admin.execute(f'ALTER DATABASE "{db.name}" SET timezone TO '
-                            "'America/New_York'")
+        await admin.execute(f"ALTER DATABASE \"{db.name}\" SET timezone TO 'America/New_York'")
     finally:
         await admin.close()
     return db
@@ -76,12 +75,13 @@ def metrics_url(factory: PostgresExporterFactory, db: OdooDatabase) -> str:
 
 
 def cron_delays(samples: Samples) -> dict[int, tuple[dict[str, str], float]]:
-    return {int(labels["cron_id"]): (labels, value)
-            for labels, value in samples.get("odoo_cron_delay_seconds", [])}
+    return {
+        int(labels["cron_id"]): (labels, value)
+        for labels, value in samples.get("odoo_cron_delay_seconds", [])
+    }
 
 
-async def scrape_delays(url: str, db: OdooDatabase
-                        ) -> dict[int, tuple[dict[str, str], float]]:
+async def scrape_delays(url: str, db: OdooDatabase) -> dict[int, tuple[dict[str, str], float]]:
     """The cron delays of one scrape, which must not have failed; every series carries
     ``db``'s name."""
     samples = await asyncio.to_thread(scrape, url)
@@ -93,7 +93,8 @@ async def scrape_delays(url: str, db: OdooDatabase
 
 
 async def test_without_ir_cron_there_are_no_cron_rows_and_no_scrape_error(
-        bare_db: OdooDatabase, postgres_exporter: PostgresExporterFactory) -> None:
+    bare_db: OdooDatabase, postgres_exporter: PostgresExporterFactory
+) -> None:
     """On a database that is not (yet) Odoo's, odoo_cron returns nothing and the scrape
     does not fail (a plain SELECT FROM ir_cron would set pg_exporter_last_scrape_error)."""
     url = metrics_url(postgres_exporter, bare_db)
@@ -101,7 +102,8 @@ async def test_without_ir_cron_there_are_no_cron_rows_and_no_scrape_error(
 
 
 async def test_cron_delay_follows_nextcall_for_ready_jobs(
-        odoo_db: OdooDatabase, postgres_exporter: PostgresExporterFactory) -> None:
+    odoo_db: OdooDatabase, postgres_exporter: PostgresExporterFactory
+) -> None:
     """odoo_cron_delay_seconds{datname, cron_id, cron_name}: ~2700 for a job 45m
     overdue, 0 for one not due, no series for an inactive one nor (16, 17) for an
     active one with numbercall 0 (Odoo's cron never runs either); a job with calls
@@ -110,19 +112,20 @@ async def test_cron_delay_follows_nextcall_for_ready_jobs(
     version = odoo_db.version
     odoo = await asyncpg.connect(odoo_db.odoo_dsn)
     try:
-        overdue = await insert_job(odoo, version, "Mail: Email Queue Manager",
-                                   nextcall_in=-0.75 * HOUR)
-        future = await insert_job(odoo, version, "Calendar: Event Reminder",
-                                  nextcall_in=HOUR)
+        overdue = await insert_job(
+            odoo, version, "Mail: Email Queue Manager", nextcall_in=-0.75 * HOUR
+        )
+        future = await insert_job(odoo, version, "Calendar: Event Reminder", nextcall_in=HOUR)
         await insert_job(odoo, version, "Disabled job", nextcall_in=-3 * HOUR, active=False)
-        odd_name = await insert_job(odoo, version, "Line\nbreak\tand tab",
-                                    nextcall_in=HOUR)
+        odd_name = await insert_job(odoo, version, "Line\nbreak\tand tab", nextcall_in=HOUR)
         expected = {overdue, future, odd_name}
         if version < 18:
-            await insert_job(odoo, version, "No calls left", nextcall_in=-3 * HOUR,
-                             numbercall=0)
-            expected.add(await insert_job(odoo, version, "Three calls left",
-                                          nextcall_in=-2 * HOUR, numbercall=3))
+            await insert_job(odoo, version, "No calls left", nextcall_in=-3 * HOUR, numbercall=0)
+            expected.add(
+                await insert_job(
+                    odoo, version, "Three calls left", nextcall_in=-2 * HOUR, numbercall=3
+                )
+            )
     finally:
         await odoo.close()
 
@@ -132,8 +135,7 @@ async def test_cron_delay_follows_nextcall_for_ready_jobs(
     assert labels["cron_id"] == str(overdue)
     assert labels["cron_name"] == "Mail: Email Queue Manager"
     assert 2690 < value < 2800
-    assert delays[future] == ({**delays[future][0], "cron_name": "Calendar: Event Reminder"},
-                              0)
+    assert delays[future] == ({**delays[future][0], "cron_name": "Calendar: Event Reminder"}, 0)
     assert delays[odd_name][0]["cron_name"] == "Line break and tab"
     if version < 18:
         (three_left,) = expected - {overdue, future, odd_name}
@@ -141,7 +143,8 @@ async def test_cron_delay_follows_nextcall_for_ready_jobs(
 
 
 async def test_cron_delay_counts_from_the_oldest_due_trigger(
-        odoo_db: OdooDatabase, postgres_exporter: PostgresExporterFactory) -> None:
+    odoo_db: OdooDatabase, postgres_exporter: PostgresExporterFactory
+) -> None:
     """A job Odoo runs because of a trigger is as late as its oldest due trigger: ~3600
     for a job due in an hour but triggered for an hour ago; the earlier of the two for
     a job both overdue (2h) and triggered (1h ago): ~7200; 0 for a job whose only
@@ -149,16 +152,14 @@ async def test_cron_delay_counts_from_the_oldest_due_trigger(
     version = odoo_db.version
     odoo = await asyncpg.connect(odoo_db.odoo_dsn)
     try:
-        triggered = await insert_job(odoo, version, "Mail: Email Queue Manager",
-                                     nextcall_in=HOUR)
+        triggered = await insert_job(odoo, version, "Mail: Email Queue Manager", nextcall_in=HOUR)
         await add_trigger(odoo, triggered, call_in=-HOUR)
         await add_trigger(odoo, triggered, call_in=-0.5 * HOUR)
         both = await insert_job(odoo, version, "Both", nextcall_in=-2 * HOUR)
         await add_trigger(odoo, both, call_in=-HOUR)
         later = await insert_job(odoo, version, "Triggered later", nextcall_in=HOUR)
         await add_trigger(odoo, later, call_in=0.5 * HOUR)
-        inactive = await insert_job(odoo, version, "Inactive", nextcall_in=HOUR,
-                                    active=False)
+        inactive = await insert_job(odoo, version, "Inactive", nextcall_in=HOUR, active=False)
         await add_trigger(odoo, inactive, call_in=-HOUR)
     finally:
         await odoo.close()
@@ -172,7 +173,8 @@ async def test_cron_delay_counts_from_the_oldest_due_trigger(
 
 
 async def test_blocked_sessions_count_and_wait(
-        bare_db: OdooDatabase, postgres_exporter: PostgresExporterFactory) -> None:
+    bare_db: OdooDatabase, postgres_exporter: PostgresExporterFactory
+) -> None:
     """With one odoo session waiting on another's table lock, pg_blocked_sessions_count
     is 1 and max_wait_seconds grows, for that database only; back to 0 once released."""
     url = metrics_url(postgres_exporter, bare_db)
@@ -197,8 +199,13 @@ async def test_blocked_sessions_count_and_wait(
             got = scrape(url)
             return got if mine(got, "pg_blocked_sessions_max_wait_seconds") >= 1 else None
 
-        during = await asyncio.to_thread(wait_until, waited, timeout=20, interval=0.5,
-                                         what="a lock wait of 1s in the exporter's metrics")
+        during = await asyncio.to_thread(
+            wait_until,
+            waited,
+            timeout=20,
+            interval=0.5,
+            what="a lock wait of 1s in the exporter's metrics",
+        )
         assert mine(during, "pg_blocked_sessions_count") == 1
         await holder.execute("ROLLBACK")
         await asyncio.wait_for(task, 10)

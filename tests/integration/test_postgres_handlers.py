@@ -69,8 +69,9 @@ async def db() -> AsyncIterator[Db]:
         yield Db(dsn)
 
 
-def _config(tmp_path: Path, dsn: str, rules: list[dict[str, Any]] | None = None,
-            **database: Any) -> dict[str, Any]:
+def _config(
+    tmp_path: Path, dsn: str, rules: list[dict[str, Any]] | None = None, **database: Any
+) -> dict[str, Any]:
     return {
         "journal": str(tmp_path / "journal.db"),
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
@@ -82,16 +83,20 @@ def _config(tmp_path: Path, dsn: str, rules: list[dict[str, Any]] | None = None,
 
 
 @asynccontextmanager
-async def _healer(tmp_path: Path, dsn: str, rules: list[dict[str, Any]] | None = None,
-                  **database: Any) -> AsyncIterator[InProcessHealer]:
+async def _healer(
+    tmp_path: Path, dsn: str, rules: list[dict[str, Any]] | None = None, **database: Any
+) -> AsyncIterator[InProcessHealer]:
     secrets = Secrets(admin_token="admin-token", databases={"app": dsn})
     async with running_healer(_config(tmp_path, dsn, rules, **database), secrets=secrets) as h:
         yield h
 
 
 async def _heal(h: InProcessHealer, handler: str, **params: Any) -> dict[str, Any]:
-    resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-        "handler": handler, "params": {"database": "app", **params}})
+    resp = await h.client.post(
+        "/api/v1/heals",
+        headers=h.admin_headers,
+        json={"handler": handler, "params": {"database": "app", **params}},
+    )
     assert resp.status_code == 202, resp.text
     return await h.wait_for_outcome(resp.json()["heal_id"], timeout=30)
 
@@ -104,11 +109,19 @@ def _pids(records: list[dict[str, Any]]) -> set[int]:
     return {r["pid"] for r in records}
 
 
-async def _wait_age(obs: asyncpg.Connection, pids: list[int], seconds: float, *,
-                    column: str = "query_start", timeout: float = 15) -> None:
+async def _wait_age(
+    obs: asyncpg.Connection,
+    pids: list[int],
+    seconds: float,
+    *,
+    column: str = "query_start",
+    timeout: float = 15,
+) -> None:
     """Wait (bounded) until every backend in ``pids`` is ``seconds`` past ``column``."""
-    sql = (f"SELECT coalesce(min(extract(epoch FROM now() - {column})), 0) "
-           "FROM pg_stat_activity WHERE pid = ANY($1::int[])")
+    sql = (
+        f"SELECT coalesce(min(extract(epoch FROM now() - {column})), 0) "
+        "FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+    )
     deadline = time.monotonic() + timeout
     while await obs.fetchval(sql, pids) < seconds:
         if time.monotonic() > deadline:
@@ -128,8 +141,7 @@ async def _wait_gone(obs: asyncpg.Connection, pid: int, timeout: float = 10) -> 
         await asyncio.sleep(0.05)
 
 
-async def _hold_row(s: Sessions, row: int, app: str, user: str | None = None
-                    ) -> asyncpg.Connection:
+async def _hold_row(s: Sessions, row: int, app: str, user: str | None = None) -> asyncpg.Connection:
     """A session holding ``row``'s lock in an open transaction (idle in transaction)."""
     conn = await s.open(application_name=app, user=user)
     await conn.execute("BEGIN")
@@ -190,14 +202,20 @@ async def test_lock_tree_terminates_only_its_root(tmp_path: Path, db: Db) -> Non
         assert await b.fetchval("SELECT v FROM t WHERE id = 2") == 2
 
 
-@pytest.mark.parametrize(("root_app", "database"), [
-    pytest.param("pg_dump", {"allow_superusers": True,
-                             "protect": {"application_names": ["pg_dump"]}},
-                 id="protected-application"),
-    pytest.param("holder", {}, id="superuser"),
-])
-async def test_protected_root_is_refused(tmp_path: Path, db: Db, root_app: str,
-                                         database: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("root_app", "database"),
+    [
+        pytest.param(
+            "pg_dump",
+            {"allow_superusers": True, "protect": {"application_names": ["pg_dump"]}},
+            id="protected-application",
+        ),
+        pytest.param("holder", {}, id="superuser"),
+    ],
+)
+async def test_protected_root_is_refused(
+    tmp_path: Path, db: Db, root_app: str, database: dict[str, Any]
+) -> None:
     """When the only root blocker is protected (a protected application name, or a
     superuser while superusers are not allowed) the heal ends `refused`, records the
     protected root, and terminates nothing."""
@@ -241,8 +259,10 @@ async def test_lock_wait_below_threshold_is_no_action(tmp_path: Path, db: Db) ->
 async def test_termination_cap_is_respected(tmp_path: Path, db: Db) -> None:
     """Three independent lock trees with max_terminations 2: two roots terminated, the
     third recorded as skipped for the cap and still alive."""
-    async with Sessions(db.dsn) as s, _healer(tmp_path, db.dsn, allow_superusers=True,
-                                              max_terminations=2) as h:
+    async with (
+        Sessions(db.dsn) as s,
+        _healer(tmp_path, db.dsn, allow_superusers=True, max_terminations=2) as h,
+    ):
         obs = await _observer(s)
         holders = [await _hold_row(s, row, f"holder-{row}") for row in (1, 2, 3)]
         for row in (1, 2, 3):
@@ -268,16 +288,25 @@ async def test_act_skips_a_root_whose_transaction_changed_since_check(db: Db) ->
     """act re-reads the sessions: a root blocker that ended the transaction check saw
     and now blocks again in a new one (same pid, new xact_start) is skipped, not
     terminated. (The handler is driven directly to get between check and act.)"""
-    pg = PostgresAdapter({"app": DatabaseConfig(dsn=db.dsn, allow_superusers=True)},
-                         {"app": db.dsn})
+    pg = PostgresAdapter(
+        {"app": DatabaseConfig(dsn=db.dsn, allow_superusers=True)}, {"app": db.dsn}
+    )
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def record(kind: str, data: dict[str, Any]) -> None:
         events.append((kind, data))
 
-    ctx = HealContext(heal_id="h1", rule="(manual)", handler="postgres.terminate_blockers",
-                      alert=None, dry_run=False, log=structlog.get_logger(),
-                      docker=DockerAdapter(), postgres=pg.for_heal(), record=record)
+    ctx = HealContext(
+        heal_id="h1",
+        rule="(manual)",
+        handler="postgres.terminate_blockers",
+        alert=None,
+        dry_run=False,
+        log=structlog.get_logger(),
+        docker=DockerAdapter(),
+        postgres=pg.for_heal(),
+        record=record,
+    )
     handler = TerminateBlockers()
     params = BlockersParams(database="app", datname=db.name, min_wait=0)
     try:
@@ -317,16 +346,23 @@ async def test_cancel_slow_cancels_old_statements_only(tmp_path: Path, db: Db) -
     connected) and leaves a recent statement and another application's old one alone."""
     async with Sessions(db.dsn) as s, _healer(tmp_path, db.dsn, allow_superusers=True) as h:
         obs = await _observer(s)
-        slow, other = (await s.open(application_name="report"),
-                       await s.open(application_name="backup"))
+        slow, other = (
+            await s.open(application_name="report"),
+            await s.open(application_name="backup"),
+        )
         slow_runs = s.background(slow, "SELECT pg_sleep(30)")
         other_runs = s.background(other, "SELECT pg_sleep(30)")
         await _wait_age(obs, [slow.get_server_pid(), other.get_server_pid()], 2)
         short = await s.open(application_name="report")
         short_runs = s.background(short, "SELECT pg_sleep(30)")
 
-        heal = await _heal(h, "postgres.cancel_slow", datname=db.name, min_duration="2s",
-                           application_names=["report"])
+        heal = await _heal(
+            h,
+            "postgres.cancel_slow",
+            datname=db.name,
+            min_duration="2s",
+            application_names=["report"],
+        )
 
         assert heal["outcome"] == "unverified", heal["reason"]
         (act,) = _events(heal, "act")
@@ -355,19 +391,33 @@ async def test_terminate_idle_terminates_old_idle_sessions_only(tmp_path: Path, 
         await cron.execute("SELECT 1")
         active = await s.open(application_name="worker")
         active_runs = s.background(active, "SELECT pg_sleep(30)")
-        await _wait_age(obs, [idle.get_server_pid(), in_tx.get_server_pid(),
-                              cron.get_server_pid(), active.get_server_pid()], 0.5,
-                        column="state_change")
+        await _wait_age(
+            obs,
+            [
+                idle.get_server_pid(),
+                in_tx.get_server_pid(),
+                cron.get_server_pid(),
+                active.get_server_pid(),
+            ],
+            0.5,
+            column="state_change",
+        )
 
-        heal = await _heal(h, "postgres.terminate_idle", datname=db.name, min_idle="0.5s",
-                           application_names=["worker"])
+        heal = await _heal(
+            h,
+            "postgres.terminate_idle",
+            datname=db.name,
+            min_idle="0.5s",
+            application_names=["worker"],
+        )
 
         assert heal["outcome"] == "unverified", heal["reason"]
         (act,) = _events(heal, "act")
-        assert _pids(act["details"]["terminated"]) == {idle.get_server_pid(),
-                                                       in_tx.get_server_pid()}
-        assert {r["state"] for r in act["details"]["terminated"]} == {
-            "idle", "idle in transaction"}
+        assert _pids(act["details"]["terminated"]) == {
+            idle.get_server_pid(),
+            in_tx.get_server_pid(),
+        }
+        assert {r["state"] for r in act["details"]["terminated"]} == {"idle", "idle in transaction"}
         for conn in (idle, in_tx):
             await _wait_gone(obs, conn.get_server_pid())
         assert await cron.fetchval("SELECT 1") == 1
@@ -381,20 +431,30 @@ async def test_hostile_datname_label_is_only_a_parameter(tmp_path: Path, db: Db)
     """An alert label carrying SQL, used as datname, reaches PostgreSQL as a parameter:
     the heal finds no such database (`no_action`), table t and the idle session are
     untouched; the same rule with the real name does terminate that session."""
-    rule = {"name": "idle-by-db", "match": 'alertname="PgTooManyConnections"',
-            "handler": "postgres.terminate_idle",
-            "params": {"database": "app", "datname": "{{ labels.datname }}", "min_idle": "0s",
-                       "application_names": ["worker"]}}
-    async with Sessions(db.dsn) as s, _healer(tmp_path, db.dsn, [rule],
-                                              allow_superusers=True) as h:
+    rule = {
+        "name": "idle-by-db",
+        "match": 'alertname="PgTooManyConnections"',
+        "handler": "postgres.terminate_idle",
+        "params": {
+            "database": "app",
+            "datname": "{{ labels.datname }}",
+            "min_idle": "0s",
+            "application_names": ["worker"],
+        },
+    }
+    async with Sessions(db.dsn) as s, _healer(tmp_path, db.dsn, [rule], allow_superusers=True) as h:
         obs = await _observer(s)
         idle = await s.open(application_name="worker")
         await idle.execute("SELECT 1")
 
         async def fire(datname: str, fingerprint: str) -> dict[str, Any]:
-            resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-                {"alertname": "PgTooManyConnections", "datname": datname},
-                fingerprint=fingerprint))
+            resp = await h.client.post(
+                "/api/v1/alerts",
+                json=alert_payload(
+                    {"alertname": "PgTooManyConnections", "datname": datname},
+                    fingerprint=fingerprint,
+                ),
+            )
             assert resp.status_code == 200, resp.text
             (started,) = resp.json()["started"]
             return await h.wait_for_outcome(started["heal_id"], timeout=30)
@@ -429,17 +489,21 @@ async def least_privilege() -> AsyncIterator[LeastPrivilege]:
     """healer connecting as a role with only pg_signal_backend + pg_read_all_stats (no
     superuser), and two ordinary roles whose sessions it heals. Roles are created before
     the database so the database is dropped first; every role is dropped on exit."""
-    async with (scratch_role("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                             "IN ROLE pg_signal_backend, pg_read_all_stats") as healer_role,
-                scratch_role("LOGIN NOSUPERUSER") as user1,
-                scratch_role("LOGIN NOSUPERUSER") as user2,
-                scratch_database() as dsn):
+    async with (
+        scratch_role(
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE pg_signal_backend, pg_read_all_stats"
+        ) as healer_role,
+        scratch_role("LOGIN NOSUPERUSER") as user1,
+        scratch_role("LOGIN NOSUPERUSER") as user2,
+        scratch_database() as dsn,
+    ):
         await _create_table(dsn, user1, user2)
         yield LeastPrivilege(Db(dsn), with_user(dsn, healer_role), user1, user2)
 
 
 async def test_least_privilege_role_terminates_a_blocker(
-        tmp_path: Path, least_privilege: LeastPrivilege) -> None:
+    tmp_path: Path, least_privilege: LeastPrivilege
+) -> None:
     """As the least-privilege role, terminate_blockers terminates an ordinary role's
     root blocker, and the other role's waiter proceeds."""
     lp = least_privilege
@@ -450,8 +514,7 @@ async def test_least_privilege_role_terminates_a_blocker(
         b_waits = s.background(b, "UPDATE t SET v = v + 1 WHERE id = 1")
         await wait_blocked(obs, b.get_server_pid())
 
-        heal = await _heal(h, "postgres.terminate_blockers", datname=lp.db.name,
-                           min_wait="0s")
+        heal = await _heal(h, "postgres.terminate_blockers", datname=lp.db.name, min_wait="0s")
 
         assert heal["outcome"] == "unverified", heal["reason"]
         (killed,) = _events(heal, "terminated")
@@ -461,7 +524,8 @@ async def test_least_privilege_role_terminates_a_blocker(
 
 
 async def test_least_privilege_role_filters_idle_by_user(
-        tmp_path: Path, least_privilege: LeastPrivilege) -> None:
+    tmp_path: Path, least_privilege: LeastPrivilege
+) -> None:
     """As the least-privilege role, terminate_idle with users=[user2] terminates only
     user2's idle session; with users=[postgres] the only candidate is a superuser, so
     the heal is `refused` and that session survives."""
@@ -476,15 +540,17 @@ async def test_least_privilege_role_filters_idle_by_user(
         pids = [c.get_server_pid() for c in (one, two, root)]
         await _wait_age(obs, pids, 0.3, column="state_change")
 
-        heal = await _heal(h, "postgres.terminate_idle", datname=lp.db.name, min_idle="0.3s",
-                           users=[lp.user2])
+        heal = await _heal(
+            h, "postgres.terminate_idle", datname=lp.db.name, min_idle="0.3s", users=[lp.user2]
+        )
         assert heal["outcome"] == "unverified", heal["reason"]
         (act,) = _events(heal, "act")
         assert _pids(act["details"]["terminated"]) == {two.get_server_pid()}
         await _wait_gone(obs, two.get_server_pid())
 
-        heal = await _heal(h, "postgres.terminate_idle", datname=lp.db.name, min_idle="0.3s",
-                           users=["postgres"])
+        heal = await _heal(
+            h, "postgres.terminate_idle", datname=lp.db.name, min_idle="0.3s", users=["postgres"]
+        )
         assert heal["outcome"] == "refused", heal["reason"]
         assert "superuser" in heal["reason"]
         assert await root.fetchval("SELECT 1") == 1
@@ -492,7 +558,8 @@ async def test_least_privilege_role_filters_idle_by_user(
 
 
 async def test_least_privilege_role_cancels_a_slow_statement(
-        tmp_path: Path, least_privilege: LeastPrivilege) -> None:
+    tmp_path: Path, least_privilege: LeastPrivilege
+) -> None:
     """As the least-privilege role, cancel_slow cancels an ordinary role's statement."""
     lp = least_privilege
     async with Sessions(lp.db.dsn) as s, _healer(tmp_path, lp.healer_dsn) as h:

@@ -69,8 +69,7 @@ async def test_no_password_in_query_text_reaches_journal_or_api(tmp_path: Path) 
             "journal": str(tmp_path / "journal.db"),
             "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
             "verify": {"stable_for": "0s", "timeout": "0.3s"},
-            "databases": {"app": {"dsn": dsn, "allow_superusers": True,
-                                  "max_terminations": BATCH}},
+            "databases": {"app": {"dsn": dsn, "allow_superusers": True, "max_terminations": BATCH}},
             "allow": [{"kind": "postgres", "database": "app"}],
         }
         secrets = Secrets(admin_token="admin-token", databases={"app": dsn})
@@ -78,36 +77,47 @@ async def test_no_password_in_query_text_reaches_journal_or_api(tmp_path: Path) 
         shown: list[str] = []
         async with running_healer(config, secrets=secrets) as h:
             for first in range(0, len(sqls), BATCH):
-                batch = sqls[first:first + BATCH]
+                batch = sqls[first : first + BATCH]
                 async with Sessions(dsn) as s:
                     for row, sql in enumerate(batch, start=1):
                         await _hold_row_after(s, row, sql)
                     # datname and application names: only this test's sessions (the
                     # server is shared).
-                    resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-                        "handler": "postgres.terminate_idle",
-                        "params": {"database": "app", "datname": urlsplit(dsn).path[1:],
-                                   "application_names": [f"holder-{r}" for r in
-                                                         range(1, len(batch) + 1)],
-                                   "states": ["idle in transaction",
-                                              "idle in transaction (aborted)"],
-                                   "min_idle": "0s"}})
+                    resp = await h.client.post(
+                        "/api/v1/heals",
+                        headers=h.admin_headers,
+                        json={
+                            "handler": "postgres.terminate_idle",
+                            "params": {
+                                "database": "app",
+                                "datname": urlsplit(dsn).path[1:],
+                                "application_names": [
+                                    f"holder-{r}" for r in range(1, len(batch) + 1)
+                                ],
+                                "states": ["idle in transaction", "idle in transaction (aborted)"],
+                                "min_idle": "0s",
+                            },
+                        },
+                    )
                     assert resp.status_code == 202, resp.text
                     heal_ids.append(resp.json()["heal_id"])
                     heal = await h.wait_for_outcome(heal_ids[-1], timeout=60)
                 assert heal["outcome"] == "unverified", heal["reason"]
                 (check,) = [e["data"] for e in heal["timeline"] if e["kind"] == "check"]
                 shown += [r["query"] for r in check["evidence"]["act_on"]]
-            served = [(await h.client.get(f"/api/v1/heals/{i}", headers=h.admin_headers)).text
-                      for i in heal_ids]
-            served.append((await h.client.get("/api/v1/heals?limit=100",
-                                              headers=h.admin_headers)).text)
+            served = [
+                (await h.client.get(f"/api/v1/heals/{i}", headers=h.admin_headers)).text
+                for i in heal_ids
+            ]
+            served.append(
+                (await h.client.get("/api/v1/heals?limit=100", headers=h.admin_headers)).text
+            )
 
     # The evidence is the real statement text: every variant is there, masked.
     assert len(shown) == len(sqls)
     for sql in sqls:
         start = sql.index("*/ ") + 3 if sql.startswith("/*") else 0  # past the padding
-        assert any(q[start:start + 20] == sql[start:start + 20] for q in shown), (sql, shown)
+        assert any(q[start : start + 20] == sql[start : start + 20] for q in shown), (sql, shown)
     assert all("***" in q for q in shown), [q for q in shown if "***" not in q]
     for text in served:
         assert not leaks(text)

@@ -31,20 +31,28 @@ ENV = {"HEALER_WEBHOOK_TOKEN": TOKEN, "HEALER_ADMIN_TOKEN": ADMIN}
 
 def _config(journal: Any, prometheus: str) -> dict[str, Any]:
     return {
-        "journal": journal, "prometheus": {"url": prometheus, "timeout": "2s"},
+        "journal": journal,
+        "prometheus": {"url": prometheus, "timeout": "2s"},
         "allow": [{"kind": "exec", "name": "*"}],
         "safety": {"cooldown": "0s", "budget": {"max_actions": 100}},
-        "rules": [{"name": "poke", "match": 'alertname="Poke"', "handler": "exec",
-                   "params": {"argv": ["/bin/true"]},
-                   "verify": {"stable_for": "0s", "timeout": "5s", "interval": "0.2s"}}],
+        "rules": [
+            {
+                "name": "poke",
+                "match": 'alertname="Poke"',
+                "handler": "exec",
+                "params": {"argv": ["/bin/true"]},
+                "verify": {"stable_for": "0s", "timeout": "5s", "interval": "0.2s"},
+            }
+        ],
     }
 
 
 def _post(healer: HealerProc, fp: str) -> httpx.Response:
     body = alert_payload({"alertname": "Poke", "target": fp}, fingerprint=fp)
     with httpx.Client(timeout=10.0) as client:
-        return client.post(f"{healer.url}/api/v1/alerts",
-                           headers={"Authorization": f"Bearer {TOKEN}"}, json=body)
+        return client.post(
+            f"{healer.url}/api/v1/alerts", headers={"Authorization": f"Bearer {TOKEN}"}, json=body
+        )
 
 
 def _get(healer: HealerProc, path: str) -> httpx.Response:
@@ -60,31 +68,37 @@ def _heals(healer: HealerProc) -> list[dict[str, Any]]:
 def _all_done(healer: HealerProc, count: int) -> list[dict[str, Any]]:
     def done() -> list[dict[str, Any]] | None:
         heals = _heals(healer)
-        return heals if len(heals) == count and all(h["phase"] == "done"
-                                                    for h in heals) else None
-    found: list[dict[str, Any]] = wait_until(done, timeout=60, interval=0.3,
-                                             what=f"{count} heals done")
+        return heals if len(heals) == count and all(h["phase"] == "done" for h in heals) else None
+
+    found: list[dict[str, Any]] = wait_until(
+        done, timeout=60, interval=0.3, what=f"{count} heals done"
+    )
     return found
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "healer", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "healer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_serve_on_postgresql_heals_and_survives_an_outage(
-        tmp_path: Path, healer_process: HealerFactory) -> None:
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """healer serve on a PostgreSQL journal (DSN with password from dsn_env) heals three
     alerts; the server stops: a webhook answers 503 and /health/ready says the journal
     is down (password redacted); it starts again: the same webhook is acknowledged, and
     the history holds every alert acknowledged before the outage and the new one."""
-    with private_postgres(superuser_password="pg-secret-pw") as server, \
-            StillFiring() as prometheus:
+    with private_postgres(superuser_password="pg-secret-pw") as server, StillFiring() as prometheus:
         prometheus.firing = False
-        config = write_config(tmp_path, _config({"dsn_env": "HEALER_TEST_JOURNAL_DSN"},
-                                                prometheus.url))
-        healer = healer_process.start(config, env={**ENV,
-                                                   "HEALER_TEST_JOURNAL_DSN": server.dsn})
+        config = write_config(
+            tmp_path, _config({"dsn_env": "HEALER_TEST_JOURNAL_DSN"}, prometheus.url)
+        )
+        healer = healer_process.start(config, env={**ENV, "HEALER_TEST_JOURNAL_DSN": server.dsn})
         for n, fp in enumerate(("a1", "a2", "a3"), 1):  # one at a time: one exec target
             answer = _post(healer, fp)
             assert answer.status_code == 200, answer.text
@@ -100,9 +114,13 @@ def test_serve_on_postgresql_heals_and_survives_an_outage(
         assert "pg-secret-pw" not in ready.text
 
         server.start()
-        answer = wait_until(lambda: (r := _post(healer, "b1")).status_code == 200 and r,
-                            timeout=30, interval=0.3, what="a webhook acknowledged again",
-                            ignore=(httpx.HTTPError,))
+        answer = wait_until(
+            lambda: (r := _post(healer, "b1")).status_code == 200 and r,
+            timeout=30,
+            interval=0.3,
+            what="a webhook acknowledged again",
+            ignore=(httpx.HTTPError,),
+        )
         assert answer.json()["started"][0]["fingerprint"] == "b1"
         after = _all_done(healer, 4)
         assert {h["id"] for h in before} < {h["id"] for h in after}
@@ -110,7 +128,8 @@ def test_serve_on_postgresql_heals_and_survives_an_outage(
 
 
 async def test_journal_copy_then_serve_lists_the_same_heals(
-        tmp_path: Path, healer_process: HealerFactory) -> None:
+    tmp_path: Path, healer_process: HealerFactory
+) -> None:
     """A journal.db written by a real run is copied into an empty PostgreSQL database
     (counts printed, DSN from a file); a second copy into it is refused (exit 1); healer
     serve on the PostgreSQL journal lists the same heals with the same timelines."""
@@ -118,20 +137,22 @@ async def test_journal_copy_then_serve_lists_the_same_heals(
     with StillFiring() as prometheus:
         prometheus.firing = False
         sqlite_healer = healer_process.start(
-            write_config(tmp_path, _config(str(journal), prometheus.url)), env=ENV)
+            write_config(tmp_path, _config(str(journal), prometheus.url)), env=ENV
+        )
         for n, fp in enumerate(("c1", "c2"), 1):
             assert _post(sqlite_healer, fp).status_code == 200
             done = _all_done(sqlite_healer, n)
         original = {h["id"]: h for h in done}
-        timelines = {i: [e["kind"] for e in _get(sqlite_healer, f"/api/v1/heals/{i}")
-                         .json()["timeline"]] for i in original}
+        timelines = {
+            i: [e["kind"] for e in _get(sqlite_healer, f"/api/v1/heals/{i}").json()["timeline"]]
+            for i in original
+        }
         sqlite_healer.stop()
 
         async with scratch_database() as dsn:
             dsn_file = tmp_path / "journal.dsn"
             dsn_file.write_text(dsn + "\n")
-            copied = _cli("journal", "copy", "--from", str(journal), "--to-dsn-file",
-                          str(dsn_file))
+            copied = _cli("journal", "copy", "--from", str(journal), "--to-dsn-file", str(dsn_file))
             assert copied.returncode == 0, copied.stderr
             assert "heals 2" in copied.stdout and "alerts 2" in copied.stdout
             again = _cli("journal", "copy", "--from", str(journal), "--to", dsn)
@@ -140,14 +161,17 @@ async def test_journal_copy_then_serve_lists_the_same_heals(
 
             pg_dir = tmp_path / "pg"
             pg_dir.mkdir()
-            pg_healer = healer_process.start(write_config(pg_dir, _config(dsn, prometheus.url)),
-                                             env=ENV)
+            pg_healer = healer_process.start(
+                write_config(pg_dir, _config(dsn, prometheus.url)), env=ENV
+            )
             listed = {h["id"]: h for h in _heals(pg_healer)}
             assert listed.keys() == original.keys()
             for heal_id, heal in original.items():
                 assert {k: listed[heal_id][k] for k in heal} == heal
-                assert [e["kind"] for e in _get(pg_healer, f"/api/v1/heals/{heal_id}")
-                        .json()["timeline"]] == timelines[heal_id]
+                assert [
+                    e["kind"]
+                    for e in _get(pg_healer, f"/api/v1/heals/{heal_id}").json()["timeline"]
+                ] == timelines[heal_id]
             # The copied alerts stay exactly-once: a re-send is a duplicate.
             resent = _post(pg_healer, "c1").json()
             assert [d["fingerprint"] for d in resent["duplicates"]] == ["c1"]
@@ -155,7 +179,8 @@ async def test_journal_copy_then_serve_lists_the_same_heals(
 
 
 async def test_journal_migrate_creates_the_schema_and_serve_refuses_a_newer_one(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """journal migrate prints the version before and after (0 -> N, then N -> N); a
     password given with --to is refused (exit 2) without being echoed; healer serve on a
     store whose schema is newer exits 1 with one line naming the store."""
@@ -166,16 +191,16 @@ async def test_journal_migrate_creates_the_schema_and_serve_refuses_a_newer_one(
         second = _cli("journal", "migrate", "--to", dsn)
         assert f"{schema.SCHEMA_VERSION} -> {schema.SCHEMA_VERSION}" in second.stdout
 
-        refused = _cli("journal", "migrate", "--to",
-                       dsn.replace("postgres@", "postgres:hunter22@"))
+        refused = _cli("journal", "migrate", "--to", dsn.replace("postgres@", "postgres:hunter22@"))
         assert refused.returncode == 2
         assert "hunter22" not in refused.stdout + refused.stderr
         assert "password" in refused.stderr
 
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("INSERT INTO healer_schema VALUES ($1, 0)",
-                               schema.SCHEMA_VERSION + 1)
+            await conn.execute(
+                "INSERT INTO healer_schema VALUES ($1, 0)", schema.SCHEMA_VERSION + 1
+            )
         finally:
             await conn.close()
         config = write_config(tmp_path, _config(dsn, "http://127.0.0.1:9"))

@@ -20,10 +20,26 @@ from tests.support import PrometheusFactory
 pytestmark = pytest.mark.prometheus
 
 # Bounded: one Prometheus, one query per example.
-ROUND_TRIP = settings(max_examples=60, derandomize=True, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
-HAND_PICKED = ['zz="x"} or vector(0) or ALERTS{q', "a\nb\r\tc", "\\", '\\"', "\x00\x01\x7f",
-               "\ufffd", "\u2028", "é", "😀", "'`", "\\u0022"]
+ROUND_TRIP = settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+HAND_PICKED = [
+    'zz="x"} or vector(0) or ALERTS{q',
+    "a\nb\r\tc",
+    "\\",
+    '\\"',
+    "\x00\x01\x7f",
+    "\ufffd",
+    "\u2028",
+    "é",
+    "😀",
+    "'`",
+    "\\u0022",
+]
 
 
 def _query(url: str, expr: str) -> httpx.Response:
@@ -90,9 +106,12 @@ async def test_a_utf8_label_name_ends_unverified_on_prometheus_2(prom_url: str) 
     async with httpx.AsyncClient() as client:
         verifier = Verifier(client, prom_url, timeout=5.0, evaluation_interval=0.1)
         verdict = await verifier.verify(
-            Condition(labels={"alertname": "Disk", "service.name": "api"}), stable_for=0,
-            timeout=0.5, interval=0.1, record=record)
+            Condition(labels={"alertname": "Disk", "service.name": "api"}),
+            stable_for=0,
+            timeout=0.5,
+            interval=0.1,
+            record=record,
+        )
     assert verdict.outcome is Outcome.UNVERIFIED
-    assert events[0] == ("verify_start", {**events[0][1],
-                                          "quoted_label_names": ["service.name"]})
+    assert events[0] == ("verify_start", {**events[0][1], "quoted_label_names": ["service.name"]})
     assert all(data["healthy"] is None for kind, data in events if kind == "verify_sample")

@@ -27,13 +27,16 @@ from tests.unit.conftest import Noop
 pytestmark = pytest.mark.docker
 
 STARTS = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-RESTART = HealPlan("restart", "docker.restart",
-                   {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
-                   {"query": None, "stable_for": 0.0, "timeout": 0.3, "interval": None}, False)
+RESTART = HealPlan(
+    "restart",
+    "docker.restart",
+    {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
+    {"query": None, "stable_for": 0.0, "timeout": 0.3, "interval": None},
+    False,
+)
 
 
-def _config(tmp_path: Path, glob: str, prometheus: str = "http://127.0.0.1:9"
-            ) -> dict[str, Any]:
+def _config(tmp_path: Path, glob: str, prometheus: str = "http://127.0.0.1:9") -> dict[str, Any]:
     """``Hold`` -> the no-op handler (a slot holder the test releases); ``ServiceDown``
     -> docker.restart of ``labels.container``; one concurrency slot."""
     return {
@@ -42,35 +45,53 @@ def _config(tmp_path: Path, glob: str, prometheus: str = "http://127.0.0.1:9"
         "verify": {"stable_for": "0s", "timeout": "0.3s"},
         "max_concurrent_heals": 1,
         "allow": [{"kind": "docker", "name": glob}, {"kind": "test", "name": "*"}],
-        "rules": [{"name": "hold", "match": 'alertname="Hold"', "handler": "test.noop",
-                   "params": {"target": "slot"}},
-                  {"name": RESTART.rule, "match": 'alertname="ServiceDown"',
-                   "handler": RESTART.handler, "params": RESTART.params}],
+        "rules": [
+            {
+                "name": "hold",
+                "match": 'alertname="Hold"',
+                "handler": "test.noop",
+                "params": {"target": "slot"},
+            },
+            {
+                "name": RESTART.rule,
+                "match": 'alertname="ServiceDown"',
+                "handler": RESTART.handler,
+                "params": RESTART.params,
+            },
+        ],
     }
 
 
 def _alert(container: str, status: str = "firing") -> Alert:
-    return Alert(fingerprint=fingerprint("ServiceDown", container), status=status,
-                 labels={"alertname": "ServiceDown", "container": container},
-                 annotations={}, starts_at=STARTS)
+    return Alert(
+        fingerprint=fingerprint("ServiceDown", container),
+        status=status,
+        labels={"alertname": "ServiceDown", "container": container},
+        annotations={},
+        starts_at=STARTS,
+    )
 
 
 def _post(alert: Alert) -> dict[str, Any]:
-    return alert_payload(dict(alert.labels), fingerprint=alert.fingerprint,
-                         status=alert.status, starts_at=alert.starts_at)
+    return alert_payload(
+        dict(alert.labels),
+        fingerprint=alert.fingerprint,
+        status=alert.status,
+        starts_at=alert.starts_at,
+    )
 
 
 def _pair(containers: Any) -> tuple[str, list[str]]:
     tag = uuid.uuid4().hex[:8]
     names = [f"healer-test-rba-{side}-{tag}" for side in ("resolved", "firing")]
     for name in names:
-        containers.run(["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"],
-                       name=name)
+        containers.run(["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"], name=name)
     return f"healer-test-rba-*-{tag}", names
 
 
-def _assert_only_the_firing_one_restarted(heals: list[dict[str, Any]], names: list[str],
-                                          docker_client: Any, since: float) -> None:
+def _assert_only_the_firing_one_restarted(
+    heals: list[dict[str, Any]], names: list[str], docker_client: Any, since: float
+) -> None:
     resolved, firing = heals
     assert resolved["outcome"] == "no_action", resolved["reason"]
     assert resolved["reason"].startswith("resolved before acting: ")
@@ -80,8 +101,9 @@ def _assert_only_the_firing_one_restarted(heals: list[dict[str, Any]], names: li
     assert docker_restarts(docker_client, names[1], since) == 1
 
 
-async def test_slot_wait_then_resolved_is_never_restarted(tmp_path: Path, containers,
-                                                          docker_client) -> None:
+async def test_slot_wait_then_resolved_is_never_restarted(
+    tmp_path: Path, containers, docker_client
+) -> None:
     """Both heals wait for the one slot (held by another heal); only one alert resolves
     meanwhile. When the slot frees, that heal ends no_action and its container keeps
     running untouched; the other container is restarted."""
@@ -107,7 +129,8 @@ async def test_slot_wait_then_resolved_is_never_restarted(tmp_path: Path, contai
 
 
 async def test_resolved_while_healer_was_down_is_never_restarted(
-        tmp_path: Path, containers, docker_client) -> None:
+    tmp_path: Path, containers, docker_client
+) -> None:
     """Two heals left pending by a dead healer, one alert's resolve journaled meanwhile:
     the next start ends that one no_action without touching its container, and heals the
     other."""
@@ -126,7 +149,8 @@ async def test_resolved_while_healer_was_down_is_never_restarted(
 
 
 async def test_resolved_while_healer_was_down_and_only_prometheus_knows(
-        tmp_path: Path, containers, docker_client, prometheus) -> None:
+    tmp_path: Path, containers, docker_client, prometheus
+) -> None:
     """Two heals left pending by a dead healer, no resolve journaled (Alertmanager has
     not re-delivered it yet). At the next start each asks a real Prometheus, once,
     whether its alert still fires (here through the heal's own ``verify.query``):
@@ -137,9 +161,19 @@ async def test_resolved_while_healer_was_down_and_only_prometheus_knows(
     prom = prometheus.start([])
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
-        dispositions = [await journal.ingest([_alert(name)], lambda _, q=query: HealPlan(
-            RESTART.rule, RESTART.handler, RESTART.params, {**RESTART.verify, "query": q},
-            False)) for name, query in zip(names, ["vector(0)", "vector(1)"], strict=True)]
+        dispositions = [
+            await journal.ingest(
+                [_alert(name)],
+                lambda _, q=query: HealPlan(
+                    RESTART.rule,
+                    RESTART.handler,
+                    RESTART.params,
+                    {**RESTART.verify, "query": q},
+                    False,
+                ),
+            )
+            for name, query in zip(names, ["vector(0)", "vector(1)"], strict=True)
+        ]
     finally:
         await journal.close()
     handlers = HandlerRegistry.from_entry_points(("test.noop", Noop()))

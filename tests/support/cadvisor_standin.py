@@ -85,10 +85,12 @@ class DockerMemoryCollector(Collector):
         containers = self._client.containers.list(filters=dict(self._filters))
         rows = [r for r in self._pool.map(self._read, containers) if r is not None]
         names = sorted({name for labels, _, _ in rows for name in labels})
-        ws = GaugeMetricFamily("container_memory_working_set_bytes",
-                               "Current working set in bytes.", labels=names)
-        limit = GaugeMetricFamily("container_spec_memory_limit_bytes",
-                                  "Memory limit for the container.", labels=names)
+        ws = GaugeMetricFamily(
+            "container_memory_working_set_bytes", "Current working set in bytes.", labels=names
+        )
+        limit = GaugeMetricFamily(
+            "container_spec_memory_limit_bytes", "Memory limit for the container.", labels=names
+        )
         for labels, value, lim in rows:
             values = [labels.get(name, "") for name in names]
             if value is not None:
@@ -101,10 +103,15 @@ class DockerMemoryCollector(Collector):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve /metrics on")
-    parser.add_argument("--label", action="append", default=[],
-                        help="only containers with this Docker label (key=value); repeatable")
-    parser.add_argument("--max-lifetime", type=float, default=3600.0,
-                        help="exit after this many seconds")
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="only containers with this Docker label (key=value); repeatable",
+    )
+    parser.add_argument(
+        "--max-lifetime", type=float, default=3600.0, help="exit after this many seconds"
+    )
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
 

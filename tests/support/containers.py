@@ -181,8 +181,9 @@ class ContainerFactory:
 
         ``healthcheck=True`` gives the container a Docker healthcheck that fetches its
         /metrics every 250 ms (healthy while it serves, unhealthy once muted)."""
-        return start_service(self, port=port, name=name, labels=labels, mem_limit=mem_limit,
-                             healthcheck=healthcheck)
+        return start_service(
+            self, port=port, name=name, labels=labels, mem_limit=mem_limit, healthcheck=healthcheck
+        )
 
     def _remove_by_name(self, name: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):

@@ -60,11 +60,16 @@ class SmallDisk:
 def small_disk(path: Path, size: str = "4m") -> Iterator[SmallDisk]:
     """Mount a ``size`` tmpfs on ``path`` (created); unmounted on exit, even on failure."""
     path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                             str(path)], capture_output=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
     if result.returncode != 0:
-        require_service("a tmpfs mount", result.stderr.decode(errors="replace").strip()
-                        or f"mount exited {result.returncode}")
+        require_service(
+            "a tmpfs mount",
+            result.stderr.decode(errors="replace").strip() or f"mount exited {result.returncode}",
+        )
     try:
         yield SmallDisk(path)
     finally:

@@ -34,11 +34,16 @@ CADVISOR_STANDIN = Path(__file__).with_name("cadvisor_standin.py")
 
 
 class ExporterProc(ManagedProcess):
-    def scrape_config(self, job: str, labels: Mapping[str, str] | None = None,
-                      interval: str = "1s") -> dict[str, Any]:
+    def scrape_config(
+        self, job: str, labels: Mapping[str, str] | None = None, interval: str = "1s"
+    ) -> dict[str, Any]:
         """A Prometheus scrape job for this exporter's ``/metrics``."""
-        return {"job_name": job, "scrape_interval": interval, "scrape_timeout": interval,
-                "static_configs": [{"targets": [self.address], "labels": dict(labels or {})}]}
+        return {
+            "job_name": job,
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "static_configs": [{"targets": [self.address], "labels": dict(labels or {})}],
+        }
 
 
 class PostgresExporterProc(ExporterProc):
@@ -49,9 +54,15 @@ class PostgresExporterProc(ExporterProc):
 class BlackboxProc(ExporterProc):
     config_path: Path
 
-    def probe_config(self, job: str, targets: Sequence[str], *, module: str = "http_2xx",
-                     labels: Mapping[str, str] | None = None,
-                     interval: str = "1s") -> dict[str, Any]:
+    def probe_config(
+        self,
+        job: str,
+        targets: Sequence[str],
+        *,
+        module: str = "http_2xx",
+        labels: Mapping[str, str] | None = None,
+        interval: str = "1s",
+    ) -> dict[str, Any]:
         """The usual blackbox scrape job: each target becomes ``?target=`` and ``instance``.
 
         Prometheus sends its scrape timeout (``interval``) and the exporter gives the
@@ -85,8 +96,9 @@ def no_ssl(dsn: str) -> str:
 class PostgresExporterFactory(_Factory):
     kind = "postgres-exporter"
 
-    def start(self, dsn: str, *, queries: Path | None = None,
-              extra_args: Sequence[str] = ()) -> PostgresExporterProc:
+    def start(
+        self, dsn: str, *, queries: Path | None = None, extra_args: Sequence[str] = ()
+    ) -> PostgresExporterProc:
         """Run ``prometheus-postgres-exporter`` on 127.0.0.1:<free> against ``dsn``.
 
         ``queries`` is a custom-queries file (``--extend.query-path``: deprecated
@@ -94,11 +106,14 @@ class PostgresExporterFactory(_Factory):
         queries run in the DSN's database only, so point ``dsn`` at the database
         the queries read (Odoo's, for ``ir_cron``).
         """
-        binary = find_binary(POSTGRES_EXPORTER_BIN, "prometheus-postgres-exporter",
-                             "postgres_exporter")
+        binary = find_binary(
+            POSTGRES_EXPORTER_BIN, "prometheus-postgres-exporter", "postgres_exporter"
+        )
         if binary is None:
-            require_service("postgres_exporter", f"{POSTGRES_EXPORTER_BIN} not found "
-                            "(apt-get install prometheus-postgres-exporter)")
+            require_service(
+                "postgres_exporter",
+                f"{POSTGRES_EXPORTER_BIN} not found (apt-get install prometheus-postgres-exporter)",
+            )
         workdir = self._workdir()
         env = {**os.environ, "DATA_SOURCE_NAME": no_ssl(dsn)}
 
@@ -108,8 +123,9 @@ class PostgresExporterFactory(_Factory):
                 args.append(f"--extend.query-path={Path(queries).resolve()}")
             return [*args, *extra_args]
 
-        instance = PostgresExporterProc("postgres_exporter", argv, workdir=workdir,
-                                        ready_path="/", env=env)
+        instance = PostgresExporterProc(
+            "postgres_exporter", argv, workdir=workdir, ready_path="/", env=env
+        )
         instance.dsn = dsn
         instance.queries = queries
         return self._launch(instance, 30.0)
@@ -125,24 +141,38 @@ class BlackboxExporterFactory(_Factory):
 
         ``modules`` defaults to ``http_2xx``: GET over IPv4, any 2xx is success.
         """
-        binary = find_binary(BLACKBOX_EXPORTER_BIN, "prometheus-blackbox-exporter",
-                             "blackbox_exporter")
+        binary = find_binary(
+            BLACKBOX_EXPORTER_BIN, "prometheus-blackbox-exporter", "blackbox_exporter"
+        )
         if binary is None:
-            require_service("blackbox_exporter", f"{BLACKBOX_EXPORTER_BIN} not found "
-                            "(apt-get install prometheus-blackbox-exporter)")
+            require_service(
+                "blackbox_exporter",
+                f"{BLACKBOX_EXPORTER_BIN} not found (apt-get install prometheus-blackbox-exporter)",
+            )
         workdir = self._workdir()
-        config = {"modules": dict(modules or {
-            "http_2xx": {"prober": "http", "timeout": "5s",
-                         "http": {"preferred_ip_protocol": "ip4"}}})}
+        config = {
+            "modules": dict(
+                modules
+                or {
+                    "http_2xx": {
+                        "prober": "http",
+                        "timeout": "5s",
+                        "http": {"preferred_ip_protocol": "ip4"},
+                    }
+                }
+            )
+        }
         config_path = workdir / "blackbox.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
         def argv(port: int) -> list[str]:
-            return [str(binary), f"--config.file={config_path}",
-                    f"--web.listen-address=127.0.0.1:{port}"]
+            return [
+                str(binary),
+                f"--config.file={config_path}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ]
 
-        instance = BlackboxProc("blackbox_exporter", argv, workdir=workdir,
-                                ready_path="/-/healthy")
+        instance = BlackboxProc("blackbox_exporter", argv, workdir=workdir, ready_path="/-/healthy")
         instance.config_path = config_path
         return self._launch(instance, 30.0)
 
@@ -158,11 +188,21 @@ class CadvisorFactory(_Factory):
         selectors = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
 
         def argv(port: int) -> list[str]:
-            return [sys.executable, str(CADVISOR_STANDIN), f"--listen=127.0.0.1:{port}",
-                    "--max-lifetime=1800", *selectors]
+            return [
+                sys.executable,
+                str(CADVISOR_STANDIN),
+                f"--listen=127.0.0.1:{port}",
+                "--max-lifetime=1800",
+                *selectors,
+            ]
 
-        instance = ExporterProc("cadvisor", argv, workdir=workdir, ready_path="/metrics",
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        instance = ExporterProc(
+            "cadvisor",
+            argv,
+            workdir=workdir,
+            ready_path="/metrics",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         return self._launch(instance, 30.0)
 
     __call__ = start

@@ -50,20 +50,31 @@ def cluster_args(count: int) -> list[list[str]]:
     ports = [free_port() for _ in range(count)]
     out = []
     for i, port in enumerate(ports):
-        args = [f"--cluster.listen-address=127.0.0.1:{port}",
-                f"--cluster.advertise-address=127.0.0.1:{port}",
-                "--cluster.peer-timeout=0s", "--log.level=debug"]
+        args = [
+            f"--cluster.listen-address=127.0.0.1:{port}",
+            f"--cluster.advertise-address=127.0.0.1:{port}",
+            "--cluster.peer-timeout=0s",
+            "--log.level=debug",
+        ]
         args += [f"--cluster.peer=127.0.0.1:{p}" for j, p in enumerate(ports) if j != i]
         out.append(args)
     return out
 
 
-def start_variant_loop(*, workdir: Path, service: DemoService, prometheus: PrometheusFactory,
-                       alertmanager: AlertmanagerFactory, healer: HealerFactory,
-                       alertmanagers: int = 1, am_args: Sequence[Sequence[str]] = (),
-                       webhook_base: Callable[[str], str] | None = None,
-                       stable_for: str = "4s", timeout: str = "40s",
-                       overrides: dict[str, Any] | None = None) -> VariantLoop:
+def start_variant_loop(
+    *,
+    workdir: Path,
+    service: DemoService,
+    prometheus: PrometheusFactory,
+    alertmanager: AlertmanagerFactory,
+    healer: HealerFactory,
+    alertmanagers: int = 1,
+    am_args: Sequence[Sequence[str]] = (),
+    webhook_base: Callable[[str], str] | None = None,
+    stable_for: str = "4s",
+    timeout: str = "40s",
+    overrides: dict[str, Any] | None = None,
+) -> VariantLoop:
     """The loop of tests/support/loop.py, with ``alertmanagers`` peers (``am_args[i]`` are
     peer i's extra flags; Prometheus alerts every peer) and Alertmanager posting to
     ``webhook_base(healer_url)`` instead of healer itself (e.g. a proxy's URL)."""
@@ -71,20 +82,44 @@ def start_variant_loop(*, workdir: Path, service: DemoService, prometheus: Prome
     healer_port = free_port()
     healer_url = f"http://127.0.0.1:{healer_port}"
     base = webhook_base(healer_url) if webhook_base is not None else healer_url
-    ams = [alertmanager.start(f"{base}/api/v1/alerts", bearer_token=webhook_token,
-                              extra_args=am_args[i] if i < len(am_args) else ())
-           for i in range(alertmanagers)]
-    prom = prometheus.start([service.target], rule_files=[DEMO_RULES],
-                            alertmanager_url=[am.url for am in ams],
-                            target_labels={"container": service.name})
-    config = demo_config(workdir, prometheus_url=prom.url, name_glob=service.name,
-                         stable_for=stable_for, timeout=timeout, overrides=overrides)
-    proc = healer.start(config, port=healer_port, env={
-        "HEALER_WEBHOOK_TOKEN": webhook_token, "HEALER_ADMIN_TOKEN": admin_token})
+    ams = [
+        alertmanager.start(
+            f"{base}/api/v1/alerts",
+            bearer_token=webhook_token,
+            extra_args=am_args[i] if i < len(am_args) else (),
+        )
+        for i in range(alertmanagers)
+    ]
+    prom = prometheus.start(
+        [service.target],
+        rule_files=[DEMO_RULES],
+        alertmanager_url=[am.url for am in ams],
+        target_labels={"container": service.name},
+    )
+    config = demo_config(
+        workdir,
+        prometheus_url=prom.url,
+        name_glob=service.name,
+        stable_for=stable_for,
+        timeout=timeout,
+        overrides=overrides,
+    )
+    proc = healer.start(
+        config,
+        port=healer_port,
+        env={"HEALER_WEBHOOK_TOKEN": webhook_token, "HEALER_ADMIN_TOKEN": admin_token},
+    )
     prom.wait_for_targets_up()
-    return VariantLoop(service=service, prometheus=prom, alertmanager=ams[0], healer=proc,
-                       admin_token=admin_token, webhook_token=webhook_token,
-                       config_path=config, alertmanagers=ams)
+    return VariantLoop(
+        service=service,
+        prometheus=prom,
+        alertmanager=ams[0],
+        healer=proc,
+        admin_token=admin_token,
+        webhook_token=webhook_token,
+        config_path=config,
+        alertmanagers=ams,
+    )
 
 
 def wait_for_phase(loop: Loop, phase: str, *, timeout: float = 60.0) -> dict[str, Any]:
@@ -98,8 +133,9 @@ def wait_for_phase(loop: Loop, phase: str, *, timeout: float = 60.0) -> dict[str
         heal = heals[-1]
         return heal if order.index(heal["phase"]) >= order.index(phase) else None
 
-    return wait_until(reached, timeout=timeout, interval=0.1, what=f"a heal {phase}",
-                      ignore=(httpx.HTTPError,))
+    return wait_until(
+        reached, timeout=timeout, interval=0.1, what=f"a heal {phase}", ignore=(httpx.HTTPError,)
+    )
 
 
 def wait_for_done(loop: Loop, heal_id: str, *, timeout: float = 90.0) -> dict[str, Any]:
@@ -110,8 +146,9 @@ def wait_for_done(loop: Loop, heal_id: str, *, timeout: float = 90.0) -> dict[st
         heal = loop.heal(heal_id)
         return heal if heal["phase"] == "done" else None
 
-    return wait_until(done, timeout=timeout, interval=0.25, what=f"heal {heal_id} done",
-                      ignore=(httpx.HTTPError,))
+    return wait_until(
+        done, timeout=timeout, interval=0.25, what=f"heal {heal_id} done", ignore=(httpx.HTTPError,)
+    )
 
 
 def journal_heal(path: Path, heal_id: str) -> dict[str, Any]:
@@ -123,8 +160,8 @@ def journal_heal(path: Path, heal_id: str) -> dict[str, Any]:
         heal = dict(row)
         heal["timeline"] = [
             {"phase": e["phase"], "kind": e["kind"], "data": json.loads(e["data"])}
-            for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq",
-                                (heal_id,))]
+            for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
+        ]
     return heal
 
 
@@ -137,8 +174,12 @@ def journal_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
 def docker_restarts(client: docker.DockerClient, container: str, since: float) -> int:
     """How many times dockerd restarted ``container`` since ``since`` (epoch seconds):
     dockerd's own ``restart`` events, not healer's word for it."""
-    events = client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-                           filters={"container": container, "event": "restart"})
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": container, "event": "restart"},
+    )
     try:
         return sum(1 for _ in events)
     finally:

@@ -35,8 +35,15 @@ class FloodStats:
 
 
 class HostileConnections:
-    def __init__(self, port: int, *, count: int = 2000, pause: float = 1.0,
-                 max_opens: int = 40_000, seconds: float = 240.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        count: int = 2000,
+        pause: float = 1.0,
+        max_opens: int = 40_000,
+        seconds: float = 240.0,
+    ) -> None:
         self.port = port
         self.count = count
         self.pause = pause
@@ -71,13 +78,18 @@ class HostileConnections:
 
     async def _run(self) -> None:
         deadline = time.monotonic() + self.seconds
-        slots = [asyncio.create_task(self._slot(KINDS[i % len(KINDS)], deadline))
-                 for i in range(self.count)]
+        slots = [
+            asyncio.create_task(self._slot(KINDS[i % len(KINDS)], deadline))
+            for i in range(self.count)
+        ]
         await asyncio.gather(*slots)
 
     def _stopping(self, deadline: float) -> bool:
-        return (self._stop.is_set() or time.monotonic() > deadline
-                or self.stats.opened >= self.max_opens)
+        return (
+            self._stop.is_set()
+            or time.monotonic() > deadline
+            or self.stats.opened >= self.max_opens
+        )
 
     async def _slot(self, kind: str, deadline: float) -> None:
         while not self._stopping(deadline):
@@ -100,15 +112,18 @@ class HostileConnections:
                     await writer.wait_closed()
             await asyncio.sleep(self.pause)
 
-    async def _hold(self, kind: str, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, deadline: float) -> bool:
+    async def _hold(
+        self, kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> bool:
         """Hold one connection until the server closes it (True) or the flood stops."""
         closed = asyncio.ensure_future(_closed(reader))
         try:
             if kind == "short_body":
-                writer.write(b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n"
-                             b"Content-Type: application/json\r\n"
-                             b"Content-Length: 100000\r\n\r\n{\"version\"")
+                writer.write(
+                    b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\n"
+                    b'Content-Length: 100000\r\n\r\n{"version"'
+                )
             elif kind == "trickle":
                 writer.write(b"POST /api/v1/alerts HTTP/1.1\r\nX-Slow: ")
             while not closed.done() and not self._stopping(deadline):

@@ -32,19 +32,35 @@ class Recorder:
         return [data for k, data in self.records if k == kind]
 
 
-def heal_context(*, labels: dict[str, str] | None = None,
-                 annotations: dict[str, str] | None = None, handler: str = "test",
-                 rule: str = "test-rule", heal_id: str = "00000000000000aa",
-                 dry_run: bool = False) -> tuple[HealContext, Recorder]:
+def heal_context(
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    handler: str = "test",
+    rule: str = "test-rule",
+    heal_id: str = "00000000000000aa",
+    dry_run: bool = False,
+) -> tuple[HealContext, Recorder]:
     """A context for one direct handler call; ``labels=None`` means a manual heal (no alert)."""
     alert = None
     if labels is not None:
-        alert = Alert(fingerprint="fedcba9876543210", status="firing", labels=labels,
-                      annotations=annotations or {},
-                      starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+        alert = Alert(
+            fingerprint="fedcba9876543210",
+            status="firing",
+            labels=labels,
+            annotations=annotations or {},
+            starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        )
     recorder = Recorder()
-    ctx = HealContext(heal_id=heal_id, rule=rule, handler=handler, alert=alert,
-                      dry_run=dry_run, log=structlog.get_logger("test").bind(heal_id=heal_id),
-                      docker=DockerAdapter("unix:///nonexistent/docker.sock"),
-                      postgres=PostgresAdapter({}, {}).for_heal(), record=recorder)
+    ctx = HealContext(
+        heal_id=heal_id,
+        rule=rule,
+        handler=handler,
+        alert=alert,
+        dry_run=dry_run,
+        log=structlog.get_logger("test").bind(heal_id=heal_id),
+        docker=DockerAdapter("unix:///nonexistent/docker.sock"),
+        postgres=PostgresAdapter({}, {}).for_heal(),
+        record=recorder,
+    )
     return ctx, recorder

@@ -27,8 +27,11 @@ class HealerApi:
 
     def _get(self, path: str, **params: Any) -> Any:
         with httpx.Client(timeout=5.0) as client:
-            response = client.get(f"{self.healer.url}{path}", params=params,
-                                  headers={"Authorization": f"Bearer {self.admin_token}"})
+            response = client.get(
+                f"{self.healer.url}{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+            )
         response.raise_for_status()
         return response.json()
 

@@ -1,8 +1,8 @@
 """healer in-process: the real app factory and lifespan, driven through httpx's ASGI transport.
 
-    async with running_healer(config, handlers=..., secrets=...) as h:
-        response = await h.client.post("/api/v1/alerts", json=payload)
-        heal = await h.wait_for_outcome(heal_id)
+async with running_healer(config, handlers=..., secrets=...) as h:
+    response = await h.client.post("/api/v1/alerts", json=payload)
+    heal = await h.wait_for_outcome(heal_id)
 """
 
 from __future__ import annotations
@@ -60,18 +60,22 @@ class InProcessHealer:
 
 
 @asynccontextmanager
-async def running_healer(config: dict[str, Any], *, handlers: HandlerRegistry | None = None,
-                         secrets: Secrets | None = None) -> AsyncIterator[InProcessHealer]:
+async def running_healer(
+    config: dict[str, Any],
+    *,
+    handlers: HandlerRegistry | None = None,
+    secrets: Secrets | None = None,
+) -> AsyncIterator[InProcessHealer]:
     handlers = handlers if handlers is not None else HandlerRegistry.from_entry_points()
     secrets = secrets if secrets is not None else Secrets(admin_token="admin-token")
     registry = CollectorRegistry()
-    app = create_app(parse_config(config, handlers), secrets, handlers=handlers,
-                     registry=registry)
+    app = create_app(parse_config(config, handlers), secrets, handlers=handlers, registry=registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://healer") as client:
-            headers = ({"Authorization": f"Bearer {secrets.admin_token}"}
-                       if secrets.admin_token else {})
+            headers = (
+                {"Authorization": f"Bearer {secrets.admin_token}"} if secrets.admin_token else {}
+            )
             yield InProcessHealer(app, client, registry, headers)
 
 
@@ -83,23 +87,48 @@ def noop_config(journal: Path, **verify: str) -> dict[str, Any]:
         "journal": str(journal),
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
         "allow": [{"kind": "test", "name": "*"}],
-        "rules": [{"name": "poke", "match": 'alertname="Poke"', "handler": "test.noop",
-                   "params": {"target": "{{ labels.target }}"},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s", **verify}}],
+        "rules": [
+            {
+                "name": "poke",
+                "match": 'alertname="Poke"',
+                "handler": "test.noop",
+                "params": {"target": "{{ labels.target }}"},
+                "verify": {"stable_for": "0s", "timeout": "0.2s", **verify},
+            }
+        ],
     }
 
 
-def alert_payload(labels: dict[str, str], *, fingerprint: str = "0123456789abcdef",
-                  status: str = "firing", starts_at: datetime | None = None) -> dict[str, Any]:
+def alert_payload(
+    labels: dict[str, str],
+    *,
+    fingerprint: str = "0123456789abcdef",
+    status: str = "firing",
+    starts_at: datetime | None = None,
+) -> dict[str, Any]:
     """An Alertmanager v4 webhook body with one alert."""
     starts = (starts_at or datetime(2026, 11, 23, 8, 0, tzinfo=UTC)).isoformat()
     return {
-        "version": "4", "status": status, "receiver": "healer", "groupKey": "{}:{}",
-        "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093", "truncatedAlerts": 0,
-        "alerts": [{"status": status, "labels": labels, "annotations": {},
-                    "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": fingerprint}],
+        "version": "4",
+        "status": status,
+        "receiver": "healer",
+        "groupKey": "{}:{}",
+        "groupLabels": {},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": status,
+                "labels": labels,
+                "annotations": {},
+                "startsAt": starts,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": fingerprint,
+            }
+        ],
     }
 
 

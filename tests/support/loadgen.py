@@ -39,21 +39,37 @@ def fingerprint(group: int, index: int) -> str:
 
 
 def group_body(group: int, alerts: int) -> bytes:
-    return json.dumps({
-        "version": "4", "status": "firing", "receiver": "healer",
-        "groupKey": f"{{}}:{{load=\"{group}\"}}", "truncatedAlerts": 0,
-        "groupLabels": {"load": str(group)}, "commonLabels": {"alertname": "LoadTest"},
-        "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
-        "alerts": [{
+    return json.dumps(
+        {
+            "version": "4",
             "status": "firing",
-            "labels": {"alertname": "LoadTest", "load": str(group), "instance": f"i-{i}",
-                       "severity": "warning", "job": "load"},
-            "annotations": {"summary": f"load test alert {i} of group {group}"},
-            "startsAt": STARTS_AT, "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=up",
-            "fingerprint": fingerprint(group, i),
-        } for i in range(alerts)],
-    }).encode()
+            "receiver": "healer",
+            "groupKey": f'{{}}:{{load="{group}"}}',
+            "truncatedAlerts": 0,
+            "groupLabels": {"load": str(group)},
+            "commonLabels": {"alertname": "LoadTest"},
+            "commonAnnotations": {},
+            "externalURL": "http://127.0.0.1:9093",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {
+                        "alertname": "LoadTest",
+                        "load": str(group),
+                        "instance": f"i-{i}",
+                        "severity": "warning",
+                        "job": "load",
+                    },
+                    "annotations": {"summary": f"load test alert {i} of group {group}"},
+                    "startsAt": STARTS_AT,
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=up",
+                    "fingerprint": fingerprint(group, i),
+                }
+                for i in range(alerts)
+            ],
+        }
+    ).encode()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,8 +117,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             group = next_group(index)
             began = time.monotonic()
             try:
-                resp = await client.post("/api/v1/alerts", content=group_body(group, args.alerts),
-                                         headers=headers)
+                resp = await client.post(
+                    "/api/v1/alerts", content=group_body(group, args.alerts), headers=headers
+                )
             except httpx.TransportError as exc:
                 # No answer: healer may or may not have journaled it.
                 statuses[type(exc).__name__] += 1
@@ -115,17 +132,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Pooled connections expire well before uvicorn's 5 s keep-alive timeout, or a post
     # may race the server closing its connection (a ReadError with nothing wrong).
-    limits = httpx.Limits(max_connections=args.concurrency,
-                          max_keepalive_connections=args.concurrency, keepalive_expiry=1.0)
-    async with httpx.AsyncClient(base_url=args.url, limits=limits,
-                                 timeout=args.timeout) as client:
+    limits = httpx.Limits(
+        max_connections=args.concurrency,
+        max_keepalive_connections=args.concurrency,
+        keepalive_expiry=1.0,
+    )
+    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout) as client:
         await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
     elapsed = time.monotonic() - start
     requests = sum(statuses.values())
     ok = sum(answered.values())
     return {
-        "seconds": round(elapsed, 3), "requests": requests, "statuses": dict(statuses),
-        "alerts_per_request": args.alerts, "new_groups": new_groups, "resends": resends,
+        "seconds": round(elapsed, 3),
+        "requests": requests,
+        "statuses": dict(statuses),
+        "alerts_per_request": args.alerts,
+        "new_groups": new_groups,
+        "resends": resends,
         "requests_per_second": round(requests / elapsed, 1),
         "alerts_per_second": round(ok * args.alerts / elapsed, 1),
         "latency_p50_ms": round(percentile(latencies, 0.50) * 1000, 1),

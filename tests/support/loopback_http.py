@@ -18,8 +18,9 @@ class LoopbackServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -32,8 +33,9 @@ class LoopbackServer:
         self._thread.join(5)
 
 
-def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"",
-          content_type: str = "") -> None:
+def reply(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", content_type: str = ""
+) -> None:
     """Answer ``status`` with ``body`` (and its Content-Length)."""
     handler.send_response(status)
     if content_type:

@@ -55,49 +55,88 @@ ODOO_VERSIONS = (16, 17, 18, 19)
 _NOW = "(now() AT TIME ZONE 'UTC')"
 _names = itertools.count(1)
 
-_AUDIT = [("create_uid", "integer"), ("create_date", "timestamp"),
-          ("write_uid", "integer"), ("write_date", "timestamp")]
+_AUDIT = [
+    ("create_uid", "integer"),
+    ("create_date", "timestamp"),
+    ("write_uid", "integer"),
+    ("write_date", "timestamp"),
+]
 
 
 def _table(name: str, columns: list[tuple[str, str]]) -> list[str]:
     """The statements Odoo's ORM runs for a new model's table."""
-    return [f'CREATE TABLE "{name}" (id SERIAL NOT NULL, PRIMARY KEY(id))',
-            *(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {typ}' for col, typ in columns)]
+    return [
+        f'CREATE TABLE "{name}" (id SERIAL NOT NULL, PRIMARY KEY(id))',
+        *(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {typ}' for col, typ in columns),
+    ]
 
 
 def ir_cron_ddl(version: int) -> list[str]:
     """The statements creating ``ir_cron`` and its neighbours in Odoo ``version``."""
     if version not in ODOO_VERSIONS:
         raise ValueError(f"Odoo {version}: only {ODOO_VERSIONS} are modelled")
-    counters = ([("numbercall", "integer"), ("doall", "boolean")] if version < 18 else
-                [("failure_count", "integer"), ("first_failure_date", "timestamp")])
+    counters = (
+        [("numbercall", "integer"), ("doall", "boolean")]
+        if version < 18
+        else [("failure_count", "integer"), ("first_failure_date", "timestamp")]
+    )
     ddl = [
-        *_table("ir_module_module", [("name", "varchar NOT NULL"), ("state", "varchar"),
-                                     ("latest_version", "varchar"), *_AUDIT]),
-        *_table("ir_act_server", [("name", "jsonb NOT NULL"),
-                                  ("type", "varchar NOT NULL"), ("usage", "varchar"),
-                                  ("state", "varchar NOT NULL"), ("code", "text"),
-                                  *_AUDIT]),
-        *_table("ir_cron", [("ir_actions_server_id", "integer NOT NULL"),
-                            ("cron_name", "jsonb" if version == 16 else "varchar"),
-                            ("user_id", "integer NOT NULL"), ("active", "boolean"),
-                            ("interval_number", "integer"), ("interval_type", "varchar"),
-                            *counters, ("nextcall", "timestamp NOT NULL"),
-                            ("lastcall", "timestamp"), ("priority", "integer"), *_AUDIT]),
+        *_table(
+            "ir_module_module",
+            [
+                ("name", "varchar NOT NULL"),
+                ("state", "varchar"),
+                ("latest_version", "varchar"),
+                *_AUDIT,
+            ],
+        ),
+        *_table(
+            "ir_act_server",
+            [
+                ("name", "jsonb NOT NULL"),
+                ("type", "varchar NOT NULL"),
+                ("usage", "varchar"),
+                ("state", "varchar NOT NULL"),
+                ("code", "text"),
+                *_AUDIT,
+            ],
+        ),
+        *_table(
+            "ir_cron",
+            [
+                ("ir_actions_server_id", "integer NOT NULL"),
+                ("cron_name", "jsonb" if version == 16 else "varchar"),
+                ("user_id", "integer NOT NULL"),
+                ("active", "boolean"),
+                ("interval_number", "integer"),
+                ("interval_type", "varchar"),
+                *counters,
+                ("nextcall", "timestamp NOT NULL"),
+                ("lastcall", "timestamp"),
+                ("priority", "integer"),
+                *_AUDIT,
+            ],
+        ),
         'ALTER TABLE "ir_cron" ADD CONSTRAINT "ir_cron_ir_actions_server_id_fkey" '
         'FOREIGN KEY ("ir_actions_server_id") REFERENCES "ir_act_server"("id") '
         "ON DELETE restrict",
-        *_table("ir_cron_trigger", [("cron_id", "integer"), ("call_at", "timestamp"),
-                                    *_AUDIT]),
+        *_table("ir_cron_trigger", [("cron_id", "integer"), ("call_at", "timestamp"), *_AUDIT]),
         'ALTER TABLE "ir_cron_trigger" ADD CONSTRAINT "ir_cron_trigger_cron_id_fkey" '
         'FOREIGN KEY ("cron_id") REFERENCES "ir_cron"("id") ON DELETE set null',
     ]
     if version >= 18:
         ddl += [
-            *_table("ir_cron_progress", [("cron_id", "integer NOT NULL"),
-                                         ("remaining", "integer"), ("done", "integer"),
-                                         ("deactivate", "boolean"),
-                                         ("timed_out_counter", "integer"), *_AUDIT]),
+            *_table(
+                "ir_cron_progress",
+                [
+                    ("cron_id", "integer NOT NULL"),
+                    ("remaining", "integer"),
+                    ("done", "integer"),
+                    ("deactivate", "boolean"),
+                    ("timed_out_counter", "integer"),
+                    *_AUDIT,
+                ],
+            ),
             'ALTER TABLE "ir_cron_progress" ADD CONSTRAINT '
             '"ir_cron_progress_cron_id_fkey" FOREIGN KEY ("cron_id") '
             'REFERENCES "ir_cron"("id") ON DELETE cascade',
@@ -119,16 +158,26 @@ async def create_ir_cron(conn: asyncpg.Connection, version: int) -> None:
         await conn.execute(statement)
 
 
-async def insert_job(conn: asyncpg.Connection, version: int, name: str, *,
-                     nextcall_in: float, interval_minutes: int = 60, active: bool = True,
-                     priority: int = 5, numbercall: int = -1) -> int:
+async def insert_job(
+    conn: asyncpg.Connection,
+    version: int,
+    name: str,
+    *,
+    nextcall_in: float,
+    interval_minutes: int = 60,
+    active: bool = True,
+    priority: int = 5,
+    numbercall: int = -1,
+) -> int:
     """A job (with its server action) due ``nextcall_in`` seconds from now (negative:
     overdue by that much). ``numbercall`` only exists in 16 and 17 (-1: forever, 0: no
     more runs). Returns its id."""
     label = f'{{"en_US": {json.dumps(name)}}}'
     action = await conn.fetchval(
         "INSERT INTO ir_act_server (name, type, usage, state, code) VALUES ($1::jsonb, "
-        "'ir.actions.server', 'ir_cron', 'code', 'model._run()') RETURNING id", label)
+        "'ir.actions.server', 'ir_cron', 'code', 'model._run()') RETURNING id",
+        label,
+    )
     cron_name = label if version == 16 else name
     if version < 18:
         extra, values = "numbercall, doall", f"{int(numbercall)}, false"
@@ -139,7 +188,13 @@ async def insert_job(conn: asyncpg.Connection, version: int, name: str, *,
         f"interval_number, interval_type, {extra}, nextcall, priority, create_date, "
         f"write_date) VALUES ($1, $2, 1, $3, $4, 'minutes', {values}, "
         f"{_NOW} + make_interval(secs => $5), $6, {_NOW}, {_NOW}) RETURNING id",
-        action, cron_name, active, interval_minutes, float(nextcall_in), priority)
+        action,
+        cron_name,
+        active,
+        interval_minutes,
+        float(nextcall_in),
+        priority,
+    )
     return job_id
 
 
@@ -148,18 +203,22 @@ async def add_trigger(conn: asyncpg.Connection, job_id: int, *, call_in: float) 
     trigger_id: int = await conn.fetchval(
         "INSERT INTO ir_cron_trigger (cron_id, call_at, create_date) "
         f"VALUES ($1, {_NOW} + make_interval(secs => $2), {_NOW}) RETURNING id",
-        job_id, float(call_in))
+        job_id,
+        float(call_in),
+    )
     return trigger_id
 
 
 async def set_module_state(conn: asyncpg.Connection, name: str, state: str) -> None:
     """``ir_module_module.state`` of module ``name`` (added when missing): ``to upgrade``
     and the like say a module install, upgrade or removal is under way."""
-    updated = await conn.execute("UPDATE ir_module_module SET state = $2 WHERE name = $1",
-                                 name, state)
+    updated = await conn.execute(
+        "UPDATE ir_module_module SET state = $2 WHERE name = $1", name, state
+    )
     if updated == "UPDATE 0":
-        await conn.execute("INSERT INTO ir_module_module (name, state) VALUES ($1, $2)",
-                           name, state)
+        await conn.execute(
+            "INSERT INTO ir_module_module (name, state) VALUES ($1, $2)", name, state
+        )
 
 
 async def reference_job(conn: asyncpg.Connection, version: int, job_id: int) -> None:
@@ -167,34 +226,40 @@ async def reference_job(conn: asyncpg.Connection, version: int, job_id: int) -> 
     (``ir_cron_progress`` from 18, ``ir_cron_trigger`` before): a FOR KEY SHARE lock on
     the job row until ``conn``'s transaction ends."""
     if version >= 18:
-        await conn.execute("INSERT INTO ir_cron_progress (cron_id, remaining, done, "
-                           f"timed_out_counter, create_date) VALUES ($1, 0, 0, 0, {_NOW})",
-                           job_id)
+        await conn.execute(
+            "INSERT INTO ir_cron_progress (cron_id, remaining, done, "
+            f"timed_out_counter, create_date) VALUES ($1, 0, 0, 0, {_NOW})",
+            job_id,
+        )
     else:
-        await conn.execute("INSERT INTO ir_cron_trigger (cron_id, call_at) "
-                           f"VALUES ($1, {_NOW})", job_id)
+        await conn.execute(
+            f"INSERT INTO ir_cron_trigger (cron_id, call_at) VALUES ($1, {_NOW})", job_id
+        )
 
 
 async def read_job(conn: asyncpg.Connection, job_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(
         f"SELECT id, active, nextcall, lastcall, nextcall > {_NOW} AS scheduled "
-        "FROM ir_cron WHERE id = $1", job_id)
+        "FROM ir_cron WHERE id = $1",
+        job_id,
+    )
     assert row is not None, f"no ir_cron row {job_id}"
     return dict(row)
 
 
 async def job_runs(conn: asyncpg.Connection, job_id: int) -> int:
     """How many runs of ``job_id`` finished (their effect committed)."""
-    n: int = await conn.fetchval("SELECT count(*) FROM stand_in_job_runs WHERE job_id = $1",
-                                 job_id)
+    n: int = await conn.fetchval("SELECT count(*) FROM stand_in_job_runs WHERE job_id = $1", job_id)
     return n
 
 
 def ready_condition(version: int) -> str:
     """Odoo's ``_get_ready_sql_condition``, for ``ir_cron`` aliased ``c``."""
     numbercall = " AND c.numbercall != 0" if version < 18 else ""
-    return (f"c.active IS TRUE{numbercall} AND (c.nextcall <= {_NOW} OR c.id IN ("
-            f"SELECT cron_id FROM ir_cron_trigger WHERE call_at <= {_NOW}))")
+    return (
+        f"c.active IS TRUE{numbercall} AND (c.nextcall <= {_NOW} OR c.id IN ("
+        f"SELECT cron_id FROM ir_cron_trigger WHERE call_at <= {_NOW}))"
+    )
 
 
 Hang = Literal["statement", "idle", "gone"]
@@ -225,8 +290,13 @@ class CronWorker:
     ``application_name`` ``odoo-<n>`` (Odoo: ``odoo-<os pid>``), as a prefork cron worker
     has. ``job_conn`` may be None for a worker that only takes locks."""
 
-    def __init__(self, cron_conn: asyncpg.Connection, job_conn: asyncpg.Connection | None,
-                 version: int, name: str = "odoo-cron") -> None:
+    def __init__(
+        self,
+        cron_conn: asyncpg.Connection,
+        job_conn: asyncpg.Connection | None,
+        version: int,
+        name: str = "odoo-cron",
+    ) -> None:
         self.conn = cron_conn
         self.job_conn = job_conn
         self.version = version
@@ -261,14 +331,17 @@ class CronWorker:
         await self.conn.execute("BEGIN")
         where = "TRUE" if manual else ready_condition(self.version)
         if self.version >= 18:
-            sql = ("WITH last_cron_progress AS (SELECT id AS progress_id, cron_id, "
-                   "timed_out_counter, done, remaining FROM ir_cron_progress WHERE "
-                   "cron_id = $1 ORDER BY id DESC LIMIT 1) SELECT * FROM ir_cron c LEFT "
-                   "JOIN last_cron_progress lcp ON lcp.cron_id = c.id "
-                   f"WHERE c.id = $1 AND {where} FOR NO KEY UPDATE OF c SKIP LOCKED")
+            sql = (
+                "WITH last_cron_progress AS (SELECT id AS progress_id, cron_id, "
+                "timed_out_counter, done, remaining FROM ir_cron_progress WHERE "
+                "cron_id = $1 ORDER BY id DESC LIMIT 1) SELECT * FROM ir_cron c LEFT "
+                "JOIN last_cron_progress lcp ON lcp.cron_id = c.id "
+                f"WHERE c.id = $1 AND {where} FOR NO KEY UPDATE OF c SKIP LOCKED"
+            )
         else:
-            sql = f"SELECT * FROM ir_cron c WHERE c.id = $1 AND {where} " \
-                  "FOR NO KEY UPDATE SKIP LOCKED"
+            sql = (
+                f"SELECT * FROM ir_cron c WHERE c.id = $1 AND {where} FOR NO KEY UPDATE SKIP LOCKED"
+            )
         row = await self.conn.fetchrow(sql, job_id)
         if row is None:
             await self.conn.execute("ROLLBACK")
@@ -279,8 +352,7 @@ class CronWorker:
     # Kept for tests that only need a lock holder.
     take = acquire
 
-    def start(self, job_id: int, work: Work = Work(), *, hung: bool = False
-              ) -> asyncio.Task[bool]:
+    def start(self, job_id: int, work: Work = Work(), *, hung: bool = False) -> asyncio.Task[bool]:
         """Run the acquired job on the job connection, then reschedule it on the cron
         connection and commit, as ``_process_job`` does. ``hung``: the worker's thread is
         stuck (an orphaned lock holder): when its job connection fails it does nothing
@@ -290,8 +362,9 @@ class CronWorker:
         return asyncio.ensure_future(self._process(job_id, work, hung))
 
     async def _process(self, job_id: int, work: Work, hung: bool) -> bool:
-        await self.conn.execute(f"DELETE FROM ir_cron_trigger WHERE cron_id = $1 "
-                                f"AND call_at <= {_NOW}", job_id)
+        await self.conn.execute(
+            f"DELETE FROM ir_cron_trigger WHERE cron_id = $1 AND call_at <= {_NOW}", job_id
+        )
         try:
             finished = await self._run(job_id, work)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -313,7 +386,9 @@ class CronWorker:
                 progress = await conn.fetchval(
                     "INSERT INTO ir_cron_progress (cron_id, remaining, done, deactivate, "
                     "timed_out_counter, create_date, write_date) VALUES ($1, 0, 0, false, "
-                    f"0, {_NOW}, {_NOW}) RETURNING id", job_id)
+                    f"0, {_NOW}, {_NOW}) RETURNING id",
+                    job_id,
+                )
             await conn.execute("BEGIN")
             if batch == 0 and work.hang is not None:
                 await self._hang(conn, work)
@@ -321,12 +396,18 @@ class CronWorker:
                 await conn.execute("SELECT pg_sleep($1)", work.pause)
             if progress is not None:
                 left = work.remaining + batches - batch - 1
-                await conn.execute(f"UPDATE ir_cron_progress SET done = done + 1, "
-                                   f"remaining = $2, write_date = {_NOW} WHERE id = $1",
-                                   progress, left)
+                await conn.execute(
+                    f"UPDATE ir_cron_progress SET done = done + 1, "
+                    f"remaining = $2, write_date = {_NOW} WHERE id = $1",
+                    progress,
+                    left,
+                )
             if batch == batches - 1:
-                await conn.execute("INSERT INTO stand_in_job_runs (job_id, worker) "
-                                   "VALUES ($1, $2)", job_id, self.name)
+                await conn.execute(
+                    "INSERT INTO stand_in_job_runs (job_id, worker) VALUES ($1, $2)",
+                    job_id,
+                    self.name,
+                )
             await conn.execute("COMMIT")
         return True
 
@@ -342,16 +423,21 @@ class CronWorker:
 
     async def _reschedule(self, job_id: int, *, partial: bool) -> None:
         if partial and self.version >= 19:
-            await self.conn.execute("INSERT INTO ir_cron_trigger (cron_id, call_at) "
-                                    f"VALUES ($1, {_NOW})", job_id)
+            await self.conn.execute(
+                f"INSERT INTO ir_cron_trigger (cron_id, call_at) VALUES ($1, {_NOW})", job_id
+            )
         elif not partial:
-            counters = ("numbercall = CASE WHEN numbercall > 0 THEN numbercall - 1 "
-                        "ELSE numbercall END" if self.version < 18 else
-                        "failure_count = 0, first_failure_date = NULL")
+            counters = (
+                "numbercall = CASE WHEN numbercall > 0 THEN numbercall - 1 ELSE numbercall END"
+                if self.version < 18
+                else "failure_count = 0, first_failure_date = NULL"
+            )
             await self.conn.execute(
                 f"UPDATE ir_cron SET lastcall = {_NOW}, nextcall = {_NOW} + "
                 f"(interval_number || ' ' || interval_type)::interval, {counters} "
-                "WHERE id = $1", job_id)
+                "WHERE id = $1",
+                job_id,
+            )
         await self.conn.execute("COMMIT")
         self.job_id = None
 
@@ -372,7 +458,7 @@ class CronWorker:
 
 
 class ManualRun:
-    """"Run Manually" from Odoo's UI, on one HTTP worker's connection.
+    """ "Run Manually" from Odoo's UI, on one HTTP worker's connection.
 
     16 and 17 (``method_direct_trigger``): the request's own cursor locks the row
     (``FOR NO KEY UPDATE NOWAIT``) and runs the server action itself in that
@@ -385,10 +471,12 @@ class ManualRun:
 
     async def run(self, job_id: int, *, steps: int, pause: float) -> None:
         await self.conn.execute("BEGIN")
-        await self.conn.execute("SELECT id FROM ir_cron WHERE id = $1 "
-                                "FOR NO KEY UPDATE NOWAIT", job_id)
+        await self.conn.execute(
+            "SELECT id FROM ir_cron WHERE id = $1 FOR NO KEY UPDATE NOWAIT", job_id
+        )
         for _ in range(steps):
             await self.conn.execute("SELECT pg_sleep($1)", pause)
-        await self.conn.execute("INSERT INTO stand_in_job_runs (job_id, worker) "
-                                "VALUES ($1, 'manual')", job_id)
+        await self.conn.execute(
+            "INSERT INTO stand_in_job_runs (job_id, worker) VALUES ($1, 'manual')", job_id
+        )
         await self.conn.execute("COMMIT")

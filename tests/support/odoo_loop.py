@@ -66,18 +66,25 @@ class Speedup:
 
 
 TEST_SPEED: dict[str, Speedup] = {
-    "OdooCronStuck": Speedup("1s", (("> 1800", "> 3"),),
-                             "30 min overdue -> 3 s; for 5m -> 1s"),
-    "OdooDbDeadlock": Speedup("1s", (("_max_wait_seconds > 30", "_max_wait_seconds > 2"),),
-                              "a 30 s lock wait -> 2 s; for 30s -> 1s"),
-    "OdooMemoryLeak": Speedup("2s", (), "80% of the limit kept (a ratio, not a time); "
-                                        "for 10m -> 2s"),
-    "OdooLongpollLatencyHigh": Speedup("2s", (("[5m]", "[10s]"),),
-                                       "p95 over 5m -> over 10s (threshold 1 s kept: the "
-                                       "probe times out after 0.5 s at 1 s scrapes, so a "
-                                       "stall shows as probe_success 0); for 2m -> 2s"),
-    "PostgresTooManyConnections": Speedup("1s", (), "80% kept (a private server with "
-                                                    "max_connections=20); for 2m -> 1s"),
+    "OdooCronStuck": Speedup("1s", (("> 1800", "> 3"),), "30 min overdue -> 3 s; for 5m -> 1s"),
+    "OdooDbDeadlock": Speedup(
+        "1s",
+        (("_max_wait_seconds > 30", "_max_wait_seconds > 2"),),
+        "a 30 s lock wait -> 2 s; for 30s -> 1s",
+    ),
+    "OdooMemoryLeak": Speedup(
+        "2s", (), "80% of the limit kept (a ratio, not a time); for 10m -> 2s"
+    ),
+    "OdooLongpollLatencyHigh": Speedup(
+        "2s",
+        (("[5m]", "[10s]"),),
+        "p95 over 5m -> over 10s (threshold 1 s kept: the "
+        "probe times out after 0.5 s at 1 s scrapes, so a "
+        "stall shows as probe_success 0); for 2m -> 2s",
+    ),
+    "PostgresTooManyConnections": Speedup(
+        "1s", (), "80% kept (a private server with max_connections=20); for 2m -> 1s"
+    ),
 }
 
 
@@ -91,8 +98,10 @@ def speed_up_rule(rule: dict[str, Any]) -> dict[str, Any]:
     for old, new in speed.expr:
         count = expr.count(old)
         if count != 1:
-            raise AssertionError(f"{name}: expected {old!r} once in its expr, found it "
-                                 f"{count} times; update TEST_SPEED:\n{expr}")
+            raise AssertionError(
+                f"{name}: expected {old!r} once in its expr, found it "
+                f"{count} times; update TEST_SPEED:\n{expr}"
+            )
         expr = expr.replace(old, new)
     out["expr"] = expr
     return out
@@ -116,8 +125,9 @@ def derive_rules(workdir: Path, alerts: Sequence[str]) -> Path:
     if missing:
         raise AssertionError(f"alerts {missing} not in {[str(p) for p in ALERT_RULES]}")
     path = workdir / "odoo-test.rules.yml"
-    groups = {"groups": [{"name": "odoo-test",
-                          "rules": [speed_up_rule(shipped[a]) for a in alerts]}]}
+    groups = {
+        "groups": [{"name": "odoo-test", "rules": [speed_up_rule(shipped[a]) for a in alerts]}]
+    }
     path.write_text(yaml.safe_dump(groups, sort_keys=False))
     return path
 
@@ -148,7 +158,7 @@ class RuleTweak:
 
     alert: str
     params: dict[str, Any] = field(default_factory=dict)  # merged over the rule's params
-    match: list[str] = field(default_factory=list)        # extra matchers (scope to the test)
+    match: list[str] = field(default_factory=list)  # extra matchers (scope to the test)
     dry_run: bool = False
 
 
@@ -163,9 +173,16 @@ def rule_for_alert(config: Mapping[str, Any], alert: str) -> dict[str, Any]:
     raise AssertionError(f"no rule for alert {alert} in {ODOO_CONFIG}")
 
 
-def odoo_config(workdir: Path, *, prometheus_url: str, tweaks: Sequence[RuleTweak],
-                databases: Mapping[str, Mapping[str, Any]], allow: Sequence[Mapping[str, str]],
-                stable_for: str = "3s", timeout: str = "40s") -> Path:
+def odoo_config(
+    workdir: Path,
+    *,
+    prometheus_url: str,
+    tweaks: Sequence[RuleTweak],
+    databases: Mapping[str, Mapping[str, Any]],
+    allow: Sequence[Mapping[str, str]],
+    stable_for: str = "3s",
+    timeout: str = "40s",
+) -> Path:
     """The shipped Odoo config, pointed at this test's world (see the module docstring).
 
     ``databases`` maps a name used by the shipped rules to settings merged over the
@@ -179,8 +196,11 @@ def odoo_config(workdir: Path, *, prometheus_url: str, tweaks: Sequence[RuleTwea
     }
     dbs: dict[str, Any] = {}
     for name, settings in databases.items():
-        base = {k: v for k, v in (shipped.get("databases") or {}).get(name, {}).items()
-                if k not in ("dsn", "dsn_file", "dsn_env")}
+        base = {
+            k: v
+            for k, v in (shipped.get("databases") or {}).get(name, {}).items()
+            if k not in ("dsn", "dsn_file", "dsn_env")
+        }
         dbs[name] = merged(base, settings)
     if dbs:
         config["databases"] = dbs
@@ -212,20 +232,28 @@ class OdooLoop(HealerApi):
             return self.heal(done[-1]["id"]) if done else None
 
         try:
-            return wait_until(finished, timeout=timeout, interval=0.5,
-                              what=f"a finished heal of {rule}", ignore=(httpx.HTTPError,))
+            return wait_until(
+                finished,
+                timeout=timeout,
+                interval=0.5,
+                what=f"a finished heal of {rule}",
+                ignore=(httpx.HTTPError,),
+            )
         except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\nheals: {self.heals()}\nalerts: "
-                               f"{self.prometheus.query('ALERTS')}\nhealer log:\n"
-                               f"{self.healer.log_tail(30)}") from None
+            raise TimeoutError(
+                f"{exc}\nheals: {self.heals()}\nalerts: "
+                f"{self.prometheus.query('ALERTS')}\nhealer log:\n"
+                f"{self.healer.log_tail(30)}"
+            ) from None
 
     def metric(self, name: str, labels: Mapping[str, str]) -> float | None:
         with httpx.Client(timeout=5.0) as client:
             text = client.get(f"{self.healer.url}/metrics").text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return float(sample.value)
         return None
 
@@ -237,8 +265,13 @@ class OdooLoop(HealerApi):
 
     def wait_for(self, expr: str, *, timeout: float = 30.0, what: str = "") -> float:
         """Wait until the instant query ``expr`` returns something (bounded)."""
-        return wait_until(lambda: self.value(expr), timeout=timeout, interval=0.25,
-                          what=what or expr, ignore=(httpx.HTTPError,))
+        return wait_until(
+            lambda: self.value(expr),
+            timeout=timeout,
+            interval=0.25,
+            what=what or expr,
+            ignore=(httpx.HTTPError,),
+        )
 
     def wait_for_jobs_up(self, jobs: Sequence[str], timeout: float = 20.0) -> None:
         """Every scrape job has a target scraped successfully (Prometheus 2.42 hands static
@@ -249,25 +282,35 @@ class OdooLoop(HealerApi):
             samples = self.prometheus.query("up == 1")
             return {s["metric"].get("job") for s in samples} >= want
 
-        wait_until(up, timeout=timeout, interval=0.2, what=f"jobs {sorted(want)} up",
-                   ignore=(httpx.HTTPError,))
+        wait_until(
+            up,
+            timeout=timeout,
+            interval=0.2,
+            what=f"jobs {sorted(want)} up",
+            ignore=(httpx.HTTPError,),
+        )
 
     def firing(self, alertname: str) -> list[dict[str, Any]]:
         return self.prometheus.query(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
 
-    def alert_samples(self, labels: Mapping[str, str], since: float,
-                      state: str | None = None) -> list[float]:
+    def alert_samples(
+        self, labels: Mapping[str, str], since: float, state: str | None = None
+    ) -> list[float]:
         """The timestamps of the raw ``ALERTS`` samples (one per rule evaluation) of the
         alert with ``labels`` (``alertstate`` ``state``, else pending or firing) from
         ``since`` until now, oldest first."""
-        matchers = [f"{name}={json.dumps(value, ensure_ascii=False)}"
-                    for name, value in sorted(labels.items()) if name != "alertstate"]
+        matchers = [
+            f"{name}={json.dumps(value, ensure_ascii=False)}"
+            for name, value in sorted(labels.items())
+            if name != "alertstate"
+        ]
         if state is not None:
             matchers.append(f"alertstate={json.dumps(state)}")
         window = max(1, math.ceil(time.time() - since) + 2)
         result = self.prometheus.query(f"ALERTS{{{', '.join(matchers)}}}[{window}s]")
-        return sorted(float(t) for series in result for t, _ in series["values"]
-                      if float(t) >= since)
+        return sorted(
+            float(t) for series in result for t, _ in series["values"] if float(t) >= since
+        )
 
     def milestones(self, heal: dict[str, Any], fault_at: float) -> dict[str, float | None]:
         """When (epoch seconds) the loop reached each point of one heal, from the source
@@ -285,49 +328,93 @@ class OdooLoop(HealerApi):
             events.setdefault(event["kind"], event["at"])
         active = self.alert_samples(labels, since=fault_at)
         firing = self.alert_samples(labels, since=fault_at, state="firing")
-        samples = [(e["at"], e["data"].get("healthy")) for e in heal["timeline"]
-                   if e["kind"] == "verify_sample"]
+        samples = [
+            (e["at"], e["data"].get("healthy"))
+            for e in heal["timeline"]
+            if e["kind"] == "verify_sample"
+        ]
         seen = None
         for at, healthy in reversed(samples):
             if healthy is not True:
                 break
             seen = at
-        interval = next((float(e["data"].get("interval", 1.0)) for e in heal["timeline"]
-                         if e["kind"] == "verify_start"), 1.0)
+        interval = next(
+            (
+                float(e["data"].get("interval", 1.0))
+                for e in heal["timeline"]
+                if e["kind"] == "verify_start"
+            ),
+            1.0,
+        )
         before_seen = [t for t in firing if seen is not None and t < seen]
         gone = before_seen[-1] + interval if before_seen else None
-        return {"fault": fault_at, "pending": active[0] if active else None,
-                "firing": firing[0] if firing else None,
-                "webhook": events.get("matched", heal["created_at"]),
-                "check": events.get("check"), "act": events.get("act"), "gone": gone,
-                "seen": seen, "outcome": events.get("outcome")}
+        return {
+            "fault": fault_at,
+            "pending": active[0] if active else None,
+            "firing": firing[0] if firing else None,
+            "webhook": events.get("matched", heal["created_at"]),
+            "check": events.get("check"),
+            "act": events.get("act"),
+            "gone": gone,
+            "seen": seen,
+            "outcome": events.get("outcome"),
+        }
 
     def timings(self, heal: dict[str, Any], fault_at: float) -> dict[str, float | None]:
         """Seconds from the fault to each of :meth:`milestones`."""
-        return {name: None if at is None else round(at - fault_at, 2)
-                for name, at in self.milestones(heal, fault_at).items() if name != "fault"}
+        return {
+            name: None if at is None else round(at - fault_at, 2)
+            for name, at in self.milestones(heal, fault_at).items()
+            if name != "fault"
+        }
 
 
-def start_odoo_loop(*, workdir: Path, prometheus: PrometheusFactory,
-                    alertmanager: AlertmanagerFactory, healer: HealerFactory,
-                    alerts: Sequence[str], scrape_configs: Sequence[Mapping[str, Any]],
-                    tweaks: Sequence[RuleTweak], databases: Mapping[str, Mapping[str, Any]],
-                    allow: Sequence[Mapping[str, str]], stable_for: str = "3s",
-                    timeout: str = "40s") -> OdooLoop:
+def start_odoo_loop(
+    *,
+    workdir: Path,
+    prometheus: PrometheusFactory,
+    alertmanager: AlertmanagerFactory,
+    healer: HealerFactory,
+    alerts: Sequence[str],
+    scrape_configs: Sequence[Mapping[str, Any]],
+    tweaks: Sequence[RuleTweak],
+    databases: Mapping[str, Mapping[str, Any]],
+    allow: Sequence[Mapping[str, str]],
+    stable_for: str = "3s",
+    timeout: str = "40s",
+) -> OdooLoop:
     """Prometheus (the sped-up ``alerts``, scraping ``scrape_configs``), Alertmanager and
     ``healer serve`` with the derived Odoo config; returns once every job is up."""
     webhook_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
     healer_port = free_port()
-    am = alertmanager.start(f"http://127.0.0.1:{healer_port}/api/v1/alerts",
-                            bearer_token=webhook_token)
+    am = alertmanager.start(
+        f"http://127.0.0.1:{healer_port}/api/v1/alerts", bearer_token=webhook_token
+    )
     rules_path = derive_rules(workdir, alerts)
-    prom = prometheus.start([], rule_files=[rules_path], alertmanager_url=am.url,
-                            scrape_configs=scrape_configs)
-    config = odoo_config(workdir, prometheus_url=prom.url, tweaks=tweaks, databases=databases,
-                         allow=allow, stable_for=stable_for, timeout=timeout)
-    proc = healer.start(config, port=healer_port, env={
-        "HEALER_WEBHOOK_TOKEN": webhook_token, "HEALER_ADMIN_TOKEN": admin_token})
-    loop = OdooLoop(prometheus=prom, alertmanager=am, healer=proc, admin_token=admin_token,
-                    config_path=config, rules_path=rules_path)
+    prom = prometheus.start(
+        [], rule_files=[rules_path], alertmanager_url=am.url, scrape_configs=scrape_configs
+    )
+    config = odoo_config(
+        workdir,
+        prometheus_url=prom.url,
+        tweaks=tweaks,
+        databases=databases,
+        allow=allow,
+        stable_for=stable_for,
+        timeout=timeout,
+    )
+    proc = healer.start(
+        config,
+        port=healer_port,
+        env={"HEALER_WEBHOOK_TOKEN": webhook_token, "HEALER_ADMIN_TOKEN": admin_token},
+    )
+    loop = OdooLoop(
+        prometheus=prom,
+        alertmanager=am,
+        healer=proc,
+        admin_token=admin_token,
+        config_path=config,
+        rules_path=rules_path,
+    )
     loop.wait_for_jobs_up([str(job["job_name"]) for job in scrape_configs])
     return loop

@@ -46,8 +46,11 @@ ROLES_SCRIPT = REPO / "examples" / "odoo" / "postgres" / "initdb.d" / "10-roles.
 SUPERUSER_PASSWORD = "postgres-pw"
 # role -> password, as the compose secrets give them to the script
 PASSWORDS = {"odoo": "odoo-pw", "healer": "healer-pw", "postgres_exporter": "exporter-pw"}
-_SECRETS = {"odoo_db_password": "odoo", "healer_db_password": "healer",
-            "exporter_db_password": "postgres_exporter"}
+_SECRETS = {
+    "odoo_db_password": "odoo",
+    "healer_db_password": "healer",
+    "exporter_db_password": "postgres_exporter",
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,10 @@ class OdooDatabase:
 
     name: str
     version: int
-    odoo_dsn: str        # the Odoo server's sessions: owner of the database and its tables
+    odoo_dsn: str  # the Odoo server's sessions: owner of the database and its tables
     healer_dsn: str
-    exporter_dsn: str    # the postgres_exporter role
-    superuser_dsn: str   # postgres
+    exporter_dsn: str  # the postgres_exporter role
+    superuser_dsn: str  # postgres
 
 
 def run_roles_script(server: PrivatePostgres) -> None:
@@ -82,11 +85,17 @@ def run_roles_script(server: PrivatePostgres) -> None:
     with tempfile.TemporaryDirectory(prefix="healer-secrets-") as secrets:
         for secret, role in _SECRETS.items():
             (Path(secrets) / secret).write_text(PASSWORDS[role] + "\n")
-        env = {**os.environ, "SECRETS_DIR": secrets, "PGHOST": str(server.socket_dir),
-               "PGPORT": str(server.port), "POSTGRES_USER": "postgres",
-               "PATH": f"{server.bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        done = subprocess.run(["sh", str(ROLES_SCRIPT)], capture_output=True, text=True,
-                              timeout=60, env=env)
+        env = {
+            **os.environ,
+            "SECRETS_DIR": secrets,
+            "PGHOST": str(server.socket_dir),
+            "PGPORT": str(server.port),
+            "POSTGRES_USER": "postgres",
+            "PATH": f"{server.bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        done = subprocess.run(
+            ["sh", str(ROLES_SCRIPT)], capture_output=True, text=True, timeout=60, env=env
+        )
     if done.returncode != 0:
         raise RuntimeError(f"{ROLES_SCRIPT.name} failed ({done.returncode}):\n{done.stderr}")
 
@@ -100,19 +109,23 @@ def shipped_cluster() -> Iterator[ShippedCluster]:
 
 
 @contextlib.asynccontextmanager
-async def odoo_database(cluster: ShippedCluster, version: int, *, tables: bool = True,
-                        prefix: str = "odoo_test") -> AsyncIterator[OdooDatabase]:
+async def odoo_database(
+    cluster: ShippedCluster, version: int, *, tables: bool = True, prefix: str = "odoo_test"
+) -> AsyncIterator[OdooDatabase]:
     """A new database copied from the ``odoo`` template, owned by ``odoo``, with Odoo
     ``version``'s cron tables created by the ``odoo`` role (unless ``tables=False``)."""
     name = f"{prefix}_{version}_{uuid.uuid4().hex[:10]}"
     admin_dsn = cluster.dsn("postgres")
     await _as_admin(admin_dsn, (f'CREATE DATABASE "{name}" TEMPLATE odoo OWNER odoo',))
     try:
-        db = OdooDatabase(name=name, version=version,
-                          odoo_dsn=cluster.dsn("odoo", name),
-                          healer_dsn=cluster.dsn("healer", name),
-                          exporter_dsn=cluster.dsn("postgres_exporter", name),
-                          superuser_dsn=cluster.dsn("postgres", name))
+        db = OdooDatabase(
+            name=name,
+            version=version,
+            odoo_dsn=cluster.dsn("odoo", name),
+            healer_dsn=cluster.dsn("healer", name),
+            exporter_dsn=cluster.dsn("postgres_exporter", name),
+            superuser_dsn=cluster.dsn("postgres", name),
+        )
         if tables:
             odoo = await asyncpg.connect(db.odoo_dsn, timeout=10)
             try:

@@ -63,31 +63,45 @@ class OdooWorld:
 
     def start_loop(self, **kwargs: Any) -> OdooLoop:
         """:func:`start_odoo_loop` on this world's factories."""
-        return start_odoo_loop(workdir=self.workdir, prometheus=self.prometheus,
-                               alertmanager=self.alertmanager, healer=self.healer, **kwargs)
+        return start_odoo_loop(
+            workdir=self.workdir,
+            prometheus=self.prometheus,
+            alertmanager=self.alertmanager,
+            healer=self.healer,
+            **kwargs,
+        )
 
     def docker(self) -> ContainerFactory:
         if self.containers is None:
-            raise RuntimeError("this scenario runs containers: give the world a "
-                               "ContainerFactory")
+            raise RuntimeError("this scenario runs containers: give the world a ContainerFactory")
         return self.containers
 
 
 @contextlib.contextmanager
-def odoo_world(workdir: Path, *, containers: ContainerFactory | None = None
-               ) -> Iterator[OdooWorld]:
+def odoo_world(workdir: Path, *, containers: ContainerFactory | None = None) -> Iterator[OdooWorld]:
     """Fresh factories under ``workdir``; on exit every process they started is stopped
     (healer first) and every container of ``containers`` removed, even after a failure."""
-    world = OdooWorld(workdir=workdir, prometheus=PrometheusFactory(workdir),
-                      alertmanager=AlertmanagerFactory(workdir), healer=HealerFactory(workdir),
-                      postgres_exporter=PostgresExporterFactory(workdir),
-                      blackbox_exporter=BlackboxExporterFactory(workdir),
-                      cadvisor=CadvisorFactory(workdir), containers=containers)
+    world = OdooWorld(
+        workdir=workdir,
+        prometheus=PrometheusFactory(workdir),
+        alertmanager=AlertmanagerFactory(workdir),
+        healer=HealerFactory(workdir),
+        postgres_exporter=PostgresExporterFactory(workdir),
+        blackbox_exporter=BlackboxExporterFactory(workdir),
+        cadvisor=CadvisorFactory(workdir),
+        containers=containers,
+    )
     with contextlib.ExitStack() as stack:  # unwinds in reverse: healer is stopped first
         if containers is not None:
             stack.callback(_remove_containers, containers)
-        for factory in (world.cadvisor, world.blackbox_exporter, world.postgres_exporter,
-                        world.prometheus, world.alertmanager, world.healer):
+        for factory in (
+            world.cadvisor,
+            world.blackbox_exporter,
+            world.postgres_exporter,
+            world.prometheus,
+            world.alertmanager,
+            world.healer,
+        ):
             stack.callback(factory.stop_all)
         yield world
 
@@ -139,6 +153,7 @@ def shipped_database(alert: str) -> str:
 
 # --- Cron Job Jam -----------------------------------------------------------------------
 
+
 async def run_scheduler(worker: ir_cron.CronWorker, jobs: list[int], stop: asyncio.Event) -> int:
     """Odoo's cron scheduler in small: every 0.2 s, take each due job as Odoo does (FOR NO
     KEY UPDATE SKIP LOCKED: a locked job is skipped, not waited for) and run it on its job
@@ -164,8 +179,9 @@ class CronJam(Scenario):
     title = "Cron Job Jam"
     alert = "OdooCronStuck"
 
-    def __init__(self, loop: OdooLoop, sessions: Sessions, version: int, *,
-                 trigger: bool = False) -> None:
+    def __init__(
+        self, loop: OdooLoop, sessions: Sessions, version: int, *, trigger: bool = False
+    ) -> None:
         super().__init__(loop)
         self.sessions, self.version, self.trigger = sessions, version, trigger
         self.runs = 0
@@ -190,19 +206,25 @@ class CronJam(Scenario):
         # With ``trigger``, the jammed job is due by a trigger (job._trigger()), its
         # nextcall an hour ahead.
         fault_at = time.time()
-        self.jammed = await ir_cron.insert_job(self.admin, self.version,
-                                               "Mail: Email Queue Manager",
-                                               nextcall_in=3600 if self.trigger else 0)
+        self.jammed = await ir_cron.insert_job(
+            self.admin,
+            self.version,
+            "Mail: Email Queue Manager",
+            nextcall_in=3600 if self.trigger else 0,
+        )
         if self.trigger:
             await ir_cron.add_trigger(self.admin, self.jammed, call_in=0)
-        self.other = await ir_cron.insert_job(self.admin, self.version,
-                                              "Calendar: Event Reminder", nextcall_in=0)
+        self.other = await ir_cron.insert_job(
+            self.admin, self.version, "Calendar: Event Reminder", nextcall_in=0
+        )
         if not await self.stuck.acquire(self.jammed):
             raise RuntimeError(f"the stuck worker could not take job {self.jammed}")
         self._stuck_run = self.stuck.start(
-            self.jammed, ir_cron.Work(hang="statement", hang_for=300.0), hung=True)
+            self.jammed, ir_cron.Work(hang="statement", hang_for=300.0), hung=True
+        )
         self._runner = asyncio.ensure_future(
-            run_scheduler(self.scheduler, [self.jammed, self.other], self._stop))
+            run_scheduler(self.scheduler, [self.jammed, self.other], self._stop)
+        )
         return fault_at
 
     async def wait_for_heal(self, timeout: float = 60.0) -> dict[str, Any]:
@@ -231,8 +253,13 @@ class CronJam(Scenario):
 
 
 @contextlib.asynccontextmanager
-async def cron_jam(world: OdooWorld, *, version: int = 17, cluster: ShippedCluster | None = None,
-                   trigger: bool = False) -> AsyncIterator[CronJam]:
+async def cron_jam(
+    world: OdooWorld,
+    *,
+    version: int = 17,
+    cluster: ShippedCluster | None = None,
+    trigger: bool = False,
+) -> AsyncIterator[CronJam]:
     """Odoo ``version``'s cron tables in a database of a cluster with the shipped roles
     (``cluster``, else a private one for this scenario), postgres_exporter with the
     shipped queries as its shipped role, the shipped OdooCronStuck rule with healer as
@@ -243,8 +270,10 @@ async def cron_jam(world: OdooWorld, *, version: int = 17, cluster: ShippedClust
         db = await stack.enter_async_context(odoo_database(cluster, version))
         owner = await asyncpg.connect(db.odoo_dsn, timeout=5)
         try:
-            await owner.execute("CREATE TABLE res_partner (id int PRIMARY KEY, name text);"
-                                "INSERT INTO res_partner VALUES (1, 'Azure Interior')")
+            await owner.execute(
+                "CREATE TABLE res_partner (id int PRIMARY KEY, name text);"
+                "INSERT INTO res_partner VALUES (1, 'Azure Interior')"
+            )
         finally:
             await owner.close()
         pg = world.postgres_exporter.start(db.exporter_dsn, queries=EXPORTER_QUERIES)
@@ -252,13 +281,19 @@ async def cron_jam(world: OdooWorld, *, version: int = 17, cluster: ShippedClust
         dsn_file.write_text(db.healer_dsn + "\n")
         dsn_file.chmod(0o600)
         loop = await asyncio.to_thread(
-            world.start_loop, alerts=["OdooCronStuck"],
+            world.start_loop,
+            alerts=["OdooCronStuck"],
             scrape_configs=[pg.scrape_config("postgres")],
-            tweaks=[RuleTweak("OdooCronStuck",
-                              params={"overdue": "2s", "min_held": "1s", "sample": "0.5s"},
-                              match=[f'datname="{db.name}"'])],
+            tweaks=[
+                RuleTweak(
+                    "OdooCronStuck",
+                    params={"overdue": "2s", "min_held": "1s", "sample": "0.5s"},
+                    match=[f'datname="{db.name}"'],
+                )
+            ],
             databases={shipped_database("OdooCronStuck"): {"dsn_file": str(dsn_file)}},
-            allow=[{"kind": "postgres", "datname": db.name, "user": "odoo"}])
+            allow=[{"kind": "postgres", "datname": db.name, "user": "odoo"}],
+        )
         sessions = await stack.enter_async_context(Sessions(db.odoo_dsn))
         scenario = CronJam(loop, sessions, version, trigger=trigger)
         stack.push_async_callback(scenario.close)
@@ -276,9 +311,11 @@ INSERT INTO sale_order (id) SELECT generate_series(1, 4);
 
 def _update_then(first: int, second: int) -> str:
     """One statement that locks row ``first``, then waits for row ``second``."""
-    return ("DO $$ BEGIN "
-            f"UPDATE sale_order SET amount = amount + 1 WHERE id = {first}; "
-            f"UPDATE sale_order SET amount = amount + 1 WHERE id = {second}; END $$")
+    return (
+        "DO $$ BEGIN "
+        f"UPDATE sale_order SET amount = amount + 1 WHERE id = {first}; "
+        f"UPDATE sale_order SET amount = amount + 1 WHERE id = {second}; END $$"
+    )
 
 
 class LockJam:
@@ -299,8 +336,11 @@ class LockJam:
         await root.execute("UPDATE sale_order SET amount = amount + 1 WHERE id = 1")
         self.pids["root"] = root.get_server_pid()
         fault_at = 0.0
-        for name, sql in (("a", _update_then(2, 1)), ("b", _update_then(3, 2)),
-                          ("c", "UPDATE sale_order SET amount = amount + 1 WHERE id = 3")):
+        for name, sql in (
+            ("a", _update_then(2, 1)),
+            ("b", _update_then(3, 2)),
+            ("c", "UPDATE sale_order SET amount = amount + 1 WHERE id = 3"),
+        ):
             conn = await self.s.open(application_name=f"odoo-worker-{name}")
             self.pids[name] = conn.get_server_pid()
             self.waiters.append(self.s.background(conn, sql))
@@ -314,7 +354,8 @@ class LockJam:
     async def blocked_by(self) -> dict[str, list[int]]:
         rows = await self.observer.fetch(
             "SELECT pid, pg_blocking_pids(pid) AS by FROM pg_stat_activity WHERE pid = ANY($1)",
-            list(self.pids.values()))
+            list(self.pids.values()),
+        )
         names = {pid: name for name, pid in self.pids.items()}
         return {names[r["pid"]]: list(r["by"]) for r in rows}
 
@@ -348,13 +389,18 @@ async def db_lock_tree(world: OdooWorld, **database: Any) -> AsyncIterator[DbLoc
         datname = database_name(dsn)
         pg = world.postgres_exporter.start(dsn, queries=EXPORTER_QUERIES)
         loop = await asyncio.to_thread(
-            world.start_loop, alerts=["OdooDbDeadlock"],
+            world.start_loop,
+            alerts=["OdooDbDeadlock"],
             scrape_configs=[pg.scrape_config("postgres")],
             # The server is shared: only this scenario's database is the rule's business.
-            tweaks=[RuleTweak("OdooDbDeadlock", params={"min_wait": "2s"},
-                              match=[f'datname="{datname}"'])],
+            tweaks=[
+                RuleTweak(
+                    "OdooDbDeadlock", params={"min_wait": "2s"}, match=[f'datname="{datname}"']
+                )
+            ],
             databases={shipped_database("OdooDbDeadlock"): {"dsn": dsn, **database}},
-            allow=[{"kind": "postgres", "datname": datname}])
+            allow=[{"kind": "postgres", "datname": datname}],
+        )
         async with Sessions(with_user(dsn, role)) as s:
             jam = LockJam(s, await s.open(dsn=dsn, application_name="test-observer"))
             yield DbLockTree(loop, jam, dsn)
@@ -364,14 +410,22 @@ def _compose_scoped(alert: str, project: str) -> dict[str, Any]:
     """``start_loop`` arguments for the shipped rule of ``alert`` kept to one compose
     project (dockerd is shared): its alerts only, its project, its ``odoo*`` services."""
     params = shipped_rule(alert)["params"]
-    return {"alerts": [alert], "databases": {},
-            "tweaks": [RuleTweak(alert, params={"project": project} if "project" in params
-                                 else {}, match=[f'compose_project="{project}"'])],
-            "allow": [{"kind": "docker", "compose_project": project,
-                       "compose_service": "odoo*"}]}
+    return {
+        "alerts": [alert],
+        "databases": {},
+        "tweaks": [
+            RuleTweak(
+                alert,
+                params={"project": project} if "project" in params else {},
+                match=[f'compose_project="{project}"'],
+            )
+        ],
+        "allow": [{"kind": "docker", "compose_project": project, "compose_service": "odoo*"}],
+    }
 
 
 # --- Memory Leak ------------------------------------------------------------------------
+
 
 class MemoryLeak(Scenario):
     """A worker of one of the shipped rule's Odoo services leaks past 80% of its 64 MiB
@@ -399,11 +453,14 @@ def _memory_leak(world: OdooWorld) -> MemoryLeak:
     # in the last. A rule taking the service from the alert restarts its replicas: two.
     named = [s for s in params.get("services", []) if "{{" not in s]
     services = [named[0], named[-1]] if named else ["odoo", "odoo"]
-    leaky, healthy = start_leaky_workers(containers, project=project, services=services,
-                                         mem_limit_mib=64, leak_mib=56, step_s=0.05)
+    leaky, healthy = start_leaky_workers(
+        containers, project=project, services=services, mem_limit_mib=64, leak_mib=56, step_s=0.05
+    )
     exporter = world.cadvisor.start({"com.docker.compose.project": project})
-    loop = world.start_loop(scrape_configs=[exporter.scrape_config("cadvisor")],
-                            **_compose_scoped("OdooMemoryLeak", project))
+    loop = world.start_loop(
+        scrape_configs=[exporter.scrape_config("cadvisor")],
+        **_compose_scoped("OdooMemoryLeak", project),
+    )
     return MemoryLeak(loop, leaky, healthy)
 
 
@@ -413,6 +470,7 @@ async def memory_leak(world: OdooWorld) -> AsyncIterator[MemoryLeak]:
 
 
 # --- Bus/Longpoll Stalls ----------------------------------------------------------------
+
 
 class LongpollStall(Scenario):
     """The Odoo stand-in's longpoll endpoint hangs until the container restarts; the
@@ -437,10 +495,15 @@ def _longpoll_stall(world: OdooWorld) -> LongpollStall:
     web = start_odoo_web(world.docker(), project=project, service="odoo")
     blackbox = world.blackbox_exporter.start()
     loop = world.start_loop(
-        scrape_configs=[blackbox.probe_config(
-            "odoo-longpoll", [web.longpoll_url],
-            labels={"compose_project": project, "compose_service": "odoo"})],
-        **_compose_scoped("OdooLongpollLatencyHigh", project))
+        scrape_configs=[
+            blackbox.probe_config(
+                "odoo-longpoll",
+                [web.longpoll_url],
+                labels={"compose_project": project, "compose_service": "odoo"},
+            )
+        ],
+        **_compose_scoped("OdooLongpollLatencyHigh", project),
+    )
     loop.wait_for('probe_success{job="odoo-longpoll"} == 1', what="a passing probe")
     return LongpollStall(loop, web)
 
@@ -451,6 +514,7 @@ async def longpoll_stall(world: OdooWorld) -> AsyncIterator[LongpollStall]:
 
 
 # --- Too many connections ---------------------------------------------------------------
+
 
 class TooManyConnections(Scenario):
     """Twelve idle Odoo sessions and two busy ones on a private server with
@@ -492,13 +556,16 @@ async def too_many_connections(world: OdooWorld) -> AsyncIterator[TooManyConnect
         dsn = with_database(server.dsn, "odoo")
         pg = world.postgres_exporter.start(dsn, queries=EXPORTER_QUERIES)
         loop = await asyncio.to_thread(
-            world.start_loop, alerts=["PostgresTooManyConnections"],
+            world.start_loop,
+            alerts=["PostgresTooManyConnections"],
             scrape_configs=[pg.scrape_config("postgres")],
             tweaks=[RuleTweak("PostgresTooManyConnections", params={"min_idle": "1s"})],
             # One heal may end the whole surplus here; the cap has its own tests.
-            databases={shipped_database("PostgresTooManyConnections"): {
-                "dsn": dsn, "max_terminations": 20}},
-            allow=[{"kind": "postgres"}])
+            databases={
+                shipped_database("PostgresTooManyConnections"): {"dsn": dsn, "max_terminations": 20}
+            },
+            allow=[{"kind": "postgres"}],
+        )
         async with Sessions(with_user(dsn, "odoo")) as s:
             yield TooManyConnections(loop, s, server.dsn)
 

@@ -35,8 +35,11 @@ LONGPOLL_PATH = "/cgi-bin/longpoll"
 
 def compose_labels(project: str, service: str, number: int = 1) -> dict[str, str]:
     """The labels ``docker compose`` puts on a service's containers."""
-    return {COMPOSE_PROJECT: project, COMPOSE_SERVICE: service,
-            "com.docker.compose.container-number": str(number)}
+    return {
+        COMPOSE_PROJECT: project,
+        COMPOSE_SERVICE: service,
+        "com.docker.compose.container-number": str(number),
+    }
 
 
 def _exec(container: Container, script: str) -> str:
@@ -85,16 +88,27 @@ def odoo_web_command(port: int) -> list[str]:
     return ["sh", "-c", f"PORT={int(port)}\n{ODOO_WEB_SCRIPT.read_text()}"]
 
 
-def start_odoo_web(containers: ContainerFactory, *, project: str, service: str,
-                   port: int | None = None, name: str | None = None,
-                   ready_timeout: float = 10.0) -> OdooWeb:
+def start_odoo_web(
+    containers: ContainerFactory,
+    *,
+    project: str,
+    service: str,
+    port: int | None = None,
+    name: str | None = None,
+    ready_timeout: float = 10.0,
+) -> OdooWeb:
     """Run the stand-in and wait until its longpoll endpoint answers."""
     port = port or free_port()
-    container = containers.run(odoo_web_command(port), name=name,
-                               labels=compose_labels(project, service))
+    container = containers.run(
+        odoo_web_command(port), name=name, labels=compose_labels(project, service)
+    )
     web = OdooWeb(container=container, port=port)
-    wait_until(lambda: web.poll() is not None, timeout=ready_timeout, interval=0.1,
-               what=f"longpoll answering on {web.longpoll_url}")
+    wait_until(
+        lambda: web.poll() is not None,
+        timeout=ready_timeout,
+        interval=0.1,
+        what=f"longpoll answering on {web.longpoll_url}",
+    )
     return web
 
 
@@ -123,18 +137,28 @@ class LeakyWorker:
         from .cadvisor_standin import working_set
 
         stats: dict[str, Any] = self.container.stats(  # type: ignore[assignment]
-            stream=False, one_shot=True)
+            stream=False, one_shot=True
+        )
         return (working_set(stats.get("memory_stats") or {}) or 0.0) / 2**20
 
 
 def leaky_worker_command(leak_mib: int, step_s: float) -> list[str]:
-    return ["sh", "-c", f"LEAK_MIB={int(leak_mib)}\nLEAK_STEP_S={float(step_s)}\n"
-            f"{LEAKY_WORKER_SCRIPT.read_text()}"]
+    return [
+        "sh",
+        "-c",
+        f"LEAK_MIB={int(leak_mib)}\nLEAK_STEP_S={float(step_s)}\n{LEAKY_WORKER_SCRIPT.read_text()}",
+    ]
 
 
-def start_leaky_workers(containers: ContainerFactory, *, project: str, services: Sequence[str],
-                        mem_limit_mib: int = 64, leak_mib: int = 40,
-                        step_s: float = 0.1) -> list[LeakyWorker]:
+def start_leaky_workers(
+    containers: ContainerFactory,
+    *,
+    project: str,
+    services: Sequence[str],
+    mem_limit_mib: int = 64,
+    leak_mib: int = 40,
+    step_s: float = 0.1,
+) -> list[LeakyWorker]:
     """One worker per entry of ``services`` (repeat a service for replicas), each limited
     to ``mem_limit_mib``, named and labelled as compose names them.
 
@@ -147,10 +171,13 @@ def start_leaky_workers(containers: ContainerFactory, *, project: str, services:
     numbers: dict[str, int] = {}
     for service in services:
         number = numbers[service] = numbers.get(service, 0) + 1
-        container = containers.run(leaky_worker_command(leak_mib, step_s),
-                                   name=f"{project}-{service}-{number}",
-                                   labels=compose_labels(project, service, number),
-                                   mem_limit=f"{mem_limit_mib}m")
-        workers.append(LeakyWorker(container=container, mem_limit_mib=mem_limit_mib,
-                                   leak_mib=leak_mib))
+        container = containers.run(
+            leaky_worker_command(leak_mib, step_s),
+            name=f"{project}-{service}-{number}",
+            labels=compose_labels(project, service, number),
+            mem_limit=f"{mem_limit_mib}m",
+        )
+        workers.append(
+            LeakyWorker(container=container, mem_limit_mib=mem_limit_mib, leak_mib=leak_mib)
+        )
     return workers

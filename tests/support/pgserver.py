@@ -35,8 +35,10 @@ from .env import free_port, require_service
 
 def pg_bin() -> Path | None:
     """The newest ``/usr/lib/postgresql/<version>/bin`` with ``initdb`` in it."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()],
+    )
     return found[-1].parent if found else None
 
 
@@ -51,15 +53,46 @@ class PrivatePostgres:
     def stop(self) -> None:
         """Stop the server mid-test (``pg_ctl stop -m immediate``: as a crash or an outage
         would); :meth:`start` brings it back on the same port and data."""
-        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"),
-                                     "-m", "immediate", "-w", "-t", "30", "stop"]),
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def start(self) -> None:
-        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"),
-                                     "-l", str(self.root / "server.log"), "-w", "-t", "30",
-                                     "-o", self.flags, "start"]),
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-o",
+                    self.flags,
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     @property
     def dsn(self) -> str:
@@ -78,12 +111,18 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def private_postgres(*, max_connections: int = 20, settings: dict[str, str] | None = None,
-                     superuser_password: str | None = None) -> Iterator[PrivatePostgres]:
+def private_postgres(
+    *,
+    max_connections: int = 20,
+    settings: dict[str, str] | None = None,
+    superuser_password: str | None = None,
+) -> Iterator[PrivatePostgres]:
     binaries = pg_bin()
     if binaries is None:
-        require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb "
-                        "(apt-get install postgresql)")
+        require_service(
+            "PostgreSQL binaries",
+            "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)",
+        )
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         require_service("a private PostgreSQL", "as root, initdb needs runuser")
     # Not pytest's tmp_path: the postgres OS user must be able to reach the directory.
@@ -91,37 +130,63 @@ def private_postgres(*, max_connections: int = 20, settings: dict[str, str] | No
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     data, log = root / "data", root / "server.log"
-    options = {"listen_addresses": "127.0.0.1", "max_connections": str(max_connections),
-               "fsync": "off", **(settings or {})}
+    options = {
+        "listen_addresses": "127.0.0.1",
+        "max_connections": str(max_connections),
+        "fsync": "off",
+        **(settings or {}),
+    }
     auth = ["-A", "trust"]
     if superuser_password is not None:
         password_file = root / "superuser-password"
         password_file.write_text(superuser_password + "\n")
         if os.geteuid() == 0:
             shutil.chown(password_file, "postgres", "postgres")
-        auth = ["--auth-local=trust", "--auth-host=scram-sha-256",
-                f"--pwfile={password_file}"]
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"]
     started = False
     try:
-        subprocess.run(_as_postgres([str(binaries / "initdb"), "-D", str(data), *auth,
-                                     "-U", "postgres", "--no-sync"]),
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres(
+                [str(binaries / "initdb"), "-D", str(data), *auth, "-U", "postgres", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         for attempt in range(3):
             port = free_port()
-            flags = " ".join([f"-p {port}", f"-k {root}",
-                              *(f"-c {k}={v}" for k, v in options.items())])
+            flags = " ".join(
+                [f"-p {port}", f"-k {root}", *(f"-c {k}={v}" for k, v in options.items())]
+            )
             result = subprocess.run(
-                _as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log),
-                              "-w", "-t", "30", "-o", flags, "start"]),
-                capture_output=True, timeout=60)
+                _as_postgres(
+                    [
+                        str(binaries / "pg_ctl"),
+                        "-D",
+                        str(data),
+                        "-l",
+                        str(log),
+                        "-w",
+                        "-t",
+                        "30",
+                        "-o",
+                        flags,
+                        "start",
+                    ]
+                ),
+                capture_output=True,
+                timeout=60,
+            )
             if result.returncode == 0:
                 started = True
                 break
             if attempt == 2 or "could not bind" not in log.read_text(errors="replace"):
-                raise RuntimeError(f"private PostgreSQL did not start:\n"
-                                   f"{log.read_text(errors='replace')[-2000:]}")
-        yield PrivatePostgres(root=root, port=port, bindir=binaries,
-                              password=superuser_password, flags=flags)
+                raise RuntimeError(
+                    f"private PostgreSQL did not start:\n{log.read_text(errors='replace')[-2000:]}"
+                )
+        yield PrivatePostgres(
+            root=root, port=port, bindir=binaries, password=superuser_password, flags=flags
+        )
     finally:
         try:
             if started:
@@ -139,9 +204,23 @@ def _stop(binaries: Path, data: Path) -> None:
     except (OSError, ValueError, IndexError):
         postmaster = None
     with contextlib.suppress(subprocess.TimeoutExpired):
-        subprocess.run(_as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m",
-                                     "immediate", "-w", "-t", "20", "stop"]),
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(binaries / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "20",
+                    "stop",
+                ]
+            ),
+            capture_output=True,
+            timeout=30,
+        )
     if postmaster is None or not _alive(postmaster):
         return
     for pid in [*_children(postmaster), postmaster]:

@@ -55,8 +55,9 @@ def with_user(dsn: str, user: str) -> str:
 
 
 @asynccontextmanager
-async def scratch_role(options: str = "LOGIN", *, dsn: str | None = None,
-                       prefix: str = "healer_test") -> AsyncIterator[str]:
+async def scratch_role(
+    options: str = "LOGIN", *, dsn: str | None = None, prefix: str = "healer_test"
+) -> AsyncIterator[str]:
     """A new role, ``CREATE ROLE <unique name> <options>``; on exit, even after a
     failure, its sessions are terminated and it is dropped.
 
@@ -70,8 +71,11 @@ async def scratch_role(options: str = "LOGIN", *, dsn: str | None = None,
     try:
         yield name
     finally:
-        await _as_admin(dsn, ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                              " WHERE usename = $1", name), (f'DROP ROLE IF EXISTS "{name}"',))
+        await _as_admin(
+            dsn,
+            ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", name),
+            (f'DROP ROLE IF EXISTS "{name}"',),
+        )
 
 
 async def _as_admin(dsn: str, *statements: tuple[Any, ...]) -> None:
@@ -85,8 +89,9 @@ async def _as_admin(dsn: str, *statements: tuple[Any, ...]) -> None:
 
 
 @asynccontextmanager
-async def scratch_database(dsn: str | None = None, *, prefix: str = "healer_test"
-                           ) -> AsyncIterator[str]:
+async def scratch_database(
+    dsn: str | None = None, *, prefix: str = "healer_test"
+) -> AsyncIterator[str]:
     """A new, empty database; dropped (with its sessions) on exit, even after a failure."""
     dsn = dsn or server_dsn()
     await check_server(dsn)
@@ -118,10 +123,19 @@ class Sessions:
             if not conn.is_closed():
                 conn.terminate()
 
-    async def open(self, *, application_name: str = "healer-test", user: str | None = None,
-                   dsn: str | None = None) -> asyncpg.Connection:
-        conn = await asyncpg.connect(dsn or self.dsn, user=user, timeout=5,
-                                     server_settings={"application_name": application_name})
+    async def open(
+        self,
+        *,
+        application_name: str = "healer-test",
+        user: str | None = None,
+        dsn: str | None = None,
+    ) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            dsn or self.dsn,
+            user=user,
+            timeout=5,
+            server_settings={"application_name": application_name},
+        )
         self._conns.append(conn)
         return conn
 

@@ -48,8 +48,7 @@ def _pids_mentioning(text: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if text in cmdline:
@@ -124,8 +123,11 @@ class PrivateDockerd:
         (self.root / "containerd").mkdir(exist_ok=True)
         with (self.root / "containerd.log").open("ab") as log:
             self._containerd = subprocess.Popen(
-                ["containerd", "--config", str(config)], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT)
+                ["containerd", "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         proc = self._containerd
 
         def listening() -> bool:
@@ -166,16 +168,18 @@ class PrivateDockerd:
         if self.running:
             raise RuntimeError("private dockerd is already running")
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
 
         def ready() -> bool:
             if not self.running:
                 raise RuntimeError(f"private dockerd exited; log:\n{self.log_tail()}")
             return _ping(self.sock)
 
-        wait_until(ready, timeout=timeout, interval=0.25, what="the private dockerd",
-                   ignore=(OSError,))
+        wait_until(
+            ready, timeout=timeout, interval=0.25, what="the private dockerd", ignore=(OSError,)
+        )
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.base_url, timeout=timeout)
@@ -217,8 +221,10 @@ class PrivateDockerd:
                 shutil.rmtree(self.root, ignore_errors=True)
 
     def _remove_containers(self) -> None:
-        with contextlib.suppress(docker.errors.DockerException, OSError), \
-                contextlib.closing(self.client(timeout=20)) as client:
+        with (
+            contextlib.suppress(docker.errors.DockerException, OSError),
+            contextlib.closing(self.client(timeout=20)) as client,
+        ):
             for container in client.containers.list(all=True):
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True, v=True)
@@ -243,8 +249,11 @@ def private_dockerd() -> Iterator[PrivateDockerd]:
 
 def postgres_bin() -> Path | None:
     """The newest ``/usr/lib/postgresql/<version>/bin`` with initdb and pg_ctl."""
-    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin")
-             if (p / "initdb").exists() and (p / "pg_ctl").exists()]
+    found = [
+        p
+        for p in Path("/usr/lib/postgresql").glob("*/bin")
+        if (p / "initdb").exists() and (p / "pg_ctl").exists()
+    ]
     found.sort(key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.name.split(".")])
     return found[-1] if found else None
 
@@ -265,20 +274,39 @@ class PrivatePostgres:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
 
     def _pg(self, tool: str, *args: str, timeout: float = 120) -> None:
-        result = subprocess.run(["runuser", "-u", "postgres", "--", str(self.bindir / tool),
-                                 *args], capture_output=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bindir / tool), *args],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}): "
-                               f"{result.stderr.decode(errors='replace')}\n{self.log_tail()}")
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace')}\n{self.log_tail()}"
+            )
 
     def init(self) -> None:
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=20")
-        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60",
-                 "-o", options, "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=20"
+        )
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
@@ -306,8 +334,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     """A running private PostgreSQL, stopped and deleted on exit."""
     bindir = postgres_bin()
     if bindir is None:
-        require_service("private PostgreSQL", "no /usr/lib/postgresql/*/bin (apt-get install "
-                        "postgresql)")
+        require_service(
+            "private PostgreSQL", "no /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        )
     if not _is_root() or shutil.which("runuser") is None:
         require_service("private PostgreSQL", "needs root and runuser (to run as postgres)")
     # Under /tmp, not pytest's tmp_path: the postgres user must be able to reach it.

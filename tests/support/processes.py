@@ -467,7 +467,12 @@ class HealerFactory(_Factory):
             ]
 
         instance = HealerProc(
-            "healer", argv, workdir=workdir, ready_path="/health", env=full_env, port=port,
+            "healer",
+            argv,
+            workdir=workdir,
+            ready_path="/health",
+            env=full_env,
+            port=port,
             open_files=open_files,
         )
         instance.config_path = config_path

@@ -39,14 +39,21 @@ class StillFiring:
                 elif path == "/api/v1/query":
                     with standin._lock:
                         standin.queries += 1
-                    result = ([{"metric": {"alertstate": "firing"},
-                                "value": [time.time(), "1"]}] if standin.firing else [])
+                    result = (
+                        [{"metric": {"alertstate": "firing"}, "value": [time.time(), "1"]}]
+                        if standin.firing
+                        else []
+                    )
                     data = {"resultType": "vector", "result": result}
                 else:
                     self.send_error(404)
                     return
-                reply(self, 200, json.dumps({"status": "success", "data": data}).encode(),
-                      "application/json")
+                reply(
+                    self,
+                    200,
+                    json.dumps({"status": "success", "data": data}).encode(),
+                    "application/json",
+                )
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -60,6 +67,10 @@ class StillFiring:
     def __enter__(self) -> StillFiring:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

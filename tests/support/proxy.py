@@ -50,8 +50,9 @@ class Forwarded:
 
 
 class SlowAnswerProxy:
-    def __init__(self, upstream: str, *, delay: float = 0.0, hold_first: bool = False,
-                 hold: float = 40.0) -> None:
+    def __init__(
+        self, upstream: str, *, delay: float = 0.0, hold_first: bool = False, hold: float = 40.0
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
         self.hold_first = hold_first
@@ -67,10 +68,10 @@ class SlowAnswerProxy:
                 body = self.rfile.read(length)
                 headers = {k: v for k, v in self.headers.items() if k.lower() in _FORWARDED}
                 with httpx.Client(timeout=30) as client:
-                    resp = client.post(proxy.upstream + self.path, content=body,
-                                       headers=headers)
-                record = Forwarded(time.monotonic(), self.path, body, resp.status_code,
-                                   resp.content)
+                    resp = client.post(proxy.upstream + self.path, content=body, headers=headers)
+                record = Forwarded(
+                    time.monotonic(), self.path, body, resp.status_code, resp.content
+                )
                 with proxy._lock:
                     first = not proxy.forwarded
                     proxy.forwarded.append(record)
@@ -103,14 +104,20 @@ class SlowAnswerProxy:
         with self._lock:
             return list(self.forwarded)
 
-    def wait_for_posts(self, count: int, *, timeout: float = 60.0,
-                       where: Callable[[Forwarded], bool] = lambda f: True) -> list[Forwarded]:
+    def wait_for_posts(
+        self,
+        count: int,
+        *,
+        timeout: float = 60.0,
+        where: Callable[[Forwarded], bool] = lambda f: True,
+    ) -> list[Forwarded]:
         def enough() -> list[Forwarded] | None:
             matching = [f for f in self.snapshot() if where(f)]
             return matching if len(matching) >= count else None
 
-        return wait_until(enough, timeout=timeout, interval=0.1,
-                          what=f"{count} POSTs through the proxy")
+        return wait_until(
+            enough, timeout=timeout, interval=0.1, what=f"{count} POSTs through the proxy"
+        )
 
     def close(self) -> None:
         self._second.set()  # release a held first answer

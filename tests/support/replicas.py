@@ -90,12 +90,23 @@ class Fleet:
 
     def post(self, index: int, alerts: list[dict[str, Any]]) -> httpx.Response:
         """A webhook POST straight to replica ``index``, as Alertmanager sends it."""
-        body = {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
-                "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-                "externalURL": "http://127.0.0.1:9093", "alerts": alerts}
+        body = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "healer",
+            "groupKey": "{}:{}",
+            "groupLabels": {},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "externalURL": "http://127.0.0.1:9093",
+            "alerts": alerts,
+        }
         with httpx.Client(timeout=10.0) as client:
-            return client.post(f"{self.healers[index].url}/api/v1/alerts", json=body,
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+            return client.post(
+                f"{self.healers[index].url}/api/v1/alerts",
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
 
     def ready(self, index: int) -> httpx.Response:
         with httpx.Client(timeout=10.0) as client:
@@ -103,9 +114,13 @@ class Fleet:
 
     def wait_done(self, heal_id: str, timeout: float = 90.0) -> dict[str, Any]:
         """The heal, with its timeline, once its phase is ``done`` (bounded)."""
-        return wait_until(lambda: (h := self.heal(heal_id))["phase"] == "done" and h,
-                          timeout=timeout, interval=0.25, what=f"heal {heal_id} done",
-                          ignore=(httpx.HTTPError,))
+        return wait_until(
+            lambda: (h := self.heal(heal_id))["phase"] == "done" and h,
+            timeout=timeout,
+            interval=0.25,
+            what=f"heal {heal_id} done",
+            ignore=(httpx.HTTPError,),
+        )
 
     # -- signals -------------------------------------------------------------------------
     def _signal(self, index: int, sig: signal.Signals) -> None:
@@ -133,8 +148,9 @@ class Fleet:
         """``sql`` on the store in a read-only transaction."""
 
         async def run() -> list[dict[str, Any]]:
-            conn = await asyncpg.connect(self.server.dsn, timeout=10, server_settings={
-                "default_transaction_read_only": "on"})
+            conn = await asyncpg.connect(
+                self.server.dsn, timeout=10, server_settings={"default_transaction_read_only": "on"}
+            )
             try:
                 return [dict(r) for r in await conn.fetch(sql, *args)]
             finally:
@@ -146,17 +162,29 @@ class Fleet:
 def noop_alert(alertname: str, instance: str, starts_at: float) -> dict[str, Any]:
     """One firing alert as Alertmanager's webhook carries it (its fingerprint derived
     from alertname and instance, hex as Alertmanager's)."""
-    return {"status": "firing", "labels": {"alertname": alertname, "instance": instance},
-            "annotations": {}, "startsAt": iso(starts_at), "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": hashlib.sha256(f"{alertname}\0{instance}".encode()).hexdigest()[:16]}
+    return {
+        "status": "firing",
+        "labels": {"alertname": alertname, "instance": instance},
+        "annotations": {},
+        "startsAt": iso(starts_at),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": hashlib.sha256(f"{alertname}\0{instance}".encode()).hexdigest()[:16],
+    }
 
 
 @contextlib.contextmanager
-def replica_fleet(workdir: Path, *, rules: list[dict[str, Any]], replicas: int = 3,
-                  service: DemoService | None = None, stable_for: str = "2s",
-                  timeout: str = "60s", overrides: dict[str, Any] | None = None,
-                  env: dict[str, str] | None = None) -> Iterator[Fleet]:
+def replica_fleet(
+    workdir: Path,
+    *,
+    rules: list[dict[str, Any]],
+    replicas: int = 3,
+    service: DemoService | None = None,
+    stable_for: str = "2s",
+    timeout: str = "60s",
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Fleet]:
     """``replicas`` healers on one private PostgreSQL, an Alertmanager cluster of as many
     peers (peer i posts to replica i), a Prometheus alerting every peer (and, given a
     ``service``, scraping it with the demo rules). Everything is removed on exit."""
@@ -167,30 +195,45 @@ def replica_fleet(workdir: Path, *, rules: list[dict[str, Any]], replicas: int =
     with private_postgres(max_connections=100) as server:
         try:
             ports = [free_port() for _ in range(replicas)]
-            ams = [alertmanager.start(f"http://127.0.0.1:{port}/api/v1/alerts",
-                                      bearer_token=TOKEN, extra_args=args)
-                   for port, args in zip(ports, cluster_args(replicas), strict=True)]
+            ams = [
+                alertmanager.start(
+                    f"http://127.0.0.1:{port}/api/v1/alerts", bearer_token=TOKEN, extra_args=args
+                )
+                for port, args in zip(ports, cluster_args(replicas), strict=True)
+            ]
             if service is not None:
-                prom = prometheus.start([service.target], rule_files=[DEMO_RULES],
-                                        alertmanager_url=[am.url for am in ams],
-                                        target_labels={"container": service.name})
+                prom = prometheus.start(
+                    [service.target],
+                    rule_files=[DEMO_RULES],
+                    alertmanager_url=[am.url for am in ams],
+                    target_labels={"container": service.name},
+                )
             else:
                 prom = prometheus.start([], alertmanager_url=[am.url for am in ams])
             allow: list[dict[str, Any]] = [{"kind": "bench"}]
             if service is not None:
                 allow.append({"kind": "docker", "name": service.name})
             config: dict[str, Any] = {
-                "journal": server.dsn, "prometheus": {"url": prom.url},
+                "journal": server.dsn,
+                "prometheus": {"url": prom.url},
                 "verify": {"stable_for": stable_for, "timeout": timeout},
-                "allow": allow, "replica": LEASE, "shutdown_grace": "1s",
-                "rules": rules, **(overrides or {})}
+                "allow": allow,
+                "replica": LEASE,
+                "shutdown_grace": "1s",
+                "rules": rules,
+                **(overrides or {}),
+            }
             config_path = write_config(workdir, config)
             full_env = {**healer_env(workdir), **(env or {})}
-            healers = [healer.start(config_path, port=port, env=full_env,
-                                    args=["--replica-id", f"r{i + 1}"])
-                       for i, port in enumerate(ports)]
-            fleet = Fleet(server=server, healers=healers, alertmanagers=ams,
-                          prometheus=prom, service=service)
+            healers = [
+                healer.start(
+                    config_path, port=port, env=full_env, args=["--replica-id", f"r{i + 1}"]
+                )
+                for i, port in enumerate(ports)
+            ]
+            fleet = Fleet(
+                server=server, healers=healers, alertmanagers=ams, prometheus=prom, service=service
+            )
             if service is not None:
                 prom.wait_for_targets_up()
             yield fleet

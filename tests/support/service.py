@@ -122,9 +122,13 @@ class DemoService:
 
 def http_healthcheck(port: int) -> dict[str, object]:
     """A Docker healthcheck fetching the service's /metrics every 250 ms (durations in ns)."""
-    return {"test": ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/metrics"],
-            "interval": 250_000_000, "timeout": 1_000_000_000, "retries": 3,
-            "start_period": 0}
+    return {
+        "test": ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/metrics"],
+        "interval": 250_000_000,
+        "timeout": 1_000_000_000,
+        "retries": 3,
+        "start_period": 0,
+    }
 
 
 def start_service(
@@ -139,9 +143,13 @@ def start_service(
 ) -> DemoService:
     """Run a service container on ``port`` (free one by default) and wait until it serves 1."""
     port = port or free_port()
-    container = containers.run(service_command(port), name=name, labels=labels,
-                               mem_limit=mem_limit,
-                               healthcheck=http_healthcheck(port) if healthcheck else None)
+    container = containers.run(
+        service_command(port),
+        name=name,
+        labels=labels,
+        mem_limit=mem_limit,
+        healthcheck=http_healthcheck(port) if healthcheck else None,
+    )
     service = DemoService(container=container, port=port)
     try:
         service.wait_for_metric(1, timeout=ready_timeout)

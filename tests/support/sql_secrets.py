@@ -30,7 +30,7 @@ SQL_FORMS = [
     "SET myapp.password TO '{S}'",
     "SET myapp.password TO {S}",
     "SELECT set_config('myapp.password', '{S}', false)",
-    "SELECT '{{\"password\": \"{S}\"}}'::jsonb",
+    'SELECT \'{{"password": "{S}"}}\'::jsonb',
     "SELECT 'Driver=pg;Server=h;UID=u;PWD={S};'",
     "SELECT crypt(passwd => '{S}')",
     "INSERT INTO creds VALUES ('passphrase', '{S}')",
@@ -39,4 +39,4 @@ SQL_FORMS = [
 
 def leaks(text: str) -> bool:
     """Any 4 consecutive characters of the secret (a cut may leave only its head)."""
-    return any(SECRET[i:i + 4] in text for i in range(len(SECRET) - 3))
+    return any(SECRET[i : i + 4] in text for i in range(len(SECRET) - 3))

@@ -63,8 +63,10 @@ def expected_firing_alerts() -> list[dict[str, str]]:
     seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
     for _, alertname, exp_alerts in alert_expectations():
         for exp in exp_alerts:
-            labels = {"alertname": alertname,
-                      **{k: str(v) for k, v in (exp.get("exp_labels") or {}).items()}}
+            labels = {
+                "alertname": alertname,
+                **{k: str(v) for k, v in (exp.get("exp_labels") or {}).items()},
+            }
             seen[tuple(sorted(labels.items()))] = labels
     return list(seen.values())
 
@@ -103,8 +105,9 @@ def mounts(compose: dict[str, Any], service: str) -> list[Mount]:
             opts = parts[2].split(",") if len(parts) > 2 else []
             out.append(Mount(source, target, "ro" in opts))
         else:
-            out.append(Mount(str(vol.get("source", "")), vol["target"],
-                             bool(vol.get("read_only", False))))
+            out.append(
+                Mount(str(vol.get("source", "")), vol["target"], bool(vol.get("read_only", False)))
+            )
     return out
 
 

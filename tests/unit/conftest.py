@@ -49,8 +49,9 @@ class Noop:
             await self.check_gate.wait()
         if params.explode_in == "check":
             raise RuntimeError(f"boom while checking {params.target}")
-        return CheckResult(targets=[Target(kind="test", name=params.target)],
-                           evidence={"target": params.target})
+        return CheckResult(
+            targets=[Target(kind="test", name=params.target)], evidence={"target": params.target}
+        )
 
     async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         self.acts.append(params)

@@ -37,9 +37,15 @@ ALERTMANAGER_YML = ALERTS / "alertmanager.yml"
 HEALER_YML = REPO / "examples" / "odoo" / "healer.yml"
 QUERIES_YML = ALERTS / "postgres_exporter" / "queries.yml"
 HEALER_OWN = {"HealerHealFailed", "HealerCircuitOpen", "HealerDown"}
-ROUTED_TO_HEALER = {"OdooLongpollLatencyHigh", "OdooCronStuck", "OdooDbDeadlock",
-                    "OdooMemoryLeak", "ServiceUnhealthy", "PostgresTooManyConnections",
-                    "DiskAlmostFull"}
+ROUTED_TO_HEALER = {
+    "OdooLongpollLatencyHigh",
+    "OdooCronStuck",
+    "OdooDbDeadlock",
+    "OdooMemoryLeak",
+    "ServiceUnhealthy",
+    "PostgresTooManyConnections",
+    "DiskAlmostFull",
+}
 
 
 def binary(name: str) -> str:
@@ -56,8 +62,11 @@ def slug(heading: str) -> str:
 
 
 def anchors(markdown: Path) -> set[str]:
-    return {slug(line.lstrip("#")) for line in markdown.read_text(encoding="utf-8").splitlines()
-            if line.startswith("#")}
+    return {
+        slug(line.lstrip("#"))
+        for line in markdown.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
 
 
 def healer_rules_config() -> HealerConfig:
@@ -70,8 +79,9 @@ def rule_alertnames(config: HealerConfig) -> dict[str, str]:
     """healer rule name -> the alertname its matchers require."""
     out = {}
     for rule in config.rules:
-        names = [m.value for m in rule.match.matchers
-                 if m.name == "alertname" and m.type is MatchType.EQ]
+        names = [
+            m.value for m in rule.match.matchers if m.name == "alertname" and m.type is MatchType.EQ
+        ]
         assert len(names) == 1, f"rule {rule.name} should match exactly one alertname with ="
         out[rule.name] = names[0]
     return out
@@ -141,8 +151,10 @@ def test_every_alert_is_tested_firing_and_quiet(rule: dict[str, Any]) -> None:
 def test_promtool_checks_and_tests_the_rules() -> None:
     """`promtool check rules` and `promtool test rules` pass (as in scripts/test)."""
     promtool = binary("promtool")
-    for argv in ([promtool, "check", "rules", *map(str, rule_files())],
-                 [promtool, "test", "rules", *map(str, rule_tests())]):
+    for argv in (
+        [promtool, "check", "rules", *map(str, rule_files())],
+        [promtool, "test", "rules", *map(str, rule_tests())],
+    ):
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -172,8 +184,12 @@ def test_rules_use_the_metrics_the_exporter_queries_define() -> None:
 @pytest.mark.prometheus
 def test_alertmanager_config_is_valid() -> None:
     """amtool accepts alerts/alertmanager.yml."""
-    done = subprocess.run([binary("amtool"), "check-config", str(ALERTMANAGER_YML)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [binary("amtool"), "check-config", str(ALERTMANAGER_YML)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -192,11 +208,23 @@ def test_healer_receiver_posts_with_bearer_auth_and_resolved() -> None:
 
 def receivers(labels: dict[str, str]) -> set[str]:
     """Where Alertmanager routes an alert with these labels (amtool config routes test)."""
-    matchers = ['{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"'))
-                for k, v in sorted(labels.items())]
+    matchers = [
+        '{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"'))
+        for k, v in sorted(labels.items())
+    ]
     done = subprocess.run(
-        [binary("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}",
-         *matchers], capture_output=True, text=True, timeout=60)
+        [
+            binary("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER_YML}",
+            *matchers,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return set(done.stdout.strip().split(","))
 
@@ -231,9 +259,14 @@ def test_every_alert_routed_to_healer_meets_a_healer_rule_that_can_act() -> None
 def test_other_services_unhealthy_go_to_people_only() -> None:
     """ServiceUnhealthy for a service healer may not restart (an exporter) is not sent to
     healer, where it could only end `refused`."""
-    labels = {"alertname": "ServiceUnhealthy", "severity": "P1", "job": "cadvisor",
-              "instance": "cadvisor:8080", "compose_project": "odoo",
-              "compose_service": "cadvisor"}
+    labels = {
+        "alertname": "ServiceUnhealthy",
+        "severity": "P1",
+        "job": "cadvisor",
+        "instance": "cadvisor:8080",
+        "compose_project": "odoo",
+        "compose_service": "cadvisor",
+    }
     assert receivers(labels) == {"oncall"}
 
 

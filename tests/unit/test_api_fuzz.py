@@ -44,17 +44,30 @@ def fuzz_config(tmp_path: Path) -> dict[str, Any]:
     return {
         "journal": str(tmp_path / "journal.db"),
         "shutdown_grace": "2s",
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s",
-                       "evaluation_interval": "50ms"},
+        "prometheus": {
+            "url": "http://127.0.0.1:9",
+            "timeout": "0.2s",
+            "evaluation_interval": "50ms",
+        },
         "verify": {"timeout": "0.2s", "stable_for": "0s"},
         "allow": [{"kind": "test", "name": "web-*"}],
         # Every fuzzed firing alert matches a rule, so it reaches templating, the params
         # model and check; both rules are dry-run, so nothing may ever act.
         "rules": [
-            {"name": "fuzz-templated", "match": 'instance=~".+"', "handler": "test.noop",
-             "params": {"target": "{{ labels.instance }}"}, "dry_run": True},
-            {"name": "fuzz-any", "match": 'alertname=~".*"', "handler": "test.noop",
-             "params": {"target": "web-fuzz"}, "dry_run": True},
+            {
+                "name": "fuzz-templated",
+                "match": 'instance=~".+"',
+                "handler": "test.noop",
+                "params": {"target": "{{ labels.instance }}"},
+                "dry_run": True,
+            },
+            {
+                "name": "fuzz-any",
+                "match": 'alertname=~".*"',
+                "handler": "test.noop",
+                "params": {"target": "web-fuzz"},
+                "dry_run": True,
+            },
         ],
     }
 
@@ -65,15 +78,30 @@ def journal_path(tmp_path: Path) -> Path:
 
 
 # Every operation of the document; test_every_operation_is_fuzzed keeps this complete.
-OPERATIONS = [("POST", "/api/v1/alerts"), ("POST", "/api/v1/heals"), ("GET", "/api/v1/heals"),
-              ("GET", "/api/v1/heals/{heal_id}"), ("GET", "/health"), ("GET", "/health/ready"),
-              ("POST", "/api/v1/pause"), ("GET", "/api/v1/pause"), ("DELETE", "/api/v1/pause"),
-              ("GET", "/api/v1/circuits"), ("DELETE", "/api/v1/circuits/{rule}")]
+OPERATIONS = [
+    ("POST", "/api/v1/alerts"),
+    ("POST", "/api/v1/heals"),
+    ("GET", "/api/v1/heals"),
+    ("GET", "/api/v1/heals/{heal_id}"),
+    ("GET", "/health"),
+    ("GET", "/health/ready"),
+    ("POST", "/api/v1/pause"),
+    ("GET", "/api/v1/pause"),
+    ("DELETE", "/api/v1/pause"),
+    ("GET", "/api/v1/circuits"),
+    ("DELETE", "/api/v1/circuits/{rule}"),
+]
 
 
 # Operations whose every request is schema-valid: nothing to generate in negative mode.
-NO_INPUT = {("GET", "/health"), ("GET", "/health/ready"), ("GET", "/api/v1/heals/{heal_id}"),
-            ("GET", "/api/v1/pause"), ("DELETE", "/api/v1/pause"), ("GET", "/api/v1/circuits")}
+NO_INPUT = {
+    ("GET", "/health"),
+    ("GET", "/health/ready"),
+    ("GET", "/api/v1/heals/{heal_id}"),
+    ("GET", "/api/v1/pause"),
+    ("DELETE", "/api/v1/pause"),
+    ("GET", "/api/v1/circuits"),
+}
 
 
 @pytest.fixture
@@ -81,8 +109,12 @@ def api_schema(tmp_path: Path, handlers: HandlerRegistry, noop: Any) -> Iterator
     """The app's own OpenAPI document, loaded from the app (which starts its lifespan on
     schemathesis' event-loop thread)."""
     config = parse_config(fuzz_config(tmp_path), handlers)
-    app = create_app(config, Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
-                     handlers=handlers, registry=CollectorRegistry())
+    app = create_app(
+        config,
+        Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
+        handlers=handlers,
+        registry=CollectorRegistry(),
+    )
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
     finally:
@@ -111,16 +143,22 @@ def _no_server_error_but_readiness(ctx: Any, response: Any, case: Case) -> bool 
     return not_a_server_error(ctx, response, case)
 
 
-RUNS = [(method, path, mode) for method, path in OPERATIONS
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-        if mode is GenerationMode.POSITIVE or (method, path) not in NO_INPUT]
+RUNS = [
+    (method, path, mode)
+    for method, path in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode is GenerationMode.POSITIVE or (method, path) not in NO_INPUT
+]
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), RUNS,
-                         ids=[f"{m} {p} {'valid' if g is GenerationMode.POSITIVE else 'invalid'}"
-                              for m, p, g in RUNS])
-def test_the_api_survives_its_own_schema(api_schema: Any, tmp_path: Path, method: str,
-                                         path: str, mode: GenerationMode) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "mode"),
+    RUNS,
+    ids=[f"{m} {p} {'valid' if g is GenerationMode.POSITIVE else 'invalid'}" for m, p, g in RUNS],
+)
+def test_the_api_survives_its_own_schema(
+    api_schema: Any, tmp_path: Path, method: str, path: str, mode: GenerationMode
+) -> None:
     """Every generated request (schema-valid, then schema-violating) gets a conforming,
     non-5xx answer, and a refused one journals nothing (see the module docstring)."""
     operation = api_schema[path][method]
@@ -134,14 +172,20 @@ def test_the_api_survives_its_own_schema(api_schema: Any, tmp_path: Path, method
         # than safety.max_pause: 422s no static schema can foresee.
         excluded.append(positive_data_acceptance)
 
-    @settings(derandomize=True, deadline=None, database=None, max_examples=EXAMPLES,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        derandomize=True,
+        deadline=None,
+        database=None,
+        max_examples=EXAMPLES,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(operation.as_strategy(mode))
     def fuzz(case: Case) -> None:
         before = _stored(journal)
         response = case.call(headers={"Authorization": f"Bearer {token}"})
-        case.validate_response(response, excluded_checks=excluded,
-                               additional_checks=[_no_server_error_but_readiness])
+        case.validate_response(
+            response, excluded_checks=excluded, additional_checks=[_no_server_error_but_readiness]
+        )
         if 400 <= response.status_code < 500:
             assert _stored(journal) == before, response.text
 

@@ -21,15 +21,15 @@ def test_api_exports_are_pinned() -> None:
         "Alert",
         "CheckResult",
         "DockerAdapter",
-    "Duration",
+        "Duration",
         "Handler",
         "HandlerParams",
         "HealContext",
         "HealError",
         "InvalidParams",
         "Outcome",
-    "PgSession",
-    "Postgres",
+        "PgSession",
+        "Postgres",
         "Target",
         "TargetRefused",
     ]
@@ -47,11 +47,18 @@ def healer_imports(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.split(".")[0] == "healer"]
-        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-              and node.module.split(".")[0] == "healer"):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.split(".")[0] == "healer"
+        ):
             # `from healer import api` imports healer.api
-            found += ([f"healer.{a.name}" for a in node.names]
-                      if node.module == "healer" else [node.module])
+            found += (
+                [f"healer.{a.name}" for a in node.names]
+                if node.module == "healer"
+                else [node.module]
+            )
     return found
 
 

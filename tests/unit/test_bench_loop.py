@@ -16,8 +16,16 @@ FAULT = 1_800_000_000.0
 
 
 def milestones(**offsets: float | None) -> dict[str, float | None]:
-    base = {"pending": 3.0, "firing": 4.0, "webhook": 4.1, "check": 4.2, "act": 4.5,
-            "gone": 6.0, "seen": 6.5, "outcome": 9.5}
+    base = {
+        "pending": 3.0,
+        "firing": 4.0,
+        "webhook": 4.1,
+        "check": 4.2,
+        "act": 4.5,
+        "gone": 6.0,
+        "seen": 6.5,
+        "outcome": 9.5,
+    }
     base.update(offsets)
     return {"fault": FAULT, **{k: None if v is None else FAULT + v for k, v in base.items()}}
 
@@ -25,8 +33,16 @@ def milestones(**offsets: float | None) -> dict[str, float | None]:
 def test_phases_run_back_to_back_from_the_fault_to_the_outcome() -> None:
     durations = phases(milestones())
     assert list(durations) == [p.name for p in PHASES]
-    assert durations == {"detect": 3.0, "for": 1.0, "notify": 0.1, "check": 0.1, "act": 0.3,
-                         "recover": 1.5, "poll": 0.5, "stable_for": 3.0}
+    assert durations == {
+        "detect": 3.0,
+        "for": 1.0,
+        "notify": 0.1,
+        "check": 0.1,
+        "act": 0.3,
+        "recover": 1.5,
+        "poll": 0.5,
+        "stable_for": 3.0,
+    }
     shares = owned(durations)
     assert shares["total"] == pytest.approx(9.5)
     assert shares["Prometheus"] == pytest.approx(4.0)
@@ -58,26 +74,43 @@ def test_a_missing_milestone_leaves_its_phase_and_owner_unknown() -> None:
 
 
 def _record(key: str, rep: int, detect: float, outcome: str = "recovered") -> dict[str, Any]:
-    durations = phases(milestones(pending=detect, firing=detect + 1, webhook=detect + 1.1,
-                                  check=detect + 1.2, act=detect + 1.5, gone=detect + 3,
-                                  seen=detect + 3.5, outcome=detect + 6.5))
-    return {"scenario": key, "rep": rep, "outcome": outcome, "phases": durations,
-            "owned": owned(durations)}
+    durations = phases(
+        milestones(
+            pending=detect,
+            firing=detect + 1,
+            webhook=detect + 1.1,
+            check=detect + 1.2,
+            act=detect + 1.5,
+            gone=detect + 3,
+            seen=detect + 3.5,
+            outcome=detect + 6.5,
+        )
+    )
+    return {
+        "scenario": key,
+        "rep": rep,
+        "outcome": outcome,
+        "phases": durations,
+        "owned": owned(durations),
+    }
 
 
 def test_summary_takes_medians_over_recovered_runs_and_pictures_the_median_one() -> None:
     key = next(iter(SCENARIOS))
-    records = [_record(key, 1, 5.0), _record(key, 2, 1.0), _record(key, 3, 3.0),
-               _record(key, 4, 0.5, outcome="not_recovered"),
-               {"scenario": key, "rep": 5, "error": "RuntimeError: boom"}]
+    records = [
+        _record(key, 1, 5.0),
+        _record(key, 2, 1.0),
+        _record(key, 3, 3.0),
+        _record(key, 4, 0.5, outcome="not_recovered"),
+        {"scenario": key, "rep": 5, "error": "RuntimeError: boom"},
+    ]
     summary = summarise(records)[key]
     assert summary["recovered"] == 3
     assert len(summary["runs"]) == 5
     assert summary["median"]["detect"] == 3.0
     assert summary["owned"]["Prometheus+Alertmanager"] == pytest.approx(4.1)
     assert summary["owned"]["healer"] == pytest.approx(0.9)
-    assert summary["ratio_healer_to_prometheus_alertmanager"] == pytest.approx(0.9 / 4.1,
-                                                                               abs=1e-3)
+    assert summary["ratio_healer_to_prometheus_alertmanager"] == pytest.approx(0.9 / 4.1, abs=1e-3)
     assert summary["timeline_rep"] == 3
     assert summary["handler"] and summary["title"] == SCENARIOS[key].cls.title
 
@@ -88,7 +121,11 @@ def test_the_timeline_picture_is_a_png(tmp_path: Path) -> None:
     keys = list(SCENARIOS)
     records = [_record(key, 1, 1.0 + i) for i, key in enumerate(keys[:-1])]
     records.append({"scenario": keys[-1], "rep": 1, "error": "RuntimeError: boom"})
-    doc = {"benchmark": "loop", "quick": True, "params": {"repetitions": 1},
-           "figures": {"scenarios": summarise(records)}}
+    doc = {
+        "benchmark": "loop",
+        "quick": True,
+        "params": {"repetitions": 1},
+        "figures": {"scenarios": summarise(records)},
+    }
     out = render(doc, tmp_path / "timeline.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -42,13 +42,28 @@ def test_percentiles_are_nearest_rank() -> None:
 def test_the_table_shows_every_row_and_flags_a_missed_target(tmp_path: Path) -> None:
     """Results written by write_result come back in benchmark order; a missed target
     reads **no**, an unmeasured one says so."""
-    write_result(Result("storm", {}, [Target("heals", 1000, "<=", 1000)],
-                        [{"figure": "heals", "healer": 1000, "bare": 1000, "ratio": 1.0}]),
-                 1.0, False, tmp_path)
-    write_result(Result("ingest", {}, [Target("ratio", 0.5, ">=", 0.8),
-                                       Target("p99", None, "<=", 5)],
-                        [{"figure": "posts/s", "healer": 500.0, "bare": 1000.0,
-                          "ratio": 0.5}]), 1.0, False, tmp_path)
+    write_result(
+        Result(
+            "storm",
+            {},
+            [Target("heals", 1000, "<=", 1000)],
+            [{"figure": "heals", "healer": 1000, "bare": 1000, "ratio": 1.0}],
+        ),
+        1.0,
+        False,
+        tmp_path,
+    )
+    write_result(
+        Result(
+            "ingest",
+            {},
+            [Target("ratio", 0.5, ">=", 0.8), Target("p99", None, "<=", 5)],
+            [{"figure": "posts/s", "healer": 500.0, "bare": 1000.0, "ratio": 0.5}],
+        ),
+        1.0,
+        False,
+        tmp_path,
+    )
     results = load_results(tmp_path)
     assert [r["benchmark"] for r in results] == ["ingest", "storm"]
     table = render_table(results)
@@ -70,8 +85,9 @@ def test_the_readme_section_is_replaced_and_nothing_else(tmp_path: Path) -> None
         update_readme("| new |", [], tmp_path, readme)
 
 
-def test_the_noop_handler_is_a_real_entry_point_plugin(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_noop_handler_is_a_real_entry_point_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """bench.noop reaches healer the way a third-party plugin does: its dist-info on the
     path, discovered and validated through the healer.handlers entry-point group."""
     monkeypatch.setattr(sys, "path", [str(plugin_path(tmp_path)), *sys.path])
@@ -80,22 +96,29 @@ def test_the_noop_handler_is_a_real_entry_point_plugin(tmp_path: Path,
 
 
 async def test_the_durable_floor_answers_only_once_every_body_is_in_its_file(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The ingest benchmark's durable floor (bench/bare_app.py --durable): posts sent at
     once are all answered 202 and each body is a line of the file when its answer comes;
     a bad payload is refused like healer refuses it and is not stored."""
     log = tmp_path / "floor.log"
     app = create_app(log)
-    bodies = [json.dumps(alert_payload({"alertname": "Floor"}, fingerprint=f"fp{i}"))
-              for i in range(20)]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://floor") as client:
-        answers = await asyncio.gather(*(
-            client.post("/api/v1/alerts", content=b,
-                        headers={"Content-Type": "application/json"}) for b in bodies))
+    bodies = [
+        json.dumps(alert_payload({"alertname": "Floor"}, fingerprint=f"fp{i}")) for i in range(20)
+    ]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://floor"
+    ) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/alerts", content=b, headers={"Content-Type": "application/json"}
+                )
+                for b in bodies
+            )
+        )
         bad = await client.post("/api/v1/alerts", content=b'{"version": "3"}')
     assert [a.status_code for a in answers] == [202] * 20
     assert sorted(log.read_text().splitlines()) == sorted(bodies)
     assert bad.status_code == 422
     assert len(log.read_text().splitlines()) == 20
-

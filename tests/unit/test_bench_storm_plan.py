@@ -53,8 +53,12 @@ def test_storm_of_three_replicas_is_fifteen_thousand_copies_of_the_same_alerts()
     plan = storm_plan(100, 10, 3)
     assert list(plan) == ["am-0", "am-1", "am-2"]
     assert storm_alert_count(100, 10, 3) == 15_000
-    fingerprints = {a.fingerprint for notes in plan["am-2"] for n in notes
-                    for a in parse_webhook(n.body(10, STARTS_AT)).alerts}
+    fingerprints = {
+        a.fingerprint
+        for notes in plan["am-2"]
+        for n in notes
+        for a in parse_webhook(n.body(10, STARTS_AT)).alerts
+    }
     assert len(fingerprints) == 1000
 
 

@@ -63,9 +63,23 @@ def test_compose_parses_and_has_the_whole_stack(compose: dict[str, Any]) -> None
     """compose.yml is YAML (PyYAML, merge keys included) with the services an Odoo
     operator needs beside healer, under the project name the healer allowlist uses."""
     assert compose["name"] == "odoo"
-    expected = {"db", "odoo-init", "odoo-core", "odoo-accounting", "odoo-marketing",
-                "odoo-longpoll", "nginx", "prometheus", "alertmanager", "postgres-exporter",
-                "cadvisor", "node-exporter", "blackbox", "docker-proxy", "healer"}
+    expected = {
+        "db",
+        "odoo-init",
+        "odoo-core",
+        "odoo-accounting",
+        "odoo-marketing",
+        "odoo-longpoll",
+        "nginx",
+        "prometheus",
+        "alertmanager",
+        "postgres-exporter",
+        "cadvisor",
+        "node-exporter",
+        "blackbox",
+        "docker-proxy",
+        "healer",
+    }
     assert expected <= set(compose["services"])
     for name in ("odoo-core", "odoo-accounting", "odoo-marketing", "odoo-longpoll"):
         odoo = compose["services"][name]
@@ -92,24 +106,29 @@ def test_every_repository_path_compose_uses_exists(compose: dict[str, Any]) -> N
             if mount.repo_path is not None:
                 assert mount.repo_path.exists(), f"{name}: {mount.source} is missing"
                 assert mount.read_only or mount.target.startswith("/var/"), (
-                    f"{name}: configuration mounts are read-only ({mount.source})")
+                    f"{name}: configuration mounts are read-only ({mount.source})"
+                )
                 checked += 1
         build = compose["services"][name].get("build")
         if build is not None:
             context = REPO / (build if isinstance(build, str) else build.get("context", "."))
-            dockerfile = (build.get("dockerfile", "Dockerfile")
-                          if isinstance(build, dict) else "Dockerfile")
+            dockerfile = (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            )
             assert (context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
     assert checked >= 8
 
 
-def test_every_secret_file_exists_or_is_generated(compose: dict[str, Any],
-                                                  tmp_path: Path) -> None:
+def test_every_secret_file_exists_or_is_generated(compose: dict[str, Any], tmp_path: Path) -> None:
     """Secrets are files under examples/odoo/secrets: each one is either there or
     created by generate.sh (which never enters git), with a *.example showing its
     format; the DSN generate.sh writes uses the healer role's generated password."""
-    done = subprocess.run(["sh", str(SECRETS_DIR / "generate.sh"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["sh", str(SECRETS_DIR / "generate.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     for name, spec in compose["secrets"].items():
         path = (REPO / spec["file"]).resolve()
@@ -120,7 +139,11 @@ def test_every_secret_file_exists_or_is_generated(compose: dict[str, Any],
     password = (tmp_path / "healer_db_password").read_text().strip()
     dsn = urlsplit((tmp_path / "odoo_dsn").read_text().strip())
     assert (dsn.username, dsn.password, dsn.hostname, dsn.path) == (
-        "healer", password, "db", "/odoo")
+        "healer",
+        password,
+        "db",
+        "/odoo",
+    )
     used = {s for svc in compose["services"] for s in secret_names(compose, svc)}
     assert used == set(compose["secrets"])
 
@@ -180,16 +203,21 @@ def test_healer_service_runs_the_mounted_config_with_its_secrets(compose: dict[s
     healer = compose["services"]["healer"]
     assert healer["command"] == ["serve", "--config", HEALER_CONFIG_TARGET]
     config = healer_config(compose)
-    files = [config["webhook"]["token_file"], config["admin"]["token_file"],
-             *(db["dsn_file"] for db in config["databases"].values())]
+    files = [
+        config["webhook"]["token_file"],
+        config["admin"]["token_file"],
+        *(db["dsn_file"] for db in config["databases"].values()),
+    ]
     targets = secret_targets(compose, "healer")
     for path in files:
         assert path in targets, f"healer reads {path}, which compose does not provide"
     am = load_yaml(service_config(compose, "alertmanager", "/etc/alertmanager/alertmanager.yml"))
     (hook,) = next(r for r in am["receivers"] if r["name"] == "healer")["webhook_configs"]
     credentials = hook["http_config"]["authorization"]["credentials_file"]
-    assert secret_targets(compose, "alertmanager")[credentials] == (
-        targets[config["webhook"]["token_file"]])
+    assert (
+        secret_targets(compose, "alertmanager")[credentials]
+        == (targets[config["webhook"]["token_file"]])
+    )
     listen_port = int(config["listen"].rsplit(":", 1)[1])
     hook_url = urlsplit(hook["url"])
     assert (hook_url.hostname, hook_url.port) == ("healer", listen_port)
@@ -200,8 +228,12 @@ def test_healer_config_passes_check_config(compose: dict[str, Any]) -> None:
     """`healer check-config` accepts the config compose mounts (with every handler its
     rules name installed)."""
     path = service_config(compose, "healer", HEALER_CONFIG_TARGET)
-    done = subprocess.run([sys.executable, "-m", "healer", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "healer", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -214,7 +246,7 @@ def test_dockerfile_runs_healer_unprivileged_with_a_healthcheck() -> None:
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in {"root", "0"}
     assert re.search(r"^HEALTHCHECK .*\n?.*/health\b", text, re.M)
-    assert '/health/ready' not in re.search(r"HEALTHCHECK[^\n]*\n[^\n]*", text).group(0)
+    assert "/health/ready" not in re.search(r"HEALTHCHECK[^\n]*\n[^\n]*", text).group(0)
     assert 'ENTRYPOINT ["healer"]' in text
     assert f'CMD ["serve", "--config", "{HEALER_CONFIG_TARGET}"]' in text
 
@@ -236,34 +268,48 @@ def test_scrape_and_probe_targets_are_compose_services(compose: dict[str, Any]) 
             for target in static["targets"]:
                 host = urlsplit(target).hostname if "://" in target else target.split(":")[0]
                 assert host in services | {"localhost"}, f"{job['job_name']}: {target}"
-    assert {"healer", "postgres-exporter", "cadvisor", "node-exporter", "odoo-longpoll",
-            "odoo-health"} <= set(jobs)
+    assert {
+        "healer",
+        "postgres-exporter",
+        "cadvisor",
+        "node-exporter",
+        "odoo-longpoll",
+        "odoo-health",
+    } <= set(jobs)
     assert jobs["odoo-longpoll"]["params"]["module"] == ["http_longpoll"]
     (am,) = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert am.split(":")[0] == "alertmanager"
 
 
 @pytest.mark.prometheus
-def test_prometheus_config_is_valid_where_compose_mounts_it(compose: dict[str, Any],
-                                                            tmp_path: Path) -> None:
+def test_prometheus_config_is_valid_where_compose_mounts_it(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
     """`promtool check config` passes on prometheus.yml with alerts/ where compose
     mounts them: the rule_files paths resolve inside the container."""
     root = materialize(compose, "prometheus", tmp_path)
-    done = subprocess.run([binary("promtool"), "check", "config",
-                           str(root / "etc/prometheus/prometheus.yml")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [binary("promtool"), "check", "config", str(root / "etc/prometheus/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 rule files found" in done.stdout
 
 
 @pytest.mark.prometheus
-def test_alertmanager_config_is_valid_where_compose_mounts_it(compose: dict[str, Any],
-                                                              tmp_path: Path) -> None:
+def test_alertmanager_config_is_valid_where_compose_mounts_it(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
     """`amtool check-config` passes on the file compose mounts for Alertmanager."""
     root = materialize(compose, "alertmanager", tmp_path)
-    done = subprocess.run([binary("amtool"), "check-config",
-                           str(root / "etc/alertmanager/alertmanager.yml")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [binary("amtool"), "check-config", str(root / "etc/alertmanager/alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -273,8 +319,9 @@ def test_blackbox_config_is_valid(compose: dict[str, Any]) -> None:
     prometheus.yml asks for."""
     path = service_config(compose, "blackbox", "/etc/blackbox_exporter/config.yml")
     exe = shutil.which("prometheus-blackbox-exporter") or binary("blackbox_exporter")
-    done = subprocess.run([exe, f"--config.file={path}", "--config.check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [exe, f"--config.file={path}", "--config.check"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     modules = set(yaml.safe_load(path.read_text())["modules"])
     prom = load_yaml(service_config(compose, "prometheus", "/etc/prometheus/prometheus.yml"))
@@ -283,7 +330,8 @@ def test_blackbox_config_is_valid(compose: dict[str, Any]) -> None:
 
 
 def test_postgres_exporter_reads_the_queries_from_the_odoo_database(
-        compose: dict[str, Any]) -> None:
+    compose: dict[str, Any],
+) -> None:
     """postgres_exporter gets alerts/postgres_exporter/queries.yml through
     PG_EXPORTER_EXTEND_QUERY_PATH, connects to the odoo database (odoo_cron reads its
     ir_cron) as its own role, with the password from a secret."""
@@ -300,7 +348,8 @@ def test_postgres_exporter_reads_the_queries_from_the_odoo_database(
 
 
 def test_replicas_override_runs_two_replicas_on_one_postgresql_journal(
-        compose: dict[str, Any], tmp_path: Path) -> None:
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
     """compose.replicas.yml: both replicas serve the same mounted config with distinct
     replica ids and one PostgreSQL journal from a secret generate.sh writes (the healer
     role's password, the stack's db, the healer_journal database the roles script
@@ -308,10 +357,15 @@ def test_replicas_override_runs_two_replicas_on_one_postgresql_journal(
     socket, and answers to the name Alertmanager posts to."""
     override = load_yaml(REPO / "compose.replicas.yml")
     base = compose["services"]["healer"]
-    replicas = {"healer": {**base, **override["services"]["healer"]},
-                "healer-2": override["services"]["healer-2"]}
-    merged = {**compose, "services": {**compose["services"], **replicas},
-              "secrets": {**compose["secrets"], **override["secrets"]}}
+    replicas = {
+        "healer": {**base, **override["services"]["healer"]},
+        "healer-2": override["services"]["healer-2"],
+    }
+    merged = {
+        **compose,
+        "services": {**compose["services"], **replicas},
+        "secrets": {**compose["secrets"], **override["secrets"]},
+    }
     ids = set()
     for name, service in replicas.items():
         command = service["command"]
@@ -325,16 +379,25 @@ def test_replicas_override_runs_two_replicas_on_one_postgresql_journal(
         assert not any("docker.sock" in str(v) for v in service.get("volumes", [])), name
     assert len(ids) == 2
     assert service_config(merged, "healer-2", HEALER_CONFIG_TARGET) == service_config(
-        compose, "healer", HEALER_CONFIG_TARGET)
+        compose, "healer", HEALER_CONFIG_TARGET
+    )
     assert "healer" in replicas["healer-2"]["networks"]["default"]["aliases"]
 
-    done = subprocess.run(["sh", str(SECRETS_DIR / "generate.sh"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["sh", str(SECRETS_DIR / "generate.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     password = (tmp_path / "healer_db_password").read_text().strip()
     dsn = urlsplit((tmp_path / "healer_journal_dsn").read_text().strip())
     assert (dsn.username, dsn.password, dsn.hostname, dsn.path) == (
-        "healer", password, "db", "/healer_journal")
+        "healer",
+        password,
+        "db",
+        "/healer_journal",
+    )
     assert (SECRETS_DIR / "healer_journal_dsn.example").is_file()
     roles = (REPO / "examples" / "odoo" / "postgres" / "initdb.d" / "10-roles.sh").read_text()
     assert "CREATE DATABASE healer_journal OWNER healer" in roles

@@ -23,8 +23,12 @@ from healer.plugins import HandlerRegistry
 
 
 def rule(name: str, handler: str = "docker.restart", **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "match": [f'alertname="{name}"'], "handler": handler,
-                           "params": {"containers": ["{{ labels.container }}"]}}
+    out: dict[str, Any] = {
+        "name": name,
+        "match": [f'alertname="{name}"'],
+        "handler": handler,
+        "params": {"containers": ["{{ labels.container }}"]},
+    }
     out.update(extra)
     return out
 
@@ -38,20 +42,49 @@ def errors_of(data: Any, handlers: HandlerRegistry | None = None) -> list[tuple[
 # --- durations and sizes --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30.0), ("10m", 600.0), ("1h30m", 5400.0), ("250ms", 0.25), ("1d", 86400.0),
-    ("1.5s", 1.5), ("1m30s500ms", 90.5), (" 5s ", 5.0), (0, 0.0), (12, 12.0), (0.5, 0.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("10m", 600.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("1d", 86400.0),
+        ("1.5s", 1.5),
+        ("1m30s500ms", 90.5),
+        (" 5s ", 5.0),
+        (0, 0.0),
+        (12, 12.0),
+        (0.5, 0.5),
+    ],
+)
 def test_durations_parse_prometheus_style(text: Any, seconds: float) -> None:
     """Prometheus-style duration strings (units may be combined) and plain numbers of
     seconds give seconds as a float."""
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", [
-    "", "   ", "10", "s", "abc", "10x", "-5s", "1h 30m", "5s!", "1.5.s", "ms", True, -1, None,
-    [], "10 s",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "10",
+        "s",
+        "abc",
+        "10x",
+        "-5s",
+        "1h 30m",
+        "5s!",
+        "1.5.s",
+        "ms",
+        True,
+        -1,
+        None,
+        [],
+        "10 s",
+    ],
+)
 def test_bad_durations_are_rejected(text: Any) -> None:
     """Anything that is not a whole duration (bare number strings, unknown units, spaces
     inside, negatives, booleans) raises ValueError instead of being half-read."""
@@ -68,10 +101,20 @@ def test_a_bad_duration_in_the_config_is_reported_with_its_path() -> None:
     assert "'5 minutes' is not a duration" in message
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("1KiB", 1024), ("512KiB", 512 * 1024), ("1MiB", 2**20), ("2MB", 2_000_000),
-    ("1GiB", 2**30), ("100B", 100), ("4096", 4096), ("1 KiB", 1024), (1048576, 1048576),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1KiB", 1024),
+        ("512KiB", 512 * 1024),
+        ("1MiB", 2**20),
+        ("2MB", 2_000_000),
+        ("1GiB", 2**30),
+        ("100B", 100),
+        ("4096", 4096),
+        ("1 KiB", 1024),
+        (1048576, 1048576),
+    ],
+)
 def test_sizes_parse_to_bytes(text: Any, size: int) -> None:
     """Sizes take decimal and binary units or a plain byte count."""
     assert parse_size(text) == size
@@ -107,12 +150,14 @@ def test_unknown_handler_is_reported_at_its_rule_path(handlers: HandlerRegistry)
 def test_every_rule_error_is_reported_at_once(handlers: HandlerRegistry) -> None:
     """Several rule problems (unknown handler, duplicate name, bad params) come back
     together, each with its own path, not one per run."""
-    data = {"rules": [
-        rule("a"),
-        rule("b", handler="docker.restrat"),
-        rule("a"),
-        rule("d", params={"containers": ["; rm -rf /"]}),
-    ]}
+    data = {
+        "rules": [
+            rule("a"),
+            rule("b", handler="docker.restrat"),
+            rule("a"),
+            rule("d", params={"containers": ["; rm -rf /"]}),
+        ]
+    }
     errors = dict(errors_of(data, handlers))
     assert set(errors) == {"rules[1].handler", "rules[2].name", "rules[3].params.containers[0]"}
     assert "unknown handler 'docker.restrat'" in errors["rules[1].handler"]
@@ -129,14 +174,22 @@ def test_every_schema_error_is_reported_at_once() -> None:
         "rules": [{"name": "r", "match": 'alertname="X"'}],
     }
     paths = {path for path, _ in errors_of(data)}
-    assert paths == {"listen", "max_concurrent_heals", "prometheus.url", "prometheus.timeout",
-                     "rules[0].handler"}
+    assert paths == {
+        "listen",
+        "max_concurrent_heals",
+        "prometheus.url",
+        "prometheus.timeout",
+        "rules[0].handler",
+    }
 
 
 def test_unknown_keys_are_errors_at_every_level() -> None:
     """A misspelt key is never silently ignored, at the top level or nested."""
-    data = {"listen_addr": "127.0.0.1:1", "webhook": {"maxbody": "1KiB"},
-            "rules": [{"name": "r", "match": 'alertname="X"', "handler": "h", "parms": {}}]}
+    data = {
+        "listen_addr": "127.0.0.1:1",
+        "webhook": {"maxbody": "1KiB"},
+        "rules": [{"name": "r", "match": 'alertname="X"', "handler": "h", "parms": {}}],
+    }
     assert sorted(errors_of(data)) == [
         ("listen_addr", "unknown key"),
         ("rules[0].parms", "unknown key"),
@@ -155,20 +208,25 @@ def test_an_empty_file_gives_the_defaults() -> None:
     assert config.rules == [] and config.host == "127.0.0.1"
 
 
-@pytest.mark.parametrize("match", ['foo=bar baz', 'severity=~"("', "job=", "{", ["x", 5]])
+@pytest.mark.parametrize("match", ["foo=bar baz", 'severity=~"("', "job=", "{", ["x", 5]])
 def test_a_bad_matcher_is_reported_at_the_rule_match(match: Any) -> None:
     """A rule matcher that does not parse is an error at ``rules[i].match``."""
-    errors = errors_of({"rules": [rule("ok"), {"name": "bad", "match": match,
-                                               "handler": "docker.restart"}]})
+    errors = errors_of(
+        {"rules": [rule("ok"), {"name": "bad", "match": match, "handler": "docker.restart"}]}
+    )
     assert [path for path, _ in errors] == ["rules[1].match"]
 
 
 def test_matcher_syntax_is_alertmanagers() -> None:
     """Rules accept Alertmanager matchers as one string or a list and match with them."""
-    config = parse_config({"rules": [
-        {"name": "a", "match": '{alertname="X", severity=~"P0|P1"}', "handler": "h"},
-        {"name": "b", "match": ['alertname="X"', 'team!="db"'], "handler": "h"},
-    ]})
+    config = parse_config(
+        {
+            "rules": [
+                {"name": "a", "match": '{alertname="X", severity=~"P0|P1"}', "handler": "h"},
+                {"name": "b", "match": ['alertname="X"', 'team!="db"'], "handler": "h"},
+            ]
+        }
+    )
     assert config.rules[0].match.matches({"alertname": "X", "severity": "P1"})
     assert not config.rules[0].match.matches({"alertname": "X", "severity": "P2"})
     assert not config.rules[1].match.matches({"alertname": "X", "team": "db"})
@@ -186,23 +244,35 @@ def test_allowlist_entries_need_a_kind() -> None:
 def test_params_with_label_templates_are_accepted(handlers: HandlerRegistry) -> None:
     """Templates like ``{{ labels.container }}`` and embedded ones pass the config check;
     the rendered value is validated later, per alert."""
-    config = parse_config({"rules": [
-        rule("a"),
-        rule("b", params={"containers": ["odoo-{{ labels.instance }}"], "stop_timeout": 5}),
-        rule("c", handler="test.noop", params={"target": "{{annotations.host}}"}),
-    ]}, handlers)
-    assert config.rules[1].params == {"containers": ["odoo-{{ labels.instance }}"],
-                                      "stop_timeout": 5}
+    config = parse_config(
+        {
+            "rules": [
+                rule("a"),
+                rule("b", params={"containers": ["odoo-{{ labels.instance }}"], "stop_timeout": 5}),
+                rule("c", handler="test.noop", params={"target": "{{annotations.host}}"}),
+            ]
+        },
+        handlers,
+    )
+    assert config.rules[1].params == {
+        "containers": ["odoo-{{ labels.instance }}"],
+        "stop_timeout": 5,
+    }
 
 
 def test_params_are_validated_against_the_handler_model(handlers: HandlerRegistry) -> None:
     """Params that the handler's Params model refuses are config errors under
     ``rules[i].params``: unknown keys, wrong types, a missing selector."""
-    errors = errors_of({"rules": [
-        rule("a", params={"containers": ["web"], "stop_timout": 5}),
-        rule("b", params={"containers": ["web"], "stop_timeout": "soon"}),
-        rule("c", params={}),
-    ]}, handlers)
+    errors = errors_of(
+        {
+            "rules": [
+                rule("a", params={"containers": ["web"], "stop_timout": 5}),
+                rule("b", params={"containers": ["web"], "stop_timeout": "soon"}),
+                rule("c", params={}),
+            ]
+        },
+        handlers,
+    )
     paths = dict(errors)
     assert paths["rules[0].params.stop_timout"] == "unknown key"
     assert "rules[1].params.stop_timeout" in paths
@@ -233,12 +303,18 @@ def secret_file(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_secrets_are_read_from_files_and_stripped(tmp_path: Path) -> None:
     """``*_file`` keys give the tokens, trailing newlines removed."""
-    config = parse_config({
-        "webhook": {"token_file": str(secret_file(tmp_path, "wh", "wh-token\n")),
-                    "basic_auth": {"username": "am",
-                                   "password_file": str(secret_file(tmp_path, "pw", "pw\n"))}},
-        "admin": {"token_file": str(secret_file(tmp_path, "admin", "adm-token\n"))},
-    })
+    config = parse_config(
+        {
+            "webhook": {
+                "token_file": str(secret_file(tmp_path, "wh", "wh-token\n")),
+                "basic_auth": {
+                    "username": "am",
+                    "password_file": str(secret_file(tmp_path, "pw", "pw\n")),
+                },
+            },
+            "admin": {"token_file": str(secret_file(tmp_path, "admin", "adm-token\n"))},
+        }
+    )
     secrets = resolve_secrets(config, {})
     assert secrets.webhook_token == "wh-token"
     assert secrets.webhook_basic == ("am", "pw")
@@ -247,12 +323,15 @@ def test_secrets_are_read_from_files_and_stripped(tmp_path: Path) -> None:
 
 def test_env_vars_override_secret_files(tmp_path: Path) -> None:
     """HEALER_WEBHOOK_TOKEN / HEALER_ADMIN_TOKEN win over the ``*_file`` keys."""
-    config = parse_config({
-        "webhook": {"token_file": str(secret_file(tmp_path, "wh", "from-file"))},
-        "admin": {"token_file": str(secret_file(tmp_path, "admin", "from-file"))},
-    })
-    secrets = resolve_secrets(config, {"HEALER_WEBHOOK_TOKEN": "wh-env",
-                                       "HEALER_ADMIN_TOKEN": "admin-env"})
+    config = parse_config(
+        {
+            "webhook": {"token_file": str(secret_file(tmp_path, "wh", "from-file"))},
+            "admin": {"token_file": str(secret_file(tmp_path, "admin", "from-file"))},
+        }
+    )
+    secrets = resolve_secrets(
+        config, {"HEALER_WEBHOOK_TOKEN": "wh-env", "HEALER_ADMIN_TOKEN": "admin-env"}
+    )
     assert (secrets.webhook_token, secrets.admin_token) == ("wh-env", "admin-env")
 
 
@@ -291,8 +370,9 @@ def test_basic_auth_needs_a_password() -> None:
 
 def test_secrets_repr_hides_the_tokens() -> None:
     """Logging a Secrets object never shows a token or password."""
-    secrets = Secrets(webhook_token="s3cr3t-wh", webhook_basic=("am", "s3cr3t-pw"),
-                      admin_token="s3cr3t-admin")
+    secrets = Secrets(
+        webhook_token="s3cr3t-wh", webhook_basic=("am", "s3cr3t-pw"), admin_token="s3cr3t-admin"
+    )
     text = repr(secrets) + str(secrets)
     assert "s3cr3t" not in text
     assert "***" in text
@@ -323,8 +403,9 @@ def test_allow_insecure_permits_an_open_listener() -> None:
     check_exposure(parse_config({"listen": "0.0.0.0:9095", "allow_insecure": True}), Secrets())
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:9095", "localhost:9095", "[::1]:9095",
-                                    "127.0.0.2:80"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9095", "localhost:9095", "[::1]:9095", "127.0.0.2:80"]
+)
 def test_loopback_needs_no_auth(listen: str) -> None:
     """Loopback addresses (v4, v6, localhost) need no webhook auth."""
     check_exposure(parse_config({"listen": listen}), Secrets())
@@ -341,17 +422,23 @@ def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HEALER_WEBHOOK_TOKEN", "HEALER_ADMIN_TOKEN", "HEALER_WEBHOOK_PASSWORD",
-                "HEALER_CONFIG"):
+    for var in (
+        "HEALER_WEBHOOK_TOKEN",
+        "HEALER_ADMIN_TOKEN",
+        "HEALER_WEBHOOK_PASSWORD",
+        "HEALER_CONFIG",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_check_config_accepts_a_valid_file(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_accepts_a_valid_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``healer check-config FILE`` exits 0 and says ok for a valid config."""
-    path = write_config(tmp_path, {"allow": [{"kind": "docker", "name": "odoo-*"}],
-                                   "rules": [rule("a"), rule("b")]})
+    path = write_config(
+        tmp_path, {"allow": [{"kind": "docker", "name": "odoo-*"}], "rules": [rule("a"), rule("b")]}
+    )
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"{path}: ok (2 rules" in out
@@ -360,10 +447,12 @@ def test_check_config_accepts_a_valid_file(tmp_path: Path,
 
 @pytest.mark.usefixtures("clean_env")
 def test_check_config_prints_every_error_with_its_path(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An invalid file exits 1 and prints each error on its own line with its path."""
-    path = write_config(tmp_path, {"rules": [
-        rule("a"), rule("a"), rule("c", handler="docker.restrat")]})
+    path = write_config(
+        tmp_path, {"rules": [rule("a"), rule("a"), rule("c", handler="docker.restrat")]}
+    )
     assert main(["check-config", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}: 2 error(s)" in err
@@ -372,8 +461,9 @@ def test_check_config_prints_every_error_with_its_path(
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_check_config_refuses_an_open_listener(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_refuses_an_open_listener(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check-config applies the exposure check too (declared secrets only)."""
     path = write_config(tmp_path, {"listen": "0.0.0.0:9095"})
     assert main(["check-config", str(path)]) == 1
@@ -382,16 +472,19 @@ def test_check_config_refuses_an_open_listener(tmp_path: Path,
 
 @pytest.mark.usefixtures("clean_env")
 def test_check_config_accepts_a_declared_token_file_it_cannot_read(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Secret files live on the deployment host: check-config only needs them declared."""
-    path = write_config(tmp_path, {"listen": "0.0.0.0:9095",
-                                   "webhook": {"token_file": "/run/secrets/absent"}})
+    path = write_config(
+        tmp_path, {"listen": "0.0.0.0:9095", "webhook": {"token_file": "/run/secrets/absent"}}
+    )
     assert main(["check-config", str(path)]) == 0
 
 
 @pytest.mark.usefixtures("clean_env")
 def test_check_config_reports_invalid_yaml_with_a_position(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A YAML syntax error is reported with its line and column."""
     path = tmp_path / "bad.yml"
     path.write_text("rules:\n  - name: [unclosed\n", encoding="utf-8")
@@ -400,8 +493,9 @@ def test_check_config_reports_invalid_yaml_with_a_position(
 
 
 @pytest.mark.usefixtures("clean_env")
-def test_check_config_reports_a_missing_file(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_reports_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A file that does not exist is an error, not a traceback."""
     assert main(["check-config", str(tmp_path / "absent.yml")]) == 1
     assert "cannot read" in capsys.readouterr().err
@@ -422,13 +516,22 @@ def test_postgres_rule_must_name_a_configured_database() -> None:
     data = {
         "databases": {"odoo": {"dsn_env": "ODOO_DSN"}},
         "rules": [
-            {"name": "ok", "match": 'alertname="A"', "handler": "postgres.terminate_idle",
-             "params": {"database": "odoo"}},
-            {"name": "typo", "match": 'alertname="B"', "handler": "postgres.terminate_idle",
-             "params": {"database": "odo"}},
+            {
+                "name": "ok",
+                "match": 'alertname="A"',
+                "handler": "postgres.terminate_idle",
+                "params": {"database": "odoo"},
+            },
+            {
+                "name": "typo",
+                "match": 'alertname="B"',
+                "handler": "postgres.terminate_idle",
+                "params": {"database": "odo"},
+            },
         ],
     }
     with pytest.raises(ConfigError) as err:
         parse_config(data, HandlerRegistry.from_entry_points())
-    assert err.value.errors == [("rules[1].params.database",
-                                 "database 'odo' is not in databases: (odoo)")]
+    assert err.value.errors == [
+        ("rules[1].params.database", "database 'odo' is not in databases: (odoo)")
+    ]

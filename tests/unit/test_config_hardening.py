@@ -28,20 +28,25 @@ _ITEMS: dict[str, Any] = {
 
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
-    return [a for a in (*typing.get_args(annotation), annotation)
-            if isinstance(a, type) and issubclass(a, BaseModel)]
+    return [
+        a
+        for a in (*typing.get_args(annotation), annotation)
+        if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
 
 
 def _is_number(annotation: Any) -> bool:
-    union = isinstance(annotation, types.UnionType) or typing.get_origin(
-        annotation) is typing.Union
-    args = {typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
-            for a in (typing.get_args(annotation) if union else (annotation,))}
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    args = {
+        typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
+        for a in (typing.get_args(annotation) if union else (annotation,))
+    }
     return bool(args & {int, float}) and bool not in args
 
 
-def numeric_fields(model: type[BaseModel] = HealerConfig, path: tuple[Any, ...] = ()
-                   ) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+def numeric_fields(
+    model: type[BaseModel] = HealerConfig, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
     """Every number or duration field reachable from ``model``, as (path, a config that
     sets it to a placeholder): derived from the models, so a new field is covered."""
     for name, info in model.model_fields.items():
@@ -91,15 +96,25 @@ BAD = [float("nan"), float("inf"), float("-inf"), -1, 1e300, True, "x", "yes"]
 def test_the_field_list_is_derived_from_the_models() -> None:
     """The walk finds numbers and durations at every depth (guards the walk itself)."""
     names = {dotted(p) for p in FIELDS}
-    assert {"verify.timeout", "max_concurrent_heals", "safety.budget.max_actions",
-            "rules[0].budget.window", "databases.x.pool_size", "notify[0].retries",
-            "webhook.max_body", "prometheus.timeout", "rules[0].verify.timeout",
-            "rules[0].min_firing", "prometheus.evaluation_interval"} <= names
+    assert {
+        "verify.timeout",
+        "max_concurrent_heals",
+        "safety.budget.max_actions",
+        "rules[0].budget.window",
+        "databases.x.pool_size",
+        "notify[0].retries",
+        "webhook.max_body",
+        "prometheus.timeout",
+        "rules[0].verify.timeout",
+        "rules[0].min_firing",
+        "prometheus.evaluation_interval",
+    } <= names
 
 
 @pytest.mark.parametrize("path", FIELDS, ids=dotted)
 def test_every_numeric_field_refuses_nan_inf_negative_huge_bool_and_text(
-        path: tuple[Any, ...], tmp_path: Path) -> None:
+    path: tuple[Any, ...], tmp_path: Path
+) -> None:
     """For every number/duration field of the config models, each of ``.nan``, ``.inf``,
     ``-.inf``, -1, 1e300, ``true``, ``"x"`` and ``yes`` in the YAML file is an error
     naming that field's path (and only that path): no traceback, no silent default."""
@@ -108,14 +123,29 @@ def test_every_numeric_field_refuses_nan_inf_negative_huge_bool_and_text(
         file.write_text(yaml.safe_dump(config_with(path, value)))
         with pytest.raises(ConfigError) as info:
             load_config(file)
-        assert [where for where, _ in info.value.errors] == [dotted(path)], (value,
-                                                                          info.value.errors)
+        assert [where for where, _ in info.value.errors] == [dotted(path)], (
+            value,
+            info.value.errors,
+        )
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.1:99999", "127.0.0.1:65536",
-                                    "127.0.0.1:00000000000000000000080000", "$$$:80",
-                                    "a..b:80", "-x:80", "[zz]:80", "127.0.0.1:", ":80",
-                                    "host name:80", "x" * 300 + ":80"])
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "127.0.0.1:65536",
+        "127.0.0.1:00000000000000000000080000",
+        "$$$:80",
+        "a..b:80",
+        "-x:80",
+        "[zz]:80",
+        "127.0.0.1:",
+        ":80",
+        "host name:80",
+        "x" * 300 + ":80",
+    ],
+)
 def test_listen_needs_a_host_and_a_port_in_range(listen: str) -> None:
     """``listen`` must be a host name or IP address and a port 1-65535."""
     with pytest.raises(ConfigError) as info:
@@ -123,24 +153,33 @@ def test_listen_needs_a_host_and_a_port_in_range(listen: str) -> None:
     assert [w for w, _ in info.value.errors] == ["listen"]
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:9095", "[::1]:1", "localhost:65535",
-                                    "0.0.0.0:80", "healer.internal:9095"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9095", "[::1]:1", "localhost:65535", "0.0.0.0:80", "healer.internal:9095"]
+)
 def test_good_listen_values_pass(listen: str) -> None:
     """Host names, IPv4 and bracketed IPv6 with a port in range are accepted."""
     assert parse_config({"listen": listen}).listen == listen
 
 
-@pytest.mark.parametrize("data", [
-    {"journal": ""}, {"journal": "  "}, {"webhook": {"token_file": ""}},
-    {"admin": {"token_file": ""}}, {"rules": [{"name": "", "match": 'a="b"', "handler": "x"}]},
-    {"rules": [{"name": "r", "match": 'a="b"', "handler": ""}]},
-    {"databases": {"d": {"dsn": ""}}}, {"docker": {"base_url": ""}},
-    {"verify": {}, "rules": [{"name": "r", "match": 'a="b"', "handler": "x",
-                              "verify": {"query": ""}}]},
-    {"prometheus": {"url": "http://"}},
-])
-def test_empty_strings_where_a_name_or_path_is_expected_are_errors(data: dict[str, Any]
-                                                                    ) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"journal": ""},
+        {"journal": "  "},
+        {"webhook": {"token_file": ""}},
+        {"admin": {"token_file": ""}},
+        {"rules": [{"name": "", "match": 'a="b"', "handler": "x"}]},
+        {"rules": [{"name": "r", "match": 'a="b"', "handler": ""}]},
+        {"databases": {"d": {"dsn": ""}}},
+        {"docker": {"base_url": ""}},
+        {
+            "verify": {},
+            "rules": [{"name": "r", "match": 'a="b"', "handler": "x", "verify": {"query": ""}}],
+        },
+        {"prometheus": {"url": "http://"}},
+    ],
+)
+def test_empty_strings_where_a_name_or_path_is_expected_are_errors(data: dict[str, Any]) -> None:
     """An empty name, handler, path, DSN or URL is an error (``""`` as a path would be
     the current directory)."""
     with pytest.raises(ConfigError) as info:
@@ -163,15 +202,19 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 """
 
 
-@pytest.mark.parametrize("text", [
-    ALIAS_BOMB,
-    "safety: &s {cooldown: 1m}\nrules: []\nx: *s\n",
-    "base: &b {kind: docker}\nallow:\n  - <<: *b\n    name: web\n",
-    "allow:\n  - &only {kind: docker}\n",
-    "allow: !!binary aGVsbG8=\n" + "k: &k [1]\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        ALIAS_BOMB,
+        "safety: &s {cooldown: 1m}\nrules: []\nx: *s\n",
+        "base: &b {kind: docker}\nallow:\n  - <<: *b\n    name: web\n",
+        "allow:\n  - &only {kind: docker}\n",
+        "allow: !!binary aGVsbG8=\n" + "k: &k [1]\n",
+    ],
+)
 def test_anchors_and_aliases_are_refused_with_their_line(
-        text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Any anchor or alias (the alias bomb, merge keys, a lone anchor) makes check-config
     fail at once with a line number, before anything is expanded."""
     file = tmp_path / "healer.yml"
@@ -181,16 +224,23 @@ def test_anchors_and_aliases_are_refused_with_their_line(
     assert "anchors and aliases" in err and "line " in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize(("text", "line"), [
-    ("allow:\n  - {kind: docker}\nallow:\n  - {kind: exec}\n", 3),
-    ("safety:\n  cooldown: 1m\n  cooldown: 0s\n", 3),
-    ("rules:\n  - name: a\n    match: 'x=\"y\"'\n    handler: exec\n"
-     "    params: {argv: [/bin/true], argv: [/bin/false]}\n", 5),
-    ("databases:\n  d: {dsn: x}\n  d: {dsn: y}\n", 3),
-    ("1: a\n1: b\n", 2),
-])
-def test_duplicate_keys_at_any_level_are_errors(text: str, line: int, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("allow:\n  - {kind: docker}\nallow:\n  - {kind: exec}\n", 3),
+        ("safety:\n  cooldown: 1m\n  cooldown: 0s\n", 3),
+        (
+            "rules:\n  - name: a\n    match: 'x=\"y\"'\n    handler: exec\n"
+            "    params: {argv: [/bin/true], argv: [/bin/false]}\n",
+            5,
+        ),
+        ("databases:\n  d: {dsn: x}\n  d: {dsn: y}\n", 3),
+        ("1: a\n1: b\n", 2),
+    ],
+)
+def test_duplicate_keys_at_any_level_are_errors(
+    text: str, line: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A key given twice in one mapping, at any depth, is an error at the second one's
     line (PyYAML alone lets the last silently win)."""
     file = tmp_path / "healer.yml"
@@ -200,15 +250,19 @@ def test_duplicate_keys_at_any_level_are_errors(text: str, line: int, tmp_path: 
     assert f"line {line}," in err and "duplicate key" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("raw", [
-    b"listen: '127.0.0.1:9095'\njournal: /var/lib/h\xe9aler.db\n",
-    "listen: '127.0.0.1:9095'\n".encode("utf-16"),
-    "listen: '127.0.0.1:9095'\n".encode("utf-32"),
-    b"\xff\xfe\xfd",
-    b"listen: '127.0.0.1:9095'\n\xc0\xaf\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"listen: '127.0.0.1:9095'\njournal: /var/lib/h\xe9aler.db\n",
+        "listen: '127.0.0.1:9095'\n".encode("utf-16"),
+        "listen: '127.0.0.1:9095'\n".encode("utf-32"),
+        b"\xff\xfe\xfd",
+        b"listen: '127.0.0.1:9095'\n\xc0\xaf\n",
+    ],
+)
 def test_a_file_that_is_not_utf8_is_one_error_naming_it(
-        raw: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Latin-1, UTF-16/32 and overlong sequences: one error naming the file, no traceback."""
     file = tmp_path / "healer.yml"
     file.write_bytes(raw)
@@ -220,12 +274,20 @@ def test_a_file_that_is_not_utf8_is_one_error_naming_it(
 def test_serve_refuses_a_bad_file_with_the_same_lines(tmp_path: Path) -> None:
     """``healer serve`` (a real process) reads the file as check-config does: a non-UTF-8
     file, an alias and a duplicate key each exit 1 with one line, no traceback."""
-    for raw in (b"journal: /var/lib/h\xe9aler.db\n", b"a: &x 1\nb: *x\n",
-                b"listen: '127.0.0.1:1'\nlisten: '127.0.0.1:2'\n"):
+    for raw in (
+        b"journal: /var/lib/h\xe9aler.db\n",
+        b"a: &x 1\nb: *x\n",
+        b"listen: '127.0.0.1:1'\nlisten: '127.0.0.1:2'\n",
+    ):
         file = tmp_path / "healer.yml"
         file.write_bytes(raw)
-        proc = subprocess.run([sys.executable, "-m", "healer", "serve", "--config", str(file)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "healer", "serve", "--config", str(file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 1, proc.stderr
         assert str(file) in proc.stderr and "Traceback" not in proc.stderr
 

@@ -38,8 +38,10 @@ from tests.support.env import require_service
 
 # Generous bound on waiting for a close that a 0.3 s deadline causes (a loaded machine).
 CLOSE_WITHIN = 20.0
-REQUEST = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-           b"Content-Length: 2\r\n\r\n{}")
+REQUEST = (
+    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\n\r\n{}"
+)
 
 
 @dataclass
@@ -66,8 +68,9 @@ class EchoApp:
         self.bodies.append(len(body))
         if self.hold is not None:
             await self.hold.wait()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"2")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
 
@@ -91,8 +94,9 @@ class Running:
 async def serving(grace: float = 1.0, **limits: Any) -> AsyncIterator[Running]:
     """healer's server settings with ``limits`` (ServerConfig fields) on a free port."""
     app = EchoApp()
-    config = uvicorn_config(app, host="127.0.0.1", port=0, grace=grace,
-                            server=ServerConfig(**limits))
+    config = uvicorn_config(
+        app, host="127.0.0.1", port=0, grace=grace, server=ServerConfig(**limits)
+    )
     server = GracefulServer(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -108,8 +112,7 @@ async def serving(grace: float = 1.0, **limits: Any) -> AsyncIterator[Running]:
         await asyncio.wait_for(task, 30)
 
 
-async def read_until_closed(reader: asyncio.StreamReader, timeout: float = CLOSE_WITHIN
-                            ) -> bytes:
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = CLOSE_WITHIN) -> bytes:
     """Everything the server sends until it closes the connection (a reset counts)."""
     data = b""
     async with asyncio.timeout(timeout):
@@ -123,8 +126,9 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float = CLOSE
             data += chunk
 
 
-async def closed_while_trickling(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
-                                 payload: bytes, every: float = 0.05) -> bytes:
+async def closed_while_trickling(
+    writer: asyncio.StreamWriter, reader: asyncio.StreamReader, payload: bytes, every: float = 0.05
+) -> bytes:
     """Send ``payload`` one byte at a time until the server closes; what it answered.
     Fails if the whole payload went out before the close."""
     answered = asyncio.ensure_future(read_until_closed(reader))
@@ -158,14 +162,16 @@ async def test_trickled_headers_are_closed_by_the_header_deadline() -> None:
         assert srv.app.bodies == []
 
 
-@pytest.mark.parametrize("body_sent", [b"", b"{\"a\":", b"x" * 4000])
+@pytest.mark.parametrize("body_sent", [b"", b'{"a":', b"x" * 4000])
 async def test_a_body_shorter_than_its_content_length_is_closed(body_sent: bytes) -> None:
     """Headers promising 10000 bytes, then none, a few or most of them, then silence:
     closed by the body deadline without an answer; the app never got a whole body."""
     async with serving(header_timeout=30, body_timeout=0.3) as srv:
         reader, writer = await srv.connect()
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 10000\r\n\r\n" + body_sent)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000\r\n\r\n" + body_sent
+        )
         await writer.drain()
         assert await read_until_closed(reader) == b""
         writer.close()
@@ -182,8 +188,7 @@ async def test_a_trickled_body_is_closed_by_the_body_deadline() -> None:
         assert srv.app.bodies == []
 
 
-async def test_an_idle_kept_alive_connection_is_closed_and_its_next_request_is_bounded(
-        ) -> None:
+async def test_an_idle_kept_alive_connection_is_closed_and_its_next_request_is_bounded() -> None:
     """After a complete answer, a kept-alive connection that stays silent is closed by
     the keep-alive timeout; one that trickles its next request is closed by the header
     deadline, armed again by that request's first byte."""
@@ -305,8 +310,7 @@ async def test_a_graceful_stop_is_not_held_by_idle_or_half_sent_requests() -> No
 
 @pytest.mark.parametrize("open_files", [1024, 1025, 2048, 4096, 65536, 1 << 20])
 @pytest.mark.parametrize("wanted", [8, 1000, 4096, 100_000])
-def test_the_connection_cap_leaves_descriptors_for_the_heals(open_files: int,
-                                                               wanted: int) -> None:
+def test_the_connection_cap_leaves_descriptors_for_the_heals(open_files: int, wanted: int) -> None:
     """Whatever ``max_connections`` says, the held connections plus the accepts in flight
     (up to three BACKLOG bursts: accepted, not yet shed, or closed but not yet freed)
     leave RESERVED_FDS open files for Docker, PostgreSQL, the journal and runbooks."""
@@ -328,12 +332,19 @@ def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard <= 256:
         require_service("open files", f"hard limit {hard} leaves nothing to raise")
-    code = ("import resource; from healer.server import raise_open_files_limit as r; "
-            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], r(), "
-            "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    code = (
+        "import resource; from healer.server import raise_open_files_limit as r; "
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], r(), "
+        "resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
     before, returned, after = map(int, out.stdout.split())
     expected = hard if hard != resource.RLIM_INFINITY else 1 << 20
     assert (before, returned, after) == (256, expected, expected)
@@ -350,8 +361,11 @@ def test_a_repeated_library_message_is_logged_once_per_interval_with_a_count() -
         return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, args, None)
 
     for burst in (1, 5000):
-        passed = [r for r in (record("socket.accept() out of system resource")
-                              for _ in range(burst)) if limiter.filter(r)]
+        passed = [
+            r
+            for r in (record("socket.accept() out of system resource") for _ in range(burst))
+            if limiter.filter(r)
+        ]
         assert len(passed) == 1
         now[0] += 10.0
     assert limiter.filter(other := record("Invalid HTTP request %s", "x"))
@@ -361,11 +375,17 @@ def test_a_repeated_library_message_is_logged_once_per_interval_with_a_count() -
     assert "4999 more like this" in last.getMessage()
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    *((key, bad) for key in ("header_timeout", "body_timeout", "keep_alive")
-      for bad in (0, -1, float("nan"), float("inf"), "soon", 10_000)),
-    *(("max_connections", bad) for bad in (0, 7, 2_000_000, 1.5, "many")),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        *(
+            (key, bad)
+            for key in ("header_timeout", "body_timeout", "keep_alive")
+            for bad in (0, -1, float("nan"), float("inf"), "soon", 10_000)
+        ),
+        *(("max_connections", bad) for bad in (0, 7, 2_000_000, 1.5, "many")),
+    ],
+)
 def test_a_bad_server_limit_is_a_config_error_naming_it(key: str, value: object) -> None:
     """Zero, negative, NaN, infinite, unparsable or absurd limits are refused at load,
     each error naming ``server.<key>`` (a NaN deadline would never fire)."""
@@ -376,16 +396,22 @@ def test_a_bad_server_limit_is_a_config_error_naming_it(key: str, value: object)
 
 def test_the_server_limits_default_and_parse_durations() -> None:
     """Unset, the limits are the documented defaults; durations take units."""
-    assert ServerConfig() == ServerConfig(header_timeout=10, body_timeout=30, keep_alive=5,
-                                          max_connections=4096)
-    config = parse_config({"server": {"header_timeout": "2s", "body_timeout": "1m",
-                                      "keep_alive": "500ms"}})
-    assert (config.server.header_timeout, config.server.body_timeout,
-            config.server.keep_alive) == (2.0, 60.0, 0.5)
+    assert ServerConfig() == ServerConfig(
+        header_timeout=10, body_timeout=30, keep_alive=5, max_connections=4096
+    )
+    config = parse_config(
+        {"server": {"header_timeout": "2s", "body_timeout": "1m", "keep_alive": "500ms"}}
+    )
+    assert (config.server.header_timeout, config.server.body_timeout, config.server.keep_alive) == (
+        2.0,
+        60.0,
+        0.5,
+    )
 
 
 async def test_a_flood_of_invalid_requests_is_logged_once_per_interval(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """uvicorn warns once per malformed request; with healer's rate limit on its logger
     (``serve_app`` puts it there) 50 of them make one line, and each got its 400."""
     rate_limit_records(["uvicorn.error"], every=LOG_EVERY)

@@ -28,8 +28,13 @@ from healer.config import Secrets
 from healer.plugins import HandlerRegistry
 from tests.support.inproc import alert_payload, noop_config, running_healer
 
-FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 WEBHOOK_TOKEN = "wh-edge-fuzz"
 BASIC = ("am", "pässwörd")
 ADMIN_TOKEN = "adm-edge-fuzz"
@@ -47,8 +52,13 @@ class Edge:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._running = running_healer(config, handlers=handlers, secrets=Secrets(
-            webhook_token=WEBHOOK_TOKEN, webhook_basic=BASIC, admin_token=ADMIN_TOKEN))
+        self._running = running_healer(
+            config,
+            handlers=handlers,
+            secrets=Secrets(
+                webhook_token=WEBHOOK_TOKEN, webhook_basic=BASIC, admin_token=ADMIN_TOKEN
+            ),
+        )
         self.healer = self._run(self._running.__aenter__())
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -74,8 +84,9 @@ class Edge:
 
 @pytest.fixture
 def edge(tmp_path: Path, handlers: HandlerRegistry) -> Iterator[Edge]:
-    server = Edge({**noop_config(tmp_path / "j.db"),
-                   "allow": [{"kind": "test", "name": "web-*"}]}, handlers)
+    server = Edge(
+        {**noop_config(tmp_path / "j.db"), "allow": [{"kind": "test", "name": "web-*"}]}, handlers
+    )
     try:
         yield server
     finally:
@@ -84,29 +95,38 @@ def edge(tmp_path: Path, handlers: HandlerRegistry) -> Iterator[Edge]:
 
 # --- authorization headers -------------------------------------------------------------
 
-HEADER_BYTES = st.binary(max_size=40).map(
-    lambda b: bytes(c for c in b if c not in b"\r\n\x00"))
+HEADER_BYTES = st.binary(max_size=40).map(lambda b: bytes(c for c in b if c not in b"\r\n\x00"))
 CREDENTIALS = st.one_of(
-    HEADER_BYTES,                                                   # raw bytes, any
-    st.binary(max_size=30).map(base64.b64encode),                   # base64 of any bytes
+    HEADER_BYTES,  # raw bytes, any
+    st.binary(max_size=30).map(base64.b64encode),  # base64 of any bytes
     st.text(max_size=20).map(lambda t: base64.b64encode(t.encode("utf-8", "replace"))),
-    st.sampled_from([b"\xff\xfe", b"w6k6w6k=", base64.b64encode("é:é".encode("latin-1")),
-                     b"====", b"YW06", b"\xc3\xa9", "Bearer ü".encode("latin-1")]))
+    st.sampled_from(
+        [
+            b"\xff\xfe",
+            b"w6k6w6k=",
+            base64.b64encode("é:é".encode("latin-1")),
+            b"====",
+            b"YW06",
+            b"\xc3\xa9",
+            "Bearer ü".encode("latin-1"),
+        ]
+    ),
+)
 SCHEMES = st.sampled_from([b"Basic", b"basic", b"BASIC", b"Bearer", b"bearer", b"Token", b""])
 
 
 @FUZZ
 @given(SCHEMES, CREDENTIALS)
-def test_any_wrong_authorization_header_is_401(edge: Edge, scheme: bytes,
-                                               credential: bytes) -> None:
+def test_any_wrong_authorization_header_is_401(
+    edge: Edge, scheme: bytes, credential: bytes
+) -> None:
     """Any scheme with any bytes (non-ASCII, bad base64, base64 of text that is not UTF-8
     or of latin-1) is 401 on the webhook and on the admin API, never 500."""
     client = edge
     header = {"Authorization": scheme + b" " + credential, "Content-Type": "application/json"}
     body = json.dumps(alert_payload({"alertname": "Poke", "target": "web-1"}))
     assert client.post("/api/v1/alerts", content=body, headers=header).status_code == 401
-    assert client.post("/api/v1/pause", content='{"for": "1m"}',
-                       headers=header).status_code == 401
+    assert client.post("/api/v1/pause", content='{"for": "1m"}', headers=header).status_code == 401
     assert client.get("/api/v1/heals", headers=header).status_code == 401
 
 
@@ -114,41 +134,74 @@ def test_right_basic_credentials_with_non_ascii_pass(edge: Edge) -> None:
     """(The other side) basic auth whose password is non-ASCII UTF-8 is accepted."""
     client = edge
     token = base64.b64encode(f"{BASIC[0]}:{BASIC[1]}".encode()).decode()
-    resp = client.post("/api/v1/alerts", headers={**JSON, "Authorization": f"Basic {token}"},
-                       content=json.dumps(alert_payload({"alertname": "Quiet"})))
+    resp = client.post(
+        "/api/v1/alerts",
+        headers={**JSON, "Authorization": f"Basic {token}"},
+        content=json.dumps(alert_payload({"alertname": "Quiet"})),
+    )
     assert resp.status_code == 200, resp.text
 
 
 # --- any body, any parameter: never 5xx, refusals small ----------------------------------
 
 HUGE = st.integers(1, 4).map(lambda n: "ẞ" * (n * 20_000))
-TEXT = st.one_of(st.text(max_size=10), HUGE, st.sampled_from(
-    ["\ud800", "", "4", "{{ labels.x }}", 'a"} or vector(0)', "\x00"]))
-JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), TEXT),
-                           lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                   st.dictionaries(TEXT, inner, max_size=3)),
-                           max_leaves=8)
-ALERT = st.fixed_dictionaries({
-    "status": st.one_of(st.sampled_from(["firing", "resolved"]), TEXT),
-    "labels": st.one_of(st.dictionaries(TEXT, TEXT, max_size=3).map(
-        lambda d: {"alertname": "Poke", "target": "web-1", **d}), JSON_VALUES),
-    "annotations": st.dictionaries(TEXT, TEXT, max_size=2),
-    "startsAt": st.one_of(st.just("2026-11-23T08:00:00Z"), TEXT),
-    "fingerprint": st.one_of(st.just("00ff"), TEXT)})
-WEBHOOK_BODIES = st.fixed_dictionaries({
-    "version": st.one_of(st.just("4"), JSON_VALUES), "status": st.just("firing"),
-    "receiver": TEXT, "groupKey": TEXT, "alerts": st.lists(ALERT, max_size=2)})
+TEXT = st.one_of(
+    st.text(max_size=10),
+    HUGE,
+    st.sampled_from(["\ud800", "", "4", "{{ labels.x }}", 'a"} or vector(0)', "\x00"]),
+)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=8,
+)
+ALERT = st.fixed_dictionaries(
+    {
+        "status": st.one_of(st.sampled_from(["firing", "resolved"]), TEXT),
+        "labels": st.one_of(
+            st.dictionaries(TEXT, TEXT, max_size=3).map(
+                lambda d: {"alertname": "Poke", "target": "web-1", **d}
+            ),
+            JSON_VALUES,
+        ),
+        "annotations": st.dictionaries(TEXT, TEXT, max_size=2),
+        "startsAt": st.one_of(st.just("2026-11-23T08:00:00Z"), TEXT),
+        "fingerprint": st.one_of(st.just("00ff"), TEXT),
+    }
+)
+WEBHOOK_BODIES = st.fixed_dictionaries(
+    {
+        "version": st.one_of(st.just("4"), JSON_VALUES),
+        "status": st.just("firing"),
+        "receiver": TEXT,
+        "groupKey": TEXT,
+        "alerts": st.lists(ALERT, max_size=2),
+    }
+)
 ADMIN_BODIES = st.one_of(
-    st.fixed_dictionaries({"handler": st.one_of(st.just("test.noop"), TEXT),
-                           "params": st.dictionaries(TEXT, JSON_VALUES, max_size=3),
-                           "labels": st.dictionaries(TEXT, TEXT, max_size=2)},
-                          optional={"verify": st.fixed_dictionaries({"query": TEXT}),
-                                    "reason": TEXT, "dry_run": st.just(True)}),
-    st.fixed_dictionaries({"rule": st.one_of(st.just("poke"), TEXT),
-                           "labels": st.dictionaries(TEXT, JSON_VALUES, max_size=2)}),
-    st.fixed_dictionaries({"for": JSON_VALUES, "reason": TEXT}))
-ENCODINGS = st.sampled_from(["escaped", "escaped", "utf-8", "utf-8", "utf-8-sig", "utf-16",
-                             "utf-32-be"])
+    st.fixed_dictionaries(
+        {
+            "handler": st.one_of(st.just("test.noop"), TEXT),
+            "params": st.dictionaries(TEXT, JSON_VALUES, max_size=3),
+            "labels": st.dictionaries(TEXT, TEXT, max_size=2),
+        },
+        optional={
+            "verify": st.fixed_dictionaries({"query": TEXT}),
+            "reason": TEXT,
+            "dry_run": st.just(True),
+        },
+    ),
+    st.fixed_dictionaries(
+        {
+            "rule": st.one_of(st.just("poke"), TEXT),
+            "labels": st.dictionaries(TEXT, JSON_VALUES, max_size=2),
+        }
+    ),
+    st.fixed_dictionaries({"for": JSON_VALUES, "reason": TEXT}),
+)
+ENCODINGS = st.sampled_from(
+    ["escaped", "escaped", "utf-8", "utf-8", "utf-8-sig", "utf-16", "utf-32-be"]
+)
 
 
 def encode(value: Any, encoding: str) -> bytes:
@@ -167,19 +220,16 @@ def assert_answered(resp: Any) -> None:
 
 @FUZZ
 @given(st.one_of(WEBHOOK_BODIES, JSON_VALUES), ENCODINGS)
-def test_no_webhook_body_is_a_5xx(edge: Edge, value: Any,
-                                  encoding: str) -> None:
+def test_no_webhook_body_is_a_5xx(edge: Edge, value: Any, encoding: str) -> None:
     """Near-valid payloads with huge, hostile or wrongly typed values in every field, any
     JSON document, in UTF-8 or not: a 2xx or 4xx answer, and a refusal stays small."""
     client = edge
-    assert_answered(client.post("/api/v1/alerts", content=encode(value, encoding),
-                                headers=WEBHOOK))
+    assert_answered(client.post("/api/v1/alerts", content=encode(value, encoding), headers=WEBHOOK))
 
 
 @FUZZ
 @given(ADMIN_BODIES, st.sampled_from(["/api/v1/heals", "/api/v1/pause"]), ENCODINGS)
-def test_no_admin_body_is_a_5xx(edge: Edge, value: Any, path: str,
-                                encoding: str) -> None:
+def test_no_admin_body_is_a_5xx(edge: Edge, value: Any, path: str, encoding: str) -> None:
     """Manual triggers and pauses with huge or hostile names, params, labels, durations:
     a 2xx or 4xx answer, and a refusal stays small."""
     client = edge
@@ -188,8 +238,10 @@ def test_no_admin_body_is_a_5xx(edge: Edge, value: Any, path: str,
 
 
 @FUZZ
-@given(TEXT.filter(lambda t: "\ud800" not in t and "\x00" not in t), st.sampled_from(
-    ["outcome", "limit", "before", "rule", "target", "heal", "circuit"]))
+@given(
+    TEXT.filter(lambda t: "\ud800" not in t and "\x00" not in t),
+    st.sampled_from(["outcome", "limit", "before", "rule", "target", "heal", "circuit"]),
+)
 def test_no_parameter_is_a_5xx(edge: Edge, value: str, where: str) -> None:
     """Huge or hostile query and path parameters on the read and close endpoints: 2xx or
     4xx, and a refusal (FastAPI's own 422 included) never quotes the value whole."""
@@ -198,8 +250,9 @@ def test_no_parameter_is_a_5xx(edge: Edge, value: str, where: str) -> None:
     if where == "heal":
         resp = client.get(f"/api/v1/heals/{segment}", headers=ADMIN)
     elif where == "circuit":
-        resp = client.delete(f"/api/v1/circuits/{segment}", headers=ADMIN,
-                             params={"target": value[:1500]})
+        resp = client.delete(
+            f"/api/v1/circuits/{segment}", headers=ADMIN, params={"target": value[:1500]}
+        )
     else:
         resp = client.get("/api/v1/heals", params={where: value[:1500]}, headers=ADMIN)
     assert_answered(resp)
@@ -209,15 +262,19 @@ def test_no_parameter_is_a_5xx(edge: Edge, value: str, where: str) -> None:
 
 
 async def test_a_client_leaving_mid_body_is_a_499_and_one_line(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """The ASGI server reports the client gone (``http.disconnect``) after part of the
     body: each endpoint that reads a body returns without raising, the webhook counts it
     as code="499" (not 500), and one warning line says so, without a traceback."""
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=Secrets(admin_token=ADMIN_TOKEN)) as h:
+    async with running_healer(
+        noop_config(tmp_path / "j.db"), handlers=handlers, secrets=Secrets(admin_token=ADMIN_TOKEN)
+    ) as h:
         for path in ("/api/v1/alerts", "/api/v1/heals", "/api/v1/pause"):
-            messages = [{"type": "http.request", "body": b'{"version": "4", "al',
-                         "more_body": True}, {"type": "http.disconnect"}]
+            messages = [
+                {"type": "http.request", "body": b'{"version": "4", "al', "more_body": True},
+                {"type": "http.disconnect"},
+            ]
             sent: list[dict[str, Any]] = []
 
             async def receive(queue: list[dict[str, Any]] = messages) -> dict[str, Any]:
@@ -226,14 +283,26 @@ async def test_a_client_leaving_mid_body_is_a_499_and_one_line(
             async def send(message: dict[str, Any], out: list[dict[str, Any]] = sent) -> None:
                 out.append(message)
 
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                     "method": "POST", "scheme": "http", "path": path, "raw_path":
-                     path.encode(), "query_string": b"", "root_path": "",
-                     "headers": [(b"content-type", b"application/json"),
-                                 (b"content-length", b"500"),
-                                 (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())],
-                     "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9095),
-                     "state": {}, "app": h.app}
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"500"),
+                    (b"authorization", f"Bearer {ADMIN_TOKEN}".encode()),
+                ],
+                "client": ("127.0.0.1", 5000),
+                "server": ("127.0.0.1", 9095),
+                "state": {},
+                "app": h.app,
+            }
             with capture_logs() as logs:
                 await h.app(scope, receive, send)
             assert sent[0]["status"] == 499, (path, sent)

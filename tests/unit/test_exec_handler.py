@@ -65,21 +65,33 @@ async def test_shell_metacharacters_stay_literal(tmp_path: Path) -> None:
     """``$(...)``, backticks, ``;``, ``|``, globs and spaces reach the script as they are,
     one argv item each: no shell ever runs them, so no file gets created."""
     pwned = [tmp_path / f"pwned{i}" for i in range(4)]
-    hostile = [f"$(touch {pwned[0]})", f"; touch {pwned[1]}", f"`touch {pwned[2]}`",
-               f"x || touch {pwned[3]} &", "a b  c", "*", "\n", "'\"", "-rf"]
+    hostile = [
+        f"$(touch {pwned[0]})",
+        f"; touch {pwned[1]}",
+        f"`touch {pwned[2]}`",
+        f"x || touch {pwned[3]} &",
+        "a b  c",
+        "*",
+        "\n",
+        "'\"",
+        "-rf",
+    ]
     echo = script(tmp_path / "echo.sh", 'for a in "$@"; do printf "[%s]" "$a"; done')
     details, _ = await run(params(echo, *hostile))
     assert details["stdout_tail"] == "".join(f"[{a}]" for a in hostile)
     assert not any(p.exists() for p in pwned)
 
 
-@pytest.mark.parametrize("argv, why", [
-    ([], "at least 1 item"),
-    (["relative/script.sh"], "absolute path"),
-    (["/opt/runbooks/../../bin/sh"], "'..'"),
-    (["/bin/echo", "a\x00b"], "NUL"),
-    (["/bin/echo\x00"], "NUL"),
-])
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        ([], "at least 1 item"),
+        (["relative/script.sh"], "absolute path"),
+        (["/opt/runbooks/../../bin/sh"], "'..'"),
+        (["/bin/echo", "a\x00b"], "NUL"),
+        (["/bin/echo\x00"], "NUL"),
+    ],
+)
 def test_params_refuse_unsafe_argv(argv: list[str], why: str) -> None:
     """argv must be non-empty, start with an absolute path without '..', and hold no NUL
     (a params error ends the heal ``refused`` before anything runs)."""
@@ -87,14 +99,17 @@ def test_params_refuse_unsafe_argv(argv: list[str], why: str) -> None:
         ExecParams.model_validate({"argv": argv})
 
 
-@pytest.mark.parametrize("extra, why", [
-    ({"cwd": "relative"}, "absolute path"),
-    ({"env": {"HEALER_RULE": "spoofed"}}, "reserved"),
-    ({"env": {"BAD KEY": "x"}}, "not a variable name"),
-    ({"env": {"X": "a\x00b"}}, "NUL"),
-    ({"timeout": "0s"}, "greater than 0"),
-    ({"shell": True}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "extra, why",
+    [
+        ({"cwd": "relative"}, "absolute path"),
+        ({"env": {"HEALER_RULE": "spoofed"}}, "reserved"),
+        ({"env": {"BAD KEY": "x"}}, "not a variable name"),
+        ({"env": {"X": "a\x00b"}}, "NUL"),
+        ({"timeout": "0s"}, "greater than 0"),
+        ({"shell": True}, "Extra inputs are not permitted"),
+    ],
+)
 def test_params_refuse_bad_options(extra: dict[str, Any], why: str) -> None:
     """cwd must be absolute, env keys plain names outside HEALER_*, no unknown keys."""
     with pytest.raises(ValidationError, match=why):
@@ -119,8 +134,7 @@ async def test_check_names_the_resolved_script_as_target(tmp_path: Path) -> None
     assert check.evidence["argv"] == [str(link), "x"]
 
 
-@pytest.mark.parametrize("mode, why", [(0o644, "not executable"),
-                                       (0o777, "world-writable")])
+@pytest.mark.parametrize("mode, why", [(0o644, "not executable"), (0o777, "world-writable")])
 async def test_check_refuses_scripts_it_must_not_run(tmp_path: Path, mode: int, why: str) -> None:
     """A script that is not executable, or that anyone could rewrite (made so after the
     config was loaded), is refused at check."""
@@ -152,8 +166,11 @@ async def test_the_script_sees_the_alert_in_its_environment(tmp_path: Path) -> N
     other characters -> _), with heal id, rule, alertname, fingerprint and dry-run flag,
     plus the rule's static env."""
     labels = {"alertname": "DiskFull", "compose-service": "odoo web", "mountpoint": "/var"}
-    details, _ = await run(params("/usr/bin/env", env={"ODOO_DB": "prod"}),
-                           labels=labels, annotations={"summary": "$(rm -rf /)"})
+    details, _ = await run(
+        params("/usr/bin/env", env={"ODOO_DB": "prod"}),
+        labels=labels,
+        annotations={"summary": "$(rm -rf /)"},
+    )
     env = env_of(details["stdout_tail"])
     assert env["HEALER_LABEL_ALERTNAME"] == "DiskFull"
     assert env["HEALER_LABEL_COMPOSE_SERVICE"] == "odoo web"
@@ -173,8 +190,9 @@ def test_env_names_are_sanitised() -> None:
     assert env_name("HEALER_ANNOTATION_", "runbook_url") == "HEALER_ANNOTATION_RUNBOOK_URL"
 
 
-async def test_the_daemon_environment_is_not_passed(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_daemon_environment_is_not_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The script gets PATH and LANG from the daemon and nothing else: never its tokens."""
     monkeypatch.setenv("HEALER_WEBHOOK_TOKEN", "webhook-s3cret")
     monkeypatch.setenv("HEALER_ADMIN_TOKEN", "admin-s3cret")
@@ -183,8 +201,15 @@ async def test_the_daemon_environment_is_not_passed(tmp_path: Path,
     details, _ = await run(params("/usr/bin/env"))  # a manual heal: no alert
     env = env_of(details["stdout_tail"])
     assert "s3cret" not in details["stdout_tail"]
-    assert set(env) == {"PATH", "LANG", "HEALER_HEAL_ID", "HEALER_RULE", "HEALER_ALERTNAME",
-                        "HEALER_FINGERPRINT", "HEALER_DRY_RUN"}
+    assert set(env) == {
+        "PATH",
+        "LANG",
+        "HEALER_HEAL_ID",
+        "HEALER_RULE",
+        "HEALER_ALERTNAME",
+        "HEALER_FINGERPRINT",
+        "HEALER_DRY_RUN",
+    }
     assert env["PATH"] == os.environ["PATH"]
     assert env["HEALER_ALERTNAME"] == env["HEALER_FINGERPRINT"] == ""
 
@@ -192,12 +217,14 @@ async def test_the_daemon_environment_is_not_passed(tmp_path: Path,
 async def test_a_label_with_a_nul_byte_is_left_out(tmp_path: Path) -> None:
     """A NUL cannot live in an environment value: that one variable is skipped and the
     skip is recorded; the script still runs."""
-    details, recorder = await run(params("/usr/bin/env"),
-                                  labels={"alertname": "X", "evil": "a\x00b"})
+    details, recorder = await run(
+        params("/usr/bin/env"), labels={"alertname": "X", "evil": "a\x00b"}
+    )
     env = env_of(details["stdout_tail"])
     assert "HEALER_LABEL_EVIL" not in env and env["HEALER_LABEL_ALERTNAME"] == "X"
-    assert recorder.of("note") == [{"env_skipped": ["HEALER_LABEL_EVIL"],
-                                    "why": "NUL in the value"}]
+    assert recorder.of("note") == [
+        {"env_skipped": ["HEALER_LABEL_EVIL"], "why": "NUL in the value"}
+    ]
 
 
 async def test_cwd_is_where_the_script_runs(tmp_path: Path) -> None:
@@ -223,8 +250,10 @@ async def test_success_records_exit_code_duration_and_tails(tmp_path: Path) -> N
 async def test_nonzero_exit_fails_with_the_stderr_tail(tmp_path: Path) -> None:
     """A non-zero exit raises ActionFailed naming the exit code and the end of stderr; the
     full tails are recorded in the timeline."""
-    path = script(tmp_path / "bad.sh",
-                  'echo "checking"; echo "first problem" >&2; echo "disk still full" >&2; exit 3')
+    path = script(
+        tmp_path / "bad.sh",
+        'echo "checking"; echo "first problem" >&2; echo "disk still full" >&2; exit 3',
+    )
     ctx, recorder = heal_context()
     p = params(path)
     check = await EXEC.check(ctx, p)
@@ -239,9 +268,11 @@ async def test_nonzero_exit_fails_with_the_stderr_tail(tmp_path: Path) -> None:
 async def test_huge_output_is_read_concurrently_and_truncated(tmp_path: Path) -> None:
     """Megabytes on both pipes never block the script (stderr is filled first, far past a
     pipe buffer); only the last 4 KiB of each are kept, with the byte counts."""
-    body = ("import sys\n"
-            "sys.stderr.write('e' * 3_000_000 + 'ERR-END')\n"
-            "sys.stdout.write('o' * 5_000_000 + 'OUT-END')\n")
+    body = (
+        "import sys\n"
+        "sys.stderr.write('e' * 3_000_000 + 'ERR-END')\n"
+        "sys.stdout.write('o' * 5_000_000 + 'OUT-END')\n"
+    )
     path = script(tmp_path / "chatty.py", body, shebang=f"#!{sys.executable}")
     details, _ = await run(params(path, timeout="60s"))
     assert details["exit_code"] == 0
@@ -272,8 +303,11 @@ async def _time_out(tmp_path: Path, name: str, body: str) -> dict[str, Any]:
         await EXEC.act(ctx, p, check)
     child = int(pidfile.read_text())
     [failed] = recorder.of("exec_failed")
-    wait_until(lambda: gone(child) and gone(failed["pid"]), timeout=10,
-               what=f"{name} and its child to be gone")
+    wait_until(
+        lambda: gone(child) and gone(failed["pid"]),
+        timeout=10,
+        what=f"{name} and its child to be gone",
+    )
     return failed
 
 
@@ -287,8 +321,10 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 async def test_a_group_ignoring_sigterm_gets_sigkill(tmp_path: Path) -> None:
     """A script (and child) ignoring SIGTERM are SIGKILLed after the grace period."""
     failed = await _time_out(
-        tmp_path, "stubborn.sh",
-        "trap '' TERM; sleep 300 & echo $! > {pidfile}; wait; wait; sleep 300")
+        tmp_path,
+        "stubborn.sh",
+        "trap '' TERM; sleep 300 & echo $! > {pidfile}; wait; wait; sleep 300",
+    )
     assert failed["exit_code"] == -9
 
 
@@ -296,8 +332,10 @@ async def test_a_cancelled_heal_kills_the_process_group(tmp_path: Path) -> None:
     """When the heal is cancelled (healer shutting down), the script's group is killed
     rather than left running unsupervised."""
     pidfile = tmp_path / "child.pid"
-    path = script(tmp_path / "hang.sh", f'sleep 300 & echo $! > {pidfile}.tmp; '
-                                        f'mv {pidfile}.tmp {pidfile}; wait')
+    path = script(
+        tmp_path / "hang.sh",
+        f"sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait",
+    )
     ctx, _ = heal_context()
     p = params(path, timeout="300s")
     check = await EXEC.check(ctx, p)
@@ -313,12 +351,11 @@ async def test_a_cancelled_heal_kills_the_process_group(tmp_path: Path) -> None:
     wait_until(lambda: gone(child), timeout=10, what="the child to be gone")
 
 
-async def test_a_background_child_holding_the_pipes_does_not_hang_the_heal(
-        tmp_path: Path) -> None:
+async def test_a_background_child_holding_the_pipes_does_not_hang_the_heal(tmp_path: Path) -> None:
     """A script that exits 0 but leaves a child holding stdout open ends the heal after a
     short drain; the child is not the heal's business and is left alone."""
     pidfile = tmp_path / "child.pid"
-    path = script(tmp_path / "daemonish.sh", f'sleep 300 & echo $! > {pidfile}; echo started')
+    path = script(tmp_path / "daemonish.sh", f"sleep 300 & echo $! > {pidfile}; echo started")
     try:
         details, _ = await run(params(path, timeout="30s"))
         assert details["exit_code"] == 0
@@ -337,9 +374,15 @@ def exec_config(tmp_path: Path, argv: list[str]) -> dict[str, Any]:
         "journal": str(tmp_path / "journal.db"),
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
         "allow": [{"kind": "exec", "name": f"{tmp_path}/runbooks/*"}],
-        "rules": [{"name": "disk-full-runbook", "match": 'alertname="DiskFull"',
-                   "handler": "exec", "params": {"argv": argv, "timeout": "30s"},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}],
+        "rules": [
+            {
+                "name": "disk-full-runbook",
+                "match": 'alertname="DiskFull"',
+                "handler": "exec",
+                "params": {"argv": argv, "timeout": "30s"},
+                "verify": {"stable_for": "0s", "timeout": "0.2s"},
+            }
+        ],
     }
 
 
@@ -347,17 +390,21 @@ async def test_an_alert_runs_the_runbook_with_its_labels_as_data(tmp_path: Path)
     """Through the engine: an alert's hostile label, templated into argv, arrives as one
     literal item (no file created) and in the environment; the act is journaled."""
     pwned = tmp_path / "pwned"
-    path = script(tmp_path / "runbooks" / "clean.sh",
-                  'printf "[%s]" "$@"; echo; echo "label=$HEALER_LABEL_MOUNTPOINT"')
+    path = script(
+        tmp_path / "runbooks" / "clean.sh",
+        'printf "[%s]" "$@"; echo; echo "label=$HEALER_LABEL_MOUNTPOINT"',
+    )
     hostile = f"/var; touch {pwned} $(touch {pwned})"
     config = exec_config(tmp_path, [str(path), "--mount", "{{ labels.mountpoint }}"])
     async with running_healer(config) as h:
-        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "DiskFull", "mountpoint": hostile}))
+        resp = await h.client.post(
+            "/api/v1/alerts", json=alert_payload({"alertname": "DiskFull", "mountpoint": hostile})
+        )
         [started] = resp.json()["started"]
         heal = await h.wait_for_outcome(started["heal_id"])
-        timeline = (await h.client.get(f"/api/v1/heals/{heal['id']}",
-                                       headers=h.admin_headers)).json()["timeline"]
+        timeline = (
+            await h.client.get(f"/api/v1/heals/{heal['id']}", headers=h.admin_headers)
+        ).json()["timeline"]
     assert heal["outcome"] == "unverified", heal["reason"]  # acted; nothing to verify against
     assert heal["targets"] == [f"exec:{path}"]
     [act] = [e["data"] for e in timeline if e["kind"] == "act"]
@@ -376,8 +423,11 @@ async def test_a_script_outside_the_allowlist_is_refused_unrun(tmp_path: Path) -
     async with running_healer(exec_config(tmp_path, ["/bin/true"])) as h:
         outcomes = {}
         for path in (elsewhere, failing, missing):
-            resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-                "handler": "exec", "params": {"argv": [str(path)]}})
+            resp = await h.client.post(
+                "/api/v1/heals",
+                headers=h.admin_headers,
+                json={"handler": "exec", "params": {"argv": [str(path)]}},
+            )
             assert resp.status_code == 202, resp.text
             outcomes[path.name] = await h.wait_for_outcome(resp.json()["heal_id"])
     assert outcomes["x.sh"]["outcome"] == "refused"

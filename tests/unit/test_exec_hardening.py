@@ -22,8 +22,9 @@ from tests.support.healctx import heal_context
 EXEC = Exec()
 OTHER_UID = 54321  # no such user here; root can still chown to it
 # CI runs as root: there these cases always run (and fail honestly if chown is refused).
-as_root = pytest.mark.skipif(os.geteuid() != 0 and not in_ci(),
-                             reason="chown to another uid needs root")
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0 and not in_ci(), reason="chown to another uid needs root"
+)
 
 
 def script(path: Path, body: str = "exit 0") -> Path:
@@ -47,6 +48,7 @@ def _chown(rel: str, mode: int | None = None) -> Callable[[Path], None]:
         os.chown(root / rel, OTHER_UID, -1)
         if mode is not None:
             (root / rel).chmod(mode)
+
     return make
 
 
@@ -64,7 +66,8 @@ UNSAFE_AS_ROOT: dict[str, tuple[Callable[[Path], None], str]] = {
     "sticky-dir-not-owned-by-root": (_chown("a", 0o1777), f"owned by uid {OTHER_UID}"),
 }
 CASES = [pytest.param(k, *v, id=k) for k, v in UNSAFE.items()] + [
-    pytest.param(k, *v, id=k, marks=as_root) for k, v in UNSAFE_AS_ROOT.items()]
+    pytest.param(k, *v, id=k, marks=as_root) for k, v in UNSAFE_AS_ROOT.items()
+]
 
 
 @pytest.fixture
@@ -77,7 +80,8 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("case", "make_unsafe", "why"), CASES)
 async def test_a_replaceable_script_is_refused_at_load_check_and_act(
-        tree: Path, case: str, make_unsafe: Callable[[Path], None], why: str) -> None:
+    tree: Path, case: str, make_unsafe: Callable[[Path], None], why: str
+) -> None:
     """Whatever makes the script replaceable (the file, its directory or one further up
     writable by group or others, or owned by another user; a sticky directory helps only
     when root owns it): the params are refused at config load, check refuses the heal if
@@ -97,7 +101,8 @@ async def test_a_replaceable_script_is_refused_at_load_check_and_act(
 
 @pytest.mark.parametrize(("case", "make_unsafe", "why"), CASES)
 async def test_a_symlink_is_judged_by_the_real_path(
-        tree: Path, case: str, make_unsafe: Callable[[Path], None], why: str) -> None:
+    tree: Path, case: str, make_unsafe: Callable[[Path], None], why: str
+) -> None:
     """A link from a safe directory to a script in an unsafe place is refused: the check
     is on the resolved path."""
     safe = tree / "safe"
@@ -131,13 +136,25 @@ async def test_a_safe_script_under_the_sticky_tmp_runs(tree: Path) -> None:
 
 
 def test_check_config_names_the_rule_of_a_replaceable_script(
-        tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check-config reports a runbook in a world-writable directory at its rule's path."""
     (tree / "a" / "b").chmod(0o777)
     config = tree / "healer.yml"
-    config.write_text(json.dumps({"rules": [{
-        "name": "fix", "match": 'alertname="X"', "handler": "exec",
-        "params": {"argv": [str(tree / "a" / "b" / "fix.sh")]}}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "name": "fix",
+                        "match": 'alertname="X"',
+                        "handler": "exec",
+                        "params": {"argv": [str(tree / "a" / "b" / "fix.sh")]},
+                    }
+                ]
+            }
+        )
+    )
     assert main(["check-config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "rules[0].params.argv" in err and "world-writable" in err
@@ -163,19 +180,21 @@ ALERTS: dict[str, dict[str, Any]] = {
     "one-200KiB-annotation": {"annotations": {"description": _many(200 * 1024)}},
     "one-130KiB-multibyte-annotation": {"annotations": {"d": _many(44 * 1024, "\u00e9\u20ac")}},
     "emoji-cut-mid-character": {"annotations": {"d": _many(5000, "\U0001f600")}},
-    "a-huge-label-and-alertname": {"labels": {"alertname": _many(300 * 1024),
-                                              "instance": _many(150 * 1024)}},
-    "many-values-under-the-cap": {"annotations": {f"a{i:03}": _many(MAX_ENV_VALUE - 100)
-                                                  for i in range(40)}},
-    "thousands-of-small-annotations": {"annotations": {f"k{i}": _many(200)
-                                                       for i in range(3000)}},
+    "a-huge-label-and-alertname": {
+        "labels": {"alertname": _many(300 * 1024), "instance": _many(150 * 1024)}
+    },
+    "many-values-under-the-cap": {
+        "annotations": {f"a{i:03}": _many(MAX_ENV_VALUE - 100) for i in range(40)}
+    },
+    "thousands-of-small-annotations": {"annotations": {f"k{i}": _many(200) for i in range(3000)}},
     "exactly-at-the-cap": {"annotations": {"d": _many(MAX_ENV_VALUE)}},
 }
 
 
 @pytest.mark.parametrize("alert", list(ALERTS.values()), ids=list(ALERTS))
 async def test_no_alert_can_make_the_environment_too_big_to_exec(
-        tree: Path, alert: dict[str, Any]) -> None:
+    tree: Path, alert: dict[str, Any]
+) -> None:
     """Huge, multibyte, many or many-small labels and annotations: the script runs, every
     HEALER_* value fits :data:`MAX_ENV_VALUE` bytes, all of them :data:`MAX_ALERT_ENV`
     (plus the fixed five), and the timeline names exactly the variables cut (they end with
@@ -183,8 +202,9 @@ async def test_no_alert_can_make_the_environment_too_big_to_exec(
     report = tree / "report.py"
     report.write_text(f"#!{sys.executable}\n{ENV_REPORT}")
     report.chmod(0o755)
-    ctx, recorder = heal_context(labels=alert.get("labels", {"alertname": "Big"}),
-                                 annotations=alert.get("annotations", {}))
+    ctx, recorder = heal_context(
+        labels=alert.get("labels", {"alertname": "Big"}), annotations=alert.get("annotations", {})
+    )
     p = params(report)
     result = await EXEC.act(ctx, p, await EXEC.check(ctx, p))
     assert result.details["exit_code"] == 0, result.details["stderr_tail"]
@@ -194,9 +214,9 @@ async def test_no_alert_can_make_the_environment_too_big_to_exec(
     notes = recorder.of("note")
     cut = notes[0].get("env_cut", []) if notes else []
     dropped = notes[0].get("env_dropped", []) if notes else []
-    assert sorted(set(cut) - set(dropped)) == [
-        k for k in seen["marked"] if k != "HEALER_ALERTNAME"]
+    assert sorted(set(cut) - set(dropped)) == [k for k in seen["marked"] if k != "HEALER_ALERTNAME"]
     values = [v.encode() for d in alert.values() for v in d.values()]
-    over = (any(len(v) > MAX_ENV_VALUE for v in values)
-            or sum(len(v) for v in values) > MAX_ALERT_ENV)
+    over = (
+        any(len(v) > MAX_ENV_VALUE for v in values) or sum(len(v) for v in values) > MAX_ALERT_ENV
+    )
     assert bool(cut or dropped) == over

@@ -41,8 +41,9 @@ def params(directory: Path | str, **kw: Any) -> PruneParams:
 
 
 def names(directory: Path) -> set[str]:
-    return {str(p.relative_to(directory)) for p in directory.rglob("*")
-            if p.is_file() or p.is_symlink()}
+    return {
+        str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() or p.is_symlink()
+    }
 
 
 async def prune(p: PruneParams) -> tuple[PruneCheck, dict[str, Any] | None]:
@@ -129,34 +130,41 @@ async def test_nothing_to_prune_is_no_action(tmp_path: Path) -> None:
     old_file(tmp_path / "c.log", 30)
     check, details = await prune(params(tmp_path, pattern="*.dump", keep=1))
     assert check.act is False and details is None
-    assert check.reason == ("nothing to prune: 2 file(s) match '*.dump', 1 kept as the "
-                            "newest, 1 younger than 7d")
+    assert check.reason == (
+        "nothing to prune: 2 file(s) match '*.dump', 1 kept as the newest, 1 younger than 7d"
+    )
     assert names(tmp_path) == {"a.dump", "b.dump", "c.log"}
 
 
 # --- what it refuses --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pattern", ["../*", "../../etc/*", "sub/*.dump", "..", "*..*",
-                                     "a\\b", "a\x00b", ""])
+@pytest.mark.parametrize(
+    "pattern", ["../*", "../../etc/*", "sub/*.dump", "..", "*..*", "a\\b", "a\x00b", ""]
+)
 def test_patterns_that_are_not_plain_names_are_refused(pattern: str) -> None:
     """A pattern with a path separator, '..', a backslash or NUL (e.g. from a hostile
     label) does not validate: the heal ends refused."""
     with pytest.raises(ValidationError):
-        PruneParams.model_validate({"directory": "/var/backups", "pattern": pattern,
-                                    "older_than": "7d"})
+        PruneParams.model_validate(
+            {"directory": "/var/backups", "pattern": pattern, "older_than": "7d"}
+        )
 
 
-@pytest.mark.parametrize("directory", ["backups", "/var/backups/../../etc",
-                                       "/var/backups/..", "/", "//", "/var/\x00x", ""])
+@pytest.mark.parametrize(
+    "directory",
+    ["backups", "/var/backups/../../etc", "/var/backups/..", "/", "//", "/var/\x00x", ""],
+)
 def test_directories_that_are_not_plain_absolute_paths_are_refused(directory: str) -> None:
     """The directory must be absolute, without '..' or NUL, and not / itself."""
     with pytest.raises(ValidationError):
         PruneParams.model_validate({"directory": directory, "older_than": "7d"})
 
 
-@pytest.mark.parametrize("extra", [{}, {"older_than": "0s"}, {"older_than": "7 days"},
-                                   {"keep": -1}, {"follow_symlinks": True}])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"older_than": "0s"}, {"older_than": "7 days"}, {"keep": -1}, {"follow_symlinks": True}],
+)
 def test_params_need_a_positive_age_and_know_their_keys(extra: dict[str, Any]) -> None:
     """``older_than`` is required and positive, ``keep`` is not negative, no unknown keys."""
     data: dict[str, Any] = {"directory": "/var/backups", **extra}
@@ -305,17 +313,26 @@ def files_config(tmp_path: Path) -> dict[str, Any]:
         "journal": str(tmp_path / "journal.db"),
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
         "allow": [{"kind": "files", "name": str(tmp_path / "backups")}],
-        "rules": [{"name": "prune-backups", "match": 'alertname="DiskFull"',
-                   "handler": "files.prune",
-                   "params": {"directory": f"{tmp_path}/backups",
-                              "pattern": "{{ labels.prefix }}*.dump",
-                              "older_than": "7d", "keep": 1},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}],
+        "rules": [
+            {
+                "name": "prune-backups",
+                "match": 'alertname="DiskFull"',
+                "handler": "files.prune",
+                "params": {
+                    "directory": f"{tmp_path}/backups",
+                    "pattern": "{{ labels.prefix }}*.dump",
+                    "older_than": "7d",
+                    "keep": 1,
+                },
+                "verify": {"stable_for": "0s", "timeout": "0.2s"},
+            }
+        ],
     }
 
 
 async def test_manual_prune_acts_inside_the_allowlist_and_is_refused_outside(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Through the engine: pruning the allowed directory deletes and journals what it freed;
     pointing the same handler at another directory ends refused with nothing deleted."""
     for day in (10, 20, 30):
@@ -324,13 +341,19 @@ async def test_manual_prune_acts_inside_the_allowlist_and_is_refused_outside(
     async with running_healer(files_config(tmp_path)) as h:
         heals = {}
         for where in ("backups", "other"):
-            resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-                "handler": "files.prune",
-                "params": {"directory": str(tmp_path / where), "older_than": "7d", "keep": 1}})
+            resp = await h.client.post(
+                "/api/v1/heals",
+                headers=h.admin_headers,
+                json={
+                    "handler": "files.prune",
+                    "params": {"directory": str(tmp_path / where), "older_than": "7d", "keep": 1},
+                },
+            )
             assert resp.status_code == 202, resp.text
             heals[where] = await h.wait_for_outcome(resp.json()["heal_id"])
-        timeline = (await h.client.get(f"/api/v1/heals/{heals['backups']['id']}",
-                                       headers=h.admin_headers)).json()["timeline"]
+        timeline = (
+            await h.client.get(f"/api/v1/heals/{heals['backups']['id']}", headers=h.admin_headers)
+        ).json()["timeline"]
     assert heals["backups"]["outcome"] == "unverified"  # acted; nothing to verify against
     [act] = [e["data"] for e in timeline if e["kind"] == "act"]
     assert act["details"]["bytes_freed"] == 200
@@ -349,8 +372,12 @@ async def test_a_hostile_label_in_the_pattern_is_refused(tmp_path: Path) -> None
     async with running_healer(files_config(tmp_path)) as h:
         outcomes = []
         for fingerprint, prefix in (("00000000000000a1", "../"), ("00000000000000a2", "odoo-")):
-            resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-                {"alertname": "DiskFull", "prefix": prefix}, fingerprint=fingerprint))
+            resp = await h.client.post(
+                "/api/v1/alerts",
+                json=alert_payload(
+                    {"alertname": "DiskFull", "prefix": prefix}, fingerprint=fingerprint
+                ),
+            )
             [started] = resp.json()["started"]
             outcomes.append(await h.wait_for_outcome(started["heal_id"]))
     hostile, benign = outcomes

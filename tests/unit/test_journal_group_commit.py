@@ -22,8 +22,13 @@ PLAN = HealPlan("poke", "test.noop", {}, {}, False)
 
 
 def _alert(fp: str, status: str = "firing", **labels: str) -> Alert:
-    return Alert(fingerprint=fp, status=status, labels={"alertname": "Poke", **labels},
-                 annotations={"summary": f"alert {fp}"}, starts_at=STARTS)
+    return Alert(
+        fingerprint=fp,
+        status=status,
+        labels={"alertname": "Poke", **labels},
+        annotations={"summary": f"alert {fp}"},
+        starts_at=STARTS,
+    )
 
 
 def _count_commits(journal: SqliteStore) -> list[int]:
@@ -46,8 +51,9 @@ async def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         commits = _count_commits(journal)
-        results = await asyncio.gather(*(
-            journal.ingest([_alert(f"fp{i}")], lambda _: None) for i in range(50)))
+        results = await asyncio.gather(
+            *(journal.ingest([_alert(f"fp{i}")], lambda _: None) for i in range(50))
+        )
         counts = await journal.alert_counts()
     finally:
         await journal.close()
@@ -62,6 +68,7 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours(tmp_path: Path
     own error and leaves nothing behind; the others are stored."""
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
+
         def bad(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO probe (id, at) VALUES (1, 1.0)")
             raise ValueError("handler of this write failed")
@@ -70,9 +77,11 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours(tmp_path: Path
             journal.ingest([_alert("before")], lambda _: None),
             journal.writer.transaction(bad),
             journal.ingest([_alert("after")], lambda _: None),
-            return_exceptions=True)
-        probe = await journal.writer.read(lambda db: db.execute("SELECT COUNT(*) FROM probe")
-                                   .fetchone()[0])
+            return_exceptions=True,
+        )
+        probe = await journal.writer.read(
+            lambda db: db.execute("SELECT COUNT(*) FROM probe").fetchone()[0]
+        )
         counts = await journal.alert_counts()
     finally:
         await journal.close()
@@ -82,16 +91,19 @@ async def test_a_failing_write_does_not_undo_its_batch_neighbours(tmp_path: Path
 
 
 async def test_repeats_in_one_batch_count_once_and_keep_the_first_disposition(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The same alert twice in one POST and again in a concurrent POST (an HA pair):
     one heal, one row, times_seen 3; the repeats are duplicates of that heal."""
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         a, b = await asyncio.gather(
             journal.ingest([_alert("x"), _alert("x")], lambda _: PLAN),
-            journal.ingest([_alert("x")], lambda _: PLAN))
-        rows = await journal.writer.read(lambda db: db.execute(
-            "SELECT times_seen, disposition, heal_id FROM alerts").fetchall())
+            journal.ingest([_alert("x")], lambda _: PLAN),
+        )
+        rows = await journal.writer.read(
+            lambda db: db.execute("SELECT times_seen, disposition, heal_id FROM alerts").fetchall()
+        )
     finally:
         await journal.close()
     # Which of the two POSTs is committed first is not known: one of the three receipts
@@ -108,25 +120,36 @@ async def test_the_delivery_keeps_labels_and_the_heal_its_arrival_time(tmp_path:
     """Labels are not re-encoded per alert: the POST body is kept once, and the alert_log
     view reads each alert's labels from it. The heal's `matched` event carries the time
     the request arrived (the start of the dispatch path)."""
-    body = json.dumps({"alerts": [
-        {"labels": {"alertname": "Poke", "target": "a"}, "annotations": {}},
-        {"labels": {"alertname": "Poke", "target": "b; rm -rf /"}, "annotations": {"s": "x"}},
-    ]})
+    body = json.dumps(
+        {
+            "alerts": [
+                {"labels": {"alertname": "Poke", "target": "a"}, "annotations": {}},
+                {
+                    "labels": {"alertname": "Poke", "target": "b; rm -rf /"},
+                    "annotations": {"s": "x"},
+                },
+            ]
+        }
+    )
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         alerts = [_alert("a", target="a"), _alert("b", target="b; rm -rf /")]
         started = await journal.ingest(alerts, lambda _: PLAN, body=body, received_at=123.5)
         heal = await journal.get_heal(started[1].heal_id or "")
-        rows = await journal.writer.read(lambda db: db.execute(
-            "SELECT fingerprint, labels, annotations FROM alert_log ORDER BY fingerprint"
-        ).fetchall())
+        rows = await journal.writer.read(
+            lambda db: db.execute(
+                "SELECT fingerprint, labels, annotations FROM alert_log ORDER BY fingerprint"
+            ).fetchall()
+        )
     finally:
         await journal.close()
     assert heal is not None
     assert heal["timeline"][0]["kind"] == "matched"
     assert heal["timeline"][0]["data"]["received_at"] == 123.5
     assert [(r[0], json.loads(r[1])["target"], json.loads(r[2])) for r in rows] == [
-        ("a", "a", {}), ("b", "b; rm -rf /", {"s": "x"})]
+        ("a", "a", {}),
+        ("b", "b; rm -rf /", {"s": "x"}),
+    ]
 
 
 _V1_ALERTS = """
@@ -143,8 +166,7 @@ VALUES ('old1', '2026-11-23T08:00:00+00:00', 'firing', 'Poke', '{"alertname":"Po
 """
 
 
-async def test_a_version_1_journal_is_migrated_and_remembers_its_alerts(
-        tmp_path: Path) -> None:
+async def test_a_version_1_journal_is_migrated_and_remembers_its_alerts(tmp_path: Path) -> None:
     """A journal written by the previous schema opens: its alerts still count for
     exactly-once (a re-send is a duplicate, no second heal) and their labels stay
     readable in alerts_v1."""
@@ -155,8 +177,9 @@ async def test_a_version_1_journal_is_migrated_and_remembers_its_alerts(
     try:
         [again] = await journal.ingest([_alert("old1")], lambda _: PLAN)
         version = await journal.writer.read(lambda db: db.execute("PRAGMA user_version").fetchone())
-        legacy = await journal.writer.read(lambda db: db.execute(
-            "SELECT labels FROM alerts_v1").fetchall())
+        legacy = await journal.writer.read(
+            lambda db: db.execute("SELECT labels FROM alerts_v1").fetchall()
+        )
     finally:
         await journal.close()
     assert (again.status, again.heal_id) == ("duplicate", "h1")

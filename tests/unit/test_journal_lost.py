@@ -51,13 +51,21 @@ def _new_empty_file(path: Path) -> str:
 
 
 CHANGES: dict[str, Callable[[Path], str]] = {
-    "rm-journal.db*": _rm_all, "rm-wal-only": _rm_wal, "restored-from-backup": _restore_backup,
-    "directory-moved": _move_directory, "recreated-empty": _new_empty_file}
+    "rm-journal.db*": _rm_all,
+    "rm-wal-only": _rm_wal,
+    "restored-from-backup": _restore_backup,
+    "directory-moved": _move_directory,
+    "recreated-empty": _new_empty_file,
+}
 
 
 async def _assert_refused(h: InProcessHealer, journal: Path, reason: str) -> dict[str, Any]:
-    post = await h.client.post("/api/v1/alerts", json=alert_payload(
-        {"alertname": "Poke", "target": "after"}, fingerprint="00000000000000ff"))
+    post = await h.client.post(
+        "/api/v1/alerts",
+        json=alert_payload(
+            {"alertname": "Poke", "target": "after"}, fingerprint="00000000000000ff"
+        ),
+    )
     assert post.status_code == 503, post.text
     ready = await h.client.get("/health/ready")
     assert ready.status_code == 503
@@ -73,31 +81,40 @@ async def _assert_refused(h: InProcessHealer, journal: Path, reason: str) -> dic
 
 @pytest.mark.parametrize("change", list(CHANGES))
 async def test_a_journal_file_deleted_or_replaced_is_refused_until_restart(
-        tmp_path: Path, handlers: HandlerRegistry, change: str) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, change: str
+) -> None:
     """Once the journal's file (or its WAL) is deleted or replaced under a running healer,
     webhooks get 503 (Alertmanager keeps them), readiness is down with the file and the
     reason, history reads are 503, nothing is written to whatever now sits at the path,
     and it is logged once however many requests follow."""
     journal = tmp_path / "state" / "journal.db"
     async with running_healer(noop_config(journal), handlers=handlers) as h:
-        first = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "Poke", "target": "before"}))
+        first = await h.client.post(
+            "/api/v1/alerts", json=alert_payload({"alertname": "Poke", "target": "before"})
+        )
         assert first.status_code == 200
         await h.wait_for_outcome(first.json()["started"][0]["heal_id"])
         with capture_logs() as logs:
             reason = CHANGES[change](journal)
-            now_there = {p.name: p.read_bytes() for p in journal.parent.glob("*")
-                         } if journal.parent.exists() else {}
+            now_there = (
+                {p.name: p.read_bytes() for p in journal.parent.glob("*")}
+                if journal.parent.exists()
+                else {}
+            )
             for _ in range(3):
                 await _assert_refused(h, journal, reason)
             # Nothing healer did since went into the file now at the path.
-            assert now_there == ({p.name: p.read_bytes() for p in journal.parent.glob("*")}
-                                 if journal.parent.exists() else {})
+            assert now_there == (
+                {p.name: p.read_bytes() for p in journal.parent.glob("*")}
+                if journal.parent.exists()
+                else {}
+            )
     broken = [e for e in logs if e["event"] == "journal broken"]
     assert len(broken) == 1, logs
     assert broken[0]["log_level"] == "error" and reason in broken[0]["error"]
-    assert not [e for e in logs if e["event"] == "journal unavailable; asking Alertmanager "
-                "to retry"]
+    assert not [
+        e for e in logs if e["event"] == "journal unavailable; asking Alertmanager to retry"
+    ]
 
 
 def _corrupt_table(journal: Path, table: str) -> None:
@@ -107,27 +124,27 @@ def _corrupt_table(journal: Path, table: str) -> None:
     with sqlite3.connect(journal) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
-        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name=?",
-                          (table,)).fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
     db.close()
     with journal.open("r+b") as f:
         f.seek((root - 1) * page_size)
         f.write(b"\xa5" * page_size)
     with sqlite3.connect(journal) as db:
-        db.execute("INSERT INTO probe (id, at) VALUES (1, 0) ON CONFLICT (id) DO UPDATE"
-                   " SET at = 0")
+        db.execute("INSERT INTO probe (id, at) VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET at = 0")
     db.close()
 
 
 async def test_corruption_found_while_running_is_reported_not_a_500(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """SQLITE_CORRUPT from a read (a history page) makes the journal refused: GET
     /api/v1/heals answers 503 saying the file is corrupt and how to check it, readiness
     is down, and webhooks get 503, not 500 and not 200."""
     journal = tmp_path / "journal.db"
     async with running_healer(noop_config(journal), handlers=handlers) as h:
-        first = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "Poke", "target": "before"}))
+        first = await h.client.post(
+            "/api/v1/alerts", json=alert_payload({"alertname": "Poke", "target": "before"})
+        )
         await h.wait_for_outcome(first.json()["started"][0]["heal_id"])
         _corrupt_table(journal, "heals")
         with capture_logs() as logs:

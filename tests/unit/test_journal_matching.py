@@ -26,8 +26,12 @@ BOUND = 30.0  # a deadlock guard only: nothing here asserts how long anything to
 
 
 def _big_body(alerts: list[Alert], size: int) -> str:
-    return json.dumps({"alerts": [{"labels": a.labels, "annotations": a.annotations}
-                                  for a in alerts], "pad": "x" * size})
+    return json.dumps(
+        {
+            "alerts": [{"labels": a.labels, "annotations": a.annotations} for a in alerts],
+            "pad": "x" * size,
+        }
+    )
 
 
 @pytest.mark.parametrize("size", [0, 512 * 1024], ids=["small-post", "large-post"])
@@ -53,7 +57,8 @@ async def test_matching_never_runs_on_the_journal_thread(tmp_path: Path, size: i
 
 
 async def test_a_small_post_is_stored_while_a_large_one_is_still_being_matched(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A large post whose matching has not finished (held on an event) does not block a
     small post's write: the small one is journaled first, then the large one completes.
     Were matching inside the write transaction, the small write would wait forever."""
@@ -68,11 +73,11 @@ async def test_a_small_post_is_stored_while_a_large_one_is_still_being_matched(
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         big = [_alert("big")]
-        large = asyncio.create_task(journal.ingest(big, slow_match,
-                                                   body=_big_body(big, 256 * 1024)))
+        large = asyncio.create_task(
+            journal.ingest(big, slow_match, body=_big_body(big, 256 * 1024))
+        )
         assert await asyncio.to_thread(entered.wait, BOUND)
-        [small] = await asyncio.wait_for(journal.ingest([_alert("small")], lambda _: PLAN),
-                                         BOUND)
+        [small] = await asyncio.wait_for(journal.ingest([_alert("small")], lambda _: PLAN), BOUND)
         assert small.status == "started"
         assert not large.done()
         release.set()
@@ -87,20 +92,34 @@ async def test_a_small_post_is_stored_while_a_large_one_is_still_being_matched(
 
 
 async def test_a_256k_label_against_a_backtracking_rule_is_answered_with_others(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """The issue's case through the webhook: a 256 KiB label value against
     ``alertname=~".*Disk.*Full.*"`` is answered 200 (ignored, as Alertmanager would), and
     small posts sent alongside it are all answered 200 and started."""
     config = base_config(tmp_path, 9)
     config["webhook"] = {"max_body": "2MiB"}
-    config["rules"].insert(0, {"name": "disk", "match": ['alertname=~".*Disk.*Full.*"'],
-                               "handler": "test.noop", "params": {"target": "web-disk"}})
+    config["rules"].insert(
+        0,
+        {
+            "name": "disk",
+            "match": ['alertname=~".*Disk.*Full.*"'],
+            "handler": "test.noop",
+            "params": {"target": "web-disk"},
+        },
+    )
     hostile = alert("Disk" + "x" * (256 * 1024), "web-9")
     async with running_healer(config, handlers=handlers) as h:
-        responses = await asyncio.wait_for(asyncio.gather(
-            h.client.post("/api/v1/alerts", json=group(hostile)),
-            *(h.client.post("/api/v1/alerts", json=group(alert("WebDown", f"web-{i}")))
-              for i in range(5))), BOUND)
+        responses = await asyncio.wait_for(
+            asyncio.gather(
+                h.client.post("/api/v1/alerts", json=group(hostile)),
+                *(
+                    h.client.post("/api/v1/alerts", json=group(alert("WebDown", f"web-{i}")))
+                    for i in range(5)
+                ),
+            ),
+            BOUND,
+        )
         assert [r.status_code for r in responses] == [200] * 6
         assert responses[0].json()["ignored"][0]["reason"] == "no rule matches"
         assert all(len(r.json()["started"]) == 1 for r in responses[1:])
@@ -110,14 +129,26 @@ async def test_a_256k_label_against_a_backtracking_rule_is_answered_with_others(
 
 @pytest.mark.parametrize("pattern", ["(a)\\\\1", "(?=x)x", "(?<!a)b", "a++", "\\\\C"])
 def test_check_config_refuses_what_go_re2_refuses_naming_the_rule(
-        tmp_path: Path, pattern: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, pattern: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A regex Alertmanager would refuse (backreference, lookaround, possessive, \\C)
     fails ``healer check-config`` with the rule's path in the message."""
-    data: dict[str, Any] = {"rules": [
-        {"name": "ok", "match": 'alertname="A"', "handler": "docker.restart",
-         "params": {"containers": ["x"]}},
-        {"name": "bad", "match": f'alertname=~"{pattern}"', "handler": "docker.restart",
-         "params": {"containers": ["x"]}}]}
+    data: dict[str, Any] = {
+        "rules": [
+            {
+                "name": "ok",
+                "match": 'alertname="A"',
+                "handler": "docker.restart",
+                "params": {"containers": ["x"]},
+            },
+            {
+                "name": "bad",
+                "match": f'alertname=~"{pattern}"',
+                "handler": "docker.restart",
+                "params": {"containers": ["x"]},
+            },
+        ]
+    }
     path = tmp_path / "healer.yml"
     path.write_text(yaml.safe_dump(data))
     assert main(["check-config", str(path)]) == 1

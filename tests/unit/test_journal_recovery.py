@@ -15,9 +15,13 @@ from healer.store import HealPlan, SqliteStore
 
 
 def _alert() -> Alert:
-    return Alert(fingerprint="feedfacefeedface", status="firing",
-                 labels={"alertname": "Poke", "target": "t1"}, annotations={},
-                 starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+    return Alert(
+        fingerprint="feedfacefeedface",
+        status="firing",
+        labels={"alertname": "Poke", "target": "t1"},
+        annotations={},
+        starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+    )
 
 
 async def test_a_failed_commit_does_not_wedge_the_journal(tmp_path: Path) -> None:
@@ -27,20 +31,25 @@ async def test_a_failed_commit_does_not_wedge_the_journal(tmp_path: Path) -> Non
     key) raises JournalUnavailable, and the next write succeeds."""
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
+
         def schema(db: sqlite3.Connection) -> None:
             db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-            db.execute("CREATE TABLE child (p INTEGER REFERENCES parent (id)"
-                       " DEFERRABLE INITIALLY DEFERRED)")
+            db.execute(
+                "CREATE TABLE child (p INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
 
         await journal.writer.call(lambda: journal.writer.write(schema))
         await journal.writer.call(lambda: journal.writer.conn().execute("PRAGMA foreign_keys=ON"))
         with pytest.raises(JournalUnavailable, match="FOREIGN KEY"):
-            await journal.writer.call(lambda: journal.writer.write(
-                lambda db: db.execute("INSERT INTO child VALUES (42)")))
+            await journal.writer.call(
+                lambda: journal.writer.write(lambda db: db.execute("INSERT INTO child VALUES (42)"))
+            )
 
         await journal.ping()
-        [disposition] = await journal.ingest([_alert()], lambda _: HealPlan(
-            "poke", "test.noop", {}, {}, False))
+        [disposition] = await journal.ingest(
+            [_alert()], lambda _: HealPlan("poke", "test.noop", {}, {}, False)
+        )
     finally:
         await journal.close()
     assert disposition.status == "started"

@@ -15,19 +15,23 @@ def _config(tmp_path: Path) -> dict[str, Any]:
 
 
 async def test_every_heal_log_line_carries_heal_rule_handler_and_fingerprint(
-        tmp_path, handlers) -> None:
+    tmp_path, handlers
+) -> None:
     """From 'heal started' to 'heal finished', each line logged about a heal has heal_id,
     rule, handler and the alert's fingerprint."""
     with capture_logs() as logs:
         async with running_healer(_config(tmp_path), handlers=handlers) as h:
-            resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-                {"alertname": "Poke", "target": "t1"}, fingerprint="feedbeef"))
+            resp = await h.client.post(
+                "/api/v1/alerts",
+                json=alert_payload({"alertname": "Poke", "target": "t1"}, fingerprint="feedbeef"),
+            )
             heal_id = resp.json()["started"][0]["heal_id"]
             await h.wait_for_outcome(heal_id)
     about_heal = [line for line in logs if "heal_id" in line]
     events = [line["event"] for line in about_heal]
-    assert {"heal started", "checking", "acting", "acted", "verified",
-            "heal finished"} <= set(events)
+    assert {"heal started", "checking", "acting", "acted", "verified", "heal finished"} <= set(
+        events
+    )
     for line in about_heal:
         assert line["heal_id"] == heal_id, line
         assert line["rule"] == "poke", line
@@ -42,8 +46,11 @@ async def test_tokens_never_reach_the_logs(tmp_path, handlers) -> None:
     secrets = Secrets(webhook_token="s3cret-webhook", admin_token="s3cret-admin")
     with capture_logs() as logs:
         async with running_healer(_config(tmp_path), handlers=handlers, secrets=secrets) as h:
-            await h.client.post("/api/v1/alerts", headers={"Authorization": "Bearer wrong-tok"},
-                                json=alert_payload({"alertname": "Poke", "target": "t1"}))
+            await h.client.post(
+                "/api/v1/alerts",
+                headers={"Authorization": "Bearer wrong-tok"},
+                json=alert_payload({"alertname": "Poke", "target": "t1"}),
+            )
     text = repr(logs)
     for secret in ("s3cret-webhook", "s3cret-admin", "wrong-tok"):
         assert secret not in text

@@ -333,7 +333,7 @@ def test_matcher_syntax_error_is_a_config_error() -> None:
 # time on the subject beside them; RE2 runs each in time linear in the subject.
 _BIG = 256 * 1024
 PATHOLOGICAL = [
-    (".*Disk.*Full.*", "Disk" + "x" * _BIG),       # the issue's case: no "Full" anywhere
+    (".*Disk.*Full.*", "Disk" + "x" * _BIG),  # the issue's case: no "Full" anywhere
     ("(a+)+$", "a" * _BIG + "!"),
     ("(a|a)*b", "a" * _BIG),
     ("(a*)*b", "a" * _BIG),
@@ -355,8 +355,7 @@ def test_regexes_run_on_re2() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("pattern", "subject"), PATHOLOGICAL,
-                         ids=[p for p, _ in PATHOLOGICAL])
+@pytest.mark.parametrize(("pattern", "subject"), PATHOLOGICAL, ids=[p for p, _ in PATHOLOGICAL])
 def test_backtracking_patterns_finish_on_a_256k_value(pattern: str, subject: str) -> None:
     """Each classic backtracking pattern against a 256 KiB value finishes with the right
     answer, many times over. Python's re would run for hours on any one of them; RE2 is
@@ -370,18 +369,18 @@ def test_backtracking_patterns_finish_on_a_256k_value(pattern: str, subject: str
 @pytest.mark.parametrize(
     "value",
     [
-        "(a)\\\\1",           # backreference
-        "(?=a)a",             # lookahead
-        "(?!a)b",             # negative lookahead
-        "(?<=a)b",            # lookbehind
-        "(?<!a)b",            # negative lookbehind
-        "a++",                # possessive quantifier
-        "(?>a)",              # atomic group
-        "\\\\C",              # any byte: C++ RE2 has it, Go does not
-        "\\\\Z",              # Python's end anchor: Go has only \z
-        "a{1001}",            # over Go's repetition limit
-        "(?P=n)",             # named backreference
-        "(?x)a b",            # verbose flag: Go has only i, m, s, U
+        "(a)\\\\1",  # backreference
+        "(?=a)a",  # lookahead
+        "(?!a)b",  # negative lookahead
+        "(?<=a)b",  # lookbehind
+        "(?<!a)b",  # negative lookbehind
+        "a++",  # possessive quantifier
+        "(?>a)",  # atomic group
+        "\\\\C",  # any byte: C++ RE2 has it, Go does not
+        "\\\\Z",  # Python's end anchor: Go has only \z
+        "a{1001}",  # over Go's repetition limit
+        "(?P=n)",  # named backreference
+        "(?x)a b",  # verbose flag: Go has only i, m, s, U
     ],
 )
 def test_patterns_go_refuses_are_refused(value: str) -> None:
@@ -394,16 +393,16 @@ def test_patterns_go_refuses_are_refused(value: str) -> None:
 @pytest.mark.parametrize(
     ("value", "yes", "no"),
     [
-        ("[[:alpha:]]+", "abc", "ab1"),        # POSIX class (Python's re misreads it)
-        ("\\\\pL+", "\u00e9t\u00e9", "e1"),     # Unicode class
-        ("\\\\Qa.b\\\\E", "a.b", "axb"),       # quoted literal
+        ("[[:alpha:]]+", "abc", "ab1"),  # POSIX class (Python's re misreads it)
+        ("\\\\pL+", "\u00e9t\u00e9", "e1"),  # Unicode class
+        ("\\\\Qa.b\\\\E", "a.b", "axb"),  # quoted literal
         ("(?i)disk", "DISK", "disc"),
         ("(?s)a.b", "a\nb", "ab"),
         ("(?U)a+", "aaa", "b"),
         ("(?P<n>ab)+", "abab", "aba"),
         ("a\\\\z", "a", "a\n"),
-        ("\\\\d+", "42", "\u0664\u0662"),      # ASCII \d
-        ("a.c", "a\u00e9c", "a\nc"),            # . is one code point, never a newline
+        ("\\\\d+", "42", "\u0664\u0662"),  # ASCII \d
+        ("a.c", "a\u00e9c", "a\nc"),  # . is one code point, never a newline
     ],
 )
 def test_go_re2_syntax_is_accepted_with_its_meaning(value: str, yes: str, no: str) -> None:

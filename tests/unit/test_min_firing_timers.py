@@ -36,8 +36,14 @@ def group(starts: datetime, names: list[str]) -> dict[str, Any]:
     """One Alertmanager post with one firing Poke alert per target."""
     body = alert_payload({"alertname": "Poke"}, starts_at=starts)
     [template] = body["alerts"]
-    body["alerts"] = [{**template, "labels": {"alertname": "Poke", "target": name},
-                       "fingerprint": fingerprint("Poke", name)} for name in names]
+    body["alerts"] = [
+        {
+            **template,
+            "labels": {"alertname": "Poke", "target": name},
+            "fingerprint": fingerprint("Poke", name),
+        }
+        for name in names
+    ]
     return body
 
 
@@ -63,18 +69,20 @@ async def assert_still_serving(h: InProcessHealer) -> None:
 
 
 async def test_thousands_of_waiting_heals_keep_the_process_idle(
-        tmp_path: Path, handlers, noop: Noop) -> None:
+    tmp_path: Path, handlers, noop: Noop
+) -> None:
     """3,000 young alerts posted through the webhook all wait on min_firing 1h: the
     asyncio task count does not grow with them, the process stays (nearly) idle, another
     alert is still healed, and a resolve ends its waiting heal without touching the
     others."""
     starts = datetime.now(UTC)
     names = targets()
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         tasks_before = len(asyncio.all_tasks())
         for i in range(0, len(names), BATCH):
-            resp = await h.client.post("/api/v1/alerts", json=group(starts, names[i:i + BATCH]))
+            resp = await h.client.post("/api/v1/alerts", json=group(starts, names[i : i + BATCH]))
             assert resp.status_code == 200, resp.text
         await until(lambda: h.services.executor.waiting == WAITING, what="all to wait")
         await settle(h)
@@ -98,24 +106,39 @@ async def test_thousands_of_waiting_heals_keep_the_process_idle(
 
 
 async def test_thousands_of_waiting_heals_resume_as_timers(
-        tmp_path: Path, handlers, noop: Noop) -> None:
+    tmp_path: Path, handlers, noop: Noop
+) -> None:
     """3,000 heals a previous run left waiting for min_firing resume at start as timers:
     no task each, the process stays (nearly) idle, and the webhook keeps working."""
     journal = await SqliteStore.open(tmp_path / "journal.db")
-    plan = HealPlan("poke", "test.noop", {"target": "{{ labels.target }}"},
-                    {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
-                    False)
+    plan = HealPlan(
+        "poke",
+        "test.noop",
+        {"target": "{{ labels.target }}"},
+        {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
+        False,
+    )
     starts = datetime.now(UTC)
     try:
-        await journal.ingest([Alert(fingerprint=fingerprint("Poke", name), status="firing",
-                                    labels={"alertname": "Poke", "target": name},
-                                    annotations={}, starts_at=starts) for name in targets()],
-                             lambda _: plan)
+        await journal.ingest(
+            [
+                Alert(
+                    fingerprint=fingerprint("Poke", name),
+                    status="firing",
+                    labels={"alertname": "Poke", "target": name},
+                    annotations={},
+                    starts_at=starts,
+                )
+                for name in targets()
+            ],
+            lambda _: plan,
+        )
     finally:
         await journal.close()
 
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         assert h.services.executor.waiting == WAITING
         await settle(h)
         assert len(asyncio.all_tasks()) <= 8, asyncio.all_tasks()
@@ -123,7 +146,8 @@ async def test_thousands_of_waiting_heals_resume_as_timers(
         assert cpu < MAX_CPU, f"{cpu:.1%} of a core while {WAITING} resumed heals wait"
         await assert_still_serving(h)
         heal = await h.services.journal.get_heal(
-            (await h.services.journal.list_heals(limit=1, rule="poke"))[0]["id"])
+            (await h.services.journal.list_heals(limit=1, rule="poke"))[0]["id"]
+        )
     assert heal is not None and heal["phase"] == "pending"
     assert [e["kind"] for e in heal["timeline"]] == ["matched", "resumed", "min_firing_wait"]
     assert {p.target for p in noop.checks} == {"busy"}

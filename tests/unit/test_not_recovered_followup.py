@@ -53,13 +53,19 @@ def prom() -> Iterator[StillFiring]:
         yield standin
 
 
-def followup_config(tmp_path: Path, prom: StillFiring, *, rule: dict[str, Any] | None = None,
-                    safety: dict[str, Any] | None = None, notify: bool = True
-                    ) -> dict[str, Any]:
+def followup_config(
+    tmp_path: Path,
+    prom: StillFiring,
+    *,
+    rule: dict[str, Any] | None = None,
+    safety: dict[str, Any] | None = None,
+    notify: bool = True,
+) -> dict[str, Any]:
     """Rule ``poke`` verifies against the stand-in: not_recovered after 0.3 s of firing;
     one webhook notifier unless ``notify`` is False."""
-    config = gates_config(tmp_path, safety=safety, rule=rule,
-                          notify=[webhook_notifier()] if notify else None)
+    config = gates_config(
+        tmp_path, safety=safety, rule=rule, notify=[webhook_notifier()] if notify else None
+    )
     config["prometheus"] = {"url": prom.url, "timeout": "2s"}
     config["rules"][0]["verify"] = {"stable_for": "0s", "timeout": "0.3s", "interval": "0.05s"}
     return config
@@ -69,10 +75,14 @@ async def resend(h: InProcessHealer, times: int = RESENDS, target: str = "t1") -
     """Post the alert ``times`` at once (the same fingerprint and startsAt as ``fire(h,
     target)``); every answer must be 200 and start nothing. Returns the heal ids the
     duplicates name; waits until what they triggered is decided."""
-    body = alert_payload({"alertname": "Poke", "target": target},
-                         fingerprint=fingerprint("Poke", target), starts_at=BASE)
-    answers = await asyncio.gather(*(h.client.post("/api/v1/alerts", json=body)
-                                     for _ in range(times)))
+    body = alert_payload(
+        {"alertname": "Poke", "target": target},
+        fingerprint=fingerprint("Poke", target),
+        starts_at=BASE,
+    )
+    answers = await asyncio.gather(
+        *(h.client.post("/api/v1/alerts", json=body) for _ in range(times))
+    )
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     assert all(a.json()["started"] == [] for a in answers)
     await h.services.followups.drain()
@@ -101,13 +111,20 @@ def notified(recorder: WebhookRecorder, event: str = "not_recovered") -> list[di
 
 
 async def test_escalate_tells_the_notifiers_exactly_once_while_resends_race(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    noop: Noop,
+    prom: StillFiring,
+    webhook_recorder: WebhookRecorder,
+) -> None:
     """The default: re-sends racing after the heal ended not_recovered notify once (event
     not_recovered, naming rule, target and heal); the heal's timeline records it once; later
     re-sends notify nobody and no heal acts again."""
-    async with running_healer(followup_config(tmp_path, prom), handlers=handlers,
-                              secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        followup_config(tmp_path, prom),
+        handlers=handlers,
+        secrets=with_notify(webhook_recorder.url),
+    ) as h:
         heal = await not_recovered(h)
         named = await resend(h)
         named += await resend(h)
@@ -127,8 +144,12 @@ async def test_escalate_tells_the_notifiers_exactly_once_while_resends_race(
 
 
 async def test_the_escalation_decision_survives_restarts(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    noop: Noop,
+    prom: StillFiring,
+    webhook_recorder: WebhookRecorder,
+) -> None:
     """A heal that ended not_recovered before a restart is escalated by the first re-send
     after it (the candidates come from the journal); after another restart, re-sends of the
     same alert notify nobody again."""
@@ -147,8 +168,8 @@ async def test_the_escalation_decision_survives_restarts(
 
 
 async def test_an_escalation_whose_process_died_before_delivering_is_sent_after_restart(
-        tmp_path: Path, handlers: HandlerRegistry, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, prom: StillFiring, webhook_recorder: WebhookRecorder
+) -> None:
     """A follow-up claimed by a process that never recorded its deliveries (killed between
     the two writes) is delivered by the next process that meets a re-send, once."""
     config = followup_config(tmp_path, prom)
@@ -157,8 +178,11 @@ async def test_an_escalation_whose_process_died_before_delivering_is_sent_after_
         heal = await not_recovered(h)
         # What that process did before it died: its claim (no deliveries recorded).
         claimed = await h.services.journal.claim_follow_up(
-            heal["id"], run_id="a-dead-process", now=time.time(),
-            policy=policy(h.services.config, lambda _: None))
+            heal["id"],
+            run_id="a-dead-process",
+            now=time.time(),
+            policy=policy(h.services.config, lambda _: None),
+        )
         assert claimed.kind == "escalate"
     async with running_healer(config, handlers=handlers, secrets=secrets) as h:
         await resend(h)
@@ -169,21 +193,30 @@ async def test_an_escalation_whose_process_died_before_delivering_is_sent_after_
 
 
 async def test_a_resolved_alert_is_not_followed_up(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    noop: Noop,
+    prom: StillFiring,
+    webhook_recorder: WebhookRecorder,
+) -> None:
     """Once Alertmanager reported the alert resolved, a late firing re-send (a slow HA
     peer) is still a duplicate of the heal, but neither escalation nor retry follows,
     whatever the rule says."""
     for mode in ("escalate", "retry"):
         path = tmp_path / mode
         path.mkdir()
-        async with running_healer(followup_config(path, prom, rule={
-                "on_not_recovered": mode}), handlers=handlers,
-                secrets=with_notify(webhook_recorder.url)) as h:
+        async with running_healer(
+            followup_config(path, prom, rule={"on_not_recovered": mode}),
+            handlers=handlers,
+            secrets=with_notify(webhook_recorder.url),
+        ) as h:
             await not_recovered(h)
             assert await fire(h, "t1", status="resolved") is None
-            body = alert_payload({"alertname": "Poke", "target": "t1"},
-                                 fingerprint=fingerprint("Poke", "t1"), starts_at=BASE)
+            body = alert_payload(
+                {"alertname": "Poke", "target": "t1"},
+                fingerprint=fingerprint("Poke", "t1"),
+                starts_at=BASE,
+            )
             late = (await h.client.post("/api/v1/alerts", json=body)).json()
             await h.services.followups.drain()
             assert len(late["duplicates"]) == 1
@@ -193,14 +226,20 @@ async def test_a_resolved_alert_is_not_followed_up(
 
 
 async def test_a_recovered_heal_is_never_followed_up(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    noop: Noop,
+    prom: StillFiring,
+    webhook_recorder: WebhookRecorder,
+) -> None:
     """Only not_recovered is followed up: re-sends of an alert whose heal recovered (or
     ended any other way) escalate nothing and start nothing."""
     prom.firing = False
-    async with running_healer(followup_config(tmp_path, prom, rule={
-            "on_not_recovered": "retry"}), handlers=handlers,
-            secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        followup_config(tmp_path, prom, rule={"on_not_recovered": "retry"}),
+        handlers=handlers,
+        secrets=with_notify(webhook_recorder.url),
+    ) as h:
         heal_id = await fire(h, "t1")
         assert heal_id is not None
         assert (await h.wait_for_outcome(heal_id, timeout=15))["outcome"] == "recovered"
@@ -215,17 +254,26 @@ async def test_a_recovered_heal_is_never_followed_up(
 
 
 async def test_retry_heals_again_once_per_not_recovered_until_the_budget_escalates(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    noop: Noop,
+    prom: StillFiring,
+    webhook_recorder: WebhookRecorder,
+) -> None:
     """``on_not_recovered: retry`` (on the rule; the default stays escalate) and budget 3:
     each round of racing re-sends after a not_recovered starts exactly one new heal of the
     same alert, which acts through the gates; the fourth heal finds the budget spent, opens
     the circuit and ends escalated (one circuit notification); re-sends after that start
     nothing. Never a not_recovered escalation."""
-    config = followup_config(tmp_path, prom, rule={"on_not_recovered": "retry"},
-                             safety={"budget": {"max_actions": 3, "window": "1h"}})
-    async with running_healer(config, handlers=handlers,
-                              secrets=with_notify(webhook_recorder.url)) as h:
+    config = followup_config(
+        tmp_path,
+        prom,
+        rule={"on_not_recovered": "retry"},
+        safety={"budget": {"max_actions": 3, "window": "1h"}},
+    )
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
         first = await not_recovered(h)
         chain = [first]
         for _ in range(3):
@@ -251,12 +299,14 @@ async def test_retry_heals_again_once_per_not_recovered_until_the_budget_escalat
 
 
 async def test_retry_waits_for_the_cooldown(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring
+) -> None:
     """Within the rule's cooldown since it acted, re-sends start nothing (and settle
     nothing): the same alert's re-send after a restart with the cooldown over (here: set to
     0s) is the one that retries, once."""
-    config = followup_config(tmp_path, prom, notify=False,
-                             safety={"on_not_recovered": "retry", "cooldown": "1h"})
+    config = followup_config(
+        tmp_path, prom, notify=False, safety={"on_not_recovered": "retry", "cooldown": "1h"}
+    )
     async with running_healer(config, handlers=handlers) as h:
         first = await not_recovered(h)
         await resend(h)
@@ -273,7 +323,8 @@ async def test_retry_waits_for_the_cooldown(
 
 
 async def test_a_retry_decided_just_before_a_crash_runs_at_the_next_start(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, prom: StillFiring
+) -> None:
     """The retry heal is written in the decision's own transaction. Decided on the journal
     while no healer runs (as if killed between that commit and running the heal), a second
     decision finds it taken; the next start runs the pending retry, once."""
@@ -293,7 +344,8 @@ async def test_a_retry_decided_just_before_a_crash_runs_at_the_next_start(
 
 @pytest.mark.parametrize("mode", ["escalate", "retry"])
 async def test_racing_decisions_on_the_journal_decide_once(
-        tmp_path: Path, handlers: HandlerRegistry, prom: StillFiring, mode: str) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, prom: StillFiring, mode: str
+) -> None:
     """Below the process' own guard: decisions for one not_recovered heal queued on the
     journal at once (as racing re-sends would) record exactly one follow-up, of the
     rule's kind; every other one decides nothing."""
@@ -305,8 +357,9 @@ async def test_racing_decisions_on_the_journal_decide_once(
     assert [(r[0], r[1]) for r in rows] == [(first["id"], mode)]
 
 
-async def _decide(tmp_path: Path, config: dict[str, Any], handlers: HandlerRegistry,
-                  heal_id: str, *, times: int) -> tuple[list[Claim], list[Any]]:
+async def _decide(
+    tmp_path: Path, config: dict[str, Any], handlers: HandlerRegistry, heal_id: str, *, times: int
+) -> tuple[list[Claim], list[Any]]:
     """``times`` decisions for ``heal_id`` queued at once on the journal, as one healer
     process would make them (no healer running); and the follow_ups rows after."""
     parsed = parse_config(config, handlers)
@@ -319,13 +372,17 @@ async def _decide(tmp_path: Path, config: dict[str, Any], handlers: HandlerRegis
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
         now = time.time()
-        decided = await asyncio.gather(*(claim(
-            journal, heal_id, run_id="one-process", now=now, policy=policy(parsed, plan))
-            for _ in range(times)))
+        decided = await asyncio.gather(
+            *(
+                claim(journal, heal_id, run_id="one-process", now=now, policy=policy(parsed, plan))
+                for _ in range(times)
+            )
+        )
     finally:
         await journal.close()
-    with contextlib.closing(sqlite3.connect(
-            f"file:{tmp_path / 'journal.db'}?mode=ro", uri=True)) as db:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{tmp_path / 'journal.db'}?mode=ro", uri=True)
+    ) as db:
         rows = db.execute("SELECT heal_id, kind FROM follow_ups").fetchall()
     return list(decided), rows
 
@@ -334,9 +391,15 @@ def test_the_not_recovered_message_names_the_heal_and_cannot_ping() -> None:
     """The chat text of a not_recovered escalation names rule, target and heal, says healer
     will not act again, and quotes alert data inertly (no Slack ``<!channel>``, no
     backticks breaking out); the JSON event carries no circuit ``close`` block."""
-    esc = Escalation(rule="poke", target="test:t1", heal_id="abc123", opened_at=1.0,
-                     reason="still unhealthy after 5m", event="not_recovered",
-                     labels={"alertname": "Poke", "note": "<!channel> `x`"})
+    esc = Escalation(
+        rule="poke",
+        target="test:t1",
+        heal_id="abc123",
+        opened_at=1.0,
+        reason="still unhealthy after 5m",
+        event="not_recovered",
+        labels={"alertname": "Poke", "note": "<!channel> `x`"},
+    )
     text = chat_text(esc, slack=True)
     assert "rule `poke` did not recover `test:t1`" in text
     assert "abc123" in text and "will not act on it again" in text
@@ -349,19 +412,22 @@ def test_the_not_recovered_message_names_the_heal_and_cannot_ping() -> None:
 # ---- configuration --------------------------------------------------------------------------
 
 
-def test_on_not_recovered_is_validated_with_its_path(tmp_path: Path, prom: StillFiring,
-                                                     handlers: HandlerRegistry) -> None:
+def test_on_not_recovered_is_validated_with_its_path(
+    tmp_path: Path, prom: StillFiring, handlers: HandlerRegistry
+) -> None:
     """check-config refuses any value but escalate or retry, on a rule and in safety:,
     naming where; the rule's value wins over the default, which is escalate."""
-    config = followup_config(tmp_path, prom, rule={"on_not_recovered": "page-me"},
-                             safety={"on_not_recovered": "retry-forever"})
+    config = followup_config(
+        tmp_path,
+        prom,
+        rule={"on_not_recovered": "page-me"},
+        safety={"on_not_recovered": "retry-forever"},
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(config, handlers)
     paths = [path for path, _ in err.value.errors]
     assert paths == ["rules[0].on_not_recovered", "safety.on_not_recovered"]
     assert all("'escalate' or 'retry'" in msg for _, msg in err.value.errors)
-    ok = parse_config(followup_config(tmp_path, prom, rule={"on_not_recovered": "retry"}),
-                      handlers)
+    ok = parse_config(followup_config(tmp_path, prom, rule={"on_not_recovered": "retry"}), handlers)
     assert (ok.on_not_recovered("poke"), ok.on_not_recovered("poke2")) == ("retry", "escalate")
     assert ok.on_not_recovered(None) == "escalate"
-

@@ -7,14 +7,17 @@ import pytest
 from healer.outcomes import HealState, Outcome, Phase, allowed_outcomes
 
 ORDER = [Phase.PENDING, Phase.CHECKING, Phase.ACTING, Phase.VERIFYING]
-LEGAL = {(Phase.PENDING, Phase.CHECKING), (Phase.CHECKING, Phase.ACTING),
-         (Phase.ACTING, Phase.VERIFYING)}
+LEGAL = {
+    (Phase.PENDING, Phase.CHECKING),
+    (Phase.CHECKING, Phase.ACTING),
+    (Phase.ACTING, Phase.VERIFYING),
+}
 
 
 def at(phase: Phase) -> HealState:
     """A state walked legally up to ``phase``."""
     state = HealState()
-    for step in ORDER[1:ORDER.index(phase) + 1]:
+    for step in ORDER[1 : ORDER.index(phase) + 1]:
         state.advance(step)
     return state
 
@@ -22,8 +25,17 @@ def at(phase: Phase) -> HealState:
 def test_vocabulary_is_the_spec() -> None:
     """The outcome names are the fixed vocabulary of the spec, nothing more."""
     assert {str(o) for o in Outcome} == {
-        "recovered", "not_recovered", "unverified", "failed", "no_action", "dry_run",
-        "suppressed", "refused", "interrupted", "escalated"}
+        "recovered",
+        "not_recovered",
+        "unverified",
+        "failed",
+        "no_action",
+        "dry_run",
+        "suppressed",
+        "refused",
+        "interrupted",
+        "escalated",
+    }
 
 
 def test_the_legal_path_ends_recovered() -> None:
@@ -37,9 +49,9 @@ def test_the_legal_path_ends_recovered() -> None:
     assert state.done and state.phase is Phase.DONE and state.outcome is Outcome.RECOVERED
 
 
-@pytest.mark.parametrize(("start", "to"), [
-    (a, b) for a in ORDER for b in ORDER if (a, b) not in LEGAL
-])
+@pytest.mark.parametrize(
+    ("start", "to"), [(a, b) for a in ORDER for b in ORDER if (a, b) not in LEGAL]
+)
 def test_every_illegal_transition_raises(start: Phase, to: Phase) -> None:
     """Skipping a phase, going back or staying put raises and leaves the phase alone."""
     state = at(start)
@@ -67,8 +79,7 @@ def test_nothing_follows_done() -> None:
     assert state.outcome is Outcome.NO_ACTION
 
 
-@pytest.mark.parametrize("outcome", [Outcome.RECOVERED, Outcome.NOT_RECOVERED,
-                                     Outcome.UNVERIFIED])
+@pytest.mark.parametrize("outcome", [Outcome.RECOVERED, Outcome.NOT_RECOVERED, Outcome.UNVERIFIED])
 def test_verification_outcomes_only_from_verifying(outcome: Outcome) -> None:
     """recovered / not_recovered / unverified need a completed action: only verifying
     may end with them."""
@@ -85,8 +96,10 @@ def test_recovered_is_refused_outside_verifying(phase: Phase) -> None:
     assert state.outcome is None and state.phase is phase
 
 
-@pytest.mark.parametrize("outcome", [Outcome.DRY_RUN, Outcome.NO_ACTION, Outcome.REFUSED,
-                                     Outcome.SUPPRESSED, Outcome.ESCALATED])
+@pytest.mark.parametrize(
+    "outcome",
+    [Outcome.DRY_RUN, Outcome.NO_ACTION, Outcome.REFUSED, Outcome.SUPPRESSED, Outcome.ESCALATED],
+)
 def test_pre_action_outcomes_never_after_acting(outcome: Outcome) -> None:
     """dry_run, no_action, refused, suppressed and escalated are decided before acting:
     a heal that acted can never claim them."""
@@ -96,9 +109,18 @@ def test_pre_action_outcomes_never_after_acting(outcome: Outcome) -> None:
             at(phase).finish(outcome)
 
 
-@pytest.mark.parametrize("outcome", [Outcome.DRY_RUN, Outcome.NO_ACTION, Outcome.REFUSED,
-                                     Outcome.SUPPRESSED, Outcome.ESCALATED, Outcome.FAILED,
-                                     Outcome.INTERRUPTED])
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome.DRY_RUN,
+        Outcome.NO_ACTION,
+        Outcome.REFUSED,
+        Outcome.SUPPRESSED,
+        Outcome.ESCALATED,
+        Outcome.FAILED,
+        Outcome.INTERRUPTED,
+    ],
+)
 def test_checking_may_end_before_acting(outcome: Outcome) -> None:
     """Each pre-action outcome is reachable from checking."""
     state = at(Phase.CHECKING)

@@ -23,12 +23,22 @@ def fixture(name: str) -> bytes:
 
 
 def payload(**over: Any) -> dict[str, Any]:
-    alert = {"status": "firing", "labels": {"alertname": "WebDown", "instance": "web-1"},
-             "annotations": {}, "startsAt": "2024-05-01T10:00:00Z",
-             "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "0123abcd"}
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "WebDown", "instance": "web-1"},
+        "annotations": {},
+        "startsAt": "2024-05-01T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "0123abcd",
+    }
     alert.update(over.pop("alert", {}))
-    body = {"version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}",
-            "alerts": [alert]}
+    body = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "healer",
+        "groupKey": "{}",
+        "alerts": [alert],
+    }
     body.update(over)
     return body
 
@@ -69,8 +79,10 @@ def test_firing_group_fixture_gives_every_alert() -> None:
     message = parse_webhook(fixture("firing-group-odoo-cron-stuck.json"))
     alerts = [a.to_alert() for a in message.alerts]
     assert [a.fingerprint for a in alerts] == ["068ded78c6e06e51", "4119dc3f97f0b3ed"]
-    assert {a.labels["cron"] for a in alerts} == {"Base: Auto-vacuum internal data",
-                                                  "Mail: Email Queue Manager"}
+    assert {a.labels["cron"] for a in alerts} == {
+        "Base: Auto-vacuum internal data",
+        "Mail: Email Queue Manager",
+    }
     assert all(a.ends_at is None for a in alerts)
 
 
@@ -84,8 +96,9 @@ def test_resolved_fixture_keeps_its_end_time() -> None:
 
 def test_extra_fields_are_ignored() -> None:
     """Fields healer does not use (and future ones) do not make a payload invalid."""
-    body = payload(externalURL="http://am", commonLabels={}, futureField=[1],
-                   alert={"newThing": {"a": 1}})
+    body = payload(
+        externalURL="http://am", commonLabels={}, futureField=[1], alert={"newThing": {"a": 1}}
+    )
     assert parse_webhook(json.dumps(body).encode()).alerts[0].fingerprint == "0123abcd"
 
 
@@ -186,8 +199,12 @@ def test_control_characters_in_label_values_are_kept_as_data() -> None:
     """NUL, escape sequences and newlines in a label value are accepted verbatim: they are
     data, and later layers (params models, allowlist) decide what they may reach."""
     nasty = "web\x00-1\x1b[31m\n\r\t;$(id)"
-    body = payload(alert={"labels": {"alertname": "WebDown", "instance": nasty},
-                          "annotations": {"summary": "\x07bell"}})
+    body = payload(
+        alert={
+            "labels": {"alertname": "WebDown", "instance": nasty},
+            "annotations": {"summary": "\x07bell"},
+        }
+    )
     alert = parse_webhook(json.dumps(body).encode()).alerts[0].to_alert()
     assert alert.labels["instance"] == nasty
     assert alert.annotations["summary"] == "\x07bell"
@@ -204,13 +221,17 @@ def _with_label_value(json_value: str, encoding: str = "utf-8") -> bytes:
     return text.encode(encoding, "surrogatepass")
 
 
-@pytest.mark.parametrize("body", [
-    _with_label_value('"\\ud800"'),
-    _with_label_value('"\\uDBFF"'),
-    _with_label_value('"a\\u0026\\udc00"'),  # among Go's \u0026-style escapes
-    _with_label_value('"\ud800"'),  # raw bytes: json.loads decodes with surrogatepass
-    _with_label_value('"\ud800"', "utf-16-le"),  # a UTF-16 body
-], ids=["escape", "upper-case escape", "after a Go escape", "raw bytes", "utf-16 body"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        _with_label_value('"\\ud800"'),
+        _with_label_value('"\\uDBFF"'),
+        _with_label_value('"a\\u0026\\udc00"'),  # among Go's \u0026-style escapes
+        _with_label_value('"\ud800"'),  # raw bytes: json.loads decodes with surrogatepass
+        _with_label_value('"\ud800"', "utf-16-le"),  # a UTF-16 body
+    ],
+    ids=["escape", "upper-case escape", "after a Go escape", "raw bytes", "utf-16 body"],
+)
 def test_a_lone_surrogate_is_refused_however_it_is_spelled(body: bytes) -> None:
     """The per-string Unicode check is skipped for bodies that cannot hold a surrogate;
     every way a body can carry one still gets a 4xx, never a stored alert."""

@@ -10,14 +10,31 @@ from handlers.pgsessions import lock_trees, matches, target, wait_age
 from healer.api import PgSession
 
 
-def session(pid: int, *, blocked_by: tuple[int, ...] = (), blocking: tuple[int, ...] = (),
-            query_age: float | None = 1.0, **kw: Any) -> PgSession:
+def session(
+    pid: int,
+    *,
+    blocked_by: tuple[int, ...] = (),
+    blocking: tuple[int, ...] = (),
+    query_age: float | None = 1.0,
+    **kw: Any,
+) -> PgSession:
     fields: dict[str, Any] = {
-        "database": "shop", "user": "odoo", "application_name": "odoo", "client_addr": None,
-        "backend_type": "client backend", "state": "active", "wait_event_type": None,
-        "wait_event": None, "xact_age": 1.0, "state_age": 1.0, "query": "", "superuser": False}
-    return PgSession(pid=pid, query_age=query_age, blocked_by=blocked_by, blocking=blocking,
-                     **{**fields, **kw})
+        "database": "shop",
+        "user": "odoo",
+        "application_name": "odoo",
+        "client_addr": None,
+        "backend_type": "client backend",
+        "state": "active",
+        "wait_event_type": None,
+        "wait_event": None,
+        "xact_age": 1.0,
+        "state_age": 1.0,
+        "query": "",
+        "superuser": False,
+    }
+    return PgSession(
+        pid=pid, query_age=query_age, blocked_by=blocked_by, blocking=blocking, **{**fields, **kw}
+    )
 
 
 def test_chain_has_one_tree_rooted_at_the_head() -> None:
@@ -40,8 +57,7 @@ def test_shared_waiter_appears_under_each_root_biggest_tree_first() -> None:
     w3 = session(3, blocked_by=(1, 2))
     w4 = session(4, blocked_by=(1,))
     trees = lock_trees([r2, w3, r1, w4])
-    assert [(t.root.pid, [s.pid for s in t.blocked]) for t in trees] == [
-        (1, [3, 4]), (2, [3])]
+    assert [(t.root.pid, [s.pid for s in t.blocked]) for t in trees] == [(1, [3, 4]), (2, [3])]
 
 
 def test_deadlock_cycle_without_root_yields_no_tree() -> None:
@@ -70,5 +86,10 @@ def test_target_names_database_and_pid_with_allowlist_attrs() -> None:
     allowlist entry on them never matches by accident."""
     t = target("odoo", session(42, user=None))
     assert t.key == "postgres:odoo/42"
-    assert t.fields() == {"kind": "postgres", "name": "odoo/42", "database": "odoo",
-                          "datname": "shop", "application_name": "odoo"}
+    assert t.fields() == {
+        "kind": "postgres",
+        "name": "odoo/42",
+        "database": "odoo",
+        "datname": "shop",
+        "application_name": "odoo",
+    }

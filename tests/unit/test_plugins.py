@@ -92,8 +92,13 @@ def test_wrong_arity_is_refused() -> None:
             return CheckResult(targets=[])
 
     class LongAct(Good):
-        async def act(self, ctx: HealContext, params: Any, check: CheckResult,  # type: ignore[override]
-                      extra: Any) -> ActResult:
+        async def act(
+            self,
+            ctx: HealContext,
+            params: Any,
+            check: CheckResult,  # type: ignore[override]
+            extra: Any,
+        ) -> ActResult:
             return ActResult(summary="")
 
     assert refused("test.good", ShortCheck) == "check must take 2 arguments after self, got 1"
@@ -180,7 +185,7 @@ def test_an_invalid_extra_handler_stops_the_registry() -> None:
         HandlerRegistry.from_entry_points(("test.good", Bad))
 
 
-BROKEN_MODULE = '''
+BROKEN_MODULE = """
 class Thing:
     name = "broken.thing"
     Params = dict
@@ -191,7 +196,7 @@ class Thing:
 
     async def act(self, ctx, params, check):
         return None
-'''
+"""
 
 
 def install_plugin(root: Path, module: str, source: str, target: str) -> None:
@@ -201,9 +206,11 @@ def install_plugin(root: Path, module: str, source: str, target: str) -> None:
     info.mkdir()
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.0.0\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     (info / "entry_points.txt").write_text(
-        f"[healer.handlers]\nbroken.thing = {target}\n", encoding="utf-8")
+        f"[healer.handlers]\nbroken.thing = {target}\n", encoding="utf-8"
+    )
 
 
 @pytest.fixture
@@ -216,8 +223,12 @@ def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 @pytest.fixture
 def unimportable_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    install_plugin(tmp_path, "unimportable_plugin", "import no_such_module_anywhere\n",
-                   "unimportable_plugin:Thing")
+    install_plugin(
+        tmp_path,
+        "unimportable_plugin",
+        "import no_such_module_anywhere\n",
+        "unimportable_plugin:Thing",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     sys.modules.pop("unimportable_plugin", None)
@@ -253,7 +264,8 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("broken_plugin", "restore_logging")
 def test_serve_refuses_to_start_with_a_broken_plugin(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``healer serve`` exits non-zero with the plugin's name and the reason, before
     binding any port."""
     config = tmp_path / "healer.yml"
@@ -267,8 +279,9 @@ def test_serve_refuses_to_start_with_a_broken_plugin(
 
 
 @pytest.mark.usefixtures("broken_plugin")
-def test_check_config_reports_a_broken_plugin(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_reports_a_broken_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``healer check-config`` fails on a broken plugin too, naming it."""
     config = tmp_path / "healer.yml"
     config.write_text("rules: []\n", encoding="utf-8")
@@ -278,7 +291,8 @@ def test_check_config_reports_a_broken_plugin(tmp_path: Path,
 
 @pytest.mark.usefixtures("restore_logging")
 def test_serve_takes_the_journal_dsn_from_a_file_and_refuses_two_journals(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``--journal-dsn-file`` names a PostgreSQL store whose DSN (password included) is
     read from a file, as a container secret gives it: an unreachable one is one line
     naming the store with the password hidden, exit 1; giving it with ``--journal`` is
@@ -293,7 +307,16 @@ def test_serve_takes_the_journal_dsn_from_a_file_and_refuses_two_journals(
     assert code == 1, err
     assert "127.0.0.1:9" in err and "s3cret-pw" not in err
     assert len(err.strip().splitlines()) == 1
-    code = main(["serve", "--config", str(config), "--journal", str(tmp_path / "j.db"),
-                 "--journal-dsn-file", str(dsn_file)])
+    code = main(
+        [
+            "serve",
+            "--config",
+            str(config),
+            "--journal",
+            str(tmp_path / "j.db"),
+            "--journal-dsn-file",
+            str(dsn_file),
+        ]
+    )
     assert code == 2
     assert "not both" in capsys.readouterr().err

@@ -26,10 +26,18 @@ def test_no_sql_form_leaks_the_password_whole_or_cut_anywhere(form: str) -> None
     assert not leaks(repr(redact_data({"evidence": [{"query": sql}], sql: (sql,)})))
 
 
-@pytest.mark.parametrize("text", [
-    "password reset requested for bob", "http://127.0.0.1:9090", "http://h:9090/metrics",
-    "password_file=/run/secrets/pw", "SELECT 1", "the passwords table", "a=b c=d",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password reset requested for bob",
+        "http://127.0.0.1:9090",
+        "http://h:9090/metrics",
+        "password_file=/run/secrets/pw",
+        "SELECT 1",
+        "the passwords table",
+        "a=b c=d",
+    ],
+)
 def test_text_without_a_password_is_left_alone(text: str) -> None:
     """Prose about passwords, ports in URLs, *_file keys and plain pairs are unchanged."""
     assert redact_dsn(text) == text

@@ -35,15 +35,18 @@ def test_replica_defaults_to_host_and_pid_with_15s_leases() -> None:
     assert config.with_replica_id("healer-2").replica.replica().id == "healer-2"
 
 
-@pytest.mark.parametrize(("section", "where"), [
-    ({"id": ""}, "replica.id"),
-    ({"id": "x" * 101}, "replica.id"),
-    ({"id": "tab\there"}, "replica.id"),
-    ({"lease_ttl": "0.5s"}, "replica.lease_ttl"),
-    ({"lease_ttl": "2h"}, "replica.lease_ttl"),
-    ({"renew_every": "5s", "lease_ttl": "10s"}, "replica"),
-    ({"unknown": 1}, "replica.unknown"),
-])
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ({"id": ""}, "replica.id"),
+        ({"id": "x" * 101}, "replica.id"),
+        ({"id": "tab\there"}, "replica.id"),
+        ({"lease_ttl": "0.5s"}, "replica.lease_ttl"),
+        ({"lease_ttl": "2h"}, "replica.lease_ttl"),
+        ({"renew_every": "5s", "lease_ttl": "10s"}, "replica"),
+        ({"unknown": 1}, "replica.unknown"),
+    ],
+)
 def test_bad_replica_settings_are_config_errors(section: dict[str, Any], where: str) -> None:
     """An id that is empty, over 100 characters or not printable, a lease out of range,
     a renewal not under half the lease, an unknown key: each a config error there."""
@@ -55,16 +58,28 @@ def test_replica_id_flag_is_checked(tmp_path: Path) -> None:
     before anything is opened."""
     config = tmp_path / "healer.yaml"
     config.write_text(f"journal: {tmp_path / 'j.db'}\n")
-    proc = subprocess.run([sys.executable, "-m", "healer", "serve", "--config", str(config),
-                           "--replica-id", "bad\nid"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "healer",
+            "serve",
+            "--config",
+            str(config),
+            "--replica-id",
+            "bad\nid",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "error: --replica-id:" in proc.stderr
     assert not (tmp_path / "j.db").exists()
 
 
-async def test_health_ready_names_the_replica(tmp_path: Path, handlers: HandlerRegistry
-                                              ) -> None:
+async def test_health_ready_names_the_replica(tmp_path: Path, handlers: HandlerRegistry) -> None:
     """/health/ready answers with this healer's replica id."""
     config = {**noop_config(tmp_path / "j.db"), "replica": {"id": "healer-east-1"}}
     async with running_healer(config, handlers=handlers) as h:
@@ -72,8 +87,7 @@ async def test_health_ready_names_the_replica(tmp_path: Path, handlers: HandlerR
     assert ready.json()["replica"] == "healer-east-1"
 
 
-async def test_a_version_2_journal_migrates_and_its_heals_are_taken_over(
-        tmp_path: Path) -> None:
+async def test_a_version_2_journal_migrates_and_its_heals_are_taken_over(tmp_path: Path) -> None:
     """A journal written before replicas (schema 2) opens: its heal and timeline are
     kept (old entries name no replica, the heal no owner), and the first take_over
     claims the unleased unfinished heal."""
@@ -84,12 +98,17 @@ async def test_a_version_2_journal_migrates_and_its_heals_are_taken_over(
                 for sql in statements(db) if callable(statements) else statements:
                     db.execute(sql)
         now = time.time()
-        db.execute("INSERT INTO heals (id, created_at, updated_at, source, handler, labels,"
-                   " annotations, params, verify, dry_run, phase) VALUES ('old', ?, ?,"
-                   " 'manual', 'test.noop', '{}', '{}', '{}', '{}', 0, 'checking')",
-                   (now, now))
-        db.execute("INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
-                   " ('old', 1, ?, 'pending', 'manual_trigger', '{}')", (now,))
+        db.execute(
+            "INSERT INTO heals (id, created_at, updated_at, source, handler, labels,"
+            " annotations, params, verify, dry_run, phase) VALUES ('old', ?, ?,"
+            " 'manual', 'test.noop', '{}', '{}', '{}', '{}', 0, 'checking')",
+            (now, now),
+        )
+        db.execute(
+            "INSERT INTO events (heal_id, seq, at, phase, kind, data) VALUES"
+            " ('old', 1, ?, 'pending', 'manual_trigger', '{}')",
+            (now,),
+        )
         db.execute("PRAGMA user_version=2")
     db.close()
     store = await SqliteStore.open(path)

@@ -47,12 +47,16 @@ async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 def _replica(config: dict[str, Any], journal: Journal, name: str) -> dict[str, Any]:
-    return {**config, "journal": journal.config,
-            "replica": {"id": name, "lease_ttl": "1s", "renew_every": "0.2s"}}
+    return {
+        **config,
+        "journal": journal.config,
+        "replica": {"id": name, "lease_ttl": "1s", "renew_every": "0.2s"},
+    }
 
 
-async def _until(h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]], bool],
-                 timeout: float = 20.0) -> dict[str, Any]:
+async def _until(
+    h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+) -> dict[str, Any]:
     """The heal once ``ok(heal)`` (polled, bounded); TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.05) + 1):
@@ -66,28 +70,35 @@ async def _until(h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]]
 
 
 async def _post(h: InProcessHealer, labels: dict[str, str], fingerprint: str) -> str:
-    response = await h.client.post("/api/v1/alerts",
-                                   json=alert_payload(labels, fingerprint=fingerprint))
+    response = await h.client.post(
+        "/api/v1/alerts", json=alert_payload(labels, fingerprint=fingerprint)
+    )
     assert response.status_code == 200, response.text
     [started] = response.json()["started"]
     return str(started["heal_id"])
 
 
 async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
-        tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """Replica A acts and verifies (the alert keeps firing), then stops renewing its
     lease (it died as far as the fleet can tell). B takes the heal over once the lease
     expired, resumes its verification (the action is not redone) and, the alert gone,
     finishes it recovered. Nothing A writes after the takeover lands: its timeline
     entries all come before B's, and its late outcome raises LeaseLost, outcome intact."""
     with StillFiring() as prom:
-        config = noop_config(tmp_path / "journal.db", stable_for="0s", timeout="60s",
-                             interval="0.1s")
+        config = noop_config(
+            tmp_path / "journal.db", stable_for="0s", timeout="60s", interval="0.1s"
+        )
         config["prometheus"] = {"url": prom.url, "timeout": "2s"}
-        async with running_healer(_replica(config, journal, "replica-a"), handlers=handlers,
-                                  secrets=journal.secrets) as a, \
-                running_healer(_replica(config, journal, "replica-b"), handlers=handlers,
-                               secrets=journal.secrets) as b:
+        async with (
+            running_healer(
+                _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
+            ) as a,
+            running_healer(
+                _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
+            ) as b,
+        ):
             heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fdead")
             await _until(a, heal_id, lambda h: h["phase"] == "verifying")
             await a.services.executor.stop_leases()  # A's heartbeat dies
@@ -102,7 +113,8 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
 
             by = [(e["kind"], e["replica"]) for e in heal["timeline"]]
             assert by.count(("act", "replica-a")) == 1 and "act" not in [
-                k for k, r in by if r == "replica-b"]
+                k for k, r in by if r == "replica-b"
+            ]
             first_b = next(i for i, (_, r) in enumerate(by) if r == "replica-b")
             assert all(r == "replica-b" for _, r in by[first_b:]), by
             assert ("verification_resumed", "replica-b") in by
@@ -115,16 +127,21 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
 
 
 async def test_two_alerts_on_one_target_on_two_replicas_never_act_at_once(
-        tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """Two alerts naming one target, one delivered to each replica while the first
     heal's act is held: exactly one acts, the other is suppressed "in flight" (the
     target lock is the store's, not one process's)."""
     noop.gate = asyncio.Event()
     config = noop_config(tmp_path / "journal.db")
-    async with running_healer(_replica(config, journal, "replica-a"), handlers=handlers,
-                              secrets=journal.secrets) as a, \
-            running_healer(_replica(config, journal, "replica-b"), handlers=handlers,
-                           secrets=journal.secrets) as b:
+    async with (
+        running_healer(
+            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
+        ) as a,
+        running_healer(
+            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
+        ) as b,
+    ):
         first = await _post(a, {"alertname": "Poke", "target": "t1", "n": "1"}, "f0001")
         await _until(a, first, lambda h: h["phase"] == "acting")
         second = await _post(b, {"alertname": "Poke", "target": "t1", "n": "2"}, "f0002")

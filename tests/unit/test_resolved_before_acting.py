@@ -28,23 +28,30 @@ from tests.unit.conftest import Noop
 def assert_resolved_before_acting(heal: dict[str, Any]) -> None:
     """Ended no_action for that reason, with neither an action nor a dry run's verdict."""
     assert heal["outcome"] == "no_action", heal["reason"]
-    assert heal["reason"].startswith("resolved before acting: Alertmanager reported the "
-                                     "alert resolved at "), heal["reason"]
+    assert heal["reason"].startswith(
+        "resolved before acting: Alertmanager reported the alert resolved at "
+    ), heal["reason"]
     assert "act" not in kinds(heal) and "dry_run" not in kinds(heal)
 
 
-def alert(target: str, *, status: str = "firing", starts: datetime = BASE,
-          name: str = "Poke") -> Alert:
-    return Alert(fingerprint=fingerprint(name, target), status=status,
-                 labels={"alertname": name, "target": target}, annotations={},
-                 starts_at=starts)
+def alert(
+    target: str, *, status: str = "firing", starts: datetime = BASE, name: str = "Poke"
+) -> Alert:
+    return Alert(
+        fingerprint=fingerprint(name, target),
+        status=status,
+        labels={"alertname": name, "target": target},
+        annotations={},
+        starts_at=starts,
+    )
 
 
 async def journal_only_resolve(h: InProcessHealer, target: str, starts: datetime) -> None:
     """The resolve as the journal records it, without the receiver's nudge to waiting
     heals: what a heal must find by reading the journal itself."""
-    await h.services.journal.ingest([alert(target, status="resolved", starts=starts)],
-                                    lambda _: None)
+    await h.services.journal.ingest(
+        [alert(target, status="resolved", starts=starts)], lambda _: None
+    )
 
 
 async def phase_of(h: InProcessHealer, heal_id: str) -> str | None:
@@ -54,7 +61,8 @@ async def phase_of(h: InProcessHealer, heal_id: str) -> str | None:
 
 @pytest.mark.parametrize("dry_run", [False, True])
 async def test_resolved_while_waiting_for_a_concurrency_slot(
-        tmp_path: Path, handlers, noop: Noop, dry_run: bool) -> None:
+    tmp_path: Path, handlers, noop: Noop, dry_run: bool
+) -> None:
     """Every slot busy (max_concurrent_heals=1, another rule's heal holds it while acting):
     a heal waiting for the slot whose alert resolves meanwhile never checks nor acts once
     it gets the slot."""
@@ -76,14 +84,14 @@ async def test_resolved_while_waiting_for_a_concurrency_slot(
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
-async def test_resolved_while_checking(tmp_path: Path, handlers, noop: Noop,
-                                       dry_run: bool) -> None:
+async def test_resolved_while_checking(tmp_path: Path, handlers, noop: Noop, dry_run: bool) -> None:
     """The resolve arrives while the heal's check runs: the check's "act" is not obeyed
     (the admission reads the resolve in the transaction that would record the action; a
     dry run looks before saying what it would do)."""
     noop.check_gate = asyncio.Event()
-    async with running_healer(gates_config(tmp_path, rule={"dry_run": dry_run}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"dry_run": dry_run}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1")
         assert heal_id is not None
         await until(lambda: len(noop.checks) == 1, what="the check to start")
@@ -96,7 +104,8 @@ async def test_resolved_while_checking(tmp_path: Path, handlers, noop: Noop,
 
 
 async def test_resolved_while_behind_another_heals_target_lock(
-        tmp_path: Path, handlers, noop: Noop) -> None:
+    tmp_path: Path, handlers, noop: Noop
+) -> None:
     """Another rule's heal is acting on the same target: a heal whose alert resolved while
     it checked ends no_action, not "in flight" (there is nothing left to do either way)."""
     noop.gate = asyncio.Event()
@@ -117,12 +126,14 @@ async def test_resolved_while_behind_another_heals_target_lock(
 
 
 async def test_resolved_during_min_firing_found_when_the_timer_ends(
-        tmp_path: Path, handlers, noop: Noop) -> None:
+    tmp_path: Path, handlers, noop: Noop
+) -> None:
     """A resolve that reached the journal without waking the waiting heal (the receiver's
     nudge is a shortcut, not the rule) is found when the min_firing timer ends."""
     starts = datetime.now(UTC)
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1s"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1s"}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1", starts=starts)
         assert heal_id is not None
         await journal_only_resolve(h, "t1", starts)
@@ -133,34 +144,40 @@ async def test_resolved_during_min_firing_found_when_the_timer_ends(
     assert noop.checks == []
 
 
-async def journal_pending_heal(path: Path, *, phase: Phase, starts: datetime,
-                               resolved: bool, dry_run: bool = False) -> str:
+async def journal_pending_heal(
+    path: Path, *, phase: Phase, starts: datetime, resolved: bool, dry_run: bool = False
+) -> str:
     """One matched alert's heal as a killed healer left it, its resolve journaled or not."""
     journal = await SqliteStore.open(path)
     try:
-        plan = HealPlan("poke", "test.noop", {"target": "{{ labels.target }}"},
-                        {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
-                        dry_run)
+        plan = HealPlan(
+            "poke",
+            "test.noop",
+            {"target": "{{ labels.target }}"},
+            {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
+            dry_run,
+        )
         [disposition] = await journal.ingest([alert("t1", starts=starts)], lambda _: plan)
         assert disposition.heal_id is not None
         await journal.set_phase(disposition.heal_id, phase)
         if resolved:
-            await journal.ingest([alert("t1", status="resolved", starts=starts)],
-                                 lambda _: None)
+            await journal.ingest([alert("t1", status="resolved", starts=starts)], lambda _: None)
         return disposition.heal_id
     finally:
         await journal.close()
 
 
-@pytest.mark.parametrize(("phase", "dry_run"), [(Phase.PENDING, False),
-                                                (Phase.CHECKING, False),
-                                                (Phase.PENDING, True)])
-async def test_resolved_while_healer_was_down(tmp_path: Path, handlers, noop: Noop,
-                                              phase: Phase, dry_run: bool) -> None:
+@pytest.mark.parametrize(
+    ("phase", "dry_run"), [(Phase.PENDING, False), (Phase.CHECKING, False), (Phase.PENDING, True)]
+)
+async def test_resolved_while_healer_was_down(
+    tmp_path: Path, handlers, noop: Noop, phase: Phase, dry_run: bool
+) -> None:
     """A heal left pending or checking by a dead healer, whose resolve was journaled
     before the restart: the restart ends it no_action instead of running it again."""
-    heal_id = await journal_pending_heal(tmp_path / "journal.db", phase=phase, starts=BASE,
-                                         resolved=True, dry_run=dry_run)
+    heal_id = await journal_pending_heal(
+        tmp_path / "journal.db", phase=phase, starts=BASE, resolved=True, dry_run=dry_run
+    )
     async with running_healer(gates_config(tmp_path), handlers=handlers) as h:
         heal = await h.wait_for_outcome(heal_id)
         labels = {"rule": "poke", "handler": "test.noop", "outcome": "no_action"}
@@ -172,14 +189,17 @@ async def test_resolved_while_healer_was_down(tmp_path: Path, handlers, noop: No
 
 
 async def test_a_resumed_min_firing_wait_ends_when_the_resolve_arrives(
-        tmp_path: Path, handlers, noop: Noop) -> None:
+    tmp_path: Path, handlers, noop: Noop
+) -> None:
     """A heal a previous run left waiting for min_firing resumes as a timer; the resolve
     Alertmanager delivers after the restart ends it at once (not when min_firing is up)."""
     starts = datetime.now(UTC) - timedelta(seconds=5)
-    heal_id = await journal_pending_heal(tmp_path / "journal.db", phase=Phase.PENDING,
-                                         starts=starts, resolved=False)
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    heal_id = await journal_pending_heal(
+        tmp_path / "journal.db", phase=Phase.PENDING, starts=starts, resolved=False
+    )
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         assert h.services.executor.waiting == 1
         await fire(h, "t1", starts=starts, status="resolved")
         heal = await h.wait_for_outcome(heal_id, timeout=15)

@@ -24,12 +24,20 @@ async def _journal_heal(tmp_path: Path, phase: Phase | None) -> str:
     """Journal one matched alert as a killed healer would have left it."""
     journal = await SqliteStore.open(tmp_path / "journal.db")
     try:
-        alert = Alert(fingerprint="abc123", status="firing",
-                      labels={"alertname": "Poke", "target": "t1"}, annotations={},
-                      starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
-        plan = HealPlan("poke", "test.noop", {"target": "{{ labels.target }}"},
-                        {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
-                        False)
+        alert = Alert(
+            fingerprint="abc123",
+            status="firing",
+            labels={"alertname": "Poke", "target": "t1"},
+            annotations={},
+            starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        )
+        plan = HealPlan(
+            "poke",
+            "test.noop",
+            {"target": "{{ labels.target }}"},
+            {"query": None, "stable_for": 0.0, "timeout": 0.2, "interval": None},
+            False,
+        )
         [disposition] = await journal.ingest([alert], lambda _: plan)
         assert disposition.heal_id is not None
         if phase is not None:
@@ -39,8 +47,9 @@ async def _journal_heal(tmp_path: Path, phase: Phase | None) -> str:
         await journal.close()
 
 
-async def test_heal_journaled_but_never_started_runs_at_next_start(tmp_path, handlers,
-                                                                   noop) -> None:
+async def test_heal_journaled_but_never_started_runs_at_next_start(
+    tmp_path, handlers, noop
+) -> None:
     """A heal that was journaled (the webhook had answered 200) but never started, because
     healer died, runs at the next start: the alert is not lost."""
     heal_id = await _journal_heal(tmp_path, None)
@@ -69,7 +78,8 @@ def _kinds(heal: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("phase", [Phase.ACTING, Phase.VERIFYING])
 async def test_heal_killed_after_acting_is_interrupted_then_reverified_never_repeated(
-        tmp_path, handlers, noop, phase: Phase) -> None:
+    tmp_path, handlers, noop, phase: Phase
+) -> None:
     """A heal that was acting or verifying when healer died is journaled `interrupted` at
     the next start, then its verification resumes (here Prometheus is unreachable, so it
     ends `unverified`): the action is not run a second time."""
@@ -82,23 +92,29 @@ async def test_heal_killed_after_acting_is_interrupted_then_reverified_never_rep
     assert heal["outcome"] == "unverified", heal["reason"]
     assert noop.checks == [] and noop.acts == []
     kinds = _kinds(heal)
-    assert kinds.index("interrupted") < kinds.index("verification_resumed") < kinds.index(
-        "verify_start") < kinds.index("outcome")
+    assert (
+        kinds.index("interrupted")
+        < kinds.index("verification_resumed")
+        < kinds.index("verify_start")
+        < kinds.index("outcome")
+    )
     interrupted = next(e for e in heal["timeline"] if e["kind"] == "interrupted")
     assert interrupted["phase"] == str(phase)
     assert "act" not in kinds
 
 
-async def test_a_stopped_healer_journals_running_heals_interrupted(tmp_path, handlers,
-                                                                  noop) -> None:
+async def test_a_stopped_healer_journals_running_heals_interrupted(
+    tmp_path, handlers, noop
+) -> None:
     """Stopping healer while a heal is acting (past shutdown_grace) journals it
     `interrupted` in that phase; the next start re-verifies it without acting again and
     without a second `interrupted` entry."""
     config = {**_config(tmp_path), "shutdown_grace": "0.2s"}
     noop.gate = asyncio.Event()  # act never returns on its own
     async with running_healer(config, handlers=handlers) as h:
-        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "Poke", "target": "t1"}))
+        resp = await h.client.post(
+            "/api/v1/alerts", json=alert_payload({"alertname": "Poke", "target": "t1"})
+        )
         [started] = resp.json()["started"]
         heal_id = started["heal_id"]
         for _ in range(200):
@@ -129,9 +145,18 @@ async def test_resent_alert_after_restart_starts_nothing(tmp_path, handlers, noo
     heal_id = await _journal_heal(tmp_path, None)
     async with running_healer(_config(tmp_path), handlers=handlers) as h:
         await h.wait_for_outcome(heal_id)
-        payload = {"version": "4", "status": "firing", "alerts": [{
-            "status": "firing", "labels": {"alertname": "Poke", "target": "t1"},
-            "startsAt": "2026-11-23T08:00:00Z", "fingerprint": "abc123"}]}
+        payload = {
+            "version": "4",
+            "status": "firing",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "Poke", "target": "t1"},
+                    "startsAt": "2026-11-23T08:00:00Z",
+                    "fingerprint": "abc123",
+                }
+            ],
+        }
         resp = await h.client.post("/api/v1/alerts", json=payload)
     assert resp.status_code == 200
     assert resp.json()["duplicates"] == [{"fingerprint": "abc123", "heal_id": heal_id}]

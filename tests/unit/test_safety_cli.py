@@ -35,16 +35,25 @@ from tests.support.webhook import WebhookRecorder
 
 
 @pytest.fixture
-def client(tmp_path: Path, handlers: HandlerRegistry,
-           webhook_recorder: WebhookRecorder) -> Iterator[httpx.Client]:
+def client(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> Iterator[httpx.Client]:
     """healer served by uvicorn in a thread; a client on its base URL. Stopped after."""
-    config = gates_config(tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}},
-                          notify=[webhook_notifier()])
-    app = create_app(parse_config(config, handlers), with_notify(webhook_recorder.url),
-                     handlers=handlers, registry=CollectorRegistry())
+    config = gates_config(
+        tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}}, notify=[webhook_notifier()]
+    )
+    app = create_app(
+        parse_config(config, handlers),
+        with_notify(webhook_recorder.url),
+        handlers=handlers,
+        registry=CollectorRegistry(),
+    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, name="healer-uvicorn", daemon=True)
     with capture_logs():  # healer's own log lines stay out of the CLI's captured stdout
         thread.start()
@@ -70,9 +79,12 @@ def cli(client: httpx.Client, *argv: str) -> int:
 
 def heal_once(client: httpx.Client, n: int) -> dict[str, Any]:
     labels = {"alertname": "Poke", "target": "t1"}
-    resp = client.post("/api/v1/alerts", json=alert_payload(
-        labels, fingerprint=fingerprint("Poke", "t1"),
-        starts_at=BASE.replace(minute=n)))
+    resp = client.post(
+        "/api/v1/alerts",
+        json=alert_payload(
+            labels, fingerprint=fingerprint("Poke", "t1"), starts_at=BASE.replace(minute=n)
+        ),
+    )
     heal_id = resp.json()["started"][0]["heal_id"]
     headers = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -96,8 +108,9 @@ def test_pause_and_resume(client: httpx.Client, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out == "was not paused\n"
 
 
-def test_circuits_and_circuit_close(client: httpx.Client,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_circuits_and_circuit_close(
+    client: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`healer circuits` lists the open circuit, `healer circuit-close poke --target
     test:t1` closes it; closing what is not open exits 1 with the API's error."""
     assert cli(client, "circuits") == 0
@@ -116,8 +129,11 @@ def test_circuits_and_circuit_close(client: httpx.Client,
 
 
 def test_the_token_comes_from_a_file_and_is_never_printed(
-        client: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    client: httpx.Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """--token-file wins over the environment; a wrong token is exit 1 with the HTTP error,
     and the token itself is not printed."""
     monkeypatch.setenv("HEALER_ADMIN_TOKEN", "wrong-t0ken")
@@ -152,8 +168,9 @@ def test_the_url_defaults_to_the_configs_listen(tmp_path: Path) -> None:
     assert url("--config", str(config)) == "http://10.1.2.3:9912"
 
 
-def test_an_unreadable_token_file_is_exit_2(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreadable_token_file_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A --token-file that cannot be read is a usage error naming the file."""
     missing = tmp_path / "nope"
     assert main(["resume", "--token-file", str(missing), "--url", "http://127.0.0.1:9"]) == 2

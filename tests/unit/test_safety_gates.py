@@ -35,12 +35,14 @@ def open_gauge(h: InProcessHealer, rule: str = "poke") -> float | None:
 # ---- cooldown ---------------------------------------------------------------------------
 
 
-async def test_cooldown_suppresses_the_second_action(tmp_path: Path, handlers: HandlerRegistry,
-                                                     noop: Noop) -> None:
+async def test_cooldown_suppresses_the_second_action(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """After the rule acted on a target, a new alert for the same rule and target within
     the cooldown ends suppressed with "cooldown (... left)"; act ran once."""
-    async with running_healer(gates_config(tmp_path, safety={"cooldown": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, safety={"cooldown": "1h"}), handlers=handlers
+    ) as h:
         first = await fire_and_wait(h, "t1", n=0)
         second = await fire_and_wait(h, "t1", n=1)
     assert first["outcome"] == "unverified"
@@ -50,11 +52,13 @@ async def test_cooldown_suppresses_the_second_action(tmp_path: Path, handlers: H
     assert len(noop.acts) == 1
 
 
-async def test_cooldown_is_per_rule_and_target(tmp_path: Path, handlers: HandlerRegistry,
-                                               noop: Noop) -> None:
+async def test_cooldown_is_per_rule_and_target(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """The cooldown of (poke, t1) stops neither poke on t2 nor another rule on t1."""
-    async with running_healer(gates_config(tmp_path, safety={"cooldown": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, safety={"cooldown": "1h"}), handlers=handlers
+    ) as h:
         await fire_and_wait(h, "t1", n=0)
         other_target = await fire_and_wait(h, "t2", n=0)
         other_rule = await fire_and_wait(h, "t1", n=0, name="Poke2")
@@ -63,22 +67,23 @@ async def test_cooldown_is_per_rule_and_target(tmp_path: Path, handlers: Handler
     assert len(noop.acts) == 3
 
 
-async def test_a_rule_cooldown_overrides_the_default(tmp_path: Path, handlers: HandlerRegistry,
-                                                     noop: Noop) -> None:
+async def test_a_rule_cooldown_overrides_the_default(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """A rule's own ``cooldown: 0s`` wins over ``safety.cooldown``; the other rule keeps
     the default."""
     config = gates_config(tmp_path, safety={"cooldown": "1h"}, rule={"cooldown": "0s"})
     async with running_healer(config, handlers=handlers) as h:
         outcomes = [(await fire_and_wait(h, "t1", n=i))["outcome"] for i in range(2)]
-        outcomes += [(await fire_and_wait(h, "t1", n=i, name="Poke2"))["outcome"]
-                     for i in range(2)]
+        outcomes += [(await fire_and_wait(h, "t1", n=i, name="Poke2"))["outcome"] for i in range(2)]
     assert outcomes == ["unverified", "unverified", "unverified", "suppressed"]
 
 
 async def test_the_cooldown_ends(tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
     """Once the cooldown has passed, the rule acts on the target again."""
-    async with running_healer(gates_config(tmp_path, safety={"cooldown": "300ms"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, safety={"cooldown": "300ms"}), handlers=handlers
+    ) as h:
         await fire_and_wait(h, "t1", n=0)
         await asyncio.sleep(0.4)
         again = await fire_and_wait(h, "t1", n=1)
@@ -90,9 +95,11 @@ async def test_the_cooldown_ends(tmp_path: Path, handlers: HandlerRegistry, noop
 
 
 def budget_config(tmp_path: Path, *notifiers: dict[str, Any], **safety: Any) -> dict[str, Any]:
-    return gates_config(tmp_path, safety={"budget": {"max_actions": 2, "window": "1h"},
-                                          **safety},
-                        notify=list(notifiers) or [webhook_notifier()])
+    return gates_config(
+        tmp_path,
+        safety={"budget": {"max_actions": 2, "window": "1h"}, **safety},
+        notify=list(notifiers) or [webhook_notifier()],
+    )
 
 
 async def spend_budget(h: InProcessHealer) -> dict[str, Any]:
@@ -103,26 +110,35 @@ async def spend_budget(h: InProcessHealer) -> dict[str, Any]:
 
 
 async def test_a_spent_budget_opens_the_circuit_and_escalates_once(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, webhook_recorder: WebhookRecorder
+) -> None:
     """max_actions=2: the third alert finds the budget spent, opens the circuit and ends
     escalated after one notification; the six alerts after it end suppressed "circuit open"
     and notify nobody; the gauge is 1 for the rule; act ran twice."""
     url = f"{webhook_recorder.url}/hook"
-    async with running_healer(budget_config(tmp_path), handlers=handlers,
-                              secrets=with_notify(url)) as h:
+    async with running_healer(
+        budget_config(tmp_path), handlers=handlers, secrets=with_notify(url)
+    ) as h:
         assert open_gauge(h) == 0
         third = await spend_budget(h)
         later = [await fire_and_wait(h, "t1", n=n) for n in range(3, 9)]
         gauge = open_gauge(h)
         circuits = (await h.client.get("/api/v1/circuits", headers=h.admin_headers)).json()
     assert third["outcome"] == "escalated"
-    assert third["reason"] == ("budget spent: 2 actions by poke on test:t1 within the last 1h "
-                               "(max 2): circuit opened, escalated (1/1 notifiers reached)")
+    assert third["reason"] == (
+        "budget spent: 2 actions by poke on test:t1 within the last 1h "
+        "(max 2): circuit opened, escalated (1/1 notifiers reached)"
+    )
     assert {"circuit_open", "escalation"} <= set(kinds(third))
     [delivery] = [e["data"] for e in third["timeline"] if e["kind"] == "escalation"]
-    assert delivery == {"notifier": "webhook[0]", "kind": "webhook", "ok": True, "attempts": 1,
-                        "status": 200, "error": None}
+    assert delivery == {
+        "notifier": "webhook[0]",
+        "kind": "webhook",
+        "ok": True,
+        "attempts": 1,
+        "status": 200,
+        "error": None,
+    }
     assert [heal["outcome"] for heal in later] == ["suppressed"] * 6
     assert all(heal["reason"].startswith("circuit open: poke on test:t1") for heal in later)
     assert len(webhook_recorder.snapshot()) == 1
@@ -135,14 +151,19 @@ async def test_a_spent_budget_opens_the_circuit_and_escalates_once(
 
 
 async def test_the_escalation_tells_what_happened(
-        tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
     """Mattermost gets {"text"}, Slack {"text", "blocks"}, the generic webhook the circuit
     as JSON; each names the rule, the target, the heal and how to close the circuit."""
-    notifiers = [webhook_notifier(kind="mattermost"), webhook_notifier(kind="slack"),
-                 webhook_notifier(name="pager")]
+    notifiers = [
+        webhook_notifier(kind="mattermost"),
+        webhook_notifier(kind="slack"),
+        webhook_notifier(name="pager"),
+    ]
     urls = [f"{webhook_recorder.url}/{p}" for p in ("mm", "slack", "hook")]
-    async with running_healer(budget_config(tmp_path, *notifiers), handlers=handlers,
-                              secrets=with_notify(*urls)) as h:
+    async with running_healer(
+        budget_config(tmp_path, *notifiers), handlers=handlers, secrets=with_notify(*urls)
+    ) as h:
         third = await spend_budget(h)
     by_path = {r.path: r.body for r in webhook_recorder.snapshot()}
     assert set(by_path["/mm"]) == {"text"}
@@ -157,14 +178,19 @@ async def test_the_escalation_tells_what_happened(
     assert (hook["rule"], hook["target"], hook["heal_id"]) == ("poke", "test:t1", third["id"])
     assert hook["labels"] == {"alertname": "Poke", "target": "t1"}
     assert [e["data"]["notifier"] for e in third["timeline"] if e["kind"] == "escalation"] == [
-        "mattermost[0]", "slack[1]", "pager"]
+        "mattermost[0]",
+        "slack[1]",
+        "pager",
+    ]
 
 
-async def test_the_budget_is_per_target(tmp_path: Path, handlers: HandlerRegistry,
-                                        noop: Noop, webhook_recorder: WebhookRecorder) -> None:
+async def test_the_budget_is_per_target(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, webhook_recorder: WebhookRecorder
+) -> None:
     """The circuit of (poke, t1) leaves t2 and the other rule free to act."""
-    async with running_healer(budget_config(tmp_path), handlers=handlers,
-                              secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        budget_config(tmp_path), handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
         await spend_budget(h)
         assert (await fire_and_wait(h, "t2", n=0))["outcome"] == "unverified"
         assert (await fire_and_wait(h, "t1", n=0, name="Poke2"))["outcome"] == "unverified"
@@ -172,63 +198,72 @@ async def test_the_budget_is_per_target(tmp_path: Path, handlers: HandlerRegistr
 
 
 async def test_closing_the_circuit_through_the_api_resumes_healing(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, webhook_recorder: WebhookRecorder
+) -> None:
     """DELETE /api/v1/circuits/{rule}?target= (admin token) closes the circuit, the gauge
     drops to 0 and the next alert acts with a fresh budget; closing again is 404."""
-    async with running_healer(budget_config(tmp_path), handlers=handlers,
-                              secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        budget_config(tmp_path), handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
         await spend_budget(h)
         path = "/api/v1/circuits/poke"
         assert (await h.client.delete(path, params={"target": "test:t1"})).status_code == 401
-        resp = await h.client.delete(path, params={"target": "test:t1"},
-                                     headers=h.admin_headers)
+        resp = await h.client.delete(path, params={"target": "test:t1"}, headers=h.admin_headers)
         assert resp.status_code == 200
         [closed] = resp.json()["closed"]
         assert (closed["state"], closed["closed_by"]) == ("closed", "api")
         assert open_gauge(h) == 0
         after = [(await fire_and_wait(h, "t1", n=n))["outcome"] for n in range(3, 6)]
         again = await h.client.delete(path, headers=h.admin_headers)
-        listed = (await h.client.get("/api/v1/circuits", params={"all": "true"},
-                                     headers=h.admin_headers)).json()["circuits"]
+        listed = (
+            await h.client.get("/api/v1/circuits", params={"all": "true"}, headers=h.admin_headers)
+        ).json()["circuits"]
     assert after == ["unverified", "unverified", "escalated"]
     assert again.status_code == 200  # the budget was spent again: a new circuit
     assert len(webhook_recorder.snapshot()) == 2
     assert [c["state"] for c in listed] == ["closed"]
 
 
-async def test_closing_a_circuit_that_is_not_open_is_404(tmp_path: Path,
-                                                         handlers: HandlerRegistry) -> None:
+async def test_closing_a_circuit_that_is_not_open_is_404(
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """Nothing open for the rule (or the target): 404 naming it."""
     async with running_healer(gates_config(tmp_path), handlers=handlers) as h:
-        resp = await h.client.delete("/api/v1/circuits/poke", params={"target": "test:x"},
-                                     headers=h.admin_headers)
+        resp = await h.client.delete(
+            "/api/v1/circuits/poke", params={"target": "test:x"}, headers=h.admin_headers
+        )
     assert resp.status_code == 404
     assert resp.json()["error"] == "no open circuit for rule 'poke' on test:x"
 
 
 async def test_a_circuit_closes_after_the_quiet_period(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, webhook_recorder: WebhookRecorder
+) -> None:
     """With no new alert for ``circuit_quiet``, the circuit closes by itself: the gauge
     returns to 0 without any alert, the circuit is listed closed by "quiet period", and
     the rule acts again."""
-    async with running_healer(budget_config(tmp_path, circuit_quiet="500ms"),
-                              handlers=handlers, secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        budget_config(tmp_path, circuit_quiet="500ms"),
+        handlers=handlers,
+        secrets=with_notify(webhook_recorder.url),
+    ) as h:
         assert (await spend_budget(h))["outcome"] == "escalated"
         await until(lambda: open_gauge(h) == 0, what="the quiet period to close the circuit")
-        listed = (await h.client.get("/api/v1/circuits", params={"all": "true"},
-                                     headers=h.admin_headers)).json()["circuits"]
+        listed = (
+            await h.client.get("/api/v1/circuits", params={"all": "true"}, headers=h.admin_headers)
+        ).json()["circuits"]
         assert (await fire_and_wait(h, "t1", n=3))["outcome"] == "unverified"
     assert [(c["state"], c["closed_by"]) for c in listed] == [("closed", "quiet period")]
 
 
 async def test_alerts_meeting_an_open_circuit_keep_it_open(
-        tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
     """The quiet period counts from the last alert that met the circuit, not from when it
     opened: each suppressed alert pushes the close back."""
-    async with running_healer(budget_config(tmp_path), handlers=handlers,
-                              secrets=with_notify(webhook_recorder.url)) as h:
+    async with running_healer(
+        budget_config(tmp_path), handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
         await spend_budget(h)
         before = (await h.client.get("/api/v1/circuits", headers=h.admin_headers)).json()
         await asyncio.sleep(0.05)
@@ -241,11 +276,13 @@ async def test_alerts_meeting_an_open_circuit_keep_it_open(
 
 
 async def test_dry_run_heals_spend_no_budget_and_start_no_cooldown(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """Five dry-run heals of a rule with a 1h cooldown and a budget of 1 all end dry_run;
     the first real alert still acts, and the next one meets the cooldown."""
-    config = gates_config(tmp_path, safety={"cooldown": "1h",
-                                            "budget": {"max_actions": 1, "window": "1h"}})
+    config = gates_config(
+        tmp_path, safety={"cooldown": "1h", "budget": {"max_actions": 1, "window": "1h"}}
+    )
     body = {"rule": "poke", "labels": {"alertname": "Poke", "target": "t1"}, "dry_run": True}
     async with running_healer(config, handlers=handlers) as h:
         for _ in range(5):
@@ -262,12 +299,14 @@ async def test_dry_run_heals_spend_no_budget_and_start_no_cooldown(
 
 
 async def test_paused_heals_are_suppressed_and_alerts_still_journaled(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """While paused, a matching alert is journaled and its heal ends suppressed "paused:
     <reason>" without even checking; after DELETE /api/v1/pause healing resumes."""
     async with running_healer(gates_config(tmp_path), handlers=handlers) as h:
-        resp = await h.client.post("/api/v1/pause", json={"for": "30m", "reason": "deploy"},
-                                   headers=h.admin_headers)
+        resp = await h.client.post(
+            "/api/v1/pause", json={"for": "30m", "reason": "deploy"}, headers=h.admin_headers
+        )
         assert resp.status_code == 200
         assert resp.json()["paused"] is True and resp.json()["reason"] == "deploy"
         paused = await fire_and_wait(h, "t1", n=0)
@@ -287,8 +326,9 @@ async def test_paused_heals_are_suppressed_and_alerts_still_journaled(
     assert state_after == {"paused": False}
 
 
-async def test_a_pause_expires_by_itself(tmp_path: Path, handlers: HandlerRegistry,
-                                         noop: Noop) -> None:
+async def test_a_pause_expires_by_itself(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """A pause ends when its duration has passed; heals act again."""
     async with running_healer(gates_config(tmp_path), handlers=handlers) as h:
         await h.client.post("/api/v1/pause", json={"for": "300ms"}, headers=h.admin_headers)
@@ -302,16 +342,26 @@ async def test_a_pause_expires_by_itself(tmp_path: Path, handlers: HandlerRegist
 
 
 async def test_a_pause_needs_a_bounded_duration_and_the_admin_token(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """No duration, zero, a non-duration or more than safety.max_pause is 422; no token 401."""
     config = gates_config(tmp_path, safety={"max_pause": "2h"})
     async with running_healer(config, handlers=handlers) as h:
+
         async def post(body: Any, **kw: Any) -> int:
             resp = await h.client.post("/api/v1/pause", json=body, **kw)
             return resp.status_code
 
-        codes = [await post(b, headers=h.admin_headers) for b in (
-            {"reason": "x"}, {"for": "0s"}, {"for": "soon"}, {"for": "3h"}, {"for": "1h", "x": 1})]
+        codes = [
+            await post(b, headers=h.admin_headers)
+            for b in (
+                {"reason": "x"},
+                {"for": "0s"},
+                {"for": "soon"},
+                {"for": "3h"},
+                {"for": "1h", "x": 1},
+            )
+        ]
         assert codes == [422] * 5
         assert await post({"for": "1h"}) == 401
         assert await post({"for": "2h"}, headers=h.admin_headers) == 200
@@ -319,10 +369,12 @@ async def test_a_pause_needs_a_bounded_duration_and_the_admin_token(
 
 
 async def test_a_manual_heal_by_handler_meets_only_the_pause(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """A manual trigger by handler has no rule: no cooldown or budget, but a pause holds."""
-    config = gates_config(tmp_path, safety={"cooldown": "1h",
-                                            "budget": {"max_actions": 1, "window": "1h"}})
+    config = gates_config(
+        tmp_path, safety={"cooldown": "1h", "budget": {"max_actions": 1, "window": "1h"}}
+    )
     body = {"handler": "test.noop", "params": {"target": "t1"}}
     async with running_healer(config, handlers=handlers) as h:
         outcomes = []

@@ -29,13 +29,15 @@ def event(heal: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(e for e in heal["timeline"] if e["kind"] == kind)
 
 
-async def test_a_young_alert_waits_then_acts(tmp_path: Path, handlers: HandlerRegistry,
-                                             noop: Noop) -> None:
+async def test_a_young_alert_waits_then_acts(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """An alert that started now, with min_firing 2s: the heal records the wait, and its
     check runs only once the alert has fired for 2s; then it acts."""
     starts = datetime.now(UTC)
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "2s"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "2s"}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1", starts=starts)
         assert heal_id is not None
         heal = await h.wait_for_outcome(heal_id, timeout=15)
@@ -47,11 +49,13 @@ async def test_a_young_alert_waits_then_acts(tmp_path: Path, handlers: HandlerRe
     assert len(noop.acts) == 1
 
 
-async def test_an_alert_old_enough_acts_without_waiting(tmp_path: Path,
-                                                        handlers: HandlerRegistry) -> None:
+async def test_an_alert_old_enough_acts_without_waiting(
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """An alert that has fired longer than min_firing is not held."""
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1", starts=datetime.now(UTC) - timedelta(hours=2))
         assert heal_id is not None
         heal = await h.wait_for_outcome(heal_id)
@@ -60,12 +64,14 @@ async def test_an_alert_old_enough_acts_without_waiting(tmp_path: Path,
 
 
 async def test_an_alert_resolved_while_waiting_ends_the_heal(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """The resolved notification (through the webhook, as Alertmanager sends it) ends the
     waiting heal at once, no_action "resolved before acting: ...", before any check."""
     starts = datetime.now(UTC)
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1", starts=starts)
         assert heal_id is not None
         await until(lambda: waiting(h, heal_id), what="the heal to wait")
@@ -80,7 +86,8 @@ async def test_an_alert_resolved_while_waiting_ends_the_heal(
 
 
 async def test_a_waiting_heal_holds_no_concurrency_slot(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """With max_concurrent_heals=1, a heal waiting for min_firing does not keep another
     rule's heal from running."""
     config = gates_config(tmp_path, rule={"min_firing": "1h"}, max_concurrent_heals=1)
@@ -96,10 +103,12 @@ async def test_a_waiting_heal_holds_no_concurrency_slot(
 
 async def test_a_paused_healer_does_not_wait(tmp_path: Path, handlers: HandlerRegistry) -> None:
     """During a pause a young alert's heal ends suppressed at once instead of waiting."""
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
-        await h.client.post("/api/v1/pause", json={"for": "1h", "reason": "deploy"},
-                            headers=h.admin_headers)
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
+        await h.client.post(
+            "/api/v1/pause", json={"for": "1h", "reason": "deploy"}, headers=h.admin_headers
+        )
         heal_id = await fire(h, "t1", starts=datetime.now(UTC))
         assert heal_id is not None
         heal = await h.wait_for_outcome(heal_id)
@@ -107,12 +116,14 @@ async def test_a_paused_healer_does_not_wait(tmp_path: Path, handlers: HandlerRe
     assert "min_firing_wait" not in kinds(heal)
 
 
-async def test_stopping_leaves_a_waiting_heal_pending(tmp_path: Path,
-                                                      handlers: HandlerRegistry) -> None:
+async def test_stopping_leaves_a_waiting_heal_pending(
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """Shutting down ends the wait at once; the heal stays pending in the journal (no
     outcome, not interrupted) for the next start to resume."""
-    async with running_healer(gates_config(tmp_path, rule={"min_firing": "1h"}),
-                              handlers=handlers) as h:
+    async with running_healer(
+        gates_config(tmp_path, rule={"min_firing": "1h"}), handlers=handlers
+    ) as h:
         heal_id = await fire(h, "t1", starts=datetime.now(UTC))
         assert heal_id is not None
         await until(lambda: waiting(h, heal_id), what="the heal to wait")

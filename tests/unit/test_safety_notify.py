@@ -19,8 +19,15 @@ from tests.support.gates import fire_and_wait, gates_config, webhook_notifier, w
 from tests.support.inproc import running_healer
 from tests.support.webhook import WebhookRecorder
 
-ESC = Escalation(rule="poke", target="test:t1", heal_id="0123abcd", reason="budget spent",
-                 opened_at=0.0, labels={"alertname": "Poke"}, quiet=3600)
+ESC = Escalation(
+    rule="poke",
+    target="test:t1",
+    heal_id="0123abcd",
+    reason="budget spent",
+    opened_at=0.0,
+    labels={"alertname": "Poke"},
+    quiet=3600,
+)
 
 
 @pytest.fixture
@@ -33,8 +40,16 @@ def dead_url() -> str:
 
 
 def notifier(url: str, **over: object) -> Notifier:
-    conf = NotifierConfig.model_validate({"kind": "webhook", "url_env": "X", "retries": 2,
-                                          "backoff": "10ms", "timeout": "2s", **over})
+    conf = NotifierConfig.model_validate(
+        {
+            "kind": "webhook",
+            "url_env": "X",
+            "retries": 2,
+            "backoff": "10ms",
+            "timeout": "2s",
+            **over,
+        }
+    )
     return Notifier(conf, url, 0)
 
 
@@ -95,14 +110,18 @@ def test_redact_masks_the_url_its_path_and_its_query() -> None:
 
 
 async def test_a_notifier_down_does_not_fail_the_heal(
-        tmp_path: Path, handlers: HandlerRegistry, dead_url: str,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, dead_url: str, webhook_recorder: WebhookRecorder
+) -> None:
     """One notifier down, one up: the heal still ends escalated, both deliveries are in its
     timeline (failed and ok), and healer keeps serving."""
-    config = gates_config(tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}},
-                          notify=[webhook_notifier(retries=1), webhook_notifier()])
-    async with running_healer(config, handlers=handlers,
-                              secrets=with_notify(dead_url, webhook_recorder.url)) as h:
+    config = gates_config(
+        tmp_path,
+        safety={"budget": {"max_actions": 1, "window": "1h"}},
+        notify=[webhook_notifier(retries=1), webhook_notifier()],
+    )
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(dead_url, webhook_recorder.url)
+    ) as h:
         await fire_and_wait(h, "t1", n=0)
         heal = await fire_and_wait(h, "t1", n=1)
         assert (await h.client.get("/health")).status_code == 200
@@ -110,26 +129,41 @@ async def test_a_notifier_down_does_not_fail_the_heal(
     assert heal["reason"].endswith("escalated (1/2 notifiers reached)")
     deliveries = [e["data"] for e in heal["timeline"] if e["kind"] == "escalation"]
     assert [(d["notifier"], d["ok"], d["attempts"]) for d in deliveries] == [
-        ("webhook[0]", False, 2), ("webhook[1]", True, 1)]
+        ("webhook[0]", False, 2),
+        ("webhook[1]", True, 1),
+    ]
 
 
 async def test_notifier_urls_never_reach_logs_journal_or_api(
-        tmp_path: Path, handlers: HandlerRegistry, dead_url: str,
-        webhook_recorder: WebhookRecorder, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path,
+    handlers: HandlerRegistry,
+    dead_url: str,
+    webhook_recorder: WebhookRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Every log line (structlog and stdlib, httpx's own at DEBUG included), the heal's
     timeline, the circuits API and repr(Secrets) are free of both notifier URLs' secret
     parts, for a delivered and a failed notification."""
     good = f"{webhook_recorder.url}/hooks/s3cret-good-key"
-    config = gates_config(tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}},
-                          notify=[webhook_notifier(), webhook_notifier(retries=1)])
+    config = gates_config(
+        tmp_path,
+        safety={"budget": {"max_actions": 1, "window": "1h"}},
+        notify=[webhook_notifier(), webhook_notifier(retries=1)],
+    )
     secrets = with_notify(good, dead_url)
     caplog.set_level(logging.DEBUG)
     with capture_logs() as logs:
         async with running_healer(config, handlers=handlers, secrets=secrets) as h:
             await fire_and_wait(h, "t1", n=0)
             heal = await fire_and_wait(h, "t1", n=1)
-            api = [(await h.client.get(path, headers=h.admin_headers)).text for path in (
-                f"/api/v1/heals/{heal['id']}", "/api/v1/circuits?all=true", "/api/v1/heals")]
+            api = [
+                (await h.client.get(path, headers=h.admin_headers)).text
+                for path in (
+                    f"/api/v1/heals/{heal['id']}",
+                    "/api/v1/circuits?all=true",
+                    "/api/v1/heals",
+                )
+            ]
     assert heal["outcome"] == "escalated"
     assert any("HTTP Request" in r.getMessage() for r in caplog.records)  # httpx did log
     text = "\n".join([repr(logs), caplog.text, *api, repr(secrets), str(heal)])
@@ -141,12 +175,19 @@ def test_notifier_urls_come_from_a_file_or_an_env_var(tmp_path: Path) -> None:
     """url_file and url_env resolve in order; a missing variable, an empty file or a value
     that is not an http(s) URL is a config error naming the key, never the value."""
     (tmp_path / "mm").write_text("https://chat.example/hooks/abc\n")
-    config = parse_config({"notify": [
-        {"kind": "mattermost", "url_file": str(tmp_path / "mm")},
-        {"kind": "slack", "url_env": "SLACK_HOOK"}]})
+    config = parse_config(
+        {
+            "notify": [
+                {"kind": "mattermost", "url_file": str(tmp_path / "mm")},
+                {"kind": "slack", "url_env": "SLACK_HOOK"},
+            ]
+        }
+    )
     secrets = resolve_secrets(config, {"SLACK_HOOK": "https://hooks.slack.example/T/B/x"})
-    assert secrets.notify_urls == ("https://chat.example/hooks/abc",
-                                   "https://hooks.slack.example/T/B/x")
+    assert secrets.notify_urls == (
+        "https://chat.example/hooks/abc",
+        "https://hooks.slack.example/T/B/x",
+    )
     assert "hooks" not in repr(secrets)
     with pytest.raises(ConfigError) as missing:
         resolve_secrets(config, {})
@@ -156,13 +197,16 @@ def test_notifier_urls_come_from_a_file_or_an_env_var(tmp_path: Path) -> None:
     assert "s3cret" not in str(bad.value) and bad.value.errors[0][0] == "notify[1]"
 
 
-@pytest.mark.parametrize("entry", [
-    {"kind": "slack"},
-    {"kind": "slack", "url_env": "A", "url_file": "/x"},
-    {"kind": "email", "url_env": "A"},
-    {"kind": "slack", "url_env": "A", "retries": 11},
-    {"kind": "slack", "url": "https://inline.example/hook"},
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"kind": "slack"},
+        {"kind": "slack", "url_env": "A", "url_file": "/x"},
+        {"kind": "email", "url_env": "A"},
+        {"kind": "slack", "url_env": "A", "retries": 11},
+        {"kind": "slack", "url": "https://inline.example/hook"},
+    ],
+)
 def test_a_bad_notifier_entry_is_a_config_error(entry: dict[str, object]) -> None:
     """Exactly one URL source, a known kind, bounded retries; no inline URL (a secret)."""
     with pytest.raises(ConfigError) as exc:
@@ -173,8 +217,14 @@ def test_a_bad_notifier_entry_is_a_config_error(entry: dict[str, object]) -> Non
 def test_alert_labels_cannot_format_or_ping_in_chat() -> None:
     """Label values sit in code spans without backticks or newlines; Slack's control
     sequences (<!channel>) are escaped."""
-    esc = Escalation(rule="poke", target="test:t1", heal_id="h", reason="r", opened_at=0.0,
-                     labels={"alertname": "x`\n**bold** <!channel> @all"})
+    esc = Escalation(
+        rule="poke",
+        target="test:t1",
+        heal_id="h",
+        reason="r",
+        opened_at=0.0,
+        labels={"alertname": "x`\n**bold** <!channel> @all"},
+    )
     mattermost, slack = chat_text(esc), chat_text(esc, slack=True)
     assert "`x' **bold** <!channel> @all`" in mattermost
     assert "<!channel>" not in slack and "&lt;!channel&gt;" in slack

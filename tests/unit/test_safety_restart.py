@@ -22,8 +22,9 @@ from tests.support.webhook import WebhookRecorder
 from tests.unit.conftest import Noop
 
 
-async def test_a_cooldown_survives_a_restart(tmp_path: Path, handlers: HandlerRegistry,
-                                             noop: Noop) -> None:
+async def test_a_cooldown_survives_a_restart(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """Acted before the restart, a new alert after it is still in cooldown."""
     config = gates_config(tmp_path, safety={"cooldown": "1h"})
     async with running_healer(config, handlers=handlers) as h:
@@ -35,12 +36,13 @@ async def test_a_cooldown_survives_a_restart(tmp_path: Path, handlers: HandlerRe
 
 
 async def test_an_open_circuit_and_its_escalation_survive_a_restart(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Noop,
-        webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop, webhook_recorder: WebhookRecorder
+) -> None:
     """The circuit opened before the restart: the gauge reads 1 at start-up, before any
     alert; later alerts are suppressed "circuit open"; nobody is told a second time."""
-    config = gates_config(tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}},
-                          notify=[webhook_notifier()])
+    config = gates_config(
+        tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}}, notify=[webhook_notifier()]
+    )
     secrets = with_notify(webhook_recorder.url)
     async with running_healer(config, handlers=handlers, secrets=secrets) as h:
         await fire_and_wait(h, "t1", n=0)
@@ -56,10 +58,12 @@ async def test_an_open_circuit_and_its_escalation_survive_a_restart(
 
 
 async def test_a_circuit_closed_by_a_human_stays_closed(
-        tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
     """Closing resets the budget, and that too survives: after the restart the rule acts."""
-    config = gates_config(tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}},
-                          notify=[webhook_notifier()])
+    config = gates_config(
+        tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}}, notify=[webhook_notifier()]
+    )
     secrets = with_notify(webhook_recorder.url)
     async with running_healer(config, handlers=handlers, secrets=secrets) as h:
         await fire_and_wait(h, "t1", n=0)
@@ -71,13 +75,15 @@ async def test_a_circuit_closed_by_a_human_stays_closed(
         assert (await fire_and_wait(h, "t1", n=2))["outcome"] == "unverified"
 
 
-async def test_a_pause_survives_a_restart(tmp_path: Path, handlers: HandlerRegistry,
-                                          noop: Noop) -> None:
+async def test_a_pause_survives_a_restart(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """Paused before the restart, still paused after it, with the same reason."""
     config = gates_config(tmp_path)
     async with running_healer(config, handlers=handlers) as h:
-        await h.client.post("/api/v1/pause", json={"for": "1h", "reason": "db upgrade"},
-                            headers=h.admin_headers)
+        await h.client.post(
+            "/api/v1/pause", json={"for": "1h", "reason": "db upgrade"}, headers=h.admin_headers
+        )
     async with running_healer(config, handlers=handlers) as h:
         state = (await h.client.get("/api/v1/pause", headers=h.admin_headers)).json()
         heal = await fire_and_wait(h, "t1")
@@ -86,9 +92,9 @@ async def test_a_pause_survives_a_restart(tmp_path: Path, handlers: HandlerRegis
     assert noop.checks == []
 
 
-async def test_a_min_firing_wait_resumes_after_a_restart(tmp_path: Path,
-                                                         handlers: HandlerRegistry,
-                                                         noop: Noop) -> None:
+async def test_a_min_firing_wait_resumes_after_a_restart(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Noop
+) -> None:
     """A heal waiting for min_firing when healer stops stays pending; the next start
     resumes it, waits for what is left, then checks and acts once."""
     config = gates_config(tmp_path, rule={"min_firing": "3s"})

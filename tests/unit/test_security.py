@@ -38,7 +38,8 @@ DSN = f"postgresql://healer:{PASSWORD}@db.internal:5432/odoo"
 
 
 async def test_every_token_check_goes_through_compare_digest(
-        tmp_path: Path, handlers: HandlerRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bearer, basic-auth user and password, and admin token are each compared with
     hmac.compare_digest (constant time), never with ``==``."""
     compared: list[tuple[bytes, bytes]] = []
@@ -49,15 +50,21 @@ async def test_every_token_check_goes_through_compare_digest(
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    secrets = Secrets(webhook_token=WEBHOOK_TOKEN, webhook_basic=("am", PASSWORD),
-                      admin_token=ADMIN_TOKEN)
+    secrets = Secrets(
+        webhook_token=WEBHOOK_TOKEN, webhook_basic=("am", PASSWORD), admin_token=ADMIN_TOKEN
+    )
     body = alert_payload({"alertname": "Nothing"})
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=secrets) as h:
+    async with running_healer(
+        noop_config(tmp_path / "j.db"), handlers=handlers, secrets=secrets
+    ) as h:
         steps = [
             ("/api/v1/alerts", {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, 200, 1),
-            ("/api/v1/alerts", {"Authorization": "Basic " + base64.b64encode(
-                f"am:{PASSWORD}".encode()).decode()}, 200, 2),
+            (
+                "/api/v1/alerts",
+                {"Authorization": "Basic " + base64.b64encode(f"am:{PASSWORD}".encode()).decode()},
+                200,
+                2,
+            ),
             ("/api/v1/alerts", {"Authorization": f"Bearer {WRONG_TOKEN}"}, 401, 1),
         ]
         for path, headers, status, comparisons in steps:
@@ -66,39 +73,55 @@ async def test_every_token_check_goes_through_compare_digest(
             assert resp.status_code == status
             assert len(compared) - before == comparisons, path
         before = len(compared)
-        resp = await h.client.get("/api/v1/heals",
-                                  headers={"Authorization": f"Bearer {WRONG_TOKEN}"})
+        resp = await h.client.get(
+            "/api/v1/heals", headers={"Authorization": f"Bearer {WRONG_TOKEN}"}
+        )
         assert resp.status_code == 401
         assert len(compared) - before == 1
 
 
 async def test_the_challenge_names_basic_when_basic_auth_is_configured(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """A 401 tells the client which schemes work: Bearer always, Basic when configured."""
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=Secrets(webhook_basic=("am", PASSWORD))) as h:
+    async with running_healer(
+        noop_config(tmp_path / "j.db"),
+        handlers=handlers,
+        secrets=Secrets(webhook_basic=("am", PASSWORD)),
+    ) as h:
         resp = await h.client.post("/api/v1/alerts", json=alert_payload({"alertname": "A"}))
     assert resp.status_code == 401
     assert resp.headers["www-authenticate"] == 'Bearer realm="healer", Basic realm="healer"'
 
 
 async def test_no_token_reaches_the_logs_in_a_full_request_cycle(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """Webhook accepted and refused, a manual trigger run to its outcome, history read
     with a right and a wrong admin token: no token, right or wrong, in any log event."""
     secrets = Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN)
     with capture_logs() as logs:
-        async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                                  secrets=secrets) as h:
+        async with running_healer(
+            noop_config(tmp_path / "j.db"), handlers=handlers, secrets=secrets
+        ) as h:
             hook = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
-            resp = await h.client.post("/api/v1/alerts", headers=hook, json=alert_payload(
-                {"alertname": "Poke", "target": "t1"}))
+            resp = await h.client.post(
+                "/api/v1/alerts",
+                headers=hook,
+                json=alert_payload({"alertname": "Poke", "target": "t1"}),
+            )
             await h.wait_for_outcome(resp.json()["started"][0]["heal_id"])
             for token in (WRONG_TOKEN, ADMIN_TOKEN):
-                await h.client.post("/api/v1/alerts", json=alert_payload({"alertname": "A"}),
-                                    headers={"Authorization": f"Bearer {token}"})
-            resp = await h.client.post("/api/v1/heals", headers=h.admin_headers, json={
-                "handler": "test.noop", "params": {"target": "t2"}, "reason": "by hand"})
+                await h.client.post(
+                    "/api/v1/alerts",
+                    json=alert_payload({"alertname": "A"}),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            resp = await h.client.post(
+                "/api/v1/heals",
+                headers=h.admin_headers,
+                json={"handler": "test.noop", "params": {"target": "t2"}, "reason": "by hand"},
+            )
             await h.wait_for_outcome(resp.json()["heal_id"])
             await h.client.get("/api/v1/heals", headers=h.admin_headers)
             await h.client.get("/api/v1/heals", headers={"Authorization": f"Bearer {WRONG_TOKEN}"})
@@ -137,9 +160,15 @@ def _leaky_config(journal: Path) -> dict[str, Any]:
         **noop_config(journal),
         "allow": [{"kind": "test", "name": "*"}],
         "databases": {"odoo": {"dsn_env": "ODOO_DSN", "connect_timeout": "1s"}},
-        "rules": [{"name": "leak", "match": 'alertname="Leak"', "handler": "test.leaky",
-                   "params": {"step": "{{ labels.step }}"},
-                   "verify": {"stable_for": "0s", "timeout": "0.2s"}}],
+        "rules": [
+            {
+                "name": "leak",
+                "match": 'alertname="Leak"',
+                "handler": "test.leaky",
+                "params": {"step": "{{ labels.step }}"},
+                "verify": {"stable_for": "0s", "timeout": "0.2s"},
+            }
+        ],
     }
 
 
@@ -149,26 +178,33 @@ async def test_a_password_in_a_handler_error_is_masked_everywhere(tmp_path: Path
     timeline served by the API, no readiness answer, and nowhere in the journal files."""
     handlers = HandlerRegistry.from_entry_points(("test.leaky", Leaky()))
     journal = tmp_path / "j.db"
-    secrets = Secrets(admin_token=ADMIN_TOKEN,
-                      databases={"odoo": f"postgresql://healer:{PASSWORD}@127.0.0.1:1/odoo"})
+    secrets = Secrets(
+        admin_token=ADMIN_TOKEN,
+        databases={"odoo": f"postgresql://healer:{PASSWORD}@127.0.0.1:1/odoo"},
+    )
     # Captured through the redaction processor, as configure_logging puts it in every
     # pipeline (test_configured_logging_masks_structlog_and_stdlib_records).
     with capture_logs(processors=[redact_secrets]) as logs:
-        async with running_healer(_leaky_config(journal), handlers=handlers,
-                                  secrets=secrets) as h:
+        async with running_healer(_leaky_config(journal), handlers=handlers, secrets=secrets) as h:
             ids = []
             for step in ("check", "act"):
-                resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-                    {"alertname": "Leak", "step": step}, fingerprint=f"f{step}"))
+                resp = await h.client.post(
+                    "/api/v1/alerts",
+                    json=alert_payload({"alertname": "Leak", "step": step}, fingerprint=f"f{step}"),
+                )
                 ids.append(resp.json()["started"][0]["heal_id"])
             failed = await h.wait_for_outcome(ids[0])
             await h.wait_for_outcome(ids[1])
-            served = [(await h.client.get(f"/api/v1/heals/{i}", headers=h.admin_headers)).text
-                      for i in ids]
+            served = [
+                (await h.client.get(f"/api/v1/heals/{i}", headers=h.admin_headers)).text
+                for i in ids
+            ]
             served.append((await h.client.get("/api/v1/heals", headers=h.admin_headers)).text)
             ready = await h.client.get("/health/ready")
-    assert failed["reason"] == ("check failed: RuntimeError: could not connect to "
-                                "postgresql://healer:***@db.internal:5432/odoo: timeout")
+    assert failed["reason"] == (
+        "check failed: RuntimeError: could not connect to "
+        "postgresql://healer:***@db.internal:5432/odoo: timeout"
+    )
     assert ready.status_code == 503 and "postgres:odoo" in ready.json()["checks"]
     assert "***" in served[0] and "***" in served[1]
     for text in [*served, ready.text, repr(logs)]:
@@ -178,12 +214,14 @@ async def test_a_password_in_a_handler_error_is_masked_everywhere(tmp_path: Path
 
 
 async def test_a_password_in_an_alert_label_is_masked_in_the_api(
-        tmp_path: Path, handlers: HandlerRegistry) -> None:
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """Labels are journaled as received (a restart re-runs the heal from them), but the
     history API shows them with passwords masked."""
     async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers) as h:
-        resp = await h.client.post("/api/v1/alerts", json=alert_payload(
-            {"alertname": "Poke", "target": "t1", "url": DSN}))
+        resp = await h.client.post(
+            "/api/v1/alerts", json=alert_payload({"alertname": "Poke", "target": "t1", "url": DSN})
+        )
         heal_id = resp.json()["started"][0]["heal_id"]
         await h.wait_for_outcome(heal_id)
         heal = (await h.client.get(f"/api/v1/heals/{heal_id}", headers=h.admin_headers)).json()
@@ -195,10 +233,17 @@ async def test_a_password_in_an_alert_label_is_masked_in_the_api(
 def test_the_log_processor_masks_every_value() -> None:
     """redact_secrets masks URL and key=value passwords in the message, in fields, in
     nested structures and in rendered exception text."""
-    event = redact_secrets(None, "info", {
-        "event": f"connecting to {DSN}", "dsn": f"host=h password={PASSWORD} user=u",
-        "nested": {"urls": [DSN, ("x", DSN)]}, "exception": f"Traceback...\nError: {DSN}",
-        "count": 3})
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": f"connecting to {DSN}",
+            "dsn": f"host=h password={PASSWORD} user=u",
+            "nested": {"urls": [DSN, ("x", DSN)]},
+            "exception": f"Traceback...\nError: {DSN}",
+            "count": 3,
+        },
+    )
     assert PASSWORD not in repr(event)
     assert event["event"] == "connecting to postgresql://healer:***@db.internal:5432/odoo"
     assert event["dsn"] == "host=h password=*** user=u"
@@ -220,25 +265,32 @@ def test_configured_logging_masks_structlog_and_stdlib_records() -> None:
             structlog.get_logger("t").exception("failed")
             logging.getLogger("uvicorn.error").exception("uvicorn saw %s", {DSN!r})
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     lines = [json.loads(line) for line in out.stderr.splitlines()]
     assert [line["event"] for line in lines] == [
-        "up", "failed", "uvicorn saw postgresql://healer:***@db.internal:5432/odoo"]
+        "up",
+        "failed",
+        "uvicorn saw postgresql://healer:***@db.internal:5432/odoo",
+    ]
     assert "RuntimeError: postgresql://healer:***@" in lines[1]["exception"]
     assert PASSWORD not in out.stderr
 
 
-def test_check_config_never_prints_a_password(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_never_prints_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check-config quotes some bad values in its errors; a DSN typed into the wrong key,
     or a DSN with a password inline, is reported without the password."""
     path = tmp_path / "healer.yml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         shutdown_grace: "{DSN}"
         databases:
           odoo: {{dsn: "{DSN}"}}
-    """))
+    """)
+    )
     assert main(["check-config", str(path)]) == 1
     captured = capsys.readouterr()
     assert "shutdown_grace" in captured.err and "databases.odoo" in captured.err

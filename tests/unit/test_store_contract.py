@@ -84,8 +84,10 @@ def _postgres(dsn: str) -> Backend:
     async def from_newer_healer() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("INSERT INTO healer_schema (version, applied_at)"
-                               " VALUES ($1, 0)", pg_schema.SCHEMA_VERSION + 1)
+            await conn.execute(
+                "INSERT INTO healer_schema (version, applied_at) VALUES ($1, 0)",
+                pg_schema.SCHEMA_VERSION + 1,
+            )
         finally:
             await conn.close()
 
@@ -111,8 +113,13 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
 
 
 def _alert(fp: str, status: str = "firing", target: str = "t") -> Alert:
-    return Alert(fingerprint=fp, status=status, labels={"alertname": "Poke", "target": target},
-                 annotations={"summary": fp}, starts_at=STARTS)
+    return Alert(
+        fingerprint=fp,
+        status=status,
+        labels={"alertname": "Poke", "target": target},
+        annotations={"summary": fp},
+        starts_at=STARTS,
+    )
 
 
 def _plan(_: object) -> HealPlan:
@@ -125,8 +132,7 @@ LIMITS = Limits(cooldown=60.0, max_actions=100, window=3600.0, quiet=3600.0)
 # ---- ingest ----------------------------------------------------------------------------
 
 
-async def test_concurrent_deliveries_of_the_same_alerts_start_each_heal_once(
-        store: Store) -> None:
+async def test_concurrent_deliveries_of_the_same_alerts_start_each_heal_once(store: Store) -> None:
     """Racing POSTs of the same five alerts (an HA pair, retries) start exactly one heal
     per alert; every other receipt is a duplicate of that heal, and the stored counts
     say five alerts started."""
@@ -135,24 +141,29 @@ async def test_concurrent_deliveries_of_the_same_alerts_start_each_heal_once(
     answers = await asyncio.gather(*(store.ingest(post, _plan) for post in posts))
     dispositions = [d for answer in answers for d in answer]
     assert Counter(d.status for d in dispositions) == Counter(
-        {"started": 5, "duplicate": 5 * (RACERS - 1)})
+        {"started": 5, "duplicate": 5 * (RACERS - 1)}
+    )
     heal_of = {d.fingerprint: d.heal_id for d in dispositions if d.status == "started"}
     assert sorted(heal_of) == fps
     assert all(d.heal_id == heal_of[d.fingerprint] for d in dispositions)
     assert await store.alert_counts() == {"started": 5}
     assert sorted(h["id"] for h in await store.list_heals()) == sorted(
-        h for h in heal_of.values() if h is not None)
+        h for h in heal_of.values() if h is not None
+    )
 
 
 async def test_a_resolve_is_recorded_once_and_makes_a_late_firing_resend_stale(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     """A resolved notification is stored once (its time is what the gates read), lands
     on the open heal's timeline, and a firing re-send after it starts nothing."""
     [started] = await store.ingest([_alert("a")], _plan)
-    resolves = await asyncio.gather(*(store.ingest([_alert("a", "resolved")], _plan)
-                                      for _ in range(RACERS)))
+    resolves = await asyncio.gather(
+        *(store.ingest([_alert("a", "resolved")], _plan) for _ in range(RACERS))
+    )
     assert Counter(r[0].status for r in resolves) == Counter(
-        {"resolved": 1, "duplicate": RACERS - 1})
+        {"resolved": 1, "duplicate": RACERS - 1}
+    )
     key = ("a", alert_key_time(STARTS))
     at = await store.alert_resolved_at(key)
     assert at is not None
@@ -169,7 +180,8 @@ async def test_a_resolve_is_recorded_once_and_makes_a_late_firing_resend_stale(
 
 
 async def test_every_acknowledged_write_is_seen_by_a_store_reopened_without_a_close(
-        backend: Backend) -> None:
+    backend: Backend,
+) -> None:
     """Nothing is answered before it is durable: what one store acknowledged (ingest,
     timeline, phase, outcome, pause, an admitted action) is all there for a second store
     opened on the same storage while the first was never closed (as after a crash)."""
@@ -177,11 +189,13 @@ async def test_every_acknowledged_write_is_seen_by_a_store_reopened_without_a_cl
     second: Store | None = None
     try:
         now = time.time()
-        started = await asyncio.gather(*(first.ingest([_alert(f"d{i}")], _plan)
-                                         for i in range(RACERS)))
+        started = await asyncio.gather(
+            *(first.ingest([_alert(f"d{i}")], _plan) for i in range(RACERS))
+        )
         ids = [answer[0].heal_id or "" for answer in started]
-        await asyncio.gather(*(first.event_soon(h, Phase.PENDING, "note", {"n": i})
-                               for i, h in enumerate(ids)))
+        await asyncio.gather(
+            *(first.event_soon(h, Phase.PENDING, "note", {"n": i}) for i, h in enumerate(ids))
+        )
         await first.set_phase(ids[0], Phase.CHECKING, targets=["test:t"])
         await first.finish_soon(ids[1], Outcome.RECOVERED, "ok", {"total": 1.0})
         decision = await first.admit(ids[0], "poke", ["test:t"], LIMITS, now)
@@ -193,8 +207,7 @@ async def test_every_acknowledged_write_is_seen_by_a_store_reopened_without_a_cl
         for i, heal_id in enumerate(ids):
             heal = await second.get_heal(heal_id)
             assert heal is not None
-            assert (heal["timeline"][1]["kind"], heal["timeline"][1]["data"]) == (
-                "note", {"n": i})
+            assert (heal["timeline"][1]["kind"], heal["timeline"][1]["data"]) == ("note", {"n": i})
         assert (await second.get_heal(ids[1]) or {})["outcome"] == "recovered"
         assert (await second.get_heal(ids[0]) or {})["targets"] == ["test:t"]
         assert (await second.get_pause(now) or {})["reason"] == "maintenance"
@@ -226,9 +239,15 @@ async def test_a_heal_lifecycle_and_its_timeline_in_order(store: Store) -> None:
 
     heal = await store.get_heal(heal_id)
     assert heal is not None
-    assert (heal["phase"], heal["outcome"], heal["reason"], heal["durations"],
-            heal["targets"], heal["source"], heal["rule"]) == (
-        "done", "recovered", "back to normal", {"total": 2.5}, ["test:t"], "alert", "poke")
+    assert (
+        heal["phase"],
+        heal["outcome"],
+        heal["reason"],
+        heal["durations"],
+        heal["targets"],
+        heal["source"],
+        heal["rule"],
+    ) == ("done", "recovered", "back to normal", {"total": 2.5}, ["test:t"], "alert", "poke")
     timeline = heal["timeline"]
     assert [e["kind"] for e in timeline] == ["matched", "step0", "step1", "outcome"]
     assert [e["seq"] for e in timeline] == [1, 2, 3, 4]
@@ -249,8 +268,9 @@ async def test_unfinished_heals_are_found_after_a_reopen(backend: Backend) -> No
     interrupted mid-phase (outcome interrupted, phase kept); finished ones are not."""
     store = await backend.open()
     try:
-        ids = [d.heal_id or "" for d in await store.ingest(
-            [_alert(f"u{i}") for i in range(3)], _plan)]
+        ids = [
+            d.heal_id or "" for d in await store.ingest([_alert(f"u{i}") for i in range(3)], _plan)
+        ]
         await store.finish(ids[0], Outcome.NOT_RECOVERED, "still down", {})
         await store.set_phase(ids[1], Phase.ACTING, targets=["test:t"])
         await store.interrupt(ids[1], Phase.ACTING, "healer stopped", {"act": 0.5})
@@ -262,7 +282,9 @@ async def test_unfinished_heals_are_found_after_a_reopen(backend: Backend) -> No
     finally:
         await reopened.close()
     assert [(r["id"], r["phase"], r["outcome"]) for r in rows] == [
-        (ids[1], "acting", "interrupted"), (ids[2], "pending", None)]
+        (ids[1], "acting", "interrupted"),
+        (ids[2], "pending", None),
+    ]
 
 
 # ---- pause -----------------------------------------------------------------------------
@@ -291,31 +313,33 @@ async def test_racing_admissions_pass_a_cooldown_once(store: Store) -> None:
     """Heals racing for one target within the cooldown: exactly one acts, every other
     one is told the cooldown (decision and record are one transaction)."""
     now = time.time()
-    decisions = await asyncio.gather(*(
-        store.admit(f"h{i}", "poke", ["test:t"], LIMITS, now) for i in range(RACERS)))
-    assert Counter(d.kind for d in decisions) == Counter(
-        {"act": 1, "cooldown": RACERS - 1})
+    decisions = await asyncio.gather(
+        *(store.admit(f"h{i}", "poke", ["test:t"], LIMITS, now) for i in range(RACERS))
+    )
+    assert Counter(d.kind for d in decisions) == Counter({"act": 1, "cooldown": RACERS - 1})
     assert all(d.target == "test:t" and d.left > 0 for d in decisions if d.kind == "cooldown")
 
 
-async def test_racing_admissions_spend_a_budget_exactly_and_open_one_circuit(
-        store: Store) -> None:
+async def test_racing_admissions_spend_a_budget_exactly_and_open_one_circuit(store: Store) -> None:
     """Without a cooldown, a budget of 3 admits exactly 3 racing heals; the next one opens
     the circuit and escalates, every later one is suppressed by the open circuit. The
     circuit is listed, its rule open, and closing it starts the budget afresh."""
     limits = Limits(cooldown=0.0, max_actions=3, window=3600.0, quiet=3600.0)
     now = time.time()
-    decisions = await asyncio.gather(*(
-        store.admit(f"h{i}", "poke", ["test:t"], limits, now) for i in range(RACERS)))
+    decisions = await asyncio.gather(
+        *(store.admit(f"h{i}", "poke", ["test:t"], limits, now) for i in range(RACERS))
+    )
     assert Counter(d.kind for d in decisions) == Counter(
-        {"act": 3, "escalate": 1, "circuit_open": RACERS - 4})
+        {"act": 3, "escalate": 1, "circuit_open": RACERS - 4}
+    )
     [escalated] = [d for d in decisions if d.kind == "escalate"]
     assert escalated.actions == 3 and escalated.circuit is not None
     assert await store.open_rules() == {"poke"}
     [circuit] = await store.list_circuits()
     assert (circuit["rule"], circuit["target"], circuit["state"]) == ("poke", "test:t", "open")
-    await store.record_escalation("poke", "test:t", circuit["escalated_by"],
-                                  [{"notifier": "chat", "ok": True}])
+    await store.record_escalation(
+        "poke", "test:t", circuit["escalated_by"], [{"notifier": "chat", "ok": True}]
+    )
     assert (await store.list_circuits())[0]["escalation"] == [{"notifier": "chat", "ok": True}]
 
     closed = await store.close_circuits("poke", None, now + 1, "api")
@@ -335,8 +359,10 @@ async def test_admission_sees_a_resolve_and_a_pause_first(store: Store) -> None:
     resolved = await store.admit("h1", "poke", ["test:t"], LIMITS, now, key)
     assert resolved.kind == "resolved" and resolved.resolved_at > 0
     await store.set_pause(now, now + 60, "hands off")
-    paused = await asyncio.gather(store.admit("h2", "poke", ["test:t"], LIMITS, now),
-                                  store.admit("h3", None, ["test:t"], None, now))
+    paused = await asyncio.gather(
+        store.admit("h2", "poke", ["test:t"], LIMITS, now),
+        store.admit("h3", None, ["test:t"], None, now),
+    )
     assert [d.kind for d in paused] == ["paused", "paused"]
     await store.clear_pause(now)
     assert (await store.admit("h4", None, ["test:t"], None, now)).kind == "act"
@@ -369,9 +395,12 @@ async def test_racing_retry_claims_create_one_retry_heal(store: Store) -> None:
     heal_id = await _not_recovered(store, "retry")
     assert await store.follow_up_candidates() == [heal_id]
     now = time.time()
-    claims = await asyncio.gather(*(
-        store.claim_follow_up(heal_id, run_id=f"process-{i}", now=now, policy=_policy("retry"))
-        for i in range(RACERS)))
+    claims = await asyncio.gather(
+        *(
+            store.claim_follow_up(heal_id, run_id=f"process-{i}", now=now, policy=_policy("retry"))
+            for i in range(RACERS)
+        )
+    )
     assert Counter(c.kind for c in claims) == Counter({"retry": 1, "none": RACERS - 1})
     [retry] = [c for c in claims if c.kind == "retry"]
     assert retry.retry_plan == PLAN and retry.retry_alert is not None
@@ -390,20 +419,26 @@ async def test_racing_escalation_claims_escalate_once_until_delivered(store: Sto
     deliveries are recorded (on the timeline), no claim, of any process, escalates again."""
     heal_id = await _not_recovered(store, "esc")
     now = time.time()
-    claims = await asyncio.gather(*(
-        store.claim_follow_up(heal_id, run_id="one", now=now, policy=_policy("escalate"))
-        for _ in range(RACERS)))
+    claims = await asyncio.gather(
+        *(
+            store.claim_follow_up(heal_id, run_id="one", now=now, policy=_policy("escalate"))
+            for _ in range(RACERS)
+        )
+    )
     assert Counter(c.kind for c in claims) == Counter({"escalate": 1, "none": RACERS - 1})
     assert await store.follow_up_candidates() == [heal_id]  # not delivered yet
     await store.record_follow_up_deliveries(heal_id, [{"notifier": "chat", "ok": True}])
     assert await store.follow_up_candidates() == []
-    later = await store.claim_follow_up(heal_id, run_id="two", now=now,
-                                        policy=_policy("escalate"))
+    later = await store.claim_follow_up(heal_id, run_id="two", now=now, policy=_policy("escalate"))
     assert later.kind == "none"
     heal = await store.get_heal(heal_id)
     assert heal is not None
     assert [e["kind"] for e in heal["timeline"]] == [
-        "matched", "outcome", "not_recovered_escalation", "escalation"]
+        "matched",
+        "outcome",
+        "not_recovered_escalation",
+        "escalation",
+    ]
 
 
 # ---- lifecycle -------------------------------------------------------------------------
@@ -422,9 +457,11 @@ async def test_a_store_written_by_a_newer_healer_is_refused(backend: Backend) ->
     await store.close()
     await backend.from_newer_healer()
     version = backend.schema_version
-    with pytest.raises(JournalUnavailable,
-                       match=rf"its schema {version + 1} is newer than this healer's "
-                             rf"\({version}\): upgrade healer"):
+    with pytest.raises(
+        JournalUnavailable,
+        match=rf"its schema {version + 1} is newer than this healer's "
+        rf"\({version}\): upgrade healer",
+    ):
         await backend.open()
 
 
@@ -435,13 +472,15 @@ async def test_several_stores_on_one_storage_start_each_heal_once(backend: Backe
     stores = [await backend.open() for _ in range(3)]
     try:
         fps = [f"rep{i}" for i in range(5)]
-        posts = [(stores[n % len(stores)], [_alert(fp) for fp in (fps if n % 2 else
-                                                               reversed(fps))])
-                 for n in range(RACERS)]
+        posts = [
+            (stores[n % len(stores)], [_alert(fp) for fp in (fps if n % 2 else reversed(fps))])
+            for n in range(RACERS)
+        ]
         answers = await asyncio.gather(*(s.ingest(post, _plan) for s, post in posts))
         dispositions = [d for answer in answers for d in answer]
         assert Counter(d.status for d in dispositions) == Counter(
-            {"started": 5, "duplicate": 5 * (RACERS - 1)})
+            {"started": 5, "duplicate": 5 * (RACERS - 1)}
+        )
         heal_of = {d.fingerprint: d.heal_id for d in dispositions if d.status == "started"}
         assert all(d.heal_id == heal_of[d.fingerprint] for d in dispositions)
         for store in stores:
@@ -484,13 +523,16 @@ async def test_postgres_store_unreachable_then_back_loses_nothing_acknowledged()
     with private_postgres(superuser_password="s3cret-pw") as server:
         store = await PostgresStore.open(PostgresOptions(server.dsn, connect_timeout=2.0))
         try:
-            acked = [d.heal_id for d in await store.ingest(
-                [_alert(f"o{i}") for i in range(4)], _plan)]
+            acked = [
+                d.heal_id for d in await store.ingest([_alert(f"o{i}") for i in range(4)], _plan)
+            ]
             server.stop()
             calls: list[Callable[[], Awaitable[object]]] = [
-                lambda: store.ingest([_alert("during")], _plan), store.ping,
-                lambda: store.list_heals(), lambda: store.event_soon(
-                    acked[0] or "", Phase.PENDING, "note", {})]
+                lambda: store.ingest([_alert("during")], _plan),
+                store.ping,
+                lambda: store.list_heals(),
+                lambda: store.event_soon(acked[0] or "", Phase.PENDING, "note", {}),
+            ]
             for call in calls:
                 with pytest.raises(JournalUnavailable) as raised:
                     await call()
@@ -509,6 +551,7 @@ async def test_postgres_store_unreachable_then_back_loses_nothing_acknowledged()
             assert set(acked) | {again.heal_id} == ids
         finally:
             await store.close()
+
 
 # ---- replicas: leases, fencing, target locks -------------------------------------------
 
@@ -534,7 +577,8 @@ async def _started(store: Store, fp: str) -> str:
 
 
 async def test_a_renewed_lease_is_kept_and_an_expired_one_is_taken_over_exactly_once(
-        replicas: list[Store]) -> None:
+    replicas: list[Store],
+) -> None:
     """A heal is leased to the replica that ingested it: nobody takes it over while the
     lease lives, a renewal extends it; once expired, of two replicas racing to take it
     over exactly one gets it (as the same row unfinished() returns), and the old holder's
@@ -560,7 +604,8 @@ async def test_a_renewed_lease_is_kept_and_an_expired_one_is_taken_over_exactly_
 
 
 async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing(
-        replicas: list[Store]) -> None:
+    replicas: list[Store],
+) -> None:
     """Once another replica took the heal over, the old holder's phase change, fenced
     timeline entry, interrupt and finish each raise LeaseLost and store nothing; an
     unfenced note still lands; the new holder finishes the heal."""
@@ -570,11 +615,13 @@ async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing
     [taken] = await b.take_over(time.time() + 3 * TTL, 10)
     assert taken["id"] == heal_id
     before = await a.get_heal(heal_id)
-    for write in (a.set_phase(heal_id, Phase.ACTING),
-                  a.add_event(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
-                  a.event_soon(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
-                  a.interrupt(heal_id, Phase.ACTING, "stopped", {}),
-                  a.finish(heal_id, Outcome.RECOVERED, "late", {})):
+    for write in (
+        a.set_phase(heal_id, Phase.ACTING),
+        a.add_event(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
+        a.event_soon(heal_id, Phase.ACTING, "act", {"summary": "x"}, fenced=True),
+        a.interrupt(heal_id, Phase.ACTING, "stopped", {}),
+        a.finish(heal_id, Outcome.RECOVERED, "late", {}),
+    ):
         with pytest.raises(LeaseLost):
             await write
     assert await a.get_heal(heal_id) == before
@@ -585,11 +632,15 @@ async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing
     with pytest.raises(LeaseLost):
         await a.finish(heal_id, Outcome.RECOVERED, "late", {})
     assert [e["kind"] for e in (await b.get_heal(heal_id) or {})["timeline"]] == [
-        "matched", "note", "outcome"]
+        "matched",
+        "note",
+        "outcome",
+    ]
 
 
 async def test_a_refused_fenced_write_queued_with_others_leaves_them_written(
-        replicas: list[Store]) -> None:
+    replicas: list[Store],
+) -> None:
     """Fenced writes queued together (they may share one commit): the one for a heal
     taken over raises LeaseLost and writes nothing, while the writes queued around it for
     a heal still held all land, in order."""
@@ -598,33 +649,48 @@ async def test_a_refused_fenced_write_queued_with_others_leaves_them_written(
     [taken] = await b.take_over(time.time() + 3 * TTL, 1)  # the oldest: ``lost``
     assert taken["id"] == lost
     assert await a.renew_leases([held, lost], time.time()) == {held}
-    queued = [a.event_soon(held, Phase.PENDING, "before", {}, fenced=True),
-              a.set_phase_soon(lost, Phase.ACTING),
-              a.event_soon(lost, Phase.ACTING, "act", {}, fenced=True),
-              a.set_phase_soon(held, Phase.CHECKING, targets=["test:t"]),
-              a.finish_soon(lost, Outcome.RECOVERED, "late", {}),
-              a.event_soon(held, Phase.CHECKING, "after", {}, fenced=True)]
+    queued = [
+        a.event_soon(held, Phase.PENDING, "before", {}, fenced=True),
+        a.set_phase_soon(lost, Phase.ACTING),
+        a.event_soon(lost, Phase.ACTING, "act", {}, fenced=True),
+        a.set_phase_soon(held, Phase.CHECKING, targets=["test:t"]),
+        a.finish_soon(lost, Outcome.RECOVERED, "late", {}),
+        a.event_soon(held, Phase.CHECKING, "after", {}, fenced=True),
+    ]
     results = await asyncio.gather(*queued, return_exceptions=True)
     assert [type(r).__name__ for r in results] == [
-        "NoneType", "LeaseLost", "LeaseLost", "NoneType", "LeaseLost", "NoneType"]
+        "NoneType",
+        "LeaseLost",
+        "LeaseLost",
+        "NoneType",
+        "LeaseLost",
+        "NoneType",
+    ]
     mine = await a.get_heal(held) or {}
     assert (mine["phase"], [e["kind"] for e in mine["timeline"]]) == (
-        "checking", ["matched", "before", "after"])
+        "checking",
+        ["matched", "before", "after"],
+    )
     theirs = await b.get_heal(lost) or {}
     assert (theirs["phase"], theirs["outcome"], [e["kind"] for e in theirs["timeline"]]) == (
-        "pending", None, ["matched"])
+        "pending",
+        None,
+        ["matched"],
+    )
 
 
 async def test_a_target_lock_is_exclusive_across_replicas_until_released_or_expired(
-        replicas: list[Store]) -> None:
+    replicas: list[Store],
+) -> None:
     """Two heals on two replicas: racing for one target, exactly one gets the lock; the
     other is refused while the holder's lease lives, gets it once that lease expired;
     an unlock by a heal that lost the lock does not free it; a finish releases it."""
     a, b, _ = replicas
     heal_a, heal_b = await _started(a, "lock-a"), await _started(b, "lock-b")
     now = time.time()
-    raced = await asyncio.gather(a.lock_target("race", heal_a, now),
-                                 b.lock_target("race", heal_b, now))
+    raced = await asyncio.gather(
+        a.lock_target("race", heal_a, now), b.lock_target("race", heal_b, now)
+    )
     assert Counter(raced) == Counter([True, False])
     assert await a.lock_target("t", heal_a, now) is True
     assert await a.lock_target("t", heal_a, now) is True  # its own: still held
@@ -638,8 +704,7 @@ async def test_a_target_lock_is_exclusive_across_replicas_until_released_or_expi
     assert await b.lock_target("t", heal_b, time.time()) is True
 
 
-async def test_every_timeline_entry_names_the_replica_that_wrote_it(
-        replicas: list[Store]) -> None:
+async def test_every_timeline_entry_names_the_replica_that_wrote_it(replicas: list[Store]) -> None:
     """Each timeline entry records the replica whose store wrote it, across a takeover
     and for heals created manually or by ingest."""
     a, b, _ = replicas
@@ -651,11 +716,13 @@ async def test_every_timeline_entry_names_the_replica_that_wrote_it(
     await b.finish(heal_id, Outcome.NO_ACTION, "nothing to do", {})
     heal = await a.get_heal(heal_id) or {}
     assert [(e["kind"], e["replica"]) for e in heal["timeline"]] == [
-        ("matched", "replica-a"), ("resumed", "replica-a"), ("check", "replica-b"),
-        ("outcome", "replica-b")]
+        ("matched", "replica-a"),
+        ("resumed", "replica-a"),
+        ("check", "replica-b"),
+        ("outcome", "replica-b"),
+    ]
     manual = await b.create_manual_heal(PLAN, {"target": "t"}, {})
-    assert [e["replica"] for e in (await a.get_heal(manual) or {})["timeline"]] == [
-        "replica-b"]
+    assert [e["replica"] for e in (await a.get_heal(manual) or {})["timeline"]] == ["replica-b"]
     assert (await a.get_heal(manual) or {})["owner"] == "replica-b"
 
 
@@ -686,8 +753,7 @@ async def test_postgres_a_restarted_replica_takes_its_old_heals_only_after_expir
             assert await new.take_over(before + TTL - 0.01, 10) == []  # not expired yet
             rows = await new.take_over(after + TTL + 0.01, 10)
             assert sorted(r["id"] for r in rows) == ids
-            assert {(r["owner"], r["taken_from"]) for r in rows} == {("replica-a",
-                                                                     "replica-a")}
+            assert {(r["owner"], r["taken_from"]) for r in rows} == {("replica-a", "replica-a")}
             assert await new.renew_leases(ids, after + TTL) == set(ids)
         finally:
             await new.close()
@@ -698,8 +764,7 @@ async def test_postgres_a_restarted_replica_takes_its_old_heals_only_after_expir
             await stale.close()
 
 
-async def test_postgres_racing_takeovers_from_three_stores_are_disjoint_and_complete(
-        ) -> None:
+async def test_postgres_racing_takeovers_from_three_stores_are_disjoint_and_complete() -> None:
     """Three replicas racing to take over, in small batches, the expired heals of a dead
     one: every expired heal goes to exactly one of them (the sets are disjoint and cover
     all), heals whose lease was renewed go to none, and nothing is left to take."""
@@ -736,8 +801,7 @@ async def test_postgres_racing_takeovers_from_three_stores_are_disjoint_and_comp
         assert {owners[h] for h in alive} == {"replica-dead"}
 
 
-async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_nothing(
-        ) -> None:
+async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_nothing() -> None:
     """Fencing and takeover are serialised on the heal's row: while another transaction
     moves the lease (not committed yet), the holder's phase change waits; once it
     commits, the write raises LeaseLost and the phase is unchanged. While a fenced write
@@ -748,14 +812,16 @@ async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_no
             heal_id = await _started(a, "inflight")
             mover = await sessions.open(application_name="mover")
             await mover.execute("BEGIN")
-            await mover.execute("UPDATE heals SET owner='replica-x', lease_token='x'"
-                                " WHERE id=$1", heal_id)
+            await mover.execute(
+                "UPDATE heals SET owner='replica-x', lease_token='x' WHERE id=$1", heal_id
+            )
             write = asyncio.ensure_future(a.set_phase(heal_id, Phase.ACTING))
             watcher = await sessions.open()
             for _ in range(200):  # bounded: until the write waits on the mover's row lock
                 if await watcher.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name="
-                        "'healer' AND wait_event_type = 'Lock'"):
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name="
+                    "'healer' AND wait_event_type = 'Lock'"
+                ):
                     break
                 await asyncio.sleep(0.05)
             else:
@@ -781,8 +847,7 @@ async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_no
             await a.close()
 
 
-async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_taken_over(
-        ) -> None:
+async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_taken_over() -> None:
     """A store at schema 1 (before replicas) with a heal and its timeline is brought to
     schema 2 in place: the heal is kept, unleased and its old entry names no replica; the
     first take_over of any replica gets it (taken from nobody), and new entries name the
@@ -801,9 +866,12 @@ async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_ta
                 await conn.execute(
                     "INSERT INTO heals (id, created_at, updated_at, source, rule, handler,"
                     " labels, annotations, params, verify, dry_run, phase) VALUES ('old', 1,"
-                    " 1, 'manual', 'poke', 'test.noop', '{}', '{}', '{}', '{}', 0, 'acting')")
-                await conn.execute("INSERT INTO events (heal_id, seq, at, phase, kind, data)"
-                                   " VALUES ('old', 1, 1, 'pending', 'manual_trigger', '{}')")
+                    " 1, 'manual', 'poke', 'test.noop', '{}', '{}', '{}', '{}', 0, 'acting')"
+                )
+                await conn.execute(
+                    "INSERT INTO events (heal_id, seq, at, phase, kind, data)"
+                    " VALUES ('old', 1, 1, 'pending', 'manual_trigger', '{}')"
+                )
         finally:
             await conn.close()
         options = PostgresOptions(dsn)
@@ -815,9 +883,12 @@ async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_ta
             assert [e["replica"] for e in before["timeline"]] == [None]
             [row] = await store.take_over(time.time(), 10)
             assert (row["id"], row["phase"], row["owner"], row["taken_from"]) == (
-                "old", "acting", "replica-new", None)
-            await store.add_event("old", Phase.VERIFYING, "verification_resumed", {},
-                                  fenced=True)
+                "old",
+                "acting",
+                "replica-new",
+                None,
+            )
+            await store.add_event("old", Phase.VERIFYING, "verification_resumed", {}, fenced=True)
             after = await store.get_heal("old") or {}
             assert [e["replica"] for e in after["timeline"]] == [None, "replica-new"]
         finally:

@@ -28,17 +28,30 @@ from healer.plugins import HandlerRegistry
 from healer.strictjson import MAX_DEPTH, decode_json
 from tests.support.inproc import alert_payload, noop_config, running_healer
 
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 ADMIN = "adm-strict-json"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}
 
 KEYS = st.text(max_size=6)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
-                    st.floats(allow_nan=False, allow_infinity=False))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)), max_leaves=12)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)),
+    max_leaves=12,
+)
 
 
 def refused(body: bytes) -> PayloadError:
@@ -49,8 +62,14 @@ def refused(body: bytes) -> PayloadError:
 
 # --- encodings ---------------------------------------------------------------------------
 
-NOT_UTF8 = {"utf-16": "utf-16", "utf-16-le": "utf-16-le", "utf-16-be": "utf-16-be",
-            "utf-32": "utf-32", "utf-32-le": "utf-32-le", "utf-32-be": "utf-32-be"}
+NOT_UTF8 = {
+    "utf-16": "utf-16",
+    "utf-16-le": "utf-16-le",
+    "utf-16-be": "utf-16-be",
+    "utf-32": "utf-32",
+    "utf-32-le": "utf-32-le",
+    "utf-32-be": "utf-32-be",
+}
 
 
 @pytest.mark.parametrize("encoding", [*NOT_UTF8, "utf-8-sig"])
@@ -63,8 +82,7 @@ def test_only_utf8_without_bom_is_read(encoding: str) -> None:
 
 @FUZZ
 @given(VALUES, st.sampled_from(sorted(NOT_UTF8)), st.booleans())
-def test_any_document_in_another_encoding_is_400(value: Any, encoding: str,
-                                                 bom: bool) -> None:
+def test_any_document_in_another_encoding_is_400(value: Any, encoding: str, bom: bool) -> None:
     """Any JSON document encoded as UTF-16/32 (BOM or not) is refused with 400: never
     accepted (the journal would store text SQLite cannot read), never a 500."""
     body = json.dumps(value).encode(encoding)
@@ -88,8 +106,9 @@ def test_any_bytes_are_read_as_strict_json_or_refused(body: bytes) -> None:
 
 def assert_sqlite_reads_the_same(body: bytes, data: Any) -> None:
     with sqlite3.connect(":memory:") as db:
-        [(valid, canonical)] = db.execute("SELECT json_valid(?), json(?)",
-                                          (body.decode(), body.decode())).fetchall()
+        [(valid, canonical)] = db.execute(
+            "SELECT json_valid(?), json(?)", (body.decode(), body.decode())
+        ).fetchall()
     assert valid == 1
     assert json.loads(canonical) == data
 
@@ -153,23 +172,28 @@ def test_a_duplicate_key_anywhere_is_422_naming_it(value: Any, victim: int) -> N
 
 def _duplicated(labels_text: str) -> str:
     body = json.dumps(alert_payload({"alertname": "Poke", "target": "web-1"}))
-    return body.replace('"labels": {"alertname": "Poke", "target": "web-1"}',
-                        f'"labels": {labels_text}', 1)
+    return body.replace(
+        '"labels": {"alertname": "Poke", "target": "web-1"}', f'"labels": {labels_text}', 1
+    )
 
 
 async def test_duplicate_keys_are_refused_by_every_endpoint(
-        tmp_path: Path, handlers: HandlerRegistry, noop: Any) -> None:
+    tmp_path: Path, handlers: HandlerRegistry, noop: Any
+) -> None:
     """Two ``alerts`` arrays, two ``target`` labels, two ``params`` keys in a manual
     trigger, two ``for`` in a pause: 422 naming the key, and nothing journaled or run."""
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=Secrets(admin_token=ADMIN)) as h:
+    async with running_healer(
+        noop_config(tmp_path / "j.db"), handlers=handlers, secrets=Secrets(admin_token=ADMIN)
+    ) as h:
         alerts = json.dumps(alert_payload({"alertname": "Poke", "target": "web-1"}))
         posts = {
-            "/api/v1/alerts": [alerts[:-1] + ', "alerts": []}',
-                               _duplicated('{"alertname": "Poke", "target": "web-1", '
-                                           '"target": "web-2"}')],
-            "/api/v1/heals": ['{"handler": "test.noop", "params": {"target": "web-1", '
-                              '"target": "web-2"}}'],
+            "/api/v1/alerts": [
+                alerts[:-1] + ', "alerts": []}',
+                _duplicated('{"alertname": "Poke", "target": "web-1", "target": "web-2"}'),
+            ],
+            "/api/v1/heals": [
+                '{"handler": "test.noop", "params": {"target": "web-1", "target": "web-2"}}'
+            ],
             "/api/v1/pause": ['{"for": "1m", "for": "1h"}'],
         }
         for path, bodies in posts.items():
@@ -179,8 +203,7 @@ async def test_duplicate_keys_are_refused_by_every_endpoint(
                 assert "duplicate key" in resp.json()["error"]
         assert await h.services.journal.alert_counts() == {}
         assert await h.services.journal.list_heals() == []
-        assert (await h.client.get("/api/v1/pause", headers=ADMIN_AUTH)).json() == {
-            "paused": False}
+        assert (await h.client.get("/api/v1/pause", headers=ADMIN_AUTH)).json() == {"paused": False}
     assert noop.checks == []
 
 
@@ -200,8 +223,7 @@ def test_deep_nesting_is_refused_not_crashing(depth: int, kind: str) -> None:
     """A document nested deeper than MAX_DEPTH, however deep (as far as the parser goes,
     and beyond), is a 4xx: 422 naming where once parsed, 400 when the parser gives up;
     at MAX_DEPTH it is accepted."""
-    text = ("[" * depth + "]" * depth) if kind == "list" else (
-        '{"k":' * depth + "1" + "}" * depth)
+    text = ("[" * depth + "]" * depth) if kind == "list" else ('{"k":' * depth + "1" + "}" * depth)
     if depth == MAX_DEPTH:
         decode_json(text.encode())
         return
@@ -210,25 +232,35 @@ def test_deep_nesting_is_refused_not_crashing(depth: int, kind: str) -> None:
     assert "nested" in error.message
 
 
-async def test_deep_params_and_labels_are_422(tmp_path: Path, handlers: HandlerRegistry,
-                                              noop: Any) -> None:
+async def test_deep_params_and_labels_are_422(
+    tmp_path: Path, handlers: HandlerRegistry, noop: Any
+) -> None:
     """A manual trigger whose params nest 33 to 900 deep (a RecursionError in templating
     once) and a webhook with deep structure in a label or an unknown field: 422 (or 400
     past the parser's own limit), never 500; nothing runs."""
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=Secrets(admin_token=ADMIN)) as h:
+    async with running_healer(
+        noop_config(tmp_path / "j.db"), handlers=handlers, secrets=Secrets(admin_token=ADMIN)
+    ) as h:
         for depth in (MAX_DEPTH + 1, 500, 900):
             for kind in ("list", "dict"):
-                trigger = {"handler": "test.noop",
-                           "params": {"target": "web-1", "x": nested(depth, kind=kind)}}
+                trigger = {
+                    "handler": "test.noop",
+                    "params": {"target": "web-1", "x": nested(depth, kind=kind)},
+                }
                 resp = await h.client.post("/api/v1/heals", json=trigger, headers=ADMIN_AUTH)
                 assert resp.status_code in (400, 422), resp.text
                 body = alert_payload({"alertname": "Poke", "target": nested(depth)})  # type: ignore[dict-item]
                 body["groupLabels"] = nested(depth, kind=kind)
                 resp = await h.client.post("/api/v1/alerts", json=body, headers=JSON)
                 assert resp.status_code in (400, 422), resp.text
-        resp = await h.client.post("/api/v1/heals", headers=ADMIN_AUTH, json={
-            "handler": "test.noop", "params": {"target": "web-1", "x": nested(MAX_DEPTH - 3)}})
+        resp = await h.client.post(
+            "/api/v1/heals",
+            headers=ADMIN_AUTH,
+            json={
+                "handler": "test.noop",
+                "params": {"target": "web-1", "x": nested(MAX_DEPTH - 3)},
+            },
+        )
         assert resp.status_code == 422 and "params" in resp.json()["error"]  # the model's no
         assert await h.services.journal.list_heals() == []
     assert noop.checks == []
@@ -237,19 +269,27 @@ async def test_deep_params_and_labels_are_422(tmp_path: Path, handlers: HandlerR
 # --- what is stored --------------------------------------------------------------------------
 
 
-async def test_alert_log_reads_every_accepted_body(tmp_path: Path,
-                                                   handlers: HandlerRegistry) -> None:
+async def test_alert_log_reads_every_accepted_body(
+    tmp_path: Path, handlers: HandlerRegistry
+) -> None:
     """Bodies that are valid but unusual (non-ASCII raw and escaped, astral characters,
     \\u2028, escaped slashes, huge exponents, odd whitespace, unknown fields of any JSON
     type) are accepted and ``SELECT * FROM alert_log`` reads each alert's labels back."""
-    labels = {"alertname": "Quiet", "é": "ü😀\u2028\\/\"", "path": "/x"}
+    labels = {"alertname": "Quiet", "é": 'ü😀\u2028\\/"', "path": "/x"}
     extras: list[Any] = [1e308, -0.0, 12345678901234567890, None, [], {}, "\u0000"]
-    bodies = [json.dumps(alert_payload(labels), ensure_ascii=ascii_, indent=indent)
-              for ascii_ in (True, False) for indent in (None, "\t")]
-    bodies.append(json.dumps({**alert_payload(labels), "extra": extras}).replace(
-        '"/x"', '"\\/x"').replace(": ", " :\r\n "))
-    async with running_healer(noop_config(tmp_path / "j.db"), handlers=handlers,
-                              secrets=Secrets()) as h:
+    bodies = [
+        json.dumps(alert_payload(labels), ensure_ascii=ascii_, indent=indent)
+        for ascii_ in (True, False)
+        for indent in (None, "\t")
+    ]
+    bodies.append(
+        json.dumps({**alert_payload(labels), "extra": extras})
+        .replace('"/x"', '"\\/x"')
+        .replace(": ", " :\r\n ")
+    )
+    async with running_healer(
+        noop_config(tmp_path / "j.db"), handlers=handlers, secrets=Secrets()
+    ) as h:
         for i, text in enumerate(bodies):
             body = text.replace("0123456789abcdef", f"{i:016x}")
             resp = await h.client.post("/api/v1/alerts", content=body.encode(), headers=JSON)
@@ -259,4 +299,3 @@ async def test_alert_log_reads_every_accepted_body(tmp_path: Path,
         stored = db.execute("SELECT labels FROM alert_log").fetchall()
     assert len(rows) == len(bodies)
     assert [json.loads(text) for (text,) in stored] == [labels] * len(bodies)
-

@@ -32,7 +32,8 @@ HOSTILE = [
 def test_a_whole_value_template_is_replaced() -> None:
     """``{{ labels.x }}`` becomes the label value."""
     assert render_params({"container": "{{ labels.container }}"}, LABELS, {}) == {
-        "container": "web-1"}
+        "container": "web-1"
+    }
 
 
 def test_annotations_are_available() -> None:
@@ -42,24 +43,32 @@ def test_annotations_are_available() -> None:
 
 def test_templates_are_substituted_recursively() -> None:
     """Templates inside nested lists and dicts are all replaced; other values untouched."""
-    params = {"containers": ["{{ labels.container }}", "static"],
-              "nested": {"deep": [{"who": "{{ annotations.host }}"}]},
-              "stop_timeout": 10, "flag": True, "none": None}
+    params = {
+        "containers": ["{{ labels.container }}", "static"],
+        "nested": {"deep": [{"who": "{{ annotations.host }}"}]},
+        "stop_timeout": 10,
+        "flag": True,
+        "none": None,
+    }
     assert render_params(params, LABELS, ANNOTATIONS) == {
-        "containers": ["web-1", "static"], "nested": {"deep": [{"who": "db-2"}]},
-        "stop_timeout": 10, "flag": True, "none": None}
+        "containers": ["web-1", "static"],
+        "nested": {"deep": [{"who": "db-2"}]},
+        "stop_timeout": 10,
+        "flag": True,
+        "none": None,
+    }
 
 
 def test_embedded_templates_are_substituted_in_place() -> None:
     """A template inside a longer string, or several in one string, are each replaced."""
     assert render_params("odoo-{{ labels.container }}-{{labels.alertname}}", LABELS, {}) == (
-        "odoo-web-1-WebDown")
+        "odoo-web-1-WebDown"
+    )
 
 
 def test_dict_keys_are_never_templated() -> None:
     """Only values are substituted: keys stay what the rule author wrote."""
-    assert render_params({"{{ labels.container }}": 1}, LABELS, {}) == {
-        "{{ labels.container }}": 1}
+    assert render_params({"{{ labels.container }}": 1}, LABELS, {}) == {"{{ labels.container }}": 1}
 
 
 def test_the_input_is_not_mutated() -> None:
@@ -94,7 +103,8 @@ def test_hostile_values_come_through_verbatim(value: str) -> None:
     looks like a template is not expanded a second time."""
     labels = {"container": value, "secret": "LEAKED"}
     assert render_params({"containers": ["{{ labels.container }}"]}, labels, {}) == {
-        "containers": [value]}
+        "containers": [value]
+    }
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -118,15 +128,19 @@ def test_docker_restart_refuses_hostile_compose_names(value: str) -> None:
 def test_docker_restart_accepts_real_container_names() -> None:
     """Ordinary names (compose style, dots, underscores) pass."""
     params = RestartParams.model_validate(
-        render_params({"containers": ["{{ labels.container }}", "shop_db.1"]}, LABELS, {}))
+        render_params({"containers": ["{{ labels.container }}", "shop_db.1"]}, LABELS, {})
+    )
     assert list(params.containers) == ["web-1", "shop_db.1"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("params", [
-    {"containers": ["{{ labels.container }}"]},
-    {"containers": ["odoo-{{ labels.instance }}-{{annotations.host}}"]},
-    {"service": "{{ labels.service }}", "project": "{{ labels.project }}"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"containers": ["{{ labels.container }}"]},
+        {"containers": ["odoo-{{ labels.instance }}-{{annotations.host}}"]},
+        {"service": "{{ labels.service }}", "project": "{{ labels.project }}"},
+    ],
+)
 def test_placeholders_let_config_checks_pass_templates(params: Any) -> None:
     """At config time templates become a harmless placeholder that names validate."""
     RestartParams.model_validate(placeholder_params(params))
@@ -135,4 +149,6 @@ def test_placeholders_let_config_checks_pass_templates(params: Any) -> None:
 def test_placeholders_leave_literals_alone() -> None:
     """Only templates are replaced; a literal (even a bad one) is still validated as is."""
     assert placeholder_params({"containers": ["; rm -rf /"], "n": 3}) == {
-        "containers": ["; rm -rf /"], "n": 3}
+        "containers": ["; rm -rf /"],
+        "n": 3,
+    }

@@ -14,12 +14,35 @@ from healer.errors import ConfigError
 
 SECRET_HEAD, SECRET_TAIL = "s3cretHEAD", "s3cretTAIL"
 # Every kind of character that breaks a header or hides in one.
-INSIDE = ["\n", "\r", "\r\n", "\t", " ", "\x00", "\x07", "\x0b", "\x0c", "\x1b", "\x7f",
-          "\x85", "\u00a0", "\u2028", "\u200b", "\ufeff", "é", "\U0001f600"]
-CONFIG = parse_config({"webhook": {"token_file": "/nonexistent/w",
-                                   "basic_auth": {"username": "am",
-                                                  "password_file": "/nonexistent/p"}},
-                       "admin": {"token_file": "/nonexistent/a"}})
+INSIDE = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    " ",
+    "\x00",
+    "\x07",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\u00a0",
+    "\u2028",
+    "\u200b",
+    "\ufeff",
+    "é",
+    "\U0001f600",
+]
+CONFIG = parse_config(
+    {
+        "webhook": {
+            "token_file": "/nonexistent/w",
+            "basic_auth": {"username": "am", "password_file": "/nonexistent/p"},
+        },
+        "admin": {"token_file": "/nonexistent/a"},
+    }
+)
 
 
 def _assert_hidden(text: str) -> None:
@@ -27,10 +50,12 @@ def _assert_hidden(text: str) -> None:
 
 
 @pytest.mark.parametrize("inside", INSIDE, ids=repr)
-@pytest.mark.parametrize(("key", "var"), [("webhook", "HEALER_WEBHOOK_TOKEN"),
-                                          ("admin", "HEALER_ADMIN_TOKEN")])
+@pytest.mark.parametrize(
+    ("key", "var"), [("webhook", "HEALER_WEBHOOK_TOKEN"), ("admin", "HEALER_ADMIN_TOKEN")]
+)
 def test_a_token_with_anything_but_visible_ascii_inside_is_refused_at_load(
-        key: str, var: str, inside: str, tmp_path: Path) -> None:
+    key: str, var: str, inside: str, tmp_path: Path
+) -> None:
     """From a file or from the environment, webhook or admin: the error names the file or
     variable and shows no part of the token."""
     token = SECRET_HEAD + inside + SECRET_TAIL
@@ -45,16 +70,26 @@ def test_a_token_with_anything_but_visible_ascii_inside_is_refused_at_load(
         _assert_hidden(text)
 
 
-@pytest.mark.parametrize("inside", [i for i in INSIDE if i not in (" ", "\u00a0", "é",
-                                                                   "\U0001f600", "\u200b",
-                                                                   "\ufeff", "\u2028",
-                                                                   "\x85")], ids=repr)
+@pytest.mark.parametrize(
+    "inside",
+    [
+        i
+        for i in INSIDE
+        if i not in (" ", "\u00a0", "é", "\U0001f600", "\u200b", "\ufeff", "\u2028", "\x85")
+    ],
+    ids=repr,
+)
 def test_a_basic_auth_password_with_a_control_character_is_refused(inside: str) -> None:
     """A password may hold spaces, never a control character; the error hides it."""
     with pytest.raises(ConfigError) as info:
-        resolve_secrets(CONFIG, {"HEALER_WEBHOOK_TOKEN": "ok",
-                                 "HEALER_ADMIN_TOKEN": "ok",
-                                 "HEALER_WEBHOOK_PASSWORD": SECRET_HEAD + inside + SECRET_TAIL})
+        resolve_secrets(
+            CONFIG,
+            {
+                "HEALER_WEBHOOK_TOKEN": "ok",
+                "HEALER_ADMIN_TOKEN": "ok",
+                "HEALER_WEBHOOK_PASSWORD": SECRET_HEAD + inside + SECRET_TAIL,
+            },
+        )
     assert "$HEALER_WEBHOOK_PASSWORD" in str(info.value)
     _assert_hidden(str(info.value))
 
@@ -81,8 +116,12 @@ def test_a_token_file_that_is_not_utf8_is_an_error_without_the_value(tmp_path: P
 @pytest.mark.parametrize("inside", INSIDE, ids=repr)
 @pytest.mark.parametrize("command", [["circuits"], ["resume"], ["pause", "--for", "1m"]])
 def test_the_admin_cli_never_prints_a_token_it_cannot_send(
-        command: list[str], inside: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    command: list[str],
+    inside: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """``healer pause|resume|circuits`` with such a token (file or env var) exits 2 with a
     line naming where the token came from, and no part of it, before any request."""
     token = SECRET_HEAD + inside + SECRET_TAIL
@@ -103,7 +142,8 @@ def test_the_admin_cli_never_prints_a_token_it_cannot_send(
 
 
 def test_a_connection_error_does_not_print_the_token(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A valid token and an unreachable daemon: exit 2, and the token is not in the line."""
     monkeypatch.setenv("HEALER_ADMIN_TOKEN", SECRET_HEAD + SECRET_TAIL)
     assert main(["circuits", "--url", "http://127.0.0.1:9"]) == 2
@@ -113,8 +153,8 @@ def test_a_connection_error_does_not_print_the_token(
 
 
 def test_check_config_checks_a_token_variable_it_can_see(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check-config refuses a token variable with a newline inside, hiding the value."""
     monkeypatch.setenv("HEALER_WEBHOOK_TOKEN", SECRET_HEAD + "\n" + SECRET_TAIL)
     config = tmp_path / "healer.yml"

@@ -55,38 +55,77 @@ def base_config(tmp_path: Path, port: int) -> dict[str, Any]:
     return {
         "journal": str(tmp_path / "journal.db"),
         "shutdown_grace": "2s",
-        "prometheus": {"url": f"http://127.0.0.1:{port}", "timeout": "0.5s",
-                       "evaluation_interval": "50ms"},
+        "prometheus": {
+            "url": f"http://127.0.0.1:{port}",
+            "timeout": "0.5s",
+            "evaluation_interval": "50ms",
+        },
         "verify": {"timeout": "0.3s", "stable_for": "0s"},
         "allow": [{"kind": "test", "name": "web-*"}],
         "rules": [
-            {"name": "poke-web", "match": ['alertname="WebDown"'], "handler": "test.noop",
-             "params": target},
-            {"name": "poke-slow", "match": ['alertname="WebSlow"'], "handler": "test.noop",
-             "params": target},
-            {"name": "rehearse", "match": ['alertname="WebRehearse"'], "handler": "test.noop",
-             "params": target, "dry_run": True},
-            {"name": "explode", "match": 'alertname="Explode"', "handler": "test.noop",
-             "params": {**target, "explode_in": "{{ labels.step }}"}},
+            {
+                "name": "poke-web",
+                "match": ['alertname="WebDown"'],
+                "handler": "test.noop",
+                "params": target,
+            },
+            {
+                "name": "poke-slow",
+                "match": ['alertname="WebSlow"'],
+                "handler": "test.noop",
+                "params": target,
+            },
+            {
+                "name": "rehearse",
+                "match": ['alertname="WebRehearse"'],
+                "handler": "test.noop",
+                "params": target,
+                "dry_run": True,
+            },
+            {
+                "name": "explode",
+                "match": 'alertname="Explode"',
+                "handler": "test.noop",
+                "params": {**target, "explode_in": "{{ labels.step }}"},
+            },
         ],
     }
 
 
-def alert(name: str = "WebDown", instance: str = "web-1", *, status: str = "firing",
-          starts: str = "2024-05-01T10:00:00Z", **labels: str) -> dict[str, Any]:
+def alert(
+    name: str = "WebDown",
+    instance: str = "web-1",
+    *,
+    status: str = "firing",
+    starts: str = "2024-05-01T10:00:00Z",
+    **labels: str,
+) -> dict[str, Any]:
     all_labels = {"alertname": name, "instance": instance, **labels}
     fingerprint = hashlib.sha256(json.dumps(all_labels, sort_keys=True).encode()).hexdigest()
-    return {"status": status, "labels": all_labels, "annotations": {"summary": "s"},
-            "startsAt": starts,
-            "endsAt": "2024-05-01T10:05:00Z" if status == "resolved" else
-            "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint[:16]}
+    return {
+        "status": status,
+        "labels": all_labels,
+        "annotations": {"summary": "s"},
+        "startsAt": starts,
+        "endsAt": "2024-05-01T10:05:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint[:16],
+    }
 
 
 def group(*alerts: dict[str, Any], status: str = "firing") -> dict[str, Any]:
-    return {"version": "4", "status": status, "receiver": "healer", "groupKey": "{}:{}",
-            "truncatedAlerts": 0, "externalURL": "http://am", "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "alerts": list(alerts)}
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "healer",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "externalURL": "http://am",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "alerts": list(alerts),
+    }
 
 
 @dataclass
@@ -126,9 +165,12 @@ class Healer:
             await asyncio.sleep(0.05)
 
     def heals_total(self, outcome: str, rule: str = "poke-web") -> float:
-        return self.registry.get_sample_value(
-            "healer_heals_total", {"rule": rule, "handler": "test.noop", "outcome": outcome}
-        ) or 0.0
+        return (
+            self.registry.get_sample_value(
+                "healer_heals_total", {"rule": rule, "handler": "test.noop", "outcome": outcome}
+            )
+            or 0.0
+        )
 
 
 Start = Callable[..., AbstractAsyncContextManager[Healer]]
@@ -195,33 +237,46 @@ async def test_metrics_expose_the_fixed_names(healer: Healer) -> None:
     resp = await healer.client.get("/metrics")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
-    for name in ("healer_alerts_received_total", "healer_heals_total",
-                 "healer_heal_duration_seconds", "healer_time_to_recovery_seconds",
-                 "healer_heals_in_progress", "healer_circuit_open",
-                 "healer_webhook_requests_total"):
+    for name in (
+        "healer_alerts_received_total",
+        "healer_heals_total",
+        "healer_heal_duration_seconds",
+        "healer_time_to_recovery_seconds",
+        "healer_heals_in_progress",
+        "healer_circuit_open",
+        "healer_webhook_requests_total",
+    ):
         assert f"# TYPE {name.removesuffix('_total')}" in resp.text, name
-    assert 'healer_heals_total{handler="test.noop",outcome="unverified",rule="poke-web"} 1.0' \
+    assert (
+        'healer_heals_total{handler="test.noop",outcome="unverified",rule="poke-web"} 1.0'
         in resp.text
+    )
 
 
 # --- the webhook ----------------------------------------------------------------------
 
 
 async def test_webhook_sorts_a_group_into_started_ignored_duplicates_resolved(
-        healer: Healer) -> None:
+    healer: Healer,
+) -> None:
     """One POST reports per alert what happened: a new matching firing alert is started,
     a non-matching one ignored, a repeated one duplicate, a resolved one resolved."""
     first = alert(instance="web-1")
     await healer.fire(first)
-    body = group(first, alert("Nobody", "web-9"), alert(instance="web-2"),
-                 alert(instance="web-3", status="resolved"))
+    body = group(
+        first,
+        alert("Nobody", "web-9"),
+        alert(instance="web-2"),
+        alert(instance="web-3", status="resolved"),
+    )
     resp = await healer.post(body)
     assert resp.status_code == 200
     out = resp.json()
     assert out["accepted"] == 4
     assert [s["rule"] for s in out["started"]] == ["poke-web"]
-    assert out["ignored"] == [{"fingerprint": body["alerts"][1]["fingerprint"],
-                               "reason": "no rule matches"}]
+    assert out["ignored"] == [
+        {"fingerprint": body["alerts"][1]["fingerprint"], "reason": "no rule matches"}
+    ]
     assert [d["fingerprint"] for d in out["duplicates"]] == [first["fingerprint"]]
     assert out["duplicates"][0]["heal_id"] is not None
     assert out["resolved"] == [{"fingerprint": body["alerts"][3]["fingerprint"]}]
@@ -251,8 +306,9 @@ async def test_a_resend_after_a_restart_starts_nothing(start: Start) -> None:
     async with start() as second:
         resp = await second.post(body)
         assert resp.json()["started"] == []
-        assert resp.json()["duplicates"] == [{"fingerprint": body["alerts"][0]["fingerprint"],
-                                              "heal_id": heal_id}]
+        assert resp.json()["duplicates"] == [
+            {"fingerprint": body["alerts"][0]["fingerprint"], "heal_id": heal_id}
+        ]
         await second.idle()
         assert len(second.noop.checks) == 1
 
@@ -315,8 +371,7 @@ async def token_healer(start: Start) -> AsyncIterator[Healer]:
 
 async def test_the_right_bearer_token_is_accepted(token_healer: Healer) -> None:
     """Alertmanager's ``authorization`` credentials get in."""
-    resp = await token_healer.post(group(alert()),
-                                   headers={"Authorization": "Bearer wh-s3cret"})
+    resp = await token_healer.post(group(alert()), headers={"Authorization": "Bearer wh-s3cret"})
     assert resp.status_code == 200
     assert len(resp.json()["started"]) == 1
 
@@ -332,8 +387,10 @@ async def test_basic_auth_is_accepted(start: Start) -> None:
 async def test_auth_failures_are_counted(token_healer: Healer) -> None:
     """healer_webhook_requests_total counts 401s like any other answer."""
     await token_healer.post(group(alert()))
-    assert token_healer.registry.get_sample_value(
-        "healer_webhook_requests_total", {"code": "401"}) == 1
+    assert (
+        token_healer.registry.get_sample_value("healer_webhook_requests_total", {"code": "401"})
+        == 1
+    )
 
 
 # --- malformed and hostile requests: tests/unit/test_hostile_input.py ---------------------
@@ -344,8 +401,7 @@ async def test_auth_failures_are_counted(token_healer: Healer) -> None:
 
 async def _set_query_only(journal: SqliteStore, on: bool) -> None:
     # Makes every write fail inside SQLite, as a full or read-only disk would.
-    await journal.writer.call(
-        lambda: journal.writer.conn().execute(f"PRAGMA query_only={int(on)}"))
+    await journal.writer.call(lambda: journal.writer.conn().execute(f"PRAGMA query_only={int(on)}"))
 
 
 async def test_an_unwritable_journal_is_503_then_recovers(healer: Healer) -> None:
@@ -366,16 +422,16 @@ async def test_an_unwritable_journal_is_503_then_recovers(healer: Healer) -> Non
     await healer.wait(started["heal_id"])
     assert len(healer.noop.checks) == 1
     assert (await healer.post(body)).json()["started"] == []
-    assert healer.registry.get_sample_value(
-        "healer_webhook_requests_total", {"code": "503"}) == 1
+    assert healer.registry.get_sample_value("healer_webhook_requests_total", {"code": "503"}) == 1
 
 
 async def test_an_unwritable_journal_refuses_manual_triggers(admin_healer: Healer) -> None:
     """A manual trigger that cannot be journaled is 503 and runs nothing."""
     await _set_query_only(admin_healer.journal, True)
     try:
-        resp = await admin_healer.client.post("/api/v1/heals", json={
-            "handler": "test.noop", "params": {"target": "web-1"}})
+        resp = await admin_healer.client.post(
+            "/api/v1/heals", json={"handler": "test.noop", "params": {"target": "web-1"}}
+        )
     finally:
         await _set_query_only(admin_healer.journal, False)
     assert resp.status_code == 503
@@ -423,15 +479,15 @@ async def test_the_timeline_records_every_step(healer: Healer) -> None:
     assert events["check"]["data"]["evidence"] == {"target": "web-1"}
     assert events["act"]["data"]["summary"] == "poked web-1"
     assert events["verify_start"]["data"]["query"].startswith(
-        'ALERTS{alertname="WebDown", alertstate="firing"')
+        'ALERTS{alertname="WebDown", alertstate="firing"'
+    )
     assert events["verify_sample"]["data"]["healthy"] is None
     assert events["outcome"]["data"]["outcome"] == "unverified"
     assert [e["seq"] for e in heal["timeline"]] == list(range(1, len(kinds) + 1))
     assert set(heal["durations"]) >= {"check", "act", "verify", "total"}
 
 
-async def test_entries_a_handler_records_soon_land_before_the_act_result(
-        healer: Healer) -> None:
+async def test_entries_a_handler_records_soon_land_before_the_act_result(healer: Healer) -> None:
     """What act queues with ``ctx.record_soon`` (without waiting for the disk) is on the
     timeline in the order queued, before the engine's own ``act`` entry."""
     healer.noop.notes = ["first", "second"]
@@ -533,8 +589,7 @@ async def test_a_missing_label_refuses_the_heal(start: Start) -> None:
         assert h.noop.checks == []
 
 
-async def test_a_raising_check_fails_the_heal_and_healer_keeps_answering(
-        healer: Healer) -> None:
+async def test_a_raising_check_fails_the_heal_and_healer_keeps_answering(healer: Healer) -> None:
     """An exception from check ends the heal failed with the error in its reason; the
     daemon keeps serving requests and heals."""
     [heal_id] = await healer.fire(alert("Explode", step="check"))
@@ -563,8 +618,12 @@ async def test_a_raising_act_fails_the_heal(healer: Healer) -> None:
 async def test_history_filters_by_rule_outcome_and_target(healer: Healer) -> None:
     """GET /api/v1/heals filters by rule, outcome and target (what a heal acted on)."""
     ids = {}
-    for name, instance in (("WebDown", "web-1"), ("WebDown", "web-2"),
-                           ("WebRehearse", "web-1"), ("WebDown", "db-1")):
+    for name, instance in (
+        ("WebDown", "web-1"),
+        ("WebDown", "web-2"),
+        ("WebRehearse", "web-1"),
+        ("WebDown", "db-1"),
+    ):
         [ids[(name, instance)]] = await healer.fire(alert(name, instance))
         await healer.wait(ids[(name, instance)])
 
@@ -574,12 +633,14 @@ async def test_history_filters_by_rule_outcome_and_target(healer: Healer) -> Non
         return {h["id"] for h in resp.json()["heals"]}
 
     assert await listed(rule="rehearse") == {ids[("WebRehearse", "web-1")]}
-    assert await listed(rule="poke-web") == {ids[("WebDown", i)] for i in
-                                             ("web-1", "web-2", "db-1")}
+    assert await listed(rule="poke-web") == {
+        ids[("WebDown", i)] for i in ("web-1", "web-2", "db-1")
+    }
     assert await listed(outcome="refused") == {ids[("WebDown", "db-1")]}
     assert await listed(target="test:web-2") == {ids[("WebDown", "web-2")]}
     assert await listed(rule="poke-web", outcome="unverified", target="test:web-1") == {
-        ids[("WebDown", "web-1")]}
+        ids[("WebDown", "web-1")]
+    }
     assert await listed(rule="nope") == set()
 
 
@@ -635,8 +696,9 @@ async def test_history_needs_the_admin_token_when_one_is_set(admin_healer: Heale
 
 async def test_manual_triggers_are_disabled_without_an_admin_token(healer: Healer) -> None:
     """With no admin token configured, POST /api/v1/heals is 403 whatever is sent."""
-    resp = await healer.client.post("/api/v1/heals", json={"rule": "poke-web"},
-                                    headers={"Authorization": "Bearer anything"})
+    resp = await healer.client.post(
+        "/api/v1/heals", json={"rule": "poke-web"}, headers={"Authorization": "Bearer anything"}
+    )
     assert resp.status_code == 403
     assert "admin" in resp.json()["detail"]
 
@@ -644,11 +706,11 @@ async def test_manual_triggers_are_disabled_without_an_admin_token(healer: Heale
 async def test_a_wrong_admin_token_is_401(admin_healer: Healer) -> None:
     """A wrong (or missing) admin token is 401 and nothing runs."""
     body = {"handler": "test.noop", "params": {"target": "web-1"}}
-    resp = await admin_healer.client.post("/api/v1/heals", json=body,
-                                          headers={"Authorization": "Bearer wrong"})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals", json=body, headers={"Authorization": "Bearer wrong"}
+    )
     assert resp.status_code == 401
-    resp = await admin_healer.client.post("/api/v1/heals", json=body,
-                                          headers={"Authorization": ""})
+    resp = await admin_healer.client.post("/api/v1/heals", json=body, headers={"Authorization": ""})
     assert resp.status_code == 401
     assert await admin_healer.journal.list_heals() == []
 
@@ -656,17 +718,23 @@ async def test_a_wrong_admin_token_is_401(admin_healer: Healer) -> None:
 async def test_the_webhook_token_is_not_an_admin_token(start: Start) -> None:
     """Manual triggers need the separate admin token: the webhook token is refused."""
     async with start(Secrets(webhook_token="wh", admin_token=ADMIN)) as h:
-        resp = await h.client.post("/api/v1/heals", json={"rule": "poke-web"},
-                                   headers={"Authorization": "Bearer wh"})
+        resp = await h.client.post(
+            "/api/v1/heals", json={"rule": "poke-web"}, headers={"Authorization": "Bearer wh"}
+        )
         assert resp.status_code == 401
 
 
 async def test_manual_trigger_by_rule_runs_the_heal(admin_healer: Healer) -> None:
     """A rule name plus labels its matchers accept is 202 with a url; the heal runs like
     an alert's, with params rendered from the given labels."""
-    resp = await admin_healer.client.post("/api/v1/heals", json={
-        "rule": "poke-web", "labels": {"alertname": "WebDown", "instance": "web-4"},
-        "reason": "deploy check"})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals",
+        json={
+            "rule": "poke-web",
+            "labels": {"alertname": "WebDown", "instance": "web-4"},
+            "reason": "deploy check",
+        },
+    )
     assert resp.status_code == 202
     accepted = resp.json()
     assert accepted["status"] == "pending"
@@ -682,8 +750,10 @@ async def test_manual_trigger_by_rule_runs_the_heal(admin_healer: Healer) -> Non
 
 async def test_manual_trigger_with_labels_the_rule_rejects_is_422(admin_healer: Healer) -> None:
     """Labels that the rule's matchers do not accept are refused, naming the matcher."""
-    resp = await admin_healer.client.post("/api/v1/heals", json={
-        "rule": "poke-web", "labels": {"alertname": "WebSlow", "instance": "web-1"}})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals",
+        json={"rule": "poke-web", "labels": {"alertname": "WebSlow", "instance": "web-1"}},
+    )
     assert resp.status_code == 422
     assert resp.json()["error"] == "labels do not match rule 'poke-web': alertname=\"WebDown\""
     assert admin_healer.noop.checks == []
@@ -698,12 +768,14 @@ async def test_manual_trigger_of_an_unknown_rule_is_404(admin_healer: Healer) ->
 
 async def test_manual_trigger_by_handler_validates_params(admin_healer: Healer) -> None:
     """A handler plus params its model refuses is 422 naming the field; nothing runs."""
-    resp = await admin_healer.client.post("/api/v1/heals", json={
-        "handler": "test.noop", "params": {"target": "; rm -rf /"}})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals", json={"handler": "test.noop", "params": {"target": "; rm -rf /"}}
+    )
     assert resp.status_code == 422
     assert resp.json()["error"].startswith("params: target:")
-    resp = await admin_healer.client.post("/api/v1/heals", json={
-        "handler": "test.noop", "params": {"target": "web-1", "extra": 1}})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals", json={"handler": "test.noop", "params": {"target": "web-1", "extra": 1}}
+    )
     assert resp.status_code == 422
     assert await admin_healer.journal.list_heals() == []
 
@@ -715,12 +787,18 @@ async def test_manual_trigger_of_an_unknown_handler_is_422(admin_healer: Healer)
     assert "test.noop" in resp.json()["error"]
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"rule": "poke-web", "handler": "test.noop"},
-    {"rule": "poke-web", "params": {"target": "web-1"}}, {"rule": "poke-web", "bogus": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"rule": "poke-web", "handler": "test.noop"},
+        {"rule": "poke-web", "params": {"target": "web-1"}},
+        {"rule": "poke-web", "bogus": 1},
+    ],
+)
 async def test_manual_trigger_needs_exactly_one_of_rule_or_handler(
-        admin_healer: Healer, body: dict[str, Any]) -> None:
+    admin_healer: Healer, body: dict[str, Any]
+) -> None:
     """The body names a rule (+ labels) or a handler (+ params), not both, not neither."""
     resp = await admin_healer.client.post("/api/v1/heals", json=body)
     assert resp.status_code == 422
@@ -729,21 +807,30 @@ async def test_manual_trigger_needs_exactly_one_of_rule_or_handler(
 async def test_manual_trigger_by_handler_runs(admin_healer: Healer) -> None:
     """A handler trigger runs check and act; with no alert and no verify.query there is
     nothing to verify, which is unverified (never recovered)."""
-    resp = await admin_healer.client.post("/api/v1/heals", json={
-        "handler": "test.noop", "params": {"target": "web-5"}})
+    resp = await admin_healer.client.post(
+        "/api/v1/heals", json={"handler": "test.noop", "params": {"target": "web-5"}}
+    )
     assert resp.status_code == 202
     heal = await admin_healer.wait(resp.json()["heal_id"])
     assert heal["outcome"] == "unverified"
     assert heal["reason"].startswith("nothing to verify")
     assert [p.target for p in admin_healer.noop.acts] == ["web-5"]
-    assert admin_healer.registry.get_sample_value("healer_heals_total", {
-        "rule": "(manual)", "handler": "test.noop", "outcome": "unverified"}) == 1
+    assert (
+        admin_healer.registry.get_sample_value(
+            "healer_heals_total",
+            {"rule": "(manual)", "handler": "test.noop", "outcome": "unverified"},
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {"rule": "poke-web", "labels": {"alertname": "WebDown", "instance": "web-1"}},
-    {"handler": "test.noop", "params": {"target": "web-1"}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"rule": "poke-web", "labels": {"alertname": "WebDown", "instance": "web-1"}},
+        {"handler": "test.noop", "params": {"target": "web-1"}},
+    ],
+)
 async def test_manual_dry_run_is_honoured(admin_healer: Healer, body: dict[str, Any]) -> None:
     """``dry_run: true`` on a manual trigger checks without acting."""
     resp = await admin_healer.client.post("/api/v1/heals", json={**body, "dry_run": True})

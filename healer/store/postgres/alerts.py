@@ -50,10 +50,15 @@ def alert_lock(fingerprint: str, starts: str) -> tuple[str, ...]:
     return ("alert", fingerprint, starts)
 
 
-async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
-                       plans: Sequence[HealPlan | None], now: float,
-                       received_at: float | None, body: str, me: Replica
-                       ) -> list[Disposition]:
+async def ingest_batch(
+    db: Conn,
+    alerts: Sequence[ReceivedAlert],
+    plans: Sequence[HealPlan | None],
+    now: float,
+    received_at: float | None,
+    body: str,
+    me: Replica,
+) -> list[Disposition]:
     keyed = rows.key_alerts(alerts)
     identities = {(a.fingerprint, starts) for a, starts in keyed}
     await lock(db, *(alert_lock(fp, starts) for fp, starts in identities))
@@ -66,33 +71,41 @@ async def ingest_batch(db: Conn, alerts: Sequence[ReceivedAlert],
         if kind == "resolved":
             await _note_resolved(db, alert, now, me)
         elif kind == "started" and plan is not None:
-            heal_id = await heals.insert_heal(db, plan, alert, "alert", now, me,
-                                             received_at=received_at)
+            heal_id = await heals.insert_heal(
+                db, plan, alert, "alert", now, me, received_at=received_at
+            )
         batch.add(idx, alert, starts, kind, plan, heal_id)
     if batch.inserts:
         delivery = await db.fetchval(
             "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
-            received_at or now, body)
+            received_at or now,
+            body,
+        )
         await db.executemany(
             "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
             " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             " ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
-            batch.insert_rows(delivery))
+            batch.insert_rows(delivery),
+        )
     if batch.repeats:
         await db.executemany(
             "UPDATE alerts SET times_seen = times_seen + $1, last_seen = $2"
             " WHERE fingerprint=$3 AND starts_at=$4 AND status=$5",
-            batch.repeat_rows())
+            batch.repeat_rows(),
+        )
     return batch.out
 
 
-async def _known_alerts(db: Conn, keys: set[tuple[str, str]]
-                        ) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+async def _known_alerts(
+    db: Conn, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str, str], tuple[str, str | None]]:
     known: dict[tuple[str, str, str], tuple[str, str | None]] = {}
     stored = await db.fetch(
         "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
-        " WHERE fingerprint = ANY($1::text[])", sorted({fp for fp, _ in keys}))
+        " WHERE fingerprint = ANY($1::text[])",
+        sorted({fp for fp, _ in keys}),
+    )
     for row in stored:
         if (row[0], row[1]) in keys:
             known[(row[0], row[1], row[2])] = (row[3], row[4])
@@ -102,24 +115,37 @@ async def _known_alerts(db: Conn, keys: set[tuple[str, str]]
 async def _note_resolved(db: Conn, alert: ReceivedAlert, now: float, me: Replica) -> None:
     open_heals = await db.fetch(
         "SELECT id, phase FROM heals WHERE fingerprint=$1 AND phase != 'done' ORDER BY id",
-        alert.fingerprint)
+        alert.fingerprint,
+    )
     for heal in open_heals:
-        await heals.event(db, heal["id"], heal["phase"], "alert_resolved",
-                          {"ends_at": alert.ends_at}, now, me)
+        await heals.event(
+            db, heal["id"], heal["phase"], "alert_resolved", {"ends_at": alert.ends_at}, now, me
+        )
 
 
 async def alert_counts(db: Conn) -> dict[str, int]:
-    return {r[0]: r[1] for r in await db.fetch(
-        "SELECT disposition, COUNT(*)::int FROM alerts GROUP BY disposition")}
+    return {
+        r[0]: r[1]
+        for r in await db.fetch(
+            "SELECT disposition, COUNT(*)::int FROM alerts GROUP BY disposition"
+        )
+    }
 
 
 async def resolved_at(db: Conn, alert: AlertKey) -> float | None:
-    value = await db.fetchval("SELECT first_seen FROM alerts WHERE fingerprint=$1 AND"
-                              " starts_at=$2 AND status='resolved'", *alert)
+    value = await db.fetchval(
+        "SELECT first_seen FROM alerts WHERE fingerprint=$1 AND starts_at=$2 AND status='resolved'",
+        *alert,
+    )
     return None if value is None else float(value)
 
 
 async def resolved_alerts(db: Conn, fingerprints: Sequence[str]) -> dict[AlertKey, float]:
-    return {(r[0], r[1]): float(r[2]) for r in await db.fetch(
-        "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
-        " AND fingerprint = ANY($1::text[])", sorted(set(fingerprints)))}
+    return {
+        (r[0], r[1]): float(r[2])
+        for r in await db.fetch(
+            "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
+            " AND fingerprint = ANY($1::text[])",
+            sorted(set(fingerprints)),
+        )
+    }

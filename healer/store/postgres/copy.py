@@ -27,8 +27,7 @@ def _read(source: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
         out = {}
         for table in schema.TABLES:
             # Table and column names from schema.TABLES and SQLite's own catalogue only.
-            columns = [r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)",
-                                                (table,))]
+            columns = [r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)", (table,))]
             rows = db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
             out[table] = (columns, rows)
         return out
@@ -41,21 +40,28 @@ async def copy_sqlite(source: Path, options: PostgresOptions) -> dict[str, int]:
     checked and brought to the current SQLite schema first, as ``healer serve`` would."""
     await asyncio.to_thread(SqliteStore.check_can_open, source)
     tables = await asyncio.to_thread(_read, source)
-    pool = await Pool.connect(options.dsn, pool_size=1,
-                              connect_timeout=options.connect_timeout,
-                              statement_timeout=max(options.statement_timeout, 600.0))
+    pool = await Pool.connect(
+        options.dsn,
+        pool_size=1,
+        connect_timeout=options.connect_timeout,
+        statement_timeout=max(options.statement_timeout, 600.0),
+    )
 
     async def copy(db: Conn) -> dict[str, int]:
         await schema.migrate(db, options.dsn)
         for table in schema.TABLES:
             if await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
-                raise TargetNotEmpty(f"{where(options.dsn)}: refusing to copy: table"
-                                     f" {table} is not empty (copy only into an empty store)")
+                raise TargetNotEmpty(
+                    f"{where(options.dsn)}: refusing to copy: table"
+                    f" {table} is not empty (copy only into an empty store)"
+                )
         for table, (columns, rows) in tables.items():
             if rows:
                 await db.copy_records_to_table(table, records=rows, columns=columns)
-        await db.execute("SELECT setval(pg_get_serial_sequence('deliveries', 'id'),"
-                         " GREATEST((SELECT MAX(id) FROM deliveries), 1))")
+        await db.execute(
+            "SELECT setval(pg_get_serial_sequence('deliveries', 'id'),"
+            " GREATEST((SELECT MAX(id) FROM deliveries), 1))"
+        )
         return {table: len(rows) for table, (_, rows) in tables.items()}
 
     try:

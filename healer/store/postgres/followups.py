@@ -34,12 +34,15 @@ DDL = (
 async def _read_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow(
         "SELECT id, rule, fingerprint, alert_starts_at, labels, annotations, targets, phase,"
-        " outcome, reason, finished_at FROM heals WHERE id=$1", heal_id)
+        " outcome, reason, finished_at FROM heals WHERE id=$1",
+        heal_id,
+    )
     return rows.follow_up_heal(row)
 
 
-async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
-                policy: FollowUpPolicy, me: Replica) -> FollowUpClaim:
+async def claim(
+    db: Conn, heal_id: str, *, run_id: str, now: float, policy: FollowUpPolicy, me: Replica
+) -> FollowUpClaim:
     heal = await _read_heal(db, heal_id)
     if heal is None or heal["fingerprint"] is None or heal["rule"] is None:
         return FollowUpClaim("none")
@@ -52,24 +55,37 @@ async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
         return FollowUpClaim("none")
     if await alerts.resolved_at(db, (heal["fingerprint"], starts)) is not None:
         return FollowUpClaim("none")
-    row = await db.fetchrow("SELECT kind, run_id, deliveries FROM follow_ups WHERE"
-                            " heal_id=$1", heal_id)
+    row = await db.fetchrow(
+        "SELECT kind, run_id, deliveries FROM follow_ups WHERE heal_id=$1", heal_id
+    )
     if row is not None:
         if row["kind"] == "escalate" and row["deliveries"] is None and row["run_id"] != run_id:
-            await db.execute("UPDATE follow_ups SET run_id=$1, at=$2 WHERE heal_id=$3",
-                             run_id, now, heal_id)
+            await db.execute(
+                "UPDATE follow_ups SET run_id=$1, at=$2 WHERE heal_id=$3", run_id, now, heal_id
+            )
             return FollowUpClaim("escalate", heal)
         return FollowUpClaim("none")
     if policy.mode(heal["rule"]) == "escalate":
-        told = await db.fetchval("SELECT 1 FROM follow_ups WHERE fingerprint=$1 AND"
-                                 " starts_at=$2 AND kind='escalate'", heal["fingerprint"],
-                                 starts)
+        told = await db.fetchval(
+            "SELECT 1 FROM follow_ups WHERE fingerprint=$1 AND starts_at=$2 AND kind='escalate'",
+            heal["fingerprint"],
+            starts,
+        )
         if told is not None:
             return FollowUpClaim("none")
         await _insert(db, heal, starts, "escalate", run_id, now)
-        await heals.event(db, heal_id, Phase.DONE, "not_recovered_escalation", {
-            "on_not_recovered": "escalate", "reason": "the alert still fires after the heal"
-            " ended not_recovered"}, now, me)
+        await heals.event(
+            db,
+            heal_id,
+            Phase.DONE,
+            "not_recovered_escalation",
+            {
+                "on_not_recovered": "escalate",
+                "reason": "the alert still fires after the heal ended not_recovered",
+            },
+            now,
+            me,
+        )
         return FollowUpClaim("escalate", heal)
     rule_plan = policy.plan(heal["rule"])
     if rule_plan is None:
@@ -82,34 +98,64 @@ async def claim(db: Conn, heal_id: str, *, run_id: str, now: float,
     alert = heal_alert(heal)
     retry_id = await heals.insert_heal(db, rule_plan, alert, "retry", now, me)
     await _insert(db, heal, starts, "retry", run_id, now, retry_id=retry_id)
-    await db.execute("UPDATE alerts SET heal_id=$1 WHERE fingerprint=$2 AND starts_at=$3 AND"
-                     " status='firing'", retry_id, heal["fingerprint"], starts)
-    await heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now,
-                      me)
-    await heals.event(db, retry_id, Phase.PENDING, "retry_of", {
-        "heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]}, now, me)
-    return FollowUpClaim("retry", heal, retry_id=retry_id, retry_plan=rule_plan,
-                         retry_alert=alert)
+    await db.execute(
+        "UPDATE alerts SET heal_id=$1 WHERE fingerprint=$2 AND starts_at=$3 AND status='firing'",
+        retry_id,
+        heal["fingerprint"],
+        starts,
+    )
+    await heals.event(db, heal_id, Phase.DONE, "retried", {"retry_heal_id": retry_id}, now, me)
+    await heals.event(
+        db,
+        retry_id,
+        Phase.PENDING,
+        "retry_of",
+        {"heal_id": heal_id, "outcome": heal["outcome"], "reason": heal["reason"]},
+        now,
+        me,
+    )
+    return FollowUpClaim("retry", heal, retry_id=retry_id, retry_plan=rule_plan, retry_alert=alert)
 
 
-async def _insert(db: Conn, heal: dict[str, Any], starts: str, kind: str, run_id: str,
-                  now: float, retry_id: str | None = None) -> None:
-    await db.execute("INSERT INTO follow_ups (heal_id, fingerprint, starts_at, kind, at,"
-                     " run_id, retry_id) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-                     heal["id"], heal["fingerprint"], starts, kind, now, run_id, retry_id)
+async def _insert(
+    db: Conn,
+    heal: dict[str, Any],
+    starts: str,
+    kind: str,
+    run_id: str,
+    now: float,
+    retry_id: str | None = None,
+) -> None:
+    await db.execute(
+        "INSERT INTO follow_ups (heal_id, fingerprint, starts_at, kind, at,"
+        " run_id, retry_id) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        heal["id"],
+        heal["fingerprint"],
+        starts,
+        kind,
+        now,
+        run_id,
+        retry_id,
+    )
 
 
-async def record_deliveries(db: Conn, heal_id: str, deliveries: list[dict[str, Any]],
-                            now: float, me: Replica) -> None:
+async def record_deliveries(
+    db: Conn, heal_id: str, deliveries: list[dict[str, Any]], now: float, me: Replica
+) -> None:
     for delivery in deliveries:
         await heals.event(db, heal_id, Phase.DONE, "escalation", delivery, now, me)
-    await db.execute("UPDATE follow_ups SET deliveries=$1 WHERE heal_id=$2",
-                     json.dumps(deliveries), heal_id)
+    await db.execute(
+        "UPDATE follow_ups SET deliveries=$1 WHERE heal_id=$2", json.dumps(deliveries), heal_id
+    )
 
 
 async def candidates(db: Conn) -> list[str]:
-    return [r[0] for r in await db.fetch(
-        "SELECT h.id FROM heals h LEFT JOIN follow_ups f ON f.heal_id = h.id"
-        " WHERE h.outcome = 'not_recovered' AND h.phase = 'done' AND h.fingerprint IS NOT NULL"
-        " AND (f.heal_id IS NULL OR (f.kind = 'escalate' AND f.deliveries IS NULL))"
-        " ORDER BY h.created_at")]
+    return [
+        r[0]
+        for r in await db.fetch(
+            "SELECT h.id FROM heals h LEFT JOIN follow_ups f ON f.heal_id = h.id"
+            " WHERE h.outcome = 'not_recovered' AND h.phase = 'done' AND h.fingerprint IS NOT NULL"
+            " AND (f.heal_id IS NULL OR (f.kind = 'escalate' AND f.deliveries IS NULL))"
+            " ORDER BY h.created_at"
+        )
+    ]

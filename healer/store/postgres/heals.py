@@ -87,16 +87,22 @@ _CREATED = ("heals", "created_at")
 async def fence(db: Conn, heal_id: str, me: Replica) -> None:
     """Raise LeaseLost unless this store holds the heal's lease; the heal's row stays
     locked until the caller's transaction ends (a takeover skips it meanwhile)."""
-    token = await db.fetchval("SELECT lease_token FROM heals WHERE id=$1 FOR UPDATE",
-                              heal_id)
+    token = await db.fetchval("SELECT lease_token FROM heals WHERE id=$1 FOR UPDATE", heal_id)
     if token is None or token != me.token:
         raise LeaseLost(heal_id)
 
 
 async def renew(db: Conn, heal_ids: list[str], me: Replica, now: float) -> set[str]:
-    return {r[0] for r in await db.fetch(
-        "UPDATE heals SET lease_until=$1 WHERE lease_token=$2 AND id = ANY($3::text[])"
-        " RETURNING id", now + me.lease_ttl, me.token, heal_ids)}
+    return {
+        r[0]
+        for r in await db.fetch(
+            "UPDATE heals SET lease_until=$1 WHERE lease_token=$2 AND id = ANY($3::text[])"
+            " RETURNING id",
+            now + me.lease_ttl,
+            me.token,
+            heal_ids,
+        )
+    }
 
 
 async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[dict[str, Any]]:
@@ -108,7 +114,12 @@ async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[dict[
         " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
         " UPDATE heals h SET owner=$4, lease_token=$1, lease_until=$5 FROM picked p"
         " WHERE h.id = p.id RETURNING h.*, p.owner AS taken_from",
-        me.token, now, limit, me.id, now + me.lease_ttl)
+        me.token,
+        now,
+        limit,
+        me.id,
+        now + me.lease_ttl,
+    )
     return sorted((heal_dict(r) for r in rows), key=lambda h: float(h["created_at"]))
 
 
@@ -120,20 +131,35 @@ async def lock_target(db: Conn, target: str, heal_id: str, me: Replica, now: flo
         "INSERT INTO target_locks AS l (target, heal_id) VALUES ($1, $2) ON CONFLICT (target)"
         " DO UPDATE SET heal_id = excluded.heal_id WHERE l.heal_id = excluded.heal_id OR NOT"
         " EXISTS (SELECT 1 FROM heals h WHERE h.id = l.heal_id AND h.phase <> 'done' AND"
-        " h.lease_until >= $3) RETURNING heal_id", target, heal_id, now)
+        " h.lease_until >= $3) RETURNING heal_id",
+        target,
+        heal_id,
+        now,
+    )
     return held is not None
 
 
 async def unlock_target(db: Conn, target: str, heal_id: str, me: Replica) -> None:
-    await db.execute("DELETE FROM target_locks WHERE target=$1 AND heal_id=$2 AND EXISTS"
-                     " (SELECT 1 FROM heals WHERE id=$2 AND lease_token=$3)",
-                     target, heal_id, me.token)
+    await db.execute(
+        "DELETE FROM target_locks WHERE target=$1 AND heal_id=$2 AND EXISTS"
+        " (SELECT 1 FROM heals WHERE id=$2 AND lease_token=$3)",
+        target,
+        heal_id,
+        me.token,
+    )
 
 
-async def insert_heal(db: Conn, plan: HealPlan, alert: ReceivedAlert | None, source: str,
-                      now: float, me: Replica, labels: dict[str, str] | None = None,
-                      annotations: dict[str, str] | None = None,
-                      received_at: float | None = None) -> str:
+async def insert_heal(
+    db: Conn,
+    plan: HealPlan,
+    alert: ReceivedAlert | None,
+    source: str,
+    now: float,
+    me: Replica,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    received_at: float | None = None,
+) -> str:
     """A new pending heal, leased to ``me``, with its first timeline entry (``matched``
     or ``manual_trigger``)."""
     heal_id = new_heal_id()
@@ -147,61 +173,114 @@ async def insert_heal(db: Conn, plan: HealPlan, alert: ReceivedAlert | None, sou
         " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
         " lease_token, lease_until)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'pending',$14,$15,$16)",
-        heal_id, created, now, source, plan.rule, plan.handler,
+        heal_id,
+        created,
+        now,
+        source,
+        plan.rule,
+        plan.handler,
         alert.fingerprint if alert else None,
         alert.starts_at.isoformat() if alert else None,
-        dumps(labels or {}), dumps(annotations or {}),
-        dumps(plan.params), dumps(plan.verify), int(plan.dry_run),
-        me.id, me.token, now + me.lease_ttl)
-    data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
-                            "dry_run": plan.dry_run}
+        dumps(labels or {}),
+        dumps(annotations or {}),
+        dumps(plan.params),
+        dumps(plan.verify),
+        int(plan.dry_run),
+        me.id,
+        me.token,
+        now + me.lease_ttl,
+    )
+    data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}
     if received_at is not None:
         data["received_at"] = received_at
-    await event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now,
-                me)
+    await event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now, me)
     return heal_id
 
 
-async def event(db: Conn, heal_id: str, phase: str, kind: str, data: dict[str, Any],
-                now: float, me: Replica) -> None:
+async def event(
+    db: Conn, heal_id: str, phase: str, kind: str, data: dict[str, Any], now: float, me: Replica
+) -> None:
     """The heal's next timeline entry (``seq`` one more than its last), by ``me``."""
     await db.execute("UPDATE heals SET updated_at=$1 WHERE id=$2", now, heal_id)
     await db.execute(
         "INSERT INTO events (heal_id, seq, at, phase, kind, data, replica) VALUES"
         " ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=$1), $2, $3, $4,"
-        " $5, $6)", heal_id, now, str(phase), kind, dumps(redact_data(data)), me.id)
+        " $5, $6)",
+        heal_id,
+        now,
+        str(phase),
+        kind,
+        dumps(redact_data(data)),
+        me.id,
+    )
 
 
-async def set_phase(db: Conn, heal_id: str, phase: Phase, targets: list[str] | None,
-                    me: Replica) -> None:
+async def set_phase(
+    db: Conn, heal_id: str, phase: Phase, targets: list[str] | None, me: Replica
+) -> None:
     await fence(db, heal_id, me)
     if targets is None:
         await db.execute("UPDATE heals SET phase=$1 WHERE id=$2", str(phase), heal_id)
     else:
-        await db.execute("UPDATE heals SET phase=$1, targets=$2 WHERE id=$3",
-                         str(phase), dumps(targets), heal_id)
+        await db.execute(
+            "UPDATE heals SET phase=$1, targets=$2 WHERE id=$3", str(phase), dumps(targets), heal_id
+        )
 
 
-async def interrupt(db: Conn, heal_id: str, phase: Phase, reason: str,
-                    durations: dict[str, float], now: float, me: Replica) -> None:
+async def interrupt(
+    db: Conn,
+    heal_id: str,
+    phase: Phase,
+    reason: str,
+    durations: dict[str, float],
+    now: float,
+    me: Replica,
+) -> None:
     await fence(db, heal_id, me)
     await db.execute(
         "UPDATE heals SET phase=$1, outcome=$2, reason=$3, finished_at=$4, durations=$5"
-        " WHERE id=$6", str(phase), str(Outcome.INTERRUPTED), reason, now,
-        dumps(durations), heal_id)
-    await event(db, heal_id, phase, "interrupted",
-                {"reason": reason, "durations": durations}, now, me)
+        " WHERE id=$6",
+        str(phase),
+        str(Outcome.INTERRUPTED),
+        reason,
+        now,
+        dumps(durations),
+        heal_id,
+    )
+    await event(
+        db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now, me
+    )
 
 
-async def finish(db: Conn, heal_id: str, outcome: Outcome, reason: str,
-                 durations: dict[str, float], now: float, me: Replica) -> None:
+async def finish(
+    db: Conn,
+    heal_id: str,
+    outcome: Outcome,
+    reason: str,
+    durations: dict[str, float],
+    now: float,
+    me: Replica,
+) -> None:
     await fence(db, heal_id, me)
     await db.execute("DELETE FROM target_locks WHERE heal_id=$1", heal_id)
     await db.execute(
         "UPDATE heals SET phase='done', outcome=$1, reason=$2, finished_at=$3, durations=$4"
-        " WHERE id=$5", str(outcome), reason, now, dumps(durations), heal_id)
-    await event(db, heal_id, Phase.DONE, "outcome",
-                {"outcome": str(outcome), "reason": reason, "durations": durations}, now, me)
+        " WHERE id=$5",
+        str(outcome),
+        reason,
+        now,
+        dumps(durations),
+        heal_id,
+    )
+    await event(
+        db,
+        heal_id,
+        Phase.DONE,
+        "outcome",
+        {"outcome": str(outcome), "reason": reason, "durations": durations},
+        now,
+        me,
+    )
 
 
 # ---- reads -----------------------------------------------------------------------------
@@ -222,13 +301,23 @@ async def get_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
     return heal
 
 
-_FILTERS = ("rule = ${}", "outcome = ${}",
-            "EXISTS (SELECT 1 FROM jsonb_array_elements_text(heals.targets::jsonb) t"
-            " WHERE t = ${})", "created_at < ${}")
+_FILTERS = (
+    "rule = ${}",
+    "outcome = ${}",
+    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(heals.targets::jsonb) t WHERE t = ${})",
+    "created_at < ${}",
+)
 
 
-async def list_heals(db: Conn, *, rule: str | None, outcome: str | None, target: str | None,
-                     limit: int, before: float | None) -> list[dict[str, Any]]:
+async def list_heals(
+    db: Conn,
+    *,
+    rule: str | None,
+    outcome: str | None,
+    target: str | None,
+    limit: int,
+    before: float | None,
+) -> list[dict[str, Any]]:
     """Newest first; page with ``before=<created_at of the last row>``. The SQL text is
     built from the fixed clauses above only; every value is a parameter."""
     clauses: list[str] = []
@@ -243,5 +332,7 @@ async def list_heals(db: Conn, *, rule: str | None, outcome: str | None, target:
 
 
 async def unfinished(db: Conn) -> list[dict[str, Any]]:
-    return [heal_dict(r) for r in await db.fetch(
-        "SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")]
+    return [
+        heal_dict(r)
+        for r in await db.fetch("SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")
+    ]

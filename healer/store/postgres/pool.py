@@ -38,8 +38,12 @@ log = structlog.get_logger("healer.journal")
 
 # What a broken or unreachable server looks like to asyncpg.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.OperatorInterventionError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
 )
 # Retried (the whole transaction): what concurrent writers of several processes may meet.
@@ -58,8 +62,11 @@ async def lock(conn: Conn, *keys: tuple[str, ...]) -> None:
     two transactions locking overlapping keys never deadlock)."""
     ordered = sorted({lock_key(*k) for k in keys})
     if ordered:
-        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[])"
-                           " WITH ORDINALITY AS u(k, n) ORDER BY n", ordered)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[])"
+            " WITH ORDINALITY AS u(k, n) ORDER BY n",
+            ordered,
+        )
 
 
 async def lock_shared(conn: Conn, key: tuple[str, ...]) -> None:
@@ -90,13 +97,25 @@ class Pool:
         self._runner = asyncio.create_task(self._run(), name="healer-pg-writer")
 
     @classmethod
-    async def connect(cls, dsn: str, *, pool_size: int = 4, connect_timeout: float = 5.0,
-                      statement_timeout: float = 30.0) -> Pool:
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 30.0,
+    ) -> Pool:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=pool_size, timeout=connect_timeout,
-                server_settings={"application_name": "healer",
-                                 "statement_timeout": str(int(statement_timeout * 1000))})
+                dsn,
+                min_size=1,
+                max_size=pool_size,
+                timeout=connect_timeout,
+                server_settings={
+                    "application_name": "healer",
+                    "statement_timeout": str(int(statement_timeout * 1000)),
+                },
+            )
         except _UNREACHABLE as exc:
             raise unavailable(dsn, exc) from None
         except asyncpg.PostgresError as exc:
@@ -168,8 +187,9 @@ class Pool:
                 await self._write(batch)
             self._idle.set()
 
-    async def _write(self, batch: list[tuple[Callable[[Conn], Awaitable[Any]],
-                                             asyncio.Future[Any]]]) -> None:
+    async def _write(
+        self, batch: list[tuple[Callable[[Conn], Awaitable[Any]], asyncio.Future[Any]]]
+    ) -> None:
         results: list[BaseException | None] = []
 
         async def run(conn: Conn) -> None:

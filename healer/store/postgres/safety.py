@@ -72,9 +72,14 @@ async def get_pause(db: Conn, now: float) -> dict[str, Any] | None:
 
 async def set_pause(db: Conn, now: float, until: float, reason: str) -> dict[str, Any]:
     await lock(db, _PAUSE)
-    await db.execute("INSERT INTO safety_pause (id, since, until, reason) VALUES (1,$1,$2,$3)"
-                     " ON CONFLICT (id) DO UPDATE SET since=excluded.since,"
-                     " until=excluded.until, reason=excluded.reason", now, until, reason)
+    await db.execute(
+        "INSERT INTO safety_pause (id, since, until, reason) VALUES (1,$1,$2,$3)"
+        " ON CONFLICT (id) DO UPDATE SET since=excluded.since,"
+        " until=excluded.until, reason=excluded.reason",
+        now,
+        until,
+        reason,
+    )
     return {"since": now, "until": until, "reason": reason}
 
 
@@ -92,43 +97,70 @@ _circuit = rows.circuit_dict
 
 
 async def open_rules(db: Conn) -> set[str]:
-    return {r[0] for r in await db.fetch(
-        "SELECT DISTINCT rule FROM safety_circuits WHERE state='open'")}
+    return {
+        r[0] for r in await db.fetch("SELECT DISTINCT rule FROM safety_circuits WHERE state='open'")
+    }
 
 
 async def list_circuits(db: Conn, *, include_closed: bool = False) -> list[dict[str, Any]]:
-    sql = ("SELECT * FROM safety_circuits WHERE state='open' OR $1 ORDER BY opened_at DESC")
+    sql = "SELECT * FROM safety_circuits WHERE state='open' OR $1 ORDER BY opened_at DESC"
     return [_circuit(r) for r in await db.fetch(sql, include_closed)]
 
 
-async def close_circuits(db: Conn, rule: str, target: str | None, now: float,
-                         by: str) -> list[dict[str, Any]]:
-    return [_circuit(r) for r in await db.fetch(
-        "UPDATE safety_circuits SET state='closed', closed_at=$1, closed_by=$2"
-        " WHERE rule=$3 AND state='open' AND ($4::text IS NULL OR target=$4) RETURNING *",
-        now, by, rule, target)]
+async def close_circuits(
+    db: Conn, rule: str, target: str | None, now: float, by: str
+) -> list[dict[str, Any]]:
+    return [
+        _circuit(r)
+        for r in await db.fetch(
+            "UPDATE safety_circuits SET state='closed', closed_at=$1, closed_by=$2"
+            " WHERE rule=$3 AND state='open' AND ($4::text IS NULL OR target=$4) RETURNING *",
+            now,
+            by,
+            rule,
+            target,
+        )
+    ]
 
 
 async def sweep(db: Conn, now: float, quiet: float) -> list[dict[str, Any]]:
-    closed = [_circuit(r) for r in await db.fetch(
-        "UPDATE safety_circuits SET state='closed', closed_at=$1, closed_by='quiet period'"
-        " WHERE state='open' AND last_alert_at <= $2 RETURNING *", now, now - quiet)]
+    closed = [
+        _circuit(r)
+        for r in await db.fetch(
+            "UPDATE safety_circuits SET state='closed', closed_at=$1, closed_by='quiet period'"
+            " WHERE state='open' AND last_alert_at <= $2 RETURNING *",
+            now,
+            now - quiet,
+        )
+    ]
     await db.execute("DELETE FROM safety_actions WHERE at < $1", now - _KEEP_ACTIONS)
     return closed
 
 
-async def record_escalation(db: Conn, rule: str, target: str, heal_id: str,
-                            deliveries: list[dict[str, Any]]) -> None:
-    await db.execute("UPDATE safety_circuits SET escalation=$1 WHERE rule=$2 AND target=$3"
-                     " AND escalated_by=$4", json.dumps(deliveries), rule, target, heal_id)
+async def record_escalation(
+    db: Conn, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
+) -> None:
+    await db.execute(
+        "UPDATE safety_circuits SET escalation=$1 WHERE rule=$2 AND target=$3 AND escalated_by=$4",
+        json.dumps(deliveries),
+        rule,
+        target,
+        heal_id,
+    )
 
 
 # ---- admission -----------------------------------------------------------------------
 
 
-async def admit(db: Conn, heal_id: str, rule: str | None, targets: Sequence[str],
-                limits: Limits | None, now: float, alert: AlertKey | None = None
-                ) -> Decision:
+async def admit(
+    db: Conn,
+    heal_id: str,
+    rule: str | None,
+    targets: Sequence[str],
+    limits: Limits | None,
+    now: float,
+    alert: AlertKey | None = None,
+) -> Decision:
     """Decide, and record, whether ``heal_id`` may act on ``targets`` now (see
     :meth:`healer.store.contract.Store.admit`), holding the locks of the alert, the pause
     and every (rule, target) until the transaction commits."""
@@ -148,39 +180,70 @@ async def admit(db: Conn, heal_id: str, rule: str | None, targets: Sequence[str]
     if rule is None or limits is None:
         return Decision("act")
     for key in keys:
-        await db.execute("UPDATE safety_circuits SET state='closed', closed_at=$1,"
-                         " closed_by='quiet period' WHERE rule=$2 AND target=$3 AND"
-                         " state='open' AND last_alert_at <= $4",
-                         now, rule, key, now - limits.quiet)
+        await db.execute(
+            "UPDATE safety_circuits SET state='closed', closed_at=$1,"
+            " closed_by='quiet period' WHERE rule=$2 AND target=$3 AND"
+            " state='open' AND last_alert_at <= $4",
+            now,
+            rule,
+            key,
+            now - limits.quiet,
+        )
     for key in keys:
-        row = await db.fetchrow("SELECT * FROM safety_circuits WHERE rule=$1 AND target=$2"
-                                " AND state='open'", rule, key)
+        row = await db.fetchrow(
+            "SELECT * FROM safety_circuits WHERE rule=$1 AND target=$2 AND state='open'", rule, key
+        )
         if row is None:
             continue
-        await db.execute("UPDATE safety_circuits SET last_alert_at=$1,"
-                         " suppressed=suppressed+1 WHERE rule=$2 AND target=$3", now, rule, key)
+        await db.execute(
+            "UPDATE safety_circuits SET last_alert_at=$1,"
+            " suppressed=suppressed+1 WHERE rule=$2 AND target=$3",
+            now,
+            rule,
+            key,
+        )
         if row["escalated_by"] is None or row["escalated_by"] == heal_id:
-            await db.execute("UPDATE safety_circuits SET escalated_by=$1 WHERE rule=$2 AND"
-                             " target=$3", heal_id, rule, key)
+            await db.execute(
+                "UPDATE safety_circuits SET escalated_by=$1 WHERE rule=$2 AND target=$3",
+                heal_id,
+                rule,
+                key,
+            )
             circuit = _circuit(row) | {"escalated_by": heal_id}
-            return Decision("escalate", key, circuit=circuit,
-                            deliver=row["escalated_by"] is None or row["escalation"] is None)
+            return Decision(
+                "escalate",
+                key,
+                circuit=circuit,
+                deliver=row["escalated_by"] is None or row["escalation"] is None,
+            )
         return Decision("circuit_open", key, circuit=_circuit(row))
     for key in keys:
-        last = await db.fetchval("SELECT MAX(at) FROM safety_actions WHERE rule=$1 AND"
-                                 " target=$2 AND heal_id != $3", rule, key, heal_id)
+        last = await db.fetchval(
+            "SELECT MAX(at) FROM safety_actions WHERE rule=$1 AND target=$2 AND heal_id != $3",
+            rule,
+            key,
+            heal_id,
+        )
         if last is not None and now - last < limits.cooldown:
             return Decision("cooldown", key, left=limits.cooldown - (now - last))
     for key in keys:
-        closed = await db.fetchval("SELECT closed_at FROM safety_circuits WHERE rule=$1 AND"
-                                   " target=$2", rule, key)
+        closed = await db.fetchval(
+            "SELECT closed_at FROM safety_circuits WHERE rule=$1 AND target=$2", rule, key
+        )
         since = max(now - limits.window, closed if closed is not None else float("-inf"))
-        count = await db.fetchval("SELECT COUNT(*)::int FROM safety_actions WHERE rule=$1"
-                                  " AND target=$2 AND at > $3 AND heal_id != $4",
-                                  rule, key, since, heal_id)
+        count = await db.fetchval(
+            "SELECT COUNT(*)::int FROM safety_actions WHERE rule=$1"
+            " AND target=$2 AND at > $3 AND heal_id != $4",
+            rule,
+            key,
+            since,
+            heal_id,
+        )
         if count >= limits.max_actions:
-            reason = (f"budget spent: {count} actions by {rule} on {key} within the last "
-                      f"{format_seconds(limits.window)} (max {limits.max_actions})")
+            reason = (
+                f"budget spent: {count} actions by {rule} on {key} within the last "
+                f"{format_seconds(limits.window)} (max {limits.max_actions})"
+            )
             row = await db.fetchrow(
                 "INSERT INTO safety_circuits (rule, target, state, opened_at, opened_by,"
                 " reason, last_alert_at, suppressed, escalated_by, escalation, closed_at,"
@@ -189,16 +252,26 @@ async def admit(db: Conn, heal_id: str, rule: str | None, targets: Sequence[str]
                 " opened_at=excluded.opened_at, opened_by=excluded.opened_by,"
                 " reason=excluded.reason, last_alert_at=excluded.last_alert_at, suppressed=0,"
                 " escalated_by=excluded.escalated_by, escalation=NULL, closed_at=NULL,"
-                " closed_by=NULL RETURNING *", rule, key, now, heal_id, reason)
+                " closed_by=NULL RETURNING *",
+                rule,
+                key,
+                now,
+                heal_id,
+                reason,
+            )
             return Decision("escalate", key, actions=count, circuit=_circuit(row))
     await db.executemany(
         "INSERT INTO safety_actions (rule, target, at, heal_id) VALUES ($1,$2,$3,$4)"
         " ON CONFLICT (rule, target, heal_id) DO UPDATE SET at=excluded.at",
-        [(rule, key, now, heal_id) for key in keys])
+        [(rule, key, now, heal_id) for key in keys],
+    )
     return Decision("act")
 
 
 async def last_action_at(db: Conn, rule: str, targets: Sequence[str]) -> float | None:
-    value = await db.fetchval("SELECT MAX(at) FROM safety_actions WHERE rule=$1 AND"
-                              " target = ANY($2::text[])", rule, list(targets))
+    value = await db.fetchval(
+        "SELECT MAX(at) FROM safety_actions WHERE rule=$1 AND target = ANY($2::text[])",
+        rule,
+        list(targets),
+    )
     return None if value is None else float(value)

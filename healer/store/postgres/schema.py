@@ -45,8 +45,16 @@ MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 # The tables a copy fills, in order, and that must all be empty to receive one.
-TABLES = ("deliveries", "alerts", "heals", "events", "safety_actions", "safety_circuits",
-          "safety_pause", "follow_ups")
+TABLES = (
+    "deliveries",
+    "alerts",
+    "heals",
+    "events",
+    "safety_actions",
+    "safety_circuits",
+    "safety_pause",
+    "follow_ups",
+)
 
 
 async def current_version(db: Conn) -> int:
@@ -60,7 +68,8 @@ def refuse_newer(version: int, dsn: str) -> None:
     if version > SCHEMA_VERSION:
         raise JournalUnavailable(
             f"{where(dsn)}: cannot open: its schema {version} is newer than this"
-            f" healer's ({SCHEMA_VERSION}): upgrade healer")
+            f" healer's ({SCHEMA_VERSION}): upgrade healer"
+        )
 
 
 async def migrate(db: Conn, dsn: str) -> tuple[int, int]:
@@ -77,6 +86,9 @@ async def migrate(db: Conn, dsn: str) -> tuple[int, int]:
             continue
         for statement in statements:
             await db.execute(statement)
-    await db.execute("INSERT INTO healer_schema (version, applied_at) VALUES ($1, $2)",
-                     SCHEMA_VERSION, time.time())
+    await db.execute(
+        "INSERT INTO healer_schema (version, applied_at) VALUES ($1, $2)",
+        SCHEMA_VERSION,
+        time.time(),
+    )
     return before, SCHEMA_VERSION

@@ -55,8 +55,9 @@ class PostgresStore(ModuleStore):
     _safety = safety
     _followups = followups
 
-    def __init__(self, pool: Pool, options: PostgresOptions,
-                 replica: st.Replica | None = None) -> None:
+    def __init__(
+        self, pool: Pool, options: PostgresOptions, replica: st.Replica | None = None
+    ) -> None:
         self.pool = pool
         self.options = options
         self.replica = replica if replica is not None else st.Replica()
@@ -64,13 +65,17 @@ class PostgresStore(ModuleStore):
     # ---- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, options: PostgresOptions,
-                   replica: st.Replica | None = None) -> PostgresStore:
+    async def open(
+        cls, options: PostgresOptions, replica: st.Replica | None = None
+    ) -> PostgresStore:
         """Connect, refuse a newer schema, create or migrate an older (or empty) one.
         ``replica``: who writes (default: this host and pid, 15 s leases)."""
-        pool = await Pool.connect(options.dsn, pool_size=options.pool_size,
-                                  connect_timeout=options.connect_timeout,
-                                  statement_timeout=options.statement_timeout)
+        pool = await Pool.connect(
+            options.dsn,
+            pool_size=options.pool_size,
+            connect_timeout=options.connect_timeout,
+            statement_timeout=options.statement_timeout,
+        )
         try:
             await pool.transaction(lambda db: schema.migrate(db, options.dsn))
         except BaseException:
@@ -81,9 +86,12 @@ class PostgresStore(ModuleStore):
     @classmethod
     async def migrate(cls, options: PostgresOptions) -> tuple[int, int]:
         """Apply pending migrations; the schema version (before, after)."""
-        pool = await Pool.connect(options.dsn, pool_size=1,
-                                  connect_timeout=options.connect_timeout,
-                                  statement_timeout=options.statement_timeout)
+        pool = await Pool.connect(
+            options.dsn,
+            pool_size=1,
+            connect_timeout=options.connect_timeout,
+            statement_timeout=options.statement_timeout,
+        )
         try:
             return await pool.transaction(lambda db: schema.migrate(db, options.dsn))
         finally:
@@ -104,9 +112,13 @@ class PostgresStore(ModuleStore):
 
     async def ping(self) -> None:
         now = time.time()
-        await self.pool.transaction(lambda db: db.execute(
-            "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET"
-            " at = excluded.at", now))
+        await self.pool.transaction(
+            lambda db: db.execute(
+                "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET"
+                " at = excluded.at",
+                now,
+            )
+        )
 
     # ---- runners and what differs --------------------------------------------------
 
@@ -119,12 +131,14 @@ class PostgresStore(ModuleStore):
     def _submit(self, work: Work) -> asyncio.Future[Any]:
         return self.pool.submit(work)
 
-    def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+    def event_soon(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> asyncio.Future[None]:
         now, me = time.time(), self.replica
 
         async def write(db: Conn) -> None:
             if fenced:
                 await heals.fence(db, heal_id, me)
             await heals.event(db, heal_id, phase, kind, data, now, me)
+
         return self.pool.submit(write)

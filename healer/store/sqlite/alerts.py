@@ -65,24 +65,33 @@ def v1_copy(db: sqlite3.Connection) -> Sequence[str]:
     """After them: the version-1 rows (set aside just now) copied into ``alerts``."""
     if not db.execute("PRAGMA table_info(alerts_v1)").fetchall():
         return ()
-    return ("""INSERT INTO alerts (fingerprint, starts_at, status, alertname, delivery_id, idx,
+    return (
+        """INSERT INTO alerts (fingerprint, starts_at, status, alertname, delivery_id, idx,
                     first_seen, last_seen, times_seen, disposition, heal_id)
 SELECT fingerprint, starts_at, status, alertname, NULL, id, first_seen, last_seen,
-       times_seen, disposition, heal_id FROM alerts_v1""",)
+       times_seen, disposition, heal_id FROM alerts_v1""",
+    )
 
 
 # Fingerprints per lookup query, well under SQLite's 32,766-parameter limit.
 _LOOKUP_CHUNK = 500
 
 
-def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
-                 plans: Sequence[HealPlan | None], now: float,
-                 received_at: float | None, body: str, me: Replica) -> list[Disposition]:
+def ingest_batch(
+    db: sqlite3.Connection,
+    alerts: Sequence[ReceivedAlert],
+    plans: Sequence[HealPlan | None],
+    now: float,
+    received_at: float | None,
+    body: str,
+    me: Replica,
+) -> list[Disposition]:
     """One query finds which alerts were seen before; new ones are inserted and
     repeats counted with one ``executemany`` each (no per-alert round trips)."""
     keyed = rows.key_alerts(alerts)
     batch = rows.IngestBatch(
-        _known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed}), now)
+        _known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed}), now
+    )
     for idx, (alert, starts) in enumerate(keyed):
         if batch.repeat(alert, starts):
             continue
@@ -91,76 +100,86 @@ def ingest_batch(db: sqlite3.Connection, alerts: Sequence[ReceivedAlert],
         if kind == "resolved":
             _note_resolved(db, alert, now, me)
         elif kind == "started" and plan is not None:
-            heal_id = heals.insert_heal(db, plan, alert, "alert", now, me,
-                                       received_at=received_at)
+            heal_id = heals.insert_heal(db, plan, alert, "alert", now, me, received_at=received_at)
         batch.add(idx, alert, starts, kind, plan, heal_id)
     if batch.inserts:
-        delivery = db.execute("INSERT INTO deliveries (received_at, body) VALUES (?, ?)",
-                              (received_at or now, body)).lastrowid
+        delivery = db.execute(
+            "INSERT INTO deliveries (received_at, body) VALUES (?, ?)", (received_at or now, body)
+        ).lastrowid
         db.executemany(
             "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
             " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # one SQL text: a prepared statement
-            batch.insert_rows(delivery))
+            batch.insert_rows(delivery),
+        )
     if batch.repeats:
         db.executemany(
             "UPDATE alerts SET times_seen = times_seen + ?, last_seen = ?"
             " WHERE fingerprint=? AND starts_at=? AND status=?",
-            batch.repeat_rows())
+            batch.repeat_rows(),
+        )
     return batch.out
 
 
-def _known_alerts(db: sqlite3.Connection, keys: set[tuple[str, str]]
-                  ) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+def _known_alerts(
+    db: sqlite3.Connection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str, str], tuple[str, str | None]]:
     """(fingerprint, starts_at, status) -> (disposition, heal_id) of every stored row
     for these (fingerprint, starts_at) pairs, whatever its status."""
     known: dict[tuple[str, str, str], tuple[str, str | None]] = {}
     fingerprints = sorted({fp for fp, _ in keys})
     for i in range(0, len(fingerprints), _LOOKUP_CHUNK):
-        chunk = fingerprints[i:i + _LOOKUP_CHUNK]
+        chunk = fingerprints[i : i + _LOOKUP_CHUNK]
         # Looked up by fingerprint alone, so the UNIQUE index serves it (a row-value
         # IN over two columns scans the table); other startsAt are filtered out here.
         for row in db.execute(
-                "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
-                f" WHERE fingerprint IN ({','.join('?' * len(chunk))})", chunk):
+            "SELECT fingerprint, starts_at, status, disposition, heal_id FROM alerts"
+            f" WHERE fingerprint IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
             if (row[0], row[1]) in keys:
                 known[(row[0], row[1], row[2])] = (row[3], row[4])
     return known
 
 
-def _note_resolved(db: sqlite3.Connection, alert: ReceivedAlert, now: float,
-                   me: Replica) -> None:
+def _note_resolved(db: sqlite3.Connection, alert: ReceivedAlert, now: float, me: Replica) -> None:
     open_heals = db.execute(
-        "SELECT id, phase FROM heals WHERE fingerprint=? AND phase != 'done'",
-        (alert.fingerprint,)).fetchall()
+        "SELECT id, phase FROM heals WHERE fingerprint=? AND phase != 'done'", (alert.fingerprint,)
+    ).fetchall()
     for heal in open_heals:
-        heals.event(db, heal["id"], heal["phase"], "alert_resolved",
-                    {"ends_at": alert.ends_at}, now, me)
+        heals.event(
+            db, heal["id"], heal["phase"], "alert_resolved", {"ends_at": alert.ends_at}, now, me
+        )
 
 
 def alert_counts(db: sqlite3.Connection) -> dict[str, int]:
-    return {r[0]: r[1] for r in db.execute(
-        "SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition")}
+    return {
+        r[0]: r[1]
+        for r in db.execute("SELECT disposition, COUNT(*) FROM alerts GROUP BY disposition")
+    }
 
 
 def resolved_at(db: sqlite3.Connection, alert: AlertKey) -> float | None:
     """When healer first received Alertmanager's resolved notification for this alert
     (fingerprint + startsAt), or None while it has not."""
-    row = db.execute("SELECT first_seen FROM alerts WHERE fingerprint=? AND starts_at=? AND"
-                     " status='resolved'", alert).fetchone()
+    row = db.execute(
+        "SELECT first_seen FROM alerts WHERE fingerprint=? AND starts_at=? AND status='resolved'",
+        alert,
+    ).fetchone()
     return None if row is None else float(row[0])
 
 
-def resolved_alerts(db: sqlite3.Connection, fingerprints: Sequence[str]
-                    ) -> dict[AlertKey, float]:
+def resolved_alerts(db: sqlite3.Connection, fingerprints: Sequence[str]) -> dict[AlertKey, float]:
     """:func:`resolved_at` for every resolved alert of these fingerprints at once
     (the start-up resume asks about all its pending heals in one go)."""
     found: dict[AlertKey, float] = {}
     unique = sorted(set(fingerprints))
     for i in range(0, len(unique), _LOOKUP_CHUNK):  # well under SQLite's parameter limit
-        chunk = unique[i:i + _LOOKUP_CHUNK]
+        chunk = unique[i : i + _LOOKUP_CHUNK]
         for row in db.execute(
-                "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
-                f" AND fingerprint IN ({','.join('?' * len(chunk))})", chunk):
+            "SELECT fingerprint, starts_at, first_seen FROM alerts WHERE status='resolved'"
+            f" AND fingerprint IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
             found[(row[0], row[1])] = float(row[2])
     return found

@@ -21,8 +21,7 @@ def check_file(path: Path) -> list[str]:
     except sqlite3.Error as exc:
         return [open_error(path, exc).removesuffix(f"; {check_hint(path)}")]
     try:
-        problems = [row[0] for row in db.execute("PRAGMA integrity_check(100)")
-                    if row[0] != "ok"]
+        problems = [row[0] for row in db.execute("PRAGMA integrity_check(100)") if row[0] != "ok"]
         if problems:
             return problems
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -36,9 +35,7 @@ def check_file(path: Path) -> list[str]:
     if version > SCHEMA_VERSION:
         return [f"schema version {version} is newer than this healer's ({SCHEMA_VERSION})"]
     if empty:
-        return ["an empty SQLite file, not a healer journal yet (healer serve would "
-                "initialise it)"]
+        return ["an empty SQLite file, not a healer journal yet (healer serve would initialise it)"]
     if foreign is not None:
-        return [f"not a healer journal: another application's SQLite database? "
-                f"(tables: {foreign})"]
+        return [f"not a healer journal: another application's SQLite database? (tables: {foreign})"]
     return []

@@ -85,61 +85,88 @@ def fence(db: sqlite3.Connection, heal_id: str, me: Replica) -> None:
         raise LeaseLost(heal_id)
 
 
-def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica,
-          now: float) -> set[str]:
+def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica, now: float) -> set[str]:
     held: set[str] = set()
     for i in range(0, len(heal_ids), 500):
-        chunk = list(heal_ids[i:i + 500])
+        chunk = list(heal_ids[i : i + 500])
         marks = ",".join("?" * len(chunk))
-        db.execute(f"UPDATE heals SET lease_until=? WHERE lease_token=? AND id IN ({marks})",
-                   (now + me.lease_ttl, me.token, *chunk))
-        held.update(r[0] for r in db.execute(
-            f"SELECT id FROM heals WHERE lease_token=? AND id IN ({marks})",
-            (me.token, *chunk)))
+        db.execute(
+            f"UPDATE heals SET lease_until=? WHERE lease_token=? AND id IN ({marks})",
+            (now + me.lease_ttl, me.token, *chunk),
+        )
+        held.update(
+            r[0]
+            for r in db.execute(
+                f"SELECT id FROM heals WHERE lease_token=? AND id IN ({marks})", (me.token, *chunk)
+            )
+        )
     return held
 
 
-def take_over(db: sqlite3.Connection, me: Replica, live: Collection[str], now: float,
-              limit: int) -> list[dict[str, Any]]:
+def take_over(
+    db: sqlite3.Connection, me: Replica, live: Collection[str], now: float, limit: int
+) -> list[dict[str, Any]]:
     held, args = _live(live)
     found = db.execute(
         f"SELECT h.id, h.owner FROM heals h WHERE h.phase != 'done' AND h.lease_token IS NOT"
         f" ? AND NOT COALESCE({held}, 0) ORDER BY h.created_at LIMIT ?",
-        (me.token, now, *args, limit)).fetchall()
+        (me.token, now, *args, limit),
+    ).fetchall()
     rows = []
     for heal_id, owner in found:
-        db.execute("UPDATE heals SET owner=?, lease_token=?, lease_until=? WHERE id=?",
-                   (me.id, me.token, now + me.lease_ttl, heal_id))
+        db.execute(
+            "UPDATE heals SET owner=?, lease_token=?, lease_until=? WHERE id=?",
+            (me.id, me.token, now + me.lease_ttl, heal_id),
+        )
         row = heal_dict(db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone())
         rows.append({**row, "taken_from": owner})
     return rows
 
 
-def lock_target(db: sqlite3.Connection, target: str, heal_id: str, me: Replica,
-                live: Collection[str], now: float) -> bool:
+def lock_target(
+    db: sqlite3.Connection,
+    target: str,
+    heal_id: str,
+    me: Replica,
+    live: Collection[str],
+    now: float,
+) -> bool:
     fence(db, heal_id, me)
     held, args = _live(live)
     busy = db.execute(
         f"SELECT 1 FROM target_locks l JOIN heals h ON h.id = l.heal_id WHERE l.target=?"
         f" AND l.heal_id != ? AND h.phase != 'done' AND {held}",
-        (target, heal_id, now, *args)).fetchone()
+        (target, heal_id, now, *args),
+    ).fetchone()
     if busy is not None:
         return False
-    db.execute("INSERT INTO target_locks (target, heal_id) VALUES (?, ?) ON CONFLICT"
-               " (target) DO UPDATE SET heal_id = excluded.heal_id", (target, heal_id))
+    db.execute(
+        "INSERT INTO target_locks (target, heal_id) VALUES (?, ?) ON CONFLICT"
+        " (target) DO UPDATE SET heal_id = excluded.heal_id",
+        (target, heal_id),
+    )
     return True
 
 
 def unlock_target(db: sqlite3.Connection, target: str, heal_id: str, me: Replica) -> None:
-    db.execute("DELETE FROM target_locks WHERE target=? AND heal_id=? AND EXISTS (SELECT 1"
-               " FROM heals WHERE id=? AND lease_token=?)",
-               (target, heal_id, heal_id, me.token))
+    db.execute(
+        "DELETE FROM target_locks WHERE target=? AND heal_id=? AND EXISTS (SELECT 1"
+        " FROM heals WHERE id=? AND lease_token=?)",
+        (target, heal_id, heal_id, me.token),
+    )
 
 
-def insert_heal(db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | None,
-                source: str, now: float, me: Replica, labels: dict[str, str] | None = None,
-                annotations: dict[str, str] | None = None,
-                received_at: float | None = None) -> str:
+def insert_heal(
+    db: sqlite3.Connection,
+    plan: HealPlan,
+    alert: ReceivedAlert | None,
+    source: str,
+    now: float,
+    me: Replica,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    received_at: float | None = None,
+) -> str:
     """A new pending heal (of ``alert``, or manual with ``labels``), leased to ``me``,
     with its first timeline entry (``matched`` or ``manual_trigger``)."""
     heal_id = new_heal_id()
@@ -153,63 +180,104 @@ def insert_heal(db: sqlite3.Connection, plan: HealPlan, alert: ReceivedAlert | N
         "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
         " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
         " lease_token, lease_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
-        (heal_id, created, now, source, plan.rule, plan.handler,
-         alert.fingerprint if alert else None,
-         alert.starts_at.isoformat() if alert else None,
-         dumps(labels or {}), dumps(annotations or {}),
-         dumps(plan.params), dumps(plan.verify), int(plan.dry_run),
-         me.id, me.token, now + me.lease_ttl),
+        (
+            heal_id,
+            created,
+            now,
+            source,
+            plan.rule,
+            plan.handler,
+            alert.fingerprint if alert else None,
+            alert.starts_at.isoformat() if alert else None,
+            dumps(labels or {}),
+            dumps(annotations or {}),
+            dumps(plan.params),
+            dumps(plan.verify),
+            int(plan.dry_run),
+            me.id,
+            me.token,
+            now + me.lease_ttl,
+        ),
     )
-    data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler,
-                            "dry_run": plan.dry_run}
+    data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}
     if received_at is not None:
         data["received_at"] = received_at
-    event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now,
-          me)
+    event(db, heal_id, Phase.PENDING, "matched" if alert else "manual_trigger", data, now, me)
     return heal_id
 
 
-def event(db: sqlite3.Connection, heal_id: str, phase: str, kind: str,
-          data: dict[str, Any], now: float, me: Replica) -> None:
+def event(
+    db: sqlite3.Connection,
+    heal_id: str,
+    phase: str,
+    kind: str,
+    data: dict[str, Any],
+    now: float,
+    me: Replica,
+) -> None:
     """The heal's next timeline entry (``seq`` one more than its last), by ``me``."""
     db.execute(
         "INSERT INTO events (heal_id, seq, at, phase, kind, data, replica) VALUES"
         " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE heal_id=?), ?, ?, ?, ?, ?)",
         # Timeline data quotes handler output and errors: no password lands on disk.
-        (heal_id, heal_id, now, str(phase), kind, dumps(redact_data(data)), me.id))
+        (heal_id, heal_id, now, str(phase), kind, dumps(redact_data(data)), me.id),
+    )
     db.execute("UPDATE heals SET updated_at=? WHERE id=?", (now, heal_id))
 
 
-def set_phase(db: sqlite3.Connection, heal_id: str, phase: Phase,
-              targets: list[str] | None, me: Replica) -> None:
+def set_phase(
+    db: sqlite3.Connection, heal_id: str, phase: Phase, targets: list[str] | None, me: Replica
+) -> None:
     fence(db, heal_id, me)
     if targets is None:
         db.execute("UPDATE heals SET phase=? WHERE id=?", (str(phase), heal_id))
     else:
-        db.execute("UPDATE heals SET phase=?, targets=? WHERE id=?",
-                   (str(phase), dumps(targets), heal_id))
+        db.execute(
+            "UPDATE heals SET phase=?, targets=? WHERE id=?", (str(phase), dumps(targets), heal_id)
+        )
 
 
-def interrupt(db: sqlite3.Connection, heal_id: str, phase: Phase, reason: str,
-              durations: dict[str, float], now: float, me: Replica) -> None:
+def interrupt(
+    db: sqlite3.Connection,
+    heal_id: str,
+    phase: Phase,
+    reason: str,
+    durations: dict[str, float],
+    now: float,
+    me: Replica,
+) -> None:
     fence(db, heal_id, me)
     db.execute(
-        "UPDATE heals SET phase=?, outcome=?, reason=?, finished_at=?, durations=?"
-        " WHERE id=?", (str(phase), str(Outcome.INTERRUPTED), reason, now,
-                        dumps(durations), heal_id))
-    event(db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now,
-          me)
+        "UPDATE heals SET phase=?, outcome=?, reason=?, finished_at=?, durations=? WHERE id=?",
+        (str(phase), str(Outcome.INTERRUPTED), reason, now, dumps(durations), heal_id),
+    )
+    event(db, heal_id, phase, "interrupted", {"reason": reason, "durations": durations}, now, me)
 
 
-def finish(db: sqlite3.Connection, heal_id: str, outcome: Outcome, reason: str,
-           durations: dict[str, float], now: float, me: Replica) -> None:
+def finish(
+    db: sqlite3.Connection,
+    heal_id: str,
+    outcome: Outcome,
+    reason: str,
+    durations: dict[str, float],
+    now: float,
+    me: Replica,
+) -> None:
     fence(db, heal_id, me)
     db.execute("DELETE FROM target_locks WHERE heal_id=?", (heal_id,))
     db.execute(
-        "UPDATE heals SET phase='done', outcome=?, reason=?, finished_at=?, durations=?"
-        " WHERE id=?", (str(outcome), reason, now, dumps(durations), heal_id))
-    event(db, heal_id, Phase.DONE, "outcome",
-          {"outcome": str(outcome), "reason": reason, "durations": durations}, now, me)
+        "UPDATE heals SET phase='done', outcome=?, reason=?, finished_at=?, durations=? WHERE id=?",
+        (str(outcome), reason, now, dumps(durations), heal_id),
+    )
+    event(
+        db,
+        heal_id,
+        Phase.DONE,
+        "outcome",
+        {"outcome": str(outcome), "reason": reason, "durations": durations},
+        now,
+        me,
+    )
 
 
 # ---- reads -----------------------------------------------------------------------------
@@ -230,13 +298,22 @@ def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
     return heal
 
 
-def list_heals(db: sqlite3.Connection, *, rule: str | None, outcome: str | None,
-               target: str | None, limit: int, before: float | None) -> list[dict[str, Any]]:
+def list_heals(
+    db: sqlite3.Connection,
+    *,
+    rule: str | None,
+    outcome: str | None,
+    target: str | None,
+    limit: int,
+    before: float | None,
+) -> list[dict[str, Any]]:
     """Newest first; page with ``before=<created_at of the last row>``."""
     filters: tuple[tuple[str, str | float | None], ...] = (
-        ("rule = ?", rule), ("outcome = ?", outcome),
+        ("rule = ?", rule),
+        ("outcome = ?", outcome),
         ("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)", target),
-        ("created_at < ?", before))
+        ("created_at < ?", before),
+    )
     clauses = [sql for sql, value in filters if value is not None]
     args = [value for _, value in filters if value is not None]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -245,5 +322,7 @@ def list_heals(db: sqlite3.Connection, *, rule: str | None, outcome: str | None,
 
 
 def unfinished(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [heal_dict(r) for r in db.execute(
-        "SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")]
+    return [
+        heal_dict(r)
+        for r in db.execute("SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")
+    ]

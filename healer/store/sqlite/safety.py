@@ -70,9 +70,12 @@ def get_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
 
 def set_pause(db: sqlite3.Connection, now: float, until: float, reason: str) -> dict[str, Any]:
     """Pause until ``until``; a new pause replaces the current one (extends or shortens)."""
-    db.execute("INSERT INTO safety_pause (id, since, until, reason) VALUES (1, ?, ?, ?)"
-               " ON CONFLICT (id) DO UPDATE SET since=excluded.since, until=excluded.until,"
-               " reason=excluded.reason", (now, until, reason))
+    db.execute(
+        "INSERT INTO safety_pause (id, since, until, reason) VALUES (1, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET since=excluded.since, until=excluded.until,"
+        " reason=excluded.reason",
+        (now, until, reason),
+    )
     return {"since": now, "until": until, "reason": reason}
 
 
@@ -90,24 +93,29 @@ _circuit = rows.circuit_dict
 
 
 def open_rules(db: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in db.execute(
-        "SELECT DISTINCT rule FROM safety_circuits WHERE state='open'")}
+    return {
+        r[0] for r in db.execute("SELECT DISTINCT rule FROM safety_circuits WHERE state='open'")
+    }
 
 
-def list_circuits(db: sqlite3.Connection, *, include_closed: bool = False) -> list[
-        dict[str, Any]]:
+def list_circuits(db: sqlite3.Connection, *, include_closed: bool = False) -> list[dict[str, Any]]:
     where = "" if include_closed else "WHERE state='open'"
-    return [_circuit(r) for r in db.execute(
-        f"SELECT * FROM safety_circuits {where} ORDER BY opened_at DESC")]
+    return [
+        _circuit(r)
+        for r in db.execute(f"SELECT * FROM safety_circuits {where} ORDER BY opened_at DESC")
+    ]
 
 
-def close_circuits(db: sqlite3.Connection, rule: str, target: str | None, now: float,
-                   by: str) -> list[dict[str, Any]]:
+def close_circuits(
+    db: sqlite3.Connection, rule: str, target: str | None, now: float, by: str
+) -> list[dict[str, Any]]:
     """Close the rule's open circuits (one target, or all). Closing also starts the budget
     afresh: actions before ``closed_at`` no longer count."""
     args: list[Any] = [now, by, rule]
-    sql = ("UPDATE safety_circuits SET state='closed', closed_at=?, closed_by=?"
-           " WHERE rule=? AND state='open'")
+    sql = (
+        "UPDATE safety_circuits SET state='closed', closed_at=?, closed_by=?"
+        " WHERE rule=? AND state='open'"
+    )
     if target is not None:
         sql += " AND target=?"
         args.append(target)
@@ -116,24 +124,39 @@ def close_circuits(db: sqlite3.Connection, rule: str, target: str | None, now: f
 
 def sweep(db: sqlite3.Connection, now: float, quiet: float) -> list[dict[str, Any]]:
     """Close circuits that had no new alert for ``quiet`` seconds; drop old history."""
-    closed = [_circuit(r) for r in db.execute(
-        "UPDATE safety_circuits SET state='closed', closed_at=?, closed_by='quiet period'"
-        " WHERE state='open' AND last_alert_at <= ? RETURNING *", (now, now - quiet))]
+    closed = [
+        _circuit(r)
+        for r in db.execute(
+            "UPDATE safety_circuits SET state='closed', closed_at=?, closed_by='quiet period'"
+            " WHERE state='open' AND last_alert_at <= ? RETURNING *",
+            (now, now - quiet),
+        )
+    ]
     db.execute("DELETE FROM safety_actions WHERE at < ?", (now - _KEEP_ACTIONS,))
     return closed
 
 
-def record_escalation(db: sqlite3.Connection, rule: str, target: str, heal_id: str,
-                      deliveries: list[dict[str, Any]]) -> None:
-    db.execute("UPDATE safety_circuits SET escalation=? WHERE rule=? AND target=? AND"
-               " escalated_by=?", (json.dumps(deliveries), rule, target, heal_id))
+def record_escalation(
+    db: sqlite3.Connection, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
+) -> None:
+    db.execute(
+        "UPDATE safety_circuits SET escalation=? WHERE rule=? AND target=? AND escalated_by=?",
+        (json.dumps(deliveries), rule, target, heal_id),
+    )
 
 
 # ---- admission -----------------------------------------------------------------------
 
 
-def admit(db: sqlite3.Connection, heal_id: str, rule: str | None, targets: Sequence[str],
-          limits: Limits | None, now: float, alert: AlertKey | None = None) -> Decision:
+def admit(
+    db: sqlite3.Connection,
+    heal_id: str,
+    rule: str | None,
+    targets: Sequence[str],
+    limits: Limits | None,
+    now: float,
+    alert: AlertKey | None = None,
+) -> Decision:
     """Decide, and record, whether ``heal_id`` may act on ``targets`` now.
 
     In order: the heal's alert already resolved (in the same transaction as the
@@ -154,34 +177,51 @@ def admit(db: sqlite3.Connection, heal_id: str, rule: str | None, targets: Seque
     keys = sorted(set(targets))
     sweep_targets(db, rule, keys, now, limits.quiet)
     for key in keys:
-        row = db.execute("SELECT * FROM safety_circuits WHERE rule=? AND target=? AND"
-                         " state='open'", (rule, key)).fetchone()
+        row = db.execute(
+            "SELECT * FROM safety_circuits WHERE rule=? AND target=? AND state='open'", (rule, key)
+        ).fetchone()
         if row is None:
             continue
-        db.execute("UPDATE safety_circuits SET last_alert_at=?, suppressed=suppressed+1"
-                   " WHERE rule=? AND target=?", (now, rule, key))
+        db.execute(
+            "UPDATE safety_circuits SET last_alert_at=?, suppressed=suppressed+1"
+            " WHERE rule=? AND target=?",
+            (now, rule, key),
+        )
         if row["escalated_by"] is None or row["escalated_by"] == heal_id:
-            db.execute("UPDATE safety_circuits SET escalated_by=? WHERE rule=? AND target=?",
-                       (heal_id, rule, key))
+            db.execute(
+                "UPDATE safety_circuits SET escalated_by=? WHERE rule=? AND target=?",
+                (heal_id, rule, key),
+            )
             circuit = _circuit(row) | {"escalated_by": heal_id}
-            return Decision("escalate", key, circuit=circuit,
-                            deliver=row["escalated_by"] is None or row["escalation"] is None)
+            return Decision(
+                "escalate",
+                key,
+                circuit=circuit,
+                deliver=row["escalated_by"] is None or row["escalation"] is None,
+            )
         return Decision("circuit_open", key, circuit=_circuit(row))
     for key in keys:
-        last = db.execute("SELECT MAX(at) FROM safety_actions WHERE rule=? AND target=? AND"
-                          " heal_id != ?", (rule, key, heal_id)).fetchone()[0]
+        last = db.execute(
+            "SELECT MAX(at) FROM safety_actions WHERE rule=? AND target=? AND heal_id != ?",
+            (rule, key, heal_id),
+        ).fetchone()[0]
         if last is not None and now - last < limits.cooldown:
             return Decision("cooldown", key, left=limits.cooldown - (now - last))
     for key in keys:
-        closed = db.execute("SELECT closed_at FROM safety_circuits WHERE rule=? AND"
-                            " target=?", (rule, key)).fetchone()
+        closed = db.execute(
+            "SELECT closed_at FROM safety_circuits WHERE rule=? AND target=?", (rule, key)
+        ).fetchone()
         since = max(now - limits.window, closed["closed_at"] if closed else float("-inf"))
-        count = db.execute("SELECT COUNT(*) FROM safety_actions WHERE rule=? AND target=?"
-                           " AND at > ? AND heal_id != ?", (rule, key, since, heal_id)
-                           ).fetchone()[0]
+        count = db.execute(
+            "SELECT COUNT(*) FROM safety_actions WHERE rule=? AND target=?"
+            " AND at > ? AND heal_id != ?",
+            (rule, key, since, heal_id),
+        ).fetchone()[0]
         if count >= limits.max_actions:
-            reason = (f"budget spent: {count} actions by {rule} on {key} within the last "
-                      f"{format_seconds(limits.window)} (max {limits.max_actions})")
+            reason = (
+                f"budget spent: {count} actions by {rule} on {key} within the last "
+                f"{format_seconds(limits.window)} (max {limits.max_actions})"
+            )
             row = db.execute(
                 "INSERT INTO safety_circuits (rule, target, state, opened_at, opened_by,"
                 " reason, last_alert_at, suppressed, escalated_by, escalation, closed_at,"
@@ -190,27 +230,36 @@ def admit(db: sqlite3.Connection, heal_id: str, rule: str | None, targets: Seque
                 " opened_at=excluded.opened_at, opened_by=excluded.opened_by,"
                 " reason=excluded.reason, last_alert_at=excluded.last_alert_at, suppressed=0,"
                 " escalated_by=excluded.escalated_by, escalation=NULL, closed_at=NULL,"
-                " closed_by=NULL RETURNING *", (rule, key, now, heal_id, reason, now, heal_id),
+                " closed_by=NULL RETURNING *",
+                (rule, key, now, heal_id, reason, now, heal_id),
             ).fetchone()
             return Decision("escalate", key, actions=count, circuit=_circuit(row))
-    db.executemany("INSERT OR REPLACE INTO safety_actions (rule, target, at, heal_id)"
-                   " VALUES (?,?,?,?)", [(rule, key, now, heal_id) for key in keys])
+    db.executemany(
+        "INSERT OR REPLACE INTO safety_actions (rule, target, at, heal_id) VALUES (?,?,?,?)",
+        [(rule, key, now, heal_id) for key in keys],
+    )
     return Decision("act")
 
 
-def sweep_targets(db: sqlite3.Connection, rule: str, keys: Sequence[str], now: float,
-                  quiet: float) -> None:
+def sweep_targets(
+    db: sqlite3.Connection, rule: str, keys: Sequence[str], now: float, quiet: float
+) -> None:
     """The quiet-period close for the circuits one heal is about to meet, so that the
     answer never depends on when the background sweep last ran."""
     for key in keys:
-        db.execute("UPDATE safety_circuits SET state='closed', closed_at=?,"
-                   " closed_by='quiet period' WHERE rule=? AND target=? AND state='open'"
-                   " AND last_alert_at <= ?", (now, rule, key, now - quiet))
+        db.execute(
+            "UPDATE safety_circuits SET state='closed', closed_at=?,"
+            " closed_by='quiet period' WHERE rule=? AND target=? AND state='open'"
+            " AND last_alert_at <= ?",
+            (now, rule, key, now - quiet),
+        )
 
 
 def last_action_at(db: sqlite3.Connection, rule: str, targets: Sequence[str]) -> float | None:
     """When ``rule`` last acted on any of ``targets`` (None: never, or forgotten)."""
     last: float | None = db.execute(
         f"SELECT MAX(at) FROM safety_actions WHERE rule=? AND target IN"
-        f" ({','.join('?' * len(targets))})", (rule, *targets)).fetchone()[0]
+        f" ({','.join('?' * len(targets))})",
+        (rule, *targets),
+    ).fetchone()[0]
     return last

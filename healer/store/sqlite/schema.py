@@ -45,6 +45,7 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 
+
 def check_hint(path: Path) -> str:
     return f"run `healer journal check {path}` for details"
 
@@ -52,8 +53,12 @@ def check_hint(path: Path) -> str:
 def foreign_tables(db: sqlite3.Connection) -> str | None:
     """The tables of a SQLite file that is not a healer journal, or None: it is one (a
     version-1 journal carries user_version 0, and an ``alerts`` table), or it is empty."""
-    tables = sorted(r[0] for r in db.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"))
+    tables = sorted(
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+        )
+    )
     if not tables or "alerts" in tables:
         return None
     return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
@@ -66,11 +71,13 @@ def refuse_unknown(db: sqlite3.Connection, path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise JournalUnavailable(
             f"journal {path}: cannot open: its schema {version} is newer than this"
-            f" healer's ({SCHEMA_VERSION}): upgrade healer")
+            f" healer's ({SCHEMA_VERSION}): upgrade healer"
+        )
     if (foreign := foreign_tables(db)) is not None:
         raise JournalUnavailable(
             f"journal {path}: cannot open: not a healer journal (another "
-            f"application's SQLite database? tables: {foreign}); {check_hint(path)}")
+            f"application's SQLite database? tables: {foreign}); {check_hint(path)}"
+        )
 
 
 def migrate(db: sqlite3.Connection) -> None:

@@ -80,9 +80,13 @@ class SqliteStore(ModuleStore):
 
     async def ping(self) -> None:
         now = time.time()
-        await self.writer.transaction(lambda db: db.execute(
-            "INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
-            " at = excluded.at", (now,)))
+        await self.writer.transaction(
+            lambda db: db.execute(
+                "INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
+                " at = excluded.at",
+                (now,),
+            )
+        )
 
     # ---- runners and what differs --------------------------------------------------
 
@@ -95,14 +99,16 @@ class SqliteStore(ModuleStore):
     def _submit(self, work: Work) -> asyncio.Future[Any]:
         return self.writer.submit(work)
 
-    def event_soon(self, heal_id: str, phase: str, kind: str,
-                   data: dict[str, Any], *, fenced: bool = False) -> asyncio.Future[None]:
+    def event_soon(
+        self, heal_id: str, phase: str, kind: str, data: dict[str, Any], *, fenced: bool = False
+    ) -> asyncio.Future[None]:
         now, me = time.time(), self.replica
 
         def write(db: sqlite3.Connection) -> None:
             if fenced:
                 heals.fence(db, heal_id, me)
             heals.event(db, heal_id, phase, kind, data, now, me)
+
         return self.writer.submit(write)
 
     # A lease's holder is alive while its store is open in this process (the module's
@@ -110,8 +116,10 @@ class SqliteStore(ModuleStore):
 
     async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
         return await self.writer.transaction(
-            lambda db: heals.take_over(db, self.replica, set(_LIVE), now, limit))
+            lambda db: heals.take_over(db, self.replica, set(_LIVE), now, limit)
+        )
 
     async def lock_target(self, target: str, heal_id: str, now: float) -> bool:
-        return await self.writer.transaction(lambda db: heals.lock_target(
-            db, target, heal_id, self.replica, set(_LIVE), now))
+        return await self.writer.transaction(
+            lambda db: heals.lock_target(db, target, heal_id, self.replica, set(_LIVE), now)
+        )

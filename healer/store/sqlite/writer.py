@@ -48,8 +48,10 @@ _CORRUPTION = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def is_corruption(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.DatabaseError) and \
-        getattr(exc, "sqlite_errorcode", None) in _CORRUPTION
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and getattr(exc, "sqlite_errorcode", None) in _CORRUPTION
+    )
 
 
 def open_error(path: Path, exc: BaseException) -> str:
@@ -57,7 +59,8 @@ def open_error(path: Path, exc: BaseException) -> str:
     if path.is_dir():
         why = "is a directory, not a journal file"
     elif isinstance(exc, PermissionError) or (
-            path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        path.exists() and not os.access(path, os.R_OK | os.W_OK)
+    ):
         why = f"permission denied (healer runs as uid {os.getuid()})"
     elif not path.exists() and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
         why = f"cannot create it: permission denied on {path.parent}"
@@ -136,7 +139,8 @@ class SqliteWriter:
                 if problem != "ok":
                     raise JournalUnavailable(
                         f"journal {self.path}: cannot open: the file is corrupt ({problem});"
-                        f" {check_hint(self.path)}")
+                        f" {check_hint(self.path)}"
+                    )
             self._note_files()
         except (sqlite3.Error, OSError) as exc:
             db.close()
@@ -264,16 +268,18 @@ class SqliteWriter:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((fn, future))
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_queued(),
-                                                  name="healer-journal-commit")
+            self._committer = asyncio.create_task(
+                self._commit_queued(), name="healer-journal-commit"
+            )
         return future
 
     async def _commit_queued(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                outcomes = await self.call(partial(self.write, partial(
-                    self._savepoints, [fn for fn, _ in batch])))
+                outcomes = await self.call(
+                    partial(self.write, partial(self._savepoints, [fn for fn, _ in batch]))
+                )
             except BaseException as exc:  # the COMMIT (or BEGIN) failed: nothing was stored
                 for _, future in batch:
                     if not future.done():
@@ -289,12 +295,14 @@ class SqliteWriter:
                 else:
                     future.set_exception(value)
 
-    def _savepoints(self, fns: list[Callable[[sqlite3.Connection], Any]],
-                    db: sqlite3.Connection) -> list[tuple[bool, Any]]:
+    def _savepoints(
+        self, fns: list[Callable[[sqlite3.Connection], Any]], db: sqlite3.Connection
+    ) -> list[tuple[bool, Any]]:
         return [self._savepoint(db, fn) for fn in fns]
 
-    def _savepoint(self, db: sqlite3.Connection,
-                   fn: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+    def _savepoint(
+        self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+    ) -> tuple[bool, Any]:
         db.execute("SAVEPOINT w")
         try:
             value = fn(db)
