@@ -24,21 +24,14 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import docker
 import pytest
 
-# `tests` has no __init__.py; make `tests.support` importable however pytest is run.
-_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import docker  # noqa: E402
-
-from tests.support import (  # noqa: E402
+from tests.support import (
     AlertmanagerFactory,
     ContainerFactory,
     HealerFactory,
@@ -48,12 +41,12 @@ from tests.support import (  # noqa: E402
     connect_docker,
     remove_labelled_containers,
 )
-from tests.support.exporters import (  # noqa: E402
+from tests.support.exporters import (
     BlackboxExporterFactory,
     CadvisorFactory,
     PostgresExporterFactory,
 )
-from tests.support.odoo_roles import ShippedCluster, shipped_cluster  # noqa: E402
+from tests.support.odoo_roles import ShippedCluster, shipped_cluster
 
 
 class _Stoppable(Protocol):

@@ -5,6 +5,7 @@ own Docker adapter can list, inspect and restart through it, and every other API
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -60,7 +61,7 @@ async def test_healer_lists_inspects_and_restarts_through_the_proxy(
     """What docker.restart and the odoo handlers do: ping, list by compose labels and by
     name, inspect, read stats, restart (a new StartedAt)."""
     labels = {
-        "com.docker.compose.project": "odoo-proxy-test",
+        "com.docker.compose.project": f"odoo-proxy-{uuid.uuid4().hex[:8]}",
         "com.docker.compose.service": "odoo-core",
     }
     box = containers.run(["sleep", "300"], labels=labels)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,9 +23,12 @@ from .service import DemoService, start_service
 
 TEST_LABEL = "healer-test"
 TEST_LABEL_VALUE = "1"
-SESSION_LABEL = "healer-test-session"  # pid of the pytest process that made the container
+# The pid of the pytest process (each xdist worker is one) that made the container: a
+# session removes its own at the end, and at the start those whose process is gone.
+SESSION_LABEL = "healer-test-session"
 BUSYBOX_IMAGE_TAG = "healer-test-busybox:latest"
 BUSYBOX_BINARY = Path("/bin/busybox")
+BUILD_LOCK = Path(tempfile.gettempdir()) / "healer-test-busybox.lock"
 
 _DOCKERFILE = """\
 FROM scratch
@@ -103,11 +108,18 @@ def build_busybox_image(client: docker.DockerClient, workdir: Path) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX_BINARY, workdir / "busybox")
     (workdir / "Dockerfile").write_text(_DOCKERFILE)
-    try:
-        client.images.build(path=str(workdir), tag=BUSYBOX_IMAGE_TAG, rm=True, forcerm=True)
-    except docker.errors.BuildError as exc:
-        log = "".join(str(chunk.get("stream", chunk)) for chunk in exc.build_log)
-        raise RuntimeError(f"building {BUSYBOX_IMAGE_TAG} failed: {exc}\n{log}") from exc
+    # pytest-xdist workers (and other runs on the machine) build the same tag at once: one
+    # at a time, so no build moves the tag under another's feet; after the first, the
+    # layer cache makes each build a no-op with the same image id.
+    with BUILD_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.images.build(path=str(workdir), tag=BUSYBOX_IMAGE_TAG, rm=True, forcerm=True)
+        except docker.errors.BuildError as exc:
+            log = "".join(str(chunk.get("stream", chunk)) for chunk in exc.build_log)
+            raise RuntimeError(f"building {BUSYBOX_IMAGE_TAG} failed: {exc}\n{log}") from exc
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return BUSYBOX_IMAGE_TAG
 
 

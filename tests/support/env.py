@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,12 +36,67 @@ def require_service(what: str, why: str) -> NoReturn:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+# Ports handed out by free_port(): below the kernel's ephemeral range (32768-60999 by
+# default, /proc/sys/net/ipv4/ip_local_port_range), where no outgoing connection takes one,
+# and a block of its own for each pytest-xdist worker (gw0, gw1, ...), so two workers never
+# hand out the same port. A run without xdist uses block 0.
+PORT_BASE = 20000
+PORT_BLOCK = 1500
+_PORT_BLOCKS = 8  # 20000-31999: below 32768
+
+
+def worker_index() -> int:
+    """This pytest-xdist worker's number (``PYTEST_XDIST_WORKER=gw3`` -> 3); 0 without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    digits = worker.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
+def worker_id() -> str:
+    """``gw0``, ``gw1``, ... under pytest-xdist; ``main`` without it: for names that must
+    not collide between workers (files, databases, containers)."""
+    return os.environ.get("PYTEST_XDIST_WORKER") or "main"
+
+
+class _PortCursor:
+    """Walks this worker's block round-robin from a random start (two runs at once on the
+    machine rarely meet), so a port handed out is not handed out again before the other
+    ~1,500 have been: a test that has not bound its port yet keeps it."""
+
+    def __init__(self) -> None:
+        self.block = -1
+        self.next = 0
+
+    def take(self) -> int:
+        block = worker_index() % _PORT_BLOCKS
+        if block != self.block:
+            self.block, self.next = block, random.randrange(PORT_BLOCK)
+        start = PORT_BASE + block * PORT_BLOCK
+        for _ in range(PORT_BLOCK):
+            port = start + self.next
+            self.next = (self.next + 1) % PORT_BLOCK
+            if _bindable(port):
+                return port
+        raise RuntimeError(f"no free port in {start}-{start + PORT_BLOCK - 1}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+_PORTS = _PortCursor()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, from this worker's own block
+    (see :data:`PORT_BASE`): no other xdist worker hands it out, and no outgoing
+    connection takes it, before the service binds it."""
+    return _PORTS.take()
 
 
 def wait_until(

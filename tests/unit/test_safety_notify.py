@@ -5,7 +5,6 @@ labels that cannot format or ping in chat."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from structlog.testing import capture_logs
 from healer.config import ConfigError, NotifierConfig, parse_config, resolve_secrets
 from healer.notify import Escalation, Notifier, chat_text, redact
 from healer.plugins import HandlerRegistry
+from tests.support.env import free_port
 from tests.support.gates import fire_and_wait, gates_config, webhook_notifier, with_notify
 from tests.support.inproc import running_healer
 from tests.support.webhook import WebhookRecorder
@@ -33,10 +33,7 @@ ESC = Escalation(
 @pytest.fixture
 def dead_url() -> str:
     """A loopback URL nobody listens on, with a secret-looking path."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hooks/s3cret-dead-key"
+    return f"http://127.0.0.1:{free_port()}/hooks/s3cret-dead-key"
 
 
 def notifier(url: str, **over: object) -> Notifier:

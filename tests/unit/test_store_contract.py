@@ -820,7 +820,7 @@ async def test_postgres_a_fenced_write_waiting_on_a_takeover_in_flight_writes_no
             for _ in range(200):  # bounded: until the write waits on the mover's row lock
                 if await watcher.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name="
-                    "'healer' AND wait_event_type = 'Lock'"
+                    "'healer' AND wait_event_type = 'Lock' AND datname = current_database()"
                 ):
                     break
                 await asyncio.sleep(0.05)

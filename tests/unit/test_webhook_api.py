@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -27,6 +26,7 @@ from healer.app import create_app
 from healer.config import Secrets, parse_config
 from healer.plugins import HandlerRegistry
 from healer.store import SqliteStore
+from tests.support.env import free_port
 from tests.support.inproc import wait_for_heal
 
 
@@ -45,9 +45,7 @@ WAIT = 5.0  # upper bound for any heal in these tests to finish
 @pytest.fixture(scope="module")
 def dead_port() -> int:
     """A loopback port nobody listens on: Prometheus "unreachable", answered at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def base_config(tmp_path: Path, port: int) -> dict[str, Any]:
