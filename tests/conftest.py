@@ -20,6 +20,33 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
     shipped_pg          session   ShippedCluster: a private PostgreSQL after the shipped
                                   examples/odoo/postgres/initdb.d/10-roles.sh; make Odoo
                                   databases in it with tests.support.odoo_roles.odoo_database
+
+Parallel runs. scripts/test runs pytest on pytest-xdist workers: HEALER_TEST_WORKERS of
+them (default 4 on 2 cores: most tests wait on real services), ``--dist load`` (tests
+handed out in collection order, so tests/e2e starts first), ``--durations=25`` (the
+slowest tests listed at the end). ``HEALER_TEST_WORKERS=0``, ``-n 0`` or ``-p no:xdist``
+run everything in one process, for a debugger or ``-x``. Each worker is its own process
+with its own session fixtures (busybox_image, shipped_pg, docker_client), so a test may
+land on any worker next to any other test. What keeps them apart:
+
+- Ports: take them from ``tests.support.env.free_port()`` only, never a fixed one nor a
+  bind to port 0 that a service re-binds later. Each worker hands out ports from a block
+  of its own (20000 + 1500 * worker index, probed by bind), below the kernel's ephemeral
+  range, where no outgoing connection or other worker takes one before the service
+  binds it.
+- Docker: every container gets ``healer-test=1`` and ``healer-test-session=<pid of its
+  worker>``; a session removes its own at the end, and at the start only those whose
+  process is gone. Container names, compose projects and any label a test or healer
+  selects by are unique per test (``uuid``); never act on "all containers". The busybox
+  image is built under a file lock (``/tmp/healer-test-busybox.lock``).
+- PostgreSQL (the shared 127.0.0.1:5432): a database per test (``scratch_database``), a
+  role per test (``scratch_role``); queries over pg_stat_activity and handlers that
+  terminate or cancel sessions are narrowed to the test's own database (``datname``)
+  or pids. Server-wide faults (max_connections, stop/kill) and fixed role names run on
+  a private cluster (tests.support.pgserver / private_services): own data directory
+  under /tmp (``mkdtemp``) and own port.
+- Files: under ``tmp_path`` (a directory per worker and test) or ``mkdtemp``; never a
+  fixed path in /tmp.
 """
 
 from __future__ import annotations

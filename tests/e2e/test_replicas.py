@@ -243,7 +243,7 @@ def test_postgresql_down_mid_storm_answers_503_and_loses_nothing(tmp_path: Path)
     notifications) and /health/ready is down; once PostgreSQL is back, Alertmanager's
     retries land: one heal per alert sent, none lost, one action per heal."""
     rules = [noop_rule("outage", "ReplicaOutage", "{{ labels.instance }}", verify=VERIFY)]
-    with replica_fleet(tmp_path, rules=rules, overrides=NO_LIMITS) as fleet:
+    with replica_fleet(tmp_path, rules=rules, overrides={**NO_LIMITS, **DEFAULT_LEASE}) as fleet:
         sent: list[str] = []
 
         def batch(b: int) -> None:

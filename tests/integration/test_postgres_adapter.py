@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,7 +43,9 @@ async def test_sessions_report_who_blocks_whom(db_dsn: str) -> None:
         b = await s.open(application_name="waiter")
         s.background(b, "SELECT * FROM t")
         await wait_blocked(a, b.get_server_pid())
-        by_pid = {x.pid: x for x in await pg.sessions("app")}
+        # This database's sessions: other tests' (other workers') share the server.
+        datname = urlsplit(db_dsn).path.lstrip("/")
+        by_pid = {x.pid: x for x in await pg.sessions("app", datname=datname)}
         holder, waiter = by_pid[a.get_server_pid()], by_pid[b.get_server_pid()]
         assert waiter.blocked_by == (holder.pid,)
         assert holder.blocking == (waiter.pid,)
@@ -114,7 +117,9 @@ async def test_wait_gone_sees_the_exit_and_names_who_stays(
     pg = adapter(db_dsn, allow_superusers=True)
     async with Sessions(db_dsn) as s:
         doomed, stays = await s.open(application_name="doomed"), await s.open(application_name="x")
-        by_pid = {x.pid: x for x in await pg.sessions("app")}
+        # This database's sessions: other tests' (other workers') share the server.
+        datname = urlsplit(db_dsn).path.lstrip("/")
+        by_pid = {x.pid: x for x in await pg.sessions("app", datname=datname)}
         victim, other = by_pid[doomed.get_server_pid()], by_pid[stays.get_server_pid()]
         assert await pg.terminate("app", victim) is True
         assert await pg.wait_gone("app", [victim]) == []

@@ -52,12 +52,6 @@ def worker_index() -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def worker_id() -> str:
-    """``gw0``, ``gw1``, ... under pytest-xdist; ``main`` without it: for names that must
-    not collide between workers (files, databases, containers)."""
-    return os.environ.get("PYTEST_XDIST_WORKER") or "main"
-
-
 class _PortCursor:
     """Walks this worker's block round-robin from a random start (two runs at once on the
     machine rarely meet), so a port handed out is not handed out again before the other
