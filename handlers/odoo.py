@@ -20,7 +20,7 @@ stuck one.
 
 Check lists the runnable overdue ``ir_cron`` jobs, learns which a cron worker cannot
 take (their row is locked) and proves which sessions hold those row locks
-(:mod:`handlers.odoo_cron`). A holder is left alone when it is protected, when its
+(:mod:`handlers._odoo_cron`). A holder is left alone when it is protected, when its
 transaction is younger than ``min_held``, when modules are being installed or upgraded,
 when the job recorded progress (``ir_cron_progress``, 18+) within ``min_held``, or when
 its process shows any progress between two looks ``sample`` apart (a new statement,
@@ -67,15 +67,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from handlers.docker import (
-    ComposeName,
-    ContainerName,
-    find_containers,
-    restart_one,
-    summary,
-    target,
-)
-from handlers.odoo_cron import (
+from handlers._odoo_cron import (
     Holder,
     Schema,
     fingerprint,
@@ -85,6 +77,14 @@ from handlers.odoo_cron import (
     progress_ages,
     row_lock_holders,
     same_worker,
+)
+from handlers.docker import (
+    ComposeName,
+    ContainerName,
+    find_containers,
+    restart_one,
+    summary,
+    target,
 )
 from healer.api import (
     ActionFailed,
@@ -263,7 +263,7 @@ class UnlockCron:
                 targets.append(_pg_target(db, sessions[entry["pid"]]))
         targets = list({t.name: t for t in targets}.values())
         if targets:
-            cap = ctx.postgres.max_terminations(db)
+            cap = ctx.postgres.terminations_left(db)
             if len(targets) > cap:
                 await ctx.record("holders", evidence)
                 raise TargetRefused(

@@ -35,7 +35,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from handlers.pgsessions import (
+from handlers._pgsessions import (
     MAX_LISTED,
     NameList,
     SessionParams,
@@ -92,7 +92,7 @@ async def _filtered_check(
         (s for s in sessions if is_client(ctx, s) and qualifies(s)), key=lambda s: -(age(s) or 0.0)
     )
     split = split_protected(ctx, db, found)
-    cap = max(ctx.postgres.max_terminations(db), 0) if capped else len(split.eligible)
+    cap = max(ctx.postgres.terminations_left(db), 0) if capped else len(split.eligible)
     chosen, over = split.eligible[:cap], split.eligible[cap:]
     evidence: dict[str, Any] = {
         **_scope(params),
@@ -189,7 +189,7 @@ class TerminateBlockers:
         if split.protected and not split.eligible:
             await ctx.record("protected", {"sessions": evidence["protected"]})
         refuse_if_all_protected(split, "root blocker")
-        cap = max(ctx.postgres.max_terminations(db), 0)
+        cap = max(ctx.postgres.terminations_left(db), 0)
         chosen, over = split.eligible[:cap], split.eligible[cap:]
         evidence["act_on"] = [record(s, blocks_total=blocks[s.pid]) for s in chosen]
         evidence["skipped"] = [

@@ -38,19 +38,19 @@ is never the handler's job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from healer.config import Seconds as Duration
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
-from healer.outcomes import Outcome
-from healer.postgres import HealPostgres
-from healer.postgres import Session as PgSession
+from healer.outcomes import Outcome, RecordStep
+from healer.postgres_adapter import HealPostgres
+from healer.postgres_adapter import Session as PgSession
+from healer.units import Duration
 
 __all__ = [
     "ActResult",
@@ -147,8 +147,8 @@ class HealContext:
     log: Any  # a structlog BoundLogger carrying heal_id, rule, handler, fingerprint
     docker: DockerAdapter
     postgres: Postgres
-    """Named databases from ``databases:``; see :mod:`healer.postgres`."""
-    record: Callable[[str, dict[str, Any]], Awaitable[None]]
+    """Named databases from ``databases:``; see :mod:`healer.postgres_adapter`."""
+    record: RecordStep
     """``await ctx.record("note", {...})`` adds an entry to the heal's timeline."""
     _soon: list[asyncio.Future[None]] = field(default_factory=list, init=False, repr=False)
 

@@ -2,7 +2,9 @@
 
 Usage::
 
-    executor = Executor(services)
+    executor = Executor(journal=store, handlers=registry, metrics=metrics, verifier=verifier,
+                        docker=docker, postgres=postgres, allowlist=allowlist,
+                        max_concurrent=8, gates=gates)   # the app factory builds it
     executor.submit(job)          # returns at once; the heal runs as a task (after a
                                   # min_firing timer for a young alert: no task meanwhile)
     executor.alert_resolved(fingerprint, starts_at)   # a journaled resolve: waiting heals end
@@ -50,9 +52,9 @@ from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
-from healer.postgres import PostgresAdapter
-from healer.safety import Allowlist, TargetLocks
+from healer.postgres_adapter import PostgresAdapter
 from healer.store import Store, alert_key_time
+from healer.targets import Allowlist, TargetLocks
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
 from healer.waits import FiringWaits

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +63,12 @@ from healer.api import Alert
 from healer.config import HealerConfig
 from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
-from healer.outcomes import Outcome, Phase
+from healer.outcomes import Outcome, Phase, RecordStep
 from healer.store import Decision, Limits, Store, alert_key_time
 from healer.timefmt import format_seconds
 
-Verdict = tuple[Outcome, str] | None
-Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+GateStop = tuple[Outcome, str] | None
+"""What a gate answers: None lets the heal go on; ``(outcome, reason)`` ends it there."""
 
 
 def alert_key(alert: Alert) -> tuple[str, str]:
@@ -170,7 +170,7 @@ class SafetyGates:
 
     async def before_check(
         self, *, heal_id: str, rule: str | None, alert: Alert | None, waited: bool, log: Any
-    ) -> Verdict:
+    ) -> GateStop:
         """The pause; after a min_firing wait (``waited``), the wait's end is recorded
         first. Raises Deferred when healer is stopping (the heal stays pending), LeaseLost
         when another replica took the heal over meanwhile (nothing written)."""
@@ -193,7 +193,7 @@ class SafetyGates:
         """Is a pause active, as far as memory knows (before start(): no)?"""
         return self._pause is not None and self._pause["until"] > time.time()
 
-    async def resolved(self, rule: str | None, alert: Alert | None) -> Verdict:
+    async def resolved(self, rule: str | None, alert: Alert | None) -> GateStop:
         """``(NO_ACTION, "resolved before acting: ...")`` once Alertmanager's resolved
         notification for this alert is journaled, else None."""
         if alert is None:
@@ -222,9 +222,9 @@ class SafetyGates:
         rule: str | None,
         targets: Sequence[str],
         alert: Alert | None,
-        record: Record,
+        record: RecordStep,
         log: Any,
-    ) -> Verdict:
+    ) -> GateStop:
         """Decide and record, in one journal transaction, whether the heal may act now."""
         limits = self.limits(rule)
         now = time.time()
@@ -266,7 +266,7 @@ class SafetyGates:
         decision: Decision,
         alert: Alert | None,
         limits: Limits,
-        record: Record,
+        record: RecordStep,
         log: Any,
     ) -> str:
         circuit = decision.circuit

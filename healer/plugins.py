@@ -14,16 +14,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from healer.api import Handler
+from healer.config import HealerConfig, RuleConfig, validation_errors
 from healer.errors import PluginValidationError
 from healer.templating import placeholder_params, render_params
-
-if TYPE_CHECKING:
-    from healer.config import RuleConfig
 
 GROUP = "healer.handlers"
 
@@ -98,6 +96,29 @@ class HandlerRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._handlers))
 
+    def check_rule(
+        self, rule: RuleConfig, where: str, config: HealerConfig | None
+    ) -> list[tuple[str, str]]:
+        """Config-time check of one rule (:class:`healer.config.RuleCheck`): its handler
+        exists, its params validate, and a PostgreSQL handler names a configured database."""
+        errors = self.validate_rule_params(rule, where)
+        if config is not None:
+            errors.extend(self._unknown_database(config, rule, where))
+        return errors
+
+    def _unknown_database(
+        self, config: HealerConfig, rule: RuleConfig, where: str
+    ) -> list[tuple[str, str]]:
+        """A PostgreSQL rule must name a database from ``databases:`` (unless templated)."""
+        handler = self.get(rule.handler)
+        db = rule.params.get("database")
+        if handler is None or "postgres" not in handler.requires or not isinstance(db, str):
+            return []
+        if "{{" in db or db in config.databases:
+            return []
+        known = ", ".join(sorted(config.databases)) or "none configured"
+        return [(f"{where}.params.database", f"database {db!r} is not in databases: ({known})")]
+
     def validate_rule_params(self, rule: RuleConfig, path: str) -> list[tuple[str, str]]:
         """Config-time check of a rule's handler and params (templates filled with placeholders)."""
         handler = self.get(rule.handler)
@@ -119,8 +140,6 @@ class HandlerRegistry:
 def _param_errors(
     handler: Handler, params: Any, prefix: tuple[int | str, ...]
 ) -> list[tuple[str, str]]:
-    from healer.config import validation_errors  # config imports us for typing only
-
     try:
         handler.Params.model_validate(params)
     except ValidationError as exc:

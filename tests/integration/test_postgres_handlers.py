@@ -25,7 +25,7 @@ from handlers.postgres import BlockersParams, TerminateBlockers
 from healer.api import HealContext
 from healer.config import DatabaseConfig, Secrets
 from healer.docker_adapter import DockerAdapter
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 from tests.support import (
     Sessions,
     scratch_database,

@@ -18,7 +18,7 @@ import structlog
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 
 
 @dataclass

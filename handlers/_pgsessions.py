@@ -247,7 +247,7 @@ async def _signal(
             why = still(now)
         if why is None and now is not None:
             why = ctx.postgres.protection(database, now)
-        if why is None and how == "terminate" and ctx.postgres.max_terminations(database) <= 0:
+        if why is None and how == "terminate" and ctx.postgres.terminations_left(database) <= 0:
             why = (
                 f"termination cap reached "
                 f"({ctx.postgres.config(database).max_terminations} per heal)"
