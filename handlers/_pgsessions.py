@@ -285,8 +285,7 @@ async def _signal(
             raise ActionFailed(
                 f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
                 f"{', '.join(map(str, left))} still there "
-                f"{seen - min(sent_at.values()):.1f}s later",
-                heal_id=ctx.heal_id,
+                f"{seen - min(sent_at.values()):.1f}s later"
             )
     return done, skipped
 

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import InvalidParams, LeaseLost, TargetRefused
+from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
@@ -534,7 +534,7 @@ class Executor:
             )
             log.info("checking", params=params.model_dump(mode="json"))
             check = await self._timed(
-                "check", job, durations, self._guard(handler.check(ctx, params), "check")
+                "check", job, durations, self._guard(handler.check(ctx, params), "check", heal_id)
             )
         finally:
             await checking
@@ -585,7 +585,10 @@ class Executor:
             log.info("acting", targets=keys)
             try:
                 result = await self._timed(
-                    "act", job, durations, self._guard(handler.act(ctx, params, check), "act")
+                    "act",
+                    job,
+                    durations,
+                    self._guard(handler.act(ctx, params, check), "act", heal_id),
                 )
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
@@ -696,19 +699,22 @@ class Executor:
                 self._metrics.time_to_recovery.labels(rule=job.rule or MANUAL).observe(ttr)
         return verdict.outcome, verdict.reason
 
-    async def _guard(self, coro: Any, step: str) -> Any:
+    async def _guard(self, coro: Any, step: str, heal_id: str) -> Any:
         try:
             return await coro
         except (asyncio.CancelledError, LeaseLost):
             raise
-        except (InvalidParams, TargetRefused) as exc:
-            # A handler judged its (label-derived) params or target unsafe. Before acting that
-            # is a refusal, as when the params model or the allowlist says no; once acting,
-            # something may already have changed, so a refusal mid-way is a failure.
-            if step == "check":
-                raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
-            raise _End(Outcome.FAILED, f"{step} stopped: {exc.message}") from exc
         except Exception as exc:
+            if isinstance(exc, HealError) and exc.heal_id is None:
+                exc.heal_id = heal_id  # handlers raise without it: the engine knows the heal
+            if isinstance(exc, InvalidParams | TargetRefused):
+                # A handler judged its (label-derived) params or target unsafe. Before acting
+                # that is a refusal, as when the params model or the allowlist says no; once
+                # acting, something may already have changed, so a refusal mid-way is a
+                # failure.
+                if step == "check":
+                    raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
+                raise _End(Outcome.FAILED, f"{step} stopped: {exc.message}") from exc
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _timed(self, phase: str, job: HealJob, durations: dict[str, float], coro: Any) -> Any:
