@@ -8,10 +8,10 @@ Usage (inside a handler)::
     found = [s for s in sessions if is_client(ctx, s) and matches(s, users, apps)]
     split = split_protected(ctx, params.database, found)   # eligible / protected
     ...
-    CheckResult(targets=[target(db, s) for s in chosen],
-                evidence={"act_on": [record(s) for s in chosen], ...})
+    act_on = [record(s) for s in chosen]
+    SessionsCheck([target(db, s) for s in chosen], {"act_on": act_on, ...}, act_on=act_on)
     # act: re-read pg_stat_activity, signal only what is still the same backend
-    done, skipped = await signal(ctx, db, datname, check.evidence["act_on"], "terminate",
+    done, skipped = await signal(ctx, db, datname, sessions_check(check).act_on, "terminate",
                                  same=("backend_start", "xact_start"), still=...)
 
 Every value from params (a database name from an alert label, user names, ...)
@@ -29,6 +29,7 @@ from pydantic import Field
 
 from healer.api import (
     ActionFailed,
+    CheckResult,
     HandlerParams,
     HealContext,
     PgSession,
@@ -162,6 +163,23 @@ def refuse_if_all_protected(split: Split, what: str) -> None:
     if split.protected and not split.eligible:
         names = "; ".join(f"pid {s.pid} ({why})" for s, why in split.protected[:10])
         raise TargetRefused(f"every {what} is protected: {names}")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsCheck(CheckResult):
+    """check's choice, for act (the state a check hands its act: a CheckResult subclass).
+    The same entries are in ``evidence``, which is what the journal shows."""
+
+    act_on: Sequence[dict[str, Any]] = ()
+    skipped: Sequence[dict[str, Any]] = ()
+
+
+def sessions_check(check: CheckResult) -> SessionsCheck:
+    """``check`` as the :class:`SessionsCheck` act needs (the engine hands act the result
+    of the same handler's check, so anything else is a bug)."""
+    if not isinstance(check, SessionsCheck):
+        raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
+    return check
 
 
 def target(database: str, s: PgSession) -> Target:

@@ -342,6 +342,13 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+@dataclass(frozen=True, slots=True)
+class ExecCheck(CheckResult):
+    """The file check judged, for act to make sure it runs that one (also in evidence)."""
+
+    inode: str = ""
+
+
 class Exec:
     name: ClassVar[str] = "exec"
     Params: ClassVar[type[HandlerParams]] = ExecParams
@@ -359,16 +366,22 @@ class Exec:
             "env_keys": sorted(params.env),
             "inode": _inode(st),
         }
-        return CheckResult(targets=[Target(kind="exec", name=path, attrs=attrs)], evidence=evidence)
+        return ExecCheck(
+            targets=[Target(kind="exec", name=path, attrs=attrs)],
+            evidence=evidence,
+            inode=_inode(st),
+        )
 
     async def act(self, ctx: HealContext, params: ExecParams, check: CheckResult) -> ActResult:
+        if not isinstance(check, ExecCheck):
+            raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
         # Run what the allowlist judged, and make sure it is still a runnable file.
         path = check.targets[0].name
         try:
             resolved, st = _resolve_executable(path)
         except InvalidParams as exc:
             raise ActionFailed(f"{path} changed since check: {exc.message}") from None
-        if resolved != path or _inode(st) != check.evidence.get("inode"):
+        if resolved != path or _inode(st) != check.inode:
             raise ActionFailed(f"{path} changed since check")
         cwd = check.targets[0].attrs.get("cwd")
         alert = alert_env(ctx)

@@ -63,6 +63,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -176,6 +178,14 @@ def _terminated_text(terminated: list[dict[str, Any]]) -> str:
     return ", then ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class UnlockCheck(CheckResult):
+    """What check decided, for act (``evidence`` shows the same to the journal)."""
+
+    datname: str = ""
+    holders: Sequence[dict[str, Any]] = ()
+
+
 class UnlockCron:
     name: ClassVar[str] = "odoo.unlock_cron"
     Params: ClassVar[type[HandlerParams]] = UnlockCronParams
@@ -271,7 +281,9 @@ class UnlockCron:
                     f"{len(targets)} sessions; databases.{db}."
                     f"max_terminations allows {cap} per heal"
                 )
-            return CheckResult(targets=targets, evidence=evidence)
+            return UnlockCheck(
+                targets=targets, evidence=evidence, datname=schema.datname, holders=holders
+            )
         if refusals:
             await ctx.record("holders", evidence)
             raise TargetRefused(
@@ -380,10 +392,12 @@ class UnlockCron:
     async def act(
         self, ctx: HealContext, params: UnlockCronParams, check: CheckResult
     ) -> ActResult:
+        if not isinstance(check, UnlockCheck):
+            raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
         db = params.database
-        datname = check.evidence["datname"]
-        holder_pids = {h["pid"] for h in check.evidence["holders"]}
-        planned = [h for h in check.evidence["holders"] if h["decision"] == "terminate"]
+        datname = check.datname
+        holder_pids = {h["pid"] for h in check.holders}
+        planned = [h for h in check.holders if h["decision"] == "terminate"]
         jobs = sorted({j for h in planned for j in h["holds_jobs"]})
         # Re-prove right before acting: the same backend still holds the same rows in the
         # same transaction, and neither it nor its process did anything since check.

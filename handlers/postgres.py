@@ -39,12 +39,14 @@ from handlers._pgsessions import (
     MAX_LISTED,
     NameList,
     SessionParams,
+    SessionsCheck,
     is_client,
     lock_trees,
     matches,
     protected_record,
     record,
     refuse_if_all_protected,
+    sessions_check,
     signal,
     split_protected,
     summary,
@@ -109,7 +111,12 @@ async def _filtered_check(
     if not split.eligible:
         await ctx.record("protected", {"sessions": evidence["protected"]})
     refuse_if_all_protected(split, noun)
-    return CheckResult([target(db, s) for s in chosen], evidence)
+    return SessionsCheck(
+        [target(db, s) for s in chosen],
+        evidence,
+        act_on=evidence["act_on"],
+        skipped=evidence["skipped"],
+    )
 
 
 async def _signal_checked(
@@ -121,10 +128,11 @@ async def _signal_checked(
     still: Callable[[PgSession], str | None],
 ) -> ActResult:
     """Signal what check chose (if still the same backend and still qualifying)."""
+    chosen = sessions_check(check)
     done, skipped = await signal(
-        ctx, params.database, params.datname, check.evidence["act_on"], how, same=same, still=still
+        ctx, params.database, params.datname, chosen.act_on, how, same=same, still=still
     )
-    skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
+    skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in chosen.skipped]
     key = "terminated" if how == "terminate" else "cancelled"
     return ActResult(summary(how, done, skipped), {key: done, "skipped": skipped})
 
@@ -196,7 +204,12 @@ class TerminateBlockers:
             record(s, blocks_total=blocks[s.pid], skipped=f"termination cap ({cap} per heal)")
             for s in over
         ]
-        return CheckResult([target(db, s) for s in chosen], evidence)
+        return SessionsCheck(
+            [target(db, s) for s in chosen],
+            evidence,
+            act_on=evidence["act_on"],
+            skipped=evidence["skipped"],
+        )
 
     async def act(self, ctx: HealContext, params: BlockersParams, check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:
