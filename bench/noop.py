@@ -4,7 +4,9 @@
 the dispatch path) and names one target from the alert; ``act`` returns at once. It is
 registered the way any third-party plugin is, through the ``healer.handlers`` entry-point
 group: :func:`plugin_path` writes a dist-info for it into a directory that the healer
-process gets on its ``PYTHONPATH``.
+process gets on its ``PYTHONPATH``. It is written in the one style of every handler
+(docs/writing-handlers.md): a module-level ``Params`` model, and ``check``/``act``
+annotated with it.
 """
 
 from __future__ import annotations
@@ -15,17 +17,15 @@ from typing import Any
 
 from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
 
-NAME = "bench.noop"
-
 
 class NoopParams(HandlerParams):
     target: str = "noop"
 
 
 class Noop:
-    name = NAME
+    name = "bench.noop"
     Params = NoopParams
-    requires: frozenset[str] = frozenset()
+    requires: frozenset[str] = frozenset()  # needs nothing
 
     async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
         started = time.time()
@@ -36,6 +36,9 @@ class Noop:
 
     async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
         return ActResult(summary=f"nothing done to {params.target}")
+
+
+NAME = Noop.name
 
 
 def noop_rule(name: str, alertname: str, target: str, **extra: Any) -> dict[str, Any]:

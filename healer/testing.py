@@ -25,7 +25,8 @@ Usage (pytest with pytest-asyncio; ``RestartUnhealthy`` is the example plugin)::
   validates the handler against the plugin contract, validates ``params`` through the
   handler's ``Params`` (no ``{{ labels.x }}`` templating: give the final values), calls
   ``check``, and calls ``act`` when the check says so and the context is not a dry run;
-  the timeline gets the engine's ``check`` and ``act`` entries around the handler's own.
+  the timeline gets the engine's ``check`` (``dry_run``) and ``act`` entries after the
+  handler's own of each phase, in the journal's order.
   What it does not do: the allowlist, target locks, the safety gates, verification.
 
 The caller owns the adapters it passes in: ``await adapter.aclose()`` when done.
