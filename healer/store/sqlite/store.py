@@ -114,7 +114,7 @@ class SqliteStore(ModuleStore):
     # A lease's holder is alive while its store is open in this process (the module's
     # docstring): both take the tokens of the stores open now.
 
-    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+    async def take_over(self, now: float, limit: int) -> list[st.TakenHeal]:
         return await self.writer.transaction(
             lambda db: heals.take_over(db, self.replica, set(_LIVE), now, limit)
         )
