@@ -1,6 +1,6 @@
 """What the SQLite and PostgreSQL stores share: one method per contract method that
 stamps the time, names the replica, redacts a reason and hands the backend's module
-function (``alerts``, ``heals``, ``safety``, ``followups``, each backend has its own
+function (``alerts``, ``heals``, ``gates``, ``followups``, each backend has its own
 with the same names and arguments) to the backend's runner. A subclass supplies the
 modules and how to run a read, a transaction and a queued write (the SQLite writer
 thread, the asyncpg pool), and keeps what really differs: opening, closing, the probe's
@@ -31,7 +31,7 @@ class ModuleStore:
 
     _alerts: ModuleType
     _heals: ModuleType
-    _safety: ModuleType
+    _gates: ModuleType
     _followups: ModuleType
     replica: st.Replica
 
@@ -210,7 +210,7 @@ class ModuleStore:
         return cast(
             st.Decision,
             await self._write(
-                lambda db: self._safety.admit(db, heal_id, rule, targets, limits, now, alert)
+                lambda db: self._gates.admit(db, heal_id, rule, targets, limits, now, alert)
             ),
         )
 
@@ -218,17 +218,17 @@ class ModuleStore:
         self, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
     ) -> None:
         await self._write(
-            lambda db: self._safety.record_escalation(db, rule, target, heal_id, deliveries)
+            lambda db: self._gates.record_escalation(db, rule, target, heal_id, deliveries)
         )
 
     async def open_rules(self) -> set[str]:
-        return cast(set[str], await self._read(self._safety.open_rules))
+        return cast(set[str], await self._read(self._gates.open_rules))
 
     async def list_circuits(self, *, include_closed: bool = False) -> list[st.CircuitRow]:
         return cast(
             list[st.CircuitRow],
             await self._read(
-                lambda db: self._safety.list_circuits(db, include_closed=include_closed)
+                lambda db: self._gates.list_circuits(db, include_closed=include_closed)
             ),
         )
 
@@ -237,30 +237,28 @@ class ModuleStore:
     ) -> list[st.CircuitRow]:
         return cast(
             list[st.CircuitRow],
-            await self._write(lambda db: self._safety.close_circuits(db, rule, target, now, by)),
+            await self._write(lambda db: self._gates.close_circuits(db, rule, target, now, by)),
         )
 
     async def sweep(self, now: float, quiet: float) -> list[st.CircuitRow]:
         return cast(
-            list[st.CircuitRow], await self._write(lambda db: self._safety.sweep(db, now, quiet))
+            list[st.CircuitRow], await self._write(lambda db: self._gates.sweep(db, now, quiet))
         )
 
     # ---- pause -------------------------------------------------------------------------
 
     async def get_pause(self, now: float) -> st.PauseRow | None:
-        return cast(
-            st.PauseRow | None, await self._read(lambda db: self._safety.get_pause(db, now))
-        )
+        return cast(st.PauseRow | None, await self._read(lambda db: self._gates.get_pause(db, now)))
 
     async def set_pause(self, now: float, until: float, reason: str) -> st.PauseRow:
         return cast(
             st.PauseRow,
-            await self._write(lambda db: self._safety.set_pause(db, now, until, reason)),
+            await self._write(lambda db: self._gates.set_pause(db, now, until, reason)),
         )
 
     async def clear_pause(self, now: float) -> st.PauseRow | None:
         return cast(
-            st.PauseRow | None, await self._write(lambda db: self._safety.clear_pause(db, now))
+            st.PauseRow | None, await self._write(lambda db: self._gates.clear_pause(db, now))
         )
 
     # ---- follow-ups --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from healer.outcomes import Outcome, Phase
 from healer.store import rows
-from healer.store.postgres import alerts, heals, safety
+from healer.store.postgres import alerts, gates, heals
 from healer.store.postgres.pool import Conn, lock
 from healer.store.sqlite.followups import heal_alert
 from healer.store.types import (
@@ -97,7 +97,7 @@ async def claim(
     if rule_plan is None:
         return FollowUpClaim("none")
     targets = list(heal["targets"])
-    last = await safety.last_action_at(db, heal["rule"], targets) if targets else None
+    last = await gates.last_action_at(db, heal["rule"], targets) if targets else None
     left = 0.0 if last is None else max(policy.cooldown(heal["rule"]) - (now - last), 0.0)
     if left > 0:
         return FollowUpClaim("wait", heal, left=left, settled=False)

@@ -17,7 +17,7 @@ from typing import Any
 from healer.api import Alert
 from healer.outcomes import Outcome, Phase
 from healer.store import rows
-from healer.store.sqlite import alerts, heals, safety
+from healer.store.sqlite import alerts, gates, heals
 from healer.store.types import (
     FollowUpClaim,
     FollowUpHeal,
@@ -165,7 +165,7 @@ def _cooldown_left(
     targets = list(heal["targets"])
     if not targets:
         return 0.0
-    last = safety.last_action_at(db, heal["rule"], targets)
+    last = gates.last_action_at(db, heal["rule"], targets)
     return 0.0 if last is None else max(cooldown - (now - last), 0.0)
 
 
