@@ -25,15 +25,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from prometheus_client import CollectorRegistry
 from schemathesis import Case
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
 
-from healer.app import create_app
-from healer.config import Secrets, parse_config
+from healer.config import Secrets
 from healer.plugins import HandlerRegistry
+from tests.support.inproc import healer_app
 
 WEBHOOK_TOKEN = "fuzz-webhook-token"
 ADMIN_TOKEN = "fuzz-admin-token"
@@ -108,12 +107,10 @@ NO_INPUT = {
 def api_schema(tmp_path: Path, handlers: HandlerRegistry, noop: Any) -> Iterator[Any]:
     """The app's own OpenAPI document, loaded from the app (which starts its lifespan on
     schemathesis' event-loop thread)."""
-    config = parse_config(fuzz_config(tmp_path), handlers)
-    app = create_app(
-        config,
-        Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
+    app = healer_app(
+        fuzz_config(tmp_path),
         handlers=handlers,
-        registry=CollectorRegistry(),
+        secrets=Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
     )
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
