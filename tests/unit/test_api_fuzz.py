@@ -32,7 +32,7 @@ from schemathesis.python import asgi
 
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import healer_app
+from tests.support.inproc import healer_app, web_config
 
 WEBHOOK_TOKEN = "fuzz-webhook-token"
 ADMIN_TOKEN = "fuzz-admin-token"
@@ -40,16 +40,9 @@ EXAMPLES = 60
 
 
 def fuzz_config(tmp_path: Path) -> dict[str, Any]:
+    """``web_config`` (Prometheus on port 9, nobody there) with the fuzz rules."""
     return {
-        "journal": str(tmp_path / "journal.db"),
-        "shutdown_grace": "2s",
-        "prometheus": {
-            "url": "http://127.0.0.1:9",
-            "timeout": "0.2s",
-            "evaluation_interval": "50ms",
-        },
-        "verify": {"timeout": "0.2s", "stable_for": "0s"},
-        "allow": [{"kind": "test", "name": "web-*"}],
+        **web_config(tmp_path, 9),
         # Every fuzzed firing alert matches a rule, so it reaches templating, the params
         # model and check; both rules are dry-run, so nothing may ever act.
         "rules": [
