@@ -30,7 +30,7 @@ PostgreSQL
     The server at ``HEALER_TEST_PG_DSN``; a scratch database with a table ``t`` and two
     scratch roles, both dropped afterwards: the jam's sessions log in as an ordinary
     role, healer as a role with only ``pg_signal_backend`` and ``pg_read_all_stats`` (the
-    README's least privilege), and so does the bare side's connection. Each round builds
+    least privilege of docs/handlers.md), and so does the bare side's connection. Each round builds
     a fresh jam: a root blocker holding a row lock in an open transaction and a waiter
     blocked on that row for ``MIN_WAIT``; then one side ends it.
     healer: the rule runs ``postgres.terminate_blockers`` (``min_wait`` = ``MIN_WAIT``);

@@ -53,7 +53,7 @@ from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
-from healer.store import Store, alert_key_time
+from healer.store import HealRow, Store, TakenHeal, alert_key_time
 from healer.targets import Allowlist, TargetLocks
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
@@ -79,15 +79,17 @@ class HealJob:
         return self.alert.fingerprint if self.alert else None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> HealJob:
+    def from_row(cls, row: HealRow) -> HealJob:
         alert = None
         if row["fingerprint"]:
+            starts = row["alert_starts_at"]
+            assert starts is not None  # an alert's heal keeps its startsAt
             alert = Alert(
                 fingerprint=row["fingerprint"],
                 status="firing",
                 labels=row["labels"],
                 annotations=row["annotations"],
-                starts_at=datetime.fromisoformat(row["alert_starts_at"]),
+                starts_at=datetime.fromisoformat(starts),
             )
         return cls(
             heal_id=row["id"],
@@ -299,11 +301,11 @@ class Executor:
                 break
         return found
 
-    async def _resume_rows(self, rows: list[dict[str, Any]]) -> None:
+    async def _resume_rows(self, rows: list[TakenHeal]) -> None:
         for row in rows:
             self._lost.discard(row["id"])  # ours again
             self._bind(HealJob.from_row(row)).info(
-                "taking over", phase=row["phase"], taken_from=row.get("taken_from")
+                "taking over", phase=row["phase"], taken_from=row["taken_from"]
             )
         fresh = [
             r["fingerprint"]

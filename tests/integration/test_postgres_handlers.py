@@ -34,7 +34,8 @@ from tests.support import (
     wait_blocked,
     with_user,
 )
-from tests.support.inproc import InProcessHealer, alert_payload, running_healer
+from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.payloads import alert_payload
 
 pytestmark = pytest.mark.postgres
 
