@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.containers import ContainerFactory
 from tests.support.healer_api import write_config
-from tests.support.inproc import alert_payload
+from tests.support.payloads import alert_payload
 from tests.support.plugin_install import install_distribution
 from tests.support.processes import HealerFactory
 
