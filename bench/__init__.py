@@ -1,8 +1,8 @@
 """healer's benchmarks: every figure measured beside its bare limit in the same run.
 
 ``./scripts/bench`` runs them all (``python -m bench --help`` for one at a time); each
-writes ``bench/results/<name>.json`` and the summary table goes to stdout and into the
-README. Machines here are shared and noisy, so a benchmark alternates healer and its
+writes ``bench/results/<name>.json`` and the summary table goes to stdout and into
+docs/benchmarks.md. Machines here are shared and noisy, so a benchmark alternates healer and its
 bare limit and reports medians and ratios, never one absolute time.
 
 ==============  =========================================  ==============================

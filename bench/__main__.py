@@ -1,5 +1,6 @@
-"""``python -m bench [NAME ...] [--quick] [--readme]``: run benchmarks, write JSON, print
-the summary table (``./scripts/bench`` is this with everything installed and running)."""
+"""``python -m bench [NAME ...] [--quick] [--write]``: run benchmarks, write JSON, print
+the summary table (``--write``: also into docs/benchmarks.md; ``./scripts/bench`` is this
+with everything installed and running)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import RESULTS, Context, write_result
-from bench.report import load_results, render_table, update_readme
+from bench.report import load_results, render_table, update_page
 
 ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
 
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         help="where the JSON results go (default: bench/results)",
     )
     parser.add_argument(
-        "--readme",
+        "--write",
         action="store_true",
-        help="write the summary table (and timeline picture) into README.md",
+        help="write the summary table (and timeline picture) into docs/benchmarks.md",
     )
     parser.add_argument(
         "--keep",
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(args.results)
     table = render_table(results)
     print("\n" + table)
-    if args.readme:
-        update_readme(table, results, args.results)
+    if args.write:
+        update_page(table, results, args.results)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

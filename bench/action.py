@@ -30,7 +30,7 @@ PostgreSQL
     The server at ``HEALER_TEST_PG_DSN``; a scratch database with a table ``t`` and two
     scratch roles, both dropped afterwards: the jam's sessions log in as an ordinary
     role, healer as a role with only ``pg_signal_backend`` and ``pg_read_all_stats`` (the
-    README's least privilege), and so does the bare side's connection. Each round builds
+    least privilege of docs/handlers.md), and so does the bare side's connection. Each round builds
     a fresh jam: a root blocker holding a row lock in an open transaction and a waiter
     blocked on that row for ``MIN_WAIT``; then one side ends it.
     healer: the rule runs ``postgres.terminate_blockers`` (``min_wait`` = ``MIN_WAIT``);
@@ -40,7 +40,7 @@ PostgreSQL
     Bare: in a process of its own, as healer is (the bench's event loop serves the
     jam's sessions and the observers), on an already-open connection as the same role:
     ``SELECT pg_terminate_backend(pid)``, then the same wait for the backend to leave
-    ``pg_stat_activity`` (healer's poll schedule, ``healer.postgres.EXIT_POLL``). A
+    ``pg_stat_activity`` (healer's poll schedule, ``healer.postgres_adapter.EXIT_POLL``). A
     terminate that only sends SIGTERM and a heal that confirms the session is gone are
     not the same work; ``pg_terminate_backend(pid, timeout)`` would also wait, but it
     sleeps in 100 ms steps and would hide any overhead. The bare signal alone is
@@ -56,9 +56,9 @@ What the figures showed, and what changed
     bare side also waited for the exit; a quick run). Timing inside act (py-spy shows
     CPU only, and act is mostly waiting) found asyncpg's pool reset (a second round trip
     after every query), one pool acquire and release per query, and the timeline write
-    of each signal done in series. ``healer/postgres.py`` now skips the reset (healer
+    of each signal done in series. ``healer/postgres_adapter.py`` now skips the reset (healer
     leaves no session state), ``pinned()`` runs act's read, signal and wait on one
-    connection, and ``handlers/pgsessions.py`` waits for the backend's exit (the
+    connection, and ``handlers/_pgsessions.py`` waits for the backend's exit (the
     action's real end) while the timeline write runs. What remains over the bare limit
     is what healer must do: the re-read of ``pg_stat_activity`` before the signal (one
     more round trip; after an idle gap a round trip costs 0.5-0.8 ms on these VMs,
@@ -86,7 +86,7 @@ import httpx
 
 from bench.common import REPO, Context, Result, Target, median, ratio, summary
 from bench.procs import ADMIN_TOKEN, healer
-from healer.postgres import EXIT_POLL
+from healer.postgres_adapter import EXIT_POLL
 from tests.support.containers import ContainerFactory, build_busybox_image
 from tests.support.postgres import scratch_database, scratch_role, server_dsn, with_user
 from tests.support.processes import PrometheusFactory, PromInstance
@@ -488,7 +488,7 @@ async def _bare_terminator(dsn: str) -> AsyncIterator[asyncio.subprocess.Process
 def bare_terminator(dsn: str) -> None:
     """One connection open, then for each pid read from stdin: ``SELECT
     pg_terminate_backend(pid)`` and the wait until the backend has left pg_stat_activity,
-    polled on healer's own schedule (:data:`healer.postgres.EXIT_POLL`); one JSON line of
+    polled on healer's own schedule (:data:`healer.postgres_adapter.EXIT_POLL`); one JSON line of
     times (ms) back per pid."""
 
     async def main() -> None:

@@ -30,6 +30,7 @@ import httpx
 from bench.common import Context, Result, Target, summary
 from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer, steady_load, wrk
+from tests.support.payloads import alert, payload
 
 NAME = "dispatch"
 DESCRIPTION = "request arrival -> handler check, idle and under ingest load"
@@ -38,21 +39,7 @@ CONFIG = noop_config([noop_rule("dispatch", "BenchDispatch", "{{ labels.fp }}", 
 
 def _probe_body(tag: str, n: int) -> dict[str, Any]:
     fp = f"{tag}p{n}"
-    return {
-        "version": "4",
-        "status": "firing",
-        "receiver": "healer",
-        "groupKey": fp,
-        "alerts": [
-            {
-                "status": "firing",
-                "startsAt": "2026-11-23T08:00:00Z",
-                "labels": {"alertname": "BenchDispatch", "fp": fp},
-                "annotations": {},
-                "fingerprint": fp,
-            }
-        ],
-    }
+    return payload(alert("BenchDispatch", {"fp": fp}, fingerprint=fp), group_key=fp)
 
 
 def _probe(

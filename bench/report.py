@@ -1,17 +1,21 @@
-"""The summary table of ``bench/results/*.json``, printed and written into the README.
+"""The summary table of ``bench/results/*.json``, printed and written into
+``docs/benchmarks.md``.
 
-The README keeps it between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+That page keeps it between ``<!-- bench:start -->`` and ``<!-- bench:end -->``, with the
+timeline picture linked relative to the page.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from bench.common import REPO
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+PAGE = REPO / "docs" / "benchmarks.md"
 ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
 
 
@@ -66,21 +70,19 @@ def render_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(
-    table: str, results: list[dict[str, Any]], directory: Path, readme: Path = REPO / "README.md"
+def update_page(
+    table: str, results: list[dict[str, Any]], directory: Path, page: Path = PAGE
 ) -> None:
-    text = readme.read_text()
+    """Replace what is between the bench markers of ``page`` with ``table`` and, when
+    ``directory`` has one, the timeline picture (its path relative to the page)."""
+    text = page.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} section for the table")
+        raise SystemExit(f"{page} has no {START} ... {END} section for the table")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     body = table
     picture = directory / "timeline.png"
     if picture.exists():
-        rel = (
-            picture.resolve().relative_to(REPO)
-            if picture.resolve().is_relative_to(REPO)
-            else picture
-        )
+        rel = Path(os.path.relpath(picture.resolve(), page.parent.resolve())).as_posix()
         body += f"\n\n![One whole-loop heal per Odoo scenario, phase by phase]({rel})"
-    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+    page.write_text(f"{head}{START}\n{body}\n{END}{tail}")

@@ -72,6 +72,7 @@ from bench.storm_sender import (
     storm_alert_count,
     storm_fingerprint,
 )
+from tests.support.payloads import alert, payload
 from tests.support.processes import PrometheusFactory
 
 NAME = "storm"
@@ -130,20 +131,7 @@ def warm_up(url: str, heal: bool, fingerprint: str = "0warm") -> None:
     warm-up rule and its heal is waited for (bounded). Replicas sharing a store each
     need their own ``fingerprint`` (one heal per alert across replicas)."""
     name = "BenchWarmup" if heal else "BenchNothing"
-    body = {
-        "version": "4",
-        "status": "firing",
-        "receiver": "healer",
-        "groupKey": "{}:{}",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": {"alertname": name},
-                "startsAt": "2026-11-23T08:00:00Z",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    body = payload(alert(name, fingerprint=fingerprint))
     with httpx.Client(base_url=url, timeout=10.0) as client:
         client.post(
             "/api/v1/alerts", json=body, headers={"Authorization": f"Bearer {TOKEN}"}

@@ -35,12 +35,12 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import percentile
+from tests.support.payloads import alert, iso, payload
 
 STORM_ALERTNAME = "BenchStorm"
 FLOOD_ALERTNAME = "BenchLeak"
@@ -67,30 +67,22 @@ def flood_fingerprint(group: int, index: int) -> str:
     return f"f{group:07x}{index:08x}"
 
 
-def iso(epoch: float) -> str:
-    """Alertmanager's RFC 3339 form, milliseconds kept."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def storm_alert(group: int, index: int, starts_at: float, wave: int = 0) -> dict[str, Any]:
-    return {
-        "status": "firing",
-        "labels": {
-            "alertname": STORM_ALERTNAME,
+    return alert(
+        STORM_ALERTNAME,
+        {
             "group": str(group),
             "instance": f"storm-w{wave}-{group}-{index}",
             "job": "bench",
             "severity": "warning",
             "wave": str(wave),
         },
-        "annotations": {"summary": f"storm alert {index} of group {group}"},
+        annotations={"summary": f"storm alert {index} of group {group}"},
         # Every copy of one alert, from either replica, carries the same startsAt.
-        "startsAt": iso(starts_at + group + index / 1000),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=bench_storm",
-        "fingerprint": storm_fingerprint(group, index, wave),
-    }
+        starts_at=iso(starts_at + group + index / 1000),
+        generator_url="http://127.0.0.1:9090/graph?g0.expr=bench_storm",
+        fingerprint=storm_fingerprint(group, index, wave),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,29 +95,24 @@ class Notification:
     def body(self, per_group: int, starts_at: float, wave: int = 0) -> bytes:
         alerts = [storm_alert(self.group, i, starts_at, wave) for i in range(self.alerts)]
         return json.dumps(
-            {
-                "version": "4",
-                "status": "firing",
-                "receiver": "healer",
-                "groupKey": f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}", '
+            payload(
+                *alerts,
+                group_key=f'{{}}:{{alertname="{STORM_ALERTNAME}", group="{self.group}", '
                 f'wave="{wave}"}}',
-                "truncatedAlerts": 0,
-                "groupLabels": {
+                group_labels={
                     "alertname": STORM_ALERTNAME,
                     "group": str(self.group),
                     "wave": str(wave),
                 },
-                "commonLabels": {
+                common_labels={
                     "alertname": STORM_ALERTNAME,
                     "group": str(self.group),
                     "job": "bench",
                     "severity": "warning",
                     "wave": str(wave),
                 },
-                "commonAnnotations": {},
-                "externalURL": f"http://127.0.0.1:{9093 + int(self.replica.rsplit('-', 1)[1])}",
-                "alerts": alerts,
-            }
+                external_url=f"http://127.0.0.1:{9093 + int(self.replica.rsplit('-', 1)[1])}",
+            )
         ).encode()
 
 

@@ -3,8 +3,8 @@ the fault, coloured by who owns them (Prometheus, Alertmanager, healer).
 
     python -m bench.timeline [bench/results/loop.json] [bench/results/timeline.png]
 
-``bench/loop.py`` calls :func:`render` at the end of its run; ``bench/report.py`` puts the
-PNG into the README under the summary table.
+``bench/loop.py`` calls :func:`render` at the end of its run; ``bench/report.py`` links the
+PNG from docs/benchmarks.md under the summary table.
 """
 
 from __future__ import annotations

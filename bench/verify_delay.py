@@ -31,7 +31,6 @@ there to the outcome).
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import threading
 import time
@@ -48,6 +47,7 @@ from bench.common import Context, Result, Target, ratio, summary
 from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer
 from tests.support.env import wait_until
+from tests.support.payloads import alert, iso, payload
 from tests.support.processes import PrometheusFactory, PromInstance
 
 NAME = "verify_delay"
@@ -173,29 +173,12 @@ def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: 
 
 
 def alert_payload(labels: dict[str, str], fingerprint: str, starts_at: float) -> dict[str, Any]:
-    starts = dt.datetime.fromtimestamp(starts_at, dt.UTC).isoformat().replace("+00:00", "Z")
-    return {
-        "version": "4",
-        "status": "firing",
-        "receiver": "healer",
-        "groupKey": f'{{}}:{{alertname="{ALERTNAME}"}}',
-        "truncatedAlerts": 0,
-        "groupLabels": {"alertname": ALERTNAME},
-        "commonLabels": labels,
-        "commonAnnotations": {},
-        "externalURL": "http://bench",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {},
-                "startsAt": starts,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://bench",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    return payload(
+        alert(labels=labels, starts_at=iso(starts_at), fingerprint=fingerprint),
+        group_key=f'{{}}:{{alertname="{ALERTNAME}"}}',
+        group_labels={"alertname": ALERTNAME},
+        common_labels=labels,
+    )
 
 
 def cleared_at(prom: PromInstance, interval: float) -> float:

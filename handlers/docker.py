@@ -7,7 +7,8 @@ Rule example::
       handler: docker.restart
       params:
         containers: ["{{ labels.container }}"]    # or: service: web, project: shop
-        stop_timeout: 10
+        stop_timeout: 10s                          # durations: 10, "10s", "2m"
+        health_timeout: 2m
 
 Check records each container's state (status, StartedAt, restart count,
 health); act restarts them one at a time, confirms each came back with a new
@@ -21,13 +22,22 @@ The pieces (:func:`find_containers`, :func:`summary`, :func:`target`,
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from healer.api import ActionFailed, ActResult, CheckResult, HandlerParams, HealContext, Target
+from healer.api import (
+    ActionFailed,
+    ActResult,
+    CheckResult,
+    Duration,
+    HandlerParams,
+    HealContext,
+    Target,
+)
 
 # Docker's own rule for container names; compose's for project and service names.
 ContainerName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")]
@@ -41,9 +51,10 @@ class RestartParams(HandlerParams):
     containers: list[ContainerName] = Field(default_factory=list, max_length=50)
     service: ComposeName | None = None
     project: ComposeName | None = None
-    stop_timeout: int = Field(default=10, ge=0, le=600)
+    # Docker's grace between SIGTERM and SIGKILL (whole seconds: a fraction rounds up).
+    stop_timeout: Duration = Field(default=10, ge=0, le=600)
     # Per container, when it has a healthcheck: how long to wait for "healthy".
-    health_timeout: float = Field(default=60.0, ge=0, le=1800)
+    health_timeout: Duration = Field(default=60.0, ge=0, le=1800)
 
     @model_validator(mode="after")
     def _has_selector(self) -> RestartParams:
@@ -107,19 +118,18 @@ async def find_containers(
 
 
 async def restart_one(
-    ctx: HealContext, name: str, *, stop_timeout: int, health_timeout: float
+    ctx: HealContext, name: str, *, stop_timeout: float, health_timeout: float
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Restart ``name`` and wait until it is back: running with a new StartedAt and, when
     it has a healthcheck, healthy. Returns (before, after, seconds); raises ActionFailed
     naming what it saw when the container does not come back."""
     before = summary(await ctx.docker.inspect(name))
     started = time.monotonic()
-    await ctx.docker.restart(name, timeout=stop_timeout)
+    await ctx.docker.restart(name, timeout=math.ceil(stop_timeout))
     after = summary(await ctx.docker.inspect(name))
     if after["started_at"] == before["started_at"] or after["status"] != "running":
         raise ActionFailed(
-            f"{name} did not come back: status {after['status']}, StartedAt {after['started_at']}",
-            heal_id=ctx.heal_id,
+            f"{name} did not come back: status {after['status']}, StartedAt {after['started_at']}"
         )
     if after["health"] is not None:
         after = await wait_healthy(ctx, name, health_timeout)
@@ -136,13 +146,11 @@ async def wait_healthy(ctx: HealContext, name: str, timeout: float) -> dict[str,
             return state
         if state["status"] != "running":
             raise ActionFailed(
-                f"{name} restarted but stopped before it was healthy (status: {state['status']})",
-                heal_id=ctx.heal_id,
+                f"{name} restarted but stopped before it was healthy (status: {state['status']})"
             )
         if time.monotonic() >= deadline:
             raise ActionFailed(
-                f"{name} restarted but not healthy after {timeout:g}s (health: {state['health']})",
-                heal_id=ctx.heal_id,
+                f"{name} restarted but not healthy after {timeout:g}s (health: {state['health']})"
             )
         await asyncio.sleep(0.5)
 

@@ -342,6 +342,13 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+@dataclass(frozen=True, slots=True)
+class ExecCheck(CheckResult):
+    """The file check judged, for act to make sure it runs that one (also in evidence)."""
+
+    inode: str = ""
+
+
 class Exec:
     name: ClassVar[str] = "exec"
     Params: ClassVar[type[HandlerParams]] = ExecParams
@@ -359,19 +366,23 @@ class Exec:
             "env_keys": sorted(params.env),
             "inode": _inode(st),
         }
-        return CheckResult(targets=[Target(kind="exec", name=path, attrs=attrs)], evidence=evidence)
+        return ExecCheck(
+            targets=[Target(kind="exec", name=path, attrs=attrs)],
+            evidence=evidence,
+            inode=_inode(st),
+        )
 
     async def act(self, ctx: HealContext, params: ExecParams, check: CheckResult) -> ActResult:
+        if not isinstance(check, ExecCheck):
+            raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
         # Run what the allowlist judged, and make sure it is still a runnable file.
         path = check.targets[0].name
         try:
             resolved, st = _resolve_executable(path)
         except InvalidParams as exc:
-            raise ActionFailed(
-                f"{path} changed since check: {exc.message}", heal_id=ctx.heal_id
-            ) from None
-        if resolved != path or _inode(st) != check.evidence.get("inode"):
-            raise ActionFailed(f"{path} changed since check", heal_id=ctx.heal_id)
+            raise ActionFailed(f"{path} changed since check: {exc.message}") from None
+        if resolved != path or _inode(st) != check.inode:
+            raise ActionFailed(f"{path} changed since check")
         cwd = check.targets[0].attrs.get("cwd")
         alert = alert_env(ctx)
         env = inherited_env() | params.env | alert.env
@@ -384,25 +395,19 @@ class Exec:
         if size > _ARG_MAX - 4096:
             raise ActionFailed(
                 f"{path}: argv and environment take {size} bytes, over the "
-                f"system's {_ARG_MAX} (ARG_MAX): not run",
-                heal_id=ctx.heal_id,
+                f"system's {_ARG_MAX} (ARG_MAX): not run"
             )
 
         details = await self._run(ctx, path, params.argv, cwd, env, params.timeout)
         if details["timed_out"]:
             await ctx.record("exec_failed", details)
-            raise ActionFailed(
-                f"{path} timed out after {params.timeout:g}s (process group killed)",
-                heal_id=ctx.heal_id,
-            )
+            raise ActionFailed(f"{path} timed out after {params.timeout:g}s (process group killed)")
         code = details["exit_code"]
         if code != 0:
             await ctx.record("exec_failed", details)
             stderr = details["stderr_tail"].strip()[-1024:]
             raise ActionFailed(
-                f"{path} failed: {_describe_exit(code)}"
-                + (f"; stderr: {stderr}" if stderr else ""),
-                heal_id=ctx.heal_id,
+                f"{path} failed: {_describe_exit(code)}" + (f"; stderr: {stderr}" if stderr else "")
             )
         return ActResult(
             summary=f"ran {path}: exit code 0 in {details['seconds']:g}s", details=details

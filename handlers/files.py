@@ -236,11 +236,9 @@ class FilesPrune:
                 scan = _Scan(params.pattern, params.recursive, root_st.st_dev)
                 scan.walk(fd, ())
         except (FileNotFoundError, NotADirectoryError):
-            raise ActionFailed(
-                f"directory {params.directory!r} does not exist", heal_id=ctx.heal_id
-            ) from None
+            raise ActionFailed(f"directory {params.directory!r} does not exist") from None
         except OSError as exc:
-            raise ActionFailed(f"cannot read {root}: {exc.strerror}", heal_id=ctx.heal_id) from None
+            raise ActionFailed(f"cannot read {root}: {exc.strerror}") from None
 
         now = time.time()
         newest_first = sorted(scan.files, key=lambda s: (-s.mtime_ns, s.rel))
@@ -294,15 +292,14 @@ class FilesPrune:
 
     async def act(self, ctx: HealContext, params: PruneParams, check: CheckResult) -> ActResult:
         if not isinstance(check, PruneCheck):
-            raise ActionFailed("files.prune act needs its own check result", heal_id=ctx.heal_id)
+            raise ActionFailed("files.prune act needs its own check result")
         result = await asyncio.to_thread(self._delete, ctx, check)
         details = result.details()
         if result.errors and not result.deleted:
             first = result.errors[0]
             raise ActionFailed(
                 f"could not delete any of {len(check.candidates)} file(s) in "
-                f"{check.root}: {first['name']}: {first['error']}",
-                heal_id=ctx.heal_id,
+                f"{check.root}: {first['name']}: {first['error']}"
             )
         summary = (
             f"deleted {len(result.deleted)} file(s) in {check.root}, {result.freed} bytes freed"
@@ -317,13 +314,11 @@ class FilesPrune:
         try:
             with _open_dir(check.root) as fd:
                 if _identity(os.fstat(fd)) != check.root_id:
-                    raise ActionFailed(
-                        f"{check.root} was replaced since check", heal_id=ctx.heal_id
-                    )
+                    raise ActionFailed(f"{check.root} was replaced since check")
                 return _Delete(fd, check).run()
         except OSError as exc:
             raise ActionFailed(
-                f"{check.root} can no longer be opened safely: {exc.strerror}", heal_id=ctx.heal_id
+                f"{check.root} can no longer be opened safely: {exc.strerror}"
             ) from None
 
 

@@ -20,7 +20,7 @@ stuck one.
 
 Check lists the runnable overdue ``ir_cron`` jobs, learns which a cron worker cannot
 take (their row is locked) and proves which sessions hold those row locks
-(:mod:`handlers.odoo_cron`). A holder is left alone when it is protected, when its
+(:mod:`handlers._odoo_cron`). A holder is left alone when it is protected, when its
 transaction is younger than ``min_held``, when modules are being installed or upgraded,
 when the job recorded progress (``ir_cron_progress``, 18+) within ``min_held``, or when
 its process shows any progress between two looks ``sample`` apart (a new statement,
@@ -63,19 +63,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from handlers.docker import (
-    ComposeName,
-    ContainerName,
-    find_containers,
-    restart_one,
-    summary,
-    target,
-)
-from handlers.odoo_cron import (
+from handlers._odoo_cron import (
     Holder,
     Schema,
     fingerprint,
@@ -85,6 +79,14 @@ from handlers.odoo_cron import (
     progress_ages,
     row_lock_holders,
     same_worker,
+)
+from handlers.docker import (
+    ComposeName,
+    ContainerName,
+    find_containers,
+    restart_one,
+    summary,
+    target,
 )
 from healer.api import (
     ActionFailed,
@@ -176,6 +178,14 @@ def _terminated_text(terminated: list[dict[str, Any]]) -> str:
     return ", then ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class UnlockCheck(CheckResult):
+    """What check decided, for act (``evidence`` shows the same to the journal)."""
+
+    datname: str = ""
+    holders: Sequence[dict[str, Any]] = ()
+
+
 class UnlockCron:
     name: ClassVar[str] = "odoo.unlock_cron"
     Params: ClassVar[type[HandlerParams]] = UnlockCronParams
@@ -263,21 +273,21 @@ class UnlockCron:
                 targets.append(_pg_target(db, sessions[entry["pid"]]))
         targets = list({t.name: t for t in targets}.values())
         if targets:
-            cap = ctx.postgres.max_terminations(db)
+            cap = ctx.postgres.terminations_left(db)
             if len(targets) > cap:
                 await ctx.record("holders", evidence)
                 raise TargetRefused(
                     f"ending the stuck run(s) means terminating "
                     f"{len(targets)} sessions; databases.{db}."
-                    f"max_terminations allows {cap} per heal",
-                    heal_id=ctx.heal_id,
+                    f"max_terminations allows {cap} per heal"
                 )
-            return CheckResult(targets=targets, evidence=evidence)
+            return UnlockCheck(
+                targets=targets, evidence=evidence, datname=schema.datname, holders=holders
+            )
         if refusals:
             await ctx.record("holders", evidence)
             raise TargetRefused(
-                "overdue ir_cron jobs are held, nobody terminated: " + "; ".join(refusals),
-                heal_id=ctx.heal_id,
+                "overdue ir_cron jobs are held, nobody terminated: " + "; ".join(refusals)
             )
         reasons = [h["decision"] for h in holders] + list(evidence["unproven"].values())
         return CheckResult(
@@ -382,10 +392,12 @@ class UnlockCron:
     async def act(
         self, ctx: HealContext, params: UnlockCronParams, check: CheckResult
     ) -> ActResult:
+        if not isinstance(check, UnlockCheck):
+            raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
         db = params.database
-        datname = check.evidence["datname"]
-        holder_pids = {h["pid"] for h in check.evidence["holders"]}
-        planned = [h for h in check.evidence["holders"] if h["decision"] == "terminate"]
+        datname = check.datname
+        holder_pids = {h["pid"] for h in check.holders}
+        planned = [h for h in check.holders if h["decision"] == "terminate"]
         jobs = sorted({j for h in planned for j in h["holds_jobs"]})
         # Re-prove right before acting: the same backend still holds the same rows in the
         # same transaction, and neither it nor its process did anything since check.
@@ -416,8 +428,7 @@ class UnlockCron:
         if left:
             raise ActionFailed(
                 f"terminated job connection(s) {[r.pid for r in job_conns]} "
-                f"but {left} still run; the lock holder(s) were left alone",
-                heal_id=ctx.heal_id,
+                f"but {left} still run; the lock holder(s) were left alone"
             )
         # 2. The lock holders that still hold the same rows in the same transaction (a
         # live Odoo thread may have rescheduled the failed job and committed meanwhile).
@@ -448,8 +459,7 @@ class UnlockCron:
         if left:
             raise ActionFailed(
                 f"terminated lock holder(s) {[s.pid for s in ended]} but "
-                f"{left} still run after about 5s",
-                heal_id=ctx.heal_id,
+                f"{left} still run after about 5s"
             )
         held = sorted({j for h, _, _ in runs for j in h["holds_jobs"]})
         return ActResult(
@@ -480,7 +490,7 @@ class _RolloutParams(HandlerParams):
     containers: list[ContainerName] = Field(default_factory=list, max_length=50)
     service: ComposeName | None = None
     project: ComposeName | None = None
-    stop_timeout: int = Field(default=30, ge=0, le=600)
+    stop_timeout: Duration = Field(default=30, ge=0, le=600)
     # Per container, when it has a healthcheck: how long to wait for "healthy".
     health_timeout: Duration = Field(default=120.0, le=1800)
 
@@ -524,78 +534,93 @@ async def _state(ctx: HealContext, info: dict[str, Any]) -> dict[str, Any]:
     return {**state, "mem_limit": configured, "memory": memory}
 
 
-class _Rollout:
-    """Rolling restart shared by the two container handlers."""
-
-    requires: ClassVar[frozenset[str]] = frozenset({"docker"})
-
-    async def check(self, ctx: HealContext, params: _RolloutParams) -> CheckResult:
-        infos = await find_containers(ctx, params.containers, params.all_services(), params.project)
-        # Read together: the stats API takes about a second per container.
-        states = list(await asyncio.gather(*(_state(ctx, i) for i in infos)))
-        missing = sorted(set(params.containers) - {s["name"] for s in states})
-        evidence = {"containers": states, "missing": missing, "order": [s["name"] for s in states]}
-        if not states:
-            return CheckResult(
-                targets=[],
-                evidence=evidence,
-                act=False,
-                reason="no container matches " + _describe(params),
-            )
-        return CheckResult(targets=[target(s) for s in states], evidence=evidence)
-
-    async def act(self, ctx: HealContext, params: _RolloutParams, check: CheckResult) -> ActResult:
-        names = [t.name for t in check.targets]
-        restarted: list[dict[str, Any]] = []
-        for i, name in enumerate(names):
-            memory_before = await _memory(ctx, name)
-            try:
-                before, after, took = await restart_one(
-                    ctx,
-                    name,
-                    stop_timeout=params.stop_timeout,
-                    health_timeout=params.health_timeout,
-                )
-            except ActionFailed as exc:
-                done = [r["container"] for r in restarted]
-                rest = names[i + 1 :]
-                await ctx.record(
-                    "rollout_stopped",
-                    {
-                        "container": name,
-                        "error": exc.message,
-                        "restarted": done,
-                        "not_restarted": rest,
-                    },
-                )
-                raise ActionFailed(
-                    f"rollout stopped at {name}: {exc.message}; restarted before it: "
-                    f"{', '.join(done) or 'none'}; not restarted: {', '.join(rest) or 'none'}",
-                    heal_id=ctx.heal_id,
-                ) from None
-            entry = {
-                "container": name,
-                "seconds": took,
-                "started_at": after["started_at"],
-                "health": after["health"],
-                "memory_before": memory_before,
-                "memory_after": await _memory(ctx, name),
-            }
-            await ctx.record("restarted", {**entry, "before": before, "after": after})
-            restarted.append(entry)
-        return ActResult(
-            summary=f"restarted {', '.join(names)} one at a time", details={"restarted": restarted}
+async def _rollout_check(ctx: HealContext, params: _RolloutParams) -> CheckResult:
+    infos = await find_containers(ctx, params.containers, params.all_services(), params.project)
+    # Read together: the stats API takes about a second per container.
+    states = list(await asyncio.gather(*(_state(ctx, i) for i in infos)))
+    missing = sorted(set(params.containers) - {s["name"] for s in states})
+    evidence = {"containers": states, "missing": missing, "order": [s["name"] for s in states]}
+    if not states:
+        return CheckResult(
+            targets=[],
+            evidence=evidence,
+            act=False,
+            reason="no container matches " + _describe(params),
         )
+    return CheckResult(targets=[target(s) for s in states], evidence=evidence)
 
 
-class RestartWorkers(_Rollout):
+async def _rollout_act(ctx: HealContext, params: _RolloutParams, check: CheckResult) -> ActResult:
+    """Rolling restart shared by the two container handlers: one container at a time, each
+    back (and healthy, when it has a healthcheck) before the next."""
+    names = [t.name for t in check.targets]
+    restarted: list[dict[str, Any]] = []
+    for i, name in enumerate(names):
+        memory_before = await _memory(ctx, name)
+        try:
+            before, after, took = await restart_one(
+                ctx,
+                name,
+                stop_timeout=params.stop_timeout,
+                health_timeout=params.health_timeout,
+            )
+        except ActionFailed as exc:
+            done = [r["container"] for r in restarted]
+            rest = names[i + 1 :]
+            await ctx.record(
+                "rollout_stopped",
+                {
+                    "container": name,
+                    "error": exc.message,
+                    "restarted": done,
+                    "not_restarted": rest,
+                },
+            )
+            raise ActionFailed(
+                f"rollout stopped at {name}: {exc.message}; restarted before it: "
+                f"{', '.join(done) or 'none'}; not restarted: {', '.join(rest) or 'none'}"
+            ) from None
+        entry = {
+            "container": name,
+            "seconds": took,
+            "started_at": after["started_at"],
+            "health": after["health"],
+            "memory_before": memory_before,
+            "memory_after": await _memory(ctx, name),
+        }
+        await ctx.record("restarted", {**entry, "before": before, "after": after})
+        restarted.append(entry)
+    return ActResult(
+        summary=f"restarted {', '.join(names)} one at a time", details={"restarted": restarted}
+    )
+
+
+class RestartWorkers:
     name: ClassVar[str] = "odoo.restart_workers"
     Params: ClassVar[type[HandlerParams]] = RestartWorkersParams
+    requires: ClassVar[frozenset[str]] = frozenset({"docker"})
+
+    async def check(self, ctx: HealContext, params: RestartWorkersParams) -> CheckResult:
+        return await _rollout_check(ctx, params)
+
+    async def act(
+        self, ctx: HealContext, params: RestartWorkersParams, check: CheckResult
+    ) -> ActResult:
+        return await _rollout_act(ctx, params, check)
 
 
-class RestartLongpoll(_Rollout):
+class RestartLongpoll:
     name: ClassVar[str] = "odoo.restart_longpoll"
     Params: ClassVar[type[HandlerParams]] = RestartLongpollParams
+    requires: ClassVar[frozenset[str]] = frozenset({"docker"})
+
+    async def check(self, ctx: HealContext, params: RestartLongpollParams) -> CheckResult:
+        return await _rollout_check(ctx, params)
+
+    async def act(
+        self, ctx: HealContext, params: RestartLongpollParams, check: CheckResult
+    ) -> ActResult:
+        return await _rollout_act(ctx, params, check)
 
 
 def _describe(params: _RolloutParams) -> str:

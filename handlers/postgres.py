@@ -35,16 +35,18 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from handlers.pgsessions import (
+from handlers._pgsessions import (
     MAX_LISTED,
     NameList,
     SessionParams,
+    SessionsCheck,
     is_client,
     lock_trees,
     matches,
     protected_record,
     record,
     refuse_if_all_protected,
+    sessions_check,
     signal,
     split_protected,
     summary,
@@ -92,7 +94,7 @@ async def _filtered_check(
         (s for s in sessions if is_client(ctx, s) and qualifies(s)), key=lambda s: -(age(s) or 0.0)
     )
     split = split_protected(ctx, db, found)
-    cap = max(ctx.postgres.max_terminations(db), 0) if capped else len(split.eligible)
+    cap = max(ctx.postgres.terminations_left(db), 0) if capped else len(split.eligible)
     chosen, over = split.eligible[:cap], split.eligible[cap:]
     evidence: dict[str, Any] = {
         **_scope(params),
@@ -109,7 +111,12 @@ async def _filtered_check(
     if not split.eligible:
         await ctx.record("protected", {"sessions": evidence["protected"]})
     refuse_if_all_protected(split, noun)
-    return CheckResult([target(db, s) for s in chosen], evidence)
+    return SessionsCheck(
+        [target(db, s) for s in chosen],
+        evidence,
+        act_on=evidence["act_on"],
+        skipped=evidence["skipped"],
+    )
 
 
 async def _signal_checked(
@@ -121,10 +128,11 @@ async def _signal_checked(
     still: Callable[[PgSession], str | None],
 ) -> ActResult:
     """Signal what check chose (if still the same backend and still qualifying)."""
+    chosen = sessions_check(check)
     done, skipped = await signal(
-        ctx, params.database, params.datname, check.evidence["act_on"], how, same=same, still=still
+        ctx, params.database, params.datname, chosen.act_on, how, same=same, still=still
     )
-    skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in check.evidence["skipped"]]
+    skipped += [{"pid": s["pid"], "reason": s["skipped"]} for s in chosen.skipped]
     key = "terminated" if how == "terminate" else "cancelled"
     return ActResult(summary(how, done, skipped), {key: done, "skipped": skipped})
 
@@ -189,14 +197,19 @@ class TerminateBlockers:
         if split.protected and not split.eligible:
             await ctx.record("protected", {"sessions": evidence["protected"]})
         refuse_if_all_protected(split, "root blocker")
-        cap = max(ctx.postgres.max_terminations(db), 0)
+        cap = max(ctx.postgres.terminations_left(db), 0)
         chosen, over = split.eligible[:cap], split.eligible[cap:]
         evidence["act_on"] = [record(s, blocks_total=blocks[s.pid]) for s in chosen]
         evidence["skipped"] = [
             record(s, blocks_total=blocks[s.pid], skipped=f"termination cap ({cap} per heal)")
             for s in over
         ]
-        return CheckResult([target(db, s) for s in chosen], evidence)
+        return SessionsCheck(
+            [target(db, s) for s in chosen],
+            evidence,
+            act_on=evidence["act_on"],
+            skipped=evidence["skipped"],
+        )
 
     async def act(self, ctx: HealContext, params: BlockersParams, check: CheckResult) -> ActResult:
         def still(s: PgSession) -> str | None:

@@ -21,9 +21,12 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from healer.store.types import CircuitRow
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 _TIMEOUT = 10.0
@@ -192,7 +195,7 @@ def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) 
     return 0
 
 
-def _print_circuits(circuits: list[dict[str, Any]]) -> None:
+def _print_circuits(circuits: list[CircuitRow]) -> None:
     if not circuits:
         print("no open circuits")
         return

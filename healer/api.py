@@ -1,32 +1,80 @@
 """The only module handler plugins import.
 
-Writing a handler::
+Writing a handler (the canonical example: ``examples/handler-plugin``, quoted in
+``docs/writing-handlers.md`` too)::
 
-    from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
+    import math
+    from dataclasses import dataclass
 
-    class Params(HandlerParams):
+    from healer.api import (
+        ActionFailed,
+        ActResult,
+        CheckResult,
+        Duration,
+        HandlerParams,
+        HealContext,
+        Target,
+    )
+
+
+    class RestartUnhealthyParams(HandlerParams):
         container: str
+        stop_timeout: Duration = 10.0  # 10, "10s" and "1m" all work
 
-    class Poke:
-        name = "example.poke"
-        Params = Params
+
+    @dataclass(frozen=True, slots=True)
+    class UnhealthyCheck(CheckResult):  # state for act: only `evidence` is journaled
+        started_at: str = ""
+
+
+    class RestartUnhealthy:
+        name = "example.restart_unhealthy"
+        Params = RestartUnhealthyParams
         requires = frozenset({"docker"})
 
-        async def check(self, ctx: HealContext, params: Params) -> CheckResult:
-            info = await ctx.docker.inspect(params.container)      # gather evidence
-            return CheckResult(
-                targets=[Target(kind="docker", name=params.container)],
-                evidence={"state": info["State"]["Status"]},
-            )
+        async def check(self, ctx: HealContext, params: RestartUnhealthyParams) -> CheckResult:
+            state = (await ctx.docker.inspect(params.container))["State"]
+            health = (state.get("Health") or {}).get("Status")
+            targets = [Target(kind="docker", name=params.container)]
+            evidence = {"status": state["Status"], "health": health}
+            if health != "unhealthy":
+                reason = f"{params.container} is not unhealthy (health: {health})"
+                return CheckResult(targets, evidence, act=False, reason=reason)
+            return UnhealthyCheck(targets, evidence, started_at=state["StartedAt"])
 
-        async def act(self, ctx: HealContext, params: Params, check: CheckResult) -> ActResult:
-            await ctx.docker.restart(params.container, timeout=10)
+        async def act(
+            self, ctx: HealContext, params: RestartUnhealthyParams, check: CheckResult
+        ) -> ActResult:
+            if not isinstance(check, UnhealthyCheck):
+                raise ActionFailed("act needs the result of this handler's own check")
+            await ctx.docker.restart(params.container, timeout=math.ceil(params.stop_timeout))
+            state = (await ctx.docker.inspect(params.container))["State"]
+            if state["StartedAt"] == check.started_at:
+                raise ActionFailed(f"{params.container} did not restart")
+            await ctx.record("restarted", {"was": check.started_at, "now": state["StartedAt"]})
             return ActResult(summary=f"restarted {params.container}")
 
 and registering it in your distribution's ``pyproject.toml``::
 
     [project.entry-points."healer.handlers"]
-    "example.poke" = "my_package.poke:Poke"
+    "example.restart_unhealthy" = "healer_example.restart_unhealthy:RestartUnhealthy"
+
+The contract (checked by :func:`healer.plugins.validate_handler` at start-up):
+
+* ``name`` equals the entry point's name; ``Params`` is a :class:`HandlerParams` model;
+  ``requires`` is a frozenset of the dependencies (``"docker"``, ``"postgres"``).
+* ``async def check(self, ctx, params)`` and ``async def act(self, ctx, params, check)``;
+  ``params`` is annotated with the handler's own ``Params`` class, or not at all.
+* Durations in params are typed :data:`Duration` (``30``, ``"30s"``, ``"2m"`` all work).
+* State from ``check`` to ``act``: ``act`` gets the very ``CheckResult`` that ``check``
+  returned. What ``act`` needs beyond ``targets`` goes in a frozen dataclass subclass of
+  :class:`CheckResult` (``UnhealthyCheck`` above), which ``act`` narrows with
+  ``isinstance``; ``evidence`` is what the journal shows, for people, not for ``act``.
+* Errors: raise ``ActionFailed("...")`` (could not do it), ``TargetRefused("...")``
+  (must not touch that) or ``InvalidParams("...")``, without ``heal_id=``: the engine
+  names the heal. Any other exception from ``check``/``act`` fails the heal too.
+* Tests: :mod:`healer.testing` builds a :class:`HealContext` (fake alert, recorder,
+  real or no adapters) and runs ``check`` then ``act`` as the engine does.
 
 The engine does the rest: it validates the plugin at start-up, fills ``params``
 from the rule (alert labels substituted as *data*), checks every target of
@@ -38,19 +86,19 @@ is never the handler's job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from healer.config import Seconds as Duration
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
-from healer.outcomes import Outcome
-from healer.postgres import HealPostgres
-from healer.postgres import Session as PgSession
+from healer.outcomes import Outcome, RecordStep
+from healer.postgres_adapter import HealPostgres, PostgresAdapter
+from healer.postgres_adapter import Session as PgSession
+from healer.units import Duration
 
 __all__ = [
     "ActResult",
@@ -63,10 +111,12 @@ __all__ = [
     "HandlerParams",
     "HealContext",
     "HealError",
+    "HealPostgres",
     "InvalidParams",
     "Outcome",
     "PgSession",
     "Postgres",
+    "PostgresAdapter",
     "Target",
     "TargetRefused",
 ]
@@ -146,9 +196,10 @@ class HealContext:
     dry_run: bool
     log: Any  # a structlog BoundLogger carrying heal_id, rule, handler, fingerprint
     docker: DockerAdapter
-    postgres: Postgres
-    """Named databases from ``databases:``; see :mod:`healer.postgres`."""
-    record: Callable[[str, dict[str, Any]], Awaitable[None]]
+    postgres: HealPostgres
+    """Named databases from ``databases:``: this heal's view of the app's
+    :class:`PostgresAdapter` (same calls, plus the per-heal termination cap)."""
+    record: RecordStep
     """``await ctx.record("note", {...})`` adds an entry to the heal's timeline."""
     _soon: list[asyncio.Future[None]] = field(default_factory=list, init=False, repr=False)
 
@@ -168,6 +219,7 @@ class HealContext:
 
 
 Postgres = HealPostgres
+"""The older name of :class:`HealPostgres` (``ctx.postgres``'s type)."""
 
 
 @runtime_checkable

@@ -29,16 +29,16 @@ from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
-from healer.http import heals, health, receiver, safety
+from healer.http import controls, heals, health, receiver
 from healer.http.validation import validation_error
 from healer.metrics import Metrics
 from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 from healer.rules import RuleSet
-from healer.safety import Allowlist
 from healer.services import Services
 from healer.store.factory import describe, journal_target, open_store
+from healer.targets import Allowlist
 from healer.verify import Verifier
 
 
@@ -148,7 +148,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(receiver.router)
     app.include_router(heals.router)
-    app.include_router(safety.router)
+    app.include_router(controls.router)
     app.include_router(health.router)
     return app
 

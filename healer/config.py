@@ -13,14 +13,13 @@ check-config`` prints them one per line.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import (
@@ -40,71 +39,9 @@ from healer.errors import ConfigError, MatcherSyntaxError
 from healer.matching import LabelSelector
 from healer.redact import redact_dsn
 from healer.replica import Replica, check_replica_id, default_replica_id
-
-if TYPE_CHECKING:
-    from healer.plugins import HandlerRegistry
+from healer.units import ByteSize, Duration
 
 _DAY = 86400.0
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "KB": 10**3,
-    "KiB": 2**10,
-    "MB": 10**6,
-    "MiB": 2**20,
-    "GB": 10**9,
-    "GiB": 2**30,
-}
-
-
-# No duration in the config means more than a year; beyond this a value is a typo (or
-# ``1e300``), and past it float seconds stop adding up to anything a timer can wait for.
-MAX_DURATION = 366 * 86400.0
-
-
-def parse_duration(value: Any) -> float:
-    """``"1h30m"``, ``"30s"``, ``"250ms"`` (Prometheus style) or a number of seconds:
-    finite, not negative, at most :data:`MAX_DURATION`."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s' or '10m'")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a duration: it must be finite")
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return _bounded_duration(float(value))
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a duration like '30s' or '10m'")
-    text = value.strip()
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or pos == 0:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 10m, 1h30m, 250ms)")
-    return _bounded_duration(total)
-
-
-def _bounded_duration(seconds: float) -> float:
-    if not seconds <= MAX_DURATION:  # also catches inf from a huge "999...9d"
-        raise ValueError(f"duration too long (at most {MAX_DURATION / 86400:g} days)")
-    return seconds
-
-
-def parse_size(value: Any) -> int:
-    """``"1MiB"``, ``"512KiB"``, ``"2MB"`` or a number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    m = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(f"{value!r} is not a size (use e.g. 1MiB, 512KiB, 1048576)")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
 
 
 def _selector(value: Any) -> LabelSelector:
@@ -132,8 +69,6 @@ def _path(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
 Selector = Annotated[LabelSelector, BeforeValidator(_selector)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
 
@@ -178,9 +113,9 @@ class AdminConfig(_Frozen):
 
 class PrometheusConfig(_Frozen):
     url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://[^/\s]+", max_length=2048)
-    timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
+    timeout: Annotated[Duration, Field(gt=0, le=300)] = 5.0
     # Overrides the interval read from Prometheus' own config (global.evaluation_interval).
-    evaluation_interval: Annotated[Seconds, Field(gt=0, le=_DAY)] | None = None
+    evaluation_interval: Annotated[Duration, Field(gt=0, le=_DAY)] | None = None
 
 
 class DockerConfig(_Frozen):
@@ -225,8 +160,8 @@ class DsnSource(_Frozen):
 class DatabaseConfig(DsnSource):
     """A PostgreSQL database handlers may act on, by name (``databases.odoo``)."""
 
-    statement_timeout: Annotated[Seconds, Field(gt=0, le=_DAY)] = 5.0
-    connect_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
+    statement_timeout: Annotated[Duration, Field(gt=0, le=_DAY)] = 5.0
+    connect_timeout: Annotated[Duration, Field(gt=0, le=300)] = 5.0
     pool_size: int = Field(default=2, ge=1, le=32)
     allow_superusers: bool = False
     max_terminations: int = Field(default=5, ge=1, le=1000)
@@ -238,8 +173,8 @@ class PostgresJournal(DsnSource):
     the store's pool limits."""
 
     pool_size: int = Field(default=4, ge=1, le=64)
-    connect_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 5.0
-    statement_timeout: Annotated[Seconds, Field(gt=0, le=3600)] = 30.0
+    connect_timeout: Annotated[Duration, Field(gt=0, le=300)] = 5.0
+    statement_timeout: Annotated[Duration, Field(gt=0, le=3600)] = 30.0
 
 
 _PG_URL = re.compile(r"^postgres(ql)?://", re.I)
@@ -274,28 +209,28 @@ class VerifySpec(_Frozen):
     """How a rule's recovery is verified. Unset fields take the top-level defaults."""
 
     query: str | None = Field(default=None, min_length=1, max_length=65536)
-    stable_for: Annotated[Seconds, Field(le=_DAY)] | None = None
-    timeout: Annotated[Seconds, Field(gt=0, le=7 * _DAY)] | None = None
-    interval: Annotated[Seconds, Field(gt=0, le=3600)] | None = None
+    stable_for: Annotated[Duration, Field(le=_DAY)] | None = None
+    timeout: Annotated[Duration, Field(gt=0, le=7 * _DAY)] | None = None
+    interval: Annotated[Duration, Field(gt=0, le=3600)] | None = None
 
 
 class VerifyDefaults(_Frozen):
-    stable_for: Annotated[Seconds, Field(le=_DAY)] = 30.0
-    timeout: Annotated[Seconds, Field(gt=0, le=7 * _DAY)] = 300.0
+    stable_for: Annotated[Duration, Field(le=_DAY)] = 30.0
+    timeout: Annotated[Duration, Field(gt=0, le=7 * _DAY)] = 300.0
 
 
 class BudgetConfig(_Frozen):
     """At most ``max_actions`` actions per rule and target within ``window``."""
 
     max_actions: int = Field(default=3, ge=1, le=1000)
-    window: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = 3600.0
+    window: Annotated[Duration, Field(gt=0, le=30 * _DAY)] = 3600.0
 
 
 class BudgetOverride(_Frozen):
     """A rule's budget; unset fields take ``safety.budget``'s."""
 
     max_actions: int | None = Field(default=None, ge=1, le=1000)
-    window: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] | None = None
+    window: Annotated[Duration, Field(gt=0, le=30 * _DAY)] | None = None
 
 
 # What follows a heal that ended not_recovered while its alert still fires
@@ -307,13 +242,13 @@ class SafetyConfig(_Frozen):
     """Defaults of the safety gates (healer/gates.py); rules may override the first three
     and ``on_not_recovered``."""
 
-    cooldown: Annotated[Seconds, Field(le=7 * _DAY)] = 300.0
+    cooldown: Annotated[Duration, Field(le=7 * _DAY)] = 300.0
     budget: BudgetConfig = BudgetConfig()
-    min_firing: Annotated[Seconds, Field(le=_DAY)] = 0.0
+    min_firing: Annotated[Duration, Field(le=_DAY)] = 0.0
     # An open circuit closes by itself after this long without a new alert for it.
-    circuit_quiet: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = 3600.0
+    circuit_quiet: Annotated[Duration, Field(gt=0, le=30 * _DAY)] = 3600.0
     # The longest pause POST /api/v1/pause accepts.
-    max_pause: Annotated[Seconds, Field(gt=0, le=30 * _DAY)] = _DAY
+    max_pause: Annotated[Duration, Field(gt=0, le=30 * _DAY)] = _DAY
     on_not_recovered: OnNotRecovered = "escalate"
 
 
@@ -324,10 +259,10 @@ class NotifierConfig(_Frozen):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=64)
     url_file: FilePath | None = None
     url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    timeout: Annotated[Seconds, Field(gt=0, le=120)] = 5.0
+    timeout: Annotated[Duration, Field(gt=0, le=120)] = 5.0
     retries: int = Field(default=2, ge=0, le=10)
     # Wait before retry n (1, 2, ...): backoff * 2**(n-1).
-    backoff: Annotated[Seconds, Field(le=60)] = 1.0
+    backoff: Annotated[Duration, Field(le=60)] = 1.0
 
     @model_validator(mode="after")
     def _one_url_source(self) -> NotifierConfig:
@@ -344,9 +279,9 @@ class RuleConfig(_Frozen):
     dry_run: bool = False
     verify: VerifySpec = VerifySpec()
     # Unset: the ``safety:`` defaults.
-    cooldown: Annotated[Seconds, Field(le=7 * _DAY)] | None = None
+    cooldown: Annotated[Duration, Field(le=7 * _DAY)] | None = None
     budget: BudgetOverride | None = None
-    min_firing: Annotated[Seconds, Field(le=_DAY)] | None = None
+    min_firing: Annotated[Duration, Field(le=_DAY)] | None = None
     on_not_recovered: OnNotRecovered | None = None
 
 
@@ -356,11 +291,11 @@ class ServerConfig(_Frozen):
 
     # From connect (or a kept-alive connection's next first byte) to the end of the
     # request headers: idle and trickling clients are closed after this.
-    header_timeout: Annotated[Seconds, Field(gt=0, le=300)] = 10.0
+    header_timeout: Annotated[Duration, Field(gt=0, le=300)] = 10.0
     # From the end of the headers to the end of the body (a Content-Length never met).
-    body_timeout: Annotated[Seconds, Field(gt=0, le=600)] = 30.0
+    body_timeout: Annotated[Duration, Field(gt=0, le=600)] = 30.0
     # A kept-alive connection with no new request is closed after this.
-    keep_alive: Annotated[Seconds, Field(gt=0, le=600)] = 5.0
+    keep_alive: Annotated[Duration, Field(gt=0, le=600)] = 5.0
     # Open connections at most (also kept below the open-file limit, see healer/server.py).
     max_connections: int = Field(default=4096, ge=8, le=1_000_000)
 
@@ -374,9 +309,9 @@ class ReplicaConfig(_Frozen):
 
     id: str | None = Field(default=None, min_length=1, max_length=100)
     # A heal whose runner has not renewed its lease for this long is taken over.
-    lease_ttl: Annotated[Seconds, Field(ge=1, le=600)] = 15.0
+    lease_ttl: Annotated[Duration, Field(ge=1, le=600)] = 15.0
     # How often leases are renewed and expired ones looked for (< lease_ttl / 2).
-    renew_every: Annotated[Seconds, Field(ge=0.1, le=300)] = 5.0
+    renew_every: Annotated[Duration, Field(ge=0.1, le=300)] = 5.0
 
     @field_validator("id")
     @classmethod
@@ -406,7 +341,7 @@ class HealerConfig(_Frozen):
     dry_run: bool = False
     max_concurrent_heals: int = Field(default=16, ge=1, le=1024)
     # How long a stopping healer lets running heals finish before journaling them interrupted.
-    shutdown_grace: Annotated[Seconds, Field(le=3600)] = 10.0
+    shutdown_grace: Annotated[Duration, Field(le=3600)] = 10.0
     server: ServerConfig = ServerConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
     webhook: WebhookConfig = WebhookConfig()
@@ -494,7 +429,18 @@ def validation_errors(
     return out
 
 
-def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerConfig:
+class RuleCheck(Protocol):
+    """Checks a rule against the handlers that exist (its handler, its params, the database
+    it names): :class:`healer.plugins.HandlerRegistry` is one. The config itself knows no
+    plugins; ``where`` is the rule's path (``rules[2]``), ``config`` is None when the rest of
+    the file did not validate."""
+
+    def check_rule(
+        self, rule: RuleConfig, where: str, config: HealerConfig | None
+    ) -> list[tuple[str, str]]: ...
+
+
+def parse_config(data: Any, handlers: RuleCheck | None = None) -> HealerConfig:
     """Validate already-loaded YAML data. With ``handlers``, rules are checked against them."""
     if data is None:
         data = {}
@@ -522,29 +468,13 @@ def parse_config(data: Any, handlers: HandlerRegistry | None = None) -> HealerCo
             errors.append((f"rules[{i}].name", f"duplicate rule name {rule.name!r}"))
         seen.add(rule.name)
         if handlers is not None:
-            errors.extend(handlers.validate_rule_params(rule, f"rules[{i}]"))
-            if config is not None:
-                errors.extend(_unknown_database(config, rule, i, handlers))
+            errors.extend(handlers.check_rule(rule, f"rules[{i}]", config))
     for i, entry in enumerate(config.allow if config is not None else []):
         if "kind" not in entry:
             errors.append((f"allow[{i}]", "each allowlist entry needs a 'kind' (e.g. docker)"))
     if errors or config is None:
         raise ConfigError(sorted(errors, key=_path_key))
     return config
-
-
-def _unknown_database(
-    config: HealerConfig, rule: RuleConfig, i: int, handlers: HandlerRegistry
-) -> list[tuple[str, str]]:
-    """A PostgreSQL rule must name a database from ``databases:`` (unless templated)."""
-    handler = handlers.get(rule.handler)
-    db = rule.params.get("database")
-    if handler is None or "postgres" not in handler.requires or not isinstance(db, str):
-        return []
-    if "{{" in db or db in config.databases:
-        return []
-    known = ", ".join(sorted(config.databases)) or "none configured"
-    return [(f"rules[{i}].params.database", f"database {db!r} is not in databases: ({known})")]
 
 
 def _path_key(error: tuple[str, str]) -> list[tuple[int, int | str]]:
@@ -624,7 +554,7 @@ def read_yaml(path: Path) -> Any:
 
 
 def load_config(
-    path: Path, handlers: HandlerRegistry | None = None, overrides: Mapping[str, Any] | None = None
+    path: Path, handlers: RuleCheck | None = None, overrides: Mapping[str, Any] | None = None
 ) -> HealerConfig:
     """Read and validate ``path``; ``overrides`` (from CLI flags) replace top-level keys."""
     data = read_yaml(path)

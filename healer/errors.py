@@ -16,8 +16,10 @@
         ├── TargetRefused           target outside the allowlist or protected -> refused
         └── ActionFailed            a handler's check/act could not do its job -> failed
 
-Handlers raise ``ActionFailed`` (or let their client's error escape: the executor
-records any exception from ``check``/``act`` as ``failed``).
+Handlers raise ``ActionFailed("...")`` (or let their client's error escape: the executor
+records any exception from ``check``/``act`` as ``failed``), ``TargetRefused("...")`` or
+``InvalidParams("...")``, without naming the heal: the executor fills ``heal_id`` in
+when it catches a :class:`HealError` that has none.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class LeaseLost(HealerError):
 
 
 class HealError(HealerError):
-    """An error inside one heal, naming the heal, its rule and handler."""
+    """An error inside one heal, naming the heal, its rule and handler. ``heal_id`` is
+    optional: a handler leaves it out and the executor sets it when it catches the error."""
 
     def __init__(
         self,

@@ -2,7 +2,9 @@
 
 Usage::
 
-    executor = Executor(services)
+    executor = Executor(journal=store, handlers=registry, metrics=metrics, verifier=verifier,
+                        docker=docker, postgres=postgres, allowlist=allowlist,
+                        max_concurrent=8, gates=gates)   # the app factory builds it
     executor.submit(job)          # returns at once; the heal runs as a task (after a
                                   # min_firing timer for a young alert: no task meanwhile)
     executor.alert_resolved(fingerprint, starts_at)   # a journaled resolve: waiting heals end
@@ -45,14 +47,14 @@ from pydantic import ValidationError
 
 from healer.api import Alert, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import InvalidParams, LeaseLost, TargetRefused
+from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
-from healer.postgres import PostgresAdapter
-from healer.safety import Allowlist, TargetLocks
-from healer.store import Store, alert_key_time
+from healer.postgres_adapter import PostgresAdapter
+from healer.store import HealRow, Store, TakenHeal, alert_key_time
+from healer.targets import Allowlist, TargetLocks
 from healer.templating import render_params
 from healer.verify import Condition, Verifier
 from healer.waits import FiringWaits
@@ -77,15 +79,17 @@ class HealJob:
         return self.alert.fingerprint if self.alert else None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> HealJob:
+    def from_row(cls, row: HealRow) -> HealJob:
         alert = None
         if row["fingerprint"]:
+            starts = row["alert_starts_at"]
+            assert starts is not None  # an alert's heal keeps its startsAt
             alert = Alert(
                 fingerprint=row["fingerprint"],
                 status="firing",
                 labels=row["labels"],
                 annotations=row["annotations"],
-                starts_at=datetime.fromisoformat(row["alert_starts_at"]),
+                starts_at=datetime.fromisoformat(starts),
             )
         return cls(
             heal_id=row["id"],
@@ -297,11 +301,11 @@ class Executor:
                 break
         return found
 
-    async def _resume_rows(self, rows: list[dict[str, Any]]) -> None:
+    async def _resume_rows(self, rows: list[TakenHeal]) -> None:
         for row in rows:
             self._lost.discard(row["id"])  # ours again
             self._bind(HealJob.from_row(row)).info(
-                "taking over", phase=row["phase"], taken_from=row.get("taken_from")
+                "taking over", phase=row["phase"], taken_from=row["taken_from"]
             )
         fresh = [
             r["fingerprint"]
@@ -532,7 +536,7 @@ class Executor:
             )
             log.info("checking", params=params.model_dump(mode="json"))
             check = await self._timed(
-                "check", job, durations, self._guard(handler.check(ctx, params), "check")
+                "check", job, durations, self._guard(handler.check(ctx, params), "check", heal_id)
             )
         finally:
             await checking
@@ -583,7 +587,10 @@ class Executor:
             log.info("acting", targets=keys)
             try:
                 result = await self._timed(
-                    "act", job, durations, self._guard(handler.act(ctx, params, check), "act")
+                    "act",
+                    job,
+                    durations,
+                    self._guard(handler.act(ctx, params, check), "act", heal_id),
                 )
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
@@ -694,19 +701,22 @@ class Executor:
                 self._metrics.time_to_recovery.labels(rule=job.rule or MANUAL).observe(ttr)
         return verdict.outcome, verdict.reason
 
-    async def _guard(self, coro: Any, step: str) -> Any:
+    async def _guard(self, coro: Any, step: str, heal_id: str) -> Any:
         try:
             return await coro
         except (asyncio.CancelledError, LeaseLost):
             raise
-        except (InvalidParams, TargetRefused) as exc:
-            # A handler judged its (label-derived) params or target unsafe. Before acting that
-            # is a refusal, as when the params model or the allowlist says no; once acting,
-            # something may already have changed, so a refusal mid-way is a failure.
-            if step == "check":
-                raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
-            raise _End(Outcome.FAILED, f"{step} stopped: {exc.message}") from exc
         except Exception as exc:
+            if isinstance(exc, HealError) and exc.heal_id is None:
+                exc.heal_id = heal_id  # handlers raise without it: the engine knows the heal
+            if isinstance(exc, InvalidParams | TargetRefused):
+                # A handler judged its (label-derived) params or target unsafe. Before acting
+                # that is a refusal, as when the params model or the allowlist says no; once
+                # acting, something may already have changed, so a refusal mid-way is a
+                # failure.
+                if step == "check":
+                    raise _End(Outcome.REFUSED, f"{step} refused: {exc.message}") from exc
+                raise _End(Outcome.FAILED, f"{step} stopped: {exc.message}") from exc
             raise _End(Outcome.FAILED, f"{step} failed: {type(exc).__name__}: {exc}") from exc
 
     async def _timed(self, phase: str, job: HealJob, durations: dict[str, float], coro: Any) -> Any:

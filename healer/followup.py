@@ -40,7 +40,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
@@ -50,7 +50,7 @@ from healer.executor import HealJob
 from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
 from healer.rules import RuleSet
-from healer.store import FollowUpPolicy, HealPlan, Store
+from healer.store import FollowUpHeal, FollowUpPolicy, HealPlan, Store
 from healer.timefmt import format_seconds
 
 Kind = Literal["none", "wait", "escalate", "retry"]
@@ -62,7 +62,7 @@ class Claim:
     followed up, resolved, rule gone); ``wait``: retry, but the cooldown has ``left``."""
 
     kind: Kind
-    heal: dict[str, Any] = field(default_factory=dict)
+    heal: FollowUpHeal | None = None  # None: no heal a re-send follows
     left: float = 0.0
     settled: bool = True  # nothing will ever follow this heal again
     retry: HealJob | None = None
@@ -173,24 +173,28 @@ class FollowUps:
             )
             if decided.settled:
                 self._candidates.discard(heal_id)
+            heal = decided.heal
+            if decided.kind == "none":
+                return
+            assert heal is not None  # every other decision names the heal it follows
             if decided.kind == "wait":
                 log.info(
                     "not_recovered: retry after the cooldown",
-                    rule=decided.heal["rule"],
+                    rule=heal["rule"],
                     cooldown_left=format_seconds(decided.left),
                 )
             elif decided.kind == "retry":
                 assert decided.retry is not None and self._submit is not None
-                self._count(decided, "retry")
+                self._count(heal, "retry")
                 log.warning(
                     "not_recovered and still firing: retrying",
-                    rule=decided.heal["rule"],
+                    rule=heal["rule"],
                     retry_heal_id=decided.retry.heal_id,
                 )
                 self._submit(decided.retry)
             elif decided.kind == "escalate":
-                self._count(decided, "escalate")
-                await self._escalate(decided.heal, log)
+                self._count(heal, "escalate")
+                await self._escalate(heal, log)
         except asyncio.CancelledError:
             raise
         except Exception:  # the journal may be unavailable: the next re-send tries again
@@ -202,10 +206,10 @@ class FollowUps:
         conf = self._rules.get(rule)
         return self._rules.plan(conf) if conf is not None else None
 
-    def _count(self, decided: Claim, kind: str) -> None:
-        self._metrics.follow_ups.labels(rule=decided.heal["rule"], kind=kind).inc()
+    def _count(self, heal: FollowUpHeal, kind: str) -> None:
+        self._metrics.follow_ups.labels(rule=heal["rule"], kind=kind).inc()
 
-    async def _escalate(self, heal: dict[str, Any], log: Any) -> None:
+    async def _escalate(self, heal: FollowUpHeal, log: Any) -> None:
         log.warning(
             "not_recovered and still firing: escalating",
             rule=heal["rule"],

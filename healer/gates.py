@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +63,20 @@ from healer.api import Alert
 from healer.config import HealerConfig
 from healer.metrics import Metrics
 from healer.notify import Escalation, Notifiers
-from healer.outcomes import Outcome, Phase
-from healer.store import Decision, Limits, Store, alert_key_time
+from healer.outcomes import Outcome, Phase, RecordStep
+from healer.store import CircuitRow, Decision, Limits, PauseRow, Store, alert_key_time
 from healer.timefmt import format_seconds
 
-Verdict = tuple[Outcome, str] | None
-Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+GateStop = tuple[Outcome, str] | None
+"""What a gate answers: None lets the heal go on; ``(outcome, reason)`` ends it there."""
+
+
+class PauseView(PauseRow):
+    """The pause as the API shows it: the row, its times in ISO 8601 and what is left."""
+
+    until_iso: str
+    since_iso: str
+    left_seconds: float
 
 
 def alert_key(alert: Alert) -> tuple[str, str]:
@@ -98,7 +106,7 @@ class SafetyGates:
         self._gauged: set[str] = {r.name for r in config.rules}
         # The pause row, mirrored in memory once start() has read it: only this process
         # writes it (the CLI goes through the API), and every heal consults it.
-        self._pause: dict[str, Any] | None = None
+        self._pause: PauseRow | None = None
         self._pause_loaded = False
         self._log = structlog.get_logger("healer.gates")
 
@@ -170,7 +178,7 @@ class SafetyGates:
 
     async def before_check(
         self, *, heal_id: str, rule: str | None, alert: Alert | None, waited: bool, log: Any
-    ) -> Verdict:
+    ) -> GateStop:
         """The pause; after a min_firing wait (``waited``), the wait's end is recorded
         first. Raises Deferred when healer is stopping (the heal stays pending), LeaseLost
         when another replica took the heal over meanwhile (nothing written)."""
@@ -193,7 +201,7 @@ class SafetyGates:
         """Is a pause active, as far as memory knows (before start(): no)?"""
         return self._pause is not None and self._pause["until"] > time.time()
 
-    async def resolved(self, rule: str | None, alert: Alert | None) -> Verdict:
+    async def resolved(self, rule: str | None, alert: Alert | None) -> GateStop:
         """``(NO_ACTION, "resolved before acting: ...")`` once Alertmanager's resolved
         notification for this alert is journaled, else None."""
         if alert is None:
@@ -222,9 +230,9 @@ class SafetyGates:
         rule: str | None,
         targets: Sequence[str],
         alert: Alert | None,
-        record: Record,
+        record: RecordStep,
         log: Any,
-    ) -> Verdict:
+    ) -> GateStop:
         """Decide and record, in one journal transaction, whether the heal may act now."""
         limits = self.limits(rule)
         now = time.time()
@@ -266,7 +274,7 @@ class SafetyGates:
         decision: Decision,
         alert: Alert | None,
         limits: Limits,
-        record: Record,
+        record: RecordStep,
         log: Any,
     ) -> str:
         circuit = decision.circuit
@@ -323,14 +331,14 @@ class SafetyGates:
 
     # ---- API ---------------------------------------------------------------------
 
-    async def pause(self, seconds: float, reason: str) -> dict[str, Any]:
+    async def pause(self, seconds: float, reason: str) -> PauseView:
         now = time.time()
         pause = await self._journal.set_pause(now, now + seconds, reason)
         self._pause = pause
         self._log.warning("healer paused", until=iso(pause["until"]), reason=reason)
         return self._pause_view(pause, now)
 
-    async def resume(self) -> dict[str, Any] | None:
+    async def resume(self) -> PauseView | None:
         """End the pause; the pause that was active, or None."""
         now = time.time()
         was = await self._journal.clear_pause(now)
@@ -339,12 +347,12 @@ class SafetyGates:
             self._log.warning("healer resumed", paused_since=iso(was["since"]))
         return self._pause_view(was, now) if was is not None else None
 
-    async def pause_state(self) -> dict[str, Any] | None:
+    async def pause_state(self) -> PauseView | None:
         now = time.time()
         pause = await self._journal.get_pause(now)
         return self._pause_view(pause, now) if pause is not None else None
 
-    async def circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+    async def circuits(self, *, include_closed: bool = False) -> list[CircuitRow]:
         await self._sweep_once()
         rows = await self._journal.list_circuits(include_closed=include_closed)
         for row in rows:
@@ -356,7 +364,7 @@ class SafetyGates:
 
     async def close(
         self, rule: str, *, target: str | None = None, by: str = "api"
-    ) -> list[dict[str, Any]]:
+    ) -> list[CircuitRow]:
         now = time.time()
         closed = await self._journal.close_circuits(rule, target, now, by)
         for circuit in closed:
@@ -375,7 +383,7 @@ class SafetyGates:
         return self._format_pause(pause, now) if pause is not None else None
 
     @staticmethod
-    def _format_pause(pause: dict[str, Any], now: float) -> str:
+    def _format_pause(pause: PauseRow, now: float) -> str:
         reason = pause["reason"] or "no reason given"
         return (
             f"paused: {reason} (until {iso(pause['until'])}, "
@@ -383,13 +391,13 @@ class SafetyGates:
         )
 
     @staticmethod
-    def _pause_view(pause: dict[str, Any], now: float) -> dict[str, Any]:
-        return {
+    def _pause_view(pause: PauseRow, now: float) -> PauseView:
+        return PauseView(
             **pause,
-            "until_iso": iso(pause["until"]),
-            "since_iso": iso(pause["since"]),
-            "left_seconds": round(max(pause["until"] - now, 0.0), 3),
-        }
+            until_iso=iso(pause["until"]),
+            since_iso=iso(pause["since"]),
+            left_seconds=round(max(pause["until"] - now, 0.0), 3),
+        )
 
     async def _refresh_gauge(self) -> None:
         opened = await self._journal.open_rules()

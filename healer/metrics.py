@@ -4,7 +4,7 @@ Usage::
 
     metrics = Metrics(CollectorRegistry())
     metrics.heals.labels(rule="r", handler="docker.restart", outcome="recovered").inc()
-    app.mount("/metrics", make_asgi_app(metrics.registry))
+    generate_latest(metrics.registry)   # what GET /metrics serves (healer/http/health.py)
 """
 
 from __future__ import annotations

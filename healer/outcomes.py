@@ -16,6 +16,11 @@ acted.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+RecordStep = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""Writes one entry of a heal's timeline: ``await record("verify_query", {...})``."""
 
 
 class Phase(enum.StrEnum):

@@ -3,7 +3,8 @@
 Usage::
 
     message = parse_webhook(body_bytes)     # raises PayloadError(status, message)
-    for alert in message.alerts: ...        # healer.api.Alert objects
+    for model in message.alerts:            # AlertModel: the validated wire form
+        alert = model.to_alert()            # healer.api.Alert, what handlers see
 
 Errors name the offending field, e.g. ``alerts[3].labels.team: Input should be a
 valid string``, so whoever wired Alertmanager (or a script) sees what to fix.

@@ -12,24 +12,30 @@ A registry is an instance owned by the app factory, never a global.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from healer.api import Handler
+from healer.config import HealerConfig, RuleConfig, validation_errors
 from healer.errors import PluginValidationError
 from healer.templating import placeholder_params, render_params
-
-if TYPE_CHECKING:
-    from healer.config import RuleConfig
 
 GROUP = "healer.handlers"
 
 
 def validate_handler(name: str, obj: Any) -> Handler:
-    """Instantiate (if a class) and check ``obj`` against the handler contract."""
+    """Instantiate (if a class) and check ``obj`` against the handler contract.
+
+    Besides the attributes and the async ``check(ctx, params)`` / ``act(ctx, params,
+    check)``, the ``params`` argument of both methods must be annotated with the very
+    class the handler declares as ``Params`` (not a base or a sibling of it), or not
+    annotated at all (``Any`` counts as not annotated): the engine passes an instance of
+    ``Params``, and an annotation naming another class would let the type checker
+    vouch for attributes the object does not have."""
     if inspect.isclass(obj):
         try:
             obj = obj()
@@ -61,7 +67,45 @@ def validate_handler(name: str, obj: Any) -> Handler:
             raise PluginValidationError(
                 name, f"{method} must take {nargs} arguments after self, got {len(positional)}"
             )
+        annotated = _params_annotation(name, method, fn, positional[1].name)
+        if annotated is not None and annotated is not params:
+            raise PluginValidationError(
+                name,
+                f"{method}'s {positional[1].name!r} is annotated {_qualname(annotated)} but the "
+                f"handler declares Params = {_qualname(params)}: the engine passes a "
+                f"{_qualname(params)}, so annotate that class (or leave it unannotated)",
+            )
     return obj  # type: ignore[no-any-return]
+
+
+def _params_annotation(name: str, method: str, fn: Any, param: str) -> Any:
+    """The resolved annotation of ``fn``'s params argument; ``None`` when there is none
+    (or it is ``Any``): the rule is "the declared ``Params`` class, or nothing"."""
+    func = getattr(fn, "__func__", fn)
+    raw = inspect.signature(func).parameters[param].annotation
+    if raw is inspect.Parameter.empty:
+        return None
+    try:
+        hints = typing.get_type_hints(func)
+        resolved = hints.get(param)
+    except Exception:
+        # Another annotation (say ``ctx``'s) may name something imported only under
+        # TYPE_CHECKING; the params one alone must resolve, in the method's module.
+        try:
+            resolved = (
+                eval(raw, getattr(func, "__globals__", {})) if isinstance(raw, str) else raw  # noqa: S307
+            )
+        except Exception as exc:
+            raise PluginValidationError(
+                name, f"{method}'s {param!r} annotation {raw!r} does not resolve: {exc!r}"
+            ) from exc
+    return None if resolved is Any or resolved is None else resolved
+
+
+def _qualname(obj: Any) -> str:
+    module = getattr(obj, "__module__", "")
+    qual = getattr(obj, "__qualname__", None) or repr(obj)
+    return f"{module}.{qual}" if module and module != "builtins" else qual
 
 
 class HandlerRegistry:
@@ -98,6 +142,29 @@ class HandlerRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._handlers))
 
+    def check_rule(
+        self, rule: RuleConfig, where: str, config: HealerConfig | None
+    ) -> list[tuple[str, str]]:
+        """Config-time check of one rule (:class:`healer.config.RuleCheck`): its handler
+        exists, its params validate, and a PostgreSQL handler names a configured database."""
+        errors = self.validate_rule_params(rule, where)
+        if config is not None:
+            errors.extend(self._unknown_database(config, rule, where))
+        return errors
+
+    def _unknown_database(
+        self, config: HealerConfig, rule: RuleConfig, where: str
+    ) -> list[tuple[str, str]]:
+        """A PostgreSQL rule must name a database from ``databases:`` (unless templated)."""
+        handler = self.get(rule.handler)
+        db = rule.params.get("database")
+        if handler is None or "postgres" not in handler.requires or not isinstance(db, str):
+            return []
+        if "{{" in db or db in config.databases:
+            return []
+        known = ", ".join(sorted(config.databases)) or "none configured"
+        return [(f"{where}.params.database", f"database {db!r} is not in databases: ({known})")]
+
     def validate_rule_params(self, rule: RuleConfig, path: str) -> list[tuple[str, str]]:
         """Config-time check of a rule's handler and params (templates filled with placeholders)."""
         handler = self.get(rule.handler)
@@ -119,8 +186,6 @@ class HandlerRegistry:
 def _param_errors(
     handler: Handler, params: Any, prefix: tuple[int | str, ...]
 ) -> list[tuple[str, str]]:
-    from healer.config import validation_errors  # config imports us for typing only
-
     try:
         handler.Params.model_validate(params)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.metrics import Metrics
 from healer.plugins import HandlerRegistry
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 from healer.rules import RuleSet
 from healer.store import Store
 

@@ -30,7 +30,7 @@ import datetime as dt
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +38,8 @@ import httpx
 import yaml
 
 from healer.bounded import clip
-from healer.config import parse_duration
-from healer.outcomes import Outcome
-
-Record = Callable[[str, dict[str, Any]], Awaitable[None]]
+from healer.outcomes import Outcome, RecordStep
+from healer.units import parse_duration
 
 # Labels Prometheus attaches on the way to Alertmanager, absent from its own ALERTS series.
 _ALERT_ONLY_LABELS = frozenset({"alertstate"})
@@ -336,7 +334,7 @@ class Verifier:
         stable_for: float,
         timeout: float,
         interval: float | None,
-        record: Record,
+        record: RecordStep,
     ) -> Verdict:
         clock = self._clock
         query = await self.query_for(condition)

@@ -11,26 +11,40 @@ from healer.store.contract import Store
 from healer.store.sqlite.schema import SCHEMA_VERSION
 from healer.store.sqlite.store import SqliteStore
 from healer.store.types import (
+    CircuitRow,
     Decision,
     Disposition,
+    FollowUpHeal,
     FollowUpPolicy,
+    HealDetail,
     HealPlan,
+    HealRow,
     Limits,
+    PauseRow,
     ReceivedAlert,
+    StepRow,
+    TakenHeal,
     alert_key_time,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CircuitRow",
     "Decision",
     "Disposition",
+    "FollowUpHeal",
     "FollowUpPolicy",
+    "HealDetail",
     "HealPlan",
+    "HealRow",
     "JournalBroken",
     "JournalUnavailable",
     "Limits",
+    "PauseRow",
     "ReceivedAlert",
     "SqliteStore",
+    "StepRow",
     "Store",
+    "TakenHeal",
     "alert_key_time",
 ]

@@ -1,6 +1,6 @@
 """What the SQLite and PostgreSQL stores share: one method per contract method that
 stamps the time, names the replica, redacts a reason and hands the backend's module
-function (``alerts``, ``heals``, ``safety``, ``followups``, each backend has its own
+function (``alerts``, ``heals``, ``gates``, ``followups``, each backend has its own
 with the same names and arguments) to the backend's runner. A subclass supplies the
 modules and how to run a read, a transaction and a queued write (the SQLite writer
 thread, the asyncpg pool), and keeps what really differs: opening, closing, the probe's
@@ -31,7 +31,7 @@ class ModuleStore:
 
     _alerts: ModuleType
     _heals: ModuleType
-    _safety: ModuleType
+    _gates: ModuleType
     _followups: ModuleType
     replica: st.Replica
 
@@ -143,9 +143,9 @@ class ModuleStore:
 
     # ---- history reads -----------------------------------------------------------------
 
-    async def get_heal(self, heal_id: str) -> dict[str, Any] | None:
+    async def get_heal(self, heal_id: str) -> st.HealDetail | None:
         return cast(
-            dict[str, Any] | None, await self._read(lambda db: self._heals.get_heal(db, heal_id))
+            st.HealDetail | None, await self._read(lambda db: self._heals.get_heal(db, heal_id))
         )
 
     async def list_heals(
@@ -156,9 +156,9 @@ class ModuleStore:
         target: str | None = None,
         limit: int = 50,
         before: float | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[st.HealRow]:
         return cast(
-            list[dict[str, Any]],
+            list[st.HealRow],
             await self._read(
                 lambda db: self._heals.list_heals(
                     db, rule=rule, outcome=outcome, target=target, limit=limit, before=before
@@ -166,8 +166,8 @@ class ModuleStore:
             ),
         )
 
-    async def unfinished(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._read(self._heals.unfinished))
+    async def unfinished(self) -> list[st.HealRow]:
+        return cast(list[st.HealRow], await self._read(self._heals.unfinished))
 
     # ---- leases ------------------------------------------------------------------------
 
@@ -179,9 +179,9 @@ class ModuleStore:
             set[str], await self._write(lambda db: self._heals.renew(db, ids, self.replica, now))
         )
 
-    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+    async def take_over(self, now: float, limit: int) -> list[st.TakenHeal]:
         return cast(
-            list[dict[str, Any]],
+            list[st.TakenHeal],
             await self._write(lambda db: self._heals.take_over(db, self.replica, now, limit)),
         )
 
@@ -210,7 +210,7 @@ class ModuleStore:
         return cast(
             st.Decision,
             await self._write(
-                lambda db: self._safety.admit(db, heal_id, rule, targets, limits, now, alert)
+                lambda db: self._gates.admit(db, heal_id, rule, targets, limits, now, alert)
             ),
         )
 
@@ -218,49 +218,47 @@ class ModuleStore:
         self, rule: str, target: str, heal_id: str, deliveries: list[dict[str, Any]]
     ) -> None:
         await self._write(
-            lambda db: self._safety.record_escalation(db, rule, target, heal_id, deliveries)
+            lambda db: self._gates.record_escalation(db, rule, target, heal_id, deliveries)
         )
 
     async def open_rules(self) -> set[str]:
-        return cast(set[str], await self._read(self._safety.open_rules))
+        return cast(set[str], await self._read(self._gates.open_rules))
 
-    async def list_circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+    async def list_circuits(self, *, include_closed: bool = False) -> list[st.CircuitRow]:
         return cast(
-            list[dict[str, Any]],
+            list[st.CircuitRow],
             await self._read(
-                lambda db: self._safety.list_circuits(db, include_closed=include_closed)
+                lambda db: self._gates.list_circuits(db, include_closed=include_closed)
             ),
         )
 
     async def close_circuits(
         self, rule: str, target: str | None, now: float, by: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[st.CircuitRow]:
         return cast(
-            list[dict[str, Any]],
-            await self._write(lambda db: self._safety.close_circuits(db, rule, target, now, by)),
+            list[st.CircuitRow],
+            await self._write(lambda db: self._gates.close_circuits(db, rule, target, now, by)),
         )
 
-    async def sweep(self, now: float, quiet: float) -> list[dict[str, Any]]:
+    async def sweep(self, now: float, quiet: float) -> list[st.CircuitRow]:
         return cast(
-            list[dict[str, Any]], await self._write(lambda db: self._safety.sweep(db, now, quiet))
+            list[st.CircuitRow], await self._write(lambda db: self._gates.sweep(db, now, quiet))
         )
 
     # ---- pause -------------------------------------------------------------------------
 
-    async def get_pause(self, now: float) -> dict[str, Any] | None:
+    async def get_pause(self, now: float) -> st.PauseRow | None:
+        return cast(st.PauseRow | None, await self._read(lambda db: self._gates.get_pause(db, now)))
+
+    async def set_pause(self, now: float, until: float, reason: str) -> st.PauseRow:
         return cast(
-            dict[str, Any] | None, await self._read(lambda db: self._safety.get_pause(db, now))
+            st.PauseRow,
+            await self._write(lambda db: self._gates.set_pause(db, now, until, reason)),
         )
 
-    async def set_pause(self, now: float, until: float, reason: str) -> dict[str, Any]:
+    async def clear_pause(self, now: float) -> st.PauseRow | None:
         return cast(
-            dict[str, Any],
-            await self._write(lambda db: self._safety.set_pause(db, now, until, reason)),
-        )
-
-    async def clear_pause(self, now: float) -> dict[str, Any] | None:
-        return cast(
-            dict[str, Any] | None, await self._write(lambda db: self._safety.clear_pause(db, now))
+            st.PauseRow | None, await self._write(lambda db: self._gates.clear_pause(db, now))
         )
 
     # ---- follow-ups --------------------------------------------------------------------

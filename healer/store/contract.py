@@ -48,14 +48,19 @@ from healer.outcomes import Outcome, Phase
 from healer.replica import Replica
 from healer.store.types import (
     AlertKey,
+    CircuitRow,
     Decision,
     Disposition,
     FollowUpClaim,
     FollowUpPolicy,
+    HealDetail,
     HealPlan,
+    HealRow,
     Limits,
     Match,
+    PauseRow,
     ReceivedAlert,
+    TakenHeal,
 )
 
 
@@ -174,7 +179,7 @@ class Store(Protocol):
 
     # ---- history reads -----------------------------------------------------------------
 
-    async def get_heal(self, heal_id: str) -> dict[str, Any] | None:
+    async def get_heal(self, heal_id: str) -> HealDetail | None:
         """One heal with its ``timeline`` (in ``seq`` order), or None."""
         ...
 
@@ -186,12 +191,12 @@ class Store(Protocol):
         target: str | None = None,
         limit: int = 50,
         before: float | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[HealRow]:
         """Heals newest first (``created_at`` unique and increasing); page with
         ``before=<created_at of the last row>``."""
         ...
 
-    async def unfinished(self) -> list[dict[str, Any]]:
+    async def unfinished(self) -> list[HealRow]:
         """Every heal not done, oldest first, whoever holds it (a read: no lease is
         taken; rows carry ``owner`` and ``lease_until``)."""
         ...
@@ -205,7 +210,7 @@ class Store(Protocol):
         write nothing more. Never takes a lease it does not hold."""
         ...
 
-    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+    async def take_over(self, now: float, limit: int) -> list[TakenHeal]:
         """Atomically claim up to ``limit`` unfinished heals (oldest first) whose lease
         has expired at ``now`` (``lease_until < now``, any owner, a previous process of
         this replica id included, or never leased: a journal from before leases), and
@@ -265,33 +270,33 @@ class Store(Protocol):
         """Rules with at least one open circuit."""
         ...
 
-    async def list_circuits(self, *, include_closed: bool = False) -> list[dict[str, Any]]:
+    async def list_circuits(self, *, include_closed: bool = False) -> list[CircuitRow]:
         """Circuits, most recently opened first."""
         ...
 
     async def close_circuits(
         self, rule: str, target: str | None, now: float, by: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[CircuitRow]:
         """Close the rule's open circuits (one target, or all) and return them; the
         budget starts afresh from ``now``."""
         ...
 
-    async def sweep(self, now: float, quiet: float) -> list[dict[str, Any]]:
+    async def sweep(self, now: float, quiet: float) -> list[CircuitRow]:
         """Close (and return) circuits without an alert for ``quiet`` seconds; forget
         action history older than any budget window."""
         ...
 
     # ---- pause -------------------------------------------------------------------------
 
-    async def get_pause(self, now: float) -> dict[str, Any] | None:
+    async def get_pause(self, now: float) -> PauseRow | None:
         """The active pause (``since``, ``until``, ``reason``), or None (expired: none)."""
         ...
 
-    async def set_pause(self, now: float, until: float, reason: str) -> dict[str, Any]:
+    async def set_pause(self, now: float, until: float, reason: str) -> PauseRow:
         """Pause until ``until``, replacing any current pause; the new pause."""
         ...
 
-    async def clear_pause(self, now: float) -> dict[str, Any] | None:
+    async def clear_pause(self, now: float) -> PauseRow | None:
         """End the pause; the pause that was active, if any."""
         ...
 

@@ -1,18 +1,31 @@
 """Backend-neutral pieces of the stores: what a delivery's alerts are (new, repeated,
 resolved, stale, unmatched, started) given the rows already stored, and how stored rows
-become the dicts callers see. Both :mod:`healer.store.sqlite` and
-:mod:`healer.store.postgres` call these, so the two backends cannot drift apart in
-meaning; each keeps its own SQL and its own way of running it (sync sqlite3, asyncpg).
+become the typed rows callers see (:mod:`healer.store.types`, one builder per row
+type). Both :mod:`healer.store.sqlite` and :mod:`healer.store.postgres` call these,
+so the two backends cannot drift apart in meaning; each keeps its own SQL and its own
+way of running it (sync sqlite3, asyncpg).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from healer.store.types import Disposition, HealPlan, ReceivedAlert, alert_key_time
+from healer.store.types import (
+    CircuitRow,
+    Disposition,
+    FollowUpHeal,
+    HealDetail,
+    HealPlan,
+    HealRow,
+    PauseRow,
+    ReceivedAlert,
+    StepRow,
+    TakenHeal,
+    alert_key_time,
+)
 
 # (fingerprint, starts_at, status) of one stored alert row.
 AlertRowKey = tuple[str, str, str]
@@ -120,17 +133,34 @@ class IngestBatch:
         return [(n, self.now, *key) for key, n in self.repeats.items()]
 
 
-def heal_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def heal_row(row: Mapping[str, Any]) -> HealRow:
     """A stored heal row as callers see it (JSON columns decoded, no lease token)."""
-    heal = dict(row)
-    heal.pop("lease_token", None)  # the holder's secret: who holds it is ``owner``
-    for key in ("labels", "annotations", "params", "verify", "targets", "durations"):
-        heal[key] = json.loads(heal[key])
-    heal["dry_run"] = bool(heal["dry_run"])
-    return heal
+    return {
+        "id": row["id"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "source": row["source"],
+        "rule": row["rule"],
+        "handler": row["handler"],
+        "fingerprint": row["fingerprint"],
+        "alert_starts_at": row["alert_starts_at"],
+        "labels": json.loads(row["labels"]),
+        "annotations": json.loads(row["annotations"]),
+        "params": json.loads(row["params"]),
+        "verify": json.loads(row["verify"]),
+        "dry_run": bool(row["dry_run"]),
+        "targets": json.loads(row["targets"]),
+        "phase": row["phase"],
+        "outcome": row["outcome"],
+        "reason": row["reason"],
+        "finished_at": row["finished_at"],
+        "durations": json.loads(row["durations"]),
+        "owner": row["owner"],
+        "lease_until": row["lease_until"],
+    }
 
 
-def timeline_entry(e: Mapping[str, Any]) -> dict[str, Any]:
+def step_row(e: Mapping[str, Any]) -> StepRow:
     """A stored event row as a timeline entry."""
     return {
         "seq": e["seq"],
@@ -142,18 +172,56 @@ def timeline_entry(e: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def follow_up_heal(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The columns of a heal a follow-up claim reads, JSON decoded (None: no heal)."""
-    if row is None:
+def heal_detail(row: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> HealDetail:
+    """A stored heal row with its event rows (in seq order) as its timeline."""
+    return HealDetail(**heal_row(row), timeline=[step_row(e) for e in events])
+
+
+def taken_heal(row: Mapping[str, Any], taken_from: str | None) -> TakenHeal:
+    """A stored heal row just taken over from ``taken_from``."""
+    return TakenHeal(**heal_row(row), taken_from=taken_from)
+
+
+def follow_up_heal(row: Mapping[str, Any] | None) -> FollowUpHeal | None:
+    """The columns of a heal a follow-up claim reads, JSON decoded (None: no heal, or a
+    manual one: no alert, no rule)."""
+    if row is None or row["fingerprint"] is None or row["rule"] is None:
         return None
-    heal = dict(row)
-    for key in ("labels", "annotations", "targets"):
-        heal[key] = json.loads(heal[key])
-    return heal
+    return {
+        "id": row["id"],
+        "rule": row["rule"],
+        "fingerprint": row["fingerprint"],
+        "alert_starts_at": row["alert_starts_at"],
+        "labels": json.loads(row["labels"]),
+        "annotations": json.loads(row["annotations"]),
+        "targets": json.loads(row["targets"]),
+        "phase": row["phase"],
+        "outcome": row["outcome"],
+        "reason": row["reason"],
+        "finished_at": row["finished_at"],
+    }
 
 
-def circuit_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def circuit_row(row: Mapping[str, Any]) -> CircuitRow:
     """A stored circuit row as callers see it (its escalation decoded)."""
-    circuit = dict(row)
-    circuit["escalation"] = json.loads(circuit["escalation"]) if circuit["escalation"] else None
-    return circuit
+    return {
+        "rule": row["rule"],
+        "target": row["target"],
+        "state": row["state"],
+        "opened_at": row["opened_at"],
+        "opened_by": row["opened_by"],
+        "reason": row["reason"],
+        "last_alert_at": row["last_alert_at"],
+        "suppressed": row["suppressed"],
+        "escalated_by": row["escalated_by"],
+        "escalation": json.loads(row["escalation"]) if row["escalation"] else None,
+        "closed_at": row["closed_at"],
+        "closed_by": row["closed_by"],
+    }
+
+
+def pause_row(row: Mapping[str, Any] | None, now: float) -> PauseRow | None:
+    """The stored pause if it is still active at ``now`` (an expired one is none)."""
+    if row is None or row["until"] <= now:
+        return None
+    return {"since": row["since"], "until": row["until"], "reason": row["reason"]}

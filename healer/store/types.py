@@ -1,6 +1,11 @@
 """The values that cross the store contract (:mod:`healer.store.contract`), whatever the
 backend: what ingest reads of an alert, what a heal runs, what happened to each alert,
-what the safety gates decide, what a follow-up claim decided."""
+the rows it reads back (heals and their timelines, circuits, the pause), what the safety
+gates decide, what a follow-up claim decided.
+
+The rows are TypedDicts, not classes: the HTTP API answers them as they are (JSON) and
+callers index them by column name. :mod:`healer.store.rows` builds each from a stored
+row, the same way for both backends."""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NotRequired, Protocol, TypedDict
 
 from healer.replica import Replica as Replica  # the store's writer: re-exported
 
@@ -61,6 +66,106 @@ class Disposition(NamedTuple):
 
 
 AlertKey = tuple[str, str]  # (fingerprint, startsAt as alert_key_time)
+
+
+# ---- rows read back --------------------------------------------------------------------
+
+
+class HealRow(TypedDict):
+    """A heal as the history and resume read it: the ``heals`` row, JSON columns decoded,
+    without the holder's lease token (who holds the lease is ``owner``)."""
+
+    id: str
+    created_at: float  # unique and increasing: the history's page cursor
+    updated_at: float
+    source: str  # alert | manual | retry
+    rule: str | None  # None: a manual heal by handler
+    handler: str
+    fingerprint: str | None  # None: manual
+    alert_starts_at: str | None  # the alert's startsAt (ISO 8601), None: manual
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    params: dict[str, Any]
+    verify: dict[str, Any]
+    dry_run: bool
+    targets: list[str]
+    phase: str  # an outcomes.Phase value
+    outcome: str | None  # an outcomes.Outcome value; None while running
+    reason: str | None
+    finished_at: float | None
+    durations: dict[str, float]
+    owner: str | None  # the replica holding the lease (None: never leased)
+    lease_until: float | None
+
+
+class StepRow(TypedDict):
+    """One timeline entry of a heal."""
+
+    seq: int  # 1, 2, ... per heal
+    at: float
+    phase: str
+    kind: str
+    data: dict[str, Any]  # what the step recorded (passwords redacted)
+    replica: str | None  # who wrote it (None: written before replicas)
+
+
+class HealDetail(HealRow):
+    """One heal with its timeline (:meth:`Store.get_heal`)."""
+
+    timeline: list[StepRow]  # in seq order
+
+
+class TakenHeal(HealRow):
+    """A heal :meth:`Store.take_over` just leased to its caller."""
+
+    taken_from: str | None  # the owner it had (None: never leased)
+
+
+class FollowUpHeal(TypedDict):
+    """The columns of a heal a follow-up claim reads and escalates with: a heal of an
+    alert by a rule (a re-send never follows up any other)."""
+
+    id: str
+    rule: str
+    fingerprint: str
+    alert_starts_at: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    targets: list[str]
+    phase: str
+    outcome: str | None
+    reason: str | None
+    finished_at: float | None
+
+
+class CircuitRow(TypedDict):
+    """A circuit: one rule on one target, open (the budget was spent) or closed."""
+
+    rule: str
+    target: str
+    state: str  # open | closed
+    opened_at: float
+    opened_by: str  # the heal that spent the budget
+    reason: str
+    last_alert_at: float  # the quiet period counts from here
+    suppressed: int  # heals suppressed while open
+    escalated_by: str | None  # the heal that tells (told) a human
+    escalation: list[dict[str, Any]] | None  # its deliveries, once recorded
+    closed_at: float | None
+    closed_by: str | None  # who closed it: "api", "quiet period"
+    # Not stored: what the gates show of an open circuit, when its quiet period would
+    # close it (healer.gates.SafetyGates.circuits).
+    closes_at: NotRequired[float]
+
+
+class PauseRow(TypedDict):
+    """The pause (maintenance mode): every heal is suppressed ``since`` .. ``until``."""
+
+    since: float
+    until: float
+    reason: str
+
+
 Match = Callable[[ReceivedAlert], HealPlan | None]
 
 
@@ -135,8 +240,8 @@ class Decision:
     target: str | None = None
     left: float = 0.0  # cooldown / pause left
     actions: int = 0  # actions in the budget window (escalate)
-    circuit: dict[str, Any] | None = None
-    pause: dict[str, Any] | None = None
+    circuit: CircuitRow | None = None
+    pause: PauseRow | None = None
     deliver: bool = True
     resolved_at: float = 0.0  # resolved: when the resolved notification arrived
 
@@ -165,7 +270,7 @@ class FollowUpClaim:
     was created."""
 
     kind: FollowUpKind
-    heal: dict[str, Any] = field(default_factory=dict)
+    heal: FollowUpHeal | None = None  # None: no heal a re-send follows
     left: float = 0.0
     settled: bool = True  # nothing will ever follow this heal again
     retry_id: str | None = None

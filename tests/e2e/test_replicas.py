@@ -21,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.noop import noop_rule
 from bench.procs import TOKEN
 from bench.storm import send
-from bench.storm_sender import STORM_ALERTNAME, iso, storm_alert_count
+from bench.storm_sender import STORM_ALERTNAME, storm_alert_count
 from tests.support.env import wait_until
 from tests.support.faults import docker_restarts, kinds
 from tests.support.loop import DEMO_CONFIG
+from tests.support.payloads import iso
 from tests.support.replicas import Fleet, noop_alert, replica_fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.prometheus]

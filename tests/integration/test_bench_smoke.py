@@ -1,7 +1,7 @@
 """The benchmarks that need no Docker run end to end in their smoke mode (``--quick``),
 so that ./scripts/bench does not rot between full runs: each writes its JSON with every
 target measured. Figures are not judged here (a test never asserts a wall-clock time);
-./scripts/bench writes the real ones into the README."""
+./scripts/bench writes the real ones into docs/benchmarks.md."""
 
 from __future__ import annotations
 

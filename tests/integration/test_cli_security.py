@@ -19,6 +19,7 @@ import yaml
 
 from tests.support import HealerFactory
 from tests.support.env import free_port
+from tests.support.payloads import alert_payload
 
 WEBHOOK_TOKEN = "wh-SECRET-cli-1"
 ADMIN_TOKEN = "adm-SECRET-cli-2"
@@ -107,19 +108,7 @@ def test_tokens_let_it_listen_beyond_loopback_and_never_reach_its_log(
         host="0.0.0.0",
         env={"HEALER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN},
     )
-    body = {
-        "version": "4",
-        "status": "firing",
-        "receiver": "healer",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": {"alertname": "Nothing"},
-                "startsAt": "2026-11-23T08:00:00Z",
-                "fingerprint": "abc123",
-            }
-        ],
-    }
+    body = alert_payload({"alertname": "Nothing"}, fingerprint="abc123")
     with httpx.Client(base_url=healer.url, timeout=5) as client:
 
         def post(token: str | None) -> int:

@@ -31,7 +31,7 @@ from healer.server import connection_cap
 from tests.support import HealerFactory, wait_until
 from tests.support.env import require_service
 from tests.support.flood import HostileConnections
-from tests.support.inproc import alert_payload
+from tests.support.payloads import alert_payload
 
 pytestmark = [pytest.mark.docker, pytest.mark.prometheus]
 

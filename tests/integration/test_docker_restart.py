@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import running_healer
+from tests.support.payloads import alert_payload
 
 pytestmark = pytest.mark.docker
 

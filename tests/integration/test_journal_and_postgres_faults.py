@@ -17,7 +17,8 @@ from healer.errors import JournalUnavailable
 from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, SqliteStore
 from tests.support.disk import small_disk
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import running_healer
+from tests.support.payloads import alert_payload
 from tests.support.private_services import PrivatePostgres, private_postgres
 
 # --- the journal's disk is full ------------------------------------------------------------

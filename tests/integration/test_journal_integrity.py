@@ -26,6 +26,7 @@ import yaml
 from healer.api import Alert
 from healer.store import HealPlan, SqliteStore
 from tests.support import HealerFactory
+from tests.support.payloads import alert_payload
 
 NOBODY = 65534
 # Run as root but bound by file permissions, like any unprivileged user.
@@ -226,19 +227,7 @@ def test_a_running_healer_whose_journal_is_deleted_answers_503_and_logs_it_once(
         )
     )
     proc = healer_process.start(config, env={"HEALER_WEBHOOK_TOKEN": "", "HEALER_ADMIN_TOKEN": ""})
-    body = {
-        "version": "4",
-        "status": "firing",
-        "receiver": "healer",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": {"alertname": "Nothing"},
-                "startsAt": "2026-11-23T08:00:00Z",
-                "fingerprint": "abc123",
-            }
-        ],
-    }
+    body = alert_payload({"alertname": "Nothing"}, fingerprint="abc123")
     with httpx.Client(base_url=proc.url, timeout=10) as client:
         assert client.post("/api/v1/alerts", json=body).status_code == 200
         for suffix in ("", "-wal", "-shm"):
@@ -246,7 +235,7 @@ def test_a_running_healer_whose_journal_is_deleted_answers_503_and_logs_it_once(
         codes = [
             client.post(
                 "/api/v1/alerts",
-                json={**body, "alerts": [{**body["alerts"][0], "fingerprint": f"new{i}"}]},
+                json=alert_payload({"alertname": "Nothing"}, fingerprint=f"new{i}"),
             ).status_code
             for i in range(5)
         ]

@@ -22,7 +22,7 @@ from tests.support.stack import ALERTS, load_yaml
 
 pytestmark = pytest.mark.postgres
 
-# The probe handlers/odoo_cron.py runs, always in a transaction rolled back at once.
+# The probe handlers/_odoo_cron.py runs, always in a transaction rolled back at once.
 PROBE = "SELECT id FROM ir_cron WHERE id = ANY($1::int[]) FOR NO KEY UPDATE SKIP LOCKED"
 CRON_TABLES = ("ir_cron", "ir_cron_trigger", "ir_module_module")
 # What else of Odoo's data a monitoring role must not read.

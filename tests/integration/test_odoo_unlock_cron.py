@@ -21,7 +21,7 @@ import pytest
 
 from healer.config import Secrets
 from tests.support import Sessions
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import running_healer
 from tests.support.inproc import timeline_event as event
 from tests.support.odoo import (
     ODOO_VERSIONS,
@@ -36,6 +36,7 @@ from tests.support.odoo import (
     set_module_state,
 )
 from tests.support.odoo_roles import OdooDatabase, ShippedCluster, odoo_database
+from tests.support.payloads import alert_payload
 
 pytestmark = pytest.mark.postgres
 

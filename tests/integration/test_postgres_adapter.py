@@ -1,4 +1,4 @@
-"""healer.postgres against a real server: the lock graph it reports, who it refuses
+"""healer.postgres_adapter against a real server: the lock graph it reports, who it refuses
 to signal, the per-heal termination cap, and that DSN passwords never leak."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from healer.config import DatabaseConfig
 from healer.errors import ActionFailed, TargetRefused
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 from healer.redact import redact_dsn
 from tests.support import Sessions, scratch_database, wait_blocked
 
@@ -124,7 +124,7 @@ async def test_wait_gone_sees_the_exit_and_names_who_stays(
         assert await pg.terminate("app", victim) is True
         assert await pg.wait_gone("app", [victim]) == []
         assert victim.pid not in {x.pid for x in await pg.sessions("app")}
-        monkeypatch.setattr("healer.postgres.EXIT_POLL", (0.0, 0.01))
+        monkeypatch.setattr("healer.postgres_adapter.EXIT_POLL", (0.0, 0.01))
         assert await pg.wait_gone("app", [victim, other]) == [other.pid]
         assert await stays.fetchval("SELECT 1") == 1
     await pg.aclose()

@@ -25,7 +25,7 @@ from handlers.postgres import BlockersParams, TerminateBlockers
 from healer.api import HealContext
 from healer.config import DatabaseConfig, Secrets
 from healer.docker_adapter import DockerAdapter
-from healer.postgres import PostgresAdapter
+from healer.postgres_adapter import PostgresAdapter
 from tests.support import (
     Sessions,
     scratch_database,
@@ -34,7 +34,8 @@ from tests.support import (
     wait_blocked,
     with_user,
 )
-from tests.support.inproc import InProcessHealer, alert_payload, running_healer
+from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.payloads import alert_payload
 
 pytestmark = pytest.mark.postgres
 

@@ -23,7 +23,7 @@ from tests.support.sql_secrets import SECRET, SQL_FORMS, leaks
 
 pytestmark = pytest.mark.postgres
 
-QUERY_CHARS = 200  # what healer/postgres.py keeps of pg_stat_activity.query
+QUERY_CHARS = 200  # what healer/postgres_adapter.py keeps of pg_stat_activity.query
 BATCH = 20  # sessions per heal, well under max_connections
 
 

@@ -18,7 +18,7 @@ from healer.store.postgres import schema
 from tests.support import HealerFactory
 from tests.support.env import free_port, wait_until
 from tests.support.healer_api import write_config
-from tests.support.inproc import alert_payload
+from tests.support.payloads import alert_payload
 from tests.support.pgserver import private_postgres
 from tests.support.postgres import scratch_database
 from tests.support.processes import HealerProc

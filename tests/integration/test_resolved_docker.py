@@ -21,8 +21,9 @@ from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, SqliteStore
 from tests.support.faults import docker_restarts
 from tests.support.gates import fingerprint, until
-from tests.support.inproc import alert_payload, running_healer
-from tests.unit.conftest import Noop
+from tests.support.inproc import running_healer
+from tests.support.noop import recording_noop
+from tests.support.payloads import alert_payload
 
 pytestmark = pytest.mark.docker
 
@@ -109,7 +110,7 @@ async def test_slot_wait_then_resolved_is_never_restarted(
     running untouched; the other container is restarted."""
     glob, names = _pair(containers)
     since = time.time()
-    noop = Noop()
+    noop = recording_noop()
     noop.gate = asyncio.Event()
     handlers = HandlerRegistry.from_entry_points(("test.noop", noop))
     async with running_healer(_config(tmp_path, glob), handlers=handlers) as h:
@@ -142,7 +143,7 @@ async def test_resolved_while_healer_was_down_is_never_restarted(
         await journal.ingest([_alert(names[0], "resolved")], lambda _: None)
     finally:
         await journal.close()
-    handlers = HandlerRegistry.from_entry_points(("test.noop", Noop()))
+    handlers = HandlerRegistry.from_entry_points(("test.noop", recording_noop()))
     async with running_healer(_config(tmp_path, glob), handlers=handlers) as h:
         heals = [await h.wait_for_outcome(d.heal_id or "") for d in dispositions]
     _assert_only_the_firing_one_restarted(heals, names, docker_client, since)
@@ -176,7 +177,7 @@ async def test_resolved_while_healer_was_down_and_only_prometheus_knows(
         ]
     finally:
         await journal.close()
-    handlers = HandlerRegistry.from_entry_points(("test.noop", Noop()))
+    handlers = HandlerRegistry.from_entry_points(("test.noop", recording_noop()))
     async with running_healer(_config(tmp_path, glob, prom.url), handlers=handlers) as h:
         heals = [await h.wait_for_outcome(d.heal_id or "") for [d] in dispositions]
     resolved, firing = heals

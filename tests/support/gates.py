@@ -18,7 +18,8 @@ from typing import Any
 
 from healer.config import Secrets
 
-from .inproc import InProcessHealer, alert_payload, noop_config
+from .inproc import InProcessHealer, noop_config
+from .payloads import alert_payload
 
 ADMIN = "admin-token"
 BASE = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)  # long past: min_firing never waits

@@ -1,35 +1,19 @@
-"""A HealContext for calling one handler directly, outside the executor.
+"""The suite's shorthand over :mod:`healer.testing` for calling one handler directly:
 
-    ctx = heal_context(labels={"alertname": "DiskFull"}, annotations={"summary": "..."})
+    ctx, recorder = heal_context(labels={"alertname": "DiskFull"}, annotations={"summary": "."})
     check = await handler.check(ctx, params)
-    ctx.records      # what the handler passed to ``ctx.record``, as (kind, data) pairs
+    recorder.of("note")      # what the handler passed to ``ctx.record``, by kind
 
-The Docker and PostgreSQL adapters are real but never connected (nothing here needs
-them); a handler that used them would fail loudly rather than talk to a fake.
+No adapter is given: a handler that used Docker or PostgreSQL here would raise
+``healer.testing.NoAdapter`` rather than talk to a fake.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import structlog
-
-from healer.api import Alert, HealContext
-from healer.docker_adapter import DockerAdapter
-from healer.postgres import PostgresAdapter
-
-
-@dataclass
-class Recorder:
-    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    async def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        self.records.append((kind, data))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [data for k, data in self.records if k == kind]
+from healer.testing import Recorder, RecordingContext, make_alert
+from healer.testing import heal_context as kit_context
 
 
 def heal_context(
@@ -40,27 +24,15 @@ def heal_context(
     rule: str = "test-rule",
     heal_id: str = "00000000000000aa",
     dry_run: bool = False,
-) -> tuple[HealContext, Recorder]:
+) -> tuple[RecordingContext, Recorder]:
     """A context for one direct handler call; ``labels=None`` means a manual heal (no alert)."""
     alert = None
     if labels is not None:
-        alert = Alert(
+        alert = make_alert(
+            labels,
+            annotations,
             fingerprint="fedcba9876543210",
-            status="firing",
-            labels=labels,
-            annotations=annotations or {},
             starts_at=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
         )
-    recorder = Recorder()
-    ctx = HealContext(
-        heal_id=heal_id,
-        rule=rule,
-        handler=handler,
-        alert=alert,
-        dry_run=dry_run,
-        log=structlog.get_logger("test").bind(heal_id=heal_id),
-        docker=DockerAdapter("unix:///nonexistent/docker.sock"),
-        postgres=PostgresAdapter({}, {}).for_heal(),
-        record=recorder,
-    )
-    return ctx, recorder
+    ctx = kit_context(alert, handler=handler, rule=rule, heal_id=heal_id, dry_run=dry_run)
+    return ctx, ctx.recorder

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from .payloads import alert, payload
+
 STARTS_AT = "2026-11-23T08:00:00Z"
 
 
@@ -40,35 +42,27 @@ def fingerprint(group: int, index: int) -> str:
 
 def group_body(group: int, alerts: int) -> bytes:
     return json.dumps(
-        {
-            "version": "4",
-            "status": "firing",
-            "receiver": "healer",
-            "groupKey": f'{{}}:{{load="{group}"}}',
-            "truncatedAlerts": 0,
-            "groupLabels": {"load": str(group)},
-            "commonLabels": {"alertname": "LoadTest"},
-            "commonAnnotations": {},
-            "externalURL": "http://127.0.0.1:9093",
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": {
-                        "alertname": "LoadTest",
+        payload(
+            *(
+                alert(
+                    "LoadTest",
+                    {
                         "load": str(group),
                         "instance": f"i-{i}",
                         "severity": "warning",
                         "job": "load",
                     },
-                    "annotations": {"summary": f"load test alert {i} of group {group}"},
-                    "startsAt": STARTS_AT,
-                    "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=up",
-                    "fingerprint": fingerprint(group, i),
-                }
+                    annotations={"summary": f"load test alert {i} of group {group}"},
+                    starts_at=STARTS_AT,
+                    generator_url="http://127.0.0.1:9090/graph?g0.expr=up",
+                    fingerprint=fingerprint(group, i),
+                )
                 for i in range(alerts)
-            ],
-        }
+            ),
+            group_key=f'{{}}:{{load="{group}"}}',
+            group_labels={"load": str(group)},
+            common_labels={"alertname": "LoadTest"},
+        )
     ).encode()
 
 

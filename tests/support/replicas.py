@@ -32,12 +32,12 @@ import asyncpg
 import httpx
 
 from bench.procs import ADMIN_TOKEN, TOKEN, healer_env
-from bench.storm_sender import iso
 
 from .env import free_port, wait_until
 from .faults import cluster_args
 from .healer_api import HealerApi, write_config
 from .loop import DEMO_RULES
+from .payloads import alert, iso, payload
 from .pgserver import PrivatePostgres, private_postgres
 from .processes import (
     AlertmanagerFactory,
@@ -90,17 +90,7 @@ class Fleet:
 
     def post(self, index: int, alerts: list[dict[str, Any]]) -> httpx.Response:
         """A webhook POST straight to replica ``index``, as Alertmanager sends it."""
-        body = {
-            "version": "4",
-            "status": "firing",
-            "receiver": "healer",
-            "groupKey": "{}:{}",
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://127.0.0.1:9093",
-            "alerts": alerts,
-        }
+        body = payload(*alerts)
         with httpx.Client(timeout=10.0) as client:
             return client.post(
                 f"{self.healers[index].url}/api/v1/alerts",
@@ -162,15 +152,12 @@ class Fleet:
 def noop_alert(alertname: str, instance: str, starts_at: float) -> dict[str, Any]:
     """One firing alert as Alertmanager's webhook carries it (its fingerprint derived
     from alertname and instance, hex as Alertmanager's)."""
-    return {
-        "status": "firing",
-        "labels": {"alertname": alertname, "instance": instance},
-        "annotations": {},
-        "startsAt": iso(starts_at),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": hashlib.sha256(f"{alertname}\0{instance}".encode()).hexdigest()[:16],
-    }
+    return alert(
+        alertname,
+        {"instance": instance},
+        starts_at=iso(starts_at),
+        fingerprint=hashlib.sha256(f"{alertname}\0{instance}".encode()).hexdigest()[:16],
+    )
 
 
 @contextlib.contextmanager

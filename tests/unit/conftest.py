@@ -1,74 +1,77 @@
-"""Fixtures for unit tests: a no-op handler plugin that records its calls.
+"""Fixtures for unit tests: the no-op handler plugin (bench/noop.py) recording its calls,
+and in-process healers (tests/support/inproc.py) of ``web_config``'s world.
 
-    noop        a fresh ``Noop`` instance: ``.checks`` / ``.acts`` list the params it
-                was called with; set ``.gate`` to an ``asyncio.Event`` to hold ``act``,
-                ``.check_gate`` to hold ``check`` (after it is recorded in ``.checks``),
-                ``.notes`` to timeline kinds ``act`` adds with ``ctx.record_soon``
-    handlers    a ``HandlerRegistry`` from the real entry points plus ``noop``
-                registered as ``test.noop``
+    noop          a fresh ``Noop`` registered as ``test.noop``: ``.checks`` / ``.acts``
+                  list the params it was called with; set ``.gate`` to an
+                  ``asyncio.Event`` to hold ``act``, ``.check_gate`` to hold ``check``
+                  (after it is recorded in ``.checks``), ``.notes`` to timeline kinds
+                  ``act`` adds with ``ctx.record_soon``
+    handlers      a ``HandlerRegistry`` from the real entry points plus ``noop``
+    dead_port     a loopback port nobody listens on (Prometheus "unreachable")
+    start         ``start(secrets=None, **config_overrides)``: an async context manager
+                  running healer on ``web_config`` (no tokens unless ``secrets``); on
+                  exit it waits for running heals first
+    healer        ``start()`` entered
+    admin_healer  started with the admin token ``ADMIN``, its client sending it
 
 Nothing here fakes Docker or PostgreSQL: the no-op handler never touches either.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import ClassVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import Field
 
-from healer.api import ActResult, CheckResult, HandlerParams, HealContext, Target
+from bench.noop import Noop
+from healer.config import Secrets
 from healer.plugins import HandlerRegistry
-
-
-class NoopParams(HandlerParams):
-    target: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
-    # Which step raises ("check" or "act"), to exercise the engine's failure path. A plain
-    # string so that a rule may take it from a label template.
-    explode_in: str = Field(default="", max_length=16)
-
-
-class Noop:
-    """Names one target (``test:<target>``) and changes nothing."""
-
-    name: ClassVar[str] = "test.noop"
-    Params: ClassVar[type[HandlerParams]] = NoopParams
-    requires: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self) -> None:
-        self.checks: list[NoopParams] = []
-        self.acts: list[NoopParams] = []
-        self.gate: asyncio.Event | None = None
-        self.check_gate: asyncio.Event | None = None
-        self.notes: list[str] = []
-
-    async def check(self, ctx: HealContext, params: NoopParams) -> CheckResult:
-        self.checks.append(params)
-        if self.check_gate is not None:
-            await self.check_gate.wait()
-        if params.explode_in == "check":
-            raise RuntimeError(f"boom while checking {params.target}")
-        return CheckResult(
-            targets=[Target(kind="test", name=params.target)], evidence={"target": params.target}
-        )
-
-    async def act(self, ctx: HealContext, params: NoopParams, check: CheckResult) -> ActResult:
-        self.acts.append(params)
-        for kind in self.notes:
-            ctx.record_soon(kind, {"target": params.target})
-        if self.gate is not None:
-            await self.gate.wait()
-        if params.explode_in == "act":
-            raise RuntimeError(f"boom while acting on {params.target}")
-        return ActResult(summary=f"poked {params.target}")
+from tests.support.env import free_port
+from tests.support.inproc import ADMIN, InProcessHealer, Start, running_healer, web_config
+from tests.support.noop import NAME, recording_noop
 
 
 @pytest.fixture
 def noop() -> Noop:
-    return Noop()
+    return recording_noop()
 
 
 @pytest.fixture
 def handlers(noop: Noop) -> HandlerRegistry:
-    return HandlerRegistry.from_entry_points(("test.noop", noop))
+    return HandlerRegistry.from_entry_points((NAME, noop))
+
+
+@pytest.fixture(scope="module")
+def dead_port() -> int:
+    """A loopback port nobody listens on: Prometheus "unreachable", answered at once."""
+    return free_port()
+
+
+@pytest.fixture
+def start(tmp_path: Path, handlers: HandlerRegistry, dead_port: int) -> Start:
+    @asynccontextmanager
+    async def _start(secrets: Secrets | None = None, **over: Any) -> AsyncIterator[InProcessHealer]:
+        config = {**web_config(tmp_path, dead_port), **over}
+        async with running_healer(config, handlers=handlers, secrets=secrets or Secrets()) as h:
+            try:
+                yield h
+            finally:
+                await h.idle()
+
+    return _start
+
+
+@pytest.fixture
+async def healer(start: Start) -> AsyncIterator[InProcessHealer]:
+    async with start() as h:
+        yield h
+
+
+@pytest.fixture
+async def admin_healer(start: Start) -> AsyncIterator[InProcessHealer]:
+    async with start(Secrets(admin_token=ADMIN)) as h:
+        h.client.headers["Authorization"] = f"Bearer {ADMIN}"
+        yield h

@@ -21,6 +21,7 @@ from healer.plugins import HandlerRegistry
 from healer.rules import RuleSet
 from healer.templating import render_params
 from tests.support.env import require_service
+from tests.support.markdown import anchors
 from tests.support.stack import (
     ALERTS,
     REPO,
@@ -35,6 +36,8 @@ from tests.support.stack import (
 
 ALERTMANAGER_YML = ALERTS / "alertmanager.yml"
 HEALER_YML = REPO / "examples" / "odoo" / "healer.yml"
+# Where our own runbook_urls point: the repository's README and docs pages.
+OWN_PAGES = "https://github.com/healer/healer/blob/main/"
 QUERIES_YML = ALERTS / "postgres_exporter" / "queries.yml"
 HEALER_OWN = {"HealerHealFailed", "HealerCircuitOpen", "HealerDown"}
 ROUTED_TO_HEALER = {
@@ -53,20 +56,6 @@ def binary(name: str) -> str:
     if path is None:
         require_service(name, "not on PATH (Debian package prometheus / prometheus-alertmanager)")
     return path
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor for a Markdown heading."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def anchors(markdown: Path) -> set[str]:
-    return {
-        slug(line.lstrip("#"))
-        for line in markdown.read_text(encoding="utf-8").splitlines()
-        if line.startswith("#")
-    }
 
 
 def healer_rules_config() -> HealerConfig:
@@ -110,20 +99,24 @@ def test_alert_names_are_unique() -> None:
 
 def test_runbook_urls_point_at_existing_sections() -> None:
     """runbook_url anchors exist: runbooks.example.com/<file>#<anchor> in the runbooks
-    copied into docs/runbooks, README.md#<anchor> in ours."""
-    readme = anchors(REPO / "README.md")
+    copied into docs/runbooks, .../blob/main/<page>.md#<anchor> in our own README and
+    docs pages."""
     checked = 0
     for rule in alerting_rules():
         url = rule["annotations"]["runbook_url"]
         page, _, anchor = url.partition("#")
-        if page.endswith("/README.md"):
-            assert anchor in readme, f"{rule['alert']}: README.md has no #{anchor}"
+        if page.startswith(OWN_PAGES):
+            doc = REPO / page.removeprefix(OWN_PAGES)
+            assert doc.is_file(), f"{rule['alert']}: no page {doc.relative_to(REPO)}"
+            assert anchor in anchors(doc), f"{rule['alert']}: {doc.name} has no #{anchor}"
             checked += 1
         elif page.startswith("https://runbooks.example.com/"):
             runbook = RUNBOOKS / page.rsplit("/", 1)[1]
             assert runbook.is_file(), f"{rule['alert']}: no runbook {runbook.name}"
             assert anchor in anchors(runbook), f"{rule['alert']}: {runbook.name} has no #{anchor}"
             checked += 1
+        else:
+            raise AssertionError(f"{rule['alert']}: runbook_url {url} points nowhere we check")
     assert checked
 
 

@@ -25,15 +25,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from prometheus_client import CollectorRegistry
 from schemathesis import Case
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
 
-from healer.app import create_app
-from healer.config import Secrets, parse_config
+from healer.config import Secrets
 from healer.plugins import HandlerRegistry
+from tests.support.inproc import healer_app, web_config
 
 WEBHOOK_TOKEN = "fuzz-webhook-token"
 ADMIN_TOKEN = "fuzz-admin-token"
@@ -41,16 +40,9 @@ EXAMPLES = 60
 
 
 def fuzz_config(tmp_path: Path) -> dict[str, Any]:
+    """``web_config`` (Prometheus on port 9, nobody there) with the fuzz rules."""
     return {
-        "journal": str(tmp_path / "journal.db"),
-        "shutdown_grace": "2s",
-        "prometheus": {
-            "url": "http://127.0.0.1:9",
-            "timeout": "0.2s",
-            "evaluation_interval": "50ms",
-        },
-        "verify": {"timeout": "0.2s", "stable_for": "0s"},
-        "allow": [{"kind": "test", "name": "web-*"}],
+        **web_config(tmp_path, 9),
         # Every fuzzed firing alert matches a rule, so it reaches templating, the params
         # model and check; both rules are dry-run, so nothing may ever act.
         "rules": [
@@ -108,12 +100,10 @@ NO_INPUT = {
 def api_schema(tmp_path: Path, handlers: HandlerRegistry, noop: Any) -> Iterator[Any]:
     """The app's own OpenAPI document, loaded from the app (which starts its lifespan on
     schemathesis' event-loop thread)."""
-    config = parse_config(fuzz_config(tmp_path), handlers)
-    app = create_app(
-        config,
-        Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
+    app = healer_app(
+        fuzz_config(tmp_path),
         handlers=handlers,
-        registry=CollectorRegistry(),
+        secrets=Secrets(webhook_token=WEBHOOK_TOKEN, admin_token=ADMIN_TOKEN),
     )
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)

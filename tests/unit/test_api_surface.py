@@ -26,10 +26,12 @@ def test_api_exports_are_pinned() -> None:
         "HandlerParams",
         "HealContext",
         "HealError",
+        "HealPostgres",
         "InvalidParams",
         "Outcome",
         "PgSession",
         "Postgres",
+        "PostgresAdapter",
         "Target",
         "TargetRefused",
     ]

@@ -1,4 +1,5 @@
-"""bench/'s own plumbing: targets, percentiles, the summary table, the README section and
+"""bench/'s own plumbing: targets, percentiles, the summary table, its section of
+docs/benchmarks.md and
 the no-op plugin and the durable floor the benchmarks load (the benchmarks themselves run in
 tests/integration/test_bench_smoke.py and ./scripts/bench)."""
 
@@ -16,9 +17,9 @@ from bench.bare_app import create_app
 from bench.common import Result, Target, percentile, summary, write_result
 from bench.noop import NAME as NOOP
 from bench.noop import plugin_path
-from bench.report import END, START, load_results, render_table, update_readme
+from bench.report import END, PAGE, START, load_results, render_table, update_page
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import alert_payload
+from tests.support.payloads import alert_payload
 
 
 def test_a_target_is_met_only_on_its_side_of_the_limit() -> None:
@@ -73,16 +74,35 @@ def test_the_table_shows_every_row_and_flags_a_missed_target(tmp_path: Path) -> 
     assert "| storm | heals <= 1,000 | 1,000 | yes |" in table
 
 
-def test_the_readme_section_is_replaced_and_nothing_else(tmp_path: Path) -> None:
-    """Only the text between the bench markers changes; a README without them is an
-    error, not a silent no-op."""
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# top\n{START}\nold table\n{END}\n## after\n")
-    update_readme("| new |", [], tmp_path, readme)
-    assert readme.read_text() == f"# top\n{START}\n| new |\n{END}\n## after\n"
-    readme.write_text("# no markers\n")
+def test_the_benchmarks_page_section_is_replaced_and_nothing_else(tmp_path: Path) -> None:
+    """Only the text between the bench markers changes; a page without them is an error,
+    not a silent no-op."""
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# top\n{START}\nold table\n{END}\n## after\n")
+    update_page("| new |", [], tmp_path / "no-results", page)
+    assert page.read_text() == f"# top\n{START}\n| new |\n{END}\n## after\n"
+    page.write_text("# no markers\n")
     with pytest.raises(SystemExit, match="no"):
-        update_readme("| new |", [], tmp_path, readme)
+        update_page("| new |", [], tmp_path / "no-results", page)
+
+
+def test_the_timeline_picture_is_linked_relative_to_the_page(tmp_path: Path) -> None:
+    """The picture's link is relative to the page's own folder (docs/ -> ../bench/...), so
+    it resolves where the page is read; and the real page is docs/benchmarks.md, with the
+    markers in place."""
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "timeline.png").write_bytes(b"png")
+    page = tmp_path / "docs" / "benchmarks.md"
+    page.parent.mkdir()
+    page.write_text(f"{START}\n{END}\n")
+    update_page("| t |", [], results, page)
+    link = page.read_text().split("](", 1)[1].split(")", 1)[0]
+    assert link == "../bench/results/timeline.png"
+    assert (page.parent / link).resolve() == (results / "timeline.png").resolve()
+    assert PAGE.relative_to(PAGE.parents[1]) == Path("docs/benchmarks.md")
+    text = PAGE.read_text(encoding="utf-8")
+    assert START in text and END in text
 
 
 def test_the_noop_handler_is_a_real_entry_point_plugin(

@@ -14,12 +14,11 @@ from healer.config import (
     Secrets,
     check_exposure,
     parse_config,
-    parse_duration,
-    parse_size,
     resolve_secrets,
 )
 from healer.errors import ConfigError
 from healer.plugins import HandlerRegistry
+from healer.units import parse_duration, parse_size
 
 
 def rule(name: str, handler: str = "docker.restart", **extra: Any) -> dict[str, Any]:

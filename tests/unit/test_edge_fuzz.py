@@ -26,7 +26,8 @@ from structlog.testing import capture_logs
 
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import alert_payload, noop_config, running_healer
+from tests.support.inproc import noop_config, running_healer
+from tests.support.payloads import alert_payload
 
 FUZZ = settings(
     max_examples=150,

@@ -20,7 +20,8 @@ from healer.api import ActionFailed, InvalidParams
 from healer.plugins import HandlerRegistry
 from tests.support.env import wait_until
 from tests.support.healctx import heal_context
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import running_healer
+from tests.support.payloads import alert_payload
 
 EXEC = Exec()
 

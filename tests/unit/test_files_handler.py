@@ -21,7 +21,8 @@ from healer.api import ActionFailed, InvalidParams
 from healer.plugins import HandlerRegistry
 from tests.support.env import require_service
 from tests.support.healctx import heal_context
-from tests.support.inproc import alert_payload, running_healer
+from tests.support.inproc import running_healer
+from tests.support.payloads import alert_payload
 
 PRUNE = FilesPrune()
 DAY = 86400

@@ -27,7 +27,8 @@ import pytest
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
 from healer.templating import render_params
-from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
+from tests.support.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.payloads import alert, alert_payload, payload
 
 WEBHOOK_TOKEN = "wh-t0ken-hostile"
 ADMIN_TOKEN = "adm-t0ken-hostile"
@@ -376,18 +377,17 @@ def test_a_substituted_label_value_is_never_expanded_again() -> None:
 
 def big_group(count: int) -> dict[str, Any]:
     starts = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-    body = poke()
-    template = body["alerts"][0]
-    body["alerts"] = [
-        {
-            **template,
-            "labels": {"alertname": "Quiet", "i": str(i)},
-            "fingerprint": f"{i:016x}",
-            "startsAt": (starts + timedelta(seconds=i)).isoformat(),
-        }
-        for i in range(count)
-    ]
-    return body
+    return payload(
+        *(
+            alert(
+                "Quiet",
+                {"i": str(i)},
+                fingerprint=f"{i:016x}",
+                starts_at=starts + timedelta(seconds=i),
+            )
+            for i in range(count)
+        )
+    )
 
 
 async def test_ten_thousand_alerts_within_max_body_are_all_journaled(

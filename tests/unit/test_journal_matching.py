@@ -17,9 +17,9 @@ from healer.api import Alert
 from healer.cli import main
 from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, ReceivedAlert, SqliteStore
-from tests.support.inproc import running_healer
+from tests.support.inproc import running_healer, web_alert, web_config
+from tests.support.payloads import payload
 from tests.unit.test_journal_group_commit import _alert
-from tests.unit.test_webhook_api import alert, base_config, group
 
 PLAN = HealPlan("poke", "test.noop", {}, {}, False)
 BOUND = 30.0  # a deadlock guard only: nothing here asserts how long anything took
@@ -97,7 +97,7 @@ async def test_a_256k_label_against_a_backtracking_rule_is_answered_with_others(
     """The issue's case through the webhook: a 256 KiB label value against
     ``alertname=~".*Disk.*Full.*"`` is answered 200 (ignored, as Alertmanager would), and
     small posts sent alongside it are all answered 200 and started."""
-    config = base_config(tmp_path, 9)
+    config = web_config(tmp_path, 9)
     config["webhook"] = {"max_body": "2MiB"}
     config["rules"].insert(
         0,
@@ -108,13 +108,13 @@ async def test_a_256k_label_against_a_backtracking_rule_is_answered_with_others(
             "params": {"target": "web-disk"},
         },
     )
-    hostile = alert("Disk" + "x" * (256 * 1024), "web-9")
+    hostile = web_alert("Disk" + "x" * (256 * 1024), "web-9")
     async with running_healer(config, handlers=handlers) as h:
         responses = await asyncio.wait_for(
             asyncio.gather(
-                h.client.post("/api/v1/alerts", json=group(hostile)),
+                h.client.post("/api/v1/alerts", json=payload(hostile)),
                 *(
-                    h.client.post("/api/v1/alerts", json=group(alert("WebDown", f"web-{i}")))
+                    h.client.post("/api/v1/alerts", json=payload(web_alert("WebDown", f"web-{i}")))
                     for i in range(5)
                 ),
             ),

@@ -7,7 +7,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from tests.support.inproc import alert_payload, noop_config, running_healer
+from tests.support.inproc import noop_config, running_healer
+from tests.support.payloads import alert_payload
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:

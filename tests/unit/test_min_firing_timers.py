@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.noop import Noop
 from healer.api import Alert
 from healer.store import HealPlan, SqliteStore
 from tests.support.gates import fingerprint, fire, gates_config, until
-from tests.support.inproc import InProcessHealer, alert_payload, running_healer
-from tests.unit.conftest import Noop
+from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.payloads import alert, payload
 
 WAITING = 3000  # heals on a 1h min_firing
 BATCH = 250  # alerts per webhook post
@@ -34,17 +35,12 @@ def targets() -> list[str]:
 
 def group(starts: datetime, names: list[str]) -> dict[str, Any]:
     """One Alertmanager post with one firing Poke alert per target."""
-    body = alert_payload({"alertname": "Poke"}, starts_at=starts)
-    [template] = body["alerts"]
-    body["alerts"] = [
-        {
-            **template,
-            "labels": {"alertname": "Poke", "target": name},
-            "fingerprint": fingerprint("Poke", name),
-        }
-        for name in names
-    ]
-    return body
+    return payload(
+        *(
+            alert("Poke", {"target": name}, starts_at=starts, fingerprint=fingerprint("Poke", name))
+            for name in names
+        )
+    )
 
 
 async def settle(h: InProcessHealer) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench.noop import Noop
 from healer.config import parse_config
 from healer.errors import ConfigError
 from healer.followup import Claim, claim, policy
@@ -38,10 +39,10 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import InProcessHealer, alert_payload, running_healer
+from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.payloads import alert_payload
 from tests.support.prometheus_standin import StillFiring
 from tests.support.webhook import WebhookRecorder
-from tests.unit.conftest import Noop
 
 RESENDS = 8  # re-sends posted at once: an HA pair plus retries, racing
 BASE_KEY = alert_key_time(BASE)

@@ -1,4 +1,4 @@
-"""handlers.pgsessions' pure logic: lock trees from the blocking graph, session filters,
+"""handlers._pgsessions' pure logic: lock trees from the blocking graph, session filters,
 targets. (What reaches PostgreSQL is tested against a real server in
 tests/integration/test_postgres_handlers.py.)"""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.pgsessions import lock_trees, matches, target, wait_age
+from handlers._pgsessions import lock_trees, matches, target, wait_age
 from healer.api import PgSession
 
 

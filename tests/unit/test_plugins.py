@@ -320,3 +320,78 @@ def test_serve_takes_the_journal_dsn_from_a_file_and_refuses_two_journals(
     )
     assert code == 2
     assert "not both" in capsys.readouterr().err
+
+
+# --- params annotated with the declared Params ---------------------------------------------
+
+
+class Other(HandlerParams):
+    target: str
+
+
+class Typed:
+    name: ClassVar[str] = "test.typed"
+    Params: ClassVar[type[HandlerParams]] = P
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    async def check(self, ctx: HealContext, params: P) -> CheckResult:
+        return CheckResult(targets=[])
+
+    async def act(self, ctx: HealContext, params: P, check: CheckResult) -> ActResult:
+        return ActResult(summary="")
+
+
+def test_params_annotated_with_the_declared_class_is_accepted() -> None:
+    """``check(ctx, params: P)`` / ``act(ctx, params: P, check)`` with ``Params = P``
+    (string annotations, as under ``from __future__ import annotations``, resolved in the
+    handler's module) pass; so do ``Any`` and no annotation at all."""
+    assert isinstance(validate_handler("test.typed", Typed), Typed)
+    assert isinstance(validate_handler("test.good", Good), Good)  # params: Any
+
+    class Bare(Typed):
+        async def check(self, ctx, params):  # type: ignore[no-untyped-def]
+            return CheckResult(targets=[])
+
+    assert isinstance(validate_handler("test.typed", Bare), Bare)
+
+
+def test_params_annotated_with_another_class_is_refused_naming_both() -> None:
+    """A ``check`` or ``act`` whose params annotation is not the declared ``Params`` (a
+    sibling, or a base class of it) is refused; the message names both classes."""
+
+    class WrongCheck(Typed):
+        async def check(self, ctx: HealContext, params: Other) -> CheckResult:  # type: ignore[override]
+            return CheckResult(targets=[])
+
+    reason = refused("test.typed", WrongCheck)
+    assert reason.startswith("check's 'params' is annotated ")
+    assert f"{__name__}.Other" in reason and f"Params = {__name__}.P" in reason
+
+    class BaseAct(Typed):
+        async def act(  # type: ignore[override]
+            self, ctx: HealContext, params: HandlerParams, check: CheckResult
+        ) -> ActResult:
+            return ActResult(summary="")
+
+    reason = refused("test.typed", BaseAct)
+    assert "act's 'params' is annotated healer.api.HandlerParams" in reason
+
+
+def test_an_annotation_that_does_not_resolve_is_refused() -> None:
+    """A params annotation naming nothing importable in the handler's module is refused
+    (it could not be compared with ``Params``)."""
+
+    class Dangling(Typed):
+        async def check(self, ctx: HealContext, params: NoSuchParams) -> CheckResult:  # type: ignore[name-defined]  # noqa: F821
+            return CheckResult(targets=[])
+
+    reason = refused("test.typed", Dangling)
+    assert reason.startswith("check's 'params' annotation 'NoSuchParams' does not resolve")
+
+
+def test_every_built_in_handler_annotates_its_own_params() -> None:
+    """The built-in handlers pass the rule (odoo.restart_workers/_longpoll included,
+    which once annotated their shared base class)."""
+    registry = HandlerRegistry.from_entry_points()
+    builtin = [n for n in registry if type(registry.get(n)).__module__.startswith("handlers.")]
+    assert {"odoo.restart_workers", "odoo.restart_longpoll", "docker.restart"} <= set(builtin)

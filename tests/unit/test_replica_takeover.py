@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 
+from bench.noop import Noop
 from healer.config import Secrets
 from healer.errors import LeaseLost
 from healer.outcomes import Outcome
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
+from tests.support.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.payloads import alert_payload
 from tests.support.postgres import scratch_database
 from tests.support.prometheus_standin import StillFiring
-from tests.unit.conftest import Noop
 
 
 @dataclass(frozen=True)

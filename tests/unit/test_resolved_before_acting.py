@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from bench.noop import Noop
 from healer.api import Alert
 from healer.outcomes import Phase
 from healer.store import HealPlan, SqliteStore
 from tests.support.gates import BASE, fingerprint, fire, gates_config, kinds, until
 from tests.support.inproc import InProcessHealer, running_healer
-from tests.unit.conftest import Noop
 
 
 def assert_resolved_before_acting(heal: dict[str, Any]) -> None:

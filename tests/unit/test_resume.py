@@ -13,7 +13,8 @@ import pytest
 from healer.api import Alert
 from healer.outcomes import Phase
 from healer.store import HealPlan, SqliteStore
-from tests.support.inproc import InProcessHealer, alert_payload, noop_config, running_healer
+from tests.support.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.payloads import alert_payload
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:
@@ -145,18 +146,7 @@ async def test_resent_alert_after_restart_starts_nothing(tmp_path, handlers, noo
     heal_id = await _journal_heal(tmp_path, None)
     async with running_healer(_config(tmp_path), handlers=handlers) as h:
         await h.wait_for_outcome(heal_id)
-        payload = {
-            "version": "4",
-            "status": "firing",
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": {"alertname": "Poke", "target": "t1"},
-                    "startsAt": "2026-11-23T08:00:00Z",
-                    "fingerprint": "abc123",
-                }
-            ],
-        }
+        payload = alert_payload({"alertname": "Poke", "target": "t1"}, fingerprint="abc123")
         resp = await h.client.post("/api/v1/alerts", json=payload)
     assert resp.status_code == 200
     assert resp.json()["duplicates"] == [{"fingerprint": "abc123", "heal_id": heal_id}]

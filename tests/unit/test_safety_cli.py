@@ -13,13 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from healer.admin_cli import DEFAULT_URL, base_url
-from healer.app import create_app
 from healer.cli import build_parser, main
-from healer.config import parse_config
 from healer.plugins import HandlerRegistry
 from tests.support.env import free_port, wait_until
 from tests.support.gates import (
@@ -30,7 +27,8 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import alert_payload
+from tests.support.inproc import healer_app
+from tests.support.payloads import alert_payload
 from tests.support.webhook import WebhookRecorder
 
 
@@ -42,12 +40,7 @@ def client(
     config = gates_config(
         tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}}, notify=[webhook_notifier()]
     )
-    app = create_app(
-        parse_config(config, handlers),
-        with_notify(webhook_recorder.url),
-        handlers=handlers,
-        registry=CollectorRegistry(),
-    )
+    app = healer_app(config, handlers=handlers, secrets=with_notify(webhook_recorder.url))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

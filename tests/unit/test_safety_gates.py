@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from bench.noop import Noop, NoopParams
 from healer.api import ActResult, CheckResult, HealContext
 from healer.plugins import HandlerRegistry
 from tests.support.gates import (
@@ -24,8 +25,8 @@ from tests.support.gates import (
     with_notify,
 )
 from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.noop import NoopForTests
 from tests.support.webhook import WebhookRecorder
-from tests.unit.conftest import Noop, NoopParams
 
 
 def open_gauge(h: InProcessHealer, rule: str = "poke") -> float | None:
@@ -391,13 +392,11 @@ async def test_a_manual_heal_by_handler_meets_only_the_pause(
 # ---- concurrency cap ---------------------------------------------------------------------
 
 
-class Counting(Noop):
+class Counting(NoopForTests):
     """test.noop that counts heals between the start of check and the end of act."""
 
-    name: ClassVar[str] = "test.noop"
-
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(record=True)
         self.active = 0
         self.peak = 0
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.noop import Noop
 from healer.plugins import HandlerRegistry
 from healer.store import SqliteStore
 from tests.support.gates import fire, gates_config, kinds, until
 from tests.support.inproc import InProcessHealer, running_healer
-from tests.unit.conftest import Noop
 
 
 async def waiting(h: InProcessHealer, heal_id: str) -> bool:

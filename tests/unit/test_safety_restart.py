@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.noop import Noop
 from healer.plugins import HandlerRegistry
 from tests.support.gates import (
     fire,
@@ -19,7 +20,6 @@ from tests.support.gates import (
 )
 from tests.support.inproc import running_healer
 from tests.support.webhook import WebhookRecorder
-from tests.unit.conftest import Noop
 
 
 async def test_a_cooldown_survives_a_restart(

@@ -11,10 +11,16 @@ from typing import Any
 
 from healer.outcomes import Outcome, Phase
 from healer.store import rows
-from healer.store.postgres import alerts, heals, safety
+from healer.store.postgres import alerts, gates, heals
 from healer.store.postgres.pool import Conn, lock
 from healer.store.sqlite.followups import heal_alert
-from healer.store.types import FollowUpClaim, FollowUpPolicy, Replica, alert_key_time
+from healer.store.types import (
+    FollowUpClaim,
+    FollowUpHeal,
+    FollowUpPolicy,
+    Replica,
+    alert_key_time,
+)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS follow_ups (
@@ -31,7 +37,7 @@ DDL = (
 )
 
 
-async def _read_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
+async def _read_heal(db: Conn, heal_id: str) -> FollowUpHeal | None:
     row = await db.fetchrow(
         "SELECT id, rule, fingerprint, alert_starts_at, labels, annotations, targets, phase,"
         " outcome, reason, finished_at FROM heals WHERE id=$1",
@@ -44,7 +50,7 @@ async def claim(
     db: Conn, heal_id: str, *, run_id: str, now: float, policy: FollowUpPolicy, me: Replica
 ) -> FollowUpClaim:
     heal = await _read_heal(db, heal_id)
-    if heal is None or heal["fingerprint"] is None or heal["rule"] is None:
+    if heal is None:  # no such heal, or a manual one
         return FollowUpClaim("none")
     starts = alert_key_time(datetime.fromisoformat(heal["alert_starts_at"]))
     await lock(db, alerts.alert_lock(heal["fingerprint"], starts))
@@ -91,7 +97,7 @@ async def claim(
     if rule_plan is None:
         return FollowUpClaim("none")
     targets = list(heal["targets"])
-    last = await safety.last_action_at(db, heal["rule"], targets) if targets else None
+    last = await gates.last_action_at(db, heal["rule"], targets) if targets else None
     left = 0.0 if last is None else max(policy.cooldown(heal["rule"]) - (now - last), 0.0)
     if left > 0:
         return FollowUpClaim("wait", heal, left=left, settled=False)
@@ -119,7 +125,7 @@ async def claim(
 
 async def _insert(
     db: Conn,
-    heal: dict[str, Any],
+    heal: FollowUpHeal,
     starts: str,
     kind: str,
     run_id: str,

@@ -27,7 +27,16 @@ from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
 from healer.store import rows
 from healer.store.postgres.pool import Conn, lock
-from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
+from healer.store.types import (
+    HealDetail,
+    HealPlan,
+    HealRow,
+    ReceivedAlert,
+    Replica,
+    TakenHeal,
+    dumps,
+    new_heal_id,
+)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS heals (
@@ -105,10 +114,10 @@ async def renew(db: Conn, heal_ids: list[str], me: Replica, now: float) -> set[s
     }
 
 
-async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[dict[str, Any]]:
+async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[TakenHeal]:
     """One statement: the oldest unfinished heals with an expired (or no) lease not held
     by this store, locked (skipping rows another transaction holds), leased to ``me``."""
-    rows = await db.fetch(
+    found = await db.fetch(
         "WITH picked AS (SELECT id, owner FROM heals WHERE phase <> 'done'"
         " AND lease_token IS DISTINCT FROM $1 AND (lease_until IS NULL OR lease_until < $2)"
         " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
@@ -120,7 +129,8 @@ async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[dict[
         me.id,
         now + me.lease_ttl,
     )
-    return sorted((heal_dict(r) for r in rows), key=lambda h: float(h["created_at"]))
+    taken = (rows.taken_heal(r, r["taken_from"]) for r in found)
+    return sorted(taken, key=lambda h: float(h["created_at"]))
 
 
 async def lock_target(db: Conn, target: str, heal_id: str, me: Replica, now: float) -> bool:
@@ -286,19 +296,12 @@ async def finish(
 # ---- reads -----------------------------------------------------------------------------
 
 
-heal_dict = rows.heal_dict
-
-
-async def get_heal(db: Conn, heal_id: str) -> dict[str, Any] | None:
+async def get_heal(db: Conn, heal_id: str) -> HealDetail | None:
     row = await db.fetchrow("SELECT * FROM heals WHERE id=$1", heal_id)
     if row is None:
         return None
-    heal = heal_dict(row)
-    heal["timeline"] = [
-        rows.timeline_entry(e)
-        for e in await db.fetch("SELECT * FROM events WHERE heal_id=$1 ORDER BY seq", heal_id)
-    ]
-    return heal
+    events = await db.fetch("SELECT * FROM events WHERE heal_id=$1 ORDER BY seq", heal_id)
+    return rows.heal_detail(row, events)
 
 
 _FILTERS = (
@@ -317,7 +320,7 @@ async def list_heals(
     target: str | None,
     limit: int,
     before: float | None,
-) -> list[dict[str, Any]]:
+) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``. The SQL text is
     built from the fixed clauses above only; every value is a parameter."""
     clauses: list[str] = []
@@ -328,11 +331,11 @@ async def list_heals(
             clauses.append(sql.format(len(args)))
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT * FROM heals {where} ORDER BY created_at DESC LIMIT ${len(args) + 1}"
-    return [heal_dict(r) for r in await db.fetch(sql, *args, limit)]
+    return [rows.heal_row(r) for r in await db.fetch(sql, *args, limit)]
 
 
-async def unfinished(db: Conn) -> list[dict[str, Any]]:
+async def unfinished(db: Conn) -> list[HealRow]:
     return [
-        heal_dict(r)
+        rows.heal_row(r)
         for r in await db.fetch("SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")
     ]

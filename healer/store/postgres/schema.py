@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from healer.errors import JournalUnavailable
-from healer.store.postgres import alerts, followups, heals, safety
+from healer.store.postgres import alerts, followups, gates, heals
 from healer.store.postgres.pool import Conn, lock, where
 
 VERSION_DDL = (
@@ -38,7 +38,7 @@ PROBE_DDL = (
 MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
     (1, "alerts", alerts.DDL),
     (1, "heals", heals.DDL),
-    (1, "safety", safety.DDL),
+    (1, "safety", gates.DDL),
     (1, "followups", followups.DDL),
     (1, "probe", PROBE_DDL),
     (2, "heals", heals.LEASES_DDL),

@@ -1,7 +1,7 @@
 """PostgresStore: the store contract (:class:`healer.store.contract.Store`) on a
 PostgreSQL database shared by any number of healer processes, composed of the pool
 (:mod:`healer.store.postgres.pool`: errors, retries, queued writes) and one module per
-concern, each owning its tables: alerts, heals, safety, followups. The schema is
+concern, each owning its tables: alerts, heals, gates (their state), followups. The schema is
 versioned (:mod:`healer.store.postgres.schema`).
 
 Durable before answered: every method returns (every ``*_soon`` future is done) only
@@ -26,7 +26,7 @@ from typing import Any
 from healer.redact import redact_dsn
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.postgres import alerts, followups, heals, safety, schema
+from healer.store.postgres import alerts, followups, gates, heals, schema
 from healer.store.postgres.pool import Conn, Pool
 
 
@@ -52,7 +52,7 @@ class PostgresOptions:
 class PostgresStore(ModuleStore):
     _alerts = alerts
     _heals = heals
-    _safety = safety
+    _gates = gates
     _followups = followups
 
     def __init__(

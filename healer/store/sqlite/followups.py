@@ -17,8 +17,14 @@ from typing import Any
 from healer.api import Alert
 from healer.outcomes import Outcome, Phase
 from healer.store import rows
-from healer.store.sqlite import alerts, heals, safety
-from healer.store.types import FollowUpClaim, FollowUpPolicy, Replica, alert_key_time
+from healer.store.sqlite import alerts, gates, heals
+from healer.store.types import (
+    FollowUpClaim,
+    FollowUpHeal,
+    FollowUpPolicy,
+    Replica,
+    alert_key_time,
+)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS follow_ups (
@@ -35,7 +41,7 @@ DDL = (
 )
 
 
-def heal_alert(heal: dict[str, Any]) -> Alert:
+def heal_alert(heal: FollowUpHeal) -> Alert:
     """The firing alert of a heal (what a retry of it heals)."""
     return Alert(
         fingerprint=heal["fingerprint"],
@@ -46,7 +52,7 @@ def heal_alert(heal: dict[str, Any]) -> Alert:
     )
 
 
-def _read_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
+def _read_heal(db: sqlite3.Connection, heal_id: str) -> FollowUpHeal | None:
     row = db.execute(
         "SELECT id, rule, fingerprint, alert_starts_at, labels, annotations,"
         " targets, phase, outcome, reason, finished_at FROM heals WHERE id=?",
@@ -67,7 +73,7 @@ def claim(
     """Decide, and record, what follows ``heal_id`` now that its alert was re-sent firing.
     Runs as one write."""
     heal = _read_heal(db, heal_id)
-    if heal is None or heal["fingerprint"] is None or heal["rule"] is None:
+    if heal is None:  # no such heal, or a manual one
         return FollowUpClaim("none")
     if heal["phase"] != "done":
         return FollowUpClaim("none", settled=False)  # running (or to be re-verified): not yet
@@ -137,7 +143,7 @@ def claim(
 
 def _insert(
     db: sqlite3.Connection,
-    heal: dict[str, Any],
+    heal: FollowUpHeal,
     starts: str,
     kind: str,
     run_id: str,
@@ -152,14 +158,14 @@ def _insert(
 
 
 def _cooldown_left(
-    db: sqlite3.Connection, heal: dict[str, Any], cooldown: float, now: float
+    db: sqlite3.Connection, heal: FollowUpHeal, cooldown: float, now: float
 ) -> float:
     """How long until the rule's cooldown on the heal's targets has passed (the gates'
     own rule: since the rule last acted on any of them)."""
     targets = list(heal["targets"])
     if not targets:
         return 0.0
-    last = safety.last_action_at(db, heal["rule"], targets)
+    last = gates.last_action_at(db, heal["rule"], targets)
     return 0.0 if last is None else max(cooldown - (now - last), 0.0)
 
 

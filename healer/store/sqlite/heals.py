@@ -15,7 +15,16 @@ from healer.errors import LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_data
 from healer.store import rows
-from healer.store.types import HealPlan, ReceivedAlert, Replica, dumps, new_heal_id
+from healer.store.types import (
+    HealDetail,
+    HealPlan,
+    HealRow,
+    ReceivedAlert,
+    Replica,
+    TakenHeal,
+    dumps,
+    new_heal_id,
+)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS heals (
@@ -105,22 +114,22 @@ def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica, now: flo
 
 def take_over(
     db: sqlite3.Connection, me: Replica, live: Collection[str], now: float, limit: int
-) -> list[dict[str, Any]]:
+) -> list[TakenHeal]:
     held, args = _live(live)
     found = db.execute(
         f"SELECT h.id, h.owner FROM heals h WHERE h.phase != 'done' AND h.lease_token IS NOT"
         f" ? AND NOT COALESCE({held}, 0) ORDER BY h.created_at LIMIT ?",
         (me.token, now, *args, limit),
     ).fetchall()
-    rows = []
+    taken = []
     for heal_id, owner in found:
         db.execute(
             "UPDATE heals SET owner=?, lease_token=?, lease_until=? WHERE id=?",
             (me.id, me.token, now + me.lease_ttl, heal_id),
         )
-        row = heal_dict(db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone())
-        rows.append({**row, "taken_from": owner})
-    return rows
+        row = db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone()
+        taken.append(rows.taken_heal(row, owner))
+    return taken
 
 
 def lock_target(
@@ -283,19 +292,12 @@ def finish(
 # ---- reads -----------------------------------------------------------------------------
 
 
-heal_dict = rows.heal_dict
-
-
-def get_heal(db: sqlite3.Connection, heal_id: str) -> dict[str, Any] | None:
+def get_heal(db: sqlite3.Connection, heal_id: str) -> HealDetail | None:
     row = db.execute("SELECT * FROM heals WHERE id=?", (heal_id,)).fetchone()
     if row is None:
         return None
-    heal = heal_dict(row)
-    heal["timeline"] = [
-        rows.timeline_entry(e)
-        for e in db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
-    ]
-    return heal
+    events = db.execute("SELECT * FROM events WHERE heal_id=? ORDER BY seq", (heal_id,))
+    return rows.heal_detail(row, events)
 
 
 def list_heals(
@@ -306,7 +308,7 @@ def list_heals(
     target: str | None,
     limit: int,
     before: float | None,
-) -> list[dict[str, Any]]:
+) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``."""
     filters: tuple[tuple[str, str | float | None], ...] = (
         ("rule = ?", rule),
@@ -318,11 +320,11 @@ def list_heals(
     args = [value for _, value in filters if value is not None]
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = f"SELECT * FROM heals {where} ORDER BY created_at DESC LIMIT ?"
-    return [heal_dict(r) for r in db.execute(sql, (*args, limit))]
+    return [rows.heal_row(r) for r in db.execute(sql, (*args, limit))]
 
 
-def unfinished(db: sqlite3.Connection) -> list[dict[str, Any]]:
+def unfinished(db: sqlite3.Connection) -> list[HealRow]:
     return [
-        heal_dict(r)
+        rows.heal_row(r)
         for r in db.execute("SELECT * FROM heals WHERE phase != 'done' ORDER BY created_at")
     ]

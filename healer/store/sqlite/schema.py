@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from healer.errors import JournalUnavailable
-from healer.store.sqlite import alerts, followups, heals, safety
+from healer.store.sqlite import alerts, followups, gates, heals
 
 Statements = Sequence[str] | Callable[[sqlite3.Connection], Sequence[str]]
 
@@ -37,7 +37,7 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
     (2, "alerts", alerts.v1_set_aside),
     (2, "alerts", alerts.DDL),
     (2, "heals", heals.DDL),
-    (2, "safety", safety.DDL),
+    (2, "safety", gates.DDL),
     (2, "followups", followups.DDL),
     (2, "probe", PROBE_DDL),
     (2, "alerts", alerts.v1_copy),

@@ -1,6 +1,6 @@
 """SqliteStore: the store contract (:class:`healer.store.contract.Store`) on one SQLite
 file, composed of the writer (one connection, group commit) and one module per concern,
-each owning its tables: alerts, heals, safety, followups. The schema is versioned
+each owning its tables: alerts, heals, gates (their state), followups. The schema is versioned
 (:mod:`healer.store.sqlite.schema`).
 
 Leases on SQLite: the file is used by one process (healer on one host), so a lease is
@@ -23,7 +23,7 @@ from typing import Any
 
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.sqlite import alerts, check, followups, heals, safety
+from healer.store.sqlite import alerts, check, followups, gates, heals
 from healer.store.sqlite.writer import SqliteWriter
 
 # The lease tokens of the stores open in this process (see the module's docstring).
@@ -33,7 +33,7 @@ _LIVE: set[str] = set()
 class SqliteStore(ModuleStore):
     _alerts = alerts
     _heals = heals
-    _safety = safety
+    _gates = gates
     _followups = followups
 
     def __init__(self, writer: SqliteWriter, replica: st.Replica | None = None) -> None:
@@ -114,7 +114,7 @@ class SqliteStore(ModuleStore):
     # A lease's holder is alive while its store is open in this process (the module's
     # docstring): both take the tokens of the stores open now.
 
-    async def take_over(self, now: float, limit: int) -> list[dict[str, Any]]:
+    async def take_over(self, now: float, limit: int) -> list[st.TakenHeal]:
         return await self.writer.transaction(
             lambda db: heals.take_over(db, self.replica, set(_LIVE), now, limit)
         )

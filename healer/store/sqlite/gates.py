@@ -16,7 +16,7 @@ from typing import Any
 
 from healer.store import rows
 from healer.store.sqlite import alerts
-from healer.store.types import AlertKey, Decision, Limits
+from healer.store.types import AlertKey, CircuitRow, Decision, Limits, PauseRow
 from healer.timefmt import format_seconds
 
 DDL = (
@@ -60,15 +60,14 @@ _KEEP_ACTIONS = 31 * 86400.0
 # ---- pause ---------------------------------------------------------------------------
 
 
-def get_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+def get_pause(db: sqlite3.Connection, now: float) -> PauseRow | None:
     """The active pause, or None (an expired one counts as none)."""
-    row = db.execute("SELECT since, until, reason FROM safety_pause WHERE id=1").fetchone()
-    if row is None or row["until"] <= now:
-        return None
-    return {"since": row["since"], "until": row["until"], "reason": row["reason"]}
+    return rows.pause_row(
+        db.execute("SELECT since, until, reason FROM safety_pause WHERE id=1").fetchone(), now
+    )
 
 
-def set_pause(db: sqlite3.Connection, now: float, until: float, reason: str) -> dict[str, Any]:
+def set_pause(db: sqlite3.Connection, now: float, until: float, reason: str) -> PauseRow:
     """Pause until ``until``; a new pause replaces the current one (extends or shortens)."""
     db.execute(
         "INSERT INTO safety_pause (id, since, until, reason) VALUES (1, ?, ?, ?)"
@@ -79,7 +78,7 @@ def set_pause(db: sqlite3.Connection, now: float, until: float, reason: str) -> 
     return {"since": now, "until": until, "reason": reason}
 
 
-def clear_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+def clear_pause(db: sqlite3.Connection, now: float) -> PauseRow | None:
     """End the pause; returns the pause that was active, if any."""
     active = get_pause(db, now)
     db.execute("DELETE FROM safety_pause")
@@ -89,7 +88,7 @@ def clear_pause(db: sqlite3.Connection, now: float) -> dict[str, Any] | None:
 # ---- circuits ------------------------------------------------------------------------
 
 
-_circuit = rows.circuit_dict
+_circuit = rows.circuit_row
 
 
 def open_rules(db: sqlite3.Connection) -> set[str]:
@@ -98,7 +97,7 @@ def open_rules(db: sqlite3.Connection) -> set[str]:
     }
 
 
-def list_circuits(db: sqlite3.Connection, *, include_closed: bool = False) -> list[dict[str, Any]]:
+def list_circuits(db: sqlite3.Connection, *, include_closed: bool = False) -> list[CircuitRow]:
     where = "" if include_closed else "WHERE state='open'"
     return [
         _circuit(r)
@@ -108,7 +107,7 @@ def list_circuits(db: sqlite3.Connection, *, include_closed: bool = False) -> li
 
 def close_circuits(
     db: sqlite3.Connection, rule: str, target: str | None, now: float, by: str
-) -> list[dict[str, Any]]:
+) -> list[CircuitRow]:
     """Close the rule's open circuits (one target, or all). Closing also starts the budget
     afresh: actions before ``closed_at`` no longer count."""
     args: list[Any] = [now, by, rule]
@@ -122,7 +121,7 @@ def close_circuits(
     return [_circuit(r) for r in db.execute(sql + " RETURNING *", args)]
 
 
-def sweep(db: sqlite3.Connection, now: float, quiet: float) -> list[dict[str, Any]]:
+def sweep(db: sqlite3.Connection, now: float, quiet: float) -> list[CircuitRow]:
     """Close circuits that had no new alert for ``quiet`` seconds; drop old history."""
     closed = [
         _circuit(r)
@@ -192,7 +191,8 @@ def admit(
                 "UPDATE safety_circuits SET escalated_by=? WHERE rule=? AND target=?",
                 (heal_id, rule, key),
             )
-            circuit = _circuit(row) | {"escalated_by": heal_id}
+            circuit = _circuit(row)
+            circuit["escalated_by"] = heal_id
             return Decision(
                 "escalate",
                 key,

@@ -242,13 +242,11 @@ async def inspect_database(ctx: HealContext, db: str, datname: str | None) -> Sc
     if datname is not None and row["datname"] != datname:
         raise ActionFailed(
             f"database {db!r} connects to {row['datname']!r}, not {datname!r}:"
-            " ir_cron is read in the database healer connects to",
-            heal_id=ctx.heal_id,
+            " ir_cron is read in the database healer connects to"
         )
     if not row["has_ir_cron"]:
         raise ActionFailed(
-            f"database {db!r} ({row['datname']}) has no ir_cron table: not an Odoo database",
-            heal_id=ctx.heal_id,
+            f"database {db!r} ({row['datname']}) has no ir_cron table: not an Odoo database"
         )
     missing = _missing_grants(row)
     if missing:
@@ -257,8 +255,7 @@ async def inspect_database(ctx: HealContext, db: str, datname: str | None) -> Sc
             f"role {row['role']!r} in database {row['datname']!r} lacks what "
             f"odoo.unlock_cron needs: {grants} (UPDATE on one column lets it run the cron "
             "worker's own FOR NO KEY UPDATE SKIP LOCKED, always rolled back; "
-            "examples/odoo/postgres/initdb.d/10-roles.sh grants exactly these)",
-            heal_id=ctx.heal_id,
+            "examples/odoo/postgres/initdb.d/10-roles.sh grants exactly these)"
         )
     return Schema(
         datname=str(row["datname"]),

@@ -8,10 +8,10 @@ Usage (inside a handler)::
     found = [s for s in sessions if is_client(ctx, s) and matches(s, users, apps)]
     split = split_protected(ctx, params.database, found)   # eligible / protected
     ...
-    CheckResult(targets=[target(db, s) for s in chosen],
-                evidence={"act_on": [record(s) for s in chosen], ...})
+    act_on = [record(s) for s in chosen]
+    SessionsCheck([target(db, s) for s in chosen], {"act_on": act_on, ...}, act_on=act_on)
     # act: re-read pg_stat_activity, signal only what is still the same backend
-    done, skipped = await signal(ctx, db, datname, check.evidence["act_on"], "terminate",
+    done, skipped = await signal(ctx, db, datname, sessions_check(check).act_on, "terminate",
                                  same=("backend_start", "xact_start"), still=...)
 
 Every value from params (a database name from an alert label, user names, ...)
@@ -29,6 +29,7 @@ from pydantic import Field
 
 from healer.api import (
     ActionFailed,
+    CheckResult,
     HandlerParams,
     HealContext,
     PgSession,
@@ -164,6 +165,23 @@ def refuse_if_all_protected(split: Split, what: str) -> None:
         raise TargetRefused(f"every {what} is protected: {names}")
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsCheck(CheckResult):
+    """check's choice, for act (the state a check hands its act: a CheckResult subclass).
+    The same entries are in ``evidence``, which is what the journal shows."""
+
+    act_on: Sequence[dict[str, Any]] = ()
+    skipped: Sequence[dict[str, Any]] = ()
+
+
+def sessions_check(check: CheckResult) -> SessionsCheck:
+    """``check`` as the :class:`SessionsCheck` act needs (the engine hands act the result
+    of the same handler's check, so anything else is a bug)."""
+    if not isinstance(check, SessionsCheck):
+        raise ActionFailed(f"act needs its own check's result, got a {type(check).__name__}")
+    return check
+
+
 def target(database: str, s: PgSession) -> Target:
     """``postgres:<database>/<pid>``; attrs feed the allowlist
     (``{kind: postgres, database: odoo, user: "odoo*"}``)."""
@@ -247,7 +265,7 @@ async def _signal(
             why = still(now)
         if why is None and now is not None:
             why = ctx.postgres.protection(database, now)
-        if why is None and how == "terminate" and ctx.postgres.max_terminations(database) <= 0:
+        if why is None and how == "terminate" and ctx.postgres.terminations_left(database) <= 0:
             why = (
                 f"termination cap reached "
                 f"({ctx.postgres.config(database).max_terminations} per heal)"
@@ -285,8 +303,7 @@ async def _signal(
             raise ActionFailed(
                 f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
                 f"{', '.join(map(str, left))} still there "
-                f"{seen - min(sent_at.values()):.1f}s later",
-                heal_id=ctx.heal_id,
+                f"{seen - min(sent_at.values()):.1f}s later"
             )
     return done, skipped
 

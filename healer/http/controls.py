@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from healer.bounded import clip
-from healer.config import Seconds
 from healer.errors import JournalUnavailable, PayloadError
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
@@ -26,6 +25,7 @@ from healer.payload import pydantic_message
 from healer.services import services
 from healer.strictjson import decode_json
 from healer.timefmt import format_seconds
+from healer.units import Duration
 
 router = APIRouter(tags=["safety"])
 
@@ -35,7 +35,7 @@ _UNAVAILABLE = JSONResponse({"error": "journal unavailable, retry later"}, statu
 
 class PauseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    duration: Seconds = Field(alias="for", gt=0)
+    duration: Duration = Field(alias="for", gt=0)
     reason: StrictStr = Field(default="", max_length=500)
 
 

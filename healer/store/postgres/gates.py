@@ -17,7 +17,7 @@ from typing import Any
 from healer.store import rows
 from healer.store.postgres import alerts
 from healer.store.postgres.pool import Conn, lock, lock_shared
-from healer.store.types import AlertKey, Decision, Limits
+from healer.store.types import AlertKey, CircuitRow, Decision, Limits, PauseRow
 from healer.timefmt import format_seconds
 
 DDL = (
@@ -63,14 +63,12 @@ def _target_lock(rule: str, target: str) -> tuple[str, ...]:
 # ---- pause ---------------------------------------------------------------------------
 
 
-async def get_pause(db: Conn, now: float) -> dict[str, Any] | None:
+async def get_pause(db: Conn, now: float) -> PauseRow | None:
     row = await db.fetchrow("SELECT since, until, reason FROM safety_pause WHERE id=1")
-    if row is None or row["until"] <= now:
-        return None
-    return {"since": row["since"], "until": row["until"], "reason": row["reason"]}
+    return rows.pause_row(row, now)
 
 
-async def set_pause(db: Conn, now: float, until: float, reason: str) -> dict[str, Any]:
+async def set_pause(db: Conn, now: float, until: float, reason: str) -> PauseRow:
     await lock(db, _PAUSE)
     await db.execute(
         "INSERT INTO safety_pause (id, since, until, reason) VALUES (1,$1,$2,$3)"
@@ -83,7 +81,7 @@ async def set_pause(db: Conn, now: float, until: float, reason: str) -> dict[str
     return {"since": now, "until": until, "reason": reason}
 
 
-async def clear_pause(db: Conn, now: float) -> dict[str, Any] | None:
+async def clear_pause(db: Conn, now: float) -> PauseRow | None:
     await lock(db, _PAUSE)
     active = await get_pause(db, now)
     await db.execute("DELETE FROM safety_pause")
@@ -93,7 +91,7 @@ async def clear_pause(db: Conn, now: float) -> dict[str, Any] | None:
 # ---- circuits ------------------------------------------------------------------------
 
 
-_circuit = rows.circuit_dict
+_circuit = rows.circuit_row
 
 
 async def open_rules(db: Conn) -> set[str]:
@@ -102,14 +100,14 @@ async def open_rules(db: Conn) -> set[str]:
     }
 
 
-async def list_circuits(db: Conn, *, include_closed: bool = False) -> list[dict[str, Any]]:
+async def list_circuits(db: Conn, *, include_closed: bool = False) -> list[CircuitRow]:
     sql = "SELECT * FROM safety_circuits WHERE state='open' OR $1 ORDER BY opened_at DESC"
     return [_circuit(r) for r in await db.fetch(sql, include_closed)]
 
 
 async def close_circuits(
     db: Conn, rule: str, target: str | None, now: float, by: str
-) -> list[dict[str, Any]]:
+) -> list[CircuitRow]:
     return [
         _circuit(r)
         for r in await db.fetch(
@@ -123,7 +121,7 @@ async def close_circuits(
     ]
 
 
-async def sweep(db: Conn, now: float, quiet: float) -> list[dict[str, Any]]:
+async def sweep(db: Conn, now: float, quiet: float) -> list[CircuitRow]:
     closed = [
         _circuit(r)
         for r in await db.fetch(
@@ -209,7 +207,8 @@ async def admit(
                 rule,
                 key,
             )
-            circuit = _circuit(row) | {"escalated_by": heal_id}
+            circuit = _circuit(row)
+            circuit["escalated_by"] = heal_id
             return Decision(
                 "escalate",
                 key,

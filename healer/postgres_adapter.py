@@ -409,12 +409,12 @@ class HealPostgres:
         self.pinned = adapter.pinned
         self.config = adapter.config
 
-    def max_terminations(self, db: str) -> int:
+    def terminations_left(self, db: str) -> int:
         """How many more sessions this heal may terminate on ``db``."""
         return self._adapter.config(db).max_terminations - self._terminated.get(db, 0)
 
     async def terminate(self, db: str, session: Session) -> bool:
-        if self.max_terminations(db) <= 0:
+        if self.terminations_left(db) <= 0:
             raise TargetRefused(
                 f"termination cap reached for database {db!r} "
                 f"({self._adapter.config(db).max_terminations} per heal)"

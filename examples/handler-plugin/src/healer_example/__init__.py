@@ -1,0 +1,1 @@
+"""An example healer handler plugin (see ``restart_unhealthy``)."""
