@@ -87,9 +87,9 @@ import httpx
 from bench.common import REPO, Context, Result, Target, median, ratio, summary
 from bench.procs import ADMIN_TOKEN, healer
 from healer.postgres_adapter import EXIT_POLL
-from tests.support.containers import ContainerFactory, build_busybox_image
-from tests.support.postgres import scratch_database, scratch_role, server_dsn, with_user
-from tests.support.processes import PrometheusFactory, PromInstance
+from tests.support.servers.containers import ContainerFactory, build_busybox_image
+from tests.support.servers.postgres import scratch_database, scratch_role, server_dsn, with_user
+from tests.support.servers.processes import PrometheusFactory, PromInstance
 
 NAME = "action"
 DESCRIPTION = (

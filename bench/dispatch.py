@@ -10,7 +10,7 @@ waits on verification.
 
 Idle: single-alert posts one after another, a pause between them. Under load: the same
 probes, every 50 ms, while another process posts 100 groups of 50 alerts per second
-(5,000 alerts/s, none matching a rule; tests/support/loadgen.py), and once more while wrk
+(5,000 alerts/s, none matching a rule; tests/support/scenarios/loadgen.py), and once more while wrk
 floods healer as in the ingest benchmark (16 connections, as fast as it answers): there
 the probes queue behind the flood, which is reported but not held to the target.
 Targets: p99 <= 5 ms idle, <= 50 ms under the steady load.
@@ -30,7 +30,7 @@ import httpx
 from bench.common import Context, Result, Target, summary
 from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer, steady_load, wrk
-from tests.support.payloads import alert, payload
+from tests.support.inprocess.payloads import alert, payload
 
 NAME = "dispatch"
 DESCRIPTION = "request arrival -> handler check, idle and under ingest load"

@@ -2,7 +2,7 @@
 phase by phase, with who owns each phase.
 
 Every repetition of every scenario runs on a fresh world: the scenario of
-tests/support/odoo_scenarios.py (the code the end-to-end tests run: the same fault,
+tests/support/scenarios/odoo_scenarios.py (the code the end-to-end tests run: the same fault,
 exporters, the shipped alert rule at test speed, Alertmanager with ``group_wait: 0s``,
 ``healer serve`` with the shipped Odoo rule), then the fault is injected and the heal's
 milestones are read from the source that knows each one (OdooLoop.milestones):
@@ -48,9 +48,9 @@ from typing import Any
 import pytest
 
 from bench.common import RESULTS, Context, Result, Target, machine, median, ratio
-from tests.support.containers import ContainerFactory, build_busybox_image, connect_docker
-from tests.support.odoo_loop import TEST_SPEED, shipped_rule
-from tests.support.odoo_scenarios import SCENARIOS, odoo_world
+from tests.support.scenarios.odoo_loop import TEST_SPEED, shipped_rule
+from tests.support.scenarios.odoo_scenarios import SCENARIOS, odoo_world
+from tests.support.servers.containers import ContainerFactory, build_busybox_image, connect_docker
 
 NAME = "loop"
 DESCRIPTION = (

@@ -6,7 +6,7 @@ the dispatch path) and names the target ``<kind>:<params.target>``; ``act`` retu
 once. As ``bench.noop`` (targets ``bench:<name>``) it is registered the way any
 third-party plugin is, through the ``healer.handlers`` entry-point group:
 :func:`plugin_path` writes a dist-info for it into a directory that the healer process
-gets on its ``PYTHONPATH``. Tests register it as ``test.noop`` (tests/support/noop.py)
+gets on its ``PYTHONPATH``. Tests register it as ``test.noop`` (tests/support/inprocess/noop.py)
 with ``record=True``, and steer it through its attributes:
 
     checks / acts   the params each call got (only with ``record``: a benchmark's healer

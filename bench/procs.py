@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.common import REPO
 from bench.noop import plugin_path
-from tests.support.healer_api import write_config
-from tests.support.processes import HealerFactory, HealerProc, ManagedProcess
+from tests.support.inprocess.healer_api import write_config
+from tests.support.servers.processes import HealerFactory, HealerProc, ManagedProcess
 
 TOKEN = "bench-webhook-token"  # noqa: S105 - a throwaway token for a loopback run
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105
@@ -123,14 +123,14 @@ def wrk(
 def steady_load(
     url: str, *, seconds: float, rate: float, alerts: int, out: Path, token: str = TOKEN
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """tests/support/loadgen.py in its own process: ``rate`` posts/s of ``alerts`` alerts
+    """tests/support/scenarios/loadgen.py in its own process: ``rate`` posts/s of ``alerts`` alerts
     (every alert its own fingerprint, none matching a rule) for ``seconds``; its summary
     is in ``out`` once the process has ended (killed if still running on exit)."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tests.support.loadgen",
+            "tests.support.scenarios.loadgen",
             "--url",
             url,
             "--seconds",

@@ -72,8 +72,8 @@ from bench.storm_sender import (
     storm_alert_count,
     storm_fingerprint,
 )
-from tests.support.payloads import alert, payload
-from tests.support.processes import PrometheusFactory
+from tests.support.inprocess.payloads import alert, payload
+from tests.support.servers.processes import PrometheusFactory
 
 NAME = "storm"
 DESCRIPTION = (

@@ -1,7 +1,7 @@
 """Storm on replicas: the storm (bench/storm.py) on three healer replicas sharing a
 PostgreSQL store, beside the same storm on one healer on SQLite, in the same run.
 
-A private PostgreSQL server (tests/support/pgserver.py, ``fsync`` and
+A private PostgreSQL server (tests/support/servers/pgserver.py, ``fsync`` and
 ``synchronous_commit`` on: a durable commit costs what it costs on this disk) holds the
 store; three ``healer serve`` processes run on it, each on its own port with the same
 config (``journal: postgresql://...``, default pool); one more ``healer serve`` runs on a
@@ -63,8 +63,8 @@ from bench.storm import (
     wave_journal,
 )
 from bench.storm_sender import flood_body, storm_alert_count
-from tests.support.pgserver import private_postgres
-from tests.support.processes import PrometheusFactory
+from tests.support.servers.pgserver import private_postgres
+from tests.support.servers.processes import PrometheusFactory
 
 NAME = "storm_replicas"
 DESCRIPTION = (

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import percentile
-from tests.support.payloads import alert, iso, payload
+from tests.support.inprocess.payloads import alert, iso, payload
 
 STORM_ALERTNAME = "BenchStorm"
 FLOOD_ALERTNAME = "BenchLeak"

@@ -47,8 +47,8 @@ from bench.common import Context, Result, Target, ratio, summary
 from bench.noop import noop_config, noop_rule
 from bench.procs import ADMIN_TOKEN, TOKEN, healer
 from tests.support.env import wait_until
-from tests.support.payloads import alert, iso, payload
-from tests.support.processes import PrometheusFactory, PromInstance
+from tests.support.inprocess.payloads import alert, iso, payload
+from tests.support.servers.processes import PrometheusFactory, PromInstance
 
 NAME = "verify_delay"
 DESCRIPTION = (

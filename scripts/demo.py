@@ -1,5 +1,5 @@
 """The live demo behind scripts/demo: the same real loop the e2e tests drive
-(tests/support/loop.py), narrated step by step with timings.
+(tests/support/scenarios/loop.py), narrated step by step with timings.
 
     .venv/bin/python scripts/demo.py [--keep]
 """
@@ -24,9 +24,9 @@ from tests.support import (  # noqa: E402
     PrometheusFactory,
     build_busybox_image,
 )
-from tests.support.containers import connect_docker  # noqa: E402
 from tests.support.env import wait_until  # noqa: E402
-from tests.support.loop import Loop, start_loop  # noqa: E402
+from tests.support.scenarios.loop import Loop, start_loop  # noqa: E402
+from tests.support.servers.containers import connect_docker  # noqa: E402
 
 T0 = time.monotonic()
 

@@ -19,7 +19,8 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
     cadvisor            function  CadvisorFactory: .start(labels) (the cAdvisor stand-in)
     shipped_pg          session   ShippedCluster: a private PostgreSQL after the shipped
                                   examples/odoo/postgres/initdb.d/10-roles.sh; make Odoo
-                                  databases in it with tests.support.odoo_roles.odoo_database
+                                  databases in it with odoo_database (from
+                                  tests.support.servers.odoo_roles)
 
 Parallel runs. scripts/test runs pytest on pytest-xdist workers: HEALER_TEST_WORKERS of
 them (default 4 on 2 cores: most tests wait on real services), ``--dist load`` (tests
@@ -43,7 +44,7 @@ land on any worker next to any other test. What keeps them apart:
   role per test (``scratch_role``); queries over pg_stat_activity and handlers that
   terminate or cancel sessions are narrowed to the test's own database (``datname``)
   or pids. Server-wide faults (max_connections, stop/kill) and fixed role names run on
-  a private cluster (tests.support.pgserver / private_services): own data directory
+  a private cluster (tests.support.servers.pgserver / private_services): own data directory
   under /tmp (``mkdtemp``) and own port.
 - Files: under ``tmp_path`` (a directory per worker and test) or ``mkdtemp``; never a
   fixed path in /tmp.
@@ -68,12 +69,12 @@ from tests.support import (
     connect_docker,
     remove_labelled_containers,
 )
-from tests.support.exporters import (
+from tests.support.servers.exporters import (
     BlackboxExporterFactory,
     CadvisorFactory,
     PostgresExporterFactory,
 )
-from tests.support.odoo_roles import ShippedCluster, shipped_cluster
+from tests.support.servers.odoo_roles import ShippedCluster, shipped_cluster
 
 
 class _Stoppable(Protocol):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.loop import Loop, start_loop
+from tests.support.scenarios.loop import Loop, start_loop
 
 
 @pytest.fixture

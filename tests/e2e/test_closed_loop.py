@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.loop import Loop
+from tests.support.scenarios.loop import Loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 

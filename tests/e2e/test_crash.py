@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.env import wait_until
-from tests.support.faults import (
+from tests.support.scenarios.faults import (
     docker_restarts,
     journal_heal,
     kinds,

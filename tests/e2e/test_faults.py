@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from tests.support import ContainerFactory, build_busybox_image, wait_until
-from tests.support.disk import small_disk
-from tests.support.faults import (
+from tests.support.scenarios.faults import (
     VariantLoop,
     cluster_args,
     docker_restarts,
@@ -30,9 +29,10 @@ from tests.support.faults import (
     wait_for_done,
     wait_for_phase,
 )
-from tests.support.loop import DEMO_CONFIG, Loop, start_loop
-from tests.support.private_services import PrivateDockerd, private_dockerd
-from tests.support.proxy import SlowAnswerProxy
+from tests.support.scenarios.loop import DEMO_CONFIG, Loop, start_loop
+from tests.support.servers.disk import small_disk
+from tests.support.servers.private_services import PrivateDockerd, private_dockerd
+from tests.support.servers.proxy import SlowAnswerProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 

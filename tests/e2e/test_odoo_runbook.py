@@ -1,8 +1,8 @@
 """The Odoo runbook (docs/runbooks/odoo-auto-healing.md) end to end, on real components.
 
-Each scenario (tests/support/odoo_scenarios.py, which bench/loop.py times) breaks a
+Each scenario (tests/support/scenarios/odoo_scenarios.py, which bench/loop.py times) breaks a
 real thing the way Odoo breaks, lets the shipped alert rule (alerts/*.rules.yml, sped
-up: tests/support/odoo_loop.py TEST_SPEED) fire in a real Prometheus from real
+up: tests/support/scenarios/odoo_loop.py TEST_SPEED) fire in a real Prometheus from real
 exporters (postgres_exporter with alerts/postgres_exporter/queries.yml, blackbox
 exporter, the cAdvisor stand-in), lets a real Alertmanager post it to a real ``healer
 serve`` running the shipped rule of examples/odoo/healer.yml, and ends on the heal's
@@ -25,9 +25,8 @@ import asyncpg
 import pytest
 
 from tests.support import ContainerFactory
-from tests.support import odoo as ir_cron
-from tests.support.odoo_roles import ShippedCluster
-from tests.support.odoo_scenarios import (
+from tests.support.scenarios import odoo as ir_cron
+from tests.support.scenarios.odoo_scenarios import (
     DbLockTree,
     OdooWorld,
     Scenario,
@@ -39,7 +38,8 @@ from tests.support.odoo_scenarios import (
     shipped_database,
     too_many_connections,
 )
-from tests.support.odoo_standins import started_at
+from tests.support.servers.odoo_roles import ShippedCluster
+from tests.support.servers.odoo_standins import started_at
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus]
 

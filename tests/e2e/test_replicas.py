@@ -2,7 +2,7 @@
 an Alertmanager storm spread over the replicas, a replica killed (-9) or frozen
 (SIGSTOP) while it runs a heal, PostgreSQL down in the middle of a storm, and a fleet-wide
 budget. Everything (replicas, Alertmanager cluster, Prometheus, the PostgreSQL server,
-the demo container) is tests/support/replicas.py's; actions are counted by dockerd's own
+the demo container) is tests/support/scenarios/replicas.py's; actions are counted by dockerd's own
 events or by the store's rows, never by a replica's word for it alone."""
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from bench.procs import TOKEN
 from bench.storm import send
 from bench.storm_sender import STORM_ALERTNAME, storm_alert_count
 from tests.support.env import wait_until
-from tests.support.faults import docker_restarts, kinds
-from tests.support.loop import DEMO_CONFIG
-from tests.support.payloads import iso
-from tests.support.replicas import Fleet, noop_alert, replica_fleet
+from tests.support.inprocess.payloads import iso
+from tests.support.scenarios.faults import docker_restarts, kinds
+from tests.support.scenarios.loop import DEMO_CONFIG
+from tests.support.scenarios.replicas import Fleet, noop_alert, replica_fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.prometheus]
 
 # A noop heal is verified against a real Prometheus, as bench/storm.py does: recovered.
 VERIFY = {"query": "vector(0)", "stable_for": "0s", "timeout": "30s"}
 NO_LIMITS = {"safety": {"cooldown": "0s", "budget": {"max_actions": 1000}}}
-# Where no replica dies, leases as long as the default: 2 s leases (tests/support/replicas.py)
-# expire under a storm on a loaded 2-core machine, and a live replica's heals get taken over.
+# Where no replica dies, leases as long as the default: 2 s leases
+# (tests/support/scenarios/replicas.py) expire under a storm on a loaded 2-core machine,
+# and a live replica's heals get taken over.
 DEFAULT_LEASE = {"replica": {"lease_ttl": "15s", "renew_every": "5s"}}
 
 

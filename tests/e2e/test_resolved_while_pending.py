@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.support.env import wait_until
-from tests.support.faults import docker_restarts, kinds, wait_for_done
-from tests.support.loop import Loop, start_loop
+from tests.support.scenarios.faults import docker_restarts, kinds, wait_for_done
+from tests.support.scenarios.loop import Loop, start_loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 

@@ -63,7 +63,7 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
     1 healer on SQLite) exits 0 and writes its JSON with every target measured; on both
     sides one heal per fingerprint, none healed twice, nothing accepted lost, no non-2xx.
     The alerts/s ratio is only reported, never judged here."""
-    from tests.support.pgserver import pg_bin
+    from tests.support.servers.pgserver import pg_bin
 
     if pg_bin() is None:
         require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb")

@@ -19,7 +19,7 @@ import yaml
 
 from tests.support import HealerFactory
 from tests.support.env import free_port
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.payloads import alert_payload
 
 WEBHOOK_TOKEN = "wh-SECRET-cli-1"
 ADMIN_TOKEN = "adm-SECRET-cli-2"

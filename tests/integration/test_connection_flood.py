@@ -30,8 +30,8 @@ from healer.config import ServerConfig
 from healer.server import connection_cap
 from tests.support import HealerFactory, wait_until
 from tests.support.env import require_service
-from tests.support.flood import HostileConnections
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.scenarios.flood import HostileConnections
 
 pytestmark = [pytest.mark.docker, pytest.mark.prometheus]
 

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from healer.docker_adapter import DockerAdapter
-from tests.support.containers import ContainerFactory
 from tests.support.env import require_service
-from tests.support.processes import ManagedProcess
-from tests.support.stack import REPO
+from tests.support.inprocess.stack import REPO
+from tests.support.servers.containers import ContainerFactory
+from tests.support.servers.processes import ManagedProcess
 
 pytestmark = pytest.mark.docker
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.inproc import running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 pytestmark = pytest.mark.docker
 

@@ -18,13 +18,13 @@ from tests.support import (
     scratch_database,
     wait_until,
 )
-from tests.support.exporters import (
+from tests.support.servers.exporters import (
     BlackboxExporterFactory,
     CadvisorFactory,
     ExporterProc,
     PostgresExporterFactory,
 )
-from tests.support.odoo_standins import start_leaky_workers, start_odoo_web, started_at
+from tests.support.servers.odoo_standins import start_leaky_workers, start_odoo_web, started_at
 
 
 def scrape(exporter: ExporterProc, name: str) -> list[tuple[dict[str, str], float]]:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.support import HealerFactory
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.payloads import alert_payload
 
 HUGE = "Z" * 400_000  # well under the 1 MiB max_body, several hundred times the clip
 SMALL_ANSWER = 4096

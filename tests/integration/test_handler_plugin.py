@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.containers import ContainerFactory
-from tests.support.healer_api import write_config
-from tests.support.payloads import alert_payload
-from tests.support.plugin_install import install_distribution
-from tests.support.processes import HealerFactory
+from tests.support.inprocess.healer_api import write_config
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.inprocess.plugin_install import install_distribution
+from tests.support.servers.containers import ContainerFactory
+from tests.support.servers.processes import HealerFactory
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "handler-plugin"

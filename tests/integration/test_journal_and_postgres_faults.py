@@ -16,10 +16,10 @@ from healer.config import Secrets
 from healer.errors import JournalUnavailable
 from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, SqliteStore
-from tests.support.disk import small_disk
-from tests.support.inproc import running_healer
-from tests.support.payloads import alert_payload
-from tests.support.private_services import PrivatePostgres, private_postgres
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.disk import small_disk
+from tests.support.servers.private_services import PrivatePostgres, private_postgres
 
 # --- the journal's disk is full ------------------------------------------------------------
 

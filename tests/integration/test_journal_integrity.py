@@ -26,7 +26,7 @@ import yaml
 from healer.api import Alert
 from healer.store import HealPlan, SqliteStore
 from tests.support import HealerFactory
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.payloads import alert_payload
 
 NOBODY = 65534
 # Run as root but bound by file permissions, like any unprivileged user.

@@ -1,5 +1,5 @@
 """Ingest under load: a real ``healer serve`` with its real journal, fed by a load
-generator in a separate process (tests/support/loadgen.py) for HEALER_LOAD_SECONDS
+generator in a separate process (tests/support/scenarios/loadgen.py) for HEALER_LOAD_SECONDS
 (default 20): Alertmanager-shaped posts of 50 alerts each, every alert its own
 fingerprint, one post in ten a re-send of an earlier group, at up to 300 requests/s.
 
@@ -29,7 +29,7 @@ import yaml
 
 from bench.common import rss_bytes
 from tests.support import HealerFactory
-from tests.support.loadgen import fingerprint
+from tests.support.scenarios.loadgen import fingerprint
 
 pytestmark = pytest.mark.load
 
@@ -93,7 +93,7 @@ def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory
     argv = [
         sys.executable,
         "-m",
-        "tests.support.loadgen",
+        "tests.support.scenarios.loadgen",
         "--url",
         healer.url,
         "--seconds",

@@ -11,14 +11,14 @@ import asyncpg
 import pytest
 
 from tests.support import Sessions
-from tests.support.odoo import ODOO_VERSIONS, CronWorker, add_trigger, insert_job
-from tests.support.odoo_roles import (
+from tests.support.inprocess.stack import ALERTS, load_yaml
+from tests.support.scenarios.odoo import ODOO_VERSIONS, CronWorker, add_trigger, insert_job
+from tests.support.servers.odoo_roles import (
     PASSWORDS,
     OdooDatabase,
     ShippedCluster,
     odoo_database,
 )
-from tests.support.stack import ALERTS, load_yaml
 
 pytestmark = pytest.mark.postgres
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.inproc import running_healer
-from tests.support.inproc import timeline_event as event
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.inproc import timeline_event as event
 
 WAIT = 30.0
 

@@ -1,7 +1,7 @@
 """odoo.unlock_cron through the real engine, in-process, against real PostgreSQL sessions
 holding real row locks on ``ir_cron`` tables shaped like Odoo 16, 17, 18 and 19's, with
 stand-in cron workers that run jobs on two connections as Odoo does
-(:mod:`tests.support.odoo`).
+(:mod:`tests.support.scenarios.odoo`).
 
 Prometheus is a dead loopback port: a heal that acts ends ``unverified`` (manual
 triggers have nothing to verify), so the outcome says whether healer acted.
@@ -21,9 +21,10 @@ import pytest
 
 from healer.config import Secrets
 from tests.support import Sessions
-from tests.support.inproc import running_healer
-from tests.support.inproc import timeline_event as event
-from tests.support.odoo import (
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.inproc import timeline_event as event
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.scenarios.odoo import (
     ODOO_VERSIONS,
     CronWorker,
     ManualRun,
@@ -35,8 +36,7 @@ from tests.support.odoo import (
     reference_job,
     set_module_state,
 )
-from tests.support.odoo_roles import OdooDatabase, ShippedCluster, odoo_database
-from tests.support.payloads import alert_payload
+from tests.support.servers.odoo_roles import OdooDatabase, ShippedCluster, odoo_database
 
 pytestmark = pytest.mark.postgres
 

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import Sessions, wait_blocked
 from tests.support.env import wait_until
-from tests.support.exporters import PostgresExporterFactory
-from tests.support.odoo import ODOO_VERSIONS, add_trigger, insert_job
-from tests.support.odoo_roles import OdooDatabase, ShippedCluster, odoo_database
-from tests.support.stack import ALERTS
+from tests.support.inprocess.stack import ALERTS
+from tests.support.scenarios.odoo import ODOO_VERSIONS, add_trigger, insert_job
+from tests.support.servers.exporters import PostgresExporterFactory
+from tests.support.servers.odoo_roles import OdooDatabase, ShippedCluster, odoo_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
 

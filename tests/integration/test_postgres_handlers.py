@@ -34,8 +34,8 @@ from tests.support import (
     wait_blocked,
     with_user,
 )
-from tests.support.inproc import InProcessHealer, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 pytestmark = pytest.mark.postgres
 

@@ -18,8 +18,8 @@ import pytest
 
 from healer.config import Secrets
 from tests.support import Sessions, scratch_database
-from tests.support.inproc import running_healer
-from tests.support.sql_secrets import SECRET, SQL_FORMS, leaks
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.sql_secrets import SECRET, SQL_FORMS, leaks
 
 pytestmark = pytest.mark.postgres
 
@@ -52,7 +52,7 @@ async def _hold_row_after(s: Sessions, row: int, sql: str) -> asyncpg.Connection
 
 
 async def test_no_password_in_query_text_reaches_journal_or_api(tmp_path: Path) -> None:
-    """For every SQL form of tests/support/sql_secrets.py (CREATE/ALTER ROLE ... PASSWORD,
+    """For every SQL form of tests/support/inprocess/sql_secrets.py (CREATE/ALTER ROLE ... PASSWORD,
     E'' and $$ literals, dblink/subscription DSNs, sslpassword, URLs, SET, set_config,
     FDW options, JSON, ODBC), whole and cut inside the literal: the heal's evidence shows
     the statement (masked), and no 4 characters of the secret are in the journal's file

@@ -17,12 +17,12 @@ import httpx
 from healer.store.postgres import schema
 from tests.support import HealerFactory
 from tests.support.env import free_port, wait_until
-from tests.support.healer_api import write_config
-from tests.support.payloads import alert_payload
-from tests.support.pgserver import private_postgres
-from tests.support.postgres import scratch_database
-from tests.support.processes import HealerProc
-from tests.support.prometheus_standin import StillFiring
+from tests.support.inprocess.healer_api import write_config
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.pgserver import private_postgres
+from tests.support.servers.postgres import scratch_database
+from tests.support.servers.processes import HealerProc
+from tests.support.servers.prometheus_standin import StillFiring
 
 TOKEN = "webhook-token-0123456789"
 ADMIN = "admin-token-0123456789"

@@ -19,11 +19,11 @@ import pytest
 from healer.api import Alert
 from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, SqliteStore
-from tests.support.faults import docker_restarts
-from tests.support.gates import fingerprint, until
-from tests.support.inproc import running_healer
-from tests.support.noop import recording_noop
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.gates import fingerprint, until
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.noop import recording_noop
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.scenarios.faults import docker_restarts
 
 pytestmark = pytest.mark.docker
 

@@ -1,9 +1,21 @@
-"""Helpers for tests that use real components (Docker, Prometheus, Alertmanager, healer).
+"""Helpers for tests that use real components (Docker, Prometheus, Alertmanager, healer),
+grouped by what they are:
 
-Fixtures live in tests/conftest.py and only wire these helpers together.
+    servers/     real processes and servers a test starts and stops (Prometheus,
+                 Alertmanager, exporters, `healer serve`, containers, private PostgreSQL
+                 clusters, stand-ins, the webhook recorder)
+    scenarios/   loops and scenarios built from them (the closed loop, the Odoo runbook,
+                 faults, floods, load, replicas)
+    inprocess/   in-process helpers (the app behind an ASGI client, a HealContext, the
+                 payload builder, the Noop handler, config and data helpers)
+    env.py       free ports per xdist worker, require_service, wait_until
+
+Fixtures live in tests/conftest.py and only wire these helpers together; bench/ and
+scripts/demo.py import them too.
 """
 
-from .containers import (
+from tests.support.env import free_port, in_ci, require_service, wait_until
+from tests.support.servers.containers import (
     BUSYBOX_IMAGE_TAG,
     TEST_LABEL,
     ContainerFactory,
@@ -11,8 +23,7 @@ from .containers import (
     connect_docker,
     remove_labelled_containers,
 )
-from .env import free_port, in_ci, require_service, wait_until
-from .postgres import (
+from tests.support.servers.postgres import (
     Sessions,
     scratch_database,
     scratch_role,
@@ -20,7 +31,7 @@ from .postgres import (
     wait_blocked,
     with_user,
 )
-from .processes import (
+from tests.support.servers.processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
@@ -30,7 +41,7 @@ from .processes import (
     PrometheusFactory,
     PromInstance,
 )
-from .service import (
+from tests.support.servers.service import (
     METRIC,
     DemoService,
     break_service,
@@ -41,7 +52,7 @@ from .service import (
     start_service,
     wait_for_metric,
 )
-from .webhook import Received, WebhookRecorder
+from tests.support.servers.webhook import Received, WebhookRecorder
 
 __all__ = [
     "BUSYBOX_IMAGE_TAG",

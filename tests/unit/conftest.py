@@ -1,5 +1,5 @@
 """Fixtures for unit tests: the no-op handler plugin (bench/noop.py) recording its calls,
-and in-process healers (tests/support/inproc.py) of ``web_config``'s world.
+and in-process healers (tests/support/inprocess/inproc.py) of ``web_config``'s world.
 
     noop          a fresh ``Noop`` registered as ``test.noop``: ``.checks`` / ``.acts``
                   list the params it was called with; set ``.gate`` to an
@@ -30,8 +30,8 @@ from bench.noop import Noop
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
 from tests.support.env import free_port
-from tests.support.inproc import ADMIN, InProcessHealer, Start, running_healer, web_config
-from tests.support.noop import NAME, recording_noop
+from tests.support.inprocess.inproc import ADMIN, InProcessHealer, Start, running_healer, web_config
+from tests.support.inprocess.noop import NAME, recording_noop
 
 
 @pytest.fixture

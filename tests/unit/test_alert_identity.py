@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from healer.verify import Verifier
-from tests.support.inproc import running_healer
+from tests.support.inprocess.inproc import running_healer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager-0.25"
 

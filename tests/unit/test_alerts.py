@@ -21,8 +21,8 @@ from healer.plugins import HandlerRegistry
 from healer.rules import RuleSet
 from healer.templating import render_params
 from tests.support.env import require_service
-from tests.support.markdown import anchors
-from tests.support.stack import (
+from tests.support.inprocess.markdown import anchors
+from tests.support.inprocess.stack import (
     ALERTS,
     REPO,
     RUNBOOKS,

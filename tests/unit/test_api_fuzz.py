@@ -32,7 +32,7 @@ from schemathesis.python import asgi
 
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import healer_app, web_config
+from tests.support.inprocess.inproc import healer_app, web_config
 
 WEBHOOK_TOKEN = "fuzz-webhook-token"
 ADMIN_TOKEN = "fuzz-admin-token"

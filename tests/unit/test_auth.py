@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from healer.config import Secrets
-from tests.support.inproc import InProcessHealer, Start
-from tests.support.inproc import web_alert as alert
-from tests.support.payloads import payload as group
+from tests.support.inprocess.inproc import InProcessHealer, Start
+from tests.support.inprocess.inproc import web_alert as alert
+from tests.support.inprocess.payloads import payload as group
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench.loop import PHASES, owned, phases, summarise
-from tests.support.odoo_scenarios import SCENARIOS
+from tests.support.scenarios.odoo_scenarios import SCENARIOS
 
 FAULT = 1_800_000_000.0
 

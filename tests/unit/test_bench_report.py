@@ -19,7 +19,7 @@ from bench.noop import NAME as NOOP
 from bench.noop import plugin_path
 from bench.report import END, PAGE, START, load_results, render_table, update_page
 from healer.plugins import HandlerRegistry
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.payloads import alert_payload
 
 
 def test_a_target_is_met_only_on_its_side_of_the_limit() -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.env import require_service
-from tests.support.stack import (
+from tests.support.inprocess.stack import (
     REPO,
     load_compose,
     load_yaml,

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.support.markdown import anchors, links, slug
+from tests.support.inprocess.markdown import anchors, links, slug
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = sorted(

@@ -26,8 +26,8 @@ from structlog.testing import capture_logs
 
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 FUZZ = settings(
     max_examples=150,

@@ -19,9 +19,9 @@ from handlers.exec import TAIL_BYTES, Exec, ExecParams, env_name
 from healer.api import ActionFailed, InvalidParams
 from healer.plugins import HandlerRegistry
 from tests.support.env import wait_until
-from tests.support.healctx import heal_context
-from tests.support.inproc import running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.healctx import heal_context
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 EXEC = Exec()
 

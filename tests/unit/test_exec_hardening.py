@@ -17,7 +17,7 @@ from handlers.exec import CUT_MARKER, MAX_ALERT_ENV, MAX_ENV_VALUE, Exec, ExecPa
 from healer.api import ActionFailed, InvalidParams
 from healer.cli import main
 from tests.support.env import in_ci
-from tests.support.healctx import heal_context
+from tests.support.inprocess.healctx import heal_context
 
 EXEC = Exec()
 OTHER_UID = 54321  # no such user here; root can still chown to it

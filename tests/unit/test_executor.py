@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.gates import until
-from tests.support.inproc import InProcessHealer, Start
-from tests.support.inproc import web_alert as alert
+from tests.support.inprocess.gates import until
+from tests.support.inprocess.inproc import InProcessHealer, Start
+from tests.support.inprocess.inproc import web_alert as alert
 
 WAIT = 5.0  # upper bound for any heal in these tests to finish
 

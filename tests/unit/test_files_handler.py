@@ -20,9 +20,9 @@ from handlers.files import FilesPrune, PruneCheck, PruneParams
 from healer.api import ActionFailed, InvalidParams
 from healer.plugins import HandlerRegistry
 from tests.support.env import require_service
-from tests.support.healctx import heal_context
-from tests.support.inproc import running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.healctx import heal_context
+from tests.support.inprocess.inproc import running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 PRUNE = FilesPrune()
 DAY = 86400

@@ -7,8 +7,8 @@ dockerd or Prometheus.
 
 from __future__ import annotations
 
-from tests.support.inproc import InProcessHealer
-from tests.support.inproc import web_alert as alert
+from tests.support.inprocess.inproc import InProcessHealer
+from tests.support.inprocess.inproc import web_alert as alert
 
 
 async def test_health_answers_ok(healer: InProcessHealer) -> None:

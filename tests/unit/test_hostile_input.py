@@ -27,8 +27,8 @@ import pytest
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
 from healer.templating import render_params
-from tests.support.inproc import InProcessHealer, noop_config, running_healer
-from tests.support.payloads import alert, alert_payload, payload
+from tests.support.inprocess.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.inprocess.payloads import alert, alert_payload, payload
 
 WEBHOOK_TOKEN = "wh-t0ken-hostile"
 ADMIN_TOKEN = "adm-t0ken-hostile"

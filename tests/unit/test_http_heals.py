@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from healer.config import Secrets
-from tests.support.inproc import ADMIN, InProcessHealer, Start, set_query_only
-from tests.support.inproc import web_alert as alert
+from tests.support.inprocess.inproc import ADMIN, InProcessHealer, Start, set_query_only
+from tests.support.inprocess.inproc import web_alert as alert
 
 
 async def test_an_unwritable_journal_refuses_manual_triggers(admin_healer: InProcessHealer) -> None:

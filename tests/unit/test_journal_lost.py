@@ -16,8 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import InProcessHealer, noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 
 def _rm_all(path: Path) -> str:

@@ -17,8 +17,8 @@ from healer.api import Alert
 from healer.cli import main
 from healer.plugins import HandlerRegistry
 from healer.store import HealPlan, ReceivedAlert, SqliteStore
-from tests.support.inproc import running_healer, web_alert, web_config
-from tests.support.payloads import payload
+from tests.support.inprocess.inproc import running_healer, web_alert, web_config
+from tests.support.inprocess.payloads import payload
 from tests.unit.test_journal_group_commit import _alert
 
 PLAN = HealPlan("poke", "test.noop", {}, {}, False)

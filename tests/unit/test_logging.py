@@ -7,8 +7,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from tests.support.inproc import noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 from bench.noop import Noop
 from healer.api import Alert
 from healer.store import HealPlan, SqliteStore
-from tests.support.gates import fingerprint, fire, gates_config, until
-from tests.support.inproc import InProcessHealer, running_healer
-from tests.support.payloads import alert, payload
+from tests.support.inprocess.gates import fingerprint, fire, gates_config, until
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.payloads import alert, payload
 
 WAITING = 3000  # heals on a 1h min_firing
 BATCH = 250  # alerts per webhook post

@@ -30,7 +30,7 @@ from healer.notify import Escalation, chat_text
 from healer.plugins import HandlerRegistry
 from healer.rules import RuleSet
 from healer.store import HealPlan, SqliteStore, alert_key_time
-from tests.support.gates import (
+from tests.support.inprocess.gates import (
     BASE,
     fingerprint,
     fire,
@@ -39,10 +39,10 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import InProcessHealer, running_healer
-from tests.support.payloads import alert_payload
-from tests.support.prometheus_standin import StillFiring
-from tests.support.webhook import WebhookRecorder
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.prometheus_standin import StillFiring
+from tests.support.servers.webhook import WebhookRecorder
 
 RESENDS = 8  # re-sends posted at once: an HA pair plus retries, racing
 BASE_KEY = alert_key_time(BASE)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.gates import until
-from tests.support.inproc import InProcessHealer, Start, set_query_only
-from tests.support.inproc import web_alert as alert
-from tests.support.payloads import payload as group
+from tests.support.inprocess.gates import until
+from tests.support.inprocess.inproc import InProcessHealer, Start, set_query_only
+from tests.support.inprocess.inproc import web_alert as alert
+from tests.support.inprocess.payloads import payload as group
 
 
 async def test_webhook_sorts_a_group_into_started_ignored_duplicates_resolved(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from healer.redact import redact_data, redact_dsn
-from tests.support.sql_secrets import SECRET, SQL_FORMS, leaks
+from tests.support.inprocess.sql_secrets import SECRET, SQL_FORMS, leaks
 
 
 @pytest.mark.parametrize("form", SQL_FORMS)

@@ -20,7 +20,7 @@ from healer.errors import ConfigError
 from healer.plugins import HandlerRegistry
 from healer.store import SqliteStore
 from healer.store.sqlite.schema import MIGRATIONS
-from tests.support.inproc import noop_config, running_healer
+from tests.support.inprocess.inproc import noop_config, running_healer
 from tests.unit.test_config import errors_of
 
 

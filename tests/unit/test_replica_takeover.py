@@ -23,10 +23,10 @@ from healer.config import Secrets
 from healer.errors import LeaseLost
 from healer.outcomes import Outcome
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import InProcessHealer, noop_config, running_healer
-from tests.support.payloads import alert_payload
-from tests.support.postgres import scratch_database
-from tests.support.prometheus_standin import StillFiring
+from tests.support.inprocess.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.postgres import scratch_database
+from tests.support.servers.prometheus_standin import StillFiring
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from bench.noop import Noop
 from healer.api import Alert
 from healer.outcomes import Phase
 from healer.store import HealPlan, SqliteStore
-from tests.support.gates import BASE, fingerprint, fire, gates_config, kinds, until
-from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.gates import BASE, fingerprint, fire, gates_config, kinds, until
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
 
 
 def assert_resolved_before_acting(heal: dict[str, Any]) -> None:

@@ -13,8 +13,8 @@ import pytest
 from healer.api import Alert
 from healer.outcomes import Phase
 from healer.store import HealPlan, SqliteStore
-from tests.support.inproc import InProcessHealer, noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import InProcessHealer, noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from healer.admin_cli import DEFAULT_URL, base_url
 from healer.cli import build_parser, main
 from healer.plugins import HandlerRegistry
 from tests.support.env import free_port, wait_until
-from tests.support.gates import (
+from tests.support.inprocess.gates import (
     ADMIN,
     BASE,
     fingerprint,
@@ -27,9 +27,9 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import healer_app
-from tests.support.payloads import alert_payload
-from tests.support.webhook import WebhookRecorder
+from tests.support.inprocess.inproc import healer_app
+from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.webhook import WebhookRecorder
 
 
 @pytest.fixture

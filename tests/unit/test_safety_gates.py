@@ -14,7 +14,7 @@ from typing import Any
 from bench.noop import Noop, NoopParams
 from healer.api import ActResult, CheckResult, HealContext
 from healer.plugins import HandlerRegistry
-from tests.support.gates import (
+from tests.support.inprocess.gates import (
     ADMIN,
     fire,
     fire_and_wait,
@@ -24,9 +24,9 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import InProcessHealer, running_healer
-from tests.support.noop import NoopForTests
-from tests.support.webhook import WebhookRecorder
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.noop import NoopForTests
+from tests.support.servers.webhook import WebhookRecorder
 
 
 def open_gauge(h: InProcessHealer, rule: str = "poke") -> float | None:

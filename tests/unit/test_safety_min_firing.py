@@ -16,8 +16,8 @@ from typing import Any
 from bench.noop import Noop
 from healer.plugins import HandlerRegistry
 from healer.store import SqliteStore
-from tests.support.gates import fire, gates_config, kinds, until
-from tests.support.inproc import InProcessHealer, running_healer
+from tests.support.inprocess.gates import fire, gates_config, kinds, until
+from tests.support.inprocess.inproc import InProcessHealer, running_healer
 
 
 async def waiting(h: InProcessHealer, heal_id: str) -> bool:

@@ -15,9 +15,9 @@ from healer.config import ConfigError, NotifierConfig, parse_config, resolve_sec
 from healer.notify import Escalation, Notifier, chat_text, redact
 from healer.plugins import HandlerRegistry
 from tests.support.env import free_port
-from tests.support.gates import fire_and_wait, gates_config, webhook_notifier, with_notify
-from tests.support.inproc import running_healer
-from tests.support.webhook import WebhookRecorder
+from tests.support.inprocess.gates import fire_and_wait, gates_config, webhook_notifier, with_notify
+from tests.support.inprocess.inproc import running_healer
+from tests.support.servers.webhook import WebhookRecorder
 
 ESC = Escalation(
     rule="poke",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.noop import Noop
 from healer.plugins import HandlerRegistry
-from tests.support.gates import (
+from tests.support.inprocess.gates import (
     fire,
     fire_and_wait,
     gates_config,
@@ -18,8 +18,8 @@ from tests.support.gates import (
     webhook_notifier,
     with_notify,
 )
-from tests.support.inproc import running_healer
-from tests.support.webhook import WebhookRecorder
+from tests.support.inprocess.inproc import running_healer
+from tests.support.servers.webhook import WebhookRecorder
 
 
 async def test_a_cooldown_survives_a_restart(

@@ -25,8 +25,8 @@ from healer.config import Secrets
 from healer.http import auth
 from healer.logs import redact_secrets
 from healer.plugins import HandlerRegistry
-from tests.support.inproc import noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 WEBHOOK_TOKEN = "wh-SECRET-token-1"
 ADMIN_TOKEN = "adm-SECRET-token-2"

@@ -44,8 +44,8 @@ from healer.store import (
 )
 from healer.store.postgres import schema as pg_schema
 from healer.store.postgres.store import PostgresOptions, PostgresStore
-from tests.support.pgserver import private_postgres
-from tests.support.postgres import Sessions, scratch_database
+from tests.support.servers.pgserver import private_postgres
+from tests.support.servers.postgres import Sessions, scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)

@@ -26,8 +26,8 @@ from healer.config import Secrets
 from healer.errors import PayloadError
 from healer.plugins import HandlerRegistry
 from healer.strictjson import MAX_DEPTH, decode_json
-from tests.support.inproc import noop_config, running_healer
-from tests.support.payloads import alert_payload
+from tests.support.inprocess.inproc import noop_config, running_healer
+from tests.support.inprocess.payloads import alert_payload
 
 FUZZ = settings(
     max_examples=300,

@@ -30,8 +30,8 @@ from healer.testing import (
     postgres_adapter,
     run_handler,
 )
-from tests.support.containers import ContainerFactory
-from tests.support.postgres import Sessions, scratch_database, server_dsn
+from tests.support.servers.containers import ContainerFactory
+from tests.support.servers.postgres import Sessions, scratch_database, server_dsn
 
 
 class NoteParams(HandlerParams):

@@ -9,7 +9,7 @@ replica end-to-end tests (tests/e2e/test_replicas.py)::
         fleet.server.stop(); fleet.server.start()   # PostgreSQL down and back
         fleet.rows("SELECT ...")    # the store itself, read-only
 
-A private PostgreSQL server (tests/support/pgserver.py) holds the journal; every replica
+A private PostgreSQL server (tests/support/servers/pgserver.py) holds the journal; every replica
 has its own port and the same config (leases: ``lease_ttl`` 2 s, ``renew_every`` 0.5 s);
 the ``bench.noop`` handler is on their path. Prometheus alerts every Alertmanager peer and
 scrapes the demo service when one is given. On exit, even after a failure, stopped
@@ -32,14 +32,13 @@ import asyncpg
 import httpx
 
 from bench.procs import ADMIN_TOKEN, TOKEN, healer_env
-
-from .env import free_port, wait_until
-from .faults import cluster_args
-from .healer_api import HealerApi, write_config
-from .loop import DEMO_RULES
-from .payloads import alert, iso, payload
-from .pgserver import PrivatePostgres, private_postgres
-from .processes import (
+from tests.support.env import free_port, wait_until
+from tests.support.inprocess.healer_api import HealerApi, write_config
+from tests.support.inprocess.payloads import alert, iso, payload
+from tests.support.scenarios.faults import cluster_args
+from tests.support.scenarios.loop import DEMO_RULES
+from tests.support.servers.pgserver import PrivatePostgres, private_postgres
+from tests.support.servers.processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
@@ -47,7 +46,7 @@ from .processes import (
     PrometheusFactory,
     PromInstance,
 )
-from .service import DemoService
+from tests.support.servers.service import DemoService
 
 LEASE = {"lease_ttl": "2s", "renew_every": "0.5s"}
 T = TypeVar("T")

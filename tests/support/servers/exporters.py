@@ -25,8 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from .env import require_service
-from .processes import ManagedProcess, _Factory, find_binary
+from tests.support.env import require_service
+from tests.support.servers.processes import ManagedProcess, _Factory, find_binary
 
 POSTGRES_EXPORTER_BIN = Path("/usr/bin/prometheus-postgres-exporter")
 BLACKBOX_EXPORTER_BIN = Path("/usr/bin/prometheus-blackbox-exporter")

@@ -32,7 +32,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .env import free_port, require_service, stop_process, wait_until
+from tests.support.env import free_port, require_service, stop_process, wait_until
 
 _DOCKERD = "dockerd"
 

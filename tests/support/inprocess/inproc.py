@@ -33,9 +33,8 @@ from healer.config import Secrets, parse_config
 from healer.plugins import HandlerRegistry
 from healer.services import Services
 from healer.store import SqliteStore, Store
-
-from .noop import NAME as NOOP
-from .payloads import alert, payload
+from tests.support.inprocess.noop import NAME as NOOP
+from tests.support.inprocess.payloads import alert, payload
 
 ADMIN = "admin-token"  # running_healer's admin token unless ``secrets`` say otherwise
 

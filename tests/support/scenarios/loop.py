@@ -18,18 +18,18 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .env import free_port, wait_until
-from .healer_api import HealerApi, write_config
-from .processes import (
+from tests.support.env import free_port, wait_until
+from tests.support.inprocess.healer_api import HealerApi, write_config
+from tests.support.servers.processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
     PrometheusFactory,
     PromInstance,
 )
-from .service import DemoService
+from tests.support.servers.service import DemoService
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_CONFIG = REPO / "examples" / "demo" / "healer.yml"
 DEMO_RULES = REPO / "alerts" / "demo.rules.yml"
 

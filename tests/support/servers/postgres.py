@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from .env import require_service
+from tests.support.env import require_service
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -24,10 +24,15 @@ from typing import Any
 import docker
 import httpx
 
-from .env import free_port, wait_until
-from .loop import DEMO_RULES, Loop, demo_config
-from .processes import AlertmanagerFactory, AMInstance, HealerFactory, PrometheusFactory
-from .service import DemoService
+from tests.support.env import free_port, wait_until
+from tests.support.scenarios.loop import DEMO_RULES, Loop, demo_config
+from tests.support.servers.processes import (
+    AlertmanagerFactory,
+    AMInstance,
+    HealerFactory,
+    PrometheusFactory,
+)
+from tests.support.servers.service import DemoService
 
 
 @dataclass
@@ -75,7 +80,7 @@ def start_variant_loop(
     timeout: str = "40s",
     overrides: dict[str, Any] | None = None,
 ) -> VariantLoop:
-    """The loop of tests/support/loop.py, with ``alertmanagers`` peers (``am_args[i]`` are
+    """The loop of tests/support/scenarios/loop.py, with ``alertmanagers`` peers (``am_args[i]`` are
     peer i's extra flags; Prometheus alerts every peer) and Alertmanager posting to
     ``webhook_base(healer_url)`` instead of healer itself (e.g. a proxy's URL)."""
     webhook_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .env import free_port, require_service
+from tests.support.env import free_port, require_service
 
 
 def pg_bin() -> Path | None:

@@ -1,7 +1,7 @@
 """A webhook load generator, run as its own process so it does not share healer's CPU
 time or event loop::
 
-    python -m tests.support.loadgen --url http://127.0.0.1:9095 --seconds 20 \\
+    python -m tests.support.scenarios.loadgen --url http://127.0.0.1:9095 --seconds 20 \\
         --rate 300 --alerts 50 --token "$HEALER_WEBHOOK_TOKEN" --out load.json
 
 It posts Alertmanager-shaped groups (``--alerts`` alerts each, every alert with its own
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from .payloads import alert, payload
+from tests.support.inprocess.payloads import alert, payload
 
 STARTS_AT = "2026-11-23T08:00:00Z"
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-from .env import wait_until
-from .loopback_http import LoopbackServer
+from tests.support.env import wait_until
+from tests.support.servers.loopback_http import LoopbackServer
 
 _FORWARDED = ("authorization", "content-type", "user-agent")
 

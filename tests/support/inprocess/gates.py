@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from healer.config import Secrets
-
-from .inproc import InProcessHealer, noop_config
-from .payloads import alert_payload
+from tests.support.inprocess.inproc import InProcessHealer, noop_config
+from tests.support.inprocess.payloads import alert_payload
 
 ADMIN = "admin-token"
 BASE = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)  # long past: min_firing never waits

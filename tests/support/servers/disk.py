@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from .env import require_service
+from tests.support.env import require_service
 
 _CHUNK = b"\0" * 65536
 

@@ -39,9 +39,9 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .env import free_port, wait_until
-from .healer_api import HealerApi, write_config
-from .processes import (
+from tests.support.env import free_port, wait_until
+from tests.support.inprocess.healer_api import HealerApi, write_config
+from tests.support.servers.processes import (
     AlertmanagerFactory,
     AMInstance,
     HealerFactory,
@@ -49,7 +49,7 @@ from .processes import (
     PromInstance,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ODOO_CONFIG = REPO / "examples" / "odoo" / "healer.yml"
 ALERT_RULES = (REPO / "alerts" / "odoo.rules.yml", REPO / "alerts" / "platform.rules.yml")
 EXPORTER_QUERIES = REPO / "alerts" / "postgres_exporter" / "queries.yml"

@@ -14,7 +14,7 @@ inactive file pages (``total_inactive_file`` on cgroup v1, ``inactive_file``
 on v2). The limit is the container's ``--memory``; without one, the limit the
 stats API reports (the host's memory), as cAdvisor reports the cgroup's.
 
-Run as a subprocess (tests/support/exporters.py CadvisorFactory does)::
+Run as a subprocess (tests/support/servers/exporters.py CadvisorFactory does)::
 
     python cadvisor_standin.py --listen 127.0.0.1:PORT --label com.docker.compose.project=x
 

@@ -18,8 +18,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from .env import require_service
-from .service import DemoService, start_service
+from tests.support.env import require_service
+from tests.support.servers.service import DemoService, start_service
 
 TEST_LABEL = "healer-test"
 TEST_LABEL_VALUE = "1"

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import httpx
 from docker.models.containers import Container
 
-from .env import free_port, wait_until
+from tests.support.env import free_port, wait_until
 
 if TYPE_CHECKING:
-    from .containers import ContainerFactory
+    from tests.support.servers.containers import ContainerFactory
 
 SERVICE_SCRIPT = Path(__file__).with_name("service.sh")
 METRIC = "demo_service_healthy"

@@ -27,14 +27,30 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from . import odoo as ir_cron
-from .containers import ContainerFactory
-from .exporters import BlackboxExporterFactory, CadvisorFactory, PostgresExporterFactory
-from .odoo_loop import EXPORTER_QUERIES, OdooLoop, RuleTweak, shipped_rule, start_odoo_loop
-from .odoo_roles import ShippedCluster, odoo_database, shipped_cluster
-from .odoo_standins import LeakyWorker, OdooWeb, start_leaky_workers, start_odoo_web, started_at
-from .pgserver import private_postgres
-from .postgres import (
+from tests.support.scenarios import odoo as ir_cron
+from tests.support.scenarios.odoo_loop import (
+    EXPORTER_QUERIES,
+    OdooLoop,
+    RuleTweak,
+    shipped_rule,
+    start_odoo_loop,
+)
+from tests.support.servers.containers import ContainerFactory
+from tests.support.servers.exporters import (
+    BlackboxExporterFactory,
+    CadvisorFactory,
+    PostgresExporterFactory,
+)
+from tests.support.servers.odoo_roles import ShippedCluster, odoo_database, shipped_cluster
+from tests.support.servers.odoo_standins import (
+    LeakyWorker,
+    OdooWeb,
+    start_leaky_workers,
+    start_odoo_web,
+    started_at,
+)
+from tests.support.servers.pgserver import private_postgres
+from tests.support.servers.postgres import (
     Sessions,
     scratch_database,
     scratch_role,
@@ -42,7 +58,7 @@ from .postgres import (
     with_database,
     with_user,
 )
-from .processes import AlertmanagerFactory, HealerFactory, PrometheusFactory
+from tests.support.servers.processes import AlertmanagerFactory, HealerFactory, PrometheusFactory
 
 # --- the components --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from .env import free_port, require_service, stop_process, wait_until
+from tests.support.env import free_port, require_service, stop_process, wait_until
 
 PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")

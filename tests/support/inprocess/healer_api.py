@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .processes import HealerProc
+from tests.support.servers.processes import HealerProc
 
 
 def write_config(workdir: Path, config: dict[str, Any]) -> Path:

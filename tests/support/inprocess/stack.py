@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ALERTS = REPO / "alerts"
 COMPOSE = REPO / "compose.yml"
 # The runbooks the alerts link to, copied into the repository (docs/runbooks).

@@ -10,7 +10,7 @@ PostgreSQL cluster, and Odoo databases in it made as production makes them.
             admin = await asyncpg.connect(db.superuser_dsn)
 
 The roles are cluster-wide, so never on the shared test server: ``shipped_cluster``
-starts a cluster of its own (:func:`tests.support.pgserver.private_postgres`, scram
+starts a cluster of its own (:func:`tests.support.servers.pgserver.private_postgres`, scram
 passwords over TCP, trusted local socket as the postgres image's init scripts have it)
 and runs the script there once, with the passwords in :data:`PASSWORDS` as its compose
 secrets. On exit, even after a failure, the cluster is stopped and removed.
@@ -18,7 +18,7 @@ secrets. On exit, even after a failure, the cluster is stopped and removed.
 ``odoo_database`` makes a fresh ``CREATE DATABASE <unique> TEMPLATE odoo OWNER odoo``:
 the template is the database the script made, so the copy carries its ``monitoring``
 schema and event trigger. Then the ``odoo`` role creates Odoo ``version``'s cron tables
-with :func:`tests.support.odoo.create_ir_cron` (``tables=False``: an empty database), so
+with :func:`tests.support.scenarios.odoo.create_ir_cron` (``tables=False``: an empty database), so
 the grants come from the event trigger, as in production. The database is dropped
 ``WITH (FORCE)`` on exit, even after a failure. Tests must not connect to the ``odoo``
 database itself: a template with sessions cannot be copied.
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import asyncpg
 
-from .odoo import create_ir_cron
-from .pgserver import PrivatePostgres, private_postgres
-from .postgres import _as_admin
-from .stack import REPO
+from tests.support.inprocess.stack import REPO
+from tests.support.scenarios.odoo import create_ir_cron
+from tests.support.servers.pgserver import PrivatePostgres, private_postgres
+from tests.support.servers.postgres import _as_admin
 
 ROLES_SCRIPT = REPO / "examples" / "odoo" / "postgres" / "initdb.d" / "10-roles.sh"
 SUPERUSER_PASSWORD = "postgres-pw"

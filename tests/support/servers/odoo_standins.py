@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from docker.models.containers import Container
 
-from .env import free_port, wait_until
+from tests.support.env import free_port, wait_until
 
 if TYPE_CHECKING:
-    from .containers import ContainerFactory
+    from tests.support.servers.containers import ContainerFactory
 
 ODOO_WEB_SCRIPT = Path(__file__).with_name("odoo_web.sh")
 LEAKY_WORKER_SCRIPT = Path(__file__).with_name("leaky_worker.sh")
@@ -134,7 +134,7 @@ class LeakyWorker:
 
     def working_set_mib(self) -> float:
         """cAdvisor's working set, as the Docker stats API gives it (see cadvisor_standin)."""
-        from .cadvisor_standin import working_set
+        from tests.support.servers.cadvisor_standin import working_set
 
         stats: dict[str, Any] = self.container.stats(  # type: ignore[assignment]
             stream=False, one_shot=True

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .env import wait_until
-from .loopback_http import LoopbackServer
+from tests.support.env import wait_until
+from tests.support.servers.loopback_http import LoopbackServer
 
 
 @dataclass

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
-from .loopback_http import LoopbackServer, reply
+from tests.support.servers.loopback_http import LoopbackServer, reply
 
 
 class StillFiring:
