@@ -37,6 +37,11 @@ NO_LIMITS = {"safety": {"cooldown": "0s", "budget": {"max_actions": 1000}}}
 # (tests/support/scenarios/replicas.py) expire under a storm on a loaded 2-core machine,
 # and a live replica's heals get taken over.
 DEFAULT_LEASE = {"replica": {"lease_ttl": "15s", "renew_every": "5s"}}
+# Leases that outlive a 10 s PostgreSQL outage with room for a loaded machine: no renewal
+# can land while the store is down, so with the default 15 s a lease renewed up to 5 s
+# before the outage may expire just as PostgreSQL returns; another live replica then takes
+# the heal over and, finding the alert no longer firing (this VERIFY), ends it no_action.
+OUTAGE_LEASE = {"replica": {"lease_ttl": "60s", "renew_every": "5s"}}
 
 
 def _demo_rules(**extra: Any) -> list[dict[str, Any]]:
@@ -245,7 +250,7 @@ def test_postgresql_down_mid_storm_answers_503_and_loses_nothing(tmp_path: Path)
     notifications) and /health/ready is down; once PostgreSQL is back, Alertmanager's
     retries land: one heal per alert sent, none lost, one action per heal."""
     rules = [noop_rule("outage", "ReplicaOutage", "{{ labels.instance }}", verify=VERIFY)]
-    with replica_fleet(tmp_path, rules=rules, overrides={**NO_LIMITS, **DEFAULT_LEASE}) as fleet:
+    with replica_fleet(tmp_path, rules=rules, overrides={**NO_LIMITS, **OUTAGE_LEASE}) as fleet:
         sent: list[str] = []
 
         def batch(b: int) -> None:
