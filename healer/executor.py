@@ -274,8 +274,26 @@ class Executor:
                     for heal_id in mine - held:
                         self._lease_lost(heal_id)
                 await self._take_over()
+                await self._adopt()
             except Exception:  # the store is down: try again next beat
                 self._log.exception("could not renew leases or take heals over")
+
+    async def _adopt(self) -> None:
+        """Run the heals leased to this executor that nothing here runs (see
+        :meth:`Store.orphans`: an ingest committed though the store reported an error).
+        Only heals created over a beat ago: a new heal between its ingest and its submit
+        is never one, and the ones taken over just now are already running."""
+        running = self._mine() | self._lost
+        rows = await self._journal.orphans(sorted(running), time.time() - self._renew_every)
+        for row in rows:
+            if row["id"] in self._mine() or row["id"] in self._lost:
+                continue
+            job = HealJob.from_row(row)
+            self._bind(job).warning("adopting a heal nothing ran", phase=row["phase"])
+            if row["phase"] == Phase.PENDING:
+                self.submit(job)  # as if just ingested: it never started
+            else:
+                await self._resume_rows([row])
 
     async def resume(self) -> int:
         """Pick up heals a previous run left unfinished. Returns how many were found.

@@ -179,6 +179,13 @@ class ModuleStore:
             set[str], await self._write(lambda db: self._heals.renew(db, ids, self.replica, now))
         )
 
+    async def orphans(self, running: Sequence[str], before: float) -> list[st.TakenHeal]:
+        ids = list(running)
+        return cast(
+            list[st.TakenHeal],
+            await self._read(lambda db: self._heals.orphans(db, self.replica, ids, before)),
+        )
+
     async def take_over(self, now: float, limit: int) -> list[st.TakenHeal]:
         return cast(
             list[st.TakenHeal],

@@ -210,6 +210,16 @@ class Store(Protocol):
         write nothing more. Never takes a lease it does not hold."""
         ...
 
+    async def orphans(self, running: Sequence[str], before: float) -> list[TakenHeal]:
+        """Unfinished heals leased to this store, created before ``before``, that its
+        caller does not run (``running``: the ids it runs or waits on). One appears when a
+        delivery's ingest committed but the store answered with an error (a connection
+        lost at commit): the webhook answered 503, the retried delivery found the alert
+        journaled, and nothing runs the heal while its lease is renewed by nobody. Rows
+        as :meth:`take_over` returns them (``taken_from`` is this replica's id); the
+        lease is already this store's, so nothing is written."""
+        ...
+
     async def take_over(self, now: float, limit: int) -> list[TakenHeal]:
         """Atomically claim up to ``limit`` unfinished heals (oldest first) whose lease
         has expired at ``now`` (``lease_until < now``, any owner, a previous process of

@@ -296,10 +296,12 @@ def test_postgresql_down_mid_storm_answers_503_and_loses_nothing(tmp_path: Path)
             ready.json()
         )
         assert sum(am_failed) > 0 and answered_503 > 0, (am_failed, answered_503)
-        heals = fleet.rows("SELECT labels, outcome FROM heals WHERE rule='outage'")
+        heals = fleet.rows("SELECT labels, outcome, reason FROM heals WHERE rule='outage'")
         instances = Counter(json.loads(h["labels"])["instance"] for h in heals)
         assert instances == Counter(sent)  # one heal per alert sent: none lost, none twice
-        assert Counter(h["outcome"] for h in heals) == {"recovered": len(sent)}
+        assert Counter(h["outcome"] for h in heals) == {"recovered": len(sent)}, Counter(
+            (h["outcome"], (h["reason"] or "")[:160]) for h in heals
+        )
         assert _actions_per_heal(fleet, "outage") == {1: len(sent)}
         [actions] = fleet.rows("SELECT count(*) AS n FROM safety_actions WHERE rule='outage'")
         assert actions["n"] == len(sent)

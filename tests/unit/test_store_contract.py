@@ -603,6 +603,28 @@ async def test_a_renewed_lease_is_kept_and_an_expired_one_is_taken_over_exactly_
     assert await owner.take_over(later + 3 * TTL, 10) == []  # never its own heal
 
 
+async def test_an_unfinished_heal_leased_to_a_store_that_runs_nothing_is_an_orphan(
+    replicas: list[Store],
+) -> None:
+    """orphans() names the unfinished heals leased to this store that its caller does not
+    run (an ingest that committed though the store answered an error): not a heal the
+    caller runs, not one created after ``before``, not another replica's, not a finished
+    one; nothing is written by asking."""
+    a, b, _ = replicas
+    heal_id = await _started(a, "orphan")
+    before = await a.get_heal(heal_id)
+    later = time.time() + 1
+    [row] = await a.orphans([], later)
+    [unfinished] = await a.unfinished()
+    assert row == {**unfinished, "taken_from": "replica-a"}
+    assert await a.orphans([heal_id], later) == []  # the caller runs it
+    assert await a.orphans([], float(row["created_at"])) == []  # created since `before`
+    assert await b.orphans([], later) == []  # another replica's lease
+    assert await a.get_heal(heal_id) == before  # asking wrote nothing
+    await a.finish(heal_id, Outcome.NO_ACTION, "done", {})
+    assert await a.orphans([], later) == []  # finished
+
+
 async def test_fenced_writes_after_a_takeover_raise_lease_lost_and_write_nothing(
     replicas: list[Store],
 ) -> None:

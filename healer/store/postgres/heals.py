@@ -114,6 +114,18 @@ async def renew(db: Conn, heal_ids: list[str], me: Replica, now: float) -> set[s
     }
 
 
+async def orphans(db: Conn, me: Replica, running: list[str], before: float) -> list[TakenHeal]:
+    """Unfinished heals leased to ``me``, created before ``before``, not in ``running``."""
+    found = await db.fetch(
+        "SELECT * FROM heals WHERE phase <> 'done' AND lease_token = $1 AND created_at < $2"
+        " AND NOT (id = ANY($3::text[])) ORDER BY created_at LIMIT 500",
+        me.token,
+        before,
+        running,
+    )
+    return [rows.taken_heal(r, me.id) for r in found]
+
+
 async def take_over(db: Conn, me: Replica, now: float, limit: int) -> list[TakenHeal]:
     """One statement: the oldest unfinished heals with an expired (or no) lease not held
     by this store, locked (skipping rows another transaction holds), leased to ``me``."""

@@ -112,6 +112,25 @@ def renew(db: sqlite3.Connection, heal_ids: Sequence[str], me: Replica, now: flo
     return held
 
 
+def orphans(
+    db: sqlite3.Connection, me: Replica, running: list[str], before: float
+) -> list[TakenHeal]:
+    """Unfinished heals leased to ``me``, created before ``before``, not in ``running``
+    (filtered here: ``running`` may hold more ids than SQLite takes parameters)."""
+    skip = set(running)
+    ids = [
+        heal_id
+        for (heal_id,) in db.execute(
+            "SELECT id FROM heals WHERE phase != 'done' AND lease_token = ? AND created_at < ?"
+            " ORDER BY created_at",
+            (me.token, before),
+        )
+        if heal_id not in skip
+    ][:500]
+    found = (db.execute("SELECT * FROM heals WHERE id=?", (i,)).fetchone() for i in ids)
+    return [rows.taken_heal(r, me.id) for r in found if r is not None]
+
+
 def take_over(
     db: sqlite3.Connection, me: Replica, live: Collection[str], now: float, limit: int
 ) -> list[TakenHeal]:
