@@ -32,6 +32,7 @@ from healer.gates import SafetyGates
 from healer.http import controls, heals, health, receiver
 from healer.http.validation import validation_error
 from healer.metrics import Metrics
+from healer.notices import HealNotices
 from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
@@ -84,6 +85,7 @@ def create_app(
         followups = FollowUps(
             journal=journal, config=config, rules=rules, notifiers=notifiers, metrics=metrics
         )
+        notices = HealNotices()
         executor = Executor(
             journal=journal,
             handlers=handlers,
@@ -96,6 +98,7 @@ def create_app(
             gates=gates,
             on_not_recovered=followups.note_not_recovered,
             renew_every=config.replica.renew_every,
+            notices=notices,
         )
         app.state.services = Services(
             config=config,
@@ -110,6 +113,7 @@ def create_app(
             executor=executor,
             gates=gates,
             followups=followups,
+            notices=notices,
         )
         try:
             await gates.start()

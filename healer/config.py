@@ -271,6 +271,44 @@ class NotifierConfig(_Frozen):
         return self
 
 
+NotifyOn = Literal[
+    "started", "acted", "recovered", "not_recovered", "failed", "refused", "escalated", "suggested"
+]
+
+
+class ApprovalConfig(_Frozen):
+    """``mode: approve``: how long a heal waits for a human before it ends ``expired``."""
+
+    timeout: Annotated[Duration, Field(gt=0, le=7 * _DAY)] = 900.0
+
+
+class NotificationGroupConfig(_Frozen):
+    """A storm is not a flood: past ``after`` notices for one rule within ``window``, the
+    rest of that rule's notices are summed up, one summary per ``interval``."""
+
+    after: int = Field(default=5, ge=1, le=10_000)
+    window: Annotated[Duration, Field(gt=0, le=_DAY)] = 60.0
+    interval: Annotated[Duration, Field(gt=0, le=_DAY)] = 60.0
+
+
+class NotificationsConfig(_Frozen):
+    """Which heal events are told through ``notify:`` (healer/notices.py)."""
+
+    notify_on: list[NotifyOn] = Field(default_factory=list)
+    group: NotificationGroupConfig = NotificationGroupConfig()
+
+
+class SlackIntegration(_Frozen):
+    """Slack interactive messages: the signing secret verifies each callback."""
+
+    signing_secret_file: FilePath | None = None
+    signing_secret_env: str | None = None
+
+
+class IntegrationsConfig(_Frozen):
+    slack: SlackIntegration | None = None
+
+
 class RuleConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     match: Selector
@@ -283,6 +321,13 @@ class RuleConfig(_Frozen):
     budget: BudgetOverride | None = None
     min_firing: Annotated[Duration, Field(le=_DAY)] | None = None
     on_not_recovered: OnNotRecovered | None = None
+    # auto: act (today); suggest: check, tell, never act (outcome suggested); approve:
+    # check, ask, wait in awaiting_approval for a human (healer/approvals.py)
+    mode: Literal["auto", "suggest", "approve"] = "auto"
+    # Unset: the top-level ``notifications.notify_on``.
+    notify_on: list[NotifyOn] | None = None
+    # Unset: the top-level ``approval:``.
+    approval: ApprovalConfig | None = None
 
 
 # --- server: per-connection limits of the HTTP listener (healer/connections.py) ---
@@ -356,6 +401,12 @@ class HealerConfig(_Frozen):
     allow: list[dict[str, str]] = Field(default_factory=list)
     safety: SafetyConfig = SafetyConfig()
     notify: list[NotifierConfig] = Field(default_factory=list, max_length=16)
+    notifications: NotificationsConfig = NotificationsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    integrations: IntegrationsConfig = IntegrationsConfig()
+    # Where people reach this healer (links in messages, Mattermost's button callbacks),
+    # e.g. https://healer.example.org; unset: http://<listen>.
+    public_url: str | None = Field(default=None, max_length=2048)
     rules: list[RuleConfig] = Field(default_factory=list)
     replica: ReplicaConfig = ReplicaConfig()
 

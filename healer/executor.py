@@ -50,6 +50,7 @@ from healer.docker_adapter import DockerAdapter
 from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
+from healer.notices import HealNotices
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
@@ -125,6 +126,7 @@ class Executor:
         gates: SafetyGates,
         on_not_recovered: Callable[[str], None] | None = None,
         renew_every: float = 5.0,
+        notices: HealNotices | None = None,
     ) -> None:
         self._journal = journal
         self._handlers = handlers
@@ -137,6 +139,8 @@ class Executor:
         # Told of each alert's heal that ends not_recovered (healer/followup.py).
         self._on_not_recovered = on_not_recovered
         self._locks = TargetLocks()
+        # Told of each heal's events (notify_on, approvals): healer/notices.py.
+        self._notices = notices if notices is not None else HealNotices()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
         # The task running each heal (the latest one), for the lease heartbeat.
