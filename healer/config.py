@@ -299,10 +299,19 @@ class NotificationsConfig(_Frozen):
 
 
 class SlackIntegration(_Frozen):
-    """Slack interactive messages: the signing secret verifies each callback."""
+    """Slack interactive messages: the signing secret verifies each callback
+    (``POST /api/v1/integrations/slack``, healer/http/integrations.py). The secret is
+    read from ``signing_secret_file`` or ``$signing_secret_env`` (default
+    ``HEALER_SLACK_SIGNING_SECRET``)."""
 
     signing_secret_file: FilePath | None = None
-    signing_secret_env: str | None = None
+    signing_secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> SlackIntegration:
+        if self.signing_secret_file is not None and self.signing_secret_env is not None:
+            raise ValueError("give at most one of signing_secret_file or signing_secret_env")
+        return self
 
 
 class IntegrationsConfig(_Frozen):
@@ -624,13 +633,16 @@ class Secrets:
     databases: Mapping[str, str] = field(default_factory=dict)  # name -> DSN
     notify_urls: tuple[str, ...] = ()  # one per ``notify:`` entry, in order
     journal_dsn: str | None = None  # the PostgreSQL journal's DSN (None: SQLite)
+    # Verifies Slack's interactive callbacks (integrations.slack); None: Slack refused.
+    slack_signing_secret: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
             f"webhook_basic={'***' if self.webhook_basic else None}, "
             f"admin_token={'***' if self.admin_token else None}, "
-            f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)})"
+            f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)}, "
+            f"slack_signing_secret={'***' if self.slack_signing_secret else None})"
         )
 
     @property
@@ -725,7 +737,34 @@ def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) 
         databases=resolve_dsns(config, env),
         journal_dsn=resolve_journal_dsn(config, env),
         notify_urls=resolve_notify_urls(config, env),
+        slack_signing_secret=resolve_slack_signing_secret(config, env),
     )
+
+
+SLACK_SIGNING_SECRET_ENV = "HEALER_SLACK_SIGNING_SECRET"  # noqa: S105 (a variable name)
+
+
+def resolve_slack_signing_secret(config: HealerConfig, env: Mapping[str, str]) -> str | None:
+    """The Slack app's signing secret when ``integrations.slack`` is configured: from
+    ``$signing_secret_env`` (default ``HEALER_SLACK_SIGNING_SECRET``) or
+    ``signing_secret_file``; a configured integration without one is a ConfigError (the
+    callback would refuse every click)."""
+    slack = config.integrations.slack
+    if slack is None:
+        return None
+    var = slack.signing_secret_env or SLACK_SIGNING_SECRET_ENV
+    where = "integrations.slack.signing_secret_file"
+    secret = token_from(env, var, slack.signing_secret_file, where)
+    if secret is None:
+        raise ConfigError(
+            [
+                (
+                    "integrations.slack",
+                    f"needs signing_secret_file or ${var} (the app's signing secret)",
+                )
+            ]
+        )
+    return secret
 
 
 def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[str, ...]:

@@ -82,6 +82,8 @@ OPERATIONS = [
     ("DELETE", "/api/v1/pause"),
     ("GET", "/api/v1/circuits"),
     ("DELETE", "/api/v1/circuits/{rule}"),
+    ("POST", "/api/v1/integrations/slack"),
+    ("POST", "/api/v1/integrations/mattermost"),
 ]
 
 
