@@ -149,6 +149,9 @@ class Executor:
         self._renew_every = renew_every
         self._leases: asyncio.Task[None] | None = None
         self._waits: FiringWaits[HealJob] = FiringWaits()
+        # Heals waiting for a human (mode: approve): woken by a decision taken in this
+        # process or their alert's resolve; otherwise they look at the store every second.
+        self._awaiting: dict[str, tuple[asyncio.Event, tuple[str, str] | None]] = {}
         self._closing = False
         self._log = structlog.get_logger("healer.executor")
 
@@ -211,6 +214,13 @@ class Executor:
         journal themselves before acting.)"""
         for job in self._waits.resolved((fingerprint, alert_key_time(starts_at))):
             self._spawn(self._end_resolved(job), job.heal_id)
+
+    def approval_decided(self, heal_id: str) -> None:
+        """A human decided on ``heal_id``'s approval (journaled): if this process runs that
+        heal, it goes on at once rather than at its next look at the store."""
+        waiting = self._awaiting.get(heal_id)
+        if waiting is not None:
+            waiting[0].set()
 
     async def _end_resolved(self, job: HealJob) -> None:
         log = self._bind(job)
