@@ -85,7 +85,7 @@ def create_app(
         followups = FollowUps(
             journal=journal, config=config, rules=rules, notifiers=notifiers, metrics=metrics
         )
-        notices = HealNotices()
+        notices = HealNotices(config, notifiers, journal=journal, metrics=metrics)
         executor = Executor(
             journal=journal,
             handlers=handlers,
@@ -136,6 +136,7 @@ def create_app(
             await gates.stop()  # min_firing waits end at once; those heals stay pending
             await followups.stop()
             await executor.close(config.shutdown_grace)
+            await notices.aclose()  # what heals told is delivered (bounded) before closing
             notifiers.close()
             await http.aclose()
             await docker.aclose()

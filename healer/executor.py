@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
@@ -50,7 +50,7 @@ from healer.docker_adapter import DockerAdapter
 from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
-from healer.notices import HealNotices
+from healer.notices import OUTCOME_EVENTS, HealNotice, HealNotices, NoticeEvent
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
@@ -421,6 +421,32 @@ class Executor:
             return False
         return True
 
+    def _tell(self, job: HealJob, event: str, **facts: Any) -> None:
+        """Tell people of ``event`` of the heal (healer/notices.py: never blocks)."""
+        alert = job.alert
+        self._notices.notice(
+            HealNotice(
+                event=cast(NoticeEvent, str(event)),
+                heal_id=job.heal_id,
+                rule=job.rule or MANUAL,
+                handler=job.handler,
+                alertname=job.labels.get("alertname", ""),
+                labels=job.labels,
+                alert_key=(alert.fingerprint, alert_key_time(alert.starts_at)) if alert else None,
+                **facts,
+            )
+        )
+
+    def _tell_outcome(
+        self, job: HealJob, outcome: Outcome, reason: str, journaled: asyncio.Future[None]
+    ) -> None:
+        if journaled.cancelled() or journaled.exception() is not None:
+            return
+        ttr = None
+        if outcome is Outcome.RECOVERED and job.alert is not None:
+            ttr = max(0.0, time.time() - job.alert.starts_at.astimezone(UTC).timestamp())
+        self._tell(job, outcome, outcome=str(outcome), reason=reason, time_to_recovery=ttr)
+
     def _bind(self, job: HealJob) -> Any:
         return self._log.bind(
             heal_id=job.heal_id, rule=job.rule, handler=job.handler, fingerprint=job.fingerprint
@@ -529,6 +555,7 @@ class Executor:
             raise _End(Outcome.FAILED, f"handler {job.handler!r} is not loaded")
 
         state.advance(Phase.CHECKING)
+        self._tell(job, "started")
         # Checking changes nothing, so the check need not wait for this write's fsync (a
         # heal found pending or checking after a crash runs again either way); it is
         # awaited before anything can act.
@@ -564,6 +591,7 @@ class Executor:
             "check",
             {"act": check.act, "reason": check.reason, "evidence": check.evidence, "targets": keys},
         )
+        self._notices.check_found(heal_id, evidence=check.evidence, targets=keys)
         if not check.act:
             raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
         if not check.targets:
@@ -609,6 +637,7 @@ class Executor:
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
             await record("act", {"summary": result.summary, "details": result.details})
+            self._tell(job, "acted", summary=result.summary)
             log.info("acted", summary=result.summary)
 
             state.advance(Phase.VERIFYING)
@@ -771,6 +800,8 @@ class Executor:
             rule=job.rule or MANUAL, handler=job.handler, outcome=str(outcome)
         ).inc()
         done = self._journal.finish_soon(job.heal_id, outcome, reason, durations)
+        if outcome in OUTCOME_EVENTS:  # told once the outcome is on disk
+            done.add_done_callback(partial(self._tell_outcome, job, outcome, reason))
         if (
             outcome is Outcome.NOT_RECOVERED
             and job.alert is not None

@@ -60,6 +60,14 @@ class Metrics:
             ["rule", "kind"],
             registry=registry,
         )
+        self.notices = Counter(
+            "healer_notices",
+            "Heal notices (notify_on, approvals; healer/notices.py), by event and result: "
+            "sent, failed (a notifier not reached), grouped (into a summary; event summary), "
+            "told_before (not_recovered of an alert already told), dropped (queue full).",
+            ["event", "result"],
+            registry=registry,
+        )
         self.webhook_requests = Counter(
             "healer_webhook_requests",
             "Webhook requests answered, by HTTP status code "

@@ -1,9 +1,11 @@
-"""Telling a human: escalations to Mattermost, Slack or any JSON webhook.
+"""Telling a human: escalations (and heal notices, healer/notices.py) to Mattermost, Slack
+or any JSON webhook.
 
 Usage::
 
     notifiers = Notifiers.from_config(config.notify, secrets.notify_urls, http)
     deliveries = await notifiers.send(escalation)      # never raises
+    deliveries = await notifiers.send_rendered(lambda n: body_for(n.kind))  # any message
     [d.as_dict() for d in deliveries]                  # -> the heal's timeline
 
 A notifier's URL carries its credential (the hook key in a Mattermost or Slack incoming
@@ -184,7 +186,15 @@ class Notifier:
         esc: Escalation,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> Delivery:
-        body = self.body(esc)
+        return await self.post(http, self.body(esc), sleep)
+
+    async def post(
+        self,
+        http: httpx.AsyncClient,
+        body: Mapping[str, Any],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Delivery:
+        """POST ``body`` (already rendered for this notifier's kind), with the retries."""
         status: int | None = None
         error: str | None = None
         for attempt in range(1, self._attempts + 1):
@@ -256,12 +266,20 @@ class Notifiers:
         self._log.removeFilter(self._filter)
 
     async def send(self, esc: Escalation) -> list[Delivery]:
-        results = await asyncio.gather(*(self._safe_send(n, esc) for n in self._notifiers))
+        return await self.send_rendered(lambda n: n.body(esc))
+
+    async def send_rendered(
+        self, render: Callable[[Notifier], Mapping[str, Any]]
+    ) -> list[Delivery]:
+        """Send what ``render`` makes of a message for each notifier (its kind's format)."""
+        results = await asyncio.gather(*(self._safe_send(n, render) for n in self._notifiers))
         return list(results)
 
-    async def _safe_send(self, notifier: Notifier, esc: Escalation) -> Delivery:
+    async def _safe_send(
+        self, notifier: Notifier, render: Callable[[Notifier], Mapping[str, Any]]
+    ) -> Delivery:
         try:
-            return await notifier.send(self._http, esc)
+            return await notifier.post(self._http, render(notifier))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in one notifier never fails the heal or the others
