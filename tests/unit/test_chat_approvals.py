@@ -1,0 +1,259 @@
+"""Approving and rejecting ``mode: approve`` heals from Slack and Mattermost, end to end
+in-process: healer posts its approval request to local HTTP servers standing in for
+Slack's and Mattermost's incoming webhooks (the real message formats), and the test
+clicks the buttons found in those messages by posting the callbacks exactly as each
+platform sends them. The ``test.noop`` handler records what acted; nothing here needs
+dockerd or Prometheus (a heal that acts ends ``unverified``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from healer.config import Secrets
+from tests.support.inprocess.chat import (
+    MATTERMOST_PATH,
+    SLACK_PATH,
+    SLACK_SECRET,
+    mattermost_click,
+    slack_payload,
+    slack_request,
+)
+from tests.support.inprocess.inproc import InProcessHealer, Start
+from tests.support.inprocess.inproc import web_alert as alert
+from tests.support.servers.webhook import Received, WebhookRecorder
+
+PUBLIC = "http://healer.example.org"
+
+
+@pytest.fixture
+async def approving(
+    start: Start, webhook_recorder: WebhookRecorder
+) -> AsyncIterator[InProcessHealer]:
+    """healer with one ``mode: approve`` rule (WebDown -> test.noop on the instance),
+    telling a Slack and a Mattermost stand-in (``webhook_recorder``, paths ``/slack`` and
+    ``/mattermost``), with a Slack signing secret."""
+    secrets = Secrets(
+        slack_signing_secret=SLACK_SECRET,
+        notify_urls=(f"{webhook_recorder.url}/slack", f"{webhook_recorder.url}/mattermost"),
+    )
+    rules = [
+        {
+            "name": "approve-web",
+            "match": ['alertname="WebDown"'],
+            "handler": "test.noop",
+            "params": {"target": "{{ labels.instance }}"},
+            "mode": "approve",
+        }
+    ]
+    notify = [
+        {"kind": "slack", "url_env": "UNUSED_SLACK", "backoff": "0s"},
+        {"kind": "mattermost", "url_env": "UNUSED_MM", "backoff": "0s"},
+    ]
+    async with start(secrets, rules=rules, notify=notify, public_url=PUBLIC) as h:
+        yield h
+
+
+async def _message(
+    recorder: WebhookRecorder, path: str, heal_id: str, timeout: float = 20.0
+) -> Received:
+    """The approval request for ``heal_id`` posted to ``path`` (bounded async wait: the
+    healer runs on this event loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        buttons = _mm_actions if path == "/mattermost" else _slack_buttons
+        for r in recorder.snapshot():
+            if r.path == path and heal_id in r.raw.decode() and buttons(r):
+                return r
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no approval request for {heal_id} at {path}: {recorder.snapshot()}")
+
+
+def _mm_actions(r: Received) -> dict[str, dict[str, Any]]:
+    """Mattermost buttons of a recorded message, by id (approve/reject)."""
+    return {
+        a["id"]: a for att in (r.body or {}).get("attachments", []) for a in att.get("actions", [])
+    }
+
+
+def _slack_buttons(r: Received) -> dict[str, dict[str, Any]]:
+    """Slack buttons of a recorded message, by action_id."""
+    return {
+        e["action_id"]: e
+        for b in (r.body or {}).get("blocks", [])
+        if b.get("type") == "actions"
+        for e in b.get("elements", [])
+    }
+
+
+async def _awaiting(h: InProcessHealer, heal_id: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        heal = await h.journal.get_heal(heal_id)
+        if heal is not None and heal["phase"] == "awaiting_approval":
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"heal {heal_id} never awaited approval")
+
+
+async def _click_mattermost(
+    h: InProcessHealer, button: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
+    """POST what Mattermost posts when ``button`` is clicked; the JSON answer."""
+    integration = button["integration"]
+    assert integration["url"] == f"{PUBLIC}{MATTERMOST_PATH}"
+    ctx = integration["context"]
+    body = mattermost_click(ctx["heal_id"], ctx["token"], ctx["decision"], **kw)
+    resp = await h.client.post(MATTERMOST_PATH, json=body)
+    assert resp.status_code == 200, resp.text
+    answer: dict[str, Any] = resp.json()
+    return answer
+
+
+async def _click_slack(
+    h: InProcessHealer,
+    button: dict[str, Any],
+    *,
+    secret: str = SLACK_SECRET,
+    at: float | None = None,
+) -> Any:
+    """POST what Slack posts when ``button`` (from healer's message) is clicked."""
+    decision = "approve" if button["action_id"] == "healer_approve" else "reject"
+    value = json.loads(button["value"])
+    payload = slack_payload(value["heal_id"], decision, value=button["value"])
+    body, headers = slack_request(secret, payload, at=at)
+    return await h.client.post(SLACK_PATH, content=body, headers=headers)
+
+
+def _decisions(heal: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in heal["timeline"] if e["kind"] in ("approved", "rejected")]
+
+
+async def _heal(h: InProcessHealer, heal_id: str) -> dict[str, Any]:
+    resp = await h.client.get(f"/api/v1/heals/{heal_id}", headers=h.admin_headers)
+    assert resp.status_code == 200, resp.text
+    heal: dict[str, Any] = resp.json()
+    return heal
+
+
+async def test_a_mattermost_button_approves_once(
+    approving: InProcessHealer, webhook_recorder: WebhookRecorder
+) -> None:
+    """The Approve button of healer's Mattermost message approves: the heal re-checks and
+    acts once on its target, the post is updated without buttons, and the clicker's
+    Mattermost identity is journaled; a second click of the same token decides nothing."""
+    h = approving
+    [heal_id] = await h.fire(alert("WebDown", "web-1"))
+    await _awaiting(h, heal_id)
+    message = await _message(webhook_recorder, "/mattermost", heal_id)
+    buttons = _mm_actions(message)
+    assert set(buttons) == {"approve", "reject"}
+    assert h.noop.acts == []
+
+    answer = await _click_mattermost(h, buttons["approve"])
+    assert answer["update"]["props"] == {}
+    assert "approved by @bob" in answer["update"]["message"]
+    heal = await h.wait_for_outcome(heal_id)
+    assert heal["outcome"] == "unverified"  # acted; nobody answers at Prometheus
+    assert [a["target"] for a in h.noop.acts] == ["web-1"]
+
+    again = await _click_mattermost(h, buttons["approve"])
+    assert "update" not in again
+    assert "already decided" in again["ephemeral_text"]
+    await h.idle()
+    assert len(h.noop.acts) == 1
+    [decided] = _decisions(await _heal(h, heal_id))
+    assert decided["kind"] == "approved"
+    assert decided["data"]["via"] == "mattermost"
+    assert decided["data"]["by"].startswith("@bob (Mattermost user mm0bob")
+
+
+async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
+    approving: InProcessHealer, webhook_recorder: WebhookRecorder
+) -> None:
+    """The Approve button of healer's Slack message, signed with the app's secret,
+    approves (Slack's user and team journaled); a wrong signature and an old timestamp
+    are refused first and nothing acts until the valid click; a second valid click is 409."""
+    h = approving
+    [heal_id] = await h.fire(alert("WebDown", "web-2"))
+    await _awaiting(h, heal_id)
+    buttons = _slack_buttons(await _message(webhook_recorder, "/slack", heal_id))
+    approve = buttons["healer_approve"]
+
+    forged = await _click_slack(h, approve, secret="someone-elses-secret")
+    replayed = await _click_slack(h, approve, at=time.time() - 600)
+    assert (forged.status_code, replayed.status_code) == (401, 401)
+    assert (await h.journal.get_heal(heal_id) or {})["phase"] == "awaiting_approval"
+    assert h.noop.acts == []
+
+    resp = await _click_slack(h, approve)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["decision"] == "approve"
+    await h.wait_for_outcome(heal_id)
+    assert [a["target"] for a in h.noop.acts] == ["web-2"]
+    second = await _click_slack(h, approve)
+    assert second.status_code == 409
+    [decided] = _decisions(await _heal(h, heal_id))
+    assert decided["data"]["via"] == "slack"
+    assert decided["data"]["by"] == "alice (Slack user U0ALICE, team T0ACME)"
+
+
+async def test_tokens_of_other_heals_and_made_up_tokens_are_refused(
+    approving: InProcessHealer, webhook_recorder: WebhookRecorder
+) -> None:
+    """A Mattermost click carrying another heal's token, or a made-up one, is 403 and
+    decides nothing; the heal's own Reject button then rejects it and nothing ever acts."""
+    h = approving
+    [first, second] = await h.fire(alert("WebDown", "web-3"), alert("WebDown", "web-4"))
+    for heal_id in (first, second):
+        await _awaiting(h, heal_id)
+    mine = _mm_actions(await _message(webhook_recorder, "/mattermost", first))
+    theirs = _mm_actions(await _message(webhook_recorder, "/mattermost", second))
+    their_token = theirs["approve"]["integration"]["context"]["token"]
+
+    for token in (their_token, "made-up-token", ""):
+        resp = await h.client.post(MATTERMOST_PATH, json=mattermost_click(first, token, "approve"))
+        assert resp.status_code == 403, resp.text
+    assert (await h.journal.get_heal(first) or {})["phase"] == "awaiting_approval"
+
+    answer = await _click_mattermost(h, mine["reject"])
+    assert "rejected by @bob" in answer["update"]["message"]
+    assert (await h.wait_for_outcome(first))["outcome"] == "rejected"
+    assert _decisions(await _heal(h, first))[0]["kind"] == "rejected"
+    await _click_mattermost(h, theirs["reject"])
+    assert (await h.wait_for_outcome(second))["outcome"] == "rejected"
+    assert h.noop.acts == []
+
+
+async def test_racing_clicks_on_both_platforms_act_once(
+    approving: InProcessHealer, webhook_recorder: WebhookRecorder
+) -> None:
+    """Slack and Mattermost approvals of one heal sent at once (plus a double click):
+    exactly one decides, the others are told it was decided, and the heal acts once."""
+    h = approving
+    [heal_id] = await h.fire(alert("WebDown", "web-5"))
+    await _awaiting(h, heal_id)
+    slack = _slack_buttons(await _message(webhook_recorder, "/slack", heal_id))
+    mm = _mm_actions(await _message(webhook_recorder, "/mattermost", heal_id))
+
+    async def mm_click() -> bool:
+        answer = await _click_mattermost(h, mm["approve"])
+        return "update" in answer
+
+    async def slack_click() -> bool:
+        resp = await _click_slack(h, slack["healer_approve"])
+        assert resp.status_code in (200, 409), resp.text
+        return resp.status_code == 200
+
+    won = await asyncio.gather(mm_click(), slack_click(), mm_click(), slack_click())
+    assert sum(won) == 1
+    await h.wait_for_outcome(heal_id)
+    await h.idle()
+    assert [a["target"] for a in h.noop.acts] == ["web-5"]
+    assert len(_decisions(await _heal(h, heal_id))) == 1
