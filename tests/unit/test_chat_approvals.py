@@ -9,7 +9,6 @@ dockerd or Prometheus (a heal that acts ends ``unverified``).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,15 +18,18 @@ import pytest
 from healer.config import Secrets
 from tests.support.inprocess.chat import (
     MATTERMOST_PATH,
-    SLACK_PATH,
     SLACK_SECRET,
+    approval_request,
+    await_phase,
+    click_mattermost,
+    click_slack,
+    mattermost_buttons,
     mattermost_click,
-    slack_payload,
-    slack_request,
+    slack_buttons,
 )
 from tests.support.inprocess.inproc import InProcessHealer, Start
 from tests.support.inprocess.inproc import web_alert as alert
-from tests.support.servers.webhook import Received, WebhookRecorder
+from tests.support.servers.webhook import WebhookRecorder
 
 PUBLIC = "http://healer.example.org"
 
@@ -60,57 +62,12 @@ async def approving(
         yield h
 
 
-async def _message(
-    recorder: WebhookRecorder, path: str, heal_id: str, timeout: float = 20.0
-) -> Received:
-    """The approval request for ``heal_id`` posted to ``path`` (bounded async wait: the
-    healer runs on this event loop)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        buttons = _mm_actions if path == "/mattermost" else _slack_buttons
-        for r in recorder.snapshot():
-            if r.path == path and heal_id in r.raw.decode() and buttons(r):
-                return r
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"no approval request for {heal_id} at {path}: {recorder.snapshot()}")
-
-
-def _mm_actions(r: Received) -> dict[str, dict[str, Any]]:
-    """Mattermost buttons of a recorded message, by id (approve/reject)."""
-    return {
-        a["id"]: a for att in (r.body or {}).get("attachments", []) for a in att.get("actions", [])
-    }
-
-
-def _slack_buttons(r: Received) -> dict[str, dict[str, Any]]:
-    """Slack buttons of a recorded message, by action_id."""
-    return {
-        e["action_id"]: e
-        for b in (r.body or {}).get("blocks", [])
-        if b.get("type") == "actions"
-        for e in b.get("elements", [])
-    }
-
-
-async def _awaiting(h: InProcessHealer, heal_id: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        heal = await h.journal.get_heal(heal_id)
-        if heal is not None and heal["phase"] == "awaiting_approval":
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"heal {heal_id} never awaited approval")
-
-
 async def _click_mattermost(
     h: InProcessHealer, button: dict[str, Any], **kw: Any
 ) -> dict[str, Any]:
-    """POST what Mattermost posts when ``button`` is clicked; the JSON answer."""
-    integration = button["integration"]
-    assert integration["url"] == f"{PUBLIC}{MATTERMOST_PATH}"
-    ctx = integration["context"]
-    body = mattermost_click(ctx["heal_id"], ctx["token"], ctx["decision"], **kw)
-    resp = await h.client.post(MATTERMOST_PATH, json=body)
+    """Click ``button`` as Mattermost would (to ``public_url``'s path); the JSON answer."""
+    assert button["integration"]["url"] == f"{PUBLIC}{MATTERMOST_PATH}"
+    resp = await click_mattermost(h.client, button, **kw)
     assert resp.status_code == 200, resp.text
     answer: dict[str, Any] = resp.json()
     return answer
@@ -123,12 +80,11 @@ async def _click_slack(
     secret: str = SLACK_SECRET,
     at: float | None = None,
 ) -> Any:
-    """POST what Slack posts when ``button`` (from healer's message) is clicked."""
-    decision = "approve" if button["action_id"] == "healer_approve" else "reject"
-    value = json.loads(button["value"])
-    payload = slack_payload(value["heal_id"], decision, value=button["value"])
-    body, headers = slack_request(secret, payload, at=at)
-    return await h.client.post(SLACK_PATH, content=body, headers=headers)
+    return await click_slack(h.client, button, secret, at=at)
+
+
+async def _awaiting(h: InProcessHealer, heal_id: str) -> None:
+    await await_phase(h.journal, heal_id, "awaiting_approval")
 
 
 def _decisions(heal: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,8 +107,8 @@ async def test_a_mattermost_button_approves_once(
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-1"))
     await _awaiting(h, heal_id)
-    message = await _message(webhook_recorder, "/mattermost", heal_id)
-    buttons = _mm_actions(message)
+    message = await approval_request(webhook_recorder, "/mattermost", heal_id)
+    buttons = mattermost_buttons(message)
     assert set(buttons) == {"approve", "reject"}
     assert h.noop.acts == []
 
@@ -183,7 +139,7 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-2"))
     await _awaiting(h, heal_id)
-    buttons = _slack_buttons(await _message(webhook_recorder, "/slack", heal_id))
+    buttons = slack_buttons(await approval_request(webhook_recorder, "/slack", heal_id))
     approve = buttons["healer_approve"]
 
     forged = await _click_slack(h, approve, secret="someone-elses-secret")
@@ -213,8 +169,8 @@ async def test_tokens_of_other_heals_and_made_up_tokens_are_refused(
     [first, second] = await h.fire(alert("WebDown", "web-3"), alert("WebDown", "web-4"))
     for heal_id in (first, second):
         await _awaiting(h, heal_id)
-    mine = _mm_actions(await _message(webhook_recorder, "/mattermost", first))
-    theirs = _mm_actions(await _message(webhook_recorder, "/mattermost", second))
+    mine = mattermost_buttons(await approval_request(webhook_recorder, "/mattermost", first))
+    theirs = mattermost_buttons(await approval_request(webhook_recorder, "/mattermost", second))
     their_token = theirs["approve"]["integration"]["context"]["token"]
 
     for token in (their_token, "made-up-token", ""):
@@ -239,8 +195,8 @@ async def test_racing_clicks_on_both_platforms_act_once(
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-5"))
     await _awaiting(h, heal_id)
-    slack = _slack_buttons(await _message(webhook_recorder, "/slack", heal_id))
-    mm = _mm_actions(await _message(webhook_recorder, "/mattermost", heal_id))
+    slack = slack_buttons(await approval_request(webhook_recorder, "/slack", heal_id))
+    mm = mattermost_buttons(await approval_request(webhook_recorder, "/mattermost", heal_id))
 
     async def mm_click() -> bool:
         answer = await _click_mattermost(h, mm["approve"])

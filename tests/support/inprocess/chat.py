@@ -6,6 +6,11 @@ healer's ``/api/v1/integrations/{slack,mattermost}`` (healer/http/integrations.p
     await client.post(SLACK_PATH, content=body, headers=headers)
     await client.post(MATTERMOST_PATH, json=mattermost_click(heal_id, token, "approve"))
 
+    # healer's own messages, posted to a WebhookRecorder standing in for the chats:
+    message = await approval_request(recorder, "/mattermost", heal_id)
+    resp = await click_mattermost(client, mattermost_buttons(message)["approve"])
+    resp = await click_slack(client, slack_buttons(message)["healer_approve"], SECRET)
+
 Slack: an interactivity request is ``application/x-www-form-urlencoded`` with one field,
 ``payload``, the ``block_actions`` JSON (user, team, container, channel, message,
 response_url, actions), signed ``v0=hex(HMAC-SHA256(secret, "v0:{ts}:{body}"))`` in
@@ -16,12 +21,18 @@ button's ``context`` as healer wrote it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from healer.store import Store
+from tests.support.servers.webhook import Received, WebhookRecorder
 
 SLACK_PATH = "/api/v1/integrations/slack"
 MATTERMOST_PATH = "/api/v1/integrations/mattermost"
@@ -124,3 +135,70 @@ def mattermost_click(
         "data_source": "",
         "context": {"heal_id": heal_id, "token": token, "decision": decision},
     }
+
+
+def mattermost_buttons(message: Received) -> dict[str, dict[str, Any]]:
+    """The interactive buttons of a Mattermost message healer posted, by id."""
+    attachments = (message.body or {}).get("attachments", [])
+    return {a["id"]: a for att in attachments for a in att.get("actions", [])}
+
+
+def slack_buttons(message: Received) -> dict[str, dict[str, Any]]:
+    """The buttons of a Slack message healer posted, by action_id."""
+    blocks = (message.body or {}).get("blocks", [])
+    return {
+        e["action_id"]: e
+        for b in blocks
+        if b.get("type") == "actions"
+        for e in b.get("elements", [])
+    }
+
+
+async def approval_request(
+    recorder: WebhookRecorder, path: str, heal_id: str, timeout: float = 20.0
+) -> Received:
+    """healer's approval request for ``heal_id`` as posted to ``path`` (``/slack`` or
+    ``/mattermost``): a message naming the heal that has buttons. Polled asynchronously
+    (an in-process healer runs on the caller's event loop), bounded by ``timeout``."""
+    buttons = mattermost_buttons if path == "/mattermost" else slack_buttons
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in recorder.snapshot():
+            if r.path == path and heal_id in r.raw.decode() and buttons(r):
+                return r
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no approval request for {heal_id} at {path}: {recorder.snapshot()}")
+
+
+async def await_phase(journal: Store, heal_id: str, phase: str, timeout: float = 20.0) -> None:
+    """Bounded async wait until the heal is in ``phase`` (e.g. ``awaiting_approval``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        heal = await journal.get_heal(heal_id)
+        if heal is not None and heal["phase"] == phase:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"heal {heal_id} never reached {phase}")
+
+
+async def click_mattermost(
+    client: httpx.AsyncClient, button: dict[str, Any], **kw: Any
+) -> httpx.Response:
+    """POST what Mattermost posts when ``button`` (from healer's message) is clicked, to
+    the path of the button's ``integration.url`` on ``client``."""
+    integration = button["integration"]
+    ctx = integration["context"]
+    body = mattermost_click(ctx["heal_id"], ctx["token"], ctx["decision"], **kw)
+    return await client.post(urlsplit(integration["url"]).path, json=body)
+
+
+async def click_slack(
+    client: httpx.AsyncClient, button: dict[str, Any], secret: str, *, at: float | None = None
+) -> httpx.Response:
+    """POST what Slack posts when ``button`` (from healer's message) is clicked, signed
+    with ``secret`` at ``at`` (now)."""
+    decision = "approve" if button["action_id"] == "healer_approve" else "reject"
+    heal_id = json.loads(button["value"])["heal_id"]
+    payload = slack_payload(heal_id, decision, value=button["value"])
+    body, headers = slack_request(secret, payload, at=at)
+    return await client.post(SLACK_PATH, content=body, headers=headers)
