@@ -47,6 +47,13 @@ class Metrics:
         self.in_progress = Gauge(
             "healer_heals_in_progress", "Heals currently running.", registry=registry
         )
+        self.awaiting_approval = Gauge(
+            "healer_heals_awaiting_approval",
+            "Heals of this process waiting for a human to approve or reject them "
+            "(mode: approve), by rule.",
+            ["rule"],
+            registry=registry,
+        )
         self.circuit_open = Gauge(
             "healer_circuit_open",
             "1 while a rule's action budget is spent.",

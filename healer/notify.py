@@ -43,7 +43,9 @@ _LABEL_MAX = 200
 class Escalation:
     """What a human needs to decide what to do: a circuit that opened (``circuit_open``),
     or a heal that ended not_recovered while its alert still fires (``not_recovered``,
-    healer/followup.py; ``opened_at`` is then when the heal ended)."""
+    healer/followup.py; ``opened_at`` is then when the heal ended), or a heal that asked
+    for approval and nobody answered within ``approval.timeout`` (``approval_expired``;
+    ``opened_at``: when it expired)."""
 
     rule: str
     target: str
@@ -52,7 +54,7 @@ class Escalation:
     opened_at: float
     labels: Mapping[str, str] = field(default_factory=dict)
     quiet: float = 0.0
-    event: Literal["circuit_open", "not_recovered"] = "circuit_open"
+    event: Literal["circuit_open", "not_recovered", "approval_expired"] = "circuit_open"
 
     @property
     def close_command(self) -> str:
@@ -69,7 +71,7 @@ class Escalation:
             "labels": dict(self.labels),
             "healer_version": healer.__version__,
         }
-        if self.event == "not_recovered":
+        if self.event in ("not_recovered", "approval_expired"):
             return out | {"ended_at": self.opened_at}
         return out | {
             "opened_at": self.opened_at,
@@ -108,8 +110,17 @@ def chat_text(esc: Escalation, *, slack: bool = False) -> str:
     labels = ", ".join(
         f"{_clean(k, slack=slack)}={_clean(v, slack=slack)}" for k, v in sorted(esc.labels.items())
     )
+    expired = [
+        f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} asked for approval"
+        f" to act on {_clean(esc.target, slack=slack)} and nobody answered",
+        _clean(esc.reason, slack=slack),
+        "The heal ended expired without acting: a human has to look.",
+        f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
+    ]
     lines = (
-        [
+        expired
+        if esc.event == "approval_expired"
+        else [
             f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} did not recover"
             f" {_clean(esc.target, slack=slack)}",
             _clean(esc.reason, slack=slack),
