@@ -117,7 +117,7 @@ async def test_a_mattermost_button_approves_once(
     assert "approved by @bob" in answer["update"]["message"]
     heal = await h.wait_for_outcome(heal_id)
     assert heal["outcome"] == "unverified"  # acted; nobody answers at Prometheus
-    assert [a["target"] for a in h.noop.acts] == ["web-1"]
+    assert [a.target for a in h.noop.acts] == ["web-1"]
 
     again = await _click_mattermost(h, buttons["approve"])
     assert "update" not in again
@@ -152,7 +152,7 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
     assert resp.status_code == 200, resp.text
     assert resp.json()["decision"] == "approve"
     await h.wait_for_outcome(heal_id)
-    assert [a["target"] for a in h.noop.acts] == ["web-2"]
+    assert [a.target for a in h.noop.acts] == ["web-2"]
     second = await _click_slack(h, approve)
     assert second.status_code == 409
     [decided] = _decisions(await _heal(h, heal_id))
@@ -211,5 +211,5 @@ async def test_racing_clicks_on_both_platforms_act_once(
     assert sum(won) == 1
     await h.wait_for_outcome(heal_id)
     await h.idle()
-    assert [a["target"] for a in h.noop.acts] == ["web-5"]
+    assert [a.target for a in h.noop.acts] == ["web-5"]
     assert len(_decisions(await _heal(h, heal_id))) == 1
