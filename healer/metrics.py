@@ -75,6 +75,13 @@ class Metrics:
             ["event", "result"],
             registry=registry,
         )
+        self.chat_callbacks = Counter(
+            "healer_chat_callbacks",
+            "Approve/reject button callbacks from Slack and Mattermost, by platform and "
+            "result (decided, refused, not_awaiting, invalid, unavailable).",
+            ["platform", "result"],
+            registry=registry,
+        )
         self.webhook_requests = Counter(
             "healer_webhook_requests",
             "Webhook requests answered, by HTTP status code "

@@ -221,9 +221,27 @@ async def _decide(
     return state
 
 
-def _refused(exc: PayloadError, platform: str) -> JSONResponse:
+def _refused(exc: PayloadError, platform: str) -> tuple[JSONResponse, int]:
     log.warning("chat callback refused", platform=platform, status=exc.status, error=exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status), exc.status
+
+
+def _count(svc: Services, platform: str, status: int) -> None:
+    """``healer_chat_callbacks_total``: decided, refused (signature, timestamp, token,
+    not configured), not_awaiting (unknown or already decided: a double click), invalid
+    (a malformed request) or unavailable (the journal)."""
+    result = _RESULTS.get(status, "invalid")
+    svc.metrics.chat_callbacks.labels(platform=platform, result=result).inc()
+
+
+_RESULTS = {
+    200: "decided",
+    401: "refused",
+    403: "refused",
+    404: "not_awaiting",
+    409: "not_awaiting",
+    503: "unavailable",
+}
 
 
 _UNAVAILABLE = JSONResponse({"error": "journal unavailable, retry later"}, status_code=503)
@@ -256,6 +274,12 @@ _COMMON: dict[int | str, dict[str, Any]] = {
 async def slack_action(request: Request) -> JSONResponse:
     """Slack interactivity: an approve/reject button clicked in a healer message."""
     svc = services(request)
+    response, status = await _slack(request, svc)
+    _count(svc, "slack", status)
+    return response
+
+
+async def _slack(request: Request, svc: Services) -> tuple[JSONResponse, int]:
     secret = svc.secrets.slack_signing_secret
     if secret is None:
         return _refused(PayloadError("the Slack integration is not configured", 403), "slack")
@@ -277,10 +301,10 @@ async def slack_action(request: Request) -> JSONResponse:
         state = await _decide(svc, heal_id, decision, by, "slack", None)
     except ApprovalError as exc:
         log.info("chat decision refused", platform="slack", heal_id=heal_id, status=exc.status)
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status), exc.status
     except JournalUnavailable:
-        return _UNAVAILABLE
-    return JSONResponse(state)
+        return _UNAVAILABLE, 503
+    return JSONResponse(state), 200
 
 
 def _mattermost_update(state: dict[str, Any], heal_id: str, by: str) -> dict[str, Any]:
@@ -303,6 +327,12 @@ def _mattermost_update(state: dict[str, Any], heal_id: str, by: str) -> dict[str
 async def mattermost_action(request: Request) -> JSONResponse:
     """Mattermost interactive message button: approve/reject a heal with its token."""
     svc = services(request)
+    response, status = await _mattermost(request, svc)
+    _count(svc, "mattermost", status)
+    return response
+
+
+async def _mattermost(request: Request, svc: Services) -> tuple[JSONResponse, int]:
     try:
         data = decode_json(await read_json_body(request, _MATTERMOST_BODY_LIMIT))
         action = _validated(MattermostAction, data)
@@ -317,8 +347,9 @@ async def mattermost_action(request: Request) -> JSONResponse:
             "chat decision refused", platform="mattermost", heal_id=ctx.heal_id, status=exc.status
         )
         if exc.status in (404, 409):  # a double click, a decided heal: tell the clicker
-            return JSONResponse({"ephemeral_text": exc.message})
-        return JSONResponse({"error": exc.message, "ephemeral_text": exc.message}, exc.status)
+            return JSONResponse({"ephemeral_text": exc.message}), exc.status
+        body = {"error": exc.message, "ephemeral_text": exc.message}
+        return JSONResponse(body, exc.status), exc.status
     except JournalUnavailable:
-        return _UNAVAILABLE
-    return JSONResponse(_mattermost_update(state, ctx.heal_id, by))
+        return _UNAVAILABLE, 503
+    return JSONResponse(_mattermost_update(state, ctx.heal_id, by)), 200

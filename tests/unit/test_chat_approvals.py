@@ -103,7 +103,8 @@ async def test_a_mattermost_button_approves_once(
 ) -> None:
     """The Approve button of healer's Mattermost message approves: the heal re-checks and
     acts once on its target, the post is updated without buttons, and the clicker's
-    Mattermost identity is journaled; a second click of the same token decides nothing."""
+    Mattermost identity is journaled; a second click of the same token decides nothing
+    (both counted in healer_chat_callbacks_total)."""
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-1"))
     await _awaiting(h, heal_id)
@@ -128,6 +129,9 @@ async def test_a_mattermost_button_approves_once(
     assert decided["kind"] == "approved"
     assert decided["data"]["via"] == "mattermost"
     assert decided["data"]["by"].startswith("@bob (Mattermost user mm0bob")
+    for result, count in (("decided", 1), ("not_awaiting", 1)):
+        labels = {"platform": "mattermost", "result": result}
+        assert h.sample("healer_chat_callbacks_total", labels) == count
 
 
 async def test_a_signed_slack_button_approves_and_a_replay_is_refused(

@@ -104,7 +104,8 @@ async def test_a_signed_slack_click_reaches_the_decision(start: Start) -> None:
 
 async def test_forged_and_replayed_slack_clicks_are_refused(start: Start) -> None:
     """Another secret's signature, a body changed after signing, a six-minute-old
-    timestamp and a signature moved to another timestamp are all 401."""
+    timestamp and a signature moved to another timestamp are all 401, counted as
+    refused in healer_chat_callbacks_total."""
     async with start(SLACK) as h:
         forged = slack_click("not-the-secret", "h1", "approve")
         body, headers = slack_click(SLACK_SECRET, "h1", "approve")
@@ -115,6 +116,8 @@ async def test_forged_and_replayed_slack_clicks_are_refused(start: Start) -> Non
             resp = await _post_slack(h, *case)
             assert resp.status_code == 401, resp.text
         assert h.noop.acts == []
+        refused = {"platform": "slack", "result": "refused"}
+        assert h.sample("healer_chat_callbacks_total", refused) == 4
 
 
 @pytest.mark.parametrize(
