@@ -306,6 +306,11 @@ class SlackIntegration(_Frozen):
 
     signing_secret_file: FilePath | None = None
     signing_secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # After a decision healer replaces the clicked message (no more buttons, who decided)
+    # through the click's ``response_url``, only when it starts with one of these.
+    response_urls: list[
+        Annotated[str, Field(pattern=r"^https?://[^/\s]+/\S*$", max_length=2048)]
+    ] = Field(default_factory=lambda: ["https://hooks.slack.com/"], max_length=16)
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> SlackIntegration:

@@ -15,7 +15,9 @@ otherwise 401 and nothing is read. The button is the payload's first action: ``a
 taken too). The approver is the payload's ``user`` (id, username/name, team), as Slack
 sent it. Answers: 200 and the decision; 401 signature/timestamp; 403 Slack not configured;
 404/409 from decide (unknown / already decided: Slack shows the click failed); 4xx for a
-malformed request.
+malformed request. After a decision the clicked message is replaced through the click's
+``response_url`` (who decided; the buttons go), in the background and only when that URL
+is under ``integrations.slack.response_urls`` (Slack's ``https://hooks.slack.com/``).
 
 ``POST /api/v1/integrations/mattermost``: Mattermost's interactive message buttons
 (``integration.url`` of each button). Mattermost posts JSON with ``user_id``,
@@ -36,12 +38,14 @@ import hmac
 import json
 import time
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.background import BackgroundTask
 
 from healer.approvals import ApprovalError, Decision, decide
 from healer.bounded import clip
@@ -64,6 +68,7 @@ _SLACK_DECISIONS: dict[str, Decision] = {SLACK_APPROVE: "approve", SLACK_REJECT:
 _SLACK_BODY_LIMIT = 256 * 1024
 _MATTERMOST_BODY_LIMIT = 64 * 1024
 _FORM = "application/x-www-form-urlencoded"
+_SLACK_UPDATE_TIMEOUT = 5.0
 _ID = Field(max_length=256)
 
 
@@ -124,6 +129,7 @@ class SlackPayload(_Lenient):
     user: SlackUser
     team: SlackTeam | None = None
     actions: list[SlackAction] = Field(min_length=1, max_length=25)
+    response_url: StrictStr | None = Field(default=None, max_length=2048)
 
 
 class SlackForm(BaseModel):
@@ -304,13 +310,56 @@ async def _slack(request: Request, svc: Services) -> tuple[JSONResponse, int]:
         return JSONResponse({"error": exc.message}, status_code=exc.status), exc.status
     except JournalUnavailable:
         return _UNAVAILABLE, 503
-    return JSONResponse(state), 200
+    update = _slack_update(svc, payload.response_url, _decided_text(state, heal_id, by))
+    return JSONResponse(state, background=update), 200
+
+
+def _slack_update(svc: Services, url: str | None, text: str) -> BackgroundTask | None:
+    """Replace the clicked message (its buttons go; it says who decided) through the
+    click's ``response_url``, after the answer: only a URL under one of
+    ``integrations.slack.response_urls`` (Slack's own, by default) is ever called."""
+    slack = svc.config.integrations.slack
+    if url is None or slack is None or not allowed_response_url(url, slack.response_urls):
+        return None
+    return BackgroundTask(_post_update, svc.http, url, {"replace_original": True, "text": text})
+
+
+def allowed_response_url(url: str, prefixes: list[str]) -> bool:
+    """Whether ``url`` is under one of ``prefixes``: the same scheme and host (port and
+    user info included: any difference refuses), its path under the prefix's."""
+    try:
+        got = urlsplit(url)
+    except ValueError:
+        return False
+    for prefix in prefixes:
+        want = urlsplit(prefix)
+        if (got.scheme, got.netloc) == (want.scheme, want.netloc) and got.path.startswith(
+            want.path
+        ):
+            return True
+    return False
+
+
+async def _post_update(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> None:
+    host = urlsplit(url).netloc  # the path is a capability: never logged
+    try:
+        resp = await http.post(url, json=body, timeout=_SLACK_UPDATE_TIMEOUT)
+    except httpx.HTTPError as exc:
+        log.warning("slack message not updated", host=host, error=type(exc).__name__)
+        return
+    if resp.status_code != 200:
+        log.warning("slack message not updated", host=host, status=resp.status_code)
+
+
+def _decided_text(state: dict[str, Any], heal_id: str, by: str) -> str:
+    done = "approved" if state.get("decision") == "approve" else "rejected"
+    mark = ":white_check_mark:" if done == "approved" else ":no_entry_sign:"
+    return f"{mark} heal `{heal_id}` {done} by {by}"
 
 
 def _mattermost_update(state: dict[str, Any], heal_id: str, by: str) -> dict[str, Any]:
     done = "approved" if state.get("decision") == "approve" else "rejected"
-    mark = ":white_check_mark:" if done == "approved" else ":no_entry_sign:"
-    text = f"{mark} heal `{heal_id}` {done} by {by}"
+    text = _decided_text(state, heal_id, by)
     # props replaced: the buttons go, so nobody clicks a decided heal again.
     return {"update": {"message": text, "props": {}}, "ephemeral_text": f"You {done} it."}
 

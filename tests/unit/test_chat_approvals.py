@@ -58,7 +58,11 @@ async def approving(
         {"kind": "slack", "url_env": "UNUSED_SLACK", "backoff": "0s"},
         {"kind": "mattermost", "url_env": "UNUSED_MM", "backoff": "0s"},
     ]
-    async with start(secrets, rules=rules, notify=notify, public_url=PUBLIC) as h:
+    # Slack's response_url (where the clicked message is replaced) at the stand-in too.
+    integrations = {"slack": {"response_urls": [f"{webhook_recorder.url}/slack-response/"]}}
+    async with start(
+        secrets, rules=rules, notify=notify, public_url=PUBLIC, integrations=integrations
+    ) as h:
         yield h
 
 
@@ -79,8 +83,9 @@ async def _click_slack(
     *,
     secret: str = SLACK_SECRET,
     at: float | None = None,
+    **kw: Any,
 ) -> Any:
-    return await click_slack(h.client, button, secret, at=at)
+    return await click_slack(h.client, button, secret, at=at, **kw)
 
 
 async def _awaiting(h: InProcessHealer, heal_id: str) -> None:
@@ -139,7 +144,8 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
 ) -> None:
     """The Approve button of healer's Slack message, signed with the app's secret,
     approves (Slack's user and team journaled); a wrong signature and an old timestamp
-    are refused first and nothing acts until the valid click; a second valid click is 409."""
+    are refused first and nothing acts until the valid click, which replaces the message
+    through its ``response_url`` (buttons gone, who decided); a second valid click is 409."""
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-2"))
     await _awaiting(h, heal_id)
@@ -152,9 +158,13 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
     assert (await h.journal.get_heal(heal_id) or {})["phase"] == "awaiting_approval"
     assert h.noop.acts == []
 
-    resp = await _click_slack(h, approve)
+    response_url = f"{webhook_recorder.url}/slack-response/actions/T0ACME/1/abc"
+    resp = await _click_slack(h, approve, response_url=response_url)
     assert resp.status_code == 200, resp.text
     assert resp.json()["decision"] == "approve"
+    [update] = [r for r in webhook_recorder.snapshot() if r.path.startswith("/slack-response/")]
+    assert update.body["replace_original"] is True  # the buttons go
+    assert "approved by alice (Slack user U0ALICE" in update.body["text"]
     await h.wait_for_outcome(heal_id)
     assert [a.target for a in h.noop.acts] == ["web-2"]
     second = await _click_slack(h, approve)

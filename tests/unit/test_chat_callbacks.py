@@ -17,7 +17,12 @@ import pytest
 
 from healer.config import ConfigError, Secrets, parse_config, resolve_secrets
 from healer.errors import PayloadError
-from healer.http.integrations import slack_button_value, slack_signature, verify_slack
+from healer.http.integrations import (
+    allowed_response_url,
+    slack_button_value,
+    slack_signature,
+    verify_slack,
+)
 from tests.support.inprocess.chat import (
     MATTERMOST_PATH,
     SLACK_PATH,
@@ -253,3 +258,21 @@ def test_the_slack_signing_secret_resolves_like_the_other_secrets(tmp_path: Path
         parse_config(
             _slack_config(tmp_path, signing_secret_file=str(secret_file), signing_secret_env="X")
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "called"),
+    [
+        ("https://hooks.slack.com/actions/T0/1/abc", True),
+        ("https://hooks.slack.com.evil.example/actions/T0/1/abc", False),
+        ("http://hooks.slack.com/actions/T0/1/abc", False),
+        ("https://someone@hooks.slack.com/actions/T0/1/abc", False),
+        ("https://hooks.slack.com:8443/actions/T0/1/abc", False),
+        ("https://evil.example/https://hooks.slack.com/actions", False),
+        ("https://[::1/actions", False),  # not a URL at all
+    ],
+)
+def test_only_slacks_response_urls_are_called(url: str, called: bool) -> None:
+    """The message update goes only to a ``response_url`` under a configured prefix
+    (Slack's own by default): same scheme, same host and port, no user info, path under."""
+    assert allowed_response_url(url, ["https://hooks.slack.com/"]) is called

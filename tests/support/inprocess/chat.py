@@ -55,6 +55,7 @@ def slack_payload(
     team_id: str = "T0ACME",
     value: str | None = None,
     action_id: str | None = None,
+    response_url: str = "https://hooks.slack.com/actions/T0ACME/1/abc",
 ) -> dict[str, Any]:
     """A ``block_actions`` payload for a click on healer's approve/reject button."""
     action_id = action_id or ACTION_IDS[decision]
@@ -77,7 +78,7 @@ def slack_payload(
         "channel": {"id": "C0OPS", "name": "ops"},
         "message": {"type": "message", "text": "healer asks for approval", "blocks": []},
         "state": {"values": {}},
-        "response_url": "https://hooks.slack.com/actions/T0ACME/1/abc",
+        "response_url": response_url,
         "actions": [
             {
                 "action_id": action_id,
@@ -193,12 +194,17 @@ async def click_mattermost(
 
 
 async def click_slack(
-    client: httpx.AsyncClient, button: dict[str, Any], secret: str, *, at: float | None = None
+    client: httpx.AsyncClient,
+    button: dict[str, Any],
+    secret: str,
+    *,
+    at: float | None = None,
+    **kw: Any,
 ) -> httpx.Response:
     """POST what Slack posts when ``button`` (from healer's message) is clicked, signed
-    with ``secret`` at ``at`` (now)."""
+    with ``secret`` at ``at`` (now); ``kw`` go to :func:`slack_payload`."""
     decision = "approve" if button["action_id"] == "healer_approve" else "reject"
     heal_id = json.loads(button["value"])["heal_id"]
-    payload = slack_payload(heal_id, decision, value=button["value"])
+    payload = slack_payload(heal_id, decision, value=button["value"], **kw)
     body, headers = slack_request(secret, payload, at=at)
     return await client.post(SLACK_PATH, content=body, headers=headers)
