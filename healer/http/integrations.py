@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -232,12 +233,19 @@ def _refused(exc: PayloadError, platform: str) -> tuple[JSONResponse, int]:
     return JSONResponse({"error": exc.message}, status_code=exc.status), exc.status
 
 
-def _count(svc: Services, platform: str, status: int) -> None:
-    """``healer_chat_callbacks_total``: decided, refused (signature, timestamp, token,
-    not configured), not_awaiting (unknown or already decided: a double click), invalid
-    (a malformed request) or unavailable (the journal)."""
+async def _counted(
+    request: Request,
+    platform: str,
+    answer: Callable[[Request, Services], Awaitable[tuple[JSONResponse, int]]],
+) -> JSONResponse:
+    """``answer``'s response, counted in ``healer_chat_callbacks_total`` by its status:
+    decided, refused (signature, timestamp, token, not configured), not_awaiting (unknown
+    or already decided: a double click), invalid (a malformed request) or unavailable."""
+    svc = services(request)
+    response, status = await answer(request, svc)
     result = _RESULTS.get(status, "invalid")
     svc.metrics.chat_callbacks.labels(platform=platform, result=result).inc()
+    return response
 
 
 _RESULTS = {
@@ -279,10 +287,7 @@ _COMMON: dict[int | str, dict[str, Any]] = {
 )
 async def slack_action(request: Request) -> JSONResponse:
     """Slack interactivity: an approve/reject button clicked in a healer message."""
-    svc = services(request)
-    response, status = await _slack(request, svc)
-    _count(svc, "slack", status)
-    return response
+    return await _counted(request, "slack", _slack)
 
 
 async def _slack(request: Request, svc: Services) -> tuple[JSONResponse, int]:
@@ -375,10 +380,7 @@ def _mattermost_update(state: dict[str, Any], heal_id: str, by: str) -> dict[str
 )
 async def mattermost_action(request: Request) -> JSONResponse:
     """Mattermost interactive message button: approve/reject a heal with its token."""
-    svc = services(request)
-    response, status = await _mattermost(request, svc)
-    _count(svc, "mattermost", status)
-    return response
+    return await _counted(request, "mattermost", _mattermost)
 
 
 async def _mattermost(request: Request, svc: Services) -> tuple[JSONResponse, int]:

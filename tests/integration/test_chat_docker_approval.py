@@ -17,7 +17,9 @@ from healer.config import Secrets
 from tests.support.inprocess.chat import (
     SLACK_SECRET,
     approval_request,
+    approve_restart_config,
     await_phase,
+    chat_urls,
     click_mattermost,
     click_slack,
     mattermost_buttons,
@@ -25,23 +27,10 @@ from tests.support.inprocess.chat import (
 )
 from tests.support.inprocess.inproc import ADMIN, running_healer
 from tests.support.inprocess.payloads import alert
+from tests.support.scenarios.faults import docker_restarts
 from tests.support.servers.webhook import WebhookRecorder
 
 pytestmark = pytest.mark.docker
-
-
-def _restarts(client: Any, name: str, since: int) -> int:
-    """How many times dockerd says it restarted ``name`` since ``since`` (bounded read)."""
-    events = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"container": name, "event": "restart"},
-    )
-    try:
-        return sum(1 for _ in events)
-    finally:
-        events.close()
 
 
 async def test_racing_approvals_restart_the_container_once(
@@ -51,30 +40,11 @@ async def test_racing_approvals_restart_the_container_once(
     decides, the rest are told it was decided, and dockerd records exactly one restart."""
     name = f"healer-test-chat-{uuid.uuid4().hex[:8]}"
     containers.run(["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"], name=name)
-    config = {
-        "journal": str(tmp_path / "journal.db"),
-        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},  # nobody: unverified
-        "verify": {"stable_for": "0s", "timeout": "0.3s"},
-        "allow": [{"kind": "docker", "name": name}],
-        "public_url": "http://healer",
-        "notify": [
-            {"kind": "slack", "url_env": "UNUSED_SLACK", "backoff": "0s"},
-            {"kind": "mattermost", "url_env": "UNUSED_MM", "backoff": "0s"},
-        ],
-        "rules": [
-            {
-                "name": "restart-approved",
-                "match": 'alertname="ServiceDown"',
-                "handler": "docker.restart",
-                "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
-                "mode": "approve",
-            }
-        ],
-    }
+    config = approve_restart_config(str(tmp_path / "journal.db"), name, public_url="http://healer")
     secrets = Secrets(
         admin_token=ADMIN,
         slack_signing_secret=SLACK_SECRET,
-        notify_urls=(f"{webhook_recorder.url}/slack", f"{webhook_recorder.url}/mattermost"),
+        notify_urls=chat_urls(webhook_recorder),
     )
     since = int(time.time()) - 1
     async with running_healer(config, secrets=secrets) as h:
@@ -82,7 +52,7 @@ async def test_racing_approvals_restart_the_container_once(
         await await_phase(h.journal, heal_id, "awaiting_approval")
         slack = slack_buttons(await approval_request(webhook_recorder, "/slack", heal_id))
         mm = mattermost_buttons(await approval_request(webhook_recorder, "/mattermost", heal_id))
-        assert _restarts(docker_client.api, name, since) == 0
+        assert docker_restarts(docker_client, name, since) == 0
 
         async def by_slack() -> bool:
             resp = await click_slack(h.client, slack["healer_approve"], SLACK_SECRET)
@@ -108,4 +78,4 @@ async def test_racing_approvals_restart_the_container_once(
         heal = await h.wait_for_outcome(heal_id)
         await h.idle()
     assert heal["outcome"] == "unverified", heal  # restarted; nobody answers at Prometheus
-    assert _restarts(docker_client.api, name, since) == 1
+    assert docker_restarts(docker_client, name, since) == 1

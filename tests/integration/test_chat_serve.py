@@ -25,6 +25,8 @@ from tests.support.env import free_port
 from tests.support.inprocess.chat import (
     MATTERMOST_PATH,
     SLACK_PATH,
+    approve_restart_config,
+    chat_urls,
     mattermost_buttons,
     mattermost_click,
     slack_buttons,
@@ -32,25 +34,13 @@ from tests.support.inprocess.chat import (
     slack_request,
 )
 from tests.support.inprocess.payloads import alert_payload
+from tests.support.scenarios.faults import docker_restarts
 from tests.support.servers.webhook import Received, WebhookRecorder
 
 pytestmark = pytest.mark.docker
 
 SECRET = "slack-signing-SECRET-serve-7"  # what the process reads from its file
 ADMIN = "adm-chat-serve"
-
-
-def _restarts(client: Any, name: str, since: int) -> int:
-    events = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"container": name, "event": "restart"},
-    )
-    try:
-        return sum(1 for _ in events)
-    finally:
-        events.close()
 
 
 def _request(recorder: WebhookRecorder, path: str, heal_id: str) -> Received:
@@ -91,32 +81,16 @@ def test_serve_approves_from_slack_and_rejects_from_mattermost(
     config = tmp_path / "healer.yml"
     config.write_text(
         yaml.safe_dump(
-            {
-                "journal": str(tmp_path / "journal.db"),
-                "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
-                "verify": {"stable_for": "0s", "timeout": "0.3s"},
-                "allow": [{"kind": "docker", "name": f"healer-test-chatserve-{tag}-*"}],
-                "public_url": "http://healer.example.org",
-                "integrations": {"slack": {"signing_secret_file": str(secret_file)}},
-                "notify": [
-                    {"kind": "slack", "url_env": "CHAT_SLACK_URL", "backoff": "0s"},
-                    {"kind": "mattermost", "url_env": "CHAT_MM_URL", "backoff": "0s"},
-                ],
-                "rules": [
-                    {
-                        "name": "restart-approved",
-                        "match": 'alertname="ServiceDown"',
-                        "handler": "docker.restart",
-                        "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
-                        "mode": "approve",
-                    }
-                ],
-            }
+            approve_restart_config(
+                str(tmp_path / "journal.db"),
+                f"healer-test-chatserve-{tag}-*",
+                public_url="http://healer.example.org",
+                integrations={"slack": {"signing_secret_file": str(secret_file)}},
+            )
         )
     )
     env = {
-        "CHAT_SLACK_URL": f"{webhook_recorder.url}/slack",
-        "CHAT_MM_URL": f"{webhook_recorder.url}/mattermost",
+        **dict(zip(("CHAT_SLACK_URL", "CHAT_MM_URL"), chat_urls(webhook_recorder), strict=True)),
         "HEALER_ADMIN_TOKEN": ADMIN,
     }
     since = int(time.time()) - 1
@@ -160,8 +134,8 @@ def test_serve_approves_from_slack_and_rejects_from_mattermost(
         assert "rejected by @bob" in answer.json()["update"]["message"]
         assert _outcome(client, first)["outcome"] == "unverified"  # restarted
         assert _outcome(client, second)["outcome"] == "rejected"
-    assert _restarts(docker_client.api, names[0], since) == 1
-    assert _restarts(docker_client.api, names[1], since) == 0
+    assert docker_restarts(docker_client, names[0], since) == 1
+    assert docker_restarts(docker_client, names[1], since) == 0
     healer.stop()
     assert SECRET not in healer.log_path.read_text()
 

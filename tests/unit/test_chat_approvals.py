@@ -17,10 +17,12 @@ import pytest
 
 from healer.config import Secrets
 from tests.support.inprocess.chat import (
+    CHAT_NOTIFY,
     MATTERMOST_PATH,
     SLACK_SECRET,
     approval_request,
     await_phase,
+    chat_urls,
     click_mattermost,
     click_slack,
     mattermost_buttons,
@@ -43,7 +45,7 @@ async def approving(
     ``/mattermost``), with a Slack signing secret."""
     secrets = Secrets(
         slack_signing_secret=SLACK_SECRET,
-        notify_urls=(f"{webhook_recorder.url}/slack", f"{webhook_recorder.url}/mattermost"),
+        notify_urls=chat_urls(webhook_recorder),
     )
     rules = [
         {
@@ -54,14 +56,10 @@ async def approving(
             "mode": "approve",
         }
     ]
-    notify = [
-        {"kind": "slack", "url_env": "UNUSED_SLACK", "backoff": "0s"},
-        {"kind": "mattermost", "url_env": "UNUSED_MM", "backoff": "0s"},
-    ]
     # Slack's response_url (where the clicked message is replaced) at the stand-in too.
     integrations = {"slack": {"response_urls": [f"{webhook_recorder.url}/slack-response/"]}}
     async with start(
-        secrets, rules=rules, notify=notify, public_url=PUBLIC, integrations=integrations
+        secrets, rules=rules, notify=CHAT_NOTIFY, public_url=PUBLIC, integrations=integrations
     ) as h:
         yield h
 

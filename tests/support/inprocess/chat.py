@@ -38,6 +38,40 @@ SLACK_PATH = "/api/v1/integrations/slack"
 MATTERMOST_PATH = "/api/v1/integrations/mattermost"
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # a test's signing secret
 ACTION_IDS = {"approve": "healer_approve", "reject": "healer_reject"}
+# A Slack and a Mattermost notifier, in this order; their URLs (secrets) from these
+# variables under ``healer serve``, from ``Secrets.notify_urls`` in-process.
+CHAT_NOTIFY = [
+    {"kind": "slack", "url_env": "CHAT_SLACK_URL", "backoff": "0s"},
+    {"kind": "mattermost", "url_env": "CHAT_MM_URL", "backoff": "0s"},
+]
+
+
+def chat_urls(recorder: WebhookRecorder) -> tuple[str, str]:
+    """:data:`CHAT_NOTIFY`'s URLs at ``recorder``: paths ``/slack`` and ``/mattermost``."""
+    return f"{recorder.url}/slack", f"{recorder.url}/mattermost"
+
+
+def approve_restart_config(journal: str, allow: str, **over: Any) -> dict[str, Any]:
+    """One ``mode: approve`` rule, ``restart-approved``: ServiceDown -> docker.restart of
+    ``labels.container``, containers matching ``allow``; told through
+    :data:`CHAT_NOTIFY`; nobody at Prometheus (a restart ends ``unverified``)."""
+    return {
+        "journal": journal,
+        "prometheus": {"url": "http://127.0.0.1:9", "timeout": "0.2s"},
+        "verify": {"stable_for": "0s", "timeout": "0.3s"},
+        "allow": [{"kind": "docker", "name": allow}],
+        "notify": CHAT_NOTIFY,
+        "rules": [
+            {
+                "name": "restart-approved",
+                "match": 'alertname="ServiceDown"',
+                "handler": "docker.restart",
+                "params": {"containers": ["{{ labels.container }}"], "stop_timeout": 1},
+                "mode": "approve",
+            }
+        ],
+        **over,
+    }
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
