@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from healer.approvals import decide
 from healer.config import parse_config
 from healer.notices import (
     ApprovalRequest,
@@ -487,3 +488,75 @@ async def test_no_notifier_or_nothing_to_tell_sends_nothing(
         await asyncio.sleep(0)
     assert "notify" not in kinds(heal)
     assert webhook_recorder.snapshot() == []
+
+
+# ---- approval flow --------------------------------------------------------------------------
+
+
+async def test_an_approval_request_is_told_with_buttons_then_its_decision_and_outcome(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """mode approve with notify_on [acted] only: the request reaches Slack (healer_approve /
+    healer_reject buttons naming the heal) and Mattermost (buttons whose context carries
+    the heal's token, which decides it); once approved the heal acts and ``acted`` is
+    told; the webhook saw the request without the token."""
+    config = notices_config(
+        tmp_path, notify_on=["acted"], notify=three_notifiers(), rule={"mode": "approve"}
+    )
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(*three_urls(webhook_recorder))
+    ) as h:
+        heal_id = await fire(h, "t1")
+        assert heal_id is not None
+        await until(lambda: len(webhook_recorder.snapshot()) >= 3, what="the approval request")
+        [mm] = at(webhook_recorder, "/mm")
+        [approve, _] = mm["attachments"][0]["actions"]
+        context = approve["integration"]["context"]
+        assert (context["heal_id"], context["decision"]) == (heal_id, "approve")
+        await decide(
+            h.services, heal_id, "approve", by="@alice", via="mattermost", token=context["token"]
+        )
+        heal = await h.wait_for_outcome(heal_id, timeout=15)
+        await h.services.notices.drain()
+    assert heal["outcome"] == "unverified", heal["reason"]
+    [request, acted] = at(webhook_recorder, "/hook")
+    assert (request["event"], acted["event"]) == ("awaiting_approval", "acted")
+    assert request["approval"]["targets"] == ["test:t1"]
+    assert context["token"] not in json.dumps(request)
+    [slack_request, _] = at(webhook_recorder, "/slack")
+    [actions] = [b for b in slack_request["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["healer_approve", "healer_reject"]
+    assert json.loads(actions["elements"][0]["value"])["heal_id"] == heal_id
+
+
+async def test_a_rejection_and_a_suggestion_are_told_though_notify_on_is_empty(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """Approval events are always told: a rejected heal tells its request, then who
+    rejected it; a ``mode: suggest`` rule tells what it would do (nothing acts)."""
+    config = notices_config(
+        tmp_path, notify_on=[], notify=[webhook_notifier()], rule={"mode": "approve"}
+    )
+    config["rules"][1]["mode"] = "suggest"
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
+        heal_id = await fire(h, "t1")
+        assert heal_id is not None
+        await until(lambda: webhook_recorder.snapshot(), what="the approval request")
+        await decide(h.services, heal_id, "reject", by="bob", via="api", comment="not now")
+        rejected = await h.wait_for_outcome(heal_id, timeout=15)
+        suggested_id = await fire(h, "t2", name="Poke2")
+        assert suggested_id is not None
+        suggested = await h.wait_for_outcome(suggested_id, timeout=15)
+        await h.services.notices.drain()
+    assert (rejected["outcome"], suggested["outcome"]) == ("rejected", "suggested")
+    assert h.noop.acts == []
+    bodies = [r.body for r in webhook_recorder.snapshot()]
+    assert [(b["event"], b["heal_id"]) for b in bodies] == [
+        ("awaiting_approval", heal_id),
+        ("rejected", heal_id),
+        ("suggested", suggested_id),
+    ]
+    assert bodies[1]["decided_by"] == "bob" and "not now" in bodies[1]["reason"]
+    assert bodies[2]["targets"] == ["test:t2"]
