@@ -121,7 +121,8 @@ def test_rule_notify_on_overrides_the_default_and_approval_events_are_always_tol
 ) -> None:
     """``notify_on`` of a rule wins over ``notifications.notify_on``; a rule without one
     takes the default; approval requests and their ends are told whatever the lists say,
-    ``suggested`` always for ``mode: suggest``; a rule's ``no_action`` only in approve mode."""
+    ``suggested`` always for ``mode: suggest``; a rule's ``no_action`` only in approve mode;
+    ``expired`` never (the heal's approval_expired escalation tells it)."""
     raw = notices_config(tmp_path, notify_on=["failed"], notify=[], rule={"notify_on": ["acted"]})
     raw["rules"].append({**raw["rules"][0], "name": "ask", "mode": "approve", "notify_on": []})
     raw["rules"].append({**raw["rules"][0], "name": "tell", "mode": "suggest", "notify_on": []})
@@ -129,8 +130,9 @@ def test_rule_notify_on_overrides_the_default_and_approval_events_are_always_tol
     assert [e for e in ("acted", "failed") if tells(config, "poke", e)] == ["acted"]
     assert [e for e in ("acted", "failed") if tells(config, "poke2", e)] == ["failed"]
     assert tells(config, "(manual)", "failed") and not tells(config, "(manual)", "acted")
-    for event in ("awaiting_approval", "rejected", "expired", "no_action"):
+    for event in ("awaiting_approval", "rejected", "no_action"):
         assert tells(config, "ask", event), event
+    assert not tells(config, "ask", "expired")  # its escalation tells it, once
     assert not tells(config, "poke", "no_action")
     assert tells(config, "tell", "suggested") and not tells(config, "poke", "suggested")
 
@@ -560,3 +562,41 @@ async def test_a_rejection_and_a_suggestion_are_told_though_notify_on_is_empty(
     ]
     assert bodies[1]["decided_by"] == "bob" and "not now" in bodies[1]["reason"]
     assert bodies[2]["targets"] == ["test:t2"]
+
+
+async def test_expiry_is_told_once_and_a_resolve_while_waiting_is_told_no_action(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """An approval nobody answers: the request, then one message, the heal's
+    approval_expired escalation (no second ``expired`` notice). An alert that resolves
+    while its heal awaits approval: the request, then a ``no_action`` message."""
+    config = notices_config(
+        tmp_path,
+        notify_on=[],
+        notify=[webhook_notifier()],
+        rule={"mode": "approve", "approval": {"timeout": "0.3s"}},
+    )
+    config["rules"][1]["mode"] = "approve"
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
+        expired_id = await fire(h, "t1")
+        assert expired_id is not None
+        expired = await h.wait_for_outcome(expired_id, timeout=15)
+        resolved_id = await fire(h, "t2", name="Poke2")
+        assert resolved_id is not None
+        await until(lambda: len(webhook_recorder.snapshot()) >= 3, what="the second request")
+        await fire(h, "t2", name="Poke2", status="resolved")
+        resolved = await h.wait_for_outcome(resolved_id, timeout=15)
+        await h.services.notices.drain()
+    assert (expired["outcome"], resolved["outcome"]) == ("expired", "no_action")
+    assert h.noop.acts == []
+    told = [(r.body["event"], r.body["heal_id"]) for r in webhook_recorder.snapshot()]
+    assert sorted(told) == sorted(  # the escalation is sent by the heal, not the notices'
+        [  # sender: its order against the request is not the point
+            ("awaiting_approval", expired_id),
+            ("approval_expired", expired_id),
+            ("awaiting_approval", resolved_id),
+            ("no_action", resolved_id),
+        ]
+    )
