@@ -29,7 +29,7 @@ from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
-from healer.http import controls, heals, health, receiver
+from healer.http import approvals, controls, heals, health, receiver
 from healer.http.validation import validation_error
 from healer.metrics import Metrics
 from healer.notices import HealNotices
@@ -153,6 +153,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(receiver.router)
     app.include_router(heals.router)
+    app.include_router(approvals.router)
     app.include_router(controls.router)
     app.include_router(health.router)
     return app
