@@ -427,6 +427,12 @@ class HealNotices:
     """The notices of one running healer. Without a config, notifiers or anything to tell,
     it does nothing; :meth:`notice` is the one call the engine makes."""
 
+    # Class-level: a subclass that keeps notices itself (tests) and skips __init__ is
+    # inactive, not broken.
+    _config: HealerConfig | None = None
+    _notifiers: Notifiers | None = None
+    _closed = False
+
     def __init__(
         self,
         config: HealerConfig | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.noop import Noop
 from healer.config import Secrets
-from healer.notices import HealNotice, HealNotices
+from healer.notices import OUTCOME_EVENTS, HealNotice, HealNotices
 from healer.plugins import HandlerRegistry
 from tests.support.inprocess.gates import (
     ADMIN,
@@ -31,13 +31,15 @@ AWAITING = "awaiting_approval"
 
 
 class Told(HealNotices):
-    """The notices the executor hands over, kept in order (delivery is NOTICES' part)."""
+    """The approval flow's notices the executor hands over, kept in order (delivery, and
+    the started/acted/outcome notices, are tests/unit/test_heal_notices.py's)."""
 
     def __init__(self) -> None:
         self.notices: list[HealNotice] = []
 
     def notice(self, notice: HealNotice) -> None:
-        self.notices.append(notice)
+        if notice.event not in OUTCOME_EVENTS | {"started", "acted"}:
+            self.notices.append(notice)
 
     def events(self) -> list[str]:
         return [n.event for n in self.notices]
