@@ -410,11 +410,17 @@ class Executor:
                 raise result
 
     async def close(self, grace: float) -> None:
-        """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
-        rest, which journal themselves ``interrupted`` (re-verified at the next start).
+        """Stop taking heals; let running ones finish for ``grace`` seconds (heals awaiting
+        approval are cancelled at once), then cancel the rest, which journal themselves
+        ``interrupted`` (re-verified at the next start; an awaiting one waits again).
         Leases of running heals are renewed meanwhile (nothing more is taken over)."""
         self._closing = True
         self._waits.clear()  # waiting heals stay pending; the next start resumes them
+        for heal_id in list(self._awaiting):
+            # A heal waiting for a human need not keep healer from stopping: journaled
+            # interrupted, it resumes its wait (same approval, same deadline) at the next start.
+            if (task := self._running.get(heal_id)) is not None:
+                task.cancel()
         try:
             if not self._tasks:
                 return
@@ -752,8 +758,7 @@ class Executor:
             reason = verdict[1] if verdict else "resolved while awaiting approval"
             self._tell("no_action", job, found, reason=reason)
             raise _End(Outcome.NO_ACTION, reason)
-        waited = approval["expires_at"] - approval["opened_at"]
-        reason = f"nobody approved or rejected it within {format_seconds(waited)}"
+        reason = f"nobody approved or rejected it within {format_seconds(timeout)}"
         if job.rule is not None:
             told = await self._gates.escalate_expired(
                 heal_id=job.heal_id,

@@ -15,8 +15,9 @@ by a notification. Delivery failures are retried as escalations are (each notifi
 
 Which events are told: the rule's ``notify_on``, else ``notifications.notify_on``
 (:func:`tells`). Approval requests and their ends (``awaiting_approval``, ``rejected``,
-``expired``, ``no_action`` of a heal that awaited approval) are always told, and so is
-``suggested`` for ``mode: suggest``: they are what those modes are for.
+``no_action`` of a heal that awaited approval) are always told, and so is ``suggested``
+for ``mode: suggest``: they are what those modes are for. ``expired`` is told by the
+heal's escalation (``approval_expired``), not again by a notice.
 
 What one message says: what fired (alertname, key labels), what check found (the
 evidence, a few lines, truncated), what was done to which targets, the outcome with the
@@ -99,6 +100,10 @@ def tells(config: HealerConfig, rule: str | None, event: str) -> bool:
     always, ``suggested`` for ``mode: suggest``, the rest per ``notify_on`` (the rule's,
     else ``notifications.notify_on``)."""
     conf = config.rule(rule) if rule else None
+    if event == "expired":
+        # Told once: the heal's approval_expired escalation (SafetyGates.escalate_expired)
+        # already tells every notifier.
+        return False
     if event in APPROVAL_EVENTS:
         return conf is None or conf.mode == "approve" or event != "no_action"
     if event == "suggested" and conf is not None and conf.mode == "suggest":
@@ -421,6 +426,12 @@ _Item = tuple[Literal["notice"], HealNotice] | tuple[Literal["summary"], str, _G
 class HealNotices:
     """The notices of one running healer. Without a config, notifiers or anything to tell,
     it does nothing; :meth:`notice` is the one call the engine makes."""
+
+    # Class-level: a subclass that keeps notices itself (tests) and skips __init__ is
+    # inactive, not broken.
+    _config: HealerConfig | None = None
+    _notifiers: Notifiers | None = None
+    _closed = False
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from healer.approvals import decide
 from healer.config import parse_config
 from healer.notices import (
     ApprovalRequest,
@@ -120,7 +121,8 @@ def test_rule_notify_on_overrides_the_default_and_approval_events_are_always_tol
 ) -> None:
     """``notify_on`` of a rule wins over ``notifications.notify_on``; a rule without one
     takes the default; approval requests and their ends are told whatever the lists say,
-    ``suggested`` always for ``mode: suggest``; a rule's ``no_action`` only in approve mode."""
+    ``suggested`` always for ``mode: suggest``; a rule's ``no_action`` only in approve mode;
+    ``expired`` never (the heal's approval_expired escalation tells it)."""
     raw = notices_config(tmp_path, notify_on=["failed"], notify=[], rule={"notify_on": ["acted"]})
     raw["rules"].append({**raw["rules"][0], "name": "ask", "mode": "approve", "notify_on": []})
     raw["rules"].append({**raw["rules"][0], "name": "tell", "mode": "suggest", "notify_on": []})
@@ -128,8 +130,9 @@ def test_rule_notify_on_overrides_the_default_and_approval_events_are_always_tol
     assert [e for e in ("acted", "failed") if tells(config, "poke", e)] == ["acted"]
     assert [e for e in ("acted", "failed") if tells(config, "poke2", e)] == ["failed"]
     assert tells(config, "(manual)", "failed") and not tells(config, "(manual)", "acted")
-    for event in ("awaiting_approval", "rejected", "expired", "no_action"):
+    for event in ("awaiting_approval", "rejected", "no_action"):
         assert tells(config, "ask", event), event
+    assert not tells(config, "ask", "expired")  # its escalation tells it, once
     assert not tells(config, "poke", "no_action")
     assert tells(config, "tell", "suggested") and not tells(config, "poke", "suggested")
 
@@ -487,3 +490,113 @@ async def test_no_notifier_or_nothing_to_tell_sends_nothing(
         await asyncio.sleep(0)
     assert "notify" not in kinds(heal)
     assert webhook_recorder.snapshot() == []
+
+
+# ---- approval flow --------------------------------------------------------------------------
+
+
+async def test_an_approval_request_is_told_with_buttons_then_its_decision_and_outcome(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """mode approve with notify_on [acted] only: the request reaches Slack (healer_approve /
+    healer_reject buttons naming the heal) and Mattermost (buttons whose context carries
+    the heal's token, which decides it); once approved the heal acts and ``acted`` is
+    told; the webhook saw the request without the token."""
+    config = notices_config(
+        tmp_path, notify_on=["acted"], notify=three_notifiers(), rule={"mode": "approve"}
+    )
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(*three_urls(webhook_recorder))
+    ) as h:
+        heal_id = await fire(h, "t1")
+        assert heal_id is not None
+        await until(lambda: len(webhook_recorder.snapshot()) >= 3, what="the approval request")
+        [mm] = at(webhook_recorder, "/mm")
+        [approve, _] = mm["attachments"][0]["actions"]
+        context = approve["integration"]["context"]
+        assert (context["heal_id"], context["decision"]) == (heal_id, "approve")
+        await decide(
+            h.services, heal_id, "approve", by="@alice", via="mattermost", token=context["token"]
+        )
+        heal = await h.wait_for_outcome(heal_id, timeout=15)
+        await h.services.notices.drain()
+    assert heal["outcome"] == "unverified", heal["reason"]
+    [request, acted] = at(webhook_recorder, "/hook")
+    assert (request["event"], acted["event"]) == ("awaiting_approval", "acted")
+    assert request["approval"]["targets"] == ["test:t1"]
+    assert context["token"] not in json.dumps(request)
+    [slack_request, _] = at(webhook_recorder, "/slack")
+    [actions] = [b for b in slack_request["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["healer_approve", "healer_reject"]
+    assert json.loads(actions["elements"][0]["value"])["heal_id"] == heal_id
+
+
+async def test_a_rejection_and_a_suggestion_are_told_though_notify_on_is_empty(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """Approval events are always told: a rejected heal tells its request, then who
+    rejected it; a ``mode: suggest`` rule tells what it would do (nothing acts)."""
+    config = notices_config(
+        tmp_path, notify_on=[], notify=[webhook_notifier()], rule={"mode": "approve"}
+    )
+    config["rules"][1]["mode"] = "suggest"
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
+        heal_id = await fire(h, "t1")
+        assert heal_id is not None
+        await until(lambda: webhook_recorder.snapshot(), what="the approval request")
+        await decide(h.services, heal_id, "reject", by="bob", via="api", comment="not now")
+        rejected = await h.wait_for_outcome(heal_id, timeout=15)
+        suggested_id = await fire(h, "t2", name="Poke2")
+        assert suggested_id is not None
+        suggested = await h.wait_for_outcome(suggested_id, timeout=15)
+        await h.services.notices.drain()
+    assert (rejected["outcome"], suggested["outcome"]) == ("rejected", "suggested")
+    assert h.noop.acts == []
+    bodies = [r.body for r in webhook_recorder.snapshot()]
+    assert [(b["event"], b["heal_id"]) for b in bodies] == [
+        ("awaiting_approval", heal_id),
+        ("rejected", heal_id),
+        ("suggested", suggested_id),
+    ]
+    assert bodies[1]["decided_by"] == "bob" and "not now" in bodies[1]["reason"]
+    assert bodies[2]["targets"] == ["test:t2"]
+
+
+async def test_expiry_is_told_once_and_a_resolve_while_waiting_is_told_no_action(
+    tmp_path: Path, handlers: HandlerRegistry, webhook_recorder: WebhookRecorder
+) -> None:
+    """An approval nobody answers: the request, then one message, the heal's
+    approval_expired escalation (no second ``expired`` notice). An alert that resolves
+    while its heal awaits approval: the request, then a ``no_action`` message."""
+    config = notices_config(
+        tmp_path,
+        notify_on=[],
+        notify=[webhook_notifier()],
+        rule={"mode": "approve", "approval": {"timeout": "0.3s"}},
+    )
+    config["rules"][1]["mode"] = "approve"
+    async with running_healer(
+        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
+    ) as h:
+        expired_id = await fire(h, "t1")
+        assert expired_id is not None
+        expired = await h.wait_for_outcome(expired_id, timeout=15)
+        resolved_id = await fire(h, "t2", name="Poke2")
+        assert resolved_id is not None
+        await until(lambda: len(webhook_recorder.snapshot()) >= 3, what="the second request")
+        await fire(h, "t2", name="Poke2", status="resolved")
+        resolved = await h.wait_for_outcome(resolved_id, timeout=15)
+        await h.services.notices.drain()
+    assert (expired["outcome"], resolved["outcome"]) == ("expired", "no_action")
+    assert h.noop.acts == []
+    told = [(r.body["event"], r.body["heal_id"]) for r in webhook_recorder.snapshot()]
+    assert sorted(told) == sorted(  # the escalation is sent by the heal, not the notices'
+        [  # sender: its order against the request is not the point
+            ("awaiting_approval", expired_id),
+            ("approval_expired", expired_id),
+            ("awaiting_approval", resolved_id),
+            ("no_action", resolved_id),
+        ]
+    )
