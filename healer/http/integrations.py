@@ -11,8 +11,8 @@ a replay; newer: a forged clock) and ``X-Slack-Signature`` = ``v0=`` + hex
 HMAC-SHA256(signing secret, ``v0:{timestamp}:{raw body}``), compared in constant time;
 otherwise 401 and nothing is read. The button is the payload's first action: ``action_id``
 :data:`SLACK_APPROVE` or :data:`SLACK_REJECT` says the decision, ``value`` names the heal
-(:func:`slack_button_value`: JSON ``{"heal_id": ..., "decision": ...}``; a bare heal id is
-taken too). The approver is the payload's ``user`` (id, username/name, team), as Slack
+(JSON ``{"heal_id": ..., "decision": ...}``, as healer/notices.py writes it; a bare heal
+id is taken too). The approver is the payload's ``user`` (id, username/name, team), as Slack
 sent it. Answers: 200 and the decision; 401 signature/timestamp; 403 Slack not configured;
 404/409 from decide (unknown / already decided: Slack shows the click failed); 4xx for a
 malformed request. After a decision the clicked message is replaced through the click's
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -70,7 +69,9 @@ _SLACK_BODY_LIMIT = 256 * 1024
 _MATTERMOST_BODY_LIMIT = 64 * 1024
 _FORM = "application/x-www-form-urlencoded"
 _SLACK_UPDATE_TIMEOUT = 5.0
-_ID = Field(max_length=256)
+# Ids, names and tokens: short (error answers may quote a heal id whole).
+_ID_MAX = 128
+_ID = Field(max_length=_ID_MAX)
 
 
 def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -78,12 +79,6 @@ def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
     over ``v0:{timestamp}:{body}`` keyed with the app's signing secret."""
     base = b"v0:" + timestamp.encode("ascii") + b":" + body
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-
-
-def slack_button_value(heal_id: str, decision: Decision) -> str:
-    """The ``value`` of a Slack approve/reject button (its ``action_id`` is
-    :data:`SLACK_APPROVE` / :data:`SLACK_REJECT`)."""
-    return json.dumps({"heal_id": heal_id, "decision": decision}, separators=(",", ":"))
 
 
 def verify_slack(
@@ -198,7 +193,7 @@ def _slack_heal(action: SlackAction) -> tuple[str, Decision]:
         if not isinstance(heal_id, str) or said != decision:
             raise PayloadError("the button's value does not name a heal and its decision", 422)
         value = heal_id
-    if not value:
+    if not value or len(value) > _ID_MAX:
         raise PayloadError("the button's value names no heal", status=422)
     return value, decision
 
