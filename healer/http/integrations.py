@@ -15,9 +15,10 @@ otherwise 401 and nothing is read. The button is the payload's first action: ``a
 id is taken too). The approver is the payload's ``user`` (id, username/name, team), as Slack
 sent it. Answers: 200 and the decision; 401 signature/timestamp; 403 Slack not configured;
 404/409 from decide (unknown / already decided: Slack shows the click failed); 4xx for a
-malformed request. After a decision the clicked message is replaced through the click's
-``response_url`` (who decided; the buttons go), in the background and only when that URL
-is under ``integrations.slack.response_urls`` (Slack's ``https://hooks.slack.com/``).
+malformed request. After a decision (or a click on a heal decided elsewhere: 409) the
+clicked message is replaced through the click's ``response_url`` (who decided; the
+buttons go), in the background and only when that URL is under
+``integrations.slack.response_urls`` (Slack's ``https://hooks.slack.com/``).
 
 ``POST /api/v1/integrations/mattermost``: Mattermost's interactive message buttons
 (``integration.url`` of each button). Mattermost posts JSON with ``user_id``,
@@ -307,7 +308,11 @@ async def _slack(request: Request, svc: Services) -> tuple[JSONResponse, int]:
         state = await _decide(svc, heal_id, decision, by, "slack", None)
     except ApprovalError as exc:
         log.info("chat decision refused", platform="slack", heal_id=heal_id, status=exc.status)
-        return JSONResponse({"error": exc.message}, status_code=exc.status), exc.status
+        # Decided elsewhere (the API, Mattermost, another click): the message says so.
+        text = f":information_source: {exc.message}"
+        update = _slack_update(svc, payload.response_url, text) if exc.status == 409 else None
+        answer = JSONResponse({"error": exc.message}, status_code=exc.status, background=update)
+        return answer, exc.status
     except JournalUnavailable:
         return _UNAVAILABLE, 503
     update = _slack_update(svc, payload.response_url, _decided_text(state, heal_id, by))

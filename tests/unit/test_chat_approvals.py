@@ -141,9 +141,10 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
     approving: InProcessHealer, webhook_recorder: WebhookRecorder
 ) -> None:
     """The Approve button of healer's Slack message, signed with the app's secret,
-    approves (Slack's user and team journaled); a wrong signature and an old timestamp
-    are refused first and nothing acts until the valid click, which replaces the message
-    through its ``response_url`` (buttons gone, who decided); a second valid click is 409."""
+        approves (Slack's user and team journaled); a wrong signature and an old timestamp
+        are refused first and nothing acts until the valid click, which replaces the message
+        through its ``response_url`` (buttons gone, who decided); a second valid click is 409
+    and the message it was clicked in says who decided."""
     h = approving
     [heal_id] = await h.fire(alert("WebDown", "web-2"))
     await _awaiting(h, heal_id)
@@ -165,8 +166,11 @@ async def test_a_signed_slack_button_approves_and_a_replay_is_refused(
     assert "approved by alice (Slack user U0ALICE" in update.body["text"]
     await h.wait_for_outcome(heal_id)
     assert [a.target for a in h.noop.acts] == ["web-2"]
-    second = await _click_slack(h, approve)
+    second = await _click_slack(h, approve, response_url=response_url)
     assert second.status_code == 409
+    updates = [r for r in webhook_recorder.snapshot() if r.path.startswith("/slack-response/")]
+    assert len(updates) == 2
+    assert "already decided: approve by alice" in updates[1].body["text"]
     [decided] = _decisions(await _heal(h, heal_id))
     assert decided["data"]["via"] == "slack"
     assert decided["data"]["by"] == "alice (Slack user U0ALICE, team T0ACME)"
