@@ -44,6 +44,7 @@ HEALER_OWN = {
     "HealerCircuitOpen",
     "HealerApprovalWaiting",
     "HealerApprovalExpired",
+    "HealerChatCallbacksRefused",
     "HealerDown",
 }
 ROUTED_TO_HEALER = {
