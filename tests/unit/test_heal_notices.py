@@ -191,6 +191,9 @@ def test_approval_requests_carry_each_platforms_buttons_and_the_token_only_for_m
     assert "tok-secret" not in json.dumps(hook)
     assert hook["approval"]["approve"] == f"POST {PUBLIC}/api/v1/heals/h-1/approve"
     assert hook["approval"]["targets"] == ["docker:db-1"]
+    rejected = render("mattermost", notice("rejected", summary="db-1 exited"), PUBLIC)
+    assert "**Would act on:** `docker:db-1` (nothing was done)" in str(rejected)
+    assert "Done" not in str(rejected)
     for event in ("recovered", "suggested", "rejected"):
         assert not [
             b for b in render("slack", notice(event), PUBLIC)["blocks"] if b["type"] == "actions"
