@@ -18,13 +18,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from healer.approvals import decide
 from healer.config import parse_config
+from healer.metrics import Metrics
 from healer.notices import (
     ApprovalRequest,
     HealNotice,
+    HealNotices,
     _Group,
     evidence_lines,
     render,
@@ -32,6 +36,7 @@ from healer.notices import (
     summary_text,
     tells,
 )
+from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
 from tests.support.inprocess.gates import (
     BASE,
@@ -589,3 +594,29 @@ async def test_expiry_is_told_once_and_a_resolve_while_waiting_is_told_no_action
             ("no_action", resolved_id),
         ]
     )
+
+
+async def test_a_full_queue_drops_and_counts_and_notice_never_waits(
+    tmp_path: Path, handlers: HandlerRegistry, dead_port: int
+) -> None:
+    """A notifier that is down (retries with backoff) holds the one sender; with room
+    for one queued notice, a third is dropped and counted ``dropped``; ``notice`` returns
+    at once every time (it is a plain call, never awaited); closing is bounded."""
+    raw = notices_config(
+        tmp_path, notify_on=["acted"], notify=[webhook_notifier(retries=3, backoff="1s")]
+    )
+    config = parse_config(raw, handlers)
+    metrics = Metrics(CollectorRegistry())
+    async with httpx.AsyncClient() as http:
+        notifiers = Notifiers.from_config(
+            config.notify, [f"http://127.0.0.1:{dead_port}/hook"], http
+        )
+        notices = HealNotices(config, notifiers, metrics=metrics, max_queue=1)
+        for i in range(3):
+            notices.notice(notice("acted", rule="poke", heal_id=f"h{i}"))
+            await asyncio.sleep(0)  # the sender takes the first one off the queue
+        dropped = metrics.registry.get_sample_value(
+            "healer_notices_total", {"event": "acted", "result": "dropped"}
+        )
+        await notices.aclose(timeout=0.2)
+    assert dropped == 1
