@@ -87,6 +87,8 @@ APPROVAL_EVENTS = frozenset({"awaiting_approval", "rejected", "expired", "no_act
 # approval flow's own events).
 OUTCOME_EVENTS = frozenset({"recovered", "not_recovered", "failed", "refused", "escalated"})
 
+# Ends of heals that never acted: their targets are what healer would have acted on.
+_NOTHING_DONE = frozenset({"suggested", "rejected", "expired", "no_action"})
 _EVIDENCE_LINES = 6
 _LINE_MAX = 200
 _TEXT_MAX = 2800  # below Slack's 3000 characters per section
@@ -225,7 +227,7 @@ def _chat_lines(n: HealNotice, *, slack: bool) -> list[str]:
         lines.append(f"{bold}Check found:{bold}")
         lines += [f"> {c(line)}" for line in evidence_lines(n.evidence)]
     targets = ", ".join(c(t) for t in n.targets)
-    if n.event == "suggested":
+    if n.event in _NOTHING_DONE:
         lines.append(f"{bold}Would act on:{bold} {targets or '-'} (nothing was done)")
     elif n.event == "awaiting_approval":
         asked = n.approval.targets if n.approval and n.approval.targets else n.targets

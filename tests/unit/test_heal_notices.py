@@ -13,17 +13,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from healer.approvals import decide
 from healer.config import parse_config
+from healer.metrics import Metrics
 from healer.notices import (
     ApprovalRequest,
     HealNotice,
+    HealNotices,
     _Group,
     evidence_lines,
     render,
@@ -31,6 +36,7 @@ from healer.notices import (
     summary_text,
     tells,
 )
+from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
 from tests.support.inprocess.gates import (
     BASE,
@@ -80,6 +86,21 @@ def notices_config(
         config["prometheus"] = {"url": prom.url, "timeout": "2s"}
         config["rules"][0]["verify"] = {"stable_for": "0s", "timeout": "0.3s", "interval": "0.05s"}
     return config
+
+
+@asynccontextmanager
+async def telling(
+    config: dict[str, Any], handlers: HandlerRegistry, *urls: str
+) -> AsyncIterator[InProcessHealer]:
+    """healer running ``config`` with notifier URLs ``urls``."""
+    async with running_healer(config, handlers=handlers, secrets=with_notify(*urls)) as h:
+        yield h
+
+
+async def ended(h: InProcessHealer, *targets: str, timeout: float = 15) -> list[dict[str, Any]]:
+    """Fire the alert on each target (rule ``poke``), then wait for every heal's end."""
+    ids = [await fire(h, target) for target in targets]
+    return [await h.wait_for_outcome(i or "", timeout=timeout) for i in ids]
 
 
 def at(recorder: WebhookRecorder, path: str) -> list[Any]:
@@ -175,6 +196,9 @@ def test_approval_requests_carry_each_platforms_buttons_and_the_token_only_for_m
     assert "tok-secret" not in json.dumps(hook)
     assert hook["approval"]["approve"] == f"POST {PUBLIC}/api/v1/heals/h-1/approve"
     assert hook["approval"]["targets"] == ["docker:db-1"]
+    rejected = render("mattermost", notice("rejected", summary="db-1 exited"), PUBLIC)
+    assert "**Would act on:** `docker:db-1` (nothing was done)" in str(rejected)
+    assert "Done" not in str(rejected)
     for event in ("recovered", "suggested", "rejected"):
         assert not [
             b for b in render("slack", notice(event), PUBLIC)["blocks"] if b["type"] == "actions"
@@ -254,12 +278,9 @@ async def test_a_recovered_heal_is_told_in_every_notifier_format_and_journaled(
         notify=three_notifiers(),
         prom=prom,
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(*three_urls(webhook_recorder))
-    ) as h:
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        heal = await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, *three_urls(webhook_recorder)) as h:
+        [heal] = await ended(h, "t1")
+        heal_id = heal["id"]
         assert heal["outcome"] == "recovered", heal["reason"]
         entries = await notify_entries(h, heal_id, 9)
         sent = h.sample("healer_notices_total", {"event": "recovered", "result": "sent"})
@@ -300,10 +321,9 @@ async def test_delivery_failures_are_retried_journaled_and_never_touch_the_heal(
     ]
     config = notices_config(tmp_path, notify_on=["acted"], notify=notify)
     urls = (f"{webhook_recorder.url}/hook", f"http://127.0.0.1:{dead_port}/hook")
-    async with running_healer(config, handlers=handlers, secrets=with_notify(*urls)) as h:
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        heal = await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, *urls) as h:
+        [heal] = await ended(h, "t1")
+        heal_id = heal["id"]
         entries = await notify_entries(h, heal_id, 2)
         failed = h.sample("healer_notices_total", {"event": "acted", "result": "failed"})
     assert heal["outcome"] == "unverified", heal["reason"]
@@ -328,13 +348,8 @@ async def test_a_storm_of_200_heals_on_one_rule_sends_a_bounded_number_of_messag
         notify=[webhook_notifier()],
         group={"after": 5, "window": "1h", "interval": "1h"},
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
-        ids = [await fire(h, f"s{i}") for i in range(200)]
-        for heal_id in ids:
-            assert heal_id is not None
-            await h.wait_for_outcome(heal_id, timeout=60)
+    async with telling(config, handlers, webhook_recorder.url) as h:
+        ids = [heal["id"] for heal in await ended(h, *(f"s{i}" for i in range(200)), timeout=60)]
         await h.services.notices.drain()
 
         def count(event: str, result: str) -> float:
@@ -348,7 +363,7 @@ async def test_a_storm_of_200_heals_on_one_rule_sends_a_bounded_number_of_messag
         assert [b["event"] for b in bodies] == ["acted"] * 5 + ["summary"]
         assert (bodies[-1]["heals"], bodies[-1]["events"]) == (195, {"acted": 195})
         assert count("summary", "sent") == 1
-        timelines = [await h.journal.get_heal(i or "") or {"timeline": []} for i in ids]
+        timelines = [await h.journal.get_heal(i) or {"timeline": []} for i in ids]
         told = [
             e["data"]
             for heal in timelines
@@ -369,13 +384,8 @@ async def test_a_summary_is_sent_every_interval_while_the_storm_lasts(
         notify=[webhook_notifier()],
         group={"after": 1, "window": "1h", "interval": "0.2s"},
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
-        ids = [await fire(h, f"s{i}") for i in range(3)]
-        for heal_id in ids:
-            assert heal_id is not None
-            await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, webhook_recorder.url) as h:
+        await ended(h, "s0", "s1", "s2")
 
         def summed() -> int:
             bodies = [r.body for r in webhook_recorder.snapshot()]
@@ -415,12 +425,9 @@ async def test_not_recovered_is_told_once_not_again_by_the_follow_up_escalation(
     config = notices_config(
         tmp_path, notify_on=["not_recovered"], notify=[webhook_notifier()], prom=prom
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        heal = await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, webhook_recorder.url) as h:
+        [heal] = await ended(h, "t1")
+        heal_id = heal["id"]
         assert heal["outcome"] == "not_recovered", heal["reason"]
         await notify_entries(h, heal_id, 1)
         for _ in range(2):
@@ -449,12 +456,9 @@ async def test_a_retried_alert_that_stays_not_recovered_is_told_once(
         prom=prom,
         rule={"on_not_recovered": "retry"},
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, webhook_recorder.url) as h:
+        [heal] = await ended(h, "t1")
+        heal_id = heal["id"]
         assert (await _resend(h)).status_code == 200
         await h.services.followups.drain()
 
@@ -480,12 +484,8 @@ async def test_no_notifier_or_nothing_to_tell_sends_nothing(
     """With notifiers but an empty notify_on (today's default), a heal sends no message and
     writes no ``notify`` entry: escalations stay the only messages."""
     config = notices_config(tmp_path, notify_on=[], notify=[webhook_notifier()])
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        heal = await h.wait_for_outcome(heal_id, timeout=15)
+    async with telling(config, handlers, webhook_recorder.url) as h:
+        [heal] = await ended(h, "t1")
         await h.services.notices.drain()
         await asyncio.sleep(0)
     assert "notify" not in kinds(heal)
@@ -505,9 +505,7 @@ async def test_an_approval_request_is_told_with_buttons_then_its_decision_and_ou
     config = notices_config(
         tmp_path, notify_on=["acted"], notify=three_notifiers(), rule={"mode": "approve"}
     )
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(*three_urls(webhook_recorder))
-    ) as h:
+    async with telling(config, handlers, *three_urls(webhook_recorder)) as h:
         heal_id = await fire(h, "t1")
         assert heal_id is not None
         await until(lambda: len(webhook_recorder.snapshot()) >= 3, what="the approval request")
@@ -540,9 +538,7 @@ async def test_a_rejection_and_a_suggestion_are_told_though_notify_on_is_empty(
         tmp_path, notify_on=[], notify=[webhook_notifier()], rule={"mode": "approve"}
     )
     config["rules"][1]["mode"] = "suggest"
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
+    async with telling(config, handlers, webhook_recorder.url) as h:
         heal_id = await fire(h, "t1")
         assert heal_id is not None
         await until(lambda: webhook_recorder.snapshot(), what="the approval request")
@@ -577,9 +573,7 @@ async def test_expiry_is_told_once_and_a_resolve_while_waiting_is_told_no_action
         rule={"mode": "approve", "approval": {"timeout": "0.3s"}},
     )
     config["rules"][1]["mode"] = "approve"
-    async with running_healer(
-        config, handlers=handlers, secrets=with_notify(webhook_recorder.url)
-    ) as h:
+    async with telling(config, handlers, webhook_recorder.url) as h:
         expired_id = await fire(h, "t1")
         assert expired_id is not None
         expired = await h.wait_for_outcome(expired_id, timeout=15)
@@ -600,3 +594,29 @@ async def test_expiry_is_told_once_and_a_resolve_while_waiting_is_told_no_action
             ("no_action", resolved_id),
         ]
     )
+
+
+async def test_a_full_queue_drops_and_counts_and_notice_never_waits(
+    tmp_path: Path, handlers: HandlerRegistry, dead_port: int
+) -> None:
+    """A notifier that is down (retries with backoff) holds the one sender; with room
+    for one queued notice, a third is dropped and counted ``dropped``; ``notice`` returns
+    at once every time (it is a plain call, never awaited); closing is bounded."""
+    raw = notices_config(
+        tmp_path, notify_on=["acted"], notify=[webhook_notifier(retries=3, backoff="1s")]
+    )
+    config = parse_config(raw, handlers)
+    metrics = Metrics(CollectorRegistry())
+    async with httpx.AsyncClient() as http:
+        notifiers = Notifiers.from_config(
+            config.notify, [f"http://127.0.0.1:{dead_port}/hook"], http
+        )
+        notices = HealNotices(config, notifiers, metrics=metrics, max_queue=1)
+        for i in range(3):
+            notices.notice(notice("acted", rule="poke", heal_id=f"h{i}"))
+            await asyncio.sleep(0)  # the sender takes the first one off the queue
+        dropped = metrics.registry.get_sample_value(
+            "healer_notices_total", {"event": "acted", "result": "dropped"}
+        )
+        await notices.aclose(timeout=0.2)
+    assert dropped == 1
