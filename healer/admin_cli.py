@@ -1,4 +1,5 @@
-"""``healer pause | resume | circuits | circuit-close``: talk to the running daemon's HTTP API.
+"""``healer pause | resume | circuits | circuit-close | heals | approve | reject``: talk to
+the running daemon's HTTP API.
 
 Usage::
 
@@ -6,16 +7,21 @@ Usage::
     healer resume
     healer circuits [--all] [--json]
     healer circuit-close RULE [--target docker:web-1]
+    healer heals [--awaiting] [--limit 20] [--json]
+    healer approve HEAL_ID [--by alice] [--comment "go"]
+    healer reject HEAL_ID [--by alice] [--comment "not now"]
 
 The daemon is ``--url``, else the ``listen`` of ``--config`` / ``$HEALER_CONFIG``, else
 http://127.0.0.1:9095. The admin token is ``$HEALER_ADMIN_TOKEN`` or ``--token-file``;
 it is sent as a bearer token and never printed. Exit 0 when done, 1 when the daemon says
-no (e.g. no such open circuit), 2 when it cannot be reached or the arguments are wrong.
+no (e.g. no such open circuit, a heal already decided), 2 when it cannot be reached or
+the arguments are wrong. ``--by`` defaults to ``$USER`` (who decided is journaled).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -26,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from healer.store.types import CircuitRow
+    from healer.store.types import CircuitRow, HealRow
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 _TIMEOUT = 10.0
 
 
 def add_parsers(sub: Any) -> None:
-    """The four admin sub-commands, on the ``healer`` parser's sub-parsers."""
+    """The admin sub-commands, on the ``healer`` parser's sub-parsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -70,6 +76,20 @@ def add_parsers(sub: Any) -> None:
     )
     close.add_argument("rule")
     close.add_argument("--target", help="only this target, e.g. docker:web-1")
+    heals = sub.add_parser("heals", parents=[common], help="list recent heals")
+    heals.add_argument(
+        "--awaiting", action="store_true", help="only heals awaiting approval (mode: approve)"
+    )
+    heals.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    heals.add_argument("--json", action="store_true", help="print the API's JSON")
+    for name, what in (
+        ("approve", "approve a heal awaiting approval: it checks again, then acts"),
+        ("reject", "reject a heal awaiting approval: it ends rejected"),
+    ):
+        decide = sub.add_parser(name, parents=[common], help=what)
+        decide.add_argument("heal_id")
+        decide.add_argument("--by", help="who decides (default: $USER)")
+        decide.add_argument("--comment", help="why (journaled with the decision)")
 
 
 class _Usage(Exception):
@@ -186,6 +206,30 @@ def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) 
         else:
             _print_circuits(body["circuits"])
         return 0
+    if args.command == "heals":
+        query: dict[str, Any] = {"limit": args.limit}
+        if args.awaiting:
+            query["phase"] = "awaiting_approval"
+        body = _answer(http.get("/api/v1/heals", headers=headers, params=query))
+        if body is None:
+            return 1
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            _print_heals(body["heals"], awaiting=args.awaiting)
+        return 0
+    if args.command in ("approve", "reject"):
+        by = args.by or os.environ.get("USER") or getpass.getuser()
+        decision = {"by": by, "comment": args.comment, "via": "cli"}
+        path = f"/api/v1/heals/{args.heal_id}/{args.command}"
+        body = _answer(http.post(path, headers=headers, json=decision))
+        if body is None:
+            return 1
+        done = "approved" if args.command == "approve" else "rejected"
+        print(
+            f"{done} heal {body['heal_id']} as {body['by']} (targets: {', '.join(body['targets'])})"
+        )
+        return 0
     params = {"target": args.target} if args.target else None
     body = _answer(http.delete(f"/api/v1/circuits/{args.rule}", headers=headers, params=params))
     if body is None:
@@ -209,4 +253,17 @@ def _print_circuits(circuits: list[CircuitRow]) -> None:
         print(
             f"{c['state']:6}  {c['rule']}  {c['target']}  since {_when(c['opened_at'])}  "
             f"{told}, {c['suppressed']} suppressed, {closes}\n        {c['reason']}"
+        )
+
+
+def _print_heals(heals: list[HealRow], *, awaiting: bool) -> None:
+    if not heals:
+        print("no heal awaiting approval" if awaiting else "no heals")
+        return
+    for h in heals:
+        state = h["outcome"] or h["phase"]
+        targets = ", ".join(h["targets"]) or "-"
+        print(
+            f"{h['id']}  {_when(h['created_at'])}  {h['rule'] or h['handler']}  {state}  "
+            f"{targets}" + (f"\n        {h['reason']}" if h["reason"] else "")
         )

@@ -29,9 +29,10 @@ from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
-from healer.http import controls, heals, health, receiver
+from healer.http import approvals, controls, heals, health, integrations, receiver
 from healer.http.validation import validation_error
 from healer.metrics import Metrics
+from healer.notices import HealNotices
 from healer.notify import Notifiers
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
@@ -84,6 +85,7 @@ def create_app(
         followups = FollowUps(
             journal=journal, config=config, rules=rules, notifiers=notifiers, metrics=metrics
         )
+        notices = HealNotices(config, notifiers, journal=journal, metrics=metrics)
         executor = Executor(
             journal=journal,
             handlers=handlers,
@@ -96,6 +98,7 @@ def create_app(
             gates=gates,
             on_not_recovered=followups.note_not_recovered,
             renew_every=config.replica.renew_every,
+            notices=notices,
         )
         app.state.services = Services(
             config=config,
@@ -110,6 +113,7 @@ def create_app(
             executor=executor,
             gates=gates,
             followups=followups,
+            notices=notices,
         )
         try:
             await gates.start()
@@ -132,6 +136,7 @@ def create_app(
             await gates.stop()  # min_firing waits end at once; those heals stay pending
             await followups.stop()
             await executor.close(config.shutdown_grace)
+            await notices.aclose()  # what heals told is delivered (bounded) before closing
             notifiers.close()
             await http.aclose()
             await docker.aclose()
@@ -148,8 +153,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(receiver.router)
     app.include_router(heals.router)
+    app.include_router(approvals.router)
     app.include_router(controls.router)
     app.include_router(health.router)
+    app.include_router(integrations.router)
     return app
 
 

@@ -321,7 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "journal":
         return journal_command(args)
-    if args.command in ("pause", "resume", "circuits", "circuit-close"):
+    if args.command in (
+        "pause",
+        "resume",
+        "circuits",
+        "circuit-close",
+        "heals",
+        "approve",
+        "reject",
+    ):
         from healer.admin_cli import run
 
         return run(args)

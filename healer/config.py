@@ -271,6 +271,58 @@ class NotifierConfig(_Frozen):
         return self
 
 
+NotifyOn = Literal[
+    "started", "acted", "recovered", "not_recovered", "failed", "refused", "escalated", "suggested"
+]
+
+
+class ApprovalConfig(_Frozen):
+    """``mode: approve``: how long a heal waits for a human before it ends ``expired``."""
+
+    timeout: Annotated[Duration, Field(gt=0, le=7 * _DAY)] = 900.0
+
+
+class NotificationGroupConfig(_Frozen):
+    """A storm is not a flood: past ``after`` notices for one rule within ``window``, the
+    rest of that rule's notices are summed up, one summary per ``interval``."""
+
+    after: int = Field(default=5, ge=1, le=10_000)
+    window: Annotated[Duration, Field(gt=0, le=_DAY)] = 60.0
+    interval: Annotated[Duration, Field(gt=0, le=_DAY)] = 60.0
+
+
+class NotificationsConfig(_Frozen):
+    """Which heal events are told through ``notify:`` (healer/notices.py)."""
+
+    notify_on: list[NotifyOn] = Field(default_factory=list)
+    group: NotificationGroupConfig = NotificationGroupConfig()
+
+
+class SlackIntegration(_Frozen):
+    """Slack interactive messages: the signing secret verifies each callback
+    (``POST /api/v1/integrations/slack``, healer/http/integrations.py). The secret is
+    read from ``signing_secret_file`` or ``$signing_secret_env`` (default
+    ``HEALER_SLACK_SIGNING_SECRET``)."""
+
+    signing_secret_file: FilePath | None = None
+    signing_secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # After a decision healer replaces the clicked message (no more buttons, who decided)
+    # through the click's ``response_url``, only when it starts with one of these.
+    response_urls: list[
+        Annotated[str, Field(pattern=r"^https?://[^/\s]+/\S*$", max_length=2048)]
+    ] = Field(default_factory=lambda: ["https://hooks.slack.com/"], max_length=16)
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> SlackIntegration:
+        if self.signing_secret_file is not None and self.signing_secret_env is not None:
+            raise ValueError("give at most one of signing_secret_file or signing_secret_env")
+        return self
+
+
+class IntegrationsConfig(_Frozen):
+    slack: SlackIntegration | None = None
+
+
 class RuleConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     match: Selector
@@ -283,6 +335,13 @@ class RuleConfig(_Frozen):
     budget: BudgetOverride | None = None
     min_firing: Annotated[Duration, Field(le=_DAY)] | None = None
     on_not_recovered: OnNotRecovered | None = None
+    # auto: act (today); suggest: check, tell, never act (outcome suggested); approve:
+    # check, ask, wait in awaiting_approval for a human (healer/approvals.py)
+    mode: Literal["auto", "suggest", "approve"] = "auto"
+    # Unset: the top-level ``notifications.notify_on``.
+    notify_on: list[NotifyOn] | None = None
+    # Unset: the top-level ``approval:``.
+    approval: ApprovalConfig | None = None
 
 
 # --- server: per-connection limits of the HTTP listener (healer/connections.py) ---
@@ -356,6 +415,12 @@ class HealerConfig(_Frozen):
     allow: list[dict[str, str]] = Field(default_factory=list)
     safety: SafetyConfig = SafetyConfig()
     notify: list[NotifierConfig] = Field(default_factory=list, max_length=16)
+    notifications: NotificationsConfig = NotificationsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
+    integrations: IntegrationsConfig = IntegrationsConfig()
+    # Where people reach this healer (links in messages, Mattermost's button callbacks),
+    # e.g. https://healer.example.org; unset: http://<listen>.
+    public_url: str | None = Field(default=None, max_length=2048)
     rules: list[RuleConfig] = Field(default_factory=list)
     replica: ReplicaConfig = ReplicaConfig()
 
@@ -573,13 +638,16 @@ class Secrets:
     databases: Mapping[str, str] = field(default_factory=dict)  # name -> DSN
     notify_urls: tuple[str, ...] = ()  # one per ``notify:`` entry, in order
     journal_dsn: str | None = None  # the PostgreSQL journal's DSN (None: SQLite)
+    # Verifies Slack's interactive callbacks (integrations.slack); None: Slack refused.
+    slack_signing_secret: str | None = None
 
     def __repr__(self) -> str:
         return (
             f"Secrets(webhook_token={'***' if self.webhook_token else None}, "
             f"webhook_basic={'***' if self.webhook_basic else None}, "
             f"admin_token={'***' if self.admin_token else None}, "
-            f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)})"
+            f"databases={sorted(self.databases)}, notify_urls={len(self.notify_urls)}, "
+            f"slack_signing_secret={'***' if self.slack_signing_secret else None})"
         )
 
     @property
@@ -674,7 +742,34 @@ def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) 
         databases=resolve_dsns(config, env),
         journal_dsn=resolve_journal_dsn(config, env),
         notify_urls=resolve_notify_urls(config, env),
+        slack_signing_secret=resolve_slack_signing_secret(config, env),
     )
+
+
+SLACK_SIGNING_SECRET_ENV = "HEALER_SLACK_SIGNING_SECRET"  # noqa: S105 (a variable name)
+
+
+def resolve_slack_signing_secret(config: HealerConfig, env: Mapping[str, str]) -> str | None:
+    """The Slack app's signing secret when ``integrations.slack`` is configured: from
+    ``$signing_secret_env`` (default ``HEALER_SLACK_SIGNING_SECRET``) or
+    ``signing_secret_file``; a configured integration without one is a ConfigError (the
+    callback would refuse every click)."""
+    slack = config.integrations.slack
+    if slack is None:
+        return None
+    var = slack.signing_secret_env or SLACK_SIGNING_SECRET_ENV
+    where = "integrations.slack.signing_secret_file"
+    secret = token_from(env, var, slack.signing_secret_file, where)
+    if secret is None:
+        raise ConfigError(
+            [
+                (
+                    "integrations.slack",
+                    f"needs signing_secret_file or ${var} (the app's signing secret)",
+                )
+            ]
+        )
+    return secret
 
 
 def resolve_notify_urls(config: HealerConfig, env: Mapping[str, str]) -> tuple[str, ...]:

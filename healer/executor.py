@@ -34,32 +34,43 @@ with the error recorded; it never reaches the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
 
-from healer.api import Alert, HealContext
+from healer.api import Alert, CheckResult, HealContext
 from healer.docker_adapter import DockerAdapter
 from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
+from healer.notices import OUTCOME_EVENTS, ApprovalRequest, HealNotice, HealNotices, NoticeEvent
 from healer.outcomes import HealState, Outcome, Phase
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
 from healer.store import HealRow, Store, TakenHeal, alert_key_time
+from healer.store.types import ApprovalRow, token_hash
 from healer.targets import Allowlist, TargetLocks
 from healer.templating import render_params
+from healer.timefmt import format_seconds
 from healer.verify import Condition, Verifier
 from healer.waits import FiringWaits
 
 MANUAL = "(manual)"
+# How often a heal waiting for a human looks at the store for a decision taken by
+# another replica (one taken in this process, or the alert's resolve, wakes it at once).
+APPROVAL_POLL = 1.0
+# Phases in which nothing was changed yet: a resumed heal runs again from the start.
+_FRESH = (Phase.PENDING, Phase.CHECKING, Phase.AWAITING_APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,41 @@ class HealJob:
         )
 
 
+class _Slot:
+    """One heal's concurrency slot, given back while the heal waits for a human (a heal
+    awaiting approval must not keep others from running) and taken again after."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self.held = False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self.held = True
+
+    def give(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+    async def __aenter__(self) -> _Slot:
+        await self.take()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.give()
+
+
+@dataclass(slots=True)
+class _Checked:
+    """What a check found, with what acting needs."""
+
+    ctx: HealContext
+    params: Any
+    check: CheckResult
+    keys: list[str]
+
+
 class _End(Exception):
     def __init__(self, outcome: Outcome, reason: str) -> None:
         self.outcome = outcome
@@ -125,6 +171,7 @@ class Executor:
         gates: SafetyGates,
         on_not_recovered: Callable[[str], None] | None = None,
         renew_every: float = 5.0,
+        notices: HealNotices | None = None,
     ) -> None:
         self._journal = journal
         self._handlers = handlers
@@ -137,6 +184,8 @@ class Executor:
         # Told of each alert's heal that ends not_recovered (healer/followup.py).
         self._on_not_recovered = on_not_recovered
         self._locks = TargetLocks()
+        # Told of each heal's events (notify_on, approvals): healer/notices.py.
+        self._notices = notices if notices is not None else HealNotices()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
         # The task running each heal (the latest one), for the lease heartbeat.
@@ -145,6 +194,9 @@ class Executor:
         self._renew_every = renew_every
         self._leases: asyncio.Task[None] | None = None
         self._waits: FiringWaits[HealJob] = FiringWaits()
+        # Heals waiting for a human (mode: approve): woken by a decision taken in this
+        # process or their alert's resolve; otherwise they look at the store every second.
+        self._awaiting: dict[str, tuple[asyncio.Event, tuple[str, str] | None]] = {}
         self._closing = False
         self._log = structlog.get_logger("healer.executor")
 
@@ -203,10 +255,21 @@ class Executor:
 
     def alert_resolved(self, fingerprint: str, starts_at: datetime) -> None:
         """Alertmanager's resolved notification for this alert is journaled: heals waiting
-        for its min_firing end now, ``no_action``. (Heals past that wait read the
+        for its min_firing, or for approval, end now, ``no_action``. (Heals past that wait read the
         journal themselves before acting.)"""
-        for job in self._waits.resolved((fingerprint, alert_key_time(starts_at))):
+        key = (fingerprint, alert_key_time(starts_at))
+        for job in self._waits.resolved(key):
             self._spawn(self._end_resolved(job), job.heal_id)
+        for wake, awaited in self._awaiting.values():
+            if awaited == key:  # a heal awaiting approval ends no_action at once
+                wake.set()
+
+    def approval_decided(self, heal_id: str) -> None:
+        """A human decided on ``heal_id``'s approval (journaled): if this process runs that
+        heal, it goes on at once rather than at its next look at the store."""
+        waiting = self._awaiting.get(heal_id)
+        if waiting is not None:
+            waiting[0].set()
 
     async def _end_resolved(self, job: HealJob) -> None:
         log = self._bind(job)
@@ -325,19 +388,16 @@ class Executor:
             self._bind(HealJob.from_row(row)).info(
                 "taking over", phase=row["phase"], taken_from=row["taken_from"]
             )
-        fresh = [
-            r["fingerprint"]
-            for r in rows
-            if r["fingerprint"] and r["phase"] in (Phase.PENDING, Phase.CHECKING)
-        ]
+        fresh = [r["fingerprint"] for r in rows if r["fingerprint"] and r["phase"] in _FRESH]
         resolved = await self._journal.resolved_alerts(fresh) if fresh else {}
         writes: list[asyncio.Future[None]] = []  # queued together: a few commits, not one each
         for row in rows:
             job = HealJob.from_row(row)
             phase = Phase(row["phase"])
-            if phase in (Phase.PENDING, Phase.CHECKING):
+            if phase in _FRESH:
                 # Nothing was changed yet: run it from the start, unless its alert resolved
-                # meanwhile (perhaps while healer was down).
+                # meanwhile (perhaps while healer was down). A heal awaiting approval checks
+                # again and goes on waiting on the approval it opened (same deadline).
                 writes.append(
                     self._journal.event_soon(
                         job.heal_id, phase, "resumed", {"from": phase}, fenced=True
@@ -368,11 +428,17 @@ class Executor:
                 raise result
 
     async def close(self, grace: float) -> None:
-        """Stop taking heals; let running ones finish for ``grace`` seconds, then cancel the
-        rest, which journal themselves ``interrupted`` (re-verified at the next start).
+        """Stop taking heals; let running ones finish for ``grace`` seconds (heals awaiting
+        approval are cancelled at once), then cancel the rest, which journal themselves
+        ``interrupted`` (re-verified at the next start; an awaiting one waits again).
         Leases of running heals are renewed meanwhile (nothing more is taken over)."""
         self._closing = True
         self._waits.clear()  # waiting heals stay pending; the next start resumes them
+        for heal_id in list(self._awaiting):
+            # A heal waiting for a human need not keep healer from stopping: journaled
+            # interrupted, it resumes its wait (same approval, same deadline) at the next start.
+            if (task := self._running.get(heal_id)) is not None:
+                task.cancel()
         try:
             if not self._tasks:
                 return
@@ -485,7 +551,7 @@ class Executor:
             early = (Outcome.FAILED, f"safety gate failed: {type(exc).__name__}: {exc}")
         started = time.monotonic()
         contended = self._slots.locked()
-        async with self._slots:
+        async with _Slot(self._slots) as slot:
             self._metrics.in_progress.inc()
             try:
                 if early is None and (waited or contended):
@@ -495,7 +561,7 @@ class Executor:
                     early = await self._gone_while_down(job)
                 if early is not None:
                     raise _End(*early)
-                outcome, reason = await self._phases(job, state, durations, log)
+                outcome, reason = await self._phases(job, state, durations, log, slot)
             except _End as end:
                 outcome, reason = end.outcome, end.reason
             except asyncio.CancelledError:
@@ -521,7 +587,7 @@ class Executor:
             )
 
     async def _phases(
-        self, job: HealJob, state: HealState, durations: dict[str, float], log: Any
+        self, job: HealJob, state: HealState, durations: dict[str, float], log: Any, slot: _Slot
     ) -> tuple[Outcome, str]:
         heal_id = job.heal_id
 
@@ -532,55 +598,25 @@ class Executor:
         if handler is None:
             raise _End(Outcome.FAILED, f"handler {job.handler!r} is not loaded")
 
-        state.advance(Phase.CHECKING)
-        # Checking changes nothing, so the check need not wait for this write's fsync (a
-        # heal found pending or checking after a crash runs again either way); it is
-        # awaited before anything can act.
-        checking = self._journal.set_phase_soon(heal_id, Phase.CHECKING)
-        ctx: HealContext | None = None
-        try:
-            params = self._params(handler, job)
-            dry_run = job.dry_run
-            ctx = HealContext(
-                heal_id=heal_id,
-                rule=job.rule or MANUAL,
-                handler=job.handler,
-                alert=job.alert,
-                dry_run=dry_run,
-                log=log,
-                docker=self._docker,
-                postgres=self._postgres.for_heal(),
-                record=record,
-            )
-            log.info("checking", params=params.model_dump(mode="json"))
-            check = await self._timed(
-                "check", job, durations, self._guard(handler.check(ctx, params), "check", heal_id)
-            )
-        finally:
-            await checking
-            if ctx is not None:
-                await ctx.recorded()
-        keys = [t.key for t in check.targets]
-        # Recorded now, not only once acting: history filtered by target must also find the
-        # heals that were refused, dry-run or suppressed on it.
-        await self._journal.set_phase(heal_id, Phase.CHECKING, targets=keys)
-        await record(
-            "check",
-            {"act": check.act, "reason": check.reason, "evidence": check.evidence, "targets": keys},
-        )
-        if not check.act:
-            raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
-        if not check.targets:
-            raise _End(Outcome.FAILED, "handler decided to act but named no target")
-        for target in check.targets:
-            refusal = self._allowlist.refusal(target)
-            if refusal is not None:
-                await record("refused", {"target": target.key, "fields": target.fields()})
-                raise _End(Outcome.REFUSED, refusal)
-        if dry_run:
+        self._tell("started", job)
+        found = await self._check(handler, job, state, durations, log, record)
+        mode, timeout = self._gates.approval_mode(job.rule)
+        if mode == "suggest":  # tell what healer would do; nothing acts
+            await self._unless_resolved(job)
+            await record("suggested", {"would_act_on": found.keys})
+            self._tell("suggested", job, found)
+            raise _End(Outcome.SUGGESTED, f"suggested: would act on {', '.join(found.keys)}")
+        if job.dry_run:
             await self._unless_resolved(job)  # a dry run says what healer *would* do
-            await record("dry_run", {"would_act_on": keys})
-            raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(keys)}")
+            await record("dry_run", {"would_act_on": found.keys})
+            raise _End(Outcome.DRY_RUN, f"dry run: would act on {', '.join(found.keys)}")
+        if mode == "approve":
+            approved = await self._await_approval(job, state, found, timeout, slot, log, record)
+            # Approved: the world may have changed while people read, so check again, and
+            # act only on targets that were approved.
+            found = await self._check(handler, job, state, durations, log, record)
+            found = await self._only_approved(found, approved, record)
+        ctx, params, check, keys = found.ctx, found.params, found.check, found.keys
 
         async with self._hold(keys, heal_id) as busy:
             if busy:
@@ -613,11 +649,233 @@ class Executor:
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
             await record("act", {"summary": result.summary, "details": result.details})
+            self._tell("acted", job, summary=result.summary)
             log.info("acted", summary=result.summary)
 
             state.advance(Phase.VERIFYING)
             await self._journal.set_phase(heal_id, Phase.VERIFYING)
             return await self._verify(job, durations, record, log)
+
+    async def _check(
+        self,
+        handler: Any,
+        job: HealJob,
+        state: HealState,
+        durations: dict[str, float],
+        log: Any,
+        record: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]],
+    ) -> _Checked:
+        """Run ``check``, journal what it found, and end the heal unless it may go on
+        (nothing to do, no target, a target the allowlist refuses)."""
+        heal_id = job.heal_id
+        state.advance(Phase.CHECKING)
+        # Checking changes nothing, so the check need not wait for this write's fsync (a
+        # heal found pending or checking after a crash runs again either way); it is
+        # awaited before anything can act.
+        checking = self._journal.set_phase_soon(heal_id, Phase.CHECKING)
+        ctx: HealContext | None = None
+        try:
+            params = self._params(handler, job)
+            ctx = HealContext(
+                heal_id=heal_id,
+                rule=job.rule or MANUAL,
+                handler=job.handler,
+                alert=job.alert,
+                dry_run=job.dry_run,
+                log=log,
+                docker=self._docker,
+                postgres=self._postgres.for_heal(),
+                record=record,
+            )
+            log.info("checking", params=params.model_dump(mode="json"))
+            check = await self._timed(
+                "check", job, durations, self._guard(handler.check(ctx, params), "check", heal_id)
+            )
+        finally:
+            await checking
+            if ctx is not None:
+                await ctx.recorded()
+        keys = [t.key for t in check.targets]
+        # Recorded now, not only once acting: history filtered by target must also find the
+        # heals that were refused, dry-run or suppressed on it.
+        await self._journal.set_phase(heal_id, Phase.CHECKING, targets=keys)
+        await record(
+            "check",
+            {"act": check.act, "reason": check.reason, "evidence": check.evidence, "targets": keys},
+        )
+        self._notices.check_found(heal_id, evidence=check.evidence, targets=keys)
+        if not check.act:
+            raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
+        if not check.targets:
+            raise _End(Outcome.FAILED, "handler decided to act but named no target")
+        for target in check.targets:
+            refusal = self._allowlist.refusal(target)
+            if refusal is not None:
+                await record("refused", {"target": target.key, "fields": target.fields()})
+                raise _End(Outcome.REFUSED, refusal)
+        return _Checked(ctx, params, check, keys)
+
+    # ---- mode: approve ------------------------------------------------------
+
+    async def _await_approval(
+        self,
+        job: HealJob,
+        state: HealState,
+        found: _Checked,
+        timeout: float,
+        slot: _Slot,
+        log: Any,
+        record: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]],
+    ) -> list[str]:
+        """Open the heal's approval (or find the one it opened before a restart), wait
+        for a human, the deadline or the alert's resolve, without holding a concurrency
+        slot; the approved targets, or the heal ends (rejected, expired, no_action)."""
+        token = secrets.token_urlsafe(32)
+        state.advance(Phase.AWAITING_APPROVAL)
+        approval, opened = await self._journal.open_approval(
+            job.heal_id, token_hash(token), found.keys, time.time() + timeout
+        )
+        if opened:
+            request = ApprovalRequest(token, approval["expires_at"], tuple(found.keys))
+            self._tell("awaiting_approval", job, found, approval=request)
+        log.info(
+            "awaiting approval",
+            targets=approval["targets"],
+            expires_in=round(approval["expires_at"] - time.time(), 1),
+            reopened=not opened,
+        )
+        rule = job.rule or MANUAL
+        wake = asyncio.Event()
+        self._awaiting[job.heal_id] = (wake, alert_key(job.alert) if job.alert else None)
+        self._metrics.awaiting_approval.labels(rule=rule).inc()
+        self._metrics.in_progress.dec()
+        slot.give()
+        cancelled = False
+        try:
+            approval = await self._decision(job, approval, wake)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            self._awaiting.pop(job.heal_id, None)
+            self._metrics.awaiting_approval.labels(rule=rule).dec()
+            self._metrics.in_progress.inc()
+            if not cancelled:
+                await slot.take()
+        decision, by = approval["decision"], approval["decided_by"] or "someone"
+        if decision == "approve":
+            log.info("approved", by=by, via=approval["via"], targets=approval["targets"])
+            return list(approval["targets"])
+        if decision == "reject":
+            note = f": {approval['comment']}" if approval["comment"] else ""
+            reason = f"rejected by {by} (via {approval['via']}){note}"
+            self._tell("rejected", job, found, reason=reason, decided_by=by)
+            raise _End(Outcome.REJECTED, reason)
+        if decision == "resolved":
+            verdict = await self._gates.resolved(job.rule, job.alert)
+            reason = verdict[1] if verdict else "resolved while awaiting approval"
+            self._tell("no_action", job, found, reason=reason)
+            raise _End(Outcome.NO_ACTION, reason)
+        reason = f"nobody approved or rejected it within {format_seconds(timeout)}"
+        if job.rule is not None:
+            told = await self._gates.escalate_expired(
+                heal_id=job.heal_id,
+                rule=job.rule,
+                targets=approval["targets"],
+                alert=job.alert,
+                reason=reason,
+                record=record,
+                log=log,
+            )
+            reason = f"{reason}; {told}"
+        self._tell("expired", job, found, reason=reason)
+        raise _End(Outcome.EXPIRED, reason)
+
+    async def _decision(
+        self, job: HealJob, approval: ApprovalRow, wake: asyncio.Event
+    ) -> ApprovalRow:
+        """Wait until the approval is closed: by a human (any replica: the store says
+        so), by its deadline (closed ``expire`` here) or by the alert's resolve (closed
+        ``resolved``). Closing is conditional: a human's decision that came first wins."""
+        while approval["decision"] is None:  # bounded by the deadline
+            left = approval["expires_at"] - time.time()
+            end = "expire" if left <= 0 else None
+            if end is None and await self._gates.resolved(job.rule, job.alert) is not None:
+                end = "resolved"
+            if end is not None:
+                closed = await self._journal.close_approval(job.heal_id, end)
+                return closed if closed is not None else approval
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(APPROVAL_POLL, left))
+            approval = await self._journal.get_approval(job.heal_id) or approval
+        return approval
+
+    @staticmethod
+    async def _only_approved(
+        found: _Checked,
+        approved: list[str],
+        record: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]],
+    ) -> _Checked:
+        """The re-check's targets that were approved; the others are journaled and left
+        alone; none left: ``no_action``."""
+        keep = [t for t in found.check.targets if t.key in approved]
+        dropped = [t.key for t in found.check.targets if t.key not in approved]
+        if dropped:
+            await record("not_approved", {"targets": dropped, "approved": approved})
+        if not keep:
+            raise _End(
+                Outcome.NO_ACTION,
+                "approved, but the check run again found none of the approved targets "
+                f"({', '.join(approved)}) to act on",
+            )
+        check = dataclasses.replace(found.check, targets=keep)
+        return _Checked(found.ctx, found.params, check, [t.key for t in keep])
+
+    def _tell(
+        self,
+        event: str,
+        job: HealJob,
+        found: _Checked | None = None,
+        *,
+        approval: ApprovalRequest | None = None,
+        **facts: Any,
+    ) -> None:
+        """One notice of this heal (healer/notices.py: never blocks, never raises); with
+        ``found``, what check found. Earlier facts of the heal are merged in there."""
+        if found is not None:
+            facts = {
+                "evidence": dict(found.check.evidence),
+                "targets": tuple(found.keys),
+                "summary": found.check.reason,
+                **facts,
+            }
+        if event not in ("started", "acted", "awaiting_approval"):
+            facts.setdefault("outcome", str(event))
+        alert = job.alert
+        self._notices.notice(
+            HealNotice(
+                event=cast(NoticeEvent, str(event)),
+                heal_id=job.heal_id,
+                rule=job.rule or MANUAL,
+                handler=job.handler,
+                alertname=job.labels.get("alertname", ""),
+                labels=dict(job.labels),
+                approval=approval,
+                alert_key=(alert.fingerprint, alert_key_time(alert.starts_at)) if alert else None,
+                **facts,
+            )
+        )
+
+    def _tell_outcome(
+        self, job: HealJob, outcome: Outcome, reason: str, journaled: asyncio.Future[None]
+    ) -> None:
+        if journaled.cancelled() or journaled.exception() is not None:
+            return
+        ttr = None
+        if outcome is Outcome.RECOVERED and job.alert is not None:
+            ttr = max(0.0, time.time() - job.alert.starts_at.astimezone(UTC).timestamp())
+        self._tell(outcome, job, reason=reason, time_to_recovery=ttr)
 
     @asynccontextmanager
     async def _hold(self, keys: list[str], heal_id: str) -> AsyncIterator[list[str]]:
@@ -775,6 +1033,8 @@ class Executor:
             rule=job.rule or MANUAL, handler=job.handler, outcome=str(outcome)
         ).inc()
         done = self._journal.finish_soon(job.heal_id, outcome, reason, durations)
+        if outcome in OUTCOME_EVENTS:  # told once the outcome is on disk
+            done.add_done_callback(partial(self._tell_outcome, job, outcome, reason))
         if (
             outcome is Outcome.NOT_RECOVERED
             and job.alert is not None

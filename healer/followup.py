@@ -48,6 +48,7 @@ import structlog
 from healer.config import HealerConfig
 from healer.executor import HealJob
 from healer.metrics import Metrics
+from healer.notices import tells
 from healer.notify import Escalation, Notifiers
 from healer.rules import RuleSet
 from healer.store import FollowUpHeal, FollowUpPolicy, HealPlan, Store
@@ -210,6 +211,12 @@ class FollowUps:
         self._metrics.follow_ups.labels(rule=heal["rule"], kind=kind).inc()
 
     async def _escalate(self, heal: FollowUpHeal, log: Any) -> None:
+        if len(self._notifiers) and tells(self._config, heal["rule"], "not_recovered"):
+            # Told once: the heal's not_recovered notice (healer/notices.py) told people.
+            log.info("not_recovered and still firing: told by the not_recovered notice")
+            told = {"notifier": None, "ok": True, "told_by": "not_recovered notice"}
+            await self._journal.record_follow_up_deliveries(heal["id"], [told])
+            return
         log.warning(
             "not_recovered and still firing: escalating",
             rule=heal["rule"],

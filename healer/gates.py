@@ -148,6 +148,15 @@ class SafetyGates:
             quiet=safety.circuit_quiet,
         )
 
+    def approval_mode(self, rule: str | None) -> tuple[str, float]:
+        """The rule's ``mode`` (auto, suggest, approve) and its approval timeout in
+        seconds (manual heals: auto)."""
+        conf = self._config.rule(rule) if rule is not None else None
+        if conf is None:
+            return "auto", self._config.approval.timeout
+        approval = conf.approval if conf.approval is not None else self._config.approval
+        return conf.mode, approval.timeout
+
     def min_firing(self, rule: str | None) -> float:
         conf = self._config.rule(rule) if rule is not None else None
         if conf is not None and conf.min_firing is not None:
@@ -306,6 +315,17 @@ class SafetyGates:
             labels=dict(alert.labels) if alert else {},
             quiet=limits.quiet,
         )
+        deliveries = await self._deliver(esc, record, log)
+        await self._journal.record_escalation(rule, decision.target or "", heal_id, deliveries)
+        reached = sum(1 for d in deliveries if d["ok"])
+        return (
+            f"{circuit['reason']}: circuit opened, escalated "
+            f"({reached}/{len(deliveries)} notifiers reached)"
+        )
+
+    async def _deliver(self, esc: Escalation, record: RecordStep, log: Any) -> list[dict[str, Any]]:
+        """Send ``esc`` through every notifier (with their retries); each delivery (or
+        "no notifier configured") on the heal's timeline."""
         deliveries = [d.as_dict() for d in await self._notifiers.send(esc)]
         for delivery in deliveries:
             await record("escalation", delivery)
@@ -322,12 +342,35 @@ class SafetyGates:
                 "escalation", {"notifier": None, "ok": False, "error": "no notifier configured"}
             )
             log.warning("escalation: no notifier configured")
-        await self._journal.record_escalation(rule, decision.target or "", heal_id, deliveries)
-        reached = sum(1 for d in deliveries if d["ok"])
-        return (
-            f"{circuit['reason']}: circuit opened, escalated "
-            f"({reached}/{len(deliveries)} notifiers reached)"
+        return deliveries
+
+    async def escalate_expired(
+        self,
+        *,
+        heal_id: str,
+        rule: str,
+        targets: Sequence[str],
+        alert: Alert | None,
+        reason: str,
+        record: RecordStep,
+        log: Any,
+    ) -> str:
+        """Tell the notifiers, once, that ``heal_id`` asked for approval and nobody
+        answered (the caller closed the approval ``expire``: only it escalates); what
+        the heal's reason says of it."""
+        log.warning("approval expired: escalating", notifiers=self._notifiers.names)
+        esc = Escalation(
+            rule=rule,
+            target=", ".join(targets) or "-",
+            heal_id=heal_id,
+            reason=reason,
+            opened_at=time.time(),
+            labels=dict(alert.labels) if alert else {},
+            event="approval_expired",
         )
+        deliveries = await self._deliver(esc, record, log)
+        reached = sum(1 for d in deliveries if d["ok"])
+        return f"escalated ({reached}/{len(deliveries)} notifiers reached)"
 
     # ---- API ---------------------------------------------------------------------
 

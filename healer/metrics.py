@@ -47,6 +47,13 @@ class Metrics:
         self.in_progress = Gauge(
             "healer_heals_in_progress", "Heals currently running.", registry=registry
         )
+        self.awaiting_approval = Gauge(
+            "healer_heals_awaiting_approval",
+            "Heals of this process waiting for a human to approve or reject them "
+            "(mode: approve), by rule.",
+            ["rule"],
+            registry=registry,
+        )
         self.circuit_open = Gauge(
             "healer_circuit_open",
             "1 while a rule's action budget is spent.",
@@ -58,6 +65,21 @@ class Metrics:
             "What followed a not_recovered heal of an alert that kept "
             "firing (escalate, retry), by rule.",
             ["rule", "kind"],
+            registry=registry,
+        )
+        self.notices = Counter(
+            "healer_notices",
+            "Heal notices (notify_on, approvals; healer/notices.py), by event and result: "
+            "sent, failed (a notifier not reached), grouped (into a summary; event summary), "
+            "told_before (not_recovered of an alert already told), dropped (queue full).",
+            ["event", "result"],
+            registry=registry,
+        )
+        self.chat_callbacks = Counter(
+            "healer_chat_callbacks",
+            "Approve/reject button callbacks from Slack and Mattermost, by platform and "
+            "result (decided, refused, not_awaiting, invalid, unavailable).",
+            ["platform", "result"],
             registry=registry,
         )
         self.webhook_requests = Counter(

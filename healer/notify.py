@@ -1,9 +1,11 @@
-"""Telling a human: escalations to Mattermost, Slack or any JSON webhook.
+"""Telling a human: escalations (and heal notices, healer/notices.py) to Mattermost, Slack
+or any JSON webhook.
 
 Usage::
 
     notifiers = Notifiers.from_config(config.notify, secrets.notify_urls, http)
     deliveries = await notifiers.send(escalation)      # never raises
+    deliveries = await notifiers.send_rendered(lambda n: body_for(n.kind))  # any message
     [d.as_dict() for d in deliveries]                  # -> the heal's timeline
 
 A notifier's URL carries its credential (the hook key in a Mattermost or Slack incoming
@@ -41,7 +43,9 @@ _LABEL_MAX = 200
 class Escalation:
     """What a human needs to decide what to do: a circuit that opened (``circuit_open``),
     or a heal that ended not_recovered while its alert still fires (``not_recovered``,
-    healer/followup.py; ``opened_at`` is then when the heal ended)."""
+    healer/followup.py; ``opened_at`` is then when the heal ended), or a heal that asked
+    for approval and nobody answered within ``approval.timeout`` (``approval_expired``;
+    ``opened_at``: when it expired)."""
 
     rule: str
     target: str
@@ -50,7 +54,7 @@ class Escalation:
     opened_at: float
     labels: Mapping[str, str] = field(default_factory=dict)
     quiet: float = 0.0
-    event: Literal["circuit_open", "not_recovered"] = "circuit_open"
+    event: Literal["circuit_open", "not_recovered", "approval_expired"] = "circuit_open"
 
     @property
     def close_command(self) -> str:
@@ -67,7 +71,7 @@ class Escalation:
             "labels": dict(self.labels),
             "healer_version": healer.__version__,
         }
-        if self.event == "not_recovered":
+        if self.event in ("not_recovered", "approval_expired"):
             return out | {"ended_at": self.opened_at}
         return out | {
             "opened_at": self.opened_at,
@@ -106,8 +110,17 @@ def chat_text(esc: Escalation, *, slack: bool = False) -> str:
     labels = ", ".join(
         f"{_clean(k, slack=slack)}={_clean(v, slack=slack)}" for k, v in sorted(esc.labels.items())
     )
+    expired = [
+        f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} asked for approval"
+        f" to act on {_clean(esc.target, slack=slack)} and nobody answered",
+        _clean(esc.reason, slack=slack),
+        "The heal ended expired without acting: a human has to look.",
+        f"Heal: `{esc.heal_id}` (GET /api/v1/heals/{esc.heal_id})",
+    ]
     lines = (
-        [
+        expired
+        if esc.event == "approval_expired"
+        else [
             f"{bold}healer escalation{bold}: rule {_clean(esc.rule, slack=slack)} did not recover"
             f" {_clean(esc.target, slack=slack)}",
             _clean(esc.reason, slack=slack),
@@ -184,7 +197,15 @@ class Notifier:
         esc: Escalation,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> Delivery:
-        body = self.body(esc)
+        return await self.post(http, self.body(esc), sleep)
+
+    async def post(
+        self,
+        http: httpx.AsyncClient,
+        body: Mapping[str, Any],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Delivery:
+        """POST ``body`` (already rendered for this notifier's kind), with the retries."""
         status: int | None = None
         error: str | None = None
         for attempt in range(1, self._attempts + 1):
@@ -256,12 +277,20 @@ class Notifiers:
         self._log.removeFilter(self._filter)
 
     async def send(self, esc: Escalation) -> list[Delivery]:
-        results = await asyncio.gather(*(self._safe_send(n, esc) for n in self._notifiers))
+        return await self.send_rendered(lambda n: n.body(esc))
+
+    async def send_rendered(
+        self, render: Callable[[Notifier], Mapping[str, Any]]
+    ) -> list[Delivery]:
+        """Send what ``render`` makes of a message for each notifier (its kind's format)."""
+        results = await asyncio.gather(*(self._safe_send(n, render) for n in self._notifiers))
         return list(results)
 
-    async def _safe_send(self, notifier: Notifier, esc: Escalation) -> Delivery:
+    async def _safe_send(
+        self, notifier: Notifier, render: Callable[[Notifier], Mapping[str, Any]]
+    ) -> Delivery:
         try:
-            return await notifier.send(self._http, esc)
+            return await notifier.post(self._http, render(notifier))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in one notifier never fails the heal or the others

@@ -28,6 +28,7 @@ class Phase(enum.StrEnum):
     CHECKING = "checking"  # handler.check gathering evidence
     ACTING = "acting"  # handler.act changing the world
     VERIFYING = "verifying"  # re-querying Prometheus
+    AWAITING_APPROVAL = "awaiting_approval"  # checked; a human approves or rejects (mode: approve)
     DONE = "done"
 
 
@@ -42,11 +43,16 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"
     INTERRUPTED = "interrupted"
     ESCALATED = "escalated"
+    SUGGESTED = "suggested"  # mode: suggest: checked, told, nothing acts
+    REJECTED = "rejected"  # mode: approve: a human said no
+    EXPIRED = "expired"  # mode: approve: nobody decided within approval.timeout
 
 
 _NEXT: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.CHECKING, Phase.DONE}),
-    Phase.CHECKING: frozenset({Phase.ACTING, Phase.DONE}),
+    Phase.CHECKING: frozenset({Phase.ACTING, Phase.AWAITING_APPROVAL, Phase.DONE}),
+    # approved: check runs again (the world may have changed) before acting
+    Phase.AWAITING_APPROVAL: frozenset({Phase.CHECKING, Phase.DONE}),
     Phase.ACTING: frozenset({Phase.VERIFYING, Phase.DONE}),
     Phase.VERIFYING: frozenset({Phase.DONE}),
     Phase.DONE: frozenset(),
@@ -74,6 +80,16 @@ _ENDS: dict[Phase, frozenset[Outcome]] = {
             Outcome.FAILED,
             Outcome.INTERRUPTED,
             Outcome.ESCALATED,
+            Outcome.SUGGESTED,
+        }
+    ),
+    Phase.AWAITING_APPROVAL: frozenset(
+        {
+            Outcome.REJECTED,
+            Outcome.EXPIRED,
+            Outcome.NO_ACTION,
+            Outcome.INTERRUPTED,
+            Outcome.FAILED,
         }
     ),
     Phase.ACTING: frozenset({Outcome.FAILED, Outcome.INTERRUPTED}),

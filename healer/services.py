@@ -14,6 +14,7 @@ from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
 from healer.metrics import Metrics
+from healer.notices import HealNotices
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
 from healer.rules import RuleSet
@@ -34,6 +35,7 @@ class Services:
     executor: Executor
     gates: SafetyGates
     followups: FollowUps
+    notices: HealNotices
 
 
 def services(request: Request) -> Services:

@@ -13,11 +13,15 @@ CLIENT_CLOSED = 499
 
 
 async def read_json_body(request: Request, limit: int) -> bytes:
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if ctype.lower() != "application/json":
-        raise PayloadError(
-            f"content type must be application/json, got {clip(ctype)!r}", status=415
-        )
+    return await read_body(request, limit, "application/json", "a JSON object")
+
+
+async def read_body(request: Request, limit: int, content_type: str, what: str) -> bytes:
+    """The raw body of a ``content_type`` request (no content type: assumed), at most
+    ``limit`` bytes; PayloadError 415 / 413 / 499 / 400 (empty: ``what`` was expected)."""
+    ctype = request.headers.get("content-type", content_type).split(";")[0].strip()
+    if ctype.lower() != content_type:
+        raise PayloadError(f"content type must be {content_type}, got {clip(ctype)!r}", status=415)
     declared = request.headers.get("content-length", "")
     # ASCII digits only ("²".isdigit() is True); a length int() would refuse is over anyway.
     if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
@@ -39,5 +43,5 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         ) from None
     body = b"".join(chunks)
     if not body:
-        raise PayloadError("empty body: expected a JSON object", status=400)
+        raise PayloadError(f"empty body: expected {what}", status=400)
     return body

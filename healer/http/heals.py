@@ -21,7 +21,7 @@ from healer.executor import HealJob
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.http.schema import json_body
-from healer.outcomes import Outcome
+from healer.outcomes import Outcome, Phase
 from healer.payload import LabelName, Text, pydantic_message
 from healer.redact import redact_data
 from healer.services import Services, services
@@ -176,12 +176,13 @@ async def list_heals(
     target: str | None = Query(default=None, description="e.g. docker:web-1"),
     limit: int = Query(default=50, ge=1, le=500),
     before: float | None = Query(default=None, description="page: next_before of the last page"),
+    phase: Phase | None = None,
 ) -> dict[str, Any]:
-    """Heals, newest first, filterable by rule, outcome and target."""
+    """Heals, newest first, filterable by rule, outcome, target and phase."""
     svc = services(request)
     require_admin(request, svc.secrets, reading=True)
     heals = await svc.journal.list_heals(
-        rule=rule, outcome=outcome, target=target, limit=limit, before=before
+        rule=rule, outcome=outcome, target=target, limit=limit, before=before, phase=phase
     )
     next_before = heals[-1]["created_at"] if len(heals) == limit else None
     return {"heals": redact_data(heals), "next_before": next_before}

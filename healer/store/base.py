@@ -33,6 +33,7 @@ class ModuleStore:
     _heals: ModuleType
     _gates: ModuleType
     _followups: ModuleType
+    _approvals: ModuleType
     replica: st.Replica
 
     # ---- what a backend supplies -------------------------------------------------------
@@ -156,12 +157,19 @@ class ModuleStore:
         target: str | None = None,
         limit: int = 50,
         before: float | None = None,
+        phase: str | None = None,
     ) -> list[st.HealRow]:
         return cast(
             list[st.HealRow],
             await self._read(
                 lambda db: self._heals.list_heals(
-                    db, rule=rule, outcome=outcome, target=target, limit=limit, before=before
+                    db,
+                    rule=rule,
+                    outcome=outcome,
+                    target=target,
+                    limit=limit,
+                    before=before,
+                    phase=phase,
                 )
             ),
         )
@@ -292,3 +300,54 @@ class ModuleStore:
         await self._write(
             lambda db: self._followups.record_deliveries(db, heal_id, deliveries, now, self.replica)
         )
+
+    # ---- approvals ---------------------------------------------------------------------
+
+    async def open_approval(
+        self, heal_id: str, token_hash: str, targets: list[str], expires_at: float
+    ) -> tuple[st.ApprovalRow, bool]:
+        now, me = time.time(), self.replica
+        return cast(
+            tuple[st.ApprovalRow, bool],
+            await self._write(
+                lambda db: self._approvals.open_approval(
+                    db, heal_id, token_hash, targets, expires_at, now, me
+                )
+            ),
+        )
+
+    async def get_approval(self, heal_id: str) -> st.ApprovalRow | None:
+        return cast(
+            st.ApprovalRow | None,
+            await self._read(lambda db: self._approvals.get_approval(db, heal_id)),
+        )
+
+    async def decide_approval(
+        self,
+        heal_id: str,
+        decision: str,
+        *,
+        by: str,
+        via: str,
+        comment: str | None = None,
+        token_hash: str | None = None,
+    ) -> st.ApprovalVerdict:
+        now, me = time.time(), self.replica
+        return cast(
+            st.ApprovalVerdict,
+            await self._write(
+                lambda db: self._approvals.decide(
+                    db, heal_id, decision, by, via, comment, token_hash, now, me
+                )
+            ),
+        )
+
+    async def close_approval(self, heal_id: str, decision: str) -> st.ApprovalRow | None:
+        now, me = time.time(), self.replica
+        return cast(
+            st.ApprovalRow | None,
+            await self._write(lambda db: self._approvals.close(db, heal_id, decision, now, me)),
+        )
+
+    async def open_approvals(self) -> list[st.ApprovalRow]:
+        return cast(list[st.ApprovalRow], await self._read(self._approvals.open_approvals))

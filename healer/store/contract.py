@@ -48,6 +48,8 @@ from healer.outcomes import Outcome, Phase
 from healer.replica import Replica
 from healer.store.types import (
     AlertKey,
+    ApprovalRow,
+    ApprovalVerdict,
     CircuitRow,
     Decision,
     Disposition,
@@ -191,9 +193,11 @@ class Store(Protocol):
         target: str | None = None,
         limit: int = 50,
         before: float | None = None,
+        phase: str | None = None,
     ) -> list[HealRow]:
         """Heals newest first (``created_at`` unique and increasing); page with
-        ``before=<created_at of the last row>``."""
+        ``before=<created_at of the last row>``. ``phase``: only heals in that phase
+        (``awaiting_approval``: the heals waiting for a human)."""
         ...
 
     async def unfinished(self) -> list[HealRow]:
@@ -332,4 +336,49 @@ class Store(Protocol):
     ) -> None:
         """The escalation's deliveries on the heal's timeline, and the follow-up settled,
         in one write."""
+        ...
+
+    # ---- approvals (mode: approve) -----------------------------------------------------
+
+    async def open_approval(
+        self, heal_id: str, token_hash: str, targets: list[str], expires_at: float
+    ) -> tuple[ApprovalRow, bool]:
+        """The heal waits for a human: its phase ``awaiting_approval``, its ``targets``,
+        and its approval (the token's SHA-256, never the token; the deadline), with an
+        ``approval_requested`` timeline entry, in one write; returns (the approval, True).
+        A heal that already has one (resumed, taken over) keeps it: same token hash, same
+        deadline, whatever its decision; returns (it, False). Fenced: LeaseLost unless this
+        store holds the heal's lease."""
+        ...
+
+    async def get_approval(self, heal_id: str) -> ApprovalRow | None:
+        """The heal's approval, or None (it never asked)."""
+        ...
+
+    async def decide_approval(
+        self,
+        heal_id: str,
+        decision: str,
+        *,
+        by: str,
+        via: str,
+        comment: str | None = None,
+        token_hash: str | None = None,
+    ) -> ApprovalVerdict:
+        """A human's ``approve`` / ``reject``, in one conditional write with an
+        ``approved`` / ``rejected`` timeline entry (``by``, ``via``, ``comment``): of
+        racing decisions (any process) exactly one is ``decided``; the others are
+        ``done``, as is a decision on a closed or expired approval or an ended heal.
+        ``token_hash`` given: ``bad_token`` unless it is the approval's (checked before
+        anything else but the heal's existence). Not fenced: any replica decides."""
+        ...
+
+    async def close_approval(self, heal_id: str, decision: str) -> ApprovalRow | None:
+        """The waiting heal's own end of the wait (``expire``, ``resolved``), written only
+        if the approval is still open; the approval as it now is (a human's decision that
+        came first stays: the caller follows it). Fenced."""
+        ...
+
+    async def open_approvals(self) -> list[ApprovalRow]:
+        """Every approval still open, soonest deadline first."""
         ...

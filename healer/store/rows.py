@@ -8,12 +8,15 @@ way of running it (sync sqlite3, asyncpg).
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from healer.store.types import (
+    ApprovalRow,
+    ApprovalVerdict,
     CircuitRow,
     Disposition,
     FollowUpHeal,
@@ -225,3 +228,35 @@ def pause_row(row: Mapping[str, Any] | None, now: float) -> PauseRow | None:
     if row is None or row["until"] <= now:
         return None
     return {"since": row["since"], "until": row["until"], "reason": row["reason"]}
+
+
+def approval_row(row: Mapping[str, Any] | None) -> ApprovalRow | None:
+    """A stored approvals row (JSON targets decoded; never the token's hash)."""
+    if row is None:
+        return None
+    return {
+        "heal_id": row["heal_id"],
+        "opened_at": row["opened_at"],
+        "expires_at": row["expires_at"],
+        "targets": json.loads(row["targets"]),
+        "decision": row["decision"],
+        "decided_by": row["decided_by"],
+        "via": row["via"],
+        "comment": row["comment"],
+        "decided_at": row["decided_at"],
+    }
+
+
+def judge_decision(
+    row: Mapping[str, Any] | None, heal_phase: str | None, token_hash: str | None, now: float
+) -> ApprovalVerdict | None:
+    """Why a decision on this stored approval must be refused, or None: it may be taken.
+    Checked in this order, so that a wrong token learns nothing of the heal's state:
+    unknown, bad token, closed (decided, expired, heal done)."""
+    if row is None or heal_phase is None:
+        return ApprovalVerdict("unknown")
+    if token_hash is not None and not hmac.compare_digest(token_hash, row["token_hash"]):
+        return ApprovalVerdict("bad_token")
+    if row["decision"] is not None or heal_phase == "done" or row["expires_at"] <= now:
+        return ApprovalVerdict("done", approval_row(row))
+    return None

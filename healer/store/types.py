@@ -10,6 +10,7 @@ row, the same way for both backends."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -276,3 +277,41 @@ class FollowUpClaim:
     retry_id: str | None = None
     retry_plan: HealPlan | None = None
     retry_alert: Alert | None = None
+
+
+# ---- approvals (mode: approve) ---------------------------------------------------------
+
+ApprovalDecision = Literal["approve", "reject", "expire", "resolved"]
+"""How an approval closed: a human approved or rejected it, nobody did within the
+timeout (``expire``), or the alert resolved meanwhile (``resolved``)."""
+
+
+class ApprovalRow(TypedDict):
+    """One heal's approval: opened when the heal began waiting, closed once (decision)."""
+
+    heal_id: str
+    opened_at: float
+    expires_at: float
+    targets: list[str]  # what the heal asked to act on (only these may be acted on)
+    decision: str | None  # an ApprovalDecision; None while open
+    decided_by: str | None  # who, as the API or the chat platform named them
+    via: str | None  # api | cli | slack | mattermost | healer (expire, resolved)
+    comment: str | None
+    decided_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalVerdict:
+    """What :meth:`Store.decide_approval` did. ``decided``: this call closed the approval
+    (``approval`` as it now is); ``unknown``: no such heal, or it never asked; ``done``:
+    the approval was already closed (or the heal ended); ``bad_token``: the token is not
+    the approval's."""
+
+    status: Literal["decided", "unknown", "done", "bad_token"]
+    approval: ApprovalRow | None = None
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of an approval token: its SHA-256, hex (the token itself is
+    only in the approval message)."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -39,7 +39,14 @@ HEALER_YML = REPO / "examples" / "odoo" / "healer.yml"
 # Where our own runbook_urls point: the repository's README and docs pages.
 OWN_PAGES = "https://github.com/healer/healer/blob/main/"
 QUERIES_YML = ALERTS / "postgres_exporter" / "queries.yml"
-HEALER_OWN = {"HealerHealFailed", "HealerCircuitOpen", "HealerDown"}
+HEALER_OWN = {
+    "HealerHealFailed",
+    "HealerCircuitOpen",
+    "HealerApprovalWaiting",
+    "HealerApprovalExpired",
+    "HealerChatCallbacksRefused",
+    "HealerDown",
+}
 ROUTED_TO_HEALER = {
     "OdooLongpollLatencyHigh",
     "OdooCronStuck",

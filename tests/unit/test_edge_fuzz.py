@@ -1,7 +1,7 @@
-"""The HTTP edge under inputs nobody hand-picked: no request makes the webhook or the
-admin API answer 5xx, a refusal is small whatever it quotes, any ``Authorization``
-header that is not the right credential is a 401 (never a 500), and a client that
-leaves mid-body is counted as 499 with one log line, not as a crash.
+"""The HTTP edge under inputs nobody hand-picked: no request makes the webhook, the
+admin API or the chat callbacks answer 5xx, a refusal is small whatever it quotes, any
+``Authorization`` header that is not the right credential is a 401 (never a 500), and a
+client that leaves mid-body is counted as 499 with one log line, not as a crash.
 
 The app is the real one (app factory, tmp journal, ``test.noop``), run in-process on an
 event loop of its own thread so hypothesis can drive it synchronously. Derandomized and
@@ -14,10 +14,11 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +27,7 @@ from structlog.testing import capture_logs
 
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
+from tests.support.inprocess.chat import MATTERMOST_PATH, SLACK_PATH, SLACK_SECRET, sign
 from tests.support.inprocess.inproc import noop_config, running_healer
 from tests.support.inprocess.payloads import alert_payload
 
@@ -57,7 +59,10 @@ class Edge:
             config,
             handlers=handlers,
             secrets=Secrets(
-                webhook_token=WEBHOOK_TOKEN, webhook_basic=BASIC, admin_token=ADMIN_TOKEN
+                webhook_token=WEBHOOK_TOKEN,
+                webhook_basic=BASIC,
+                admin_token=ADMIN_TOKEN,
+                slack_signing_secret=SLACK_SECRET,
             ),
         )
         self.healer = self._run(self._running.__aenter__())
@@ -314,3 +319,79 @@ async def test_a_client_leaving_mid_body_is_a_499_and_one_line(
         assert h.sample("healer_webhook_requests_total", {"code": "499"}) == 1
         assert h.sample("healer_webhook_requests_total", {"code": "500"}) is None
         assert await h.services.journal.alert_counts() == {}
+
+
+HEAL_ID = st.one_of(TEXT, st.just("0123456789abcdef"))
+SLACK_PAYLOADS = st.fixed_dictionaries(
+    {
+        "type": st.one_of(st.just("block_actions"), JSON_VALUES),
+        "user": st.one_of(
+            st.fixed_dictionaries(
+                {"id": TEXT}, optional={"username": JSON_VALUES, "team_id": TEXT}
+            ),
+            JSON_VALUES,
+        ),
+        "actions": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "action_id": st.one_of(
+                            st.sampled_from(["healer_approve", "healer_reject"]), TEXT
+                        ),
+                        "value": st.one_of(
+                            TEXT,
+                            JSON_VALUES.map(json.dumps),
+                            HEAL_ID.map(
+                                lambda h: json.dumps({"heal_id": h, "decision": "approve"})
+                            ),
+                        ),
+                    }
+                ),
+                max_size=2,
+            ),
+            JSON_VALUES,
+        ),
+        "response_url": st.one_of(TEXT, st.just("https://hooks.slack.com/actions/T/1/x")),
+    }
+)
+MATTERMOST_BODIES = st.fixed_dictionaries(
+    {
+        "user_id": st.one_of(TEXT, JSON_VALUES),
+        "user_name": TEXT,
+        "context": st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "heal_id": HEAL_ID,
+                    "token": TEXT,
+                    "decision": st.one_of(st.sampled_from(["approve", "reject"]), TEXT),
+                }
+            ),
+            JSON_VALUES,
+        ),
+    }
+)
+
+
+@FUZZ
+@given(st.one_of(SLACK_PAYLOADS, JSON_VALUES), ENCODINGS)
+def test_no_signed_slack_body_is_a_5xx(edge: Edge, value: Any, encoding: str) -> None:
+    """Slack callbacks correctly signed around near-valid or arbitrary payloads, in UTF-8
+    or not: a 2xx or 4xx answer, a refusal stays small, and nothing acts."""
+    body = urlencode({"payload": encode(value, encoding)}).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": sign(SLACK_SECRET, timestamp, body),
+    }
+    assert_answered(edge.post(SLACK_PATH, content=body, headers=headers))
+    assert edge.healer.noop.acts == []
+
+
+@FUZZ
+@given(st.one_of(MATTERMOST_BODIES, JSON_VALUES), ENCODINGS)
+def test_no_mattermost_body_is_a_5xx(edge: Edge, value: Any, encoding: str) -> None:
+    """Mattermost button callbacks with hostile users, contexts, tokens and decisions, in
+    UTF-8 or not: a 2xx or 4xx answer, a refusal stays small, and nothing acts."""
+    assert_answered(edge.post(MATTERMOST_PATH, content=encode(value, encoding), headers=JSON))
+    assert edge.healer.noop.acts == []

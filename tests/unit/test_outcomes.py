@@ -23,7 +23,8 @@ def at(phase: Phase) -> HealState:
 
 
 def test_vocabulary_is_the_spec() -> None:
-    """The outcome names are the fixed vocabulary of the spec, nothing more."""
+    """The outcome names are the fixed vocabulary of the spec, nothing more (grown by
+    suggested, rejected and expired for the humans in the loop)."""
     assert {str(o) for o in Outcome} == {
         "recovered",
         "not_recovered",
@@ -35,6 +36,9 @@ def test_vocabulary_is_the_spec() -> None:
         "refused",
         "interrupted",
         "escalated",
+        "suggested",
+        "rejected",
+        "expired",
     }
 
 

@@ -3,7 +3,7 @@ SQLite file, or on one PostgreSQL scratch database) with short leases. A heal wh
 replica stops renewing its lease (a dead replica) is taken over by the other once the
 lease expired, verified there and never acted again; the old replica's late writes are
 refused (LeaseLost). Two alerts on one target delivered to both replicas never act at
-once.
+once. A heal awaiting approval is taken over too, and waits on the same approval.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,22 @@ def _replica(config: dict[str, Any], journal: Journal, name: str) -> dict[str, A
     }
 
 
+@asynccontextmanager
+async def _two_replicas(
+    config: dict[str, Any], journal: Journal, handlers: HandlerRegistry
+) -> AsyncIterator[tuple[InProcessHealer, InProcessHealer]]:
+    """``replica-a`` and ``replica-b`` of ``config`` on the shared journal."""
+    async with (
+        running_healer(
+            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
+        ) as a,
+        running_healer(
+            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
+        ) as b,
+    ):
+        yield a, b
+
+
 async def _until(
     h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 20.0
 ) -> dict[str, Any]:
@@ -92,14 +109,7 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
             tmp_path / "journal.db", stable_for="0s", timeout="60s", interval="0.1s"
         )
         config["prometheus"] = {"url": prom.url, "timeout": "2s"}
-        async with (
-            running_healer(
-                _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
-            ) as a,
-            running_healer(
-                _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
-            ) as b,
-        ):
+        async with _two_replicas(config, journal, handlers) as (a, b):
             heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fdead")
             await _until(a, heal_id, lambda h: h["phase"] == "verifying")
             await a.services.executor.stop_leases()  # A's heartbeat dies
@@ -135,14 +145,7 @@ async def test_two_alerts_on_one_target_on_two_replicas_never_act_at_once(
     target lock is the store's, not one process's)."""
     noop.gate = asyncio.Event()
     config = noop_config(tmp_path / "journal.db")
-    async with (
-        running_healer(
-            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
-        ) as a,
-        running_healer(
-            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
-        ) as b,
-    ):
+    async with _two_replicas(config, journal, handlers) as (a, b):
         first = await _post(a, {"alertname": "Poke", "target": "t1", "n": "1"}, "f0001")
         await _until(a, first, lambda h: h["phase"] == "acting")
         second = await _post(b, {"alertname": "Poke", "target": "t1", "n": "2"}, "f0002")
@@ -153,3 +156,37 @@ async def test_two_alerts_on_one_target_on_two_replicas_never_act_at_once(
         assert outcomes == Counter(["unverified", "suppressed"])
         assert "in flight" in suppressed["reason"]
         assert len(noop.acts) == 1
+
+
+async def test_a_heal_awaiting_approval_is_taken_over_and_acted_once_by_its_new_owner(
+    tmp_path: Path, journal: Journal, handlers: HandlerRegistry, noop: Noop
+) -> None:
+    """Replica A's heal waits for approval (``mode: approve``) when A stops renewing its
+    lease. B takes it over and goes on waiting on the same approval (same deadline, one
+    request on the timeline); an approval taken through A's API (any replica decides)
+    reaches B, which checks again and acts once; A never acts."""
+    config = noop_config(tmp_path / "journal.db")
+    config["rules"][0]["mode"] = "approve"
+    async with _two_replicas(config, journal, handlers) as (a, b):
+        heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fwait")
+        await _until(a, heal_id, lambda h: h["phase"] == "awaiting_approval")
+        asked = await a.services.journal.get_approval(heal_id)
+        await a.services.executor.stop_leases()  # A's heartbeat dies
+
+        await _until(b, heal_id, lambda h: h["owner"] == "replica-b")
+        deadline = time.monotonic() + 20
+        while b.sample("healer_heals_awaiting_approval", {"rule": "poke"}) != 1:
+            assert time.monotonic() < deadline, "B never waited on the approval"
+            await asyncio.sleep(0.05)
+        assert await b.services.journal.get_approval(heal_id) == asked
+        response = await a.client.post(
+            f"/api/v1/heals/{heal_id}/approve", json={"by": "ann"}, headers=a.admin_headers
+        )
+        assert response.status_code == 200, response.text
+
+        heal = await _until(b, heal_id, lambda h: h["phase"] == "done")
+        assert heal["outcome"] == "unverified", heal
+        assert [p.target for p in noop.acts] == ["t1"]
+        by = [(e["kind"], e["replica"]) for e in heal["timeline"]]
+        assert by.count(("act", "replica-b")) == 1 and ("act", "replica-a") not in by
+        assert [k for k, _ in by].count("approval_requested") == 1

@@ -5,15 +5,12 @@ through ``--url`` exactly as an operator's shell would."""
 from __future__ import annotations
 
 import argparse
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from structlog.testing import capture_logs
 
 from healer.admin_cli import DEFAULT_URL, base_url
 from healer.cli import build_parser, main
@@ -29,6 +26,7 @@ from tests.support.inprocess.gates import (
 )
 from tests.support.inprocess.inproc import healer_app
 from tests.support.inprocess.payloads import alert_payload
+from tests.support.inprocess.served import served
 from tests.support.servers.webhook import WebhookRecorder
 
 
@@ -41,22 +39,8 @@ def client(
         tmp_path, safety={"budget": {"max_actions": 1, "window": "1h"}}, notify=[webhook_notifier()]
     )
     app = healer_app(config, handlers=handlers, secrets=with_notify(webhook_recorder.url))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="healer-uvicorn", daemon=True)
-    with capture_logs():  # healer's own log lines stay out of the CLI's captured stdout
-        thread.start()
-        try:
-            wait_until(lambda: server.started, timeout=15, what="uvicorn to start")
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield http
-        finally:
-            server.should_exit = True
-            thread.join(15)
+    with served(app) as http:
+        yield http
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ once, fenced writes refused after a takeover, fleet-wide target locks, the repli
 every timeline entry (two store objects on the same storage are two replicas).
 PostgreSQL only: leases by expiry (a restarted replica waits for its own old leases),
 racing takeovers from three stores, a fenced write serialised with a takeover in flight,
-a schema-1 store migrated in place.
+a schema-1 store migrated in place. Approvals: decided once by racing replicas, tokens
+bound to their heal and used once, opened once (fenced) and listed while awaited.
 
 The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
 on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
@@ -44,6 +45,7 @@ from healer.store import (
 )
 from healer.store.postgres import schema as pg_schema
 from healer.store.postgres.store import PostgresOptions, PostgresStore
+from healer.store.types import token_hash
 from tests.support.servers.pgserver import private_postgres
 from tests.support.servers.postgres import Sessions, scratch_database
 
@@ -915,3 +917,96 @@ async def test_postgres_a_version_1_store_migrates_in_place_and_its_heals_are_ta
             assert [e["replica"] for e in after["timeline"]] == [None, "replica-new"]
         finally:
             await store.close()
+
+
+# ---- approvals (mode: approve) ---------------------------------------------------------
+
+
+async def test_racing_decisions_from_two_replicas_decide_an_approval_once(
+    replicas: list[Store],
+) -> None:
+    """Twelve racing approve/reject calls through two replicas (a double click, the API
+    and a button together) close the approval exactly once: one is ``decided``, the rest
+    find it ``done``, the timeline has one decision entry, and the heal's own ``close``
+    afterwards keeps the human's decision."""
+    a, b, _ = replicas
+    heal_id = await _started(a, "decide-race")
+    row, opened = await a.open_approval(heal_id, token_hash("t"), ["test:t"], time.time() + 60)
+    assert opened and row["decision"] is None and row["targets"] == ["test:t"]
+    verdicts = await asyncio.gather(
+        *(
+            (a if n % 2 else b).decide_approval(
+                heal_id, "approve" if n % 3 else "reject", by=f"user{n}", via="api"
+            )
+            for n in range(RACERS)
+        )
+    )
+    assert Counter(v.status for v in verdicts) == {"decided": 1, "done": RACERS - 1}
+    [won] = [v.approval for v in verdicts if v.status == "decided"]
+    assert won is not None and all(
+        v.approval is not None and v.approval["decided_by"] == won["decided_by"] for v in verdicts
+    )
+    heal = await a.get_heal(heal_id)
+    assert heal is not None and heal["phase"] == "awaiting_approval"
+    kinds = [e["kind"] for e in heal["timeline"]]
+    assert kinds.count("approval_requested") == 1
+    assert kinds.count("approved") + kinds.count("rejected") == 1
+    closed = await a.close_approval(heal_id, "expire")
+    assert closed is not None and closed["decision"] == won["decision"]
+
+
+async def test_an_approval_token_is_bound_to_its_heal_and_used_once(store: Store) -> None:
+    """Only the token's hash is stored; a wrong token (or another heal's) is refused as
+    ``bad_token`` and writes nothing; the right one decides; a second use finds it
+    ``done``; an unknown heal or one that never asked is ``unknown``; an expired one is
+    ``done``."""
+    one = await _started(store, "tok-1")
+    two = await _started(store, "tok-2")
+    await store.open_approval(one, token_hash("token-one"), ["test:t"], time.time() + 60)
+    await store.open_approval(two, token_hash("token-two"), ["test:t"], time.time() + 60)
+    wrong = await store.decide_approval(
+        one, "approve", by="@eve", via="mattermost", token_hash=token_hash("token-two")
+    )
+    assert wrong.status == "bad_token" and wrong.approval is None
+    assert (await store.get_approval(one) or {}).get("decision") is None
+    right = await store.decide_approval(
+        one, "approve", by="@al", via="mattermost", token_hash=token_hash("token-one")
+    )
+    assert right.status == "decided" and right.approval is not None
+    assert (right.approval["decision"], right.approval["decided_by"]) == ("approve", "@al")
+    again = await store.decide_approval(
+        one, "reject", by="@al", via="mattermost", token_hash=token_hash("token-one")
+    )
+    assert again.status == "done"
+    assert (await store.decide_approval("nope", "approve", by="x", via="api")).status == "unknown"
+    never = await _started(store, "tok-never")
+    assert (await store.decide_approval(never, "approve", by="x", via="api")).status == "unknown"
+    late = await _started(store, "tok-late")
+    await store.open_approval(late, token_hash("late"), ["test:t"], time.time() - 1)
+    assert (await store.decide_approval(late, "approve", by="x", via="api")).status == "done"
+    raw = str(await store.get_heal(one)) + str(await store.get_approval(one))
+    assert "token-one" not in raw and token_hash("token-one") not in raw
+
+
+async def test_an_approval_is_opened_once_fenced_and_listed_while_awaited(
+    replicas: list[Store],
+) -> None:
+    """Opening is fenced (another replica's open raises LeaseLost) and kept: asking again
+    (a resumed heal) returns the first approval, same deadline. While it waits the heal
+    is listed by ``phase=awaiting_approval`` and among the open approvals; once closed it
+    is in neither."""
+    a, b, _ = replicas
+    heal_id = await _started(a, "open-once")
+    deadline = time.time() + 60
+    with pytest.raises(LeaseLost):
+        await b.open_approval(heal_id, token_hash("b"), ["test:t"], deadline)
+    first, opened = await a.open_approval(heal_id, token_hash("a"), ["test:t"], deadline)
+    again, reopened = await a.open_approval(heal_id, token_hash("x"), ["other"], deadline + 99)
+    assert opened and not reopened and again == first
+    assert [h["id"] for h in await b.list_heals(phase="awaiting_approval")] == [heal_id]
+    assert [r["heal_id"] for r in await b.open_approvals()] == [heal_id]
+    closed = await a.close_approval(heal_id, "expire")
+    assert closed is not None and (closed["decision"], closed["via"]) == ("expire", "healer")
+    assert await b.open_approvals() == []
+    with pytest.raises(LeaseLost):
+        await b.close_approval(heal_id, "expire")

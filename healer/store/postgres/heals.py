@@ -319,6 +319,7 @@ async def get_heal(db: Conn, heal_id: str) -> HealDetail | None:
 _FILTERS = (
     "rule = ${}",
     "outcome = ${}",
+    "phase = ${}",
     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(heals.targets::jsonb) t WHERE t = ${})",
     "created_at < ${}",
 )
@@ -332,12 +333,13 @@ async def list_heals(
     target: str | None,
     limit: int,
     before: float | None,
+    phase: str | None = None,
 ) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``. The SQL text is
     built from the fixed clauses above only; every value is a parameter."""
     clauses: list[str] = []
     args: list[Any] = []
-    for sql, value in zip(_FILTERS, (rule, outcome, target, before), strict=True):
+    for sql, value in zip(_FILTERS, (rule, outcome, phase, target, before), strict=True):
         if value is not None:
             args.append(value)
             clauses.append(sql.format(len(args)))

@@ -10,7 +10,8 @@ than this healer's is refused before anything is written.
 Version 2 adds replicas (the SQLite schema's version 3): leases on heals, the replica on
 each timeline entry, target locks (columns added in place: a version-1 store keeps its
 rows; their ``replica`` is NULL and their heals unleased, taken over by the first
-replica that asks).
+replica that asks). Version 3 adds the ``approvals`` table (``mode: approve``; the
+SQLite schema's version 4).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from healer.errors import JournalUnavailable
-from healer.store.postgres import alerts, followups, gates, heals
+from healer.store.postgres import alerts, approvals, followups, gates, heals
 from healer.store.postgres.pool import Conn, lock, where
 
 VERSION_DDL = (
@@ -42,6 +43,7 @@ MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
     (1, "followups", followups.DDL),
     (1, "probe", PROBE_DDL),
     (2, "heals", heals.LEASES_DDL),
+    (3, "approvals", approvals.DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 # The tables a copy fills, in order, and that must all be empty to receive one.
@@ -54,6 +56,7 @@ TABLES = (
     "safety_circuits",
     "safety_pause",
     "follow_ups",
+    "approvals",
 )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from healer.redact import redact_dsn
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.postgres import alerts, followups, gates, heals, schema
+from healer.store.postgres import alerts, approvals, followups, gates, heals, schema
 from healer.store.postgres.pool import Conn, Pool
 
 
@@ -54,6 +54,7 @@ class PostgresStore(ModuleStore):
     _heals = heals
     _gates = gates
     _followups = followups
+    _approvals = approvals
 
     def __init__(
         self, pool: Pool, options: PostgresOptions, replica: st.Replica | None = None

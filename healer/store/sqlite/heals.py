@@ -327,11 +327,13 @@ def list_heals(
     target: str | None,
     limit: int,
     before: float | None,
+    phase: str | None = None,
 ) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``."""
     filters: tuple[tuple[str, str | float | None], ...] = (
         ("rule = ?", rule),
         ("outcome = ?", outcome),
+        ("phase = ?", phase),
         ("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)", target),
         ("created_at < ?", before),
     )

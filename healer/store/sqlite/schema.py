@@ -11,7 +11,8 @@ Version 1 (user_version 0, labels in each alert row) becomes version 2 in that o
 transaction: its ``alerts`` table is set aside as ``alerts_v1`` and its rows copied.
 Version 3 adds replicas: leases on heals, the replica on each timeline entry, target
 locks (columns added: a version-2 journal keeps its rows; their ``replica`` is NULL and
-their heals unleased, so the first start takes them over).
+their heals unleased, so the first start takes them over). Version 4 adds the
+``approvals`` table (``mode: approve``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from healer.errors import JournalUnavailable
-from healer.store.sqlite import alerts, followups, gates, heals
+from healer.store.sqlite import alerts, approvals, followups, gates, heals
 
 Statements = Sequence[str] | Callable[[sqlite3.Connection], Sequence[str]]
 
@@ -42,6 +43,7 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
     (2, "probe", PROBE_DDL),
     (2, "alerts", alerts.v1_copy),
     (3, "heals", heals.LEASES_DDL),
+    (4, "approvals", approvals.DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.sqlite import alerts, check, followups, gates, heals
+from healer.store.sqlite import alerts, approvals, check, followups, gates, heals
 from healer.store.sqlite.writer import SqliteWriter
 
 # The lease tokens of the stores open in this process (see the module's docstring).
@@ -35,6 +35,7 @@ class SqliteStore(ModuleStore):
     _heals = heals
     _gates = gates
     _followups = followups
+    _approvals = approvals
 
     def __init__(self, writer: SqliteWriter, replica: st.Replica | None = None) -> None:
         self.writer = writer

@@ -43,9 +43,11 @@ def demo_config(
     stable_for: str = "4s",
     timeout: str = "40s",
     overrides: dict[str, Any] | None = None,
+    mode: str = "auto",
 ) -> Path:
     """The shipped demo config, pointed at this run's Prometheus, journal and containers;
-    ``overrides`` replace top-level keys (e.g. ``shutdown_grace``, ``journal``, ``docker``)."""
+    ``overrides`` replace top-level keys (e.g. ``shutdown_grace``, ``journal``, ``docker``);
+    ``mode``: every rule's (auto, suggest, approve)."""
     config: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
     config["journal"] = str(workdir / "journal.db")
     config["prometheus"] = {"url": prometheus_url}
@@ -53,6 +55,7 @@ def demo_config(
     config["allow"] = [{"kind": "docker", "name": name_glob}]
     for rule in config["rules"]:
         rule["dry_run"] = dry_run
+        rule["mode"] = mode
     config.update(overrides or {})
     return write_config(workdir, config)
 
@@ -106,6 +109,7 @@ def start_loop(
     stable_for: str = "4s",
     timeout: str = "40s",
     overrides: dict[str, Any] | None = None,
+    mode: str = "auto",
 ) -> Loop:
     webhook_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
     healer_port = free_port()
@@ -127,6 +131,7 @@ def start_loop(
         stable_for=stable_for,
         timeout=timeout,
         overrides=overrides,
+        mode=mode,
     )
     proc = healer.start(
         config,
