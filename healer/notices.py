@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import structlog
 
 import healer
+from healer.redact import redact_data, redact_dsn
 from healer.timefmt import format_seconds
 
 if TYPE_CHECKING:
@@ -264,8 +265,20 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _TEXT_MAX else text[: _TEXT_MAX - 1] + "…"
 
 
+def redacted(n: HealNotice) -> HealNotice:
+    """``n`` with passwords masked wherever a handler or an error may have put one (text
+    leaving the process: healer/redact.py)."""
+    return replace(
+        n,
+        evidence=redact_data(dict(n.evidence)),
+        summary=redact_dsn(n.summary),
+        reason=redact_dsn(n.reason),
+    )
+
+
 def render(kind: str, n: HealNotice, public_url: str) -> dict[str, Any]:
-    """The body one notifier of ``kind`` is sent for ``n``."""
+    """The body one notifier of ``kind`` is sent for ``n`` (passwords masked)."""
+    n = redacted(n)
     url = heal_url(public_url, n.heal_id)
     if kind == "slack":
         headline = _headline(n, slack=True)
