@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.support.env import wait_until
+from tests.support.scenarios.faults import docker_restarts
 from tests.support.scenarios.loop import Loop
-from tests.support.servers.containers import restart_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.prometheus]
 
@@ -38,7 +38,7 @@ def test_suggest_never_touches_the_container(make_loop: Any) -> None:
     """``mode: suggest``: the heal ends ``suggested`` naming the container it would
     restart; dockerd restarted nothing, the container kept its start time and the alert
     still fires; healer_heals_total{outcome="suggested"} is 1."""
-    since = int(time.time()) - 1
+    since = time.time()
     loop = make_loop(mode="suggest")
     before = _started_at(loop)
     loop.service.break_()
@@ -48,7 +48,7 @@ def test_suggest_never_touches_the_container(make_loop: Any) -> None:
     assert "act" not in [e["kind"] for e in heal["timeline"]]
     assert _started_at(loop) == before
     assert loop.firing(), "the alert must still fire: nothing was done"
-    assert restart_events(loop.service.container.client, loop.service.name, since) == 0
+    assert docker_restarts(loop.service.container.client, loop.service.name, since) == 0
     assert loop.metric("healer_heals_total", {"outcome": "suggested"}) == 1
 
 
@@ -57,7 +57,7 @@ def test_two_approvals_together_restart_once(make_loop: Any) -> None:
     ``phase=awaiting_approval``) and the container is untouched; two approvals posted at
     once: one 200, one 409; dockerd shows exactly one restart and the heal ends
     ``recovered`` with one ``act`` entry and the winner as approver."""
-    since = int(time.time()) - 1
+    since = time.time()
     loop = make_loop(mode="approve")
     loop.service.break_()
     [waiting] = wait_until(
@@ -66,7 +66,7 @@ def test_two_approvals_together_restart_once(make_loop: Any) -> None:
         interval=0.5,
         what="a heal awaiting approval",
     )
-    assert restart_events(loop.service.container.client, loop.service.name, since) == 0
+    assert docker_restarts(loop.service.container.client, loop.service.name, since) == 0
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda by: _approve(loop, waiting["id"], by), ["ann", "ben"]))
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
@@ -78,4 +78,4 @@ def test_two_approvals_together_restart_once(make_loop: Any) -> None:
     assert kinds.count("act") == 1 and kinds.count("check") == 2
     [approved] = [e["data"] for e in heal["timeline"] if e["kind"] == "approved"]
     assert approved["by"] == won
-    assert restart_events(loop.service.container.client, loop.service.name, since) == 1
+    assert docker_restarts(loop.service.container.client, loop.service.name, since) == 1

@@ -8,6 +8,8 @@ on the same approval (same deadline)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,21 @@ async def awaiting(h: InProcessHealer, heal_id: str) -> None:
     await until(listed, what=f"heal {heal_id} awaiting approval")
 
 
+@asynccontextmanager
+async def waiting_heal(
+    tmp_path: Path, handlers: HandlerRegistry
+) -> AsyncIterator[tuple[InProcessHealer, Told, str]]:
+    """healer with rule ``poke`` in ``mode: approve`` (max_concurrent_heals 1), its
+    notices kept, and one heal of ``t1`` awaiting approval."""
+    secrets = Secrets(admin_token=ADMIN)
+    async with running_healer(approve_config(tmp_path), handlers=handlers, secrets=secrets) as h:
+        told = listen(h)
+        heal_id = await fire(h, "t1")
+        assert heal_id is not None
+        await awaiting(h, heal_id)
+        yield h, told, heal_id
+
+
 async def decide(
     h: InProcessHealer, heal_id: str, decision: str, by: str = "alice", **body: Any
 ) -> Any:
@@ -103,12 +120,7 @@ async def test_approve_waits_then_acts_once_on_a_double_approval(
     second heal, max_concurrent_heals 1, runs meanwhile); the first approval answers 200,
     the second 409; after approval the check runs again and the heal acts exactly once;
     the approver is on the timeline."""
-    secrets = Secrets(admin_token=ADMIN)
-    async with running_healer(approve_config(tmp_path), handlers=handlers, secrets=secrets) as h:
-        told = listen(h)
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        await awaiting(h, heal_id)
+    async with waiting_heal(tmp_path, handlers) as (h, told, heal_id):
         [request] = told.notices
         assert request.event == AWAITING and request.approval is not None
         assert len(request.approval.token) >= 40 and request.approval.targets == ("test:t1",)
@@ -141,12 +153,7 @@ async def test_a_rejected_heal_never_acts(
 ) -> None:
     """A rejection ends the heal ``rejected`` with who and why, nothing acted, a
     ``rejected`` notice naming the rejecter."""
-    secrets = Secrets(admin_token=ADMIN)
-    async with running_healer(approve_config(tmp_path), handlers=handlers, secrets=secrets) as h:
-        told = listen(h)
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        await awaiting(h, heal_id)
+    async with waiting_heal(tmp_path, handlers) as (h, told, heal_id):
         assert (await decide(h, heal_id, "reject", comment="not now")).status_code == 200
         heal = await h.wait_for_outcome(heal_id, timeout=15)
         assert heal["outcome"] == "rejected"
@@ -188,12 +195,7 @@ async def test_a_resolve_while_awaiting_ends_the_heal_no_action(
     """Alertmanager's resolve of the alert while the heal waits ends it ``no_action`` at
     once, with a ``no_action`` notice (the approval message's update); nothing acted, and
     an approval afterwards is 409."""
-    secrets = Secrets(admin_token=ADMIN)
-    async with running_healer(approve_config(tmp_path), handlers=handlers, secrets=secrets) as h:
-        told = listen(h)
-        heal_id = await fire(h, "t1")
-        assert heal_id is not None
-        await awaiting(h, heal_id)
+    async with waiting_heal(tmp_path, handlers) as (h, told, heal_id):
         await fire(h, "t1", status="resolved")
         heal = await h.wait_for_outcome(heal_id, timeout=5)
         assert heal["outcome"] == "no_action" and heal["reason"].startswith(

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,22 @@ def _replica(config: dict[str, Any], journal: Journal, name: str) -> dict[str, A
     }
 
 
+@asynccontextmanager
+async def _two_replicas(
+    config: dict[str, Any], journal: Journal, handlers: HandlerRegistry
+) -> AsyncIterator[tuple[InProcessHealer, InProcessHealer]]:
+    """``replica-a`` and ``replica-b`` of ``config`` on the shared journal."""
+    async with (
+        running_healer(
+            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
+        ) as a,
+        running_healer(
+            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
+        ) as b,
+    ):
+        yield a, b
+
+
 async def _until(
     h: InProcessHealer, heal_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 20.0
 ) -> dict[str, Any]:
@@ -92,14 +109,7 @@ async def test_a_dead_replicas_heal_is_taken_over_after_expiry_and_acted_once(
             tmp_path / "journal.db", stable_for="0s", timeout="60s", interval="0.1s"
         )
         config["prometheus"] = {"url": prom.url, "timeout": "2s"}
-        async with (
-            running_healer(
-                _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
-            ) as a,
-            running_healer(
-                _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
-            ) as b,
-        ):
+        async with _two_replicas(config, journal, handlers) as (a, b):
             heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fdead")
             await _until(a, heal_id, lambda h: h["phase"] == "verifying")
             await a.services.executor.stop_leases()  # A's heartbeat dies
@@ -135,14 +145,7 @@ async def test_two_alerts_on_one_target_on_two_replicas_never_act_at_once(
     target lock is the store's, not one process's)."""
     noop.gate = asyncio.Event()
     config = noop_config(tmp_path / "journal.db")
-    async with (
-        running_healer(
-            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
-        ) as a,
-        running_healer(
-            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
-        ) as b,
-    ):
+    async with _two_replicas(config, journal, handlers) as (a, b):
         first = await _post(a, {"alertname": "Poke", "target": "t1", "n": "1"}, "f0001")
         await _until(a, first, lambda h: h["phase"] == "acting")
         second = await _post(b, {"alertname": "Poke", "target": "t1", "n": "2"}, "f0002")
@@ -164,14 +167,7 @@ async def test_a_heal_awaiting_approval_is_taken_over_and_acted_once_by_its_new_
     reaches B, which checks again and acts once; A never acts."""
     config = noop_config(tmp_path / "journal.db")
     config["rules"][0]["mode"] = "approve"
-    async with (
-        running_healer(
-            _replica(config, journal, "replica-a"), handlers=handlers, secrets=journal.secrets
-        ) as a,
-        running_healer(
-            _replica(config, journal, "replica-b"), handlers=handlers, secrets=journal.secrets
-        ) as b,
-    ):
+    async with _two_replicas(config, journal, handlers) as (a, b):
         heal_id = await _post(a, {"alertname": "Poke", "target": "t1"}, "fwait")
         await _until(a, heal_id, lambda h: h["phase"] == "awaiting_approval")
         asked = await a.services.journal.get_approval(heal_id)

@@ -8,7 +8,6 @@ import gc
 import os
 import shutil
 import tempfile
-import time
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,22 +20,6 @@ from docker.models.containers import Container
 
 from tests.support.env import require_service
 from tests.support.servers.service import DemoService, start_service
-
-
-def restart_events(client: Any, name: str, since: int) -> int:
-    """How many times dockerd says it restarted ``name`` since ``since`` (epoch seconds;
-    a bounded read: until now)."""
-    events = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"container": name, "event": "restart"},
-    )
-    try:
-        return sum(1 for _ in events)
-    finally:
-        events.close()
-
 
 TEST_LABEL = "healer-test"
 TEST_LABEL_VALUE = "1"
