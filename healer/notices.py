@@ -94,7 +94,7 @@ _EVIDENCE_LINES = 6
 _LINE_MAX = 200
 _TEXT_MAX = 2800  # below Slack's 3000 characters per section
 _LABELS_SHOWN = 6
-_REMEMBERED = 10_000  # heals whose facts are kept for their later notices
+_REMEMBERED = 2_000  # heals whose facts are kept for their later notices (running ones)
 _TOLD_ONCE = 10_000  # alerts told not_recovered
 
 
@@ -485,10 +485,16 @@ class HealNotices:
         return self.active and self._config is not None and tells(self._config, rule, event)
 
     def check_found(
-        self, heal_id: str, *, evidence: Mapping[str, Any], targets: Sequence[str]
+        self,
+        heal_id: str,
+        *,
+        evidence: Mapping[str, Any],
+        targets: Sequence[str],
+        rule: str | None = None,
     ) -> None:
-        """Remember what check found, for the heal's later notices (nothing is sent)."""
-        if self.active:
+        """Remember what check found, for the heal's later notices (nothing is sent), if
+        the heal's ``rule`` tells anything at all."""
+        if self.active and any(self.tells(rule, e) for e in EVENTS):
             self._remember(heal_id, {"evidence": dict(evidence), "targets": tuple(targets)})
 
     def notice(self, notice: HealNotice) -> None:
