@@ -703,7 +703,7 @@ class Executor:
             "check",
             {"act": check.act, "reason": check.reason, "evidence": check.evidence, "targets": keys},
         )
-        self._notices.check_found(heal_id, evidence=check.evidence, targets=keys)
+        self._notices.check_found(heal_id, evidence=check.evidence, targets=keys, rule=job.rule)
         if not check.act:
             raise _End(Outcome.NO_ACTION, check.reason or "check found nothing to do")
         if not check.targets:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import structlog
 
 import healer
+from healer.redact import redact_data, redact_dsn
 from healer.timefmt import format_seconds
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ _EVIDENCE_LINES = 6
 _LINE_MAX = 200
 _TEXT_MAX = 2800  # below Slack's 3000 characters per section
 _LABELS_SHOWN = 6
-_REMEMBERED = 10_000  # heals whose facts are kept for their later notices
+_REMEMBERED = 2_000  # heals whose facts are kept for their later notices (running ones)
 _TOLD_ONCE = 10_000  # alerts told not_recovered
 
 
@@ -264,8 +265,20 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _TEXT_MAX else text[: _TEXT_MAX - 1] + "…"
 
 
+def redacted(n: HealNotice) -> HealNotice:
+    """``n`` with passwords masked wherever a handler or an error may have put one (text
+    leaving the process: healer/redact.py)."""
+    return replace(
+        n,
+        evidence=redact_data(dict(n.evidence)),
+        summary=redact_dsn(n.summary),
+        reason=redact_dsn(n.reason),
+    )
+
+
 def render(kind: str, n: HealNotice, public_url: str) -> dict[str, Any]:
-    """The body one notifier of ``kind`` is sent for ``n``."""
+    """The body one notifier of ``kind`` is sent for ``n`` (passwords masked)."""
+    n = redacted(n)
     url = heal_url(public_url, n.heal_id)
     if kind == "slack":
         headline = _headline(n, slack=True)
@@ -472,10 +485,16 @@ class HealNotices:
         return self.active and self._config is not None and tells(self._config, rule, event)
 
     def check_found(
-        self, heal_id: str, *, evidence: Mapping[str, Any], targets: Sequence[str]
+        self,
+        heal_id: str,
+        *,
+        evidence: Mapping[str, Any],
+        targets: Sequence[str],
+        rule: str | None = None,
     ) -> None:
-        """Remember what check found, for the heal's later notices (nothing is sent)."""
-        if self.active:
+        """Remember what check found, for the heal's later notices (nothing is sent), if
+        the heal's ``rule`` tells anything at all."""
+        if self.active and any(self.tells(rule, e) for e in EVENTS):
             self._remember(heal_id, {"evidence": dict(evidence), "targets": tuple(targets)})
 
     def notice(self, notice: HealNotice) -> None:

@@ -231,7 +231,8 @@ def test_a_message_says_what_fired_what_check_found_what_was_done_and_how_it_end
 def test_alert_text_cannot_ping_format_or_flood_a_message() -> None:
     """Label values and evidence come from alerts and handlers: Slack control sequences
     are escaped, backticks cannot close a code span, newlines stay out, long values and
-    many evidence keys are cut to a few bounded lines."""
+    many evidence keys are cut to a few bounded lines; passwords in evidence, reasons and
+    summaries are masked."""
     n = notice(
         "failed",
         labels={"alertname": "X", "who": "<!channel> `x`\nnext"},
@@ -241,6 +242,14 @@ def test_alert_text_cannot_ping_format_or_flood_a_message() -> None:
     assert "<!channel>" not in slack and "&lt;!channel&gt;" in slack
     assert "`x`" not in slack and "\nnext" not in slack
     assert len(slack) <= 3000
+    leaky = notice(
+        "failed",
+        evidence={"dsn": "postgresql://app:hunter2@db/app"},
+        reason="connect failed: password=hunter2",
+        summary="tried postgresql://app:hunter2@db/app",
+    )
+    for kind in ("slack", "mattermost", "webhook"):
+        assert "hunter2" not in json.dumps(render(kind, leaky, PUBLIC)), kind
     lines = evidence_lines(n.evidence)
     assert len(lines) == 7 and lines[-1] == "… and 14 more"
     assert all(len(line) <= 210 for line in lines)
