@@ -69,6 +69,7 @@ from tests.support import (
     connect_docker,
     remove_labelled_containers,
 )
+from tests.support.servers.docker_events import EventRecorder
 from tests.support.servers.exporters import (
     BlackboxExporterFactory,
     CadvisorFactory,
@@ -95,6 +96,8 @@ def _stopped_after(factory: F) -> Iterator[F]:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     client = connect_docker()
+    # dockerd's events, recorded live from here on (tests/support/servers/docker_events.py)
+    recorder = EventRecorder(client)
     try:
         remove_labelled_containers(client)  # safety net: leftovers of a killed run
         yield client
@@ -102,6 +105,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         try:
             remove_labelled_containers(client)
         finally:
+            recorder.close()
             client.close()
 
 

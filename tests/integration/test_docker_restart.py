@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.inprocess.inproc import running_healer
 from tests.support.inprocess.payloads import alert_payload
+from tests.support.servers.docker_events import container_events
 
 pytestmark = pytest.mark.docker
 
@@ -37,17 +38,10 @@ def _config(tmp_path: Path, allow_glob: str, **rule: Any) -> dict[str, Any]:
 
 
 def _restart_events(client, name: str, since: int) -> int:
-    """How many times dockerd says it restarted ``name`` since ``since`` (bounded read)."""
-    events = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"container": name, "event": "restart"},
+    """How many times dockerd says it restarted ``name`` since ``since``."""
+    return len(
+        container_events(client, since=since, filters={"container": name, "event": "restart"})
     )
-    try:
-        return sum(1 for _ in events)
-    finally:
-        events.close()
 
 
 def _started_at(container) -> str:

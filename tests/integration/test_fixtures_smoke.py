@@ -18,20 +18,17 @@ from tests.support import (
     require_service,
     wait_until,
 )
+from tests.support.servers.docker_events import container_events
 
 
 def _kill_signals(svc: DemoService, since: float) -> list[str]:
     """The signals dockerd sent the container since ``since`` (its ``kill`` events)."""
-    events = svc.container.client.events(
+    events = container_events(
+        svc.container.client,
         since=int(since) - 1,
-        until=int(time.time()) + 1,
-        decode=True,
         filters={"container": svc.container.id, "event": "kill"},
     )
-    try:
-        return [e["Actor"]["Attributes"]["signal"] for e in events]
-    finally:
-        events.close()
+    return [e["Actor"]["Attributes"]["signal"] for e in events]
 
 
 def _prom_value(prom: PromInstance, expr: str) -> str | None:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.inprocess.inproc import running_healer
 from tests.support.inprocess.inproc import timeline_event as event
+from tests.support.servers.docker_events import container_events
 
 WAIT = 30.0
 
@@ -64,14 +65,8 @@ async def trigger(
 
 
 def events_of(client: Any, names: list[str], since: int) -> list[dict[str, Any]]:
-    """dockerd's events for ``names`` since ``since`` (bounded read, oldest first)."""
-    stream = client.events(
-        since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container"}
-    )
-    try:
-        return [e for e in stream if e.get("Actor", {}).get("Attributes", {}).get("name") in names]
-    finally:
-        stream.close()
+    """dockerd's container events for ``names`` since ``since``, oldest first."""
+    return container_events(client, since=since, filters={"container": names})
 
 
 def _odoo_services(containers: Any) -> tuple[str, list[str], list[Any]]:

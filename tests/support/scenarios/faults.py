@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import httpx
 
 from tests.support.env import free_port, wait_until
 from tests.support.scenarios.loop import DEMO_RULES, Loop, demo_config
+from tests.support.servers.docker_events import container_events
 from tests.support.servers.processes import (
     AlertmanagerFactory,
     AMInstance,
@@ -179,16 +179,11 @@ def journal_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
 def docker_restarts(client: docker.DockerClient, container: str, since: float) -> int:
     """How many times dockerd restarted ``container`` since ``since`` (epoch seconds):
     dockerd's own ``restart`` events, not healer's word for it."""
-    events = client.events(
-        since=int(since) - 1,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"container": container, "event": "restart"},
+    return len(
+        container_events(
+            client, since=int(since) - 1, filters={"container": container, "event": "restart"}
+        )
     )
-    try:
-        return sum(1 for _ in events)
-    finally:
-        events.close()
 
 
 def kinds(heal: dict[str, Any]) -> list[str]:
