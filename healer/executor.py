@@ -352,9 +352,18 @@ class Executor:
             if row["id"] in self._mine() or row["id"] in self._lost:
                 continue
             job = HealJob.from_row(row)
-            self._bind(job).warning("adopting a heal nothing ran", phase=row["phase"])
-            if row["phase"] == Phase.PENDING:
-                self.submit(job)  # as if just ingested: it never started
+            phase = Phase(row["phase"])
+            self._bind(job).warning("adopting a heal nothing ran", phase=str(phase))
+            if phase in (Phase.PENDING, Phase.CHECKING):
+                # Nothing acted, and healer never went down (its task stopped on a store
+                # error, or never started): run it again as a fresh heal.
+                try:
+                    await self._journal.add_event(
+                        job.heal_id, phase, "adopted", {"from": str(phase)}, fenced=True
+                    )
+                except LeaseLost:
+                    continue
+                self.submit(job)
             else:
                 await self._resume_rows([row])
 
