@@ -61,11 +61,6 @@ def _config(tmp_path: Path, prometheus_url: str, allow: str) -> Path:
         yaml.safe_dump(
             {
                 "journal": str(tmp_path / "journal.db"),
-                # The test's own client keeps its one connection through the flood, as a
-                # sender reusing a kept-alive connection does: never displaced, and not
-                # closed by keep_alive while the flood builds up on a loaded machine (a
-                # reuse racing that close is reset: the client's error, not healer's).
-                "server": {"keep_alive": "600s"},
                 "prometheus": {"url": prometheus_url, "timeout": "5s"},
                 "verify": {"stable_for": "15s", "timeout": "120s"},
                 "allow": [{"kind": "docker", "name": allow}],
