@@ -25,9 +25,11 @@ from healer.store.types import (
     HealRow,
     PauseRow,
     ReceivedAlert,
+    Replica,
     StepRow,
     TakenHeal,
     alert_key_time,
+    dumps,
 )
 
 # (fingerprint, starts_at, status) of one stored alert row.
@@ -260,3 +262,45 @@ def judge_decision(
     if row["decision"] is not None or heal_phase == "done" or row["expires_at"] <= now:
         return ApprovalVerdict("done", approval_row(row))
     return None
+
+
+HEAL_COLUMNS = (
+    "id", "created_at", "updated_at", "source", "rule", "handler", "fingerprint",
+    "alert_starts_at", "labels", "annotations", "params", "verify", "dry_run", "phase",
+    "owner", "lease_token", "lease_until",
+)  # fmt: skip
+"""The columns of a new heal row, in the order of :func:`new_heal_values`."""
+
+
+def new_heal_values(
+    heal_id: str,
+    created: float,
+    now: float,
+    source: str,
+    plan: HealPlan,
+    alert: ReceivedAlert | None,
+    labels: Mapping[str, str] | None,
+    annotations: Mapping[str, str] | None,
+    me: Replica,
+) -> tuple[Any, ...]:
+    """A new pending heal's row (:data:`HEAL_COLUMNS`), leased to ``me``: the same values
+    for both stores, only the placeholders differ."""
+    return (
+        heal_id,
+        created,
+        now,
+        source,
+        plan.rule,
+        plan.handler,
+        alert.fingerprint if alert else None,
+        alert.starts_at.isoformat() if alert else None,
+        dumps(labels or {}),
+        dumps(annotations or {}),
+        dumps(plan.params),
+        dumps(plan.verify),
+        int(plan.dry_run),
+        "pending",
+        me.id,
+        me.token,
+        now + me.lease_ttl,
+    )

@@ -171,6 +171,10 @@ async def unlock_target(db: Conn, target: str, heal_id: str, me: Replica) -> Non
     )
 
 
+_PLACEHOLDERS = ",".join(f"${i}" for i in range(1, len(rows.HEAL_COLUMNS) + 1))
+_INSERT_HEAL = f"INSERT INTO heals ({', '.join(rows.HEAL_COLUMNS)}) VALUES ({_PLACEHOLDERS})"
+
+
 async def insert_heal(
     db: Conn,
     plan: HealPlan,
@@ -190,27 +194,12 @@ async def insert_heal(
     await lock(db, _CREATED)
     last = await db.fetchval("SELECT MAX(created_at) FROM heals")
     created = now if last is None or now > last else math.nextafter(last, math.inf)
+    values = rows.new_heal_values(
+        heal_id, created, now, source, plan, alert, labels, annotations, me
+    )
     await db.execute(
-        "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
-        " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
-        " lease_token, lease_until)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,'pending',$14,$15,$16)",
-        heal_id,
-        created,
-        now,
-        source,
-        plan.rule,
-        plan.handler,
-        alert.fingerprint if alert else None,
-        alert.starts_at.isoformat() if alert else None,
-        dumps(labels or {}),
-        dumps(annotations or {}),
-        dumps(plan.params),
-        dumps(plan.verify),
-        int(plan.dry_run),
-        me.id,
-        me.token,
-        now + me.lease_ttl,
+        _INSERT_HEAL,
+        *values,
     )
     data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}
     if received_at is not None:

@@ -184,6 +184,10 @@ def unlock_target(db: sqlite3.Connection, target: str, heal_id: str, me: Replica
     )
 
 
+_PLACEHOLDERS = ",".join("?" * len(rows.HEAL_COLUMNS))
+_INSERT_HEAL = f"INSERT INTO heals ({', '.join(rows.HEAL_COLUMNS)}) VALUES ({_PLACEHOLDERS})"
+
+
 def insert_heal(
     db: sqlite3.Connection,
     plan: HealPlan,
@@ -204,28 +208,12 @@ def insert_heal(
     # increasing, or heals created in one instant (one webhook POST) fall between pages.
     last = db.execute("SELECT MAX(created_at) FROM heals").fetchone()[0]
     created = now if last is None or now > last else math.nextafter(last, math.inf)
+    values = rows.new_heal_values(
+        heal_id, created, now, source, plan, alert, labels, annotations, me
+    )
     db.execute(
-        "INSERT INTO heals (id, created_at, updated_at, source, rule, handler, fingerprint,"
-        " alert_starts_at, labels, annotations, params, verify, dry_run, phase, owner,"
-        " lease_token, lease_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
-        (
-            heal_id,
-            created,
-            now,
-            source,
-            plan.rule,
-            plan.handler,
-            alert.fingerprint if alert else None,
-            alert.starts_at.isoformat() if alert else None,
-            dumps(labels or {}),
-            dumps(annotations or {}),
-            dumps(plan.params),
-            dumps(plan.verify),
-            int(plan.dry_run),
-            me.id,
-            me.token,
-            now + me.lease_ttl,
-        ),
+        _INSERT_HEAL,
+        values,
     )
     data: dict[str, Any] = {"rule": plan.rule, "handler": plan.handler, "dry_run": plan.dry_run}
     if received_at is not None:
