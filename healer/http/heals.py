@@ -177,12 +177,21 @@ async def list_heals(
     limit: int = Query(default=50, ge=1, le=500),
     before: float | None = Query(default=None, description="page: next_before of the last page"),
     phase: Phase | None = None,
+    since: float | None = Query(
+        default=None, description="only heals created at or after this time (epoch seconds)"
+    ),
 ) -> dict[str, Any]:
-    """Heals, newest first, filterable by rule, outcome, target and phase."""
+    """Heals, newest first, filterable by rule, outcome, target, phase and time."""
     svc = services(request)
     require_admin(request, svc.secrets, reading=True)
     heals = await svc.journal.list_heals(
-        rule=rule, outcome=outcome, target=target, limit=limit, before=before, phase=phase
+        rule=rule,
+        outcome=outcome,
+        target=target,
+        limit=limit,
+        before=before,
+        phase=phase,
+        since=since,
     )
     next_before = heals[-1]["created_at"] if len(heals) == limit else None
     return {"heals": redact_data(heals), "next_before": next_before}

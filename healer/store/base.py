@@ -158,6 +158,7 @@ class ModuleStore:
         limit: int = 50,
         before: float | None = None,
         phase: str | None = None,
+        since: float | None = None,
     ) -> list[st.HealRow]:
         return cast(
             list[st.HealRow],
@@ -170,6 +171,7 @@ class ModuleStore:
                     limit=limit,
                     before=before,
                     phase=phase,
+                    since=since,
                 )
             ),
         )

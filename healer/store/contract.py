@@ -194,10 +194,12 @@ class Store(Protocol):
         limit: int = 50,
         before: float | None = None,
         phase: str | None = None,
+        since: float | None = None,
     ) -> list[HealRow]:
         """Heals newest first (``created_at`` unique and increasing); page with
         ``before=<created_at of the last row>``. ``phase``: only heals in that phase
-        (``awaiting_approval``: the heals waiting for a human)."""
+        (``awaiting_approval``: the heals waiting for a human). ``since``: only heals
+        created at or after this time (epoch seconds)."""
         ...
 
     async def unfinished(self) -> list[HealRow]:

@@ -263,6 +263,7 @@ async def test_a_heal_lifecycle_and_its_timeline_in_order(store: Store) -> None:
     assert [h["id"] for h in await store.list_heals(target="test:t")] == [heal_id]
     [newest] = await store.list_heals(limit=1)
     assert [h["id"] for h in await store.list_heals(before=newest["created_at"])] == [heal_id]
+    assert [h["id"] for h in await store.list_heals(since=newest["created_at"])] == [manual]
 
 
 async def test_unfinished_heals_are_found_after_a_reopen(backend: Backend) -> None:

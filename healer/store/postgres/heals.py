@@ -311,6 +311,7 @@ _FILTERS = (
     "phase = ${}",
     "EXISTS (SELECT 1 FROM jsonb_array_elements_text(heals.targets::jsonb) t WHERE t = ${})",
     "created_at < ${}",
+    "created_at >= ${}",
 )
 
 
@@ -323,12 +324,13 @@ async def list_heals(
     limit: int,
     before: float | None,
     phase: str | None = None,
+    since: float | None = None,
 ) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``. The SQL text is
     built from the fixed clauses above only; every value is a parameter."""
     clauses: list[str] = []
     args: list[Any] = []
-    for sql, value in zip(_FILTERS, (rule, outcome, phase, target, before), strict=True):
+    for sql, value in zip(_FILTERS, (rule, outcome, phase, target, before, since), strict=True):
         if value is not None:
             args.append(value)
             clauses.append(sql.format(len(args)))

@@ -316,6 +316,7 @@ def list_heals(
     limit: int,
     before: float | None,
     phase: str | None = None,
+    since: float | None = None,
 ) -> list[HealRow]:
     """Newest first; page with ``before=<created_at of the last row>``."""
     filters: tuple[tuple[str, str | float | None], ...] = (
@@ -324,6 +325,7 @@ def list_heals(
         ("phase = ?", phase),
         ("EXISTS (SELECT 1 FROM json_each(heals.targets) WHERE value = ?)", target),
         ("created_at < ?", before),
+        ("created_at >= ?", since),
     )
     clauses = [sql for sql, value in filters if value is not None]
     args = [value for _, value in filters if value is not None]
