@@ -22,6 +22,8 @@ APT_PACKAGES=(
     haproxy
     wrk
     python3-venv
+    chromium
+    chromium-driver
 )
 
 is_installed() {
