@@ -1,5 +1,5 @@
-"""``healer pause | resume | circuits | circuit-close | heals | approve | reject``: talk to
-the running daemon's HTTP API.
+"""``healer pause | resume | circuits | circuit-close | heals | heal | approve | reject``:
+talk to the running daemon's HTTP API.
 
 Usage::
 
@@ -7,7 +7,8 @@ Usage::
     healer resume
     healer circuits [--all] [--json]
     healer circuit-close RULE [--target docker:web-1]
-    healer heals [--awaiting] [--limit 20] [--json]
+    healer heals [--rule R] [--outcome O] [--target T] [--since 1h] [--awaiting] [--json]
+    healer heal HEAL_ID [--json]
     healer approve HEAL_ID [--by alice] [--comment "go"]
     healer reject HEAL_ID [--by alice] [--comment "not now"]
 
@@ -25,14 +26,19 @@ import getpass
 import json
 import os
 import sys
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
+from healer.history_view import heal_report, heals_table, printable, when
+from healer.outcomes import Outcome
+from healer.units import parse_duration
+
 if TYPE_CHECKING:
-    from healer.store.types import CircuitRow, HealRow
+    from healer.store.types import CircuitRow
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 _TIMEOUT = 10.0
@@ -76,12 +82,32 @@ def add_parsers(sub: Any) -> None:
     )
     close.add_argument("rule")
     close.add_argument("--target", help="only this target, e.g. docker:web-1")
-    heals = sub.add_parser("heals", parents=[common], help="list recent heals")
+    heals = sub.add_parser(
+        "heals", parents=[common], help="list heals, newest first, as a table (or --json)"
+    )
+    heals.add_argument("--rule", help="only this rule's heals")
+    heals.add_argument(
+        "--outcome",
+        choices=[o.value for o in Outcome],
+        metavar="OUTCOME",
+        help="only heals that ended so: " + ", ".join(o.value for o in Outcome),
+    )
+    heals.add_argument("--target", help="only heals that acted on this target, e.g. docker:web-1")
+    heals.add_argument(
+        "--since", metavar="DURATION", help="only heals created in the last DURATION, e.g. 1h, 7d"
+    )
     heals.add_argument(
         "--awaiting", action="store_true", help="only heals awaiting approval (mode: approve)"
     )
-    heals.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    heals.add_argument(
+        "--limit", type=_limit, default=20, help="at most this many, 1-500 (default 20)"
+    )
     heals.add_argument("--json", action="store_true", help="print the API's JSON")
+    heal = sub.add_parser(
+        "heal", parents=[common], help="show one heal: what it saw and did, step by step"
+    )
+    heal.add_argument("heal_id")
+    heal.add_argument("--json", action="store_true", help="print the API's JSON")
     for name, what in (
         ("approve", "approve a heal awaiting approval: it checks again, then acts"),
         ("reject", "reject a heal awaiting approval: it ends rejected"),
@@ -90,6 +116,16 @@ def add_parsers(sub: Any) -> None:
         decide.add_argument("heal_id")
         decide.add_argument("--by", help="who decides (default: $USER)")
         decide.add_argument("--comment", help="why (journaled with the decision)")
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 500")
+    return value
 
 
 class _Usage(Exception):
@@ -128,12 +164,6 @@ def _token(args: argparse.Namespace) -> str | None:
         raise _Usage(str(exc)) from None
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def run(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     """Run one admin command; ``client`` (tests) replaces the one built from ``--url``."""
     try:
@@ -147,6 +177,9 @@ def run(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
     http = client if client is not None else httpx.Client(base_url=url, timeout=_TIMEOUT)
     try:
         return _run(args, http, headers)
+    except _Usage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except httpx.HTTPError as exc:
         # An HTTP client's error may quote the request's headers: the token never shows.
         text = str(exc).replace(token, "***") if token else str(exc)
@@ -167,6 +200,21 @@ def _answer(resp: httpx.Response) -> dict[str, Any] | None:
     detail = (body.get("error") or body.get("detail")) if isinstance(body, dict) else None
     print(f"error: HTTP {resp.status_code}: {detail or resp.text[:200]}", file=sys.stderr)
     return None
+
+
+def _heals_query(args: argparse.Namespace) -> dict[str, Any]:
+    query: dict[str, Any] = {"limit": args.limit}
+    for name in ("rule", "outcome", "target"):
+        if getattr(args, name):
+            query[name] = getattr(args, name)
+    if args.awaiting:
+        query["phase"] = "awaiting_approval"
+    if args.since:
+        try:
+            query["since"] = time.time() - parse_duration(args.since)
+        except ValueError as exc:
+            raise _Usage(f"--since: {exc}") from None
+    return query
 
 
 def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) -> int:
@@ -207,16 +255,21 @@ def _run(args: argparse.Namespace, http: httpx.Client, headers: dict[str, str]) 
             _print_circuits(body["circuits"])
         return 0
     if args.command == "heals":
-        query: dict[str, Any] = {"limit": args.limit}
-        if args.awaiting:
-            query["phase"] = "awaiting_approval"
-        body = _answer(http.get("/api/v1/heals", headers=headers, params=query))
+        body = _answer(http.get("/api/v1/heals", headers=headers, params=_heals_query(args)))
         if body is None:
             return 1
         if args.json:
             print(json.dumps(body, indent=2))
+        elif not body["heals"]:
+            print("no heal awaiting approval" if args.awaiting else "no heals")
         else:
-            _print_heals(body["heals"], awaiting=args.awaiting)
+            print(heals_table(body["heals"]))
+        return 0
+    if args.command == "heal":
+        body = _answer(http.get(f"/api/v1/heals/{quote(args.heal_id, safe='')}", headers=headers))
+        if body is None:
+            return 1
+        print(json.dumps(body, indent=2) if args.json else heal_report(body))
         return 0
     if args.command in ("approve", "reject"):
         by = args.by or os.environ.get("USER") or getpass.getuser()
@@ -245,25 +298,13 @@ def _print_circuits(circuits: list[CircuitRow]) -> None:
         return
     for c in circuits:
         closes = (
-            f"closes {_when(c.get('closes_at'))} if quiet"
+            f"closes {when(c.get('closes_at'))} if quiet"
             if c["state"] == "open"
-            else f"closed {_when(c['closed_at'])} by {c['closed_by']}"
+            else f"closed {when(c['closed_at'])} by {c['closed_by']}"
         )
         told = "escalated" if c["escalated_by"] else "not escalated"
         print(
-            f"{c['state']:6}  {c['rule']}  {c['target']}  since {_when(c['opened_at'])}  "
-            f"{told}, {c['suppressed']} suppressed, {closes}\n        {c['reason']}"
-        )
-
-
-def _print_heals(heals: list[HealRow], *, awaiting: bool) -> None:
-    if not heals:
-        print("no heal awaiting approval" if awaiting else "no heals")
-        return
-    for h in heals:
-        state = h["outcome"] or h["phase"]
-        targets = ", ".join(h["targets"]) or "-"
-        print(
-            f"{h['id']}  {_when(h['created_at'])}  {h['rule'] or h['handler']}  {state}  "
-            f"{targets}" + (f"\n        {h['reason']}" if h["reason"] else "")
+            f"{c['state']:6}  {printable(c['rule'])}  {printable(c['target'])}  "
+            f"since {when(c['opened_at'])}  {told}, {c['suppressed']} suppressed, {closes}"
+            f"\n        {printable(c['reason'])}"
         )

@@ -1,5 +1,6 @@
 """``healer`` command line: serve, check-config, journal check / migrate / copy, --version;
-pause, resume, circuits and circuit-close talk to a running daemon (healer/admin_cli.py)."""
+pause, resume, circuits, circuit-close, heals, heal, approve and reject talk to a running
+daemon (healer/admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "json", "console"),
         default="auto",
         help="log format (auto: JSON unless stderr is a terminal)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="override the file's log.level (default info)",
     )
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
@@ -273,7 +279,8 @@ def serve(args: argparse.Namespace) -> int:
     from healer.server import serve_app
     from healer.store.factory import check_can_open, journal_target
 
-    configure_logging(json={"auto": None, "json": True, "console": False}[args.log_format])
+    log_json = {"auto": None, "json": True, "console": False}[args.log_format]
+    configure_logging(json=log_json, level=args.log_level or "info")
     if args.config is None:
         print("error: give --config FILE or set HEALER_CONFIG", file=sys.stderr)
         return 2
@@ -298,6 +305,8 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_errors(args.config, exc)
         return 1
+    if args.log_level is None and config.log.level != "info":
+        configure_logging(json=log_json, level=config.log.level)
     if args.replica_id is not None:
         try:
             config = config.with_replica_id(args.replica_id)
@@ -327,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "circuits",
         "circuit-close",
         "heals",
+        "heal",
         "approve",
         "reject",
     ):

@@ -361,6 +361,17 @@ class ServerConfig(_Frozen):
 
 # --- end server ---
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogConfig(_Frozen):
+    """What healer logs: ``level`` (``serve --log-level`` overrides it) and the level of
+    the one line per accepted webhook request (``debug`` keeps a busy Alertmanager's
+    re-sends out of an info log; the count is healer_webhook_requests_total)."""
+
+    level: LogLevel = "info"
+    requests: Literal["debug", "info"] = "info"
+
 
 class ReplicaConfig(_Frozen):
     """This healer as one replica of a fleet sharing one store: its id (on every timeline
@@ -402,6 +413,7 @@ class HealerConfig(_Frozen):
     # How long a stopping healer lets running heals finish before journaling them interrupted.
     shutdown_grace: Annotated[Duration, Field(le=3600)] = 10.0
     server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
     prometheus: PrometheusConfig = PrometheusConfig()
     webhook: WebhookConfig = WebhookConfig()
     admin: AdminConfig = AdminConfig()

@@ -11,6 +11,7 @@ never waits for a handler:
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -124,7 +125,8 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
     for status, count in (("firing", firing), ("resolved", len(alerts) - firing)):
         if count:
             svc.metrics.alerts_received.labels(status=status).inc(count)
-    log.info(
+    log.log(
+        logging.DEBUG if svc.config.log.requests == "debug" else logging.INFO,
         "webhook accepted",
         alerts=len(alerts),
         started=len(started),

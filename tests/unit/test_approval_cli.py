@@ -77,8 +77,8 @@ def test_list_approve_and_approve_again(
     assert capsys.readouterr().out == "no heal awaiting approval\n"
     heal_id = waiting_heal(client, "t1")
     assert cli(client, "heals", "--awaiting") == 0
-    [line] = capsys.readouterr().out.splitlines()
-    assert line.startswith(heal_id) and "awaiting_approval  test:t1" in line
+    _, line = capsys.readouterr().out.splitlines()  # header, one row
+    assert line.startswith(heal_id) and "awaiting_approval (running)  test:t1" in line
     assert cli(client, "approve", heal_id, "--comment", "go") == 0
     assert capsys.readouterr().out == f"approved heal {heal_id} as carol (targets: test:t1)\n"
     assert ended(client, heal_id)["outcome"] == "unverified" and len(noop.acts) == 1
