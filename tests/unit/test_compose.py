@@ -4,6 +4,7 @@ proxy, and each service's config is valid in the file layout the container sees.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -401,3 +402,65 @@ def test_replicas_override_runs_two_replicas_on_one_postgresql_journal(
     assert (SECRETS_DIR / "healer_journal_dsn.example").is_file()
     roles = (REPO / "examples" / "odoo" / "postgres" / "initdb.d" / "10-roles.sh").read_text()
     assert "CREATE DATABASE healer_journal OWNER healer" in roles
+
+
+# --- Grafana: healer's dashboard on the stack's Prometheus ------------------------------
+
+
+def test_grafana_is_provisioned_with_the_stack_s_prometheus_and_healer_s_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    """The grafana service: a datasource pointing at the prometheus service (whose
+    scrape jobs include healer), a dashboard provider whose path holds the mounted
+    examples/grafana/healer.json, both mounted read-only where Grafana reads
+    provisioning; the dashboard's datasource variable picks that (default) Prometheus."""
+    datasources = load_yaml(
+        service_config(compose, "grafana", "/etc/grafana/provisioning/datasources")
+        / "prometheus.yml"
+    )
+    (source,) = datasources["datasources"]
+    url = urlsplit(source["url"])
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert url.hostname == "prometheus" and url.hostname in compose["services"]
+    published = compose["services"]["prometheus"]["ports"][0]
+    assert published.rsplit(":", 1)[1] == str(url.port)
+    prom = load_yaml(service_config(compose, "prometheus", "/etc/prometheus/prometheus.yml"))
+    assert "healer" in {job["job_name"] for job in prom["scrape_configs"]}
+
+    providers = load_yaml(
+        service_config(compose, "grafana", "/etc/grafana/provisioning/dashboards") / "healer.yml"
+    )
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    path = provider["options"]["path"].rstrip("/")
+    dashboard = service_config(compose, "grafana", f"{path}/healer.json")
+    assert dashboard == REPO / "examples" / "grafana" / "healer.json"
+    variable = next(
+        v
+        for v in json.loads(dashboard.read_text())["templating"]["list"]
+        if v["type"] == "datasource"
+    )
+    assert variable["query"] == source["type"]
+    for mount in mounts(compose, "grafana"):
+        if mount.repo_path is not None:
+            assert mount.read_only, mount
+
+
+def test_grafana_asks_for_a_login_with_the_generated_admin_password(
+    compose: dict[str, Any],
+) -> None:
+    """Grafana is published on 127.0.0.1 only, like every service but nginx; anonymous
+    access and sign-up are off; the admin password is read from a secret file
+    (generate.sh writes it), never written in compose.yml."""
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    password_file = env["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert secret_targets(compose, "grafana")[password_file] == "grafana_admin_password"
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert name == "nginx" or port.startswith("127.0.0.1:"), (name, port)
+    generate = (SECRETS_DIR / "generate.sh").read_text()
+    assert re.search(r"^put grafana_admin_password ", generate, re.M)

@@ -18,7 +18,7 @@ put() {  # put NAME VALUE: write once
         echo "created $dir/$1"
     fi
     # Compose bind-mounts each file into containers whose processes are not root
-    # (healer, alertmanager, odoo): they must be able to read it. The directory (700)
+    # (healer, alertmanager, odoo, grafana): they must be able to read it. The directory (700)
     # keeps other users of the host out.
     chmod 644 "$dir/$1"
 }
@@ -29,6 +29,7 @@ put exporter_db_password "$(random)"
 put healer_db_password "$(random)"
 put healer_webhook_token "$(random)"
 put healer_admin_token "$(random)"
+put grafana_admin_password "$(random)"
 # healer's DSN carries the healer role's password: build it from that file.
 put odoo_dsn "postgresql://healer:$(tr -d '\r\n' <"$dir/healer_db_password")@db:5432/odoo"
 # The PostgreSQL journal replicas share (compose.replicas.yml): the same role, its own
