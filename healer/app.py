@@ -34,6 +34,7 @@ from healer.http.validation import validation_error
 from healer.metrics import Metrics
 from healer.notices import HealNotices
 from healer.notify import Notifiers
+from healer.outcomes import Outcome
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
 from healer.rules import RuleSet
@@ -53,6 +54,7 @@ def create_app(
     """Build the ASGI app. Plugins are loaded and validated here, before serving."""
     handlers = handlers if handlers is not None else HandlerRegistry.from_entry_points()
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    metrics.start_series(((r.name, r.handler) for r in config.rules), (str(o) for o in Outcome))
     log = structlog.get_logger("healer")
     if len(secrets.notify_urls) != len(config.notify):
         raise ConfigError(

@@ -9,6 +9,8 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -89,3 +91,17 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+
+    def start_series(self, rules: Iterable[tuple[str, str]], outcomes: Iterable[str]) -> None:
+        """Export every configured rule's series at 0 from the start (``rules``: (name,
+        handler) pairs): a series that first appears at 1 is invisible to ``rate()`` and
+        ``increase()``, so a dashboard would miss each rule's first heal of each outcome
+        and its first time to recovery. Manual heals' series start at their first heal."""
+        outcomes = list(outcomes)
+        for status in ("firing", "resolved"):
+            self.alerts_received.labels(status=status)
+        for rule, handler in rules:
+            for outcome in outcomes:
+                self.heals.labels(rule=rule, handler=handler, outcome=outcome)
+            self.time_to_recovery.labels(rule=rule)
+            self.circuit_open.labels(rule=rule)

@@ -50,3 +50,18 @@ async def test_metrics_expose_the_fixed_names(healer: InProcessHealer) -> None:
         'healer_heals_total{handler="test.noop",outcome="unverified",rule="poke-web"} 1.0'
         in resp.text
     )
+
+
+async def test_configured_rules_series_start_at_zero(healer: InProcessHealer) -> None:
+    """Before any alert, every configured rule already exports its heal counters (each
+    outcome), its time-to-recovery histogram and its circuit gauge at 0, and the alert
+    counters both statuses: rate() and increase() then see the first heal too."""
+    text = (await healer.client.get("/metrics")).text
+    for outcome in ("recovered", "not_recovered", "failed", "suppressed", "expired"):
+        line = f'healer_heals_total{{handler="test.noop",outcome="{outcome}",rule="poke-web"}} 0.0'
+        assert line in text, outcome
+    assert 'healer_time_to_recovery_seconds_count{rule="poke-web"} 0.0' in text
+    assert 'healer_circuit_open{rule="poke-web"} 0.0' in text
+    for status in ("firing", "resolved"):
+        assert f'healer_alerts_received_total{{status="{status}"}} 0.0' in text
+    assert 'rule="(manual)"' not in text
