@@ -1,0 +1,170 @@
+"""The console's forms (POST): login, logout, pause, resume, close circuits, approve and
+reject. Each change needs a login session and its CSRF token (healer/console/access.py);
+each goes through the function the API uses (healer/http/controls.py pause_healing,
+SafetyGates.close, healer/approvals.py decide), then back to the page (303).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from healer.approvals import ApprovalError, Decision, decide
+from healer.console.access import Access, Refused, actor, reader
+from healer.console.render import error_page, page, see_other
+from healer.console.session import clear_session_cookie, set_session_cookie
+from healer.errors import JournalUnavailable, PayloadError
+from healer.http.auth import same_secret
+from healer.http.controls import no_open_circuit, pause_healing
+from healer.services import services
+
+router = APIRouter()
+
+_MAX_FIELD = 2000
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after logging in: a console path, never another site."""
+    if value and value.startswith("/ui") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/ui"
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip()[:_MAX_FIELD] if isinstance(value, str) else ""
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form(max_files=0, max_fields=20, max_part_size=_MAX_FIELD * 2)
+
+
+def _refused(request: Request, exc: Refused) -> Response:
+    return error_page(request, exc.status, exc.message, reader_or_none(request))
+
+
+def reader_or_none(request: Request) -> Access | None:
+    """The reader's access for an error page's menu (None: show no session)."""
+    try:
+        return reader(request)
+    except HTTPException:  # a wrong bearer token
+        return None
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    svc = services(request)
+    form = await _form(request)
+    nxt = safe_next(_field(form, "next"))
+    if svc.secrets.admin_token is None:
+        return error_page(
+            request, 403, "no admin token is configured: the console is read-only", None
+        )
+    if not same_secret(_field(form, "token"), svc.secrets.admin_token):
+        return page(
+            request,
+            "login.html",
+            {"next": nxt, "error": "wrong admin token", "locked": True},
+            access=None,
+            status=401,
+        )
+    session = svc.sessions.open(by=_field(form, "name")[:200] or "console")
+    response = see_other(nxt)
+    set_session_cookie(response, request, session, svc.config.console)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    svc = services(request)
+    form = await _form(request)
+    try:
+        session = actor(request, form)
+    except Refused as exc:
+        return _refused(request, exc)
+    svc.sessions.close(session.id)
+    response = see_other("/ui/login")
+    clear_session_cookie(response, request, svc.config.console)
+    return response
+
+
+@router.post("/pause")
+async def pause(request: Request) -> Response:
+    form = await _form(request)
+    try:
+        actor(request, form)
+        await pause_healing(
+            services(request), {"for": _field(form, "for"), "reason": _field(form, "reason")}
+        )
+    except Refused as exc:
+        return _refused(request, exc)
+    except PayloadError as exc:
+        return error_page(request, exc.status, exc.message, reader_or_none(request))
+    except JournalUnavailable:
+        return error_page(request, 503, "journal unavailable, retry later", None)
+    return see_other("/ui/safety")
+
+
+@router.post("/resume")
+async def resume(request: Request) -> Response:
+    form = await _form(request)
+    try:
+        actor(request, form)
+        await services(request).gates.resume()
+    except Refused as exc:
+        return _refused(request, exc)
+    except JournalUnavailable:
+        return error_page(request, 503, "journal unavailable, retry later", None)
+    return see_other("/ui/safety")
+
+
+@router.post("/circuits/close")
+async def close_circuit(request: Request) -> Response:
+    form = await _form(request)
+    rule, target = _field(form, "rule"), _field(form, "target") or None
+    try:
+        session = actor(request, form)
+        closed = await services(request).gates.close(
+            rule, target=target, by=f"console:{session.by}"
+        )
+    except Refused as exc:
+        return _refused(request, exc)
+    except JournalUnavailable:
+        return error_page(request, 503, "journal unavailable, retry later", None)
+    if not closed:
+        return error_page(request, 404, no_open_circuit(rule, target), reader_or_none(request))
+    return see_other("/ui/safety")
+
+
+async def _decide(request: Request, heal_id: str, decision: Decision) -> Response:
+    form = await _form(request)
+    try:
+        session = actor(request, form)
+        await decide(
+            services(request),
+            heal_id,
+            decision,
+            by=session.by,
+            via="console",
+            comment=_field(form, "comment") or None,
+        )
+    except Refused as exc:
+        return _refused(request, exc)
+    except ApprovalError as exc:
+        return error_page(request, exc.status, exc.message, reader_or_none(request))
+    except JournalUnavailable:
+        return error_page(request, 503, "journal unavailable, retry later", None)
+    return see_other(f"/ui/heals/{quote(heal_id, safe='')}")
+
+
+@router.post("/heals/{heal_id}/approve")
+async def approve(request: Request, heal_id: str) -> Response:
+    return await _decide(request, heal_id, "approve")
+
+
+@router.post("/heals/{heal_id}/reject")
+async def reject(request: Request, heal_id: str) -> Response:
+    return await _decide(request, heal_id, "reject")
