@@ -6,6 +6,7 @@ SafetyGates.close, healer/approvals.py decide), then back to the page (303).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
@@ -15,7 +16,7 @@ from starlette.datastructures import FormData
 from healer.approvals import ApprovalError, Decision, decide
 from healer.console.access import Access, Refused, actor, reader
 from healer.console.render import error_page, page, see_other
-from healer.console.session import clear_session_cookie, set_session_cookie
+from healer.console.session import Session, clear_session_cookie, set_session_cookie
 from healer.errors import JournalUnavailable, PayloadError
 from healer.http.auth import same_secret
 from healer.http.controls import no_open_circuit, pause_healing
@@ -40,10 +41,6 @@ def _field(form: FormData, name: str) -> str:
 
 async def _form(request: Request) -> FormData:
     return await request.form(max_files=0, max_fields=20, max_part_size=_MAX_FIELD * 2)
-
-
-def _refused(request: Request, exc: Refused) -> Response:
-    return error_page(request, exc.status, exc.message, reader_or_none(request))
 
 
 def reader_or_none(request: Request) -> Access | None:
@@ -84,80 +81,68 @@ async def logout(request: Request) -> Response:
     try:
         session = actor(request, form)
     except Refused as exc:
-        return _refused(request, exc)
+        return error_page(request, exc.status, exc.message, reader_or_none(request))
     svc.sessions.close(session.id)
     response = see_other("/ui/login")
     clear_session_cookie(response, request, svc.config.console)
     return response
 
 
-@router.post("/pause")
-async def pause(request: Request) -> Response:
+Change = Callable[[Session, FormData], Awaitable[str | None]]
+"""One change a form asks for, by a session: the page to go back to (None: the safety page)."""
+
+
+async def _change(request: Request, change: Change) -> Response:
+    """Run ``change`` for a form with a live session and its CSRF token; an error page for
+    a refusal or a failure (with the API's status), else back to the page (303)."""
     form = await _form(request)
     try:
-        actor(request, form)
-        await pause_healing(
-            services(request), {"for": _field(form, "for"), "reason": _field(form, "reason")}
-        )
-    except Refused as exc:
-        return _refused(request, exc)
-    except PayloadError as exc:
+        back = await change(actor(request, form), form)
+    except (Refused, PayloadError, ApprovalError) as exc:
         return error_page(request, exc.status, exc.message, reader_or_none(request))
     except JournalUnavailable:
         return error_page(request, 503, "journal unavailable, retry later", None)
-    return see_other("/ui/safety")
+    return see_other(back or "/ui/safety")
+
+
+@router.post("/pause")
+async def pause(request: Request) -> Response:
+    async def change(session: Session, form: FormData) -> None:
+        data = {"for": _field(form, "for"), "reason": _field(form, "reason")}
+        await pause_healing(services(request), data)
+
+    return await _change(request, change)
 
 
 @router.post("/resume")
 async def resume(request: Request) -> Response:
-    form = await _form(request)
-    try:
-        actor(request, form)
+    async def change(session: Session, form: FormData) -> None:
         await services(request).gates.resume()
-    except Refused as exc:
-        return _refused(request, exc)
-    except JournalUnavailable:
-        return error_page(request, 503, "journal unavailable, retry later", None)
-    return see_other("/ui/safety")
+
+    return await _change(request, change)
 
 
 @router.post("/circuits/close")
 async def close_circuit(request: Request) -> Response:
-    form = await _form(request)
-    rule, target = _field(form, "rule"), _field(form, "target") or None
-    try:
-        session = actor(request, form)
+    async def change(session: Session, form: FormData) -> None:
+        rule, target = _field(form, "rule"), _field(form, "target") or None
         closed = await services(request).gates.close(
             rule, target=target, by=f"console:{session.by}"
         )
-    except Refused as exc:
-        return _refused(request, exc)
-    except JournalUnavailable:
-        return error_page(request, 503, "journal unavailable, retry later", None)
-    if not closed:
-        return error_page(request, 404, no_open_circuit(rule, target), reader_or_none(request))
-    return see_other("/ui/safety")
+        if not closed:
+            raise PayloadError(no_open_circuit(rule, target), status=404)
+
+    return await _change(request, change)
 
 
 async def _decide(request: Request, heal_id: str, decision: Decision) -> Response:
-    form = await _form(request)
-    try:
-        session = actor(request, form)
-        await decide(
-            services(request),
-            heal_id,
-            decision,
-            by=session.by,
-            via="console",
-            comment=_field(form, "comment") or None,
-        )
-    except Refused as exc:
-        return _refused(request, exc)
-    except ApprovalError as exc:
-        return error_page(request, exc.status, exc.message, reader_or_none(request))
-    except JournalUnavailable:
-        return error_page(request, 503, "journal unavailable, retry later", None)
-    return see_other(f"/ui/heals/{quote(heal_id, safe='')}")
+    async def change(session: Session, form: FormData) -> str:
+        comment = _field(form, "comment") or None
+        svc = services(request)
+        await decide(svc, heal_id, decision, by=session.by, via="console", comment=comment)
+        return f"/ui/heals/{quote(heal_id, safe='')}"
+
+    return await _change(request, change)
 
 
 @router.post("/heals/{heal_id}/approve")

@@ -9,6 +9,7 @@ sends the browser to /ui/login.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -28,33 +29,35 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 router.include_router(actions.router)
 
 
-def _login_first(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return see_other(f"/ui/login?next={quote(target, safe='')}")
+Context = Callable[[Access], Awaitable[dict[str, Any] | Response]]
+"""What one page shows (or an error page), for a reader with this access."""
 
 
-async def _common(request: Request, access: Access) -> dict[str, Any]:
-    """What every page shows: the pause banner."""
-    return {"pause": await services(request).gates.pause_state()}
+async def _show(request: Request, template: str, context: Context) -> Response:
+    """The page, or /ui/login (keeping where to come back to) for a reader who must log
+    in first. Every page shows the pause banner."""
+    access = reader(request)
+    if access is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return see_other(f"/ui/login?next={quote(target, safe='')}")
+    shown = await context(access)
+    if isinstance(shown, Response):
+        return shown
+    pause = await services(request).gates.pause_state()
+    return page(request, template, {"pause": pause, **shown}, access=access)
 
 
 @router.get("")
 @router.get("/heals")
 async def heals_page(request: Request) -> Response:
-    access = reader(request)
-    if access is None:
-        return _login_first(request)
-    svc = services(request)
-    try:
-        filters = HealFilters.parse(request.query_params)
-    except ValueError as exc:
-        return error_page(request, 400, str(exc), access)
-    heals, older = await heal_list(svc, filters, now=time.time())
-    return page(
-        request,
-        "heals.html",
-        {
-            **await _common(request, access),
+    async def context(access: Access) -> dict[str, Any] | Response:
+        svc = services(request)
+        try:
+            filters = HealFilters.parse(request.query_params)
+        except ValueError as exc:
+            return error_page(request, 400, str(exc), access)
+        heals, older = await heal_list(svc, filters, now=time.time())
+        return {
             "heals": heals,
             "older": older,
             "filters": filters,
@@ -62,63 +65,47 @@ async def heals_page(request: Request) -> Response:
             "outcomes": [o.value for o in Outcome],
             "since_choices": list(SINCE),
             "live": any(h["outcome"] is None for h in heals),
-        },
-        access=access,
-    )
+        }
+
+    return await _show(request, "heals.html", context)
 
 
 @router.get("/heals/{heal_id}")
 async def heal_page(request: Request, heal_id: str) -> Response:
-    access = reader(request)
-    if access is None:
-        return _login_first(request)
-    heal = await services(request).journal.get_heal(heal_id)
-    if heal is None:
-        return error_page(request, 404, f"no heal {heal_id[:64]!r}", access)
-    shown = redact_data(dict(heal))
-    steps, samples = timeline(shown)
-    return page(
-        request,
-        "heal.html",
-        {
-            **await _common(request, access),
+    async def context(access: Access) -> dict[str, Any] | Response:
+        heal = await services(request).journal.get_heal(heal_id)
+        if heal is None:
+            return error_page(request, 404, f"no heal {heal_id[:64]!r}", access)
+        shown = redact_data(dict(heal))
+        steps, samples = timeline(shown)
+        return {
             "heal": shown,
             "steps": steps,
             "chart": verify_chart(samples),
-            "samples": samples,
             "live": shown["outcome"] is None,
-        },
-        access=access,
-    )
+        }
+
+    return await _show(request, "heal.html", context)
 
 
 @router.get("/rules")
 async def rules_page(request: Request) -> Response:
-    access = reader(request)
-    if access is None:
-        return _login_first(request)
-    rules = await rule_summaries(services(request))
-    return page(
-        request, "rules.html", {**await _common(request, access), "rules": rules}, access=access
-    )
+    async def context(access: Access) -> dict[str, Any]:
+        return {"rules": await rule_summaries(services(request))}
+
+    return await _show(request, "rules.html", context)
 
 
 @router.get("/safety")
 async def safety_page(request: Request) -> Response:
-    access = reader(request)
-    if access is None:
-        return _login_first(request)
-    svc = services(request)
-    return page(
-        request,
-        "safety.html",
-        {
-            **await _common(request, access),
+    async def context(access: Access) -> dict[str, Any]:
+        svc = services(request)
+        return {
             "circuits": await svc.gates.circuits(include_closed=True),
             "max_pause": svc.config.safety.max_pause,
-        },
-        access=access,
-    )
+        }
+
+    return await _show(request, "safety.html", context)
 
 
 @router.get("/login")
