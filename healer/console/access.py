@@ -14,14 +14,17 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Request
-from starlette.datastructures import FormData
 
 from healer.console.session import COOKIE, Session
 from healer.http.auth import require_admin
 from healer.services import services
+
+Form = Mapping[str, str]
+"""A posted form's fields (healer/console/actions.py reads them, capped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +59,19 @@ def reader(request: Request) -> Access | None:
     return None
 
 
-def actor(request: Request, form: FormData) -> Session:
+def actor(request: Request, form: Form) -> Session:
     """The session allowed to submit ``form``, or Refused: 403 without an admin token
-    configured or without the session's CSRF token, 401 without a live session."""
+    configured, without a CSRF token or with another than the session's; 401 without a
+    live session."""
     svc = services(request)
     if svc.secrets.admin_token is None:
         raise Refused(403, "changes are disabled: set HEALER_ADMIN_TOKEN or admin.token_file")
+    token = form.get("csrf")
+    if not token:
+        raise Refused(403, "missing CSRF token: reload the page and try again")
     session = svc.sessions.get(request.cookies.get(COOKIE))
     if session is None:
         raise Refused(401, "log in first (or your session expired)")
-    token = form.get("csrf")
-    if not isinstance(token, str) or not svc.sessions.csrf_ok(session, token):
-        raise Refused(403, "missing or wrong CSRF token: reload the page and try again")
+    if not svc.sessions.csrf_ok(session, token):
+        raise Refused(403, "wrong CSRF token: reload the page and try again")
     return session

@@ -7,24 +7,26 @@ SafetyGates.close, healer/approvals.py decide), then back to the page (303).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
-from starlette.datastructures import FormData
 
 from healer.approvals import ApprovalError, Decision, decide
-from healer.console.access import Access, Refused, actor, reader
+from healer.console.access import Access, Form, Refused, actor, reader
 from healer.console.render import error_page, page, see_other
 from healer.console.session import Session, clear_session_cookie, set_session_cookie
 from healer.errors import JournalUnavailable, PayloadError
 from healer.http.auth import same_secret
+from healer.http.body import read_body
 from healer.http.controls import no_open_circuit, pause_healing
 from healer.services import services
 
 router = APIRouter()
 
 _MAX_FIELD = 2000
+_BODY_LIMIT = 16 * 1024
+_FORM = "application/x-www-form-urlencoded"
 
 
 def safe_next(value: str | None) -> str:
@@ -34,13 +36,19 @@ def safe_next(value: str | None) -> str:
     return "/ui"
 
 
-def _field(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip()[:_MAX_FIELD] if isinstance(value, str) else ""
+def _field(form: Form, name: str) -> str:
+    return form.get(name, "").strip()[:_MAX_FIELD]
 
 
-async def _form(request: Request) -> FormData:
-    return await request.form(max_files=0, max_fields=20, max_part_size=_MAX_FIELD * 2)
+async def _form(request: Request) -> Form:
+    """The posted form (urlencoded, as a browser sends it), its body capped like the API's:
+    PayloadError 413 / 415 / 400."""
+    body = await read_body(request, _BODY_LIMIT, _FORM, "a form", allow_empty=True)
+    try:
+        pairs = parse_qsl(body.decode(), max_num_fields=20, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("not a form: expected UTF-8 urlencoded fields", status=400) from None
+    return dict(pairs)
 
 
 def reader_or_none(request: Request) -> Access | None:
@@ -54,12 +62,15 @@ def reader_or_none(request: Request) -> Access | None:
 @router.post("/login")
 async def login(request: Request) -> Response:
     svc = services(request)
-    form = await _form(request)
-    nxt = safe_next(_field(form, "next"))
     if svc.secrets.admin_token is None:
         return error_page(
             request, 403, "no admin token is configured: the console is read-only", None
         )
+    try:
+        form = await _form(request)
+    except PayloadError as exc:
+        return error_page(request, exc.status, exc.message, None)
+    nxt = safe_next(_field(form, "next"))
     if not same_secret(_field(form, "token"), svc.secrets.admin_token):
         return page(
             request,
@@ -74,40 +85,39 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.post("/logout")
-async def logout(request: Request) -> Response:
-    svc = services(request)
-    form = await _form(request)
-    try:
-        session = actor(request, form)
-    except Refused as exc:
-        return error_page(request, exc.status, exc.message, reader_or_none(request))
-    svc.sessions.close(session.id)
-    response = see_other("/ui/login")
-    clear_session_cookie(response, request, svc.config.console)
-    return response
-
-
-Change = Callable[[Session, FormData], Awaitable[str | None]]
-"""One change a form asks for, by a session: the page to go back to (None: the safety page)."""
+Change = Callable[[Session, Form], Awaitable[str | Response | None]]
+"""One change a form asks for, by a session: the page to go back to (None: the safety
+page), or the whole answer."""
 
 
 async def _change(request: Request, change: Change) -> Response:
     """Run ``change`` for a form with a live session and its CSRF token; an error page for
     a refusal or a failure (with the API's status), else back to the page (303)."""
-    form = await _form(request)
     try:
+        form = await _form(request)
         back = await change(actor(request, form), form)
     except (Refused, PayloadError, ApprovalError) as exc:
         return error_page(request, exc.status, exc.message, reader_or_none(request))
     except JournalUnavailable:
         return error_page(request, 503, "journal unavailable, retry later", None)
-    return see_other(back or "/ui/safety")
+    return back if isinstance(back, Response) else see_other(back or "/ui/safety")
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    async def change(session: Session, form: Form) -> Response:
+        svc = services(request)
+        svc.sessions.close(session.id)
+        response = see_other("/ui/login")
+        clear_session_cookie(response, request, svc.config.console)
+        return response
+
+    return await _change(request, change)
 
 
 @router.post("/pause")
 async def pause(request: Request) -> Response:
-    async def change(session: Session, form: FormData) -> None:
+    async def change(session: Session, form: Form) -> None:
         data = {"for": _field(form, "for"), "reason": _field(form, "reason")}
         await pause_healing(services(request), data)
 
@@ -116,7 +126,7 @@ async def pause(request: Request) -> Response:
 
 @router.post("/resume")
 async def resume(request: Request) -> Response:
-    async def change(session: Session, form: FormData) -> None:
+    async def change(session: Session, form: Form) -> None:
         await services(request).gates.resume()
 
     return await _change(request, change)
@@ -124,7 +134,7 @@ async def resume(request: Request) -> Response:
 
 @router.post("/circuits/close")
 async def close_circuit(request: Request) -> Response:
-    async def change(session: Session, form: FormData) -> None:
+    async def change(session: Session, form: Form) -> None:
         rule, target = _field(form, "rule"), _field(form, "target") or None
         closed = await services(request).gates.close(
             rule, target=target, by=f"console:{session.by}"
@@ -136,7 +146,7 @@ async def close_circuit(request: Request) -> Response:
 
 
 async def _decide(request: Request, heal_id: str, decision: Decision) -> Response:
-    async def change(session: Session, form: FormData) -> str:
+    async def change(session: Session, form: Form) -> str:
         comment = _field(form, "comment") or None
         svc = services(request)
         await decide(svc, heal_id, decision, by=session.by, via="console", comment=comment)

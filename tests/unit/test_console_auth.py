@@ -113,12 +113,13 @@ async def test_wrong_token_forged_and_expired_cookies_are_refused(
 
 
 async def test_changes_need_the_sessions_csrf_token(admin_healer: InProcessHealer) -> None:
-    """Logged in, a pause without the CSRF token, or with another one, is 403 and pauses
-    nothing; with it the pause happens (303 back to the page), and resume too; without a
-    session a form is 401."""
+    """A pause without the CSRF token is 403 (with or without a session), with another
+    session's token 403, with a token but no session 401, all pausing nothing; with the
+    session's token the pause happens (303 back to the page), and resume too."""
     client = admin_healer.client
     client.headers.pop("Authorization")
-    assert (await client.post("/ui/pause", data={"for": "5m"})).status_code == 401
+    assert (await client.post("/ui/pause", data={"for": "5m"})).status_code == 403
+    assert (await client.post("/ui/pause", data={"for": "5m", "csrf": "x"})).status_code == 401
     csrf = await login(client, ADMIN)
     for data in ({"for": "5m"}, {"for": "5m", "csrf": ""}, {"for": "5m", "csrf": csrf + "x"}):
         resp = await client.post("/ui/pause", data=data)
@@ -211,3 +212,19 @@ async def test_the_login_page_has_a_csrf_free_form_and_the_pages_a_token(
     page = (await client.get("/ui/safety")).text
     assert page.count('method="post"') == page.count(f'name="csrf" value="{csrf}"')
     assert csrf_of(page) == csrf
+
+
+async def test_forms_are_capped_urlencoded_bodies(admin_healer: InProcessHealer) -> None:
+    """A form body over 16 KiB is 413, another content type 415, more than 20 fields 400:
+    each before any token is compared or anything changes."""
+    client = admin_healer.client
+    client.headers.pop("Authorization")
+    csrf = await login(client, ADMIN)
+    big = await client.post("/ui/pause", data={"for": "5m", "csrf": csrf, "reason": "x" * 20000})
+    assert big.status_code == 413
+    as_json = await client.post("/ui/pause", json={"for": "5m", "csrf": csrf})
+    assert as_json.status_code == 415
+    many = await client.post("/ui/pause", data={f"f{i}": "1" for i in range(30)} | {"csrf": csrf})
+    assert many.status_code == 400
+    assert (await client.post("/ui/login", json={"token": ADMIN})).status_code == 415
+    assert await admin_healer.services.gates.pause_state() is None

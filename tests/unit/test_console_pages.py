@@ -6,6 +6,7 @@ and circuit-close forms act through the shared functions."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from markupsafe import escape
 
 from healer.config import Secrets
+from healer.console.views import HealFilters, heal_list
 from healer.plugins import HandlerRegistry
 from tests.support.inprocess.console import login
 from tests.support.inprocess.gates import ADMIN, fire, fire_and_wait, gates_config, until
@@ -67,6 +69,17 @@ async def test_list_filters_by_rule_outcome_target_and_time(healer: InProcessHea
     assert await _ids(healer, "?rule=&outcome=&target=&since=") != []  # empty: no filter
     for bad in ("?outcome=nope", "?since=5y", "?before=x"):
         assert (await healer.client.get(f"/ui/heals{bad}")).status_code == 400
+
+
+async def test_time_filter_counts_back_from_now(healer: InProcessHealer) -> None:
+    """ "since" keeps the heals created within the window before now: seen from two hours
+    later, "last 1h" lists none of them and "last 6h" all."""
+    [heal_id] = await healer.fire(alert("WebDown", "web-1"))
+    await healer.wait_for_outcome(heal_id)
+    later = time.time() + 7200
+    none, _ = await heal_list(healer.services, HealFilters(since="1h"), now=later)
+    every, _ = await heal_list(healer.services, HealFilters(since="6h"), now=later)
+    assert none == [] and [h["id"] for h in every] == [heal_id]
 
 
 async def test_list_is_newest_first(healer: InProcessHealer) -> None:
