@@ -27,6 +27,7 @@ ACTED = {"recovered", "not_recovered", "unverified"}
 # The step a timeline entry belongs to (anything else is a note).
 STEPS = {
     "matched": "match",
+    "manual_trigger": "match",
     "note": "note",
     "min_firing_wait": "gate",
     "min_firing_reached": "gate",
