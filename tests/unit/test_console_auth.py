@@ -11,7 +11,7 @@ import httpx
 
 from healer.config import Secrets
 from healer.console.actions import safe_next
-from healer.console.session import COOKIE
+from healer.console.session import COOKIE, ConsoleSessions
 from tests.support.inprocess.console import csrf_of, login
 from tests.support.inprocess.inproc import ADMIN, InProcessHealer, Start
 
@@ -228,3 +228,17 @@ async def test_forms_are_capped_urlencoded_bodies(admin_healer: InProcessHealer)
     assert many.status_code == 400
     assert (await client.post("/ui/login", json={"token": ADMIN})).status_code == 415
     assert await admin_healer.services.gates.pause_state() is None
+
+
+def test_sessions_are_bounded_and_expire_by_their_clock() -> None:
+    """At most ``limit`` sessions are kept (the oldest goes first); a session ends at its
+    ttl on the sessions' clock; a CSRF token matches only its own session's."""
+    now = [1000.0]
+    sessions = ConsoleSessions(60.0, limit=2, clock=lambda: now[0])
+    first, second, third = (sessions.open(by=n) for n in ("a", "b", "c"))
+    assert sessions.get(first.id) is None
+    assert sessions.get(second.id) == second and sessions.get(third.id) == third
+    assert sessions.csrf_ok(second, second.csrf)
+    assert not sessions.csrf_ok(second, third.csrf) and not sessions.csrf_ok(second, "")
+    now[0] += 60.0
+    assert sessions.get(second.id) is None
