@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry
 
 import healer
 from healer.config import HealerConfig, Secrets
+from healer.console import routes as console
+from healer.console.session import ConsoleSessions
 from healer.docker_adapter import DockerAdapter
 from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
@@ -116,6 +118,7 @@ def create_app(
             gates=gates,
             followups=followups,
             notices=notices,
+            sessions=ConsoleSessions(config.console.session_ttl),
         )
         try:
             await gates.start()
@@ -159,6 +162,7 @@ def create_app(
     app.include_router(controls.router)
     app.include_router(health.router)
     app.include_router(integrations.router)
+    app.include_router(console.router)
     return app
 
 

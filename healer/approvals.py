@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from healer.store import Store
 
 Decision = Literal["approve", "reject"]
-Via = Literal["api", "cli", "slack", "mattermost"]
+Via = Literal["api", "cli", "console", "slack", "mattermost"]
 
 _MAX_BY = 200
 _MAX_COMMENT = 2000

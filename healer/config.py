@@ -111,6 +111,16 @@ class AdminConfig(_Frozen):
     token_file: FilePath | None = None
 
 
+class ConsoleConfig(_Frozen):
+    """The web console at /ui (healer/console/): its login sessions."""
+
+    # A login lasts this long (then log in again).
+    session_ttl: Annotated[Duration, Field(ge=60, le=7 * _DAY)] = 8 * 3600.0
+    # Mark the session cookie Secure on every request, not only https ones: behind a TLS
+    # proxy that talks plain http to healer without X-Forwarded-Proto.
+    secure_cookie: bool = False
+
+
 class PrometheusConfig(_Frozen):
     url: str = Field(default="http://127.0.0.1:9090", pattern=r"^https?://[^/\s]+", max_length=2048)
     timeout: Annotated[Duration, Field(gt=0, le=300)] = 5.0
@@ -417,6 +427,7 @@ class HealerConfig(_Frozen):
     prometheus: PrometheusConfig = PrometheusConfig()
     webhook: WebhookConfig = WebhookConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     docker: DockerConfig = DockerConfig()
     databases: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], DatabaseConfig] = Field(
         default_factory=dict

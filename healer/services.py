@@ -9,6 +9,7 @@ import httpx
 from fastapi import Request
 
 from healer.config import HealerConfig, Secrets
+from healer.console.session import ConsoleSessions
 from healer.docker_adapter import DockerAdapter
 from healer.executor import Executor
 from healer.followup import FollowUps
@@ -36,6 +37,7 @@ class Services:
     gates: SafetyGates
     followups: FollowUps
     notices: HealNotices
+    sessions: ConsoleSessions  # the web console's logins
 
 
 def services(request: Request) -> Services:

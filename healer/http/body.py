@@ -16,9 +16,12 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return await read_body(request, limit, "application/json", "a JSON object")
 
 
-async def read_body(request: Request, limit: int, content_type: str, what: str) -> bytes:
+async def read_body(
+    request: Request, limit: int, content_type: str, what: str, *, allow_empty: bool = False
+) -> bytes:
     """The raw body of a ``content_type`` request (no content type: assumed), at most
-    ``limit`` bytes; PayloadError 415 / 413 / 499 / 400 (empty: ``what`` was expected)."""
+    ``limit`` bytes; PayloadError 415 / 413 / 499 / 400 (empty, unless ``allow_empty``:
+    ``what`` was expected)."""
     ctype = request.headers.get("content-type", content_type).split(";")[0].strip()
     if ctype.lower() != content_type:
         raise PayloadError(f"content type must be {content_type}, got {clip(ctype)!r}", status=415)
@@ -42,6 +45,6 @@ async def read_body(request: Request, limit: int, content_type: str, what: str) 
             f"client disconnected after {size} body bytes", status=CLIENT_CLOSED
         ) from None
     body = b"".join(chunks)
-    if not body:
+    if not body and not allow_empty:
         raise PayloadError(f"empty body: expected {what}", status=400)
     return body

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from healer.bounded import clip
 from healer.errors import JournalUnavailable, PayloadError
+from healer.gates import PauseView
 from healer.http.auth import require_admin
 from healer.http.body import read_json_body
 from healer.http.schema import json_body
 from healer.payload import pydantic_message
-from healer.services import services
+from healer.services import Services, services
 from healer.strictjson import decode_json
 from healer.timefmt import format_seconds
 from healer.units import Duration
@@ -58,20 +59,26 @@ async def pause(request: Request) -> JSONResponse:
     require_admin(request, svc.secrets)
     try:
         data = decode_json(await read_json_body(request, _BODY_LIMIT))
-        try:
-            req = PauseRequest.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(pydantic_message(exc)) from None
-        limit = svc.config.safety.max_pause
-        if req.duration > limit:
-            raise PayloadError(f"for: at most {format_seconds(limit)} (safety.max_pause)")
+        state = await pause_healing(svc, data)
     except PayloadError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
-    try:
-        state = await svc.gates.pause(req.duration, req.reason)
     except JournalUnavailable:
         return _UNAVAILABLE
     return JSONResponse({"paused": True, **state})
+
+
+async def pause_healing(svc: Services, data: Any) -> PauseView:
+    """Pause as ``data`` (``{"for": "30m", "reason": "deploy"}``) asks, within
+    ``safety.max_pause``: the API's body and the console's form. Raises PayloadError
+    (422) for a bad request, JournalUnavailable."""
+    try:
+        req = PauseRequest.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError(pydantic_message(exc)) from None
+    limit = svc.config.safety.max_pause
+    if req.duration > limit:
+        raise PayloadError(f"for: at most {format_seconds(limit)} (safety.max_pause)")
+    return await svc.gates.pause(req.duration, req.reason)
 
 
 @router.delete("/api/v1/pause", responses={401: {}, 403: {}, 503: {}})
@@ -124,8 +131,11 @@ async def close_circuits(
     except JournalUnavailable:
         return _UNAVAILABLE
     if not closed:
-        where = f" on {clip(target)}" if target else ""
-        return JSONResponse(
-            {"error": f"no open circuit for rule {clip(rule)!r}{where}"}, status_code=404
-        )
+        return JSONResponse({"error": no_open_circuit(rule, target)}, status_code=404)
     return JSONResponse({"closed": closed})
+
+
+def no_open_circuit(rule: str, target: str | None) -> str:
+    """What closing circuits that are not open answers (the API's 404, the console's)."""
+    where = f" on {clip(target)}" if target else ""
+    return f"no open circuit for rule {clip(rule)!r}{where}"

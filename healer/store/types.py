@@ -295,7 +295,7 @@ class ApprovalRow(TypedDict):
     targets: list[str]  # what the heal asked to act on (only these may be acted on)
     decision: str | None  # an ApprovalDecision; None while open
     decided_by: str | None  # who, as the API or the chat platform named them
-    via: str | None  # api | cli | slack | mattermost | healer (expire, resolved)
+    via: str | None  # api | cli | console | slack | mattermost | healer (expire, resolved)
     comment: str | None
     decided_at: float | None
 

@@ -39,6 +39,10 @@ class HealerApi:
         heals: list[dict[str, Any]] = self._get("/api/v1/heals", **filters)["heals"]
         return heals
 
+    def paused(self) -> bool:
+        """Whether healing is paused (GET /api/v1/pause)."""
+        return bool(self._get("/api/v1/pause")["paused"])
+
     def heal(self, heal_id: str) -> dict[str, Any]:
         heal: dict[str, Any] = self._get(f"/api/v1/heals/{heal_id}")
         return heal
