@@ -1,4 +1,5 @@
-"""``healer`` command line: serve, check-config, journal check / migrate / copy, --version;
+"""``healer`` command line: serve, check-config, journal check / migrate / copy / prune /
+stats (the last two in healer/journal_cli.py), --version;
 pause, resume, circuits and circuit-close talk to a running daemon (healer/admin_cli.py)."""
 
 from __future__ import annotations
@@ -8,10 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import healer
 from healer.admin_cli import add_parsers as add_admin_parsers
 from healer.errors import ConfigError, PluginValidationError
+
+if TYPE_CHECKING:
+    from healer.config import RetentionConfig
 
 _EPILOG = """\
 environment:
@@ -22,8 +27,8 @@ environment:
                           admin.token_file; pause/resume/circuits/circuit-close send it)
   HEALER_JOURNAL_DSN_FILE file holding the PostgreSQL journal's DSN for `serve`
                           (as --journal-dsn-file)
-  HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `journal copy` when
-                          neither --to nor --to-dsn-file nor --config is given
+  HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `copy` / `prune` /
+                          `stats` when no FILE, --to, --to-dsn-file nor --config is given
 """
 
 _JOURNAL_EPILOG = """\
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
-    journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy")
+    journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy, prune, stats")
     journal_sub = journal.add_subparsers(
         dest="journal_command", required=True, metavar="SUBCOMMAND"
     )
@@ -119,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite journal (journal.db) to copy",
     )
     _target_arguments(copy)
+    prune = journal_sub.add_parser(
+        "prune",
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="remove the history past the config's retention now (what the daemon does in"
+        " the background), printing the rows removed per table",
+    )
+    _file_or_target(prune)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, remove nothing"
+    )
+    stats = journal_sub.add_parser(
+        "stats",
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="rows and oldest entry per table, and the bytes the journal takes",
+    )
+    _file_or_target(stats)
     add_admin_parsers(sub)
     return parser
 
@@ -132,6 +155,16 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--to-dsn-file", type=Path, metavar="FILE", help="a file holding the DSN (password allowed)"
     )
+
+
+def _file_or_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="a SQLite journal (retention: the defaults); or --config FILE, --to, --to-dsn-file",
+    )
+    _target_arguments(parser)
 
 
 def _print_config_errors(path: Path, exc: ConfigError) -> None:
@@ -190,6 +223,8 @@ def _journal_target(args: argparse.Namespace) -> object:
     from healer.plugins import HandlerRegistry
     from healer.store.postgres.store import PostgresOptions
 
+    if getattr(args, "file", None) is not None:
+        return args.file
     if args.config is not None:
         config = load_config(args.config, HandlerRegistry.from_entry_points())
         dsn = resolve_journal_dsn(config)
@@ -212,6 +247,16 @@ def _journal_target(args: argparse.Namespace) -> object:
     return PostgresOptions(source.resolve("journal", os.environ), pool_size=1)
 
 
+def _retention(args: argparse.Namespace) -> RetentionConfig:
+    """The config's retention (``--config``), else the defaults."""
+    from healer.config import RetentionConfig, load_config
+    from healer.plugins import HandlerRegistry
+
+    if args.config is None:
+        return RetentionConfig()
+    return load_config(args.config, HandlerRegistry.from_entry_points()).retention
+
+
 def journal_command(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -225,6 +270,13 @@ def journal_command(args: argparse.Namespace) -> int:
 
     if args.journal_command == "check":
         return check_journal(args.file)
+    prune_or_stats = args.journal_command in ("prune", "stats")
+    if prune_or_stats and args.file is not None and (args.config or args.to or args.to_dsn_file):
+        print(
+            "error: give a journal FILE or --config/--to/--to-dsn-file, not both",
+            file=sys.stderr,
+        )
+        return 2
     try:
         target = _journal_target(args)
     except ValidationError as exc:
@@ -235,6 +287,13 @@ def journal_command(args: argparse.Namespace) -> int:
         _print_config_errors(args.config or Path("--to"), exc)
         return 2
     try:
+        if prune_or_stats:
+            from healer import journal_cli
+
+            assert isinstance(target, Path | PostgresOptions)
+            return journal_cli.run(
+                args.journal_command, target, _retention(args), getattr(args, "dry_run", False)
+            )
         if args.journal_command == "migrate":
             if isinstance(target, PostgresOptions):
                 before, after = asyncio.run(PostgresStore.migrate(target))
