@@ -4,8 +4,11 @@ the gates' sweep), and one full prune for ``healer journal prune``.
 A round removes, batch after batch (each one short transaction of the store:
 :meth:`healer.store.contract.Store.prune`), everything past ``retention.heals`` /
 ``retention.alerts`` that nothing open needs (:mod:`healer.store.retention`), then gives
-the freed pages back (SQLite's incremental vacuum, a bounded number per write), logs one
-line with the counts and sets the metrics. Between batches the event loop runs: ingest
+freed pages back (SQLite's incremental vacuum, a bounded number per write) beyond a
+quarter of the file, which stays free for the rows to come (moving pages to shrink a
+file that grows again is wasted writes; ``healer journal prune`` gives back all of
+them), logs one line with the counts and sets the metrics (per batch, so that a long
+round is seen as it goes). Between batches the event loop runs: ingest
 and heals wait for one batch at most. With replicas on PostgreSQL every replica runs
 the loop; a batch that finds another replica's batch running ends the round.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -37,6 +41,8 @@ MAX_BATCHES = 10_000
 # Pages given back per write (4 MiB of 4 KiB pages), and writes per round at most.
 RECLAIM_PAGES = 1024
 MAX_RECLAIMS = 1_000
+# The share of the journal's pages the daemon leaves free for new rows.
+KEEP_FREE = 0.25
 # The tables a batch fills up to its limit; while any is full there may be more.
 _BOUNDED = ("heals", "alerts", "deliveries", "safety_circuits")
 
@@ -46,11 +52,18 @@ def cutoffs(retention: RetentionConfig, now: float) -> Cutoffs:
 
 
 async def prune_all(
-    journal: Store, retention: RetentionConfig, now: float, *, max_batches: int = MAX_BATCHES
+    journal: Store,
+    retention: RetentionConfig,
+    now: float,
+    *,
+    keep_free: float = 0.0,
+    on_batch: Callable[[dict[str, int]], None] | None = None,
+    max_batches: int = MAX_BATCHES,
 ) -> tuple[dict[str, int], int] | None:
     """Prune in batches until nothing past the windows at ``now`` is left (or
-    ``max_batches``), then reclaim the space; (rows removed per table, pages given
-    back). None: another replica is pruning (nothing was removed by this call)."""
+    ``max_batches``), each batch handed to ``on_batch``, then give free pages back
+    beyond ``keep_free`` of the journal; (rows removed per table, pages given back).
+    None: another replica is pruning (nothing was removed by this call)."""
     cut, removed = cutoffs(retention, now), no_rows()
     for n in range(max_batches):
         batch = await journal.prune(cut, retention.batch)
@@ -60,12 +73,14 @@ async def prune_all(
             break
         for table, count in batch.items():
             removed[table] += count
+        if on_batch is not None:
+            on_batch(batch)
         if all(batch[t] < retention.batch for t in _BOUNDED):
             break
         await asyncio.sleep(0)  # let queued writes in between batches
     reclaimed = 0
     for _ in range(MAX_RECLAIMS):
-        pages = await journal.reclaim(RECLAIM_PAGES)
+        pages = await journal.reclaim(RECLAIM_PAGES, keep_free)
         reclaimed += pages
         if pages < RECLAIM_PAGES:
             break
@@ -98,14 +113,17 @@ class Pruner:
     async def run_once(self) -> dict[str, int] | None:
         """One round now: rows removed per table (None: another replica prunes)."""
         started = time.monotonic()
-        result = await prune_all(self._journal, self._retention, time.time())
+        result = await prune_all(
+            self._journal,
+            self._retention,
+            time.time(),
+            keep_free=KEEP_FREE,
+            on_batch=self._count,
+        )
         if result is None:
             self._log.info("journal prune skipped: another replica is pruning")
             return None
         removed, reclaimed = result
-        for table, count in removed.items():
-            if count:
-                self._metrics.journal_pruned_rows.labels(table=table).inc(count)
         self._metrics.journal_last_prune.set(time.time())
         self._log.info(
             "journal pruned",
@@ -115,6 +133,11 @@ class Pruner:
             seconds=round(time.monotonic() - started, 3),
         )
         return removed
+
+    def _count(self, batch: dict[str, int]) -> None:
+        for table, count in batch.items():
+            if count:
+                self._metrics.journal_pruned_rows.labels(table=table).inc(count)
 
     async def _loop(self) -> None:
         while True:

@@ -369,5 +369,5 @@ class ModuleStore:
             dict[str, int], await self._read(lambda db: self._retention.prunable(db, cutoffs))
         )
 
-    async def reclaim(self, pages: int) -> int:
-        return cast(int, await self._write(lambda db: self._retention.reclaim(db, pages)))
+    async def reclaim(self, pages: int, keep: float = 0.0) -> int:
+        return cast(int, await self._write(lambda db: self._retention.reclaim(db, pages, keep)))

@@ -404,10 +404,11 @@ class Store(Protocol):
         (a read: ``healer journal prune --dry-run``)."""
         ...
 
-    async def reclaim(self, pages: int) -> int:
+    async def reclaim(self, pages: int, keep: float = 0.0) -> int:
         """Give up to ``pages`` pages freed by pruning back to the file system, in one
-        write; pages given back (SQLite: incremental vacuum; PostgreSQL: 0, autovacuum
-        makes freed space reusable in place)."""
+        write, while more than ``keep`` (a fraction) of the store's pages are free: those
+        stay for new rows; pages given back (SQLite: incremental vacuum; PostgreSQL: 0,
+        autovacuum makes freed space reusable in place)."""
         ...
 
     async def journal_stats(self) -> JournalStats:

@@ -140,7 +140,7 @@ async def prunable(db: Conn, cut: Cutoffs) -> dict[str, int]:
     return found
 
 
-async def reclaim(db: Conn, pages: int) -> int:
+async def reclaim(db: Conn, pages: int, keep: float) -> int:
     """Nothing: autovacuum makes the freed space reusable in place (module docstring)."""
     return 0
 

@@ -10,6 +10,7 @@ a batch costs the rows it removes, not the journal's size.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,41 +61,41 @@ _HEAL_TABLES = ("events", "approvals", "follow_ups", "target_locks")
 def prune_batch(db: sqlite3.Connection, cut: Cutoffs, limit: int) -> dict[str, int]:
     """Remove up to ``limit`` alert rows, deliveries, heals (with their timelines,
     approvals, follow-ups and locks) and closed circuits past their windows; rows removed
-    per table. Runs inside the caller's write."""
+    per table. Runs inside the caller's write. One statement per table: the rows never
+    come through Python (the writer thread keeps out of the event loop's way)."""
     removed = no_rows()
     if cut.alerts is not None:
-        keys = db.execute(
-            f"SELECT fingerprint, starts_at, status FROM alerts a WHERE {_ALERT_GONE}"
-            " ORDER BY a.first_seen LIMIT ?",
+        removed["alerts"] = db.execute(
+            "DELETE FROM alerts WHERE (fingerprint, starts_at, status) IN (SELECT fingerprint,"
+            f" starts_at, status FROM alerts a WHERE {_ALERT_GONE} ORDER BY a.first_seen"
+            " LIMIT ?)",
             (cut.alerts, cut.alerts, limit),
-        ).fetchall()
-        db.executemany(
-            "DELETE FROM alerts WHERE fingerprint=? AND starts_at=? AND status=?",
-            [tuple(k) for k in keys],
-        )
-        removed["alerts"] = len(keys)
+        ).rowcount
         gone, args = _delivery_gone(cut)
-        ids = db.execute(
-            f"SELECT id FROM deliveries d WHERE {gone} ORDER BY d.received_at LIMIT ?",
+        removed["deliveries"] = db.execute(
+            f"DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries d WHERE {gone}"
+            " ORDER BY d.received_at LIMIT ?)",
             (*args, limit),
-        ).fetchall()
-        db.executemany("DELETE FROM deliveries WHERE id=?", [(i[0],) for i in ids])
-        removed["deliveries"] = len(ids)
+        ).rowcount
     if cut.heals is not None:
         gone, args = _heal_gone(cut)
         heal_ids = [
-            (r[0],)
+            r[0]
             for r in db.execute(
                 f"SELECT id FROM heals h WHERE {gone} ORDER BY h.created_at LIMIT ?",
                 (*args, limit),
             )
         ]
-        for table in _HEAL_TABLES:  # names from the tuple above only
-            removed[table] = db.executemany(
-                f"DELETE FROM {table} WHERE heal_id=?", heal_ids
+        if heal_ids:
+            ids = json.dumps(heal_ids)
+            for table in _HEAL_TABLES:  # names from the tuple above only
+                removed[table] = db.execute(
+                    f"DELETE FROM {table} WHERE heal_id IN (SELECT value FROM json_each(?))",
+                    (ids,),
+                ).rowcount
+            removed["heals"] = db.execute(
+                "DELETE FROM heals WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).rowcount
-        db.executemany("DELETE FROM heals WHERE id=?", heal_ids)
-        removed["heals"] = len(heal_ids)
     if cut.circuits is not None:
         removed["safety_circuits"] = db.execute(
             "DELETE FROM safety_circuits WHERE rowid IN (SELECT rowid FROM safety_circuits"
@@ -134,16 +135,18 @@ def prunable(db: sqlite3.Connection, cut: Cutoffs) -> dict[str, int]:
     return found
 
 
-def reclaim(db: sqlite3.Connection, pages: int) -> int:
-    """Give up to ``pages`` free pages back to the file system (the journal is in
-    ``auto_vacuum=INCREMENTAL`` mode, :mod:`healer.store.sqlite.schema`); pages freed."""
-    before = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-    if before == 0:
-        return 0
+def reclaim(db: sqlite3.Connection, pages: int, keep: float) -> int:
+    """Give up to ``pages`` free pages back to the file system while more than ``keep``
+    of the file's pages are free (the journal is in ``auto_vacuum=INCREMENTAL`` mode,
+    :mod:`healer.store.sqlite.schema`); pages given back. Free pages below ``keep`` stay
+    for new rows: moving pages to shrink a file that would grow again costs writes."""
+    free = free_pages(db)
+    total = int(db.execute("PRAGMA page_count").fetchone()[0])
+    spare = min(pages, free - int(keep * total))
     # Python's sqlite3 steps this pragma once per execute, and each step frees one page.
-    for _ in range(min(pages, before)):
+    for _ in range(max(spare, 0)):
         db.execute("PRAGMA incremental_vacuum(1)")
-    return before - int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    return free - free_pages(db)
 
 
 def free_pages(db: sqlite3.Connection) -> int:
