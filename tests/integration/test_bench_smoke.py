@@ -87,3 +87,29 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
     fps = doc["figures"]["fingerprints"]
     assert all(summary[side]["heals_created"] == [fps] for side in ("pg", "sqlite")), summary
     assert "| storm_replicas |" in proc.stdout
+
+
+@pytest.mark.timeout(240)
+def test_retention_benchmark_runs_and_measures_every_target(tmp_path: Path) -> None:
+    """`python -m bench retention --quick` (a 2 s window, one pass with and one without
+    pruning) exits 0 and writes its JSON with every target measured, sizes and rates for
+    both runs, and no failed post. The ratios are only reported, never judged here."""
+    if shutil.which("wrk") is None:
+        require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "retention", "--quick", "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "retention.json").read_text())
+    assert doc["quick"] is True and doc["table"]
+    assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
+    figures = doc["figures"]
+    assert set(figures["steady_alerts_per_s"]) == {"with", "without"}
+    assert all(n > 0 for n in figures["journal_bytes_at_end"].values())
+    assert figures["errors"] == 0
+    assert "| retention |" in proc.stdout
