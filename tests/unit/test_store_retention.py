@@ -1,5 +1,5 @@
 """Retention through the store contract, on both stores (the ``backend`` fixture of
-tests/unit/test_store_contract.py: SQLite on a temp file, PostgreSQL on a scratch
+tests/support/inprocess/stores.py: SQLite on a temp file, PostgreSQL on a scratch
 database): what a prune removes and what it never removes (open heals and everything
 they need, alert rows inside their window, the pause, open circuits), in bounded
 batches that add up to what the dry run announced; racing prunes of several store
@@ -14,39 +14,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
-
-import pytest
 
 from healer.outcomes import Outcome, Phase
 from healer.replica import Replica
 from healer.store import SCHEMA_VERSION, Limits, SqliteStore, Store
 from healer.store.retention import PRUNED_TABLES, Cutoffs, no_rows
 from healer.store.types import token_hash
-from tests.support.servers.postgres import scratch_database
-from tests.unit.test_store_contract import PLAN, Backend, _alert, _plan, _postgres, _sqlite
+from tests.support.inprocess.stores import Backend
+from tests.unit.test_store_contract import PLAN, _alert, _plan
 
 DAY = 86400.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async with AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            yield _sqlite(tmp_path)
-        else:
-            yield _postgres(await stack.enter_async_context(scratch_database()))
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _later(days: float, *, heals: float = 90 * DAY, alerts: float = 30 * DAY) -> Cutoffs:
