@@ -50,9 +50,10 @@ async def test_old_history_goes_and_open_heals_with_their_safety_state_stay(
 ) -> None:
     """Pruned 100 days later: done heals (alert and manual ones) go with their timelines,
     alert rows and webhook bodies; a heal acting (its target lock, its alert's rows), a
-    heal awaiting approval (its approval), an interrupted heal, the pause and an open
-    circuit all stay, untouched. Closed circuits past the action history go. The dry run
-    announced exactly what the batches (of 2 rows) removed."""
+    heal awaiting approval (its approval), an interrupted heal, the pause, an open
+    circuit and the action history (cooldowns, budgets) all stay, untouched. Closed
+    circuits past the action history go. The dry run announced exactly what the batches
+    (of 2 rows) removed."""
     ids = [d.heal_id or "" for d in await store.ingest([_alert(f"a{i}") for i in range(6)], _plan)]
     done, acting, awaiting, interrupted, not_recovered, also_done = ids
     await store.finish(done, Outcome.RECOVERED, "ok", {})
@@ -92,7 +93,9 @@ async def test_old_history_goes_and_open_heals_with_their_safety_state_stay(
     assert approval is not None and approval["decision"] is None
     assert [a["heal_id"] for a in await store.open_approvals()] == [awaiting]
     assert await store.alert_counts() == {"started": 3}
-    assert (await store.journal_stats()).rows["target_locks"] == 1
+    after = await store.journal_stats()
+    assert after.rows["target_locks"] == 1
+    assert after.rows["safety_actions"] == 2  # the cooldowns' and budgets' history
     assert await store.get_pause(now) is not None
     circuits = await store.list_circuits(include_closed=True)
     assert [(c["target"], c["state"]) for c in circuits] == [("test:open", "open")]
