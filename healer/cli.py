@@ -101,18 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check a journal file's integrity and schema, read-only (0 = sound)"
     )
     journal_check.add_argument("file", type=Path)
-    migrate = journal_sub.add_parser(
+    migrate = _journal_parser(
+        journal_sub,
         "migrate",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="create or migrate the journal's schema, printing its version before/after",
+        "create or migrate the journal's schema, printing its version before/after",
     )
     _target_arguments(migrate)
-    copy = journal_sub.add_parser(
+    copy = _journal_parser(
+        journal_sub,
         "copy",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
+        "copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
         "transaction, printing the rows copied",
     )
     copy.add_argument(
@@ -124,26 +122,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite journal (journal.db) to copy",
     )
     _target_arguments(copy)
-    prune = journal_sub.add_parser(
+    prune = _journal_parser(
+        journal_sub,
         "prune",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="remove the history past the config's retention now (what the daemon does in"
+        "remove the history past the config's retention now (what the daemon does in"
         " the background), printing the rows removed per table",
     )
     _file_or_target(prune)
     prune.add_argument(
         "--dry-run", action="store_true", help="print what would be removed, remove nothing"
     )
-    stats = journal_sub.add_parser(
+    stats = _journal_parser(
+        journal_sub,
         "stats",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="rows and oldest entry per table, and the bytes the journal takes",
+        "rows and oldest entry per table, and the bytes the journal takes",
     )
     _file_or_target(stats)
     add_admin_parsers(sub)
     return parser
+
+
+def _journal_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A ``journal`` subcommand that finds its store (its help ends with where and how)."""
+    return sub.add_parser(
+        name,
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=help,
+    )
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
