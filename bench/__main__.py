@@ -16,7 +16,16 @@ from pathlib import Path
 from bench.common import RESULTS, Context, write_result
 from bench.report import load_results, render_table, update_page
 
-ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
+ORDER = (
+    "ingest",
+    "dispatch",
+    "storm",
+    "storm_replicas",
+    "verify_delay",
+    "action",
+    "loop",
+    "retention",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from healer.notify import Notifiers
 from healer.outcomes import Outcome
 from healer.plugins import HandlerRegistry
 from healer.postgres_adapter import PostgresAdapter
+from healer.retention import Pruner
 from healer.rules import RuleSet
 from healer.services import Services
 from healer.store.factory import describe, journal_target, open_store
@@ -104,6 +105,7 @@ def create_app(
             renew_every=config.replica.renew_every,
             notices=notices,
         )
+        pruner = Pruner(journal, config.retention, metrics)
         app.state.services = Services(
             config=config,
             secrets=secrets,
@@ -125,6 +127,7 @@ def create_app(
             await followups.start(submit=executor.submit)
             resumed = await executor.resume()
             executor.start_leases()
+            await pruner.start()
             log.info(
                 "healer started",
                 listen=config.listen,
@@ -138,6 +141,7 @@ def create_app(
             yield
         finally:
             log.info("healer stopping", running_heals=executor.running)
+            await pruner.stop()
             await gates.stop()  # min_firing waits end at once; those heals stay pending
             await followups.stop()
             await executor.close(config.shutdown_grace)

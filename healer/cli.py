@@ -1,6 +1,7 @@
-"""``healer`` command line: serve, check-config, journal check / migrate / copy, --version;
-pause, resume, circuits, circuit-close, heals, heal, approve and reject talk to a running
-daemon (healer/admin_cli.py)."""
+"""``healer`` command line: serve, check-config, journal check / migrate / copy / prune /
+stats (the last two in healer/journal_cli.py), --version; pause, resume, circuits,
+circuit-close, heals, heal, approve and reject talk to a running daemon
+(healer/admin_cli.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import healer
 from healer.admin_cli import add_parsers as add_admin_parsers
 from healer.errors import ConfigError, PluginValidationError
+
+if TYPE_CHECKING:
+    from healer.config import RetentionConfig
 
 _EPILOG = """\
 environment:
@@ -23,8 +28,8 @@ environment:
                           admin.token_file; pause/resume/circuits/circuit-close send it)
   HEALER_JOURNAL_DSN_FILE file holding the PostgreSQL journal's DSN for `serve`
                           (as --journal-dsn-file)
-  HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `journal copy` when
-                          neither --to nor --to-dsn-file nor --config is given
+  HEALER_JOURNAL_DSN      PostgreSQL DSN for `journal migrate` / `copy` / `prune` /
+                          `stats` when no FILE, --to, --to-dsn-file nor --config is given
 """
 
 _JOURNAL_EPILOG = """\
@@ -94,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 = valid)")
     check.add_argument("file", type=Path)
-    journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy")
+    journal = sub.add_parser("journal", help="the journal: check FILE, migrate, copy, prune, stats")
     journal_sub = journal.add_subparsers(
         dest="journal_command", required=True, metavar="SUBCOMMAND"
     )
@@ -102,18 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check a journal file's integrity and schema, read-only (0 = sound)"
     )
     journal_check.add_argument("file", type=Path)
-    migrate = journal_sub.add_parser(
+    migrate = _journal_parser(
+        journal_sub,
         "migrate",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="create or migrate the journal's schema, printing its version before/after",
+        "create or migrate the journal's schema, printing its version before/after",
     )
     _target_arguments(migrate)
-    copy = journal_sub.add_parser(
+    copy = _journal_parser(
+        journal_sub,
         "copy",
-        epilog=_JOURNAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
+        "copy a SQLite journal's history into an EMPTY PostgreSQL store, in one "
         "transaction, printing the rows copied",
     )
     copy.add_argument(
@@ -125,8 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite journal (journal.db) to copy",
     )
     _target_arguments(copy)
+    prune = _journal_parser(
+        journal_sub,
+        "prune",
+        "remove the history past the config's retention now (what the daemon does in"
+        " the background), printing the rows removed per table",
+    )
+    _file_or_target(prune)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, remove nothing"
+    )
+    stats = _journal_parser(
+        journal_sub,
+        "stats",
+        "rows and oldest entry per table, and the bytes the journal takes",
+    )
+    _file_or_target(stats)
     add_admin_parsers(sub)
     return parser
+
+
+def _journal_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A ``journal`` subcommand that finds its store (its help ends with where and how)."""
+    return sub.add_parser(
+        name,
+        epilog=_JOURNAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=help,
+    )
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +169,16 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--to-dsn-file", type=Path, metavar="FILE", help="a file holding the DSN (password allowed)"
     )
+
+
+def _file_or_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="a SQLite journal (retention: the defaults); or --config FILE, --to, --to-dsn-file",
+    )
+    _target_arguments(parser)
 
 
 def _print_config_errors(path: Path, exc: ConfigError) -> None:
@@ -196,6 +237,8 @@ def _journal_target(args: argparse.Namespace) -> object:
     from healer.plugins import HandlerRegistry
     from healer.store.postgres.store import PostgresOptions
 
+    if getattr(args, "file", None) is not None:
+        return args.file
     if args.config is not None:
         config = load_config(args.config, HandlerRegistry.from_entry_points())
         dsn = resolve_journal_dsn(config)
@@ -218,6 +261,16 @@ def _journal_target(args: argparse.Namespace) -> object:
     return PostgresOptions(source.resolve("journal", os.environ), pool_size=1)
 
 
+def _retention(args: argparse.Namespace) -> RetentionConfig:
+    """The config's retention (``--config``), else the defaults."""
+    from healer.config import RetentionConfig, load_config
+    from healer.plugins import HandlerRegistry
+
+    if args.config is None:
+        return RetentionConfig()
+    return load_config(args.config, HandlerRegistry.from_entry_points()).retention
+
+
 def journal_command(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -231,6 +284,13 @@ def journal_command(args: argparse.Namespace) -> int:
 
     if args.journal_command == "check":
         return check_journal(args.file)
+    prune_or_stats = args.journal_command in ("prune", "stats")
+    if prune_or_stats and args.file is not None and (args.config or args.to or args.to_dsn_file):
+        print(
+            "error: give a journal FILE or --config/--to/--to-dsn-file, not both",
+            file=sys.stderr,
+        )
+        return 2
     try:
         target = _journal_target(args)
     except ValidationError as exc:
@@ -241,6 +301,13 @@ def journal_command(args: argparse.Namespace) -> int:
         _print_config_errors(args.config or Path("--to"), exc)
         return 2
     try:
+        if prune_or_stats:
+            from healer import journal_cli
+
+            assert isinstance(target, Path | PostgresOptions)
+            return journal_cli.run(
+                args.journal_command, target, _retention(args), getattr(args, "dry_run", False)
+            )
         if args.journal_command == "migrate":
             if isinstance(target, PostgresOptions):
                 before, after = asyncio.run(PostgresStore.migrate(target))

@@ -39,7 +39,7 @@ from healer.errors import ConfigError, MatcherSyntaxError
 from healer.matching import LabelSelector
 from healer.redact import redact_dsn
 from healer.replica import Replica, check_replica_id, default_replica_id
-from healer.units import ByteSize, Duration
+from healer.units import MAX_DURATION, ByteSize, Duration
 
 _DAY = 86400.0
 
@@ -411,6 +411,19 @@ class ReplicaConfig(_Frozen):
         return Replica(id=self.id or default_replica_id(), lease_ttl=self.lease_ttl)
 
 
+class RetentionConfig(_Frozen):
+    """How long the journal keeps history (docs/configuration.md#retention): done heals
+    with their timelines ``heals``, alert rows and webhook bodies ``alerts`` after they
+    were last seen (0: forever); a prune every ``every``, ``batch`` rows per short
+    transaction. What open heals and the safety gates need is never pruned."""
+
+    enabled: bool = True
+    heals: Annotated[Duration, Field(le=MAX_DURATION)] = 90 * _DAY
+    alerts: Annotated[Duration, Field(le=MAX_DURATION)] = 30 * _DAY
+    every: Annotated[Duration, Field(ge=0.1, le=_DAY)] = 600.0
+    batch: int = Field(default=1000, ge=1, le=100_000)
+
+
 class HealerConfig(_Frozen):
     listen: str = Field(
         default="127.0.0.1:9095", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$", max_length=300
@@ -446,6 +459,7 @@ class HealerConfig(_Frozen):
     public_url: str | None = Field(default=None, max_length=2048)
     rules: list[RuleConfig] = Field(default_factory=list)
     replica: ReplicaConfig = ReplicaConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("listen")
     @classmethod

@@ -91,6 +91,17 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+        self.journal_pruned_rows = Counter(
+            "healer_journal_pruned_rows",
+            "Journal rows removed by retention (docs/operations.md#journal-size), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.journal_last_prune = Gauge(
+            "healer_journal_last_prune_timestamp_seconds",
+            "When this process last finished a prune round (0: not yet).",
+            registry=registry,
+        )
 
     def start_series(self, rules: Iterable[tuple[str, str]], outcomes: Iterable[str]) -> None:
         """Export every configured rule's series at 0 from the start (``rules``: (name,

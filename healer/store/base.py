@@ -22,6 +22,7 @@ from typing import Any, cast
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_dsn
 from healer.store import types as st
+from healer.store.retention import Cutoffs
 
 Work = Callable[[Any], Any]
 
@@ -34,6 +35,7 @@ class ModuleStore:
     _gates: ModuleType
     _followups: ModuleType
     _approvals: ModuleType
+    _retention: ModuleType
     replica: st.Replica
 
     # ---- what a backend supplies -------------------------------------------------------
@@ -353,3 +355,19 @@ class ModuleStore:
 
     async def open_approvals(self) -> list[st.ApprovalRow]:
         return cast(list[st.ApprovalRow], await self._read(self._approvals.open_approvals))
+
+    # ---- retention ---------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, limit: int) -> dict[str, int] | None:
+        return cast(
+            dict[str, int] | None,
+            await self._write(lambda db: self._retention.prune_batch(db, cutoffs, limit)),
+        )
+
+    async def prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
+        return cast(
+            dict[str, int], await self._read(lambda db: self._retention.prunable(db, cutoffs))
+        )
+
+    async def reclaim(self, pages: int, keep: float = 0.0) -> int:
+        return cast(int, await self._write(lambda db: self._retention.reclaim(db, pages, keep)))

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from healer.outcomes import Outcome, Phase
 from healer.replica import Replica
+from healer.store.retention import Cutoffs, JournalStats
 from healer.store.types import (
     AlertKey,
     ApprovalRow,
@@ -383,4 +384,33 @@ class Store(Protocol):
 
     async def open_approvals(self) -> list[ApprovalRow]:
         """Every approval still open, soonest deadline first."""
+        ...
+
+    # ---- retention ---------------------------------------------------------------------
+
+    async def prune(self, cutoffs: Cutoffs, limit: int) -> dict[str, int] | None:
+        """One bounded prune batch, in one short transaction: up to ``limit`` alert rows,
+        ``limit`` deliveries, ``limit`` heals (with their timelines, approvals, follow-ups
+        and target locks) and ``limit`` closed circuits past ``cutoffs``; rows removed per
+        table (:data:`healer.store.retention.PRUNED_TABLES`). Never removes what
+        :mod:`healer.store.retention` lists as kept (a heal not done and the safety state
+        it needs, alert rows inside their window, ...). Idempotent; racing calls of
+        several processes remove each row once. None: another process's batch is running
+        (PostgreSQL: one replica prunes at a time), nothing was done."""
+        ...
+
+    async def prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
+        """What pruning with ``cutoffs`` until nothing is left would remove now, per table
+        (a read: ``healer journal prune --dry-run``)."""
+        ...
+
+    async def reclaim(self, pages: int, keep: float = 0.0) -> int:
+        """Give up to ``pages`` pages freed by pruning back to the file system, in one
+        write, while more than ``keep`` (a fraction) of the store's pages are free: those
+        stay for new rows; pages given back (SQLite: incremental vacuum; PostgreSQL: 0,
+        autovacuum makes freed space reusable in place)."""
+        ...
+
+    async def journal_stats(self) -> JournalStats:
+        """Rows and oldest entry per table, bytes on disk (``healer journal stats``)."""
         ...

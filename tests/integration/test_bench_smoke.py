@@ -20,29 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.load
 
 
-@pytest.mark.timeout(240)
-def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: Path) -> None:
-    """`python -m bench ingest dispatch --quick` exits 0, writes one JSON per benchmark
-    with the machine, a table and every target measured; no webhook post failed."""
-    if shutil.which("wrk") is None:
-        require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "ingest",
-            "dispatch",
-            "--quick",
-            "--results",
-            str(tmp_path),
-        ],
+def _bench(results: Path, *names: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench NAME... --quick`, its JSON into ``results``."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *names, "--quick", "--results", str(results)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=220,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+@pytest.mark.timeout(240)
+def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: Path) -> None:
+    """`python -m bench ingest dispatch --quick` exits 0, writes one JSON per benchmark
+    with the machine, a table and every target measured; no webhook post failed."""
+    if shutil.which("wrk") is None:
+        require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
+    proc = _bench(tmp_path, "ingest", "dispatch")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("ingest", "dispatch"):
         doc = json.loads((tmp_path / f"{name}.json").read_text())
@@ -69,14 +65,7 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
         require_service("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb")
     if shutil.which("prometheus") is None:
         require_service("prometheus", "prometheus not found (apt-get install prometheus)")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "storm_replicas", "--quick", "--results", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=220,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    proc = _bench(tmp_path, "storm_replicas")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "storm_replicas.json").read_text())
     assert doc["quick"] is True and doc["table"], doc
@@ -87,3 +76,22 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
     fps = doc["figures"]["fingerprints"]
     assert all(summary[side]["heals_created"] == [fps] for side in ("pg", "sqlite")), summary
     assert "| storm_replicas |" in proc.stdout
+
+
+@pytest.mark.timeout(240)
+def test_retention_benchmark_runs_and_measures_every_target(tmp_path: Path) -> None:
+    """`python -m bench retention --quick` (a 4 s window, the pruning and the keeping
+    healer taking turns) exits 0 and writes its JSON with every target measured, sizes and rates for
+    both runs, and no failed post. The ratios are only reported, never judged here."""
+    if shutil.which("wrk") is None:
+        require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
+    proc = _bench(tmp_path, "retention")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "retention.json").read_text())
+    assert doc["quick"] is True and doc["table"]
+    assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
+    figures = doc["figures"]
+    assert set(figures["steady_alerts_per_s"]) == {"with", "without"}
+    assert all(n > 0 for n in figures["journal_bytes_at_end"].values())
+    assert figures["errors"] == 0
+    assert "| retention |" in proc.stdout

@@ -13,8 +13,12 @@ and in-process healers (tests/support/inprocess/inproc.py) of ``web_config``'s w
                   exit it waits for running heals first
     healer        ``start()`` entered
     admin_healer  started with the admin token ``ADMIN``, its client sending it
+    backend       each store implementation on fresh, real storage (SQLite, PostgreSQL;
+                  tests/support/inprocess/stores.py)
+    store         a store opened on ``backend``
 
-Nothing here fakes Docker or PostgreSQL: the no-op handler never touches either.
+Nothing here fakes Docker or PostgreSQL: the no-op handler never touches either, and
+the stores run on a real file and a real server.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from healer.plugins import HandlerRegistry
 from tests.support.env import free_port
 from tests.support.inprocess.inproc import ADMIN, InProcessHealer, Start, running_healer, web_config
 from tests.support.inprocess.noop import NAME, recording_noop
+from tests.support.inprocess.stores import backend, store  # noqa: F401 - fixtures, registered
 
 
 @pytest.fixture

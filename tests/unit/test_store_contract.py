@@ -9,8 +9,9 @@ racing takeovers from three stores, a fenced write serialised with a takeover in
 a schema-1 store migrated in place. Approvals: decided once by racing replicas, tokens
 bound to their heal and used once, opened once (fenced) and listed while awaited.
 
-The ``backend`` fixture yields each store implementation on fresh, real storage: SQLite
-on a temp file, PostgreSQL on a scratch database of the test server. Concurrency is real
+The ``backend`` fixture (tests/support/inprocess/stores.py) yields each store
+implementation on fresh, real storage: SQLite on a temp file, PostgreSQL on a scratch
+database of the test server. Concurrency is real
 (``asyncio.gather`` of racing calls): results are compared as multisets, never by the
 order in which racing calls were answered.
 """
@@ -18,14 +19,11 @@ order in which racing calls were answered.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -35,83 +33,22 @@ from healer.errors import JournalUnavailable, LeaseLost
 from healer.outcomes import Outcome, Phase
 from healer.replica import Replica
 from healer.store import (
-    SCHEMA_VERSION,
     FollowUpPolicy,
     HealPlan,
     Limits,
-    SqliteStore,
     Store,
     alert_key_time,
 )
 from healer.store.postgres import schema as pg_schema
 from healer.store.postgres.store import PostgresOptions, PostgresStore
 from healer.store.types import token_hash
+from tests.support.inprocess.stores import Backend
 from tests.support.servers.pgserver import private_postgres
 from tests.support.servers.postgres import Sessions, scratch_database
 
 STARTS = datetime(2026, 11, 23, 8, 0, 0, 123456, tzinfo=UTC)
 PLAN = HealPlan("poke", "test.noop", {"target": "t"}, {}, False)
 RACERS = 12
-
-
-@dataclass
-class Backend:
-    """One store implementation on its own storage. ``open`` opens a store on it (again:
-    a reopened store; given a replica, as that replica); ``from_newer_healer`` marks the
-    (closed) storage as written by a healer with a newer schema."""
-
-    open: Callable[..., Awaitable[Store]]
-    from_newer_healer: Callable[[], Awaitable[None]]
-    schema_version: int
-
-
-def _sqlite(tmp_path: Path) -> Backend:
-    path = tmp_path / "journal.db"
-
-    async def open_store(replica: Replica | None = None) -> Store:
-        return await SqliteStore.open(path, replica)
-
-    async def from_newer_healer() -> None:
-        with sqlite3.connect(path) as db:
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-        db.close()
-
-    return Backend(open_store, from_newer_healer, SCHEMA_VERSION)
-
-
-def _postgres(dsn: str) -> Backend:
-    async def open_store(replica: Replica | None = None) -> Store:
-        return await PostgresStore.open(PostgresOptions(dsn), replica)
-
-    async def from_newer_healer() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(
-                "INSERT INTO healer_schema (version, applied_at) VALUES ($1, 0)",
-                pg_schema.SCHEMA_VERSION + 1,
-            )
-        finally:
-            await conn.close()
-
-    return Backend(open_store, from_newer_healer, pg_schema.SCHEMA_VERSION)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    async with AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            yield _sqlite(tmp_path)
-        else:
-            yield _postgres(await stack.enter_async_context(scratch_database()))
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _alert(fp: str, status: str = "firing", target: str = "t") -> Alert:

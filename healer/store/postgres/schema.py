@@ -11,7 +11,9 @@ Version 2 adds replicas (the SQLite schema's version 3): leases on heals, the re
 each timeline entry, target locks (columns added in place: a version-1 store keeps its
 rows; their ``replica`` is NULL and their heals unleased, taken over by the first
 replica that asks). Version 3 adds the ``approvals`` table (``mode: approve``; the
-SQLite schema's version 4).
+SQLite schema's version 4). Version 4 adds the indexes retention walks
+(:mod:`healer.store.postgres.retention`; the SQLite schema's version 5); building them
+locks the alerts and deliveries tables against writes while it runs, once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from healer.errors import JournalUnavailable
-from healer.store.postgres import alerts, approvals, followups, gates, heals
+from healer.store.postgres import alerts, approvals, followups, gates, heals, retention
 from healer.store.postgres.pool import Conn, lock, where
 
 VERSION_DDL = (
@@ -44,6 +46,7 @@ MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
     (1, "probe", PROBE_DDL),
     (2, "heals", heals.LEASES_DDL),
     (3, "approvals", approvals.DDL),
+    (4, "retention", retention.DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 # The tables a copy fills, in order, and that must all be empty to receive one.

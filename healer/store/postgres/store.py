@@ -26,8 +26,9 @@ from typing import Any
 from healer.redact import redact_dsn
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.postgres import alerts, approvals, followups, gates, heals, schema
+from healer.store.postgres import alerts, approvals, followups, gates, heals, retention, schema
 from healer.store.postgres.pool import Conn, Pool
+from healer.store.retention import JournalStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class PostgresStore(ModuleStore):
     _gates = gates
     _followups = followups
     _approvals = approvals
+    _retention = retention
 
     def __init__(
         self, pool: Pool, options: PostgresOptions, replica: st.Replica | None = None
@@ -143,3 +145,7 @@ class PostgresStore(ModuleStore):
             await heals.event(db, heal_id, phase, kind, data, now, me)
 
         return self.pool.submit(write)
+
+    async def journal_stats(self) -> JournalStats:
+        rows, oldest, size = await self.pool.read(retention.stats)
+        return JournalStats(self.options.name, rows, oldest, size, None)

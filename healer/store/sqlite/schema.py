@@ -12,7 +12,15 @@ transaction: its ``alerts`` table is set aside as ``alerts_v1`` and its rows cop
 Version 3 adds replicas: leases on heals, the replica on each timeline entry, target
 locks (columns added: a version-2 journal keeps its rows; their ``replica`` is NULL and
 their heals unleased, so the first start takes them over). Version 4 adds the
-``approvals`` table (``mode: approve``).
+``approvals`` table (``mode: approve``). Version 5 adds the indexes retention walks
+(:mod:`healer.store.sqlite.retention`).
+
+Space: a journal is kept in ``auto_vacuum=INCREMENTAL`` mode, so that the pages a prune
+frees can be given back to the file system (``PRAGMA incremental_vacuum``). A new file
+gets the mode before its first table; an existing one (it had ``auto_vacuum=NONE``) is
+rewritten once by ``VACUUM`` when it is first opened by this healer
+(:func:`incremental_vacuum_mode`): that needs free disk space about the journal's size,
+and takes a few seconds per hundred MiB.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import structlog
+
 from healer.errors import JournalUnavailable
-from healer.store.sqlite import alerts, approvals, followups, gates, heals
+from healer.store.sqlite import alerts, approvals, followups, gates, heals, retention
 
 Statements = Sequence[str] | Callable[[sqlite3.Connection], Sequence[str]]
 
@@ -44,7 +54,9 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
     (2, "alerts", alerts.v1_copy),
     (3, "heals", heals.LEASES_DDL),
     (4, "approvals", approvals.DDL),
+    (5, "retention", retention.DDL),
 )
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 
 
@@ -100,3 +112,20 @@ def migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def incremental_vacuum_mode(db: sqlite3.Connection, path: Path) -> None:
+    """Put the journal in ``auto_vacuum=INCREMENTAL`` mode (outside any transaction).
+    Before its first table (a new file) the pragma alone does it; a journal created
+    without it is converted by one ``VACUUM``, logged. Done once per file: the mode is
+    stored in the file, so the next open finds it set, even if that open is an older
+    healer's."""
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return  # no table yet: set for good
+    log = structlog.get_logger("healer.journal")
+    log.info("journal: converting to incremental vacuum (one VACUUM)", journal=str(path))
+    db.execute("VACUUM")
+    log.info("journal: converted to incremental vacuum", journal=str(path))

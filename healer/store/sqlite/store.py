@@ -23,7 +23,8 @@ from typing import Any
 
 from healer.store import types as st
 from healer.store.base import ModuleStore, Work
-from healer.store.sqlite import alerts, approvals, check, followups, gates, heals
+from healer.store.retention import JournalStats
+from healer.store.sqlite import alerts, approvals, check, followups, gates, heals, retention
 from healer.store.sqlite.writer import SqliteWriter
 
 # The lease tokens of the stores open in this process (see the module's docstring).
@@ -36,6 +37,7 @@ class SqliteStore(ModuleStore):
     _gates = gates
     _followups = followups
     _approvals = approvals
+    _retention = retention
 
     def __init__(self, writer: SqliteWriter, replica: st.Replica | None = None) -> None:
         self.writer = writer
@@ -124,3 +126,7 @@ class SqliteStore(ModuleStore):
         return await self.writer.transaction(
             lambda db: heals.lock_target(db, target, heal_id, self.replica, set(_LIVE), now)
         )
+
+    async def journal_stats(self) -> JournalStats:
+        rows, oldest, size, free = await self.writer.read(lambda db: retention.stats(db, self.path))
+        return JournalStats(str(self.path), rows, oldest, size, free)

@@ -130,6 +130,7 @@ class SqliteWriter:
         try:
             db.row_factory = sqlite3.Row
             schema.refuse_unknown(db, self.path)
+            schema.incremental_vacuum_mode(db, self.path)  # before WAL: a new file's mode
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
