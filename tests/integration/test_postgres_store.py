@@ -6,6 +6,7 @@ history into PostgreSQL where ``healer serve`` lists the same heals;
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import asyncpg
 import httpx
 
 from healer.store.postgres import schema
+from healer.store.postgres.pool import Pool
 from tests.support import HealerFactory
 from tests.support.env import free_port, wait_until
 from tests.support.inprocess.healer_api import write_config
@@ -209,3 +211,23 @@ async def test_journal_migrate_creates_the_schema_and_serve_refuses_a_newer_one(
         [line] = serve.stderr.strip().splitlines()[-1:]
         assert f"is newer than this healer's ({schema.SCHEMA_VERSION})" in line
         assert dsn.rsplit("/", 1)[1] in line
+
+
+async def test_after_a_restart_no_work_meets_a_stale_connection() -> None:
+    """With every pooled connection opened before a PostgreSQL restart: the first work
+    after it, a transaction, finds its connection dead at BEGIN and runs once on a fresh
+    one (its row is written once); every read after it answers, because the connections
+    left from before the restart were expired with the first."""
+    with private_postgres() as server:
+        pool = await Pool.connect(server.dsn, pool_size=4)
+        try:
+            await pool.transaction(lambda c: c.execute("CREATE TABLE t (x int)"))
+            sleepers = [pool.read(lambda c: c.fetchval("SELECT pg_sleep(0.3)")) for _ in range(4)]
+            await asyncio.gather(*sleepers)  # four connections open, all idle in the pool
+            server.stop()
+            server.start()
+            await pool.transaction(lambda c: c.execute("INSERT INTO t VALUES (1)"))
+            for _ in range(8):
+                assert await pool.read(lambda c: c.fetchval("SELECT count(*) FROM t")) == 1
+        finally:
+            await pool.close()

@@ -9,7 +9,10 @@ operator).
 
 The pool reconnects by itself: a connection broken by a server restart is discarded when
 released, and the next acquire opens a fresh one (failing, while the server is down, with
-JournalUnavailable).
+JournalUnavailable). The first failure also expires every other pooled connection (all
+stale after a restart), and the work that met it runs once more on a fresh connection
+when that cannot do it twice: a read, or a transaction that failed at its BEGIN. So once
+the server is back, no read fails on a connection left from before the outage.
 
 Queued writes (``submit``): kept in order, run by one task, each batch in one transaction
 with one savepoint per write (one failing write, a LeaseLost among them, does not undo
@@ -146,20 +149,33 @@ class Pool:
     async def _attempt(self, work: Callable[[Conn], Awaitable[T]], *, transaction: bool) -> T:
         if self._closed:
             raise JournalUnavailable(f"{where(self.dsn)}: closed")
-        for attempt in range(_TRIES):
+        stale_retried = False
+        attempt = 0
+        while True:
+            began = False
             try:
                 async with self.pool.acquire() as conn:
                     if not transaction:
                         return await work(conn)
                     async with conn.transaction():
+                        began = True
                         return await work(conn)
             except _RETRIED:
-                if attempt == _TRIES - 1:
+                attempt += 1
+                if attempt == _TRIES:
                     raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+                await asyncio.sleep(0.01 * attempt)
             except _UNREACHABLE as exc:
-                raise unavailable(self.dsn, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                # The server went away, maybe only for a restart: every pooled connection
+                # is stale now, not just this one; replace them all at their next use.
+                with contextlib.suppress(*_UNREACHABLE):
+                    await self.pool.expire_connections()
+                # Once, on a fresh connection: a read, or a transaction that had not begun
+                # (a connection found dead at BEGIN wrote nothing). A transaction that had
+                # begun may have committed: never run twice.
+                if stale_retried or (transaction and began):
+                    raise unavailable(self.dsn, exc) from None
+                stale_retried = True
 
     # ---- queued writes -----------------------------------------------------------------
 
