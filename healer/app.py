@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 import healer
 from healer.config import HealerConfig, Secrets
-from healer.docker_adapter import DockerAdapter
+from healer.docker_engines import DockerEngines
 from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
@@ -70,7 +70,9 @@ def create_app(
         target = journal_target(config, secrets)
         journal = await open_store(target, config.replica.replica())
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
-        docker = DockerAdapter(config.docker.base_url)
+        docker = DockerEngines.from_config(config.docker)
+        for warning in config.docker.plain_tcp_warnings():
+            log.warning("plain tcp to a docker engine", problem=warning)
         postgres = PostgresAdapter(config.databases, secrets.databases)
         verifier = Verifier(
             http,
@@ -129,6 +131,7 @@ def create_app(
                 handlers=list(handlers),
                 resumed=resumed,
                 dry_run=config.dry_run,
+                docker_engines=list(docker),
             )
             yield
         finally:

@@ -7,20 +7,30 @@ Usage::
     await adapter.restart("web-1", timeout=10)
     await adapter.aclose()
 
+    db1 = DockerAdapter.for_engine("db1", engine_config)   # a named engine (docker.engines)
+
 Each call runs in a worker thread (``asyncio.to_thread``). The client is created
-lazily so that healer starts (and reports "docker: down" on /health/ready) when
-the engine is not there yet.
+lazily, and kept, so that healer starts (and reports the engine down on /health/ready)
+when an engine is not there yet. An engine that cannot be reached, or whose TLS
+handshake fails, raises :class:`EngineUnavailable` naming the engine (and, for TLS, the
+file to look at); the heal that met it fails, the other engines' heals go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
+import requests.exceptions
+
+from healer.docker_config import DEFAULT_ENGINE, EngineConfig
+from healer.errors import ActionFailed
 
 T = TypeVar("T")
 
@@ -28,26 +38,122 @@ T = TypeVar("T")
 _API_TIMEOUT = 30
 
 
+class EngineUnavailable(ActionFailed):
+    """A Docker engine could not be reached, or refused healer's TLS: the message names
+    the engine and, for TLS, the file to look at."""
+
+
 class DockerAdapter:
-    def __init__(self, base_url: str | None = None) -> None:
-        self._base_url = base_url
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        name: str = DEFAULT_ENGINE,
+        engine: EngineConfig | None = None,
+    ) -> None:
+        self.name = name
+        self._engine = engine
+        self._base_url = engine.base_url if engine is not None else base_url
+        self._timeout = round(engine.timeout) if engine is not None else _API_TIMEOUT
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        limit = engine.max_concurrent_actions if engine is not None else None
+        self._actions = asyncio.Semaphore(limit) if limit is not None else None
+
+    @classmethod
+    def for_engine(cls, name: str, engine: EngineConfig | None) -> DockerAdapter:
+        """The adapter of engine ``name`` (``None``: the environment's engine)."""
+        return cls(name=name, engine=engine)
+
+    @property
+    def where(self) -> str:
+        """``engine 'db1' (tcp://db1:2376)``: how errors name this engine."""
+        return f"engine {self.name!r} ({self._base_url or 'DOCKER_HOST or the local socket'})"
+
+    def _tls(self) -> docker.tls.TLSConfig | None:
+        engine = self._engine
+        if engine is None or engine.cert_file is None or engine.key_file is None:
+            return None
+        ca = str(engine.ca_file) if engine.ca_file is not None else None
+        return docker.tls.TLSConfig(
+            client_cert=(str(engine.cert_file), str(engine.key_file)), ca_cert=ca, verify=True
+        )
+
+    def _new_client(self) -> docker.DockerClient:
+        if not self._base_url:
+            return docker.from_env(timeout=self._timeout)
+        kwargs: dict[str, Any] = {}
+        if self._base_url.startswith("ssh://"):
+            kwargs["use_ssh_client"] = True  # the system's ssh, its keys and known_hosts
+        return docker.DockerClient(
+            base_url=self._base_url,
+            timeout=self._timeout,
+            version="auto",
+            tls=self._tls() or False,
+            **kwargs,
+        )
 
     def _get(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
-                if self._base_url:
-                    self._client = docker.DockerClient(
-                        base_url=self._base_url, timeout=_API_TIMEOUT, version="auto"
-                    )
-                else:
-                    self._client = docker.from_env(timeout=_API_TIMEOUT)
+                self._client = self._new_client()
             return self._client
+
+    def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
+        try:
+            return fn(self._get())
+        except (requests.exceptions.SSLError, docker.errors.TLSParameterError) as exc:
+            raise EngineUnavailable(f"docker {self.where}: {self._tls_problem(exc)}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            if self._engine is not None and self._engine.tls and _looks_like_tls(exc):
+                raise EngineUnavailable(f"docker {self.where}: {self._tls_problem(exc)}") from exc
+            raise EngineUnavailable(f"docker {self.where} cannot be reached: {exc}") from exc
+        except docker.errors.DockerException as exc:
+            if self._client is None:  # the constructor asks the engine for its version
+                cause = exc.__context__
+                if isinstance(cause, requests.exceptions.SSLError) or _looks_like_tls(exc):
+                    problem = self._tls_problem(cause or exc)
+                    raise EngineUnavailable(f"docker {self.where}: {problem}") from exc
+                raise EngineUnavailable(f"docker {self.where} cannot be reached: {exc}") from exc
+            raise
+
+    def _tls_problem(self, exc: BaseException) -> str:
+        """Which of the engine's TLS files is the likely culprit, from the error text."""
+        engine = self._engine
+        text = str(exc)
+        if engine is None or engine.cert_file is None:
+            return f"TLS failed: {text}"
+        low = text.lower()
+        if isinstance(exc, docker.errors.TLSParameterError) or "no such file" in low:
+            files = f"ca_file {engine.ca_file}, cert_file {engine.cert_file}, key_file "
+            return f"TLS files unusable ({files}{engine.key_file}): {text}"
+        if "certificate verify failed" in low or "hostname mismatch" in low:
+            return (
+                f"TLS: the engine's certificate does not verify against ca_file "
+                f"{engine.ca_file} (or does not name the host): {text}"
+            )
+        if "key values mismatch" in low or "pem lib" in low:
+            return (
+                f"TLS: cert_file {engine.cert_file} and key_file {engine.key_file} are "
+                f"not a pair: {text}"
+            )
+        return (
+            f"TLS: the engine refused healer's client certificate (cert_file "
+            f"{engine.cert_file}; is it signed by the CA the engine trusts?): {text}"
+        )
 
     async def run(self, fn: Callable[[docker.DockerClient], T]) -> T:
         """Run ``fn(client)`` in a thread. The escape hatch for calls not wrapped below."""
-        return await asyncio.to_thread(lambda: fn(self._get()))
+        return await asyncio.to_thread(self._call, fn)
+
+    @contextlib.asynccontextmanager
+    async def acting(self) -> AsyncIterator[None]:
+        """Held while a handler acts on this engine: ``max_concurrent_actions`` at once."""
+        if self._actions is None:
+            yield
+            return
+        async with self._actions:
+            yield
 
     async def ping(self) -> bool:
         return bool(await self.run(lambda c: c.ping()))
@@ -119,6 +225,11 @@ def memory_usage(stats: dict[str, Any]) -> dict[str, int | None]:
         "limit": limit if isinstance(limit, int) and limit > 0 else None,
         "raw_usage": raw if isinstance(raw, int) else None,
     }
+
+
+def _looks_like_tls(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("ssl", "tls", "certificate", "handshake"))
 
 
 NotFound = docker.errors.NotFound
