@@ -43,6 +43,23 @@ class EngineUnavailable(ActionFailed):
     the engine and, for TLS, the file to look at."""
 
 
+class _TlsApiClient(docker.APIClient):
+    """The SDK's API client, but the engine's ``ca_file`` is what verifies it: requests
+    lets ``$REQUESTS_CA_BUNDLE`` / ``$CURL_CA_BUNDLE`` (often set in images) replace a
+    session's own CA (psf/requests#3829), and the engine's certificate would then be
+    checked against the system's CAs instead."""
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+        settings["verify"] = self.verify
+        return settings
+
+
+class _TlsDockerClient(docker.DockerClient):
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _TlsApiClient(**kwargs)
+
+
 class DockerAdapter:
     def __init__(
         self,
@@ -85,11 +102,13 @@ class DockerAdapter:
         kwargs: dict[str, Any] = {}
         if self._base_url.startswith("ssh://"):
             kwargs["use_ssh_client"] = True  # the system's ssh, its keys and known_hosts
-        return docker.DockerClient(
+        tls = self._tls()
+        factory = _TlsDockerClient if tls is not None else docker.DockerClient
+        return factory(
             base_url=self._base_url,
             timeout=self._timeout,
             version="auto",
-            tls=self._tls() or False,
+            tls=tls or False,
             **kwargs,
         )
 
