@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from healer.api import Target
-from healer.config import Secrets, parse_config, resolve_secrets
+from healer.config import Secrets, load_config, parse_config, resolve_secrets
 from healer.docker_engines import engine_for
 from healer.errors import ConfigError, InvalidParams
 from healer.plugins import HandlerRegistry
@@ -23,6 +23,7 @@ from tests.support.inprocess.gates import until
 from tests.support.inprocess.inproc import ADMIN, InProcessHealer, running_healer
 from tests.support.inprocess.noop import NAME, recording_noop
 from tests.support.inprocess.payloads import alert
+from tests.support.inprocess.stack import REPO
 
 NOWHERE = "unix:///nonexistent/docker.sock"
 
@@ -292,3 +293,17 @@ async def test_a_manual_heal_names_its_engine(tmp_path: Path) -> None:
     assert "'zz' is not configured" in heal["reason"]
     assert ok["targets"] == ["docker:a/web-1"]
     assert refused.status_code == 422
+
+
+def test_the_three_host_example_is_valid() -> None:
+    """examples/hosts/healer.yml validates with the real handlers: three TLS engines
+    (the files where make-certs.sh puts them), rules that name their engine."""
+    config = load_config(
+        REPO / "examples" / "hosts" / "healer.yml", HandlerRegistry.from_entry_points()
+    )
+    engines = config.docker.all_engines()
+    assert list(engines) == ["app1", "app2", "db1"]
+    for engine in engines.values():
+        assert engine is not None and engine.tls
+        assert str(engine.cert_file).endswith("/healer/cert.pem")
+    assert [r.engine for r in config.rules] == ["{{ labels.host }}", "db1"]
