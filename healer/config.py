@@ -37,6 +37,7 @@ from pydantic import (
 
 from healer.docker_config import DockerConfig, check_tls_files
 from healer.errors import ConfigError, MatcherSyntaxError
+from healer.hosts import is_loopback
 from healer.matching import LabelSelector
 from healer.redact import redact_dsn
 from healer.replica import Replica, check_replica_id, default_replica_id
@@ -853,15 +854,6 @@ def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None)
         else None
     )
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(config: HealerConfig, secrets: Secrets) -> None:

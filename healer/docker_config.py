@@ -24,13 +24,13 @@ reaches that port controls the engine (as far as a proxy in front lets them).
 from __future__ import annotations
 
 import re
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
+from healer.hosts import is_loopback
 from healer.units import Duration
 
 DEFAULT_ENGINE = "default"
@@ -45,15 +45,6 @@ def _file(value: Any) -> Any:
 
 
 _TlsFile = Annotated[Path, BeforeValidator(_file)]
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class EngineConfig(BaseModel):
@@ -97,7 +88,7 @@ def check_engine_url(url: str, *, tls: bool, allow_plain_tcp: bool) -> None:
         raise ValueError("ca_file, cert_file and key_file go with a tcp:// base_url")
     if parts.scheme == "tcp" and not tls and not allow_plain_tcp:
         host = parts.hostname or ""
-        if not _loopback(host):
+        if not is_loopback(host):
             raise ValueError(
                 f"plain tcp:// to {host[:64]!r} gives whoever reaches that port the "
                 "engine: give ca_file, cert_file and key_file (TLS), or allow_plain_tcp: "
