@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -73,7 +74,8 @@ class DockerAdapter:
         self.name = name
         self._engine = engine
         self._base_url = engine.base_url if engine is not None else base_url
-        self._timeout = round(engine.timeout) if engine is not None else _API_TIMEOUT
+        # Whole seconds, as the SDK takes them: 0.5s is 1s, never 0 (no timeout at all).
+        self._timeout = math.ceil(engine.timeout) if engine is not None else _API_TIMEOUT
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         limit = engine.max_concurrent_actions if engine is not None else None
