@@ -9,8 +9,11 @@ Usage::
 
     db1 = DockerAdapter.for_engine("db1", engine_config)   # a named engine (docker.engines)
 
-Each call runs in a worker thread (``asyncio.to_thread``). The client is created
-lazily, and kept, so that healer starts (and reports the engine down on /health/ready)
+Each call runs in a worker thread of the engine's own pool (at most ``THREADS`` at
+once): an engine that hangs ties up its own threads only, never the event loop's
+default pool nor another engine's. Readiness pings of one engine never pile up: a ping
+still waiting for the engine is shared by the next probe. The client is created lazily,
+and kept, so that healer starts (and reports the engine down on /health/ready)
 when an engine is not there yet. An engine that cannot be reached, or whose TLS
 handshake fails, raises :class:`EngineUnavailable` naming the engine (and, for TLS, the
 file to look at); the heal that met it fails, the other engines' heals go on.
@@ -23,6 +26,7 @@ import contextlib
 import math
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
@@ -37,6 +41,8 @@ T = TypeVar("T")
 
 # The SDK would otherwise wait 60 s for a dead engine; a heal must fail fast.
 _API_TIMEOUT = 30
+# Threads per engine: calls beyond them wait their turn (heals on that engine only).
+THREADS = 8
 
 
 class EngineUnavailable(ActionFailed):
@@ -78,6 +84,8 @@ class DockerAdapter:
         self._timeout = math.ceil(engine.timeout) if engine is not None else _API_TIMEOUT
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix=f"docker-{name}")
+        self._ping: asyncio.Future[bool] | None = None
         limit = engine.max_concurrent_actions if engine is not None else None
         self._actions = asyncio.Semaphore(limit) if limit is not None else None
 
@@ -118,9 +126,18 @@ class DockerAdapter:
 
     def _get(self) -> docker.DockerClient:
         with self._lock:
+            if self._client is not None:
+                return self._client
+        # Made outside the lock: the SDK asks the engine for its API version here, and a
+        # hung engine must not make every call queue behind one attempt's timeout.
+        client = self._new_client()
+        with self._lock:
             if self._client is None:
-                self._client = self._new_client()
-            return self._client
+                self._client = client
+            kept = self._client
+        if kept is not client:  # another call made one first
+            client.close()
+        return kept
 
     def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
         try:
@@ -167,7 +184,7 @@ class DockerAdapter:
 
     async def run(self, fn: Callable[[docker.DockerClient], T]) -> T:
         """Run ``fn(client)`` in a thread. The escape hatch for calls not wrapped below."""
-        return await asyncio.to_thread(self._call, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn)
 
     @contextlib.asynccontextmanager
     async def acting(self) -> AsyncIterator[None]:
@@ -179,7 +196,14 @@ class DockerAdapter:
             yield
 
     async def ping(self) -> bool:
-        return bool(await self.run(lambda c: c.ping()))
+        """Whether the engine answers ``/_ping``. A ping still in flight is awaited,
+        not repeated (a hung engine holds one thread for probes, not one per probe)."""
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.ensure_future(self.run(lambda c: c.ping()))
+            # A probe that gave up waiting (its timeout) leaves the result unread: read
+            # here, so that asyncio does not report it lost; the next probe asks afresh.
+            self._ping.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return bool(await asyncio.shield(self._ping))
 
     async def list_containers(
         self, *, name: str | None = None, labels: dict[str, str] | None = None
@@ -226,7 +250,8 @@ class DockerAdapter:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(client.close)
+            await asyncio.get_running_loop().run_in_executor(self._pool, client.close)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def memory_usage(stats: dict[str, Any]) -> dict[str, int | None]:

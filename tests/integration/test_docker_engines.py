@@ -8,6 +8,8 @@ dockerd's own restart events say what was restarted, never healer's word for it.
 from __future__ import annotations
 
 import gc
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.env import free_port
 from tests.support.inprocess.gates import kinds
 from tests.support.inprocess.inproc import InProcessHealer, running_healer
 from tests.support.inprocess.payloads import alert
@@ -203,3 +206,62 @@ async def test_an_engine_certificate_the_ca_file_does_not_verify(
     assert "engine 'tls'" in heal["reason"], heal["reason"]
     assert str(rogue / "ca.pem") in heal["reason"], heal["reason"]
     assert _restarts(docker_engines, "tls", twins, since) == 0
+
+
+@pytest.fixture
+def silent_engine() -> Iterator[tuple[str, threading.Event]]:
+    """A TCP port on loopback that accepts connections and never answers (an engine
+    that hangs); yields its URL and an event that, once set, closes every connection
+    and the port."""
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    listener.settimeout(0.1)
+    hang_up = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        try:
+            while not hang_up.is_set():  # bounded by the test: set at the latest on teardown
+                try:
+                    held.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+        finally:
+            listener.close()  # from now on: connection refused
+            for conn in held:
+                conn.close()
+
+    port = listener.getsockname()[1]
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{port}", hang_up
+    finally:
+        hang_up.set()
+        thread.join(5)
+
+
+async def test_a_hung_engine_ties_up_only_its_own_threads(
+    tmp_path: Path,
+    docker_engines: TwoEngines,
+    twins: str,
+    prometheus_url: str,
+    silent_engine: tuple[str, threading.Event],
+) -> None:
+    """Twelve heals stuck on an engine that never answers (more than the event loop's
+    default thread pool holds) do not hold up a heal on another engine: it recovers
+    while they still wait. Once the engine hangs up, they end ``failed`` naming it."""
+    url, hang_up = silent_engine
+    engines = {**docker_engines.config(), "hung": {"base_url": url, "timeout": "60s"}}
+    async with running_healer(_config(tmp_path, engines, prometheus_url)) as h:
+        stuck = [
+            await h.fire(alert("ServiceDown", {"host": "hung", "container": f"web-{i}"}))
+            for i in range(12)
+        ]
+        ok = await _heal(h, "tls", twins)
+        pending = [await h.journal.get_heal(i) for [i] in stuck]
+        hang_up.set()
+        ended = [await h.wait_for_outcome(i, timeout=30) for [i] in stuck]
+    assert ok["outcome"] == "recovered", ok["reason"]
+    assert [heal["outcome"] for heal in pending if heal is not None] == [None] * 12
+    assert {heal["outcome"] for heal in ended} == {"failed"}
+    assert all("engine 'hung'" in heal["reason"] for heal in ended), ended[0]["reason"]
