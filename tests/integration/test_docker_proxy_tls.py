@@ -147,3 +147,20 @@ async def test_other_calls_and_other_clients_are_kept_out(
     assert str(rogue / "healer" / "cert.pem") in str(caught.value)
     box.reload()
     assert box.attrs["State"]["StartedAt"] == started
+
+
+async def test_a_key_that_is_not_the_certificates(tmp_path: Path, proxy: tuple[str, Path]) -> None:
+    """healer's cert_file with another key: the error names the engine and both files
+    as not a pair (before anything reaches the proxy)."""
+    url, certs = proxy
+    other = make_certs(tmp_path / "other")
+    engine = _engine(url, certs).model_copy(update={"key_file": other / "healer" / "key.pem"})
+    adapter = DockerAdapter.for_engine("db1", engine)
+    try:
+        with pytest.raises(EngineUnavailable) as caught:
+            await adapter.ping()
+    finally:
+        await adapter.aclose()
+    message = str(caught.value)
+    assert "engine 'db1'" in message and "are not a pair" in message, message
+    assert str(other / "healer" / "key.pem") in message
