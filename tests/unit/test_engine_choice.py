@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,7 +21,7 @@ from healer.errors import ConfigError, InvalidParams
 from healer.plugins import HandlerRegistry
 from tests.support.inprocess.gates import until
 from tests.support.inprocess.inproc import ADMIN, InProcessHealer, running_healer
-from tests.support.inprocess.noop import NAME, recording_noop
+from tests.support.inprocess.noop import NAME, NoopForTests
 from tests.support.inprocess.payloads import alert
 from tests.support.inprocess.stack import REPO
 
@@ -202,10 +202,17 @@ def _config(tmp_path: Path, **engine: Any) -> dict[str, Any]:
     }
 
 
+class DockerNoop(NoopForTests):
+    """``test.noop`` as a Docker handler: names ``docker:<target>``, requires docker (so
+    its rules may name an engine), and never calls an engine."""
+
+    kind: ClassVar[str] = "docker"
+    requires: ClassVar[frozenset[str]] = frozenset({"docker"})
+
+
 @asynccontextmanager
 async def _healer(tmp_path: Path, **engine: Any) -> AsyncIterator[InProcessHealer]:
-    noop = recording_noop()
-    noop.kind = "docker"  # type: ignore[misc]  # names docker:<target>, never calls an engine
+    noop = DockerNoop(record=True)
     handlers = HandlerRegistry.from_entry_points((NAME, noop))
     config = _config(tmp_path, **engine)
     async with running_healer(config, handlers=handlers, secrets=Secrets(admin_token=ADMIN)) as h:
@@ -307,3 +314,26 @@ def test_the_three_host_example_is_valid() -> None:
         assert engine is not None and engine.tls
         assert str(engine.cert_file).endswith("/healer/cert.pem")
     assert [r.engine for r in config.rules] == ["{{ labels.host }}", "db1"]
+
+
+def test_rules_and_engines_must_fit_their_handler() -> None:
+    """With the real handlers: ``engine`` on a rule whose handler uses no Docker is an
+    error, and so is a Docker rule without ``engine`` when no engine ``default`` exists
+    (it could never act)."""
+    engines = {"engines": {"a": {"base_url": NOWHERE}}}
+    restart = {"name": "r", "match": 'alertname="X"', "handler": "docker.restart"}
+    run = {"name": "e", "match": 'alertname="Y"', "handler": "exec", "engine": "a"}
+    run["params"] = {"argv": ["/usr/local/bin/fix"]}
+    restart["params"] = {"containers": ["web-1"]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"docker": engines, "rules": [restart, run]}, HandlerRegistry.from_entry_points()
+        )
+    errors = dict(caught.value.errors)
+    assert "there is no engine 'default'" in errors["rules[0].engine"], errors
+    assert errors["rules[1].engine"] == "handler 'exec' does not use docker"
+    fine = parse_config(
+        {"docker": engines, "rules": [{**restart, "engine": "a"}]},
+        HandlerRegistry.from_entry_points(),
+    )
+    assert fine.rules[0].engine == "a"
