@@ -94,6 +94,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from healer.docker_adapter import DockerAdapter
+from healer.docker_config import DEFAULT_ENGINE
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
 from healer.outcomes import Outcome, RecordStep
 from healer.postgres_adapter import HealPostgres, PostgresAdapter
@@ -151,20 +152,31 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Something a handler will act on. ``kind`` + ``name`` identify it for the
-    per-target lock; ``attrs`` (e.g. compose project/service) feed the allowlist."""
+    """Something a handler will act on. ``kind`` + ``name`` (+ ``engine``) identify it
+    for the per-target lock; ``attrs`` (e.g. compose project/service) feed the allowlist.
+
+    ``engine`` is the Docker engine of a ``docker`` target: handlers leave it unset and
+    the engine fills in the heal's engine. The key of a container on the engine
+    ``default`` is ``docker:<name>`` (as before engines were named); on any other
+    engine ``docker:<engine>/<name>``."""
 
     kind: str
     name: str
     attrs: Mapping[str, str] = field(default_factory=dict)
+    engine: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.name}"
+        if self.engine is None or self.engine == DEFAULT_ENGINE:
+            return f"{self.kind}:{self.name}"
+        return f"{self.kind}:{self.engine}/{self.name}"
 
     def fields(self) -> dict[str, str]:
-        """Everything an allowlist entry may match on."""
-        return {**self.attrs, "kind": self.kind, "name": self.name}
+        """Everything an allowlist entry may match on (``engine`` when set)."""
+        out = {**self.attrs, "kind": self.kind, "name": self.name}
+        if self.engine is not None:
+            out["engine"] = self.engine
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import healer
 from healer.config import HealerConfig, Secrets
 from healer.console import routes as console
 from healer.console.session import ConsoleSessions
-from healer.docker_adapter import DockerAdapter
+from healer.docker_engines import DockerEngines
 from healer.errors import ConfigError, JournalUnavailable
 from healer.executor import Executor
 from healer.followup import FollowUps
@@ -75,7 +75,9 @@ def create_app(
         target = journal_target(config, secrets)
         journal = await open_store(target, config.replica.replica())
         http = httpx.AsyncClient(headers={"User-Agent": f"healer/{healer.__version__}"})
-        docker = DockerAdapter(config.docker.base_url)
+        docker = DockerEngines.from_config(config.docker)
+        for warning in config.docker.plain_tcp_warnings():
+            log.warning("plain tcp to a docker engine", problem=warning)
         postgres = PostgresAdapter(config.databases, secrets.databases)
         verifier = Verifier(
             http,
@@ -137,6 +139,7 @@ def create_app(
                 handlers=list(handlers),
                 resumed=resumed,
                 dry_run=config.dry_run,
+                docker_engines=list(docker),
             )
             yield
         finally:

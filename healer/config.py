@@ -35,7 +35,9 @@ from pydantic import (
     model_validator,
 )
 
+from healer.docker_config import DockerConfig, check_tls_files
 from healer.errors import ConfigError, MatcherSyntaxError
+from healer.hosts import is_loopback
 from healer.matching import LabelSelector
 from healer.redact import redact_dsn
 from healer.replica import Replica, check_replica_id, default_replica_id
@@ -126,10 +128,6 @@ class PrometheusConfig(_Frozen):
     timeout: Annotated[Duration, Field(gt=0, le=300)] = 5.0
     # Overrides the interval read from Prometheus' own config (global.evaluation_interval).
     evaluation_interval: Annotated[Duration, Field(gt=0, le=_DAY)] | None = None
-
-
-class DockerConfig(_Frozen):
-    base_url: str | None = Field(default=None, min_length=1, max_length=2048)
 
 
 class ProtectConfig(_Frozen):
@@ -352,6 +350,10 @@ class RuleConfig(_Frozen):
     notify_on: list[NotifyOn] | None = None
     # Unset: the top-level ``approval:``.
     approval: ApprovalConfig | None = None
+    # The Docker engine (docker.engines) its handler acts on; may quote alert data
+    # ("{{ labels.host }}"), checked against the engine names once substituted.
+    # Unset: the engine ``default``.
+    engine: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 # --- server: per-connection limits of the HTTP listener (healer/connections.py) ---
@@ -571,12 +573,29 @@ def parse_config(data: Any, handlers: RuleCheck | None = None) -> HealerConfig:
         seen.add(rule.name)
         if handlers is not None:
             errors.extend(handlers.check_rule(rule, f"rules[{i}]", config))
+    if config is not None:
+        errors.extend(_rule_engines(config))
     for i, entry in enumerate(config.allow if config is not None else []):
         if "kind" not in entry:
             errors.append((f"allow[{i}]", "each allowlist entry needs a 'kind' (e.g. docker)"))
     if errors or config is None:
         raise ConfigError(sorted(errors, key=_path_key))
     return config
+
+
+def _rule_engines(config: HealerConfig) -> list[tuple[str, str]]:
+    """A rule's ``engine`` without alert data must name a configured engine (one that
+    quotes alert data is checked per heal, once substituted)."""
+    known = config.docker.all_engines()
+    errors = []
+    for i, rule in enumerate(config.rules):
+        engine = rule.engine
+        if engine is None or "{{" in engine:
+            continue
+        if engine not in known:
+            names = ", ".join(sorted(known)) or "none"
+            errors.append((f"rules[{i}].engine", f"unknown engine {engine!r} (known: {names})"))
+    return errors
 
 
 def _path_key(error: tuple[str, str]) -> list[tuple[int, int | str]]:
@@ -751,8 +770,12 @@ def token_from(
 
 
 def resolve_secrets(config: HealerConfig, env: Mapping[str, str] | None = None) -> Secrets:
-    """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys."""
+    """Env vars (``HEALER_WEBHOOK_TOKEN``, ``HEALER_ADMIN_TOKEN``) win over ``*_file`` keys.
+    The Docker engines' TLS files are checked readable here too (read again when the
+    engine is first used)."""
     env = os.environ if env is None else env
+    if tls_errors := check_tls_files(config.docker):
+        raise ConfigError(tls_errors)
     webhook = token_from(
         env, "HEALER_WEBHOOK_TOKEN", config.webhook.token_file, "webhook.token_file"
     )
@@ -856,15 +879,6 @@ def declared_secrets(config: HealerConfig, env: Mapping[str, str] | None = None)
         else None
     )
     return Secrets(webhook_token=webhook, webhook_basic=basic, admin_token=admin)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(config: HealerConfig, secrets: Secrets) -> None:

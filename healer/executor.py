@@ -50,7 +50,8 @@ from pydantic import ValidationError
 
 from healer.api import Alert, CheckResult, HealContext
 from healer.docker_adapter import DockerAdapter
-from healer.errors import HealError, InvalidParams, LeaseLost, TargetRefused
+from healer.docker_engines import DockerEngines, engine_for
+from healer.errors import ActionFailed, HealError, InvalidParams, LeaseLost, TargetRefused
 from healer.gates import Deferred, SafetyGates, alert_key
 from healer.metrics import Metrics
 from healer.notices import OUTCOME_EVENTS, ApprovalRequest, HealNotice, HealNotices, NoticeEvent
@@ -88,6 +89,14 @@ class HealJob:
     @property
     def fingerprint(self) -> str | None:
         return self.alert.fingerprint if self.alert else None
+
+    @property
+    def engine(self) -> str | None:
+        """The rule's (or manual heal's) ``engine``, alert data not yet substituted: it
+        is journaled with the verify spec (``verify.engine``), so a heal resumed after a
+        restart acts on the engine it was meant for."""
+        engine = self.verify.get("engine")
+        return engine if isinstance(engine, str) else None
 
     @classmethod
     def from_row(cls, row: HealRow) -> HealJob:
@@ -150,6 +159,30 @@ class _Checked:
     keys: list[str]
 
 
+def _on_engine(check: CheckResult, engine: str) -> CheckResult:
+    """``check`` with the heal's engine on each Docker target the handler named (handlers
+    build ``Target(kind="docker", name=...)``): the allowlist's ``engine`` globs, the
+    locks and the gates then tell one host's ``web-1`` from another's."""
+    if not any(t.kind == "docker" and t.engine is None for t in check.targets):
+        return check
+    targets = [
+        dataclasses.replace(t, engine=engine) if t.kind == "docker" and t.engine is None else t
+        for t in check.targets
+    ]
+    return dataclasses.replace(check, targets=targets)
+
+
+class _NoEngine:
+    """``ctx.docker`` of a handler that does not require docker, when there is no engine
+    ``default``: any use fails the heal with a message saying why."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ActionFailed(
+            "this handler does not list docker in requires, and no docker engine "
+            "'default' is configured"
+        )
+
+
 class _End(Exception):
     def __init__(self, outcome: Outcome, reason: str) -> None:
         self.outcome = outcome
@@ -164,7 +197,7 @@ class Executor:
         handlers: HandlerRegistry,
         metrics: Metrics,
         verifier: Verifier,
-        docker: DockerAdapter,
+        docker: DockerEngines,
         postgres: PostgresAdapter,
         allowlist: Allowlist,
         max_concurrent: int,
@@ -653,7 +686,7 @@ class Executor:
                     "act",
                     job,
                     durations,
-                    self._guard(handler.act(ctx, params, check), "act", heal_id),
+                    self._guard(self._act(handler, ctx, params, check), "act", heal_id),
                 )
             finally:
                 await ctx.recorded()  # what act queued with record_soon, in timeline order
@@ -685,6 +718,9 @@ class Executor:
         ctx: HealContext | None = None
         try:
             params = self._params(handler, job)
+            engine, docker = self._engine(handler, job)
+            if engine is not None:
+                log = log.bind(engine=engine)
             ctx = HealContext(
                 heal_id=heal_id,
                 rule=job.rule or MANUAL,
@@ -692,7 +728,7 @@ class Executor:
                 alert=job.alert,
                 dry_run=job.dry_run,
                 log=log,
-                docker=self._docker,
+                docker=docker,
                 postgres=self._postgres.for_heal(),
                 record=record,
             )
@@ -704,6 +740,8 @@ class Executor:
             await checking
             if ctx is not None:
                 await ctx.recorded()
+        if engine is not None:
+            check = _on_engine(check, engine)
         keys = [t.key for t in check.targets]
         # Recorded now, not only once acting: history filtered by target must also find the
         # heals that were refused, dry-run or suppressed on it.
@@ -943,6 +981,36 @@ class Executor:
         admission, which looks at it itself)."""
         if (verdict := await self._gates.resolved(job.rule, job.alert)) is not None:
             raise _End(*verdict)
+
+    def _engine(self, handler: Any, job: HealJob) -> tuple[str | None, DockerAdapter]:
+        """The Docker engine this heal acts on, and its adapter (``ctx.docker``): the
+        rule's ``engine`` with alert data substituted, else ``default``. A handler that
+        needs no Docker and names no engine gets none (``None``, an adapter that fails
+        if used). An engine not configured ends the heal ``refused``, naming it."""
+        if "docker" not in handler.requires and job.engine is None:
+            default = self._docker.default
+            return None, default if default is not None else cast(Any, _NoEngine())
+        try:
+            name = engine_for(job.engine, job.labels, job.annotations)
+        except InvalidParams as exc:
+            raise _End(Outcome.REFUSED, f"invalid engine: {exc.message}") from None
+        adapter = self._docker.get(name)
+        if adapter is None:
+            known = ", ".join(sorted(self._docker)) or "none"
+            raise _End(
+                Outcome.REFUSED,
+                f"docker engine {name!r} is not configured (docker.engines: {known})",
+            )
+        return name, adapter
+
+    @staticmethod
+    async def _act(handler: Any, ctx: HealContext, params: Any, check: CheckResult) -> Any:
+        """``act``, within its engine's ``max_concurrent_actions``."""
+        docker: object = ctx.docker  # a _NoEngine when the handler needs none
+        if isinstance(docker, DockerAdapter):
+            async with docker.acting():
+                return await handler.act(ctx, params, check)
+        return await handler.act(ctx, params, check)
 
     @staticmethod
     def _params(handler: Any, job: HealJob) -> Any:

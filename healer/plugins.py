@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from healer.api import Handler
 from healer.config import HealerConfig, RuleConfig, validation_errors
+from healer.docker_config import DEFAULT_ENGINE
 from healer.errors import PluginValidationError
 from healer.templating import placeholder_params, render_params
 
@@ -146,11 +147,36 @@ class HandlerRegistry:
         self, rule: RuleConfig, where: str, config: HealerConfig | None
     ) -> list[tuple[str, str]]:
         """Config-time check of one rule (:class:`healer.config.RuleCheck`): its handler
-        exists, its params validate, and a PostgreSQL handler names a configured database."""
+        exists, its params validate, a PostgreSQL handler names a configured database, and
+        a Docker handler a configured engine."""
         errors = self.validate_rule_params(rule, where)
         if config is not None:
             errors.extend(self._unknown_database(config, rule, where))
+            errors.extend(self._engine_mismatch(config, rule, where))
         return errors
+
+    def _engine_mismatch(
+        self, config: HealerConfig, rule: RuleConfig, where: str
+    ) -> list[tuple[str, str]]:
+        """``engine:`` only on a rule whose handler uses Docker; a Docker rule without
+        one acts on the engine ``default``, which must then exist."""
+        handler = self.get(rule.handler)
+        if handler is None:
+            return []
+        if "docker" not in handler.requires:
+            if rule.engine is None:
+                return []
+            return [(f"{where}.engine", f"handler {rule.handler!r} does not use docker")]
+        engines = config.docker.all_engines()
+        if rule.engine is not None or DEFAULT_ENGINE in engines:
+            return []
+        return [
+            (
+                f"{where}.engine",
+                f"no engine given, and there is no engine {DEFAULT_ENGINE!r} "
+                f"(docker.engines: {', '.join(sorted(engines))}): name one",
+            )
+        ]
 
     def _unknown_database(
         self, config: HealerConfig, rule: RuleConfig, where: str

@@ -42,6 +42,9 @@ class RuleSet:
             "interval": spec.interval if spec else None,
         }
         out.update({k: v for k, v in (override or {}).items() if v is not None})
+        if rule is not None and rule.engine is not None:
+            # Journaled with the heal (HealJob.engine): a resumed heal keeps its engine.
+            out["engine"] = rule.engine
         return out
 
     def plan(self, rule: RuleConfig, *, dry_run: bool = False) -> HealPlan:

@@ -10,7 +10,7 @@ from fastapi import Request
 
 from healer.config import HealerConfig, Secrets
 from healer.console.session import ConsoleSessions
-from healer.docker_adapter import DockerAdapter
+from healer.docker_engines import DockerEngines
 from healer.executor import Executor
 from healer.followup import FollowUps
 from healer.gates import SafetyGates
@@ -31,7 +31,7 @@ class Services:
     metrics: Metrics
     journal: Store
     http: httpx.AsyncClient
-    docker: DockerAdapter
+    docker: DockerEngines  # engine name -> adapter
     postgres: PostgresAdapter
     executor: Executor
     gates: SafetyGates

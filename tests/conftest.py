@@ -21,6 +21,10 @@ A missing binary or daemon skips the test locally and fails it under CI=true.
                                   examples/odoo/postgres/initdb.d/10-roles.sh; make Odoo
                                   databases in it with odoo_database (from
                                   tests.support.servers.odoo_roles)
+    docker_engines      session   TwoEngines: two private dockerds, ``unix`` (a socket)
+                                  and ``tls`` (TCP on loopback with client certificates),
+                                  each with the busybox image
+                                  (tests/support/servers/engines.py)
 
 Parallel runs. scripts/test runs pytest on pytest-xdist workers: HEALER_TEST_WORKERS of
 them (default 4 on 2 cores: most tests wait on real services), ``--dist load`` (tests
@@ -70,6 +74,7 @@ from tests.support import (
     remove_labelled_containers,
 )
 from tests.support.servers.docker_events import EventRecorder
+from tests.support.servers.engines import TwoEngines, two_engines
 from tests.support.servers.exporters import (
     BlackboxExporterFactory,
     CadvisorFactory,
@@ -170,3 +175,9 @@ def shipped_pg() -> Iterator[ShippedCluster]:
     removed at the end of the session, even after a failure."""
     with shipped_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def docker_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoEngines]:
+    with two_engines(tmp_path_factory.mktemp("engines")) as engines:
+        yield engines

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from healer.bounded import clip
+from healer.docker_config import ENGINE_NAME
 from healer.errors import JournalUnavailable, PayloadError
 from healer.executor import HealJob
 from healer.http.auth import require_admin
@@ -69,6 +70,8 @@ class ManualHeal(BaseModel):
     labels: dict[LabelName, Text] = Field(default_factory=dict)
     annotations: dict[Text, Text] = Field(default_factory=dict)
     params: dict[str, Any] | None = None
+    # The Docker engine (docker.engines) the handler acts on; a rule brings its own.
+    engine: StrictStr | None = Field(default=None, pattern=ENGINE_NAME.pattern)
     verify: VerifyOverride | None = None
     dry_run: bool = False
     reason: StrictStr = Field(default="", max_length=500)
@@ -79,6 +82,8 @@ class ManualHeal(BaseModel):
             raise ValueError("give exactly one of 'rule' or 'handler'")
         if self.rule is not None and self.params is not None:
             raise ValueError("'params' go with 'handler'; a rule brings its own params")
+        if self.rule is not None and self.engine is not None:
+            raise ValueError("'engine' goes with 'handler'; a rule brings its own engine")
         return self
 
 
@@ -111,6 +116,8 @@ def _plan(svc: Services, req: ManualHeal) -> HealPlan:
     except ValidationError as exc:
         raise PayloadError(f"params: {pydantic_message(exc)}") from None
     verify = svc.rules.verify_spec(None, req.verify.model_dump() if req.verify else None)
+    if req.engine is not None:
+        verify["engine"] = req.engine  # journaled with the heal, as a rule's is
     return HealPlan(None, req.handler, params, verify, req.dry_run or svc.config.dry_run)
 
 

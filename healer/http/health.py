@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from healer.docker_config import DEFAULT_ENGINE
 from healer.redact import redact_dsn
 from healer.services import Services, services
 
@@ -48,18 +49,31 @@ def _needs(svc: Services) -> set[str]:
     return needed
 
 
+def _engine_check(name: str) -> str:
+    """``docker`` for the engine ``default`` (as before engines were named), else
+    ``docker:<engine>``."""
+    return "docker" if name == DEFAULT_ENGINE else f"docker:{name}"
+
+
 @router.get("/health/ready", responses={503: {"description": "a dependency is down"}})
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 when the journal, Prometheus and every dependency the rules' handlers
-    need (e.g. docker) answer; 503 otherwise, naming each one's state."""
+    need (PostgreSQL databases, and at least one Docker engine) answer; 503 otherwise.
+    Each one's state is named: every Docker engine (``docker`` is the engine ``default``,
+    ``docker:<engine>`` the others), down ones included."""
     svc = services(request)
     probes = [_probe("journal", svc.journal.ping()), _probe("prometheus", _prometheus_ready(svc))]
     if "docker" in _needs(svc):
-        probes.append(_probe("docker", svc.docker.ping()))
+        probes += [_probe(_engine_check(name), a.ping()) for name, a in svc.docker.items()]
     if "postgres" in _needs(svc):
         probes += [_probe(f"postgres:{db}", svc.postgres.ping(db)) for db in svc.postgres.names]
     checks = dict(await asyncio.gather(*probes))
-    ok = all(c["status"] == "up" for c in checks.values())
+    engines = [c["status"] for name, c in checks.items() if name.split(":")[0] == "docker"]
+    # One engine down fails only its own heals: healer is ready while any engine answers
+    # (with a single engine, that one), and names the ones that do not.
+    ok = all(
+        c["status"] == "up" for name, c in checks.items() if name.split(":")[0] != "docker"
+    ) and (not engines or "up" in engines)
     return JSONResponse(
         {
             "status": "ready" if ok else "not ready",

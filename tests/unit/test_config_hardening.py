@@ -24,6 +24,7 @@ _ITEMS: dict[str, Any] = {
     "notify": {"kind": "webhook", "url_env": "HOOK"},
     "rules": {"name": "r", "match": 'alertname="X"', "handler": "exec"},
     "databases": {"dsn": "host=/run/postgresql"},
+    "engines": {"base_url": "unix:///run/docker.sock"},
 }
 
 

@@ -109,8 +109,9 @@ class PrivateDockerd:
     them. (A containerd managed by dockerd dies with it, and its unreaped pid makes the
     next dockerd wait for a containerd that will never answer.)"""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.extra_args = extra_args  # e.g. a TLS listener: --host=tcp://... --tlsverify ...
         self.sock = root / "docker.sock"
         self.log_path = root / "dockerd.log"
         self.containerd_sock = root / "containerd" / "containerd.sock"
@@ -161,6 +162,7 @@ class PrivateDockerd:
             "--ip6tables=false",
             "--storage-driver=vfs",
             f"--containerd={self.containerd_sock}",
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -231,14 +233,15 @@ class PrivateDockerd:
 
 
 @contextlib.contextmanager
-def private_dockerd() -> Iterator[PrivateDockerd]:
-    """A running private dockerd, removed with everything it made on exit."""
+def private_dockerd(extra_args: tuple[str, ...] = ()) -> Iterator[PrivateDockerd]:
+    """A running private dockerd (``extra_args`` added to its command line), removed
+    with everything it made on exit."""
     if not _is_root():
         require_service("private dockerd", "needs root")
     if shutil.which(_DOCKERD) is None:
         require_service("private dockerd", "dockerd not found (apt-get install docker.io)")
     # Short path: containerd's socket lives under the exec root (108-byte socket paths).
-    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="hd.", dir="/tmp")))
+    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="hd.", dir="/tmp")), extra_args)
     try:
         engine.start_containerd()
         engine.start()

@@ -7,7 +7,8 @@
 
 It answers the three endpoints healer's verifier reads: ``/api/v1/status/config``
 (``evaluation_interval: 1s``), ``/api/v1/rules`` (no groups) and ``/api/v1/query`` (one
-sample of value 1 while ``firing``, else an empty vector). ``queries`` counts the queries.
+sample of value 1 while ``firing``, else an empty vector), and ``/-/ready`` (200, for
+healer's readiness). ``queries`` counts the queries.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class StillFiring:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                if path == "/-/ready":
+                    reply(self, 200, b"Prometheus Server is Ready.\n", "text/plain")
+                    return
                 if path == "/api/v1/status/config":
                     data: Any = {"yaml": "global:\n  evaluation_interval: 1s\n"}
                 elif path == "/api/v1/rules":
