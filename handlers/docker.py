@@ -15,8 +15,14 @@ health); act restarts them one at a time, confirms each came back with a new
 StartedAt and, when the container has a healthcheck, waits for it to report
 healthy before the next one (a rolling restart over replicas).
 
+With ``dependents: true`` the containers that must follow each one (joined to its
+network namespace, or a Compose ``depends_on`` with ``restart: true``) are targets too:
+checked against the allowlist and the gates with the others, shown in the evidence, and
+restarted right after the container they depend on (see ``handlers/_dependents.py``).
+
 The pieces (:func:`find_containers`, :func:`summary`, :func:`target`,
-:func:`restart_one`) are shared with other container handlers (``handlers.odoo``).
+:func:`restart_one`, :func:`with_dependents`) are shared with other container handlers
+(``handlers.odoo``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
+from handlers._dependents import find_dependents, restart_order
 from healer.api import (
     ActionFailed,
     ActResult,
@@ -55,6 +62,9 @@ class RestartParams(HandlerParams):
     stop_timeout: Duration = Field(default=10, ge=0, le=600)
     # Per container, when it has a healthcheck: how long to wait for "healthy".
     health_timeout: Duration = Field(default=60.0, ge=0, le=1800)
+    # Also restart, after each container, those joined to its network namespace and the
+    # Compose services that depend on it with restart: true (handlers/_dependents.py).
+    dependents: bool = False
 
     @model_validator(mode="after")
     def _has_selector(self) -> RestartParams:
@@ -117,6 +127,23 @@ async def find_containers(
     return list(unique.values())
 
 
+async def with_dependents(
+    ctx: HealContext, infos: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """``infos`` (the containers a rule chose, in restart order) with their dependents
+    placed right after the container each depends on, and the evidence saying which
+    container follows which and why."""
+    found = await find_dependents(ctx, infos)
+    by_name = {summary(i)["name"]: i for i in [*infos, *(info for info, _ in found)]}
+    order = restart_order([summary(i)["name"] for i in infos], [d for _, d in found])
+    return [by_name[n] for n in order], [d.as_evidence() for _, d in found]
+
+
+def dependent_of(check: CheckResult) -> dict[str, str]:
+    """Container name -> the container it restarts after, from the check's evidence."""
+    return {d["name"]: d["of"] for d in check.evidence.get("dependents") or []}
+
+
 async def restart_one(
     ctx: HealContext, name: str, *, stop_timeout: float, health_timeout: float
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -163,10 +190,16 @@ class DockerRestart:
     async def check(self, ctx: HealContext, params: RestartParams) -> CheckResult:
         services = [params.service] if params.service is not None else []
         infos = await find_containers(ctx, params.containers, services, params.project)
-        found = sorted((summary(i) for i in infos), key=lambda s: str(s["name"]))
+        infos = sorted(infos, key=lambda i: str(summary(i)["name"]))
         wanted = set(params.containers)
-        missing = sorted(wanted - {s["name"] for s in found})
-        evidence = {"containers": found, "missing": missing}
+        missing = sorted(wanted - {summary(i)["name"] for i in infos})
+        dependents: list[dict[str, str]] = []
+        if infos and params.dependents:
+            infos, dependents = await with_dependents(ctx, infos)
+        found = [summary(i) for i in infos]
+        evidence: dict[str, Any] = {"containers": found, "missing": missing}
+        if params.dependents:
+            evidence["dependents"] = dependents
         if not found:
             return CheckResult(
                 targets=[],
@@ -178,22 +211,21 @@ class DockerRestart:
 
     async def act(self, ctx: HealContext, params: RestartParams, check: CheckResult) -> ActResult:
         restarted = []
+        follows = dependent_of(check)
         for t in check.targets:
             before, after, took = await restart_one(
                 ctx, t.name, stop_timeout=params.stop_timeout, health_timeout=params.health_timeout
             )
-            await ctx.record(
-                "restarted",
-                {"container": t.name, "seconds": took, "before": before, "after": after},
-            )
-            restarted.append(
-                {
-                    "container": t.name,
-                    "seconds": took,
-                    "started_at": after["started_at"],
-                    "health": after["health"],
-                }
-            )
+            entry: dict[str, Any] = {
+                "container": t.name,
+                "seconds": took,
+                "started_at": after["started_at"],
+                "health": after["health"],
+            }
+            if t.name in follows:
+                entry["dependent_of"] = follows[t.name]
+            await ctx.record("restarted", {**entry, "before": before, "after": after})
+            restarted.append(entry)
         names = ", ".join(r["container"] for r in restarted)
         return ActResult(summary=f"restarted {names}", details={"restarted": restarted})
 

@@ -83,10 +83,12 @@ from handlers._odoo_cron import (
 from handlers.docker import (
     ComposeName,
     ContainerName,
+    dependent_of,
     find_containers,
     restart_one,
     summary,
     target,
+    with_dependents,
 )
 from healer.api import (
     ActionFailed,
@@ -493,6 +495,9 @@ class _RolloutParams(HandlerParams):
     stop_timeout: Duration = Field(default=30, ge=0, le=600)
     # Per container, when it has a healthcheck: how long to wait for "healthy".
     health_timeout: Duration = Field(default=120.0, le=1800)
+    # Also restart, after each container, those joined to its network namespace and the
+    # Compose services that depend on it with restart: true (handlers/_dependents.py).
+    dependents: bool = False
 
     def all_services(self) -> list[str]:
         return [self.service] if self.service is not None else []
@@ -536,10 +541,19 @@ async def _state(ctx: HealContext, info: dict[str, Any]) -> dict[str, Any]:
 
 async def _rollout_check(ctx: HealContext, params: _RolloutParams) -> CheckResult:
     infos = await find_containers(ctx, params.containers, params.all_services(), params.project)
+    missing = sorted(set(params.containers) - {summary(i)["name"] for i in infos})
+    dependents: list[dict[str, str]] = []
+    if infos and params.dependents:
+        infos, dependents = await with_dependents(ctx, infos)
     # Read together: the stats API takes about a second per container.
     states = list(await asyncio.gather(*(_state(ctx, i) for i in infos)))
-    missing = sorted(set(params.containers) - {s["name"] for s in states})
-    evidence = {"containers": states, "missing": missing, "order": [s["name"] for s in states]}
+    evidence: dict[str, Any] = {
+        "containers": states,
+        "missing": missing,
+        "order": [s["name"] for s in states],
+    }
+    if params.dependents:
+        evidence["dependents"] = dependents
     if not states:
         return CheckResult(
             targets=[],
@@ -554,6 +568,7 @@ async def _rollout_act(ctx: HealContext, params: _RolloutParams, check: CheckRes
     """Rolling restart shared by the two container handlers: one container at a time, each
     back (and healthy, when it has a healthcheck) before the next."""
     names = [t.name for t in check.targets]
+    follows = dependent_of(check)
     restarted: list[dict[str, Any]] = []
     for i, name in enumerate(names):
         memory_before = await _memory(ctx, name)
@@ -588,6 +603,8 @@ async def _rollout_act(ctx: HealContext, params: _RolloutParams, check: CheckRes
             "memory_before": memory_before,
             "memory_after": await _memory(ctx, name),
         }
+        if name in follows:
+            entry["dependent_of"] = follows[name]
         await ctx.record("restarted", {**entry, "before": before, "after": after})
         restarted.append(entry)
     return ActResult(

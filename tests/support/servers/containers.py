@@ -140,8 +140,11 @@ class ContainerFactory:
         mem_limit: str | None = None,
         environment: Mapping[str, str] | Sequence[str] | None = None,
         healthcheck: Mapping[str, Any] | None = None,
+        network_mode: str = "host",
     ) -> Container:
-        """Run ``command`` detached in the busybox image with ``network_mode="host"``.
+        """Run ``command`` detached in the busybox image with ``network_mode="host"``
+        (``"none"``: a namespace of its own with only loopback; ``"container:<name>"``:
+        joined to another's).
 
         The name defaults to ``healer-test-<8 hex>``; the labels ``healer-test=1``
         and ``healer-test-session=<pid>`` are always added. Every container is
@@ -169,7 +172,7 @@ class ContainerFactory:
                 detach=True,
                 name=name,
                 labels=all_labels,
-                network_mode="host",
+                network_mode=network_mode,
                 **kwargs,
             )
         except docker.errors.APIError:
