@@ -31,7 +31,12 @@ _RECORDERS: dict[str, EventRecorder] = {}
 
 
 def _key(client: docker.DockerClient) -> str:
-    return str(client.api.base_url)
+    """Which engine ``client`` talks to. The SDK calls every unix socket
+    ``http+docker://localhost`` (and every dockerd of a host has the same ID), so a test's
+    private dockerd would be read from the main engine's record, counting none of its
+    events: a unix socket is named by its path."""
+    adapter = client.api.get_adapter(client.api.base_url)
+    return str(getattr(adapter, "socket_path", None) or client.api.base_url)
 
 
 class EventRecorder:
