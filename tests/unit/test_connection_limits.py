@@ -429,3 +429,33 @@ async def test_a_flood_of_invalid_requests_is_logged_once_per_interval(
             logger.removeFilter(limiter)
     invalid = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
     assert len(invalid) == 1
+
+
+@pytest.mark.parametrize("without_uvloop", [False, True], ids=["as-installed", "uvloop-missing"])
+def test_the_server_runs_on_uvloop_where_installed_and_on_asyncio_without_it(
+    without_uvloop: bool,
+) -> None:
+    """healer's server settings (and so the bare endpoint's) build their event loop with
+    uvloop when it can be imported, and fall back to asyncio's own loop when it cannot
+    (a fresh interpreter where ``import uvloop`` fails)."""
+    code = (
+        ("import sys; sys.modules['uvloop'] = None\n" if without_uvloop else "")
+        + "from healer.server import uvicorn_config\n"
+        + "config = uvicorn_config(None, host='127.0.0.1', port=0, grace=0)\n"
+        + "loop = config.get_loop_factory()()\n"
+        + "print(config.loop, type(loop).__module__.split('.')[0])\n"
+        + "loop.close()\n"
+    )
+    try:
+        import uvloop  # noqa: F401
+
+        installed = True
+    except ImportError:
+        installed = False
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    if installed and not without_uvloop:
+        assert out == ["uvloop", "uvloop"]
+    else:
+        assert out == ["asyncio", "asyncio"]
