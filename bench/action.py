@@ -66,7 +66,9 @@ What the figures showed, and what changed
     0.2 ms back to back). Timing inside act then showed the per-signal timeline write
     ending about 1 ms after the backend had gone (act 2.8 ms against 1.9 ms): the
     handler now queues it with ``ctx.record_soon`` and the engine waits for it after
-    act, together with the act's own entry.
+    act, together with the act's own entry. Since issue 18 the re-read, its checks
+    (protections and cap included) and the signal are one statement, one round trip
+    (healer/pg_protection.py writes the protections once, for SQL and Python alike).
 """
 
 from __future__ import annotations
