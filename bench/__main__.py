@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import QUICK_RESULTS, RESULTS, Context, write_result
+from bench.common import QUICK_RESULTS, RESULTS, Context, machine, write_result
 from bench.report import load_results, render_table, update_page
 
 ORDER = ("ingest", "dispatch", "storm", "storm_replicas", "verify_delay", "action", "loop")
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> bench {name}: {module.DESCRIPTION}", flush=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"healer-bench-{name}-"))
         started = time.monotonic()
+        host = machine()  # the commit and time this run started from
         try:
             result = module.run(
                 Context(workdir=workdir, quick=args.quick, results=args.results, runs=args.runs)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"!!! bench {name} failed; scratch directory kept: {workdir}", flush=True)
             failed.append(name)
             continue
-        path = write_result(result, time.monotonic() - started, args.quick, args.results)
+        path = write_result(result, time.monotonic() - started, args.quick, args.results, host)
         print(f"    {path} ({time.monotonic() - started:.0f} s)", flush=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

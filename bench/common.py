@@ -134,13 +134,21 @@ def revision(repo: Path = REPO) -> tuple[str, bool | None]:
     return commit, bool(status)
 
 
-def write_result(result: Result, elapsed: float, quick: bool, directory: Path = RESULTS) -> Path:
+def write_result(
+    result: Result,
+    elapsed: float,
+    quick: bool,
+    directory: Path = RESULTS,
+    host: dict[str, Any] | None = None,
+) -> Path:
+    """``directory/<name>.json``; ``host``: :func:`machine` as it was when the benchmark
+    started (its commit, dirty flag and time), else as it is now."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.name}.json"
     doc = {
         "benchmark": result.name,
         "quick": quick,
-        "machine": machine(),
+        "machine": host if host is not None else machine(),
         "elapsed_seconds": round(elapsed, 1),
         "runs": result.runs,
         "params": result.params,
