@@ -76,7 +76,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
         for t in doc.get("targets", []):
             met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
             lines.append(
-                f"| {doc['benchmark']} | {t['figure']} {t['op']} {_fmt(t['limit'])}"
+                # "name": what results written before issue 18 call the figure
+                f"| {doc['benchmark']} | {t.get('figure', t.get('name'))} {t['op']}"
+                f" {_fmt(t['limit'])}"
                 f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {_spread(t.get('spread'))}"
                 f" | {met} |"
             )

@@ -174,6 +174,16 @@ def test_the_table_shows_every_row_and_flags_a_missed_target(tmp_path: Path) -> 
     assert f"| storm | {results[1]['machine']['commit']}" in table
 
 
+def test_the_committed_results_render_older_ones_included() -> None:
+    """The results in bench/results render, those written before targets carried their
+    spread, runs and dirty flag included: a partial full run rewrites the page over them."""
+    results = load_results(RESULTS)
+    assert results
+    table = render_table(results)
+    for doc in results:
+        assert f"| {doc['benchmark']} | {doc['machine']['commit']}" in table
+
+
 def test_the_benchmarks_page_section_is_replaced_and_nothing_else(tmp_path: Path) -> None:
     """Only the text between the bench markers changes; a page without them is an error,
     not a silent no-op."""
