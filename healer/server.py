@@ -26,8 +26,8 @@ The event loop is uvloop (a dependency) when it can be imported, asyncio's own o
 stays uvicorn's h11 one even where httptools is installed: the connection limits
 (healer/connections.py) follow h11's view of each request, its header and body phases
 (uvicorn's httptools protocol has none of them: 11 of tests/unit/test_connection_limits.py
-fail on it), and h11 answers 400 to a request head over 16 KiB where httptools read a
-1 MB header and answered 200.
+fail on it), and h11 answers 400 once an unfinished request head passes 16 KiB, where
+httptools read a 1 MB header and answered 200.
 """
 
 from __future__ import annotations

@@ -162,6 +162,21 @@ async def test_trickled_headers_are_closed_by_the_header_deadline() -> None:
         assert srv.app.bodies == []
 
 
+async def test_an_unfinished_request_head_over_16_kib_is_refused_before_the_app() -> None:
+    """A request head that has not ended after 20 KB (a header that goes on) is answered
+    400 and closed long before its header deadline, and never reaches the app: the bound
+    h11 keeps on what a client can make the server hold (one reason healer's protocol is
+    not httptools', which read on)."""
+    async with serving(header_timeout=30) as srv:
+        reader, writer = await srv.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000)
+        await writer.drain()
+        answer = await read_until_closed(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert srv.app.bodies == []
+
+
 @pytest.mark.parametrize("body_sent", [b"", b'{"a":', b"x" * 4000])
 async def test_a_body_shorter_than_its_content_length_is_closed(body_sent: bytes) -> None:
     """Headers promising 10000 bytes, then none, a few or most of them, then silence:
