@@ -56,7 +56,8 @@ class Context:
 @dataclass(frozen=True)
 class Target:
     """One figure an issue sets a bound on, and whether this run met it; ``spread``: the
-    figure's min / median / max over the runs (:func:`spread`), where the bench repeats."""
+    figure's min / median / max over the runs (:func:`spread`), where the bench repeats
+    (a ratio target's ``value`` is then that median)."""
 
     figure: str
     value: float | None
