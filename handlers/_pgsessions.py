@@ -282,7 +282,8 @@ async def _signal_in_one(
         signalled.append(c.now)
         ctx.record_soon(verb, dict(entry))  # a copy: ``entry`` gains ``gone`` below
     if how == "terminate" and signalled:
-        await _wait_exits(ctx, database, done, signalled, dict.fromkeys(_pids(done), sent_at))
+        # Every signal went out in the one statement: one send time for all.
+        await _wait_exits(ctx, database, done, signalled, {e["pid"]: sent_at for e in done})
     return done, skipped
 
 
@@ -311,10 +312,6 @@ def _refused(
             f"termination cap reached ({ctx.postgres.config(database).max_terminations} per heal)"
         )
     return protected or key
-
-
-def _pids(records: Sequence[dict[str, Any]]) -> list[int]:
-    return [r["pid"] for r in records]
 
 
 async def _signal(
