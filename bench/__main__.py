@@ -1,6 +1,9 @@
-"""``python -m bench [NAME ...] [--quick] [--write]``: run benchmarks, write JSON, print
-the summary table (``--write``: also into docs/benchmarks.md; ``./scripts/bench`` is this
-with everything installed and running)."""
+"""``python -m bench [NAME ...] [--quick] [--runs N] [--results DIR] [--write]``: run
+benchmarks, write JSON, print the summary table (``--write``: also into
+docs/benchmarks.md; ``./scripts/bench`` is this with everything installed and running).
+
+A smoke run (``--quick``) writes into bench/results/quick/ unless ``--results`` says
+otherwise, never over the full results, and never into docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import RESULTS, Context, write_result
+from bench.common import QUICK_RESULTS, RESULTS, Context, machine, write_result
 from bench.report import load_results, render_table, update_page
 
 ORDER = (
@@ -26,6 +29,16 @@ ORDER = (
     "loop",
     "retention",
 )
+
+
+def results_dir(quick: bool, given: Path | None) -> Path:
+    """Where a run's results go: ``given``, else bench/results (bench/results/quick for a
+    smoke run). ValueError for a smoke run pointed at the full results."""
+    if given is None:
+        return QUICK_RESULTS if quick else RESULTS
+    if quick and given.resolve() == RESULTS.resolve():
+        raise ValueError(f"a --quick run never writes over the full results in {RESULTS}")
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke run: tiny counts and seconds-long phases"
     )
     parser.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="how many runs a benchmark that repeats makes (default: its own, at least 3;"
+        " each target's spread is over them)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
-        default=RESULTS,
-        help="where the JSON results go (default: bench/results)",
+        help="where the JSON results and the timeline picture go (default: bench/results;"
+        " bench/results/quick with --quick)",
     )
     parser.add_argument(
         "--write",
@@ -61,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         help="keep each benchmark's scratch directory (logs) for a look",
     )
     args = parser.parse_args(argv)
+    if args.quick and args.write:
+        parser.error("--write takes a full run's results: a --quick run never rewrites the page")
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    try:
+        args.results = results_dir(args.quick, args.results)
+    except ValueError as exc:
+        parser.error(str(exc))
     names = args.names or list(ORDER)
     failed: list[str] = []
     for name in names:
@@ -68,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> bench {name}: {module.DESCRIPTION}", flush=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"healer-bench-{name}-"))
         started = time.monotonic()
+        host = machine()  # the commit and time this run started from
         try:
-            result = module.run(Context(workdir=workdir, quick=args.quick))
+            result = module.run(
+                Context(workdir=workdir, quick=args.quick, results=args.results, runs=args.runs)
+            )
         except Exception:
             traceback.print_exc()
             print(f"!!! bench {name} failed; scratch directory kept: {workdir}", flush=True)
             failed.append(name)
             continue
-        path = write_result(result, time.monotonic() - started, args.quick, args.results)
+        path = write_result(result, time.monotonic() - started, args.quick, args.results, host)
         print(f"    {path} ({time.monotonic() - started:.0f} s)", flush=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

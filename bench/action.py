@@ -12,7 +12,9 @@ targets compare) and trigger -> act done (the bench's clock just before the POST
 timestamp of the ``act`` event: webhook, journal, check, gates and act). The heal is
 polled only after a pause longer than it usually takes, so that the polling does not run
 inside healer while it acts. Rounds alternate which side goes first; a few warm-up rounds
-are dropped. Medians over rounds; ratio = healer / bare.
+are dropped. Medians over rounds; ratio = healer / bare; the act ratio's spread is over
+``--runs`` runs (default 3): the rounds, in order, cut into that many, and a target's
+value is the median of the runs' ratios.
 
 Docker
     One busybox container (image built ``FROM scratch`` as the tests build it, host
@@ -45,7 +47,7 @@ PostgreSQL
     not the same work; ``pg_terminate_backend(pid, timeout)`` would also wait, but it
     sleeps in 100 ms steps and would hide any overhead. The bare signal alone is
     reported too, and healer's own exit wait (``exit_ms``: its signal -> seen gone).
-    Target: act / bare <= 1.1.
+    Target (issue 18): act / bare <= 1.25.
     Observed on both sides by the bench itself: trigger -> the blocker's connection
     closed by the server, and trigger -> the waiter's UPDATE returned (the jam over).
 
@@ -65,7 +67,9 @@ What the figures showed, and what changed
     0.2 ms back to back). Timing inside act then showed the per-signal timeline write
     ending about 1 ms after the backend had gone (act 2.8 ms against 1.9 ms): the
     handler now queues it with ``ctx.record_soon`` and the engine waits for it after
-    act, together with the act's own entry.
+    act, together with the act's own entry. Since issue 18 the re-read, its checks
+    (protections and cap included) and the signal are one statement, one round trip
+    (healer/pg_protection.py writes the protections once, for SQL and Python alike).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import REPO, Context, Result, Target, median, ratio, summary
+from bench.common import REPO, Context, Result, Target, chunks, median, ratio, spread, summary
 from bench.procs import ADMIN_TOKEN, healer
 from healer.postgres_adapter import EXIT_POLL
 from tests.support.servers.containers import ContainerFactory, build_busybox_image
@@ -112,12 +116,13 @@ SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; do
 
 def run(ctx: Context) -> Result:
     warmup = ctx.pick(3, 1)
-    docker_rounds = ctx.pick(40, 4)
-    pg_rounds = ctx.pick(60, 6)
+    runs = ctx.repeats(3)  # the rounds of each half, in order, seen as this many runs
+    docker_rounds = max(ctx.pick(40, 4), runs)
+    pg_rounds = max(ctx.pick(60, 6), runs)
     with _prometheus(ctx.workdir) as prom:
-        dock = _docker(ctx.workdir / "docker", prom.url, docker_rounds, warmup)
+        dock = _docker(ctx.workdir / "docker", prom.url, docker_rounds, warmup, runs)
         (ctx.workdir / "postgres").mkdir()
-        pg = asyncio.run(_postgres(ctx.workdir / "postgres", prom.url, pg_rounds, warmup))
+        pg = asyncio.run(_postgres(ctx.workdir / "postgres", prom.url, pg_rounds, warmup, runs))
     figures = {"docker": dock, "postgres": pg}
     table = [
         _row("docker.restart: act (ms)", dock, "act_ms", "restart_ms"),
@@ -144,8 +149,20 @@ def run(ctx: Context) -> Result:
         ),
     ]
     targets = [
-        Target("docker.restart act / raw SDK restart", dock["ratio"]["act"], "<=", 1.1),
-        Target("terminate_blockers act / bare terminate + exit", pg["ratio"]["act"], "<=", 1.1),
+        Target(
+            "docker.restart act / raw SDK restart",
+            dock["act_ratio_spread"].get("median"),
+            "<=",
+            1.1,
+            spread=dock["act_ratio_spread"],
+        ),
+        Target(
+            "terminate_blockers act / bare terminate + exit",
+            pg["act_ratio_spread"].get("median"),
+            "<=",
+            1.25,  # issue 18
+            spread=pg["act_ratio_spread"],
+        ),
         Target(
             "failed rounds (a heal not recovered, a bare action refused)",
             dock["failures"] + pg["failures"],
@@ -158,7 +175,9 @@ def run(ctx: Context) -> Result:
         figures,
         targets,
         table,
+        runs=runs,
         params={
+            "runs": runs,
             "warmup_rounds": warmup,
             "docker_rounds": docker_rounds,
             "pg_rounds": pg_rounds,
@@ -213,7 +232,7 @@ def _order(r: int) -> tuple[str, str]:
 # ---- docker ------------------------------------------------------------------------------
 
 
-def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str, Any]:
+def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int, count: int) -> dict[str, Any]:
     import docker  # the docker SDK, as healer uses it
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +295,7 @@ def _docker(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str,
         client.close()
         if errors:
             print(f"    could not remove: {errors}", flush=True)
-    return _part(runs, failures, "restart_ms")
+    return _part(runs, failures, "restart_ms", count)
 
 
 def _heal(
@@ -299,15 +318,27 @@ def _heal(
 
 
 def _part(
-    runs: dict[str, list[dict[str, float]]], failures: list[str], bare_key: str
+    runs: dict[str, list[dict[str, float]]], failures: list[str], bare_key: str, count: int
 ) -> dict[str, Any]:
+    """The medians and ratios of one half; the act ratio's spread over ``count`` runs (the
+    rounds, in order, cut into ``count`` runs of consecutive rounds)."""
     h = median([x["act_ms"] for x in runs["healer"] if "act_ms" in x])
     e2e = median([x["trigger_to_act_ms"] for x in runs["healer"] if "trigger_to_act_ms" in x])
     b = median([x[bare_key] for x in runs["bare"]])
+    per_run = [
+        ratio(
+            median([x["act_ms"] for x in mine if "act_ms" in x]),
+            median([x[bare_key] for x in bare if bare_key in x]),
+        )
+        for mine, bare in zip(
+            chunks(runs["healer"], count), chunks(runs["bare"], count), strict=False
+        )
+    ]
     return {
         "healer": _stats(runs["healer"]),
         "bare": _stats(runs["bare"]),
         "ratio": {"act": ratio(h, b), "trigger_to_act": ratio(e2e, b)},
+        "act_ratio_spread": spread(per_run),
         "failures": len(failures),
         "failure_reasons": failures[:10],
         "runs": runs,
@@ -344,7 +375,9 @@ def _ms(v: float | None) -> str:
 # ---- postgres ----------------------------------------------------------------------------
 
 
-async def _postgres(workdir: Path, prom_url: str, rounds: int, warmup: int) -> dict[str, Any]:
+async def _postgres(
+    workdir: Path, prom_url: str, rounds: int, warmup: int, count: int
+) -> dict[str, Any]:
     dsn = server_dsn()
     runs: dict[str, list[dict[str, float]]] = {"healer": [], "bare": []}
     failures: list[str] = []
@@ -427,7 +460,7 @@ async def _postgres(workdir: Path, prom_url: str, rounds: int, warmup: int) -> d
                 if r >= warmup:
                     runs[who].append(got)
             _progress("postgres", r, warmup, rounds, runs, "act_ms", "terminate_exit_ms")
-    return _part(runs, failures, "terminate_exit_ms")
+    return _part(runs, failures, "terminate_exit_ms", count)
 
 
 async def _aheal(

@@ -43,11 +43,12 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.common import RESULTS, Context, Result, Target, machine, median, ratio
+from bench.common import Context, Result, Target, machine, median, ratio
 from tests.support.scenarios.odoo_loop import TEST_SPEED, shipped_rule
 from tests.support.scenarios.odoo_scenarios import SCENARIOS, odoo_world
 from tests.support.servers.containers import ContainerFactory, build_busybox_image, connect_docker
@@ -312,6 +313,7 @@ def run(ctx: Context) -> Result:
         [Target("whole-loop heals not ending recovered", failures, "<=", 0)],
         table,
         params,
+        runs=reps,
     )
     _picture(
         {
@@ -320,16 +322,18 @@ def run(ctx: Context) -> Result:
             "machine": machine(),
             "params": params,
             "figures": figures,
-        }
+        },
+        ctx.results,
     )
     return result
 
 
-def _picture(doc: dict[str, Any]) -> None:
+def _picture(doc: dict[str, Any], results: Path) -> None:
+    """The timeline picture, beside the JSON results of this run (``--results``)."""
     try:
         from bench.timeline import render
     except ImportError as exc:  # matplotlib is the `bench` extra
         print(f"    no timeline picture: {exc} (pip install -e '.[bench]')", flush=True)
         return
-    path = render(doc, RESULTS / "timeline.png")
+    path = render(doc, results / "timeline.png")
     print(f"    {path}", flush=True)

@@ -40,8 +40,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _spread(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("n"):
+        return "-"
+    if s["n"] == 1:
+        return f"{_fmt(s['median'])} (one run)"
+    return f"{_fmt(s['min'])} / {_fmt(s['median'])} / {_fmt(s['max'])} ({s['n']} runs)"
+
+
+def _commit(m: dict[str, Any]) -> str:
+    dirty = m.get("dirty")
+    mark = " (uncommitted changes)" if dirty else "" if dirty is False else " (dirty: unknown)"
+    return f"{m.get('commit') or 'unknown'}{mark}"
+
+
 def render_table(results: list[dict[str, Any]]) -> str:
-    """Two markdown tables: every figure beside its bare limit, then the targets."""
+    """Three markdown tables: every figure beside its bare limit; the targets, each with
+    its spread over the runs; and which commit and run produced each benchmark's rows."""
     if not results:
         return "(no results yet: run ./scripts/bench)"
     machines = {(d["machine"]["cores"], d["machine"]["cpu"]) for d in results}
@@ -52,21 +67,35 @@ def render_table(results: list[dict[str, Any]]) -> str:
                 f"| {doc['benchmark']} | {row['figure']} | {_fmt(row.get('healer'))}"
                 f" | {_fmt(row.get('bare'))} | {_fmt(row.get('ratio'))} |"
             )
-    lines += ["", "| benchmark | target | measured | met |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| benchmark | target | measured | min / median / max over runs | met |",
+        "|---|---|---|---|---|",
+    ]
     for doc in results:
         for t in doc.get("targets", []):
             met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
             lines.append(
-                f"| {doc['benchmark']} | {t['name']} {t['op']} {_fmt(t['limit'])}"
-                f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {met} |"
+                # "name": what results written before issue 18 call the figure
+                f"| {doc['benchmark']} | {t.get('figure', t.get('name'))} {t['op']}"
+                f" {_fmt(t['limit'])}"
+                f"{t['unit']} | {_fmt(t['value'])}{t['unit']} | {_spread(t.get('spread'))}"
+                f" | {met} |"
             )
-    quick = any(d.get("quick") for d in results)
-    where = "; ".join(f"{cores} cores, {cpu or 'unknown CPU'}" for cores, cpu in sorted(machines))
     lines += [
         "",
-        f"Measured on {where}; commit {results[-1]['machine']['commit']}, "
-        f"{results[-1]['machine']['at']}" + (" (QUICK smoke run)" if quick else "") + ".",
+        "| benchmark | commit | run (UTC) | runs | seconds |",
+        "|---|---|---|---|---|",
     ]
+    for doc in results:
+        m = doc["machine"]
+        quick = " QUICK smoke run" if doc.get("quick") else ""
+        lines.append(
+            f"| {doc['benchmark']} | {_commit(m)} | {m.get('at', '-')}{quick}"
+            f" | {_fmt(doc.get('runs'))} | {_fmt(doc.get('elapsed_seconds'))} |"
+        )
+    where = "; ".join(f"{cores} cores, {cpu or 'unknown CPU'}" for cores, cpu in sorted(machines))
+    lines += ["", f"Measured on {where}."]
     return "\n".join(lines)
 
 
@@ -75,6 +104,8 @@ def update_page(
 ) -> None:
     """Replace what is between the bench markers of ``page`` with ``table`` and, when
     ``directory`` has one, the timeline picture (its path relative to the page)."""
+    if any(d.get("quick") for d in results):
+        raise SystemExit(f"{directory} holds a --quick run's results: not written into {page}")
     text = page.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{page} has no {START} ... {END} section for the table")

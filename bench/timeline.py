@@ -1,7 +1,7 @@
 """The whole-loop picture: one heal per Odoo scenario, its phases as stacked bars from
 the fault, coloured by who owns them (Prometheus, Alertmanager, healer).
 
-    python -m bench.timeline [bench/results/loop.json] [bench/results/timeline.png]
+    python -m bench.timeline [bench/results/loop.json] [OUT.png: default timeline.png beside it]
 
 ``bench/loop.py`` calls :func:`render` at the end of its run; ``bench/report.py`` links the
 PNG from docs/benchmarks.md under the summary table.
@@ -191,7 +191,7 @@ def render(source: str | Path | dict[str, Any], out_png: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     source = Path(args[0]) if args else RESULTS / "loop.json"
-    out = Path(args[1]) if len(args) > 1 else RESULTS / "timeline.png"
+    out = Path(args[1]) if len(args) > 1 else source.parent / "timeline.png"
     print(render(source, out))
     return 0
 

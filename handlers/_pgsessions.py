@@ -226,6 +226,7 @@ async def signal(
     *,
     same: Sequence[str] = ("backend_start",),
     still: Still | None = None,
+    still_sql: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Terminate or cancel the ``planned`` sessions (records made by :func:`record` in
     ``check``), each only if it is still the same backend (pid and every key of ``same``
@@ -233,13 +234,84 @@ async def signal(
     heal's termination cap allows it. Returns ``(done, skipped)`` records; each signal
     is also added to the heal's timeline as it happens.
 
+    With ``still_sql`` (``still`` as a SQL condition over the fresh row ``f``: its
+    ``blocked_by`` and ``blocking`` pid arrays and the ``pg_stat_activity`` columns of
+    ``ctx.postgres.sessions``) the re-read, every one of those checks and the signals are
+    one statement, one round trip (``ctx.postgres.signal_checked``); ``still`` then only
+    words the reason of a session ``still_sql`` turned down.
+
     A terminate is done once the backend has exited and so released its locks
     (``ctx.postgres.wait_gone``, about 5 s at most): each done record says ``gone`` and
     ``exit_s`` (from its signal until healer saw it gone), and a backend still there
     after the wait fails the act, named. The timeline writes (``ctx.record_soon``)
     overlap the next signal and that wait; the engine waits for them once act ends."""
     async with ctx.postgres.pinned(database):
+        if still_sql is not None:
+            return await _signal_in_one(
+                ctx, database, datname, planned, how, same=same, still=still, still_sql=still_sql
+            )
         return await _signal(ctx, database, datname, planned, how, same=same, still=still)
+
+
+async def _signal_in_one(
+    ctx: HealContext,
+    database: str,
+    datname: str | None,
+    planned: Sequence[dict[str, Any]],
+    how: Signal,
+    *,
+    same: Sequence[str],
+    still: Still | None,
+    still_sql: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    checked = await ctx.postgres.signal_checked(
+        database, planned, how, datname=datname, same=same, still=still_sql
+    )
+    sent_at = time.monotonic()
+    done: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    signalled: list[PgSession] = []
+    verb = "terminated" if how == "terminate" else "cancelled"
+    for plan, c in zip(planned, checked, strict=True):
+        if c.now is None or c.refused is not None or not c.sent:
+            why = _refused(ctx, database, c.refused, c.now, c.protected, still)
+            skipped.append({"pid": plan["pid"], "reason": why or "gone before the signal"})
+            continue
+        entry = {**plan, **record(c.now)}  # fresh facts, plus check's (blocks_total)
+        done.append(entry)
+        signalled.append(c.now)
+        ctx.record_soon(verb, dict(entry))  # a copy: ``entry`` gains ``gone`` below
+    if how == "terminate" and signalled:
+        # Every signal went out in the one statement: one send time for all.
+        await _wait_exits(ctx, database, done, signalled, {e["pid"]: sent_at for e in done})
+    return done, skipped
+
+
+def _refused(
+    ctx: HealContext,
+    database: str,
+    key: str | None,
+    now: PgSession | None,
+    protected: str | None,
+    still: Still | None,
+) -> str | None:
+    """The recorded reason for a planned session ``signal_checked`` turned down (``key``),
+    in the words of :func:`_signal`; None when it was not turned down."""
+    if key is None:
+        return None
+    if key == "gone" or now is None:
+        return "gone"
+    if key == "backend_start":
+        return "pid now belongs to another backend"
+    if key in ("xact_start", "query_start"):
+        return f"{key.removesuffix('_start')} changed since check"
+    if key == "still":
+        return (still(now) if still is not None else None) or "no longer qualifies"
+    if key == "cap":
+        return (
+            f"termination cap reached ({ctx.postgres.config(database).max_terminations} per heal)"
+        )
+    return protected or key
 
 
 async def _signal(
@@ -294,18 +366,30 @@ async def _signal(
         # gains ``gone`` below.
         ctx.record_soon(verb, dict(entry))
     if how == "terminate" and signalled:
-        left = await ctx.postgres.wait_gone(database, signalled)
-        seen = time.monotonic()
-        for entry in done:
-            entry["gone"] = entry["pid"] not in left
-            entry["exit_s"] = round(seen - sent_at[entry["pid"]], 4) if entry["gone"] else None
-        if left:
-            raise ActionFailed(
-                f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
-                f"{', '.join(map(str, left))} still there "
-                f"{seen - min(sent_at.values()):.1f}s later"
-            )
+        await _wait_exits(ctx, database, done, signalled, sent_at)
     return done, skipped
+
+
+async def _wait_exits(
+    ctx: HealContext,
+    database: str,
+    done: list[dict[str, Any]],
+    signalled: list[PgSession],
+    sent_at: dict[int, float],
+) -> None:
+    """Wait until the terminated backends have exited: each done record gains ``gone``
+    and ``exit_s``; a backend still there after the wait fails the act, named."""
+    left = await ctx.postgres.wait_gone(database, signalled)
+    seen = time.monotonic()
+    for entry in done:
+        entry["gone"] = entry["pid"] not in left
+        entry["exit_s"] = round(seen - sent_at[entry["pid"]], 4) if entry["gone"] else None
+    if left:
+        raise ActionFailed(
+            f"terminated pid(s) {', '.join(str(e['pid']) for e in done)} but "
+            f"{', '.join(map(str, left))} still there "
+            f"{seen - min(sent_at.values()):.1f}s later"
+        )
 
 
 def _changed(plan: dict[str, Any], now: PgSession | None, same: Sequence[str]) -> str | None:

@@ -13,12 +13,15 @@ check-config`` prints them one per line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import ip_address
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Protocol
 
 import yaml
@@ -378,11 +381,12 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 class LogConfig(_Frozen):
     """What healer logs: ``level`` (``serve --log-level`` overrides it) and the level of
-    the one line per accepted webhook request (``debug`` keeps a busy Alertmanager's
-    re-sends out of an info log; the count is healer_webhook_requests_total)."""
+    the one line per accepted webhook request (by default ``debug``: it keeps a busy
+    Alertmanager's re-sends out of an info log, and in a profile writing it took about a
+    quarter of the webhook receiver's time; the count is healer_webhook_requests_total)."""
 
     level: LogLevel = "info"
-    requests: Literal["debug", "info"] = "info"
+    requests: Literal["debug", "info"] = "debug"
 
 
 class ReplicaConfig(_Frozen):
@@ -709,6 +713,22 @@ class Secrets:
     @property
     def webhook_auth(self) -> bool:
         return bool(self.webhook_token or self.webhook_basic)
+
+    @cached_property
+    def digests(self) -> Mapping[str, bytes]:
+        """SHA-256 of each configured credential, computed once instead of on every
+        request (healer/http/auth.py compares digests in constant time): the keys
+        ``webhook_token``, ``webhook_user``, ``webhook_password``, ``admin_token``,
+        present only when that credential is set."""
+        values = {
+            "webhook_token": self.webhook_token,
+            "webhook_user": self.webhook_basic[0] if self.webhook_basic else None,
+            "webhook_password": self.webhook_basic[1] if self.webhook_basic else None,
+            "admin_token": self.admin_token,
+        }
+        return MappingProxyType(
+            {k: hashlib.sha256(v.encode()).digest() for k, v in values.items() if v is not None}
+        )
 
 
 def _read_secret(path: Path, where: str) -> str:

@@ -102,6 +102,19 @@ class Metrics:
             "When this process last finished a prune round (0: not yet).",
             registry=registry,
         )
+        # The webhook's children, looked up once instead of through labels() (a lock, a
+        # label check and a dict lookup) on every request.
+        self.alerts_by_status = {
+            status: self.alerts_received.labels(status=status) for status in ("firing", "resolved")
+        }
+        self._webhook_codes: dict[int, Counter] = {}
+
+    def webhook_answered(self, code: int) -> None:
+        """Count one webhook request answered with ``code``."""
+        child = self._webhook_codes.get(code)
+        if child is None:
+            child = self._webhook_codes[code] = self.webhook_requests.labels(code=str(code))
+        child.inc()
 
     def start_series(self, rules: Iterable[tuple[str, str]], outcomes: Iterable[str]) -> None:
         """Export every configured rule's series at 0 from the start (``rules``: (name,
@@ -109,8 +122,6 @@ class Metrics:
         ``increase()``, so a dashboard would miss each rule's first heal of each outcome
         and its first time to recovery. Manual heals' series start at their first heal."""
         outcomes = list(outcomes)
-        for status in ("firing", "resolved"):
-            self.alerts_received.labels(status=status)
         for rule, handler in rules:
             for outcome in outcomes:
                 self.heals.labels(rule=rule, handler=handler, outcome=outcome)

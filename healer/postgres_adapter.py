@@ -39,12 +39,19 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from healer.errors import ActionFailed, TargetRefused
+from healer.pg_protection import (
+    APPLICATION_NAME,
+    SESSION_COLUMNS,
+    checked_signal_args,
+    checked_signal_sql,
+    is_own,
+    protection,
+    reason,
+)
 from healer.redact import redact_dsn
 
 if TYPE_CHECKING:
     from healer.config import DatabaseConfig
-
-APPLICATION_NAME = "healer"
 
 # After pg_terminate_backend, the pauses (s) before each look at whether the backend has
 # exited: at once, then doubling from 1 ms, then every 50 ms; about 5 s in all.
@@ -100,6 +107,45 @@ class Session:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One planned session after :meth:`PostgresAdapter.signal_checked`: its fresh view
+    (None: gone), why it was not signalled (``gone``, a changed identity column,
+    ``still``, a protection rule's key, ``cap``; None: it was), the protection's recorded
+    reason when a rule refused it, and what the signal function returned (None: not
+    sent; False: the backend was gone by then)."""
+
+    pid: int
+    now: Session | None
+    refused: str | None
+    protected: str | None
+    sent: bool | None
+
+
+def _session(r: Mapping[str, Any], blocking: Sequence[int]) -> Session:
+    return Session(
+        pid=r["pid"],
+        database=r["datname"],
+        user=r["usename"],
+        application_name=r["application_name"],
+        client_addr=r["client_addr"],
+        backend_type=r["backend_type"],
+        state=r["state"],
+        wait_event_type=r["wait_event_type"],
+        wait_event=r["wait_event"],
+        xact_age=r["xact_age"],
+        query_age=r["query_age"],
+        state_age=r["state_age"],
+        query=r["query"],
+        superuser=r["superuser"],
+        blocked_by=tuple(r["blocked_by"] or ()),
+        blocking=tuple(blocking),
+        backend_start=r["backend_start"],
+        xact_start=r["xact_start"],
+        query_start=r["query_start"],
+    )
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
@@ -108,17 +154,8 @@ def _iso(v: datetime | None) -> str | None:
     return None if v is None else v.isoformat()
 
 
-_SESSIONS_SQL = """
-SELECT a.pid, a.datname, a.usename, coalesce(a.application_name, '') AS application_name,
-       host(a.client_addr) AS client_addr, coalesce(a.backend_type, '') AS backend_type,
-       a.state, a.wait_event_type, a.wait_event,
-       extract(epoch FROM now() - a.xact_start)::float8 AS xact_age,
-       extract(epoch FROM now() - a.query_start)::float8 AS query_age,
-       extract(epoch FROM now() - a.state_change)::float8 AS state_age,
-       left(coalesce(a.query, ''), 200) AS query,
-       coalesce(r.rolsuper, false) AS superuser,
-       pg_blocking_pids(a.pid) AS blocked_by,
-       a.backend_start, a.xact_start, a.query_start
+_SESSIONS_SQL = f"""
+SELECT a.pid, {SESSION_COLUMNS}
   FROM pg_stat_activity a
   LEFT JOIN pg_roles r ON r.oid = a.usesysid
  WHERE a.pid <> pg_backend_pid()
@@ -294,49 +331,57 @@ class PostgresAdapter:
         for r in rows:
             for b in r["blocked_by"] or ():
                 blocking.setdefault(b, []).append(r["pid"])
-        return [
-            Session(
-                pid=r["pid"],
-                database=r["datname"],
-                user=r["usename"],
-                application_name=r["application_name"],
-                client_addr=r["client_addr"],
-                backend_type=r["backend_type"],
-                state=r["state"],
-                wait_event_type=r["wait_event_type"],
-                wait_event=r["wait_event"],
-                xact_age=r["xact_age"],
-                query_age=r["query_age"],
-                state_age=r["state_age"],
-                query=r["query"],
-                superuser=r["superuser"],
-                blocked_by=tuple(r["blocked_by"] or ()),
-                blocking=tuple(blocking.get(r["pid"], ())),
-                backend_start=r["backend_start"],
-                xact_start=r["xact_start"],
-                query_start=r["query_start"],
-            )
-            for r in rows
-        ]
+        return [_session(r, blocking.get(r["pid"], ())) for r in rows]
 
     def is_own(self, session: Session) -> bool:
         """True for healer's own connections (never a candidate for any handler)."""
-        return session.pid in self._own_pids or session.application_name == APPLICATION_NAME
+        return is_own(session, frozenset(self._own_pids))
 
     def protection(self, db: str, session: Session) -> str | None:
-        """Why ``session`` must not be signalled, or ``None`` if it may be."""
-        cfg = self.config(db)
-        if self.is_own(session):
-            return "healer's own session"
-        if session.backend_type != "client backend":
-            return f"not a client backend ({session.backend_type or 'unknown'})"
-        if session.superuser and not cfg.allow_superusers:
-            return f"superuser {session.user!r}"
-        if session.user in cfg.protect.users:
-            return f"protected user {session.user!r}"
-        if session.application_name in cfg.protect.application_names:
-            return f"protected application {session.application_name!r}"
-        return None
+        """Why ``session`` must not be signalled, or ``None`` if it may be (the rules of
+        healer/pg_protection.py)."""
+        return protection(session, self.config(db), frozenset(self._own_pids))
+
+    async def signal_checked(
+        self,
+        db: str,
+        planned: Sequence[Mapping[str, Any]],
+        how: str,
+        *,
+        datname: str | None,
+        same: Sequence[str],
+        still: str | None,
+        cap: int | None,
+    ) -> list[Checked]:
+        """Re-read the ``planned`` sessions (records with ``pid`` and the ISO
+        ``backend_start`` / ``xact_start`` / ``query_start`` check saw) and signal, in
+        the same statement (one round trip), each one still the same backend (pid and
+        every key of ``same``), still qualifying (``still``, a SQL condition), protected
+        by no rule and within ``cap`` (terminations; None: no cap), in plan order. One
+        :class:`Checked` per planned session, in order."""
+        sql = checked_signal_sql(how, same=same, still=still)
+        args = checked_signal_args(
+            planned,
+            datname=datname,
+            own=frozenset(self._own_pids),
+            cfg=self.config(db),
+            cap=cap,
+        )
+        rows = await self.fetch(db, sql, *args)
+        out = []
+        for r in rows:
+            now = _session(r, tuple(r["blocking"] or ())) if r["found"] else None
+            refused = "cap" if r["over_cap"] else r["refused"]
+            out.append(
+                Checked(
+                    pid=r["pid"],
+                    now=now,
+                    refused=refused,
+                    protected=None if now is None or refused is None else reason(refused, now),
+                    sent=r["sent"],
+                )
+            )
+        return out
 
     async def _signal(self, db: str, session: Session, fn: str) -> bool:
         why = self.protection(db, session)
@@ -412,6 +457,26 @@ class HealPostgres:
     def terminations_left(self, db: str) -> int:
         """How many more sessions this heal may terminate on ``db``."""
         return self._adapter.config(db).max_terminations - self._terminated.get(db, 0)
+
+    async def signal_checked(
+        self,
+        db: str,
+        planned: Sequence[Mapping[str, Any]],
+        how: str,
+        *,
+        datname: str | None,
+        same: Sequence[str],
+        still: str | None,
+    ) -> list[Checked]:
+        """:meth:`PostgresAdapter.signal_checked` within this heal's termination cap."""
+        cap = max(self.terminations_left(db), 0) if how == "terminate" else None
+        checked = await self._adapter.signal_checked(
+            db, planned, how, datname=datname, same=same, still=still, cap=cap
+        )
+        if how == "terminate":
+            sent = sum(1 for c in checked if c.sent is not None)
+            self._terminated[db] = self._terminated.get(db, 0) + sent
+        return checked
 
     async def terminate(self, db: str, session: Session) -> bool:
         if self.terminations_left(db) <= 0:

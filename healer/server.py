@@ -20,11 +20,20 @@ connections and the accepts not yet shed can never take the descriptors a heal n
 (Docker, PostgreSQL, the journal, a runbook). Errors of the accept loop (EMFILE, ...)
 and uvicorn's per-request warnings are logged at most once per ``LOG_EVERY`` seconds
 each, with a count of those left out.
+
+The event loop is uvloop (a dependency) when it can be imported, asyncio's own otherwise
+(:func:`event_loop`); the benchmarks' bare endpoint runs on the same. The HTTP protocol
+stays uvicorn's h11 one even where httptools is installed: the connection limits
+(healer/connections.py) follow h11's view of each request, its header and body phases
+(uvicorn's httptools protocol has none of them: 11 of tests/unit/test_connection_limits.py
+fail on it), and h11 answers 400 once an unfinished request head passes 16 KiB, where
+httptools read a 1 MB header and answered 200.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import resource
 import signal
 import threading
@@ -94,6 +103,16 @@ def connection_guard(server: ServerConfig, open_files: int) -> ConnectionGuard:
     )
 
 
+def event_loop() -> str:
+    """uvicorn's ``loop``: ``uvloop`` when it is installed, else ``asyncio`` (a machine
+    without it still serves, only slower)."""
+    try:
+        importlib.import_module("uvloop")
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def uvicorn_config(
     app: Any,
     *,
@@ -115,6 +134,7 @@ def uvicorn_config(
         log_config=None,
         access_log=False,
         http=guard.protocol_class(),
+        loop=event_loop(),
         backlog=BACKLOG,
         timeout_keep_alive=server.keep_alive,  # type: ignore[arg-type]
         timeout_graceful_shutdown=int(grace) + 5,
@@ -131,6 +151,7 @@ def serve_app(
     guard = connection_guard(server, open_files)
     structlog.get_logger("healer.http").info(
         "listener limits",
+        loop=event_loop(),
         open_files=open_files,
         max_connections=guard.limits.max_connections,
         header_timeout=server.header_timeout,

@@ -17,7 +17,7 @@ from healer.console.access import Access, Form, Refused, actor, reader
 from healer.console.render import error_page, page, see_other
 from healer.console.session import Session, clear_session_cookie, set_session_cookie
 from healer.errors import JournalUnavailable, PayloadError
-from healer.http.auth import same_secret
+from healer.http.auth import is_admin_token
 from healer.http.body import read_body
 from healer.http.controls import no_open_circuit, pause_healing
 from healer.services import services
@@ -71,7 +71,7 @@ async def login(request: Request) -> Response:
     except PayloadError as exc:
         return error_page(request, exc.status, exc.message, None)
     nxt = safe_next(_field(form, "next"))
-    if not same_secret(_field(form, "token"), svc.secrets.admin_token):
+    if not is_admin_token(_field(form, "token"), svc.secrets):
         return page(
             request,
             "login.html",

@@ -34,12 +34,17 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def same_secret(a: str, b: str) -> bool:
-    """Whether ``a`` is the secret ``b``, in constant time (the console's login uses it)."""
+def _same(given: str, secrets: Secrets, which: str) -> bool:
     # Constant time over digests: not even the length of the secret shows in the timing.
-    return hmac.compare_digest(
-        hashlib.sha256(a.encode()).digest(), hashlib.sha256(b.encode()).digest()
-    )
+    # The configured secret's digest is computed once (Secrets.digests), the given one per
+    # request.
+    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), secrets.digests[which])
+
+
+def is_admin_token(given: str, secrets: Secrets) -> bool:
+    """Whether ``given`` is the configured admin token, in constant time (the console's
+    login form); False when none is configured."""
+    return secrets.admin_token is not None and _same(given, secrets, "admin_token")
 
 
 def _unauthorized(detail: str, *, basic: bool = False) -> HTTPException:
@@ -53,14 +58,14 @@ def require_webhook_auth(request: Request, secrets: Secrets) -> None:
     basic_ok = secrets.webhook_basic is not None
     token = _bearer(request)
     if token is not None and secrets.webhook_token is not None:
-        if same_secret(token, secrets.webhook_token):
+        if _same(token, secrets, "webhook_token"):
             return
         raise _unauthorized("invalid webhook token", basic=basic_ok)
     basic = _basic(request)
     if basic is not None and secrets.webhook_basic is not None:
         # Evaluate both comparisons: no early exit that would time the username.
-        ok_user = same_secret(basic[0], secrets.webhook_basic[0])
-        ok_pass = same_secret(basic[1], secrets.webhook_basic[1])
+        ok_user = _same(basic[0], secrets, "webhook_user")
+        ok_pass = _same(basic[1], secrets, "webhook_password")
         if ok_user and ok_pass:
             return
         raise _unauthorized("invalid webhook credentials", basic=basic_ok)
@@ -78,5 +83,5 @@ def require_admin(request: Request, secrets: Secrets, *, reading: bool = False) 
     token = _bearer(request)
     if token is None:
         raise _unauthorized("admin token required")
-    if not same_secret(token, secrets.admin_token):
+    if not _same(token, secrets, "admin_token"):
         raise _unauthorized("invalid admin token")

@@ -58,7 +58,7 @@ async def receive_alerts(request: Request) -> JSONResponse:
         status = exc.status_code
         raise
     finally:
-        svc.metrics.webhook_requests.labels(code=str(status)).inc()
+        svc.metrics.webhook_answered(status)
 
 
 async def _receive(request: Request, svc: Services, arrived: float) -> JSONResponse:
@@ -124,7 +124,7 @@ async def _receive(request: Request, svc: Services, arrived: float) -> JSONRespo
         svc.followups.duplicates(resent)
     for status, count in (("firing", firing), ("resolved", len(alerts) - firing)):
         if count:
-            svc.metrics.alerts_received.labels(status=status).inc(count)
+            svc.metrics.alerts_by_status[status].inc(count)
     log.log(
         logging.DEBUG if svc.config.log.requests == "debug" else logging.INFO,
         "webhook accepted",

@@ -35,7 +35,8 @@ def _bench(results: Path, *names: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(240)
 def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: Path) -> None:
     """`python -m bench ingest dispatch --quick` exits 0, writes one JSON per benchmark
-    with the machine, a table and every target measured; no webhook post failed."""
+    with the machine, a table and every target measured, each ratio target with its
+    spread over 3 runs; no webhook post failed."""
     if shutil.which("wrk") is None:
         require_service("wrk", "wrk not found (apt-get install wrk; scripts/test does)")
     proc = _bench(tmp_path, "ingest", "dispatch")
@@ -45,8 +46,12 @@ def test_ingest_and_dispatch_benchmarks_run_and_measure_every_target(tmp_path: P
         assert doc["quick"] is True and doc["machine"]["cores"] >= 1
         assert doc["table"], doc
         assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
+        assert all(t["met"] in (True, False) for t in doc["targets"]), doc["targets"]
+        ratios = [t for t in doc["targets"] if " / " in t["figure"]]
+        assert ratios and all(t["spread"]["n"] == 3 for t in ratios), ratios
+        assert doc["runs"] == 3
     ingest = json.loads((tmp_path / "ingest.json").read_text())
-    failed = [t for t in ingest["targets"] if t["name"].startswith("failed requests")]
+    failed = [t for t in ingest["targets"] if t["figure"].startswith("failed requests")]
     assert failed and all(t["value"] == 0 for t in failed), failed
     assert "| ingest |" in proc.stdout and "| dispatch |" in proc.stdout
 
@@ -70,7 +75,7 @@ def test_storm_replicas_benchmark_runs_and_keeps_exactly_once(tmp_path: Path) ->
     doc = json.loads((tmp_path / "storm_replicas.json").read_text())
     assert doc["quick"] is True and doc["table"], doc
     assert all(t["value"] is not None for t in doc["targets"]), doc["targets"]
-    exactly_once = [t for t in doc["targets"] if not t["name"].startswith("alerts/s")]
+    exactly_once = [t for t in doc["targets"] if not t["figure"].startswith("alerts/s")]
     assert len(exactly_once) == 8 and all(t["value"] == 0 for t in exactly_once), exactly_once
     summary = doc["figures"]["summary"]
     fps = doc["figures"]["fingerprints"]

@@ -104,7 +104,7 @@ def test_tokens_let_it_listen_beyond_loopback_and_never_reach_its_log(
     """With tokens from the environment a 0.0.0.0 listener starts; across accepted and
     refused webhook posts and history reads, no token, right or wrong, is in its log."""
     healer = healer_process.start(
-        write_config(tmp_path),
+        write_config(tmp_path, log={"requests": "info"}),  # the per-request line in the log too
         host="0.0.0.0",
         env={"HEALER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "HEALER_ADMIN_TOKEN": ADMIN_TOKEN},
     )

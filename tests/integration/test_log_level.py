@@ -1,7 +1,8 @@
 """``log.level`` / ``serve --log-level`` and ``log.requests`` through the real ``healer
-serve`` process: the per-request "webhook accepted" line is logged at info by default,
-left out of an info log when ``log.requests: debug``, back at ``--log-level debug``
-(which overrides the file), and gone with every other info line at ``log.level: warning``.
+serve`` process: the per-request "webhook accepted" line is logged at debug by default
+(left out of an info log), at info with ``log.requests: info``, back at ``--log-level
+debug`` (which overrides the file), and gone with every other info line at ``log.level:
+warning`` even when ``log.requests: info``.
 A bad level is a config error naming the key."""
 
 from __future__ import annotations
@@ -50,13 +51,21 @@ def events(tmp_path: Path, healer_process: HealerFactory, *args: str, **log: str
 @pytest.mark.parametrize(
     ("log", "args", "accepted", "started"),
     [
-        ({}, (), True, True),
+        ({}, (), False, True),
+        ({"requests": "info"}, (), True, True),
         ({"requests": "debug"}, (), False, True),
-        ({"requests": "debug"}, ("--log-level", "debug"), True, True),
-        ({"level": "warning"}, (), False, False),
-        ({"level": "warning"}, ("--log-level", "info"), True, True),
+        ({}, ("--log-level", "debug"), True, True),
+        ({"level": "warning", "requests": "info"}, (), False, False),
+        ({"level": "warning", "requests": "info"}, ("--log-level", "info"), True, True),
     ],
-    ids=["default", "requests-debug", "cli-debug", "warning", "cli-overrides-file"],
+    ids=[
+        "default",
+        "requests-info",
+        "requests-debug",
+        "cli-debug",
+        "warning",
+        "cli-overrides-file",
+    ],
 )
 def test_levels(
     tmp_path: Path,

@@ -129,3 +129,29 @@ def test_the_timeline_picture_is_a_png(tmp_path: Path) -> None:
     }
     out = render(doc, tmp_path / "timeline.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_timeline_picture_follows_the_results_directory(tmp_path: Path) -> None:
+    """The loop benchmark draws its picture into the run's results directory
+    (``--results``), and ``python -m bench.timeline LOOP.json`` beside that file: neither
+    touches bench/results/ for a run that was pointed elsewhere."""
+    import json
+
+    from bench.loop import _picture
+    from bench.timeline import main
+
+    keys = list(SCENARIOS)
+    doc = {
+        "benchmark": "loop",
+        "quick": True,
+        "params": {"repetitions": 1},
+        "figures": {"scenarios": summarise([_record(keys[0], 1, 1.0)])},
+    }
+    results = tmp_path / "results"
+    _picture(doc, results)
+    assert (results / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "loop.json").write_text(json.dumps(doc))
+    assert main([str(elsewhere / "loop.json")]) == 0
+    assert (elsewhere / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -162,6 +162,21 @@ async def test_trickled_headers_are_closed_by_the_header_deadline() -> None:
         assert srv.app.bodies == []
 
 
+async def test_an_unfinished_request_head_over_16_kib_is_refused_before_the_app() -> None:
+    """A request head that has not ended after 20 KB (a header that goes on) is answered
+    400 and closed long before its header deadline, and never reaches the app: the bound
+    h11 keeps on what a client can make the server hold (one reason healer's protocol is
+    not httptools', which read on)."""
+    async with serving(header_timeout=30) as srv:
+        reader, writer = await srv.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000)
+        await writer.drain()
+        answer = await read_until_closed(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert srv.app.bodies == []
+
+
 @pytest.mark.parametrize("body_sent", [b"", b'{"a":', b"x" * 4000])
 async def test_a_body_shorter_than_its_content_length_is_closed(body_sent: bytes) -> None:
     """Headers promising 10000 bytes, then none, a few or most of them, then silence:
@@ -429,3 +444,33 @@ async def test_a_flood_of_invalid_requests_is_logged_once_per_interval(
             logger.removeFilter(limiter)
     invalid = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
     assert len(invalid) == 1
+
+
+@pytest.mark.parametrize("without_uvloop", [False, True], ids=["as-installed", "uvloop-missing"])
+def test_the_server_runs_on_uvloop_where_installed_and_on_asyncio_without_it(
+    without_uvloop: bool,
+) -> None:
+    """healer's server settings (and so the bare endpoint's) build their event loop with
+    uvloop when it can be imported, and fall back to asyncio's own loop when it cannot
+    (a fresh interpreter where ``import uvloop`` fails)."""
+    code = (
+        ("import sys; sys.modules['uvloop'] = None\n" if without_uvloop else "")
+        + "from healer.server import uvicorn_config\n"
+        + "config = uvicorn_config(None, host='127.0.0.1', port=0, grace=0)\n"
+        + "loop = config.get_loop_factory()()\n"
+        + "print(config.loop, type(loop).__module__.split('.')[0])\n"
+        + "loop.close()\n"
+    )
+    try:
+        import uvloop  # noqa: F401
+
+        installed = True
+    except ImportError:
+        installed = False
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    if installed and not without_uvloop:
+        assert out == ["uvloop", "uvloop"]
+    else:
+        assert out == ["asyncio", "asyncio"]
