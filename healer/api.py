@@ -97,8 +97,8 @@ from healer.docker_adapter import DockerAdapter
 from healer.docker_config import DEFAULT_ENGINE
 from healer.errors import ActionFailed, HealError, InvalidParams, TargetRefused
 from healer.outcomes import Outcome, RecordStep
+from healer.pg_session import Session as PgSession
 from healer.postgres_adapter import HealPostgres, PostgresAdapter
-from healer.postgres_adapter import Session as PgSession
 from healer.units import Duration
 
 __all__ = [

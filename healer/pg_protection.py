@@ -1,5 +1,5 @@
 """Which PostgreSQL sessions healer never signals, as data: each rule once, read both by
-Python (:func:`protection`, over a :class:`~healer.postgres_adapter.Session`) and by SQL
+Python (:func:`protection`, over a :class:`~healer.pg_session.Session`) and by SQL
 (:func:`checked_signal_sql`, over the same columns of ``pg_stat_activity``), so that the
 re-read before a signal and the signal itself can be one statement, one round trip,
 without a second copy of the protections.
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from healer.config import DatabaseConfig
-    from healer.postgres_adapter import Session
+    from healer.pg_session import Session
 
 APPLICATION_NAME = "healer"
 

@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -48,6 +47,7 @@ from healer.pg_protection import (
     protection,
     reason,
 )
+from healer.pg_session import Session
 from healer.redact import redact_dsn
 
 if TYPE_CHECKING:
@@ -56,55 +56,6 @@ if TYPE_CHECKING:
 # After pg_terminate_backend, the pauses (s) before each look at whether the backend has
 # exited: at once, then doubling from 1 ms, then every 50 ms; about 5 s in all.
 EXIT_POLL: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032) + (0.05,) * 99
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """One backend from ``pg_stat_activity``, with its place in the lock graph.
-
-    Ages are seconds (``None`` when PostgreSQL does not know them); ``query`` is
-    the first 200 characters of the current or last statement. ``backend_start``
-    (with ``pid``) identifies the backend: a pid PostgreSQL hands out again belongs
-    to a backend with a later start; ``xact_start`` / ``query_start`` identify its
-    current transaction and statement."""
-
-    pid: int
-    database: str | None
-    user: str | None
-    application_name: str
-    client_addr: str | None
-    backend_type: str
-    state: str | None
-    wait_event_type: str | None
-    wait_event: str | None
-    xact_age: float | None
-    query_age: float | None
-    state_age: float | None
-    query: str
-    superuser: bool
-    blocked_by: tuple[int, ...] = ()
-    blocking: tuple[int, ...] = field(default=())
-    backend_start: datetime | None = None
-    xact_start: datetime | None = None
-    query_start: datetime | None = None
-
-    def evidence(self) -> dict[str, Any]:
-        """What a heal records about a session it acted on or considered."""
-        return {
-            "pid": self.pid,
-            "user": self.user,
-            "application_name": self.application_name,
-            "database": self.database,
-            "state": self.state,
-            "wait": f"{self.wait_event_type}:{self.wait_event}" if self.wait_event_type else None,
-            "xact_age_s": _round(self.xact_age),
-            "query_age_s": _round(self.query_age),
-            "state_age_s": _round(self.state_age),
-            "query": redact_dsn(self.query),
-            "blocked_by": list(self.blocked_by),
-            "blocking": len(self.blocking),
-            "backend_start": _iso(self.backend_start),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +95,6 @@ def _session(r: Mapping[str, Any], blocking: Sequence[int]) -> Session:
         xact_start=r["xact_start"],
         query_start=r["query_start"],
     )
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
-
-
-def _iso(v: datetime | None) -> str | None:
-    return None if v is None else v.isoformat()
 
 
 _SESSIONS_SQL = f"""
