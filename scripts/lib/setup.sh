@@ -24,6 +24,7 @@ APT_PACKAGES=(
     python3-venv
     chromium
     chromium-driver
+    openssl
 )
 
 is_installed() {

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from healer.cli import main
 from healer.config import Secrets
 from healer.plugins import HandlerRegistry
 from tests.support.env import wait_until
 from tests.support.inprocess.gates import ADMIN, BASE, fingerprint, gates_config
 from tests.support.inprocess.inproc import healer_app
 from tests.support.inprocess.payloads import alert_payload
+from tests.support.inprocess.served import run_cli as cli
 from tests.support.inprocess.served import served
 
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -37,10 +37,6 @@ def client(tmp_path: Path, handlers: HandlerRegistry) -> Iterator[httpx.Client]:
 def admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEALER_ADMIN_TOKEN", ADMIN)
     monkeypatch.delenv("HEALER_CONFIG", raising=False)
-
-
-def cli(client: httpx.Client, *argv: str) -> int:
-    return main([*argv, "--url", str(client.base_url)])
 
 
 def ended(client: httpx.Client, heal_id: str) -> dict[str, Any]:

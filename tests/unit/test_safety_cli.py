@@ -26,6 +26,7 @@ from tests.support.inprocess.gates import (
 )
 from tests.support.inprocess.inproc import healer_app
 from tests.support.inprocess.payloads import alert_payload
+from tests.support.inprocess.served import run_cli as cli
 from tests.support.inprocess.served import served
 from tests.support.servers.webhook import WebhookRecorder
 
@@ -47,11 +48,6 @@ def client(
 def admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEALER_ADMIN_TOKEN", ADMIN)
     monkeypatch.delenv("HEALER_CONFIG", raising=False)
-
-
-def cli(client: httpx.Client, *argv: str) -> int:
-    """``healer ARGV --url <the server>``, as from a shell."""
-    return main([*argv, "--url", str(client.base_url)])
 
 
 def heal_once(client: httpx.Client, n: int) -> dict[str, Any]:

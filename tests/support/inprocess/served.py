@@ -38,3 +38,10 @@ def served(app: FastAPI) -> Iterator[httpx.Client]:
         finally:
             server.should_exit = True
             thread.join(15)
+
+
+def run_cli(client: httpx.Client, *argv: str) -> int:
+    """``healer ARGV --url <the served healer>``, as from a shell; the exit code."""
+    from healer.cli import main
+
+    return main([*argv, "--url", str(client.base_url)])
