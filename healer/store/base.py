@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from healer.outcomes import Outcome, Phase
 from healer.redact import redact_dsn
+from healer.store import rows
 from healer.store import types as st
 from healer.store.retention import Cutoffs
 
@@ -37,6 +38,9 @@ class ModuleStore:
     _approvals: ModuleType
     _retention: ModuleType
     replica: st.Replica
+
+    def __init__(self) -> None:
+        self._recent_unmatched = rows.RecentUnmatched()
 
     # ---- what a backend supplies -------------------------------------------------------
 
@@ -64,10 +68,13 @@ class ModuleStore:
     ) -> list[st.Disposition]:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now, me, ingest = time.time(), self.replica, self._alerts.ingest_batch
-        return cast(
-            list[st.Disposition],
-            await self._write(lambda db: ingest(db, alerts, plans, now, received_at, text, me)),
+        unmatched = self._recent_unmatched.keys(alerts, plans)
+        fresh = self._recent_unmatched.any_new(unmatched)
+        out = await self._write(
+            lambda db: ingest(db, alerts, plans, now, received_at, text, me, fresh)
         )
+        self._recent_unmatched.add(unmatched)
+        return cast(list[st.Disposition], out)
 
     async def alert_counts(self) -> dict[str, int]:
         return cast(dict[str, int], await self._read(self._alerts.alert_counts))

@@ -9,6 +9,7 @@ way of running it (sync sqlite3, asyncpg).
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -51,11 +52,30 @@ def key_alerts(alerts: Sequence[ReceivedAlert]) -> list[tuple[ReceivedAlert, str
     return keyed
 
 
+def looked_up(
+    keyed: Sequence[tuple[ReceivedAlert, str]], plans: Sequence[HealPlan | None]
+) -> set[tuple[str, str]]:
+    """The (fingerprint, startsAt) whose stored rows an ingest reads: the alerts a rule
+    matches, and resolved ones (a rule matched the alert while it fired, maybe). A firing
+    alert no rule matches keeps no row and is never looked up: most of what Alertmanager
+    sends is such noise, and its body is all the journal keeps of it."""
+    return {
+        (alert.fingerprint, starts)
+        for (alert, starts), plan in zip(keyed, plans, strict=True)
+        if plan is not None or alert.status == "resolved"
+    }
+
+
 class IngestBatch:
     """One delivery's bookkeeping: the rows to insert, the repeats to count and the
     dispositions to answer, decided from ``known`` (the rows stored before) and from
     the rows this batch inserts. The backend runs the side effects (noting a resolved
-    alert on its open heals, inserting a heal) and the SQL."""
+    alert on its open heals, inserting a heal) and the SQL.
+
+    Rows are kept only for alerts a rule matches and for the resolved notice of an alert
+    that has one; every other alert is answered ``ignored`` and lives only in the
+    delivery's body (``alert_log`` reads it from there), so a re-sent unmatched alert is
+    ``ignored`` again rather than a ``duplicate``."""
 
     def __init__(self, known: Known, now: float) -> None:
         self.known = known
@@ -63,6 +83,26 @@ class IngestBatch:
         self.inserts: dict[AlertRowKey, list[Any]] = {}
         self.repeats: dict[AlertRowKey, int] = {}
         self.out: list[Disposition] = []
+        self.unmatched = 0
+
+    def ignore_unmatched(self, alert: ReceivedAlert, starts: str, plan: HealPlan | None) -> bool:
+        """Answer the alert ``ignored`` without a row if no rule matches it and no row of
+        its identity is stored (or inserted by this batch); False: it keeps a row."""
+        if plan is not None:
+            return False
+        fingerprint = alert.fingerprint
+        for status in ("firing", "resolved"):
+            key = (fingerprint, starts, status)
+            if key in self.known or key in self.inserts:
+                return False
+        self.unmatched += 1
+        self.out.append(Disposition(fingerprint, "ignored", reason="no rule matches"))
+        return True
+
+    def keeps_body(self, fresh_unmatched: bool) -> bool:
+        """Whether the delivery row is written: it brings new alert rows, or unmatched
+        alerts not journaled lately (``fresh_unmatched``, see :class:`RecentUnmatched`)."""
+        return bool(self.inserts) or (self.unmatched > 0 and fresh_unmatched)
 
     def repeat(self, alert: ReceivedAlert, starts: str) -> bool:
         """Count and answer the alert as a duplicate if it was received before (in an
@@ -136,6 +176,41 @@ class IngestBatch:
     def repeat_rows(self) -> list[tuple[Any, ...]]:
         """(times more, last_seen, fingerprint, starts_at, status) per repeated row."""
         return [(n, self.now, *key) for key, n in self.repeats.items()]
+
+
+class RecentUnmatched:
+    """The unmatched alerts, as (fingerprint, startsAt, status), whose bodies this process
+    journaled lately: at most ``size``, the oldest forgotten first. Alertmanager re-sends
+    every firing group each ``group_interval``; a post whose unmatched alerts were all
+    journaled before writes no body again (a post with a new alert row still does), so
+    noise costs the journal one body per alert, not one per re-send. Per process and
+    forgotten on restart: a re-send then stores its body once more, which loses nothing."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._size = size
+        self._keys: dict[tuple[str, datetime, str], None] = {}
+
+    @staticmethod
+    def keys(
+        alerts: Sequence[ReceivedAlert], plans: Sequence[HealPlan | None]
+    ) -> list[tuple[str, datetime, str]]:
+        return [
+            (a.fingerprint, a.starts_at, a.status)
+            for a, plan in zip(alerts, plans, strict=True)
+            if plan is None
+        ]
+
+    def any_new(self, keys: Sequence[tuple[str, datetime, str]]) -> bool:
+        return any(k not in self._keys for k in keys)
+
+    def add(self, keys: Sequence[tuple[str, datetime, str]]) -> None:
+        """Remember these, once their delivery committed."""
+        for k in keys:
+            self._keys[k] = None
+        over = len(self._keys) - self._size
+        if over > 0:
+            for k in list(itertools.islice(self._keys, over)):
+                del self._keys[k]
 
 
 def heal_row(row: Mapping[str, Any]) -> HealRow:

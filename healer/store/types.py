@@ -194,21 +194,33 @@ _MATCH_INLINE_MAX = 64 * 1024
 
 
 def _plans(alerts: Sequence[ReceivedAlert], match: Match) -> list[HealPlan | None]:
-    """Each firing alert's plan (a resolved one starts nothing), computed outside any
-    transaction; a duplicate's plan is simply not used."""
-    return [match(a) if a.status == "firing" else None for a in alerts]
+    """Each alert's plan, computed outside any transaction; a duplicate's plan is simply
+    not used, and a resolved alert's plan starts nothing: it says that the alert keeps a
+    row (its resolution is what a late firing re-send and the gates look for)."""
+    return [match(a) for a in alerts]
 
 
 async def prepare_ingest(
     alerts: Sequence[ReceivedAlert], match: Match, body: str | None
 ) -> tuple[str, list[HealPlan | None]]:
-    """The body to keep (the POST as received, or the alerts' labels and annotations)
+    """The body to keep (the POST as received, or what ``alert_log`` reads of each alert)
     and each alert's plan. Matching is done here, before any write is queued: inside a
     transaction one slow match would hold up every other post and heal write. A large
     POST is matched on a worker thread (RE2 releases the GIL), so the loop serves others."""
     if body is None:
         body = dumps(
-            {"alerts": [{"labels": a.labels, "annotations": a.annotations} for a in alerts]}
+            {
+                "alerts": [
+                    {
+                        "fingerprint": a.fingerprint,
+                        "status": a.status,
+                        "startsAt": a.starts_at.isoformat(),
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                    }
+                    for a in alerts
+                ]
+            }
         )
     if len(body) > _MATCH_INLINE_MAX:
         return body, await asyncio.to_thread(_plans, alerts, match)

@@ -3,9 +3,12 @@ generator in a separate process (tests/support/scenarios/loadgen.py) for HEALER_
 (default 20): Alertmanager-shaped posts of 50 alerts each, every alert its own
 fingerprint, one post in ten a re-send of an earlier group, at up to 300 requests/s.
 
-No rule matches, so every alert is journaled ``ignored``: this measures the webhook and
-the journal, not handlers. What must hold: no 5xx (no error at all), every alert sent
-is in the journal exactly once with one receipt per accepted post, and healer's memory
+No rule matches, so every alert is journaled ``ignored``, in the body of its post (an
+unmatched alert keeps no row of its own; ``alert_log`` reads it from the body): this
+measures the webhook and the journal, not handlers. What must hold: no 5xx (no error at
+all), every alert of every accepted post is in the journal, kept at most once per post
+of its group (a re-sent group whose alerts were journaled keeps no second body, save
+when it races its first post), nothing is there that was never sent, and healer's memory
 is flat once warm. Throughput and latency are printed, never asserted.
 
 A post that gets no answer at all (a transport error on a starved machine) is
@@ -71,8 +74,8 @@ class RssSampler:
 
 
 def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory) -> None:
-    """Every alert of every post is journaled exactly once (receipts = accepted posts),
-    every answer is a 200, and RSS at the end is within 1.5x and +50 MiB of RSS once
+    """Every alert of every accepted post is journaled, none more often than its group
+    was posted, every answer is a 200, and RSS at the end is within 1.5x and +50 MiB of RSS once
     warm."""
     seconds = float(os.environ.get("HEALER_LOAD_SECONDS", "20"))
     journal = tmp_path / "journal.db"
@@ -131,17 +134,20 @@ def test_webhook_ingest_under_load(tmp_path: Path, healer_process: HealerFactory
     assert sum(statuses.values()) <= max(1, result["requests"] // 200), result["statuses"]
     assert ok > 0 and result["resends"] > 0
     with sqlite3.connect(journal) as db:
-        rows = db.execute("SELECT fingerprint, times_seen, disposition FROM alerts").fetchall()
-    journaled = {fp: seen for fp, seen, _ in rows}
-    assert len(journaled) == len(rows), "an alert was journaled twice"
-    assert {d for _, _, d in rows} == {"ignored"}
+        rows = db.execute(
+            "SELECT fingerprint, COUNT(*), MIN(disposition), MAX(disposition) FROM alert_log"
+            " GROUP BY fingerprint"
+        ).fetchall()
+        assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
+    journaled = {fp: kept for fp, kept, _, _ in rows}
+    assert {(low, high) for _, _, low, high in rows} == {("ignored", "ignored")}
     answered, uncertain = result["groups"], result["uncertain"]
     for group in set(answered) | set(uncertain):
         low, extra = answered.get(group, 0), uncertain.get(group, 0)
         for i in range(ALERTS_PER_POST):
-            seen = journaled.pop(fingerprint(int(group), i), 0)
-            # One row per alert; one receipt per accepted post (plus unanswered ones
-            # healer may have stored before the connection broke).
-            assert low <= seen <= low + extra, (group, i, seen, low, extra)
+            kept = journaled.pop(fingerprint(int(group), i), 0)
+            # In the journal if a post of its group was accepted; at most once per post
+            # (plus unanswered ones healer may have stored before the connection broke).
+            assert min(low, 1) <= kept <= low + extra, (group, i, kept, low, extra)
     assert journaled == {}, f"{len(journaled)} alerts journaled that were never sent"
     assert end < warm * 1.5 and end < warm + 50 * MiB, (warm, end)

@@ -19,6 +19,7 @@ order in which racing calls were answered.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,6 +114,50 @@ async def test_a_resolve_is_recorded_once_and_makes_a_late_firing_resend_stale(
     heal = await store.get_heal(started.heal_id or "")
     assert heal is not None
     assert [e["kind"] for e in heal["timeline"]] == ["matched", "alert_resolved"]
+
+
+async def test_unmatched_alerts_keep_no_row_and_their_body_once(
+    backend: Backend, store: Store
+) -> None:
+    """Alerts no rule matches (most of what Alertmanager sends) keep no row: they are
+    answered ignored on every re-send, never duplicate, and their post's body is kept
+    once, not per re-send (again after a restart, which forgets); ``alert_log`` reads them
+    from it. A matched alert in the same posts keeps its row and its receipts, and is not
+    listed again from a later body; a resolved notice keeps a row only where its alert
+    has one."""
+
+    def match(alert: Alert) -> HealPlan | None:
+        return PLAN if alert.fingerprint == "m" else None
+
+    first = await store.ingest([_alert("n1"), _alert("m"), _alert("n2", "resolved")], match)
+    again = await store.ingest([_alert("n1"), _alert("m")], match)
+    assert [(d.fingerprint, d.status) for d in first] == [
+        ("n1", "ignored"),
+        ("m", "started"),
+        ("n2", "ignored"),
+    ]
+    assert [(d.fingerprint, d.status) for d in again] == [("n1", "ignored"), ("m", "duplicate")]
+    assert await store.alert_counts() == {"started": 1}
+    assert await backend.query("SELECT COUNT(*) FROM deliveries") == [(1,)]
+    restarted = await backend.open()
+    try:
+        [third] = await restarted.ingest([_alert("n1")], match)
+        [resolved] = await restarted.ingest([_alert("m", "resolved")], match)
+    finally:
+        await restarted.close()
+    assert (third.status, resolved.status) == ("ignored", "resolved")
+    log = await backend.query(
+        "SELECT fingerprint, status, disposition, times_seen, labels FROM alert_log"
+        " ORDER BY fingerprint, status, delivery_id"
+    )
+    assert [row[:4] for row in log] == [
+        ("m", "firing", "started", 2),
+        ("m", "resolved", "resolved", 1),
+        ("n1", "firing", "ignored", 1),
+        ("n1", "firing", "ignored", 1),
+        ("n2", "resolved", "ignored", 1),
+    ]
+    assert {json.loads(row[4])["alertname"] for row in log} == {_alert("x").name}
 
 
 # ---- durability ------------------------------------------------------------------------

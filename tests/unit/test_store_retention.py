@@ -242,7 +242,7 @@ async def test_an_existing_sqlite_journal_is_converted_to_incremental_vacuum_onc
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"alerts_by_first_seen", "alerts_by_delivery", "deliveries_by_time"} <= indexes
     finally:

@@ -39,10 +39,28 @@ DDL = (
     heal_id     TEXT,
     PRIMARY KEY (fingerprint, starts_at, status)
 )""",
-    """CREATE OR REPLACE VIEW alert_log AS
+)
+
+# alert_log: the stored rows (alerts a rule matched, their resolved notices), then each
+# unmatched alert of each kept body, once per body that brought it, read from the body
+# (as in the SQLite store's view). Schema 5: before it, unmatched alerts had rows too.
+LOG_DDL = (
+    "DROP VIEW IF EXISTS alert_log",
+    """CREATE VIEW alert_log AS
     SELECT a.*, (d.body::jsonb -> 'alerts' -> a.idx -> 'labels') AS labels,
            (d.body::jsonb -> 'alerts' -> a.idx -> 'annotations') AS annotations
-    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id""",
+    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id
+    UNION ALL
+    SELECT j.value ->> 'fingerprint', j.value ->> 'startsAt', j.value ->> 'status',
+           COALESCE(j.value -> 'labels' ->> 'alertname', ''), d.id, (j.n - 1)::integer,
+           d.received_at, d.received_at, 1, 'ignored', NULL::text,
+           j.value -> 'labels', j.value -> 'annotations'
+    FROM deliveries d
+    CROSS JOIN LATERAL jsonb_array_elements(d.body::jsonb -> 'alerts')
+        WITH ORDINALITY AS j(value, n)
+    WHERE j.value ? 'fingerprint' AND NOT EXISTS (
+        SELECT 1 FROM alerts a WHERE a.fingerprint = j.value ->> 'fingerprint'
+        AND a.status = j.value ->> 'status')""",
 )
 
 
@@ -58,15 +76,17 @@ async def ingest_batch(
     received_at: float | None,
     body: str,
     me: Replica,
+    fresh_unmatched: bool = True,
 ) -> list[Disposition]:
     keyed = rows.key_alerts(alerts)
-    identities = {(a.fingerprint, starts) for a, starts in keyed}
-    await lock(db, *(alert_lock(fp, starts) for fp, starts in identities))
-    batch = rows.IngestBatch(await _known_alerts(db, identities), now)
+    wanted = rows.looked_up(keyed, plans)
+    if wanted:
+        await lock(db, *(alert_lock(fp, starts) for fp, starts in wanted))
+    batch = rows.IngestBatch(await _known_alerts(db, wanted) if wanted else {}, now)
     for idx, (alert, starts) in enumerate(keyed):
-        if batch.repeat(alert, starts):
-            continue
         plan, heal_id = plans[idx], None
+        if batch.ignore_unmatched(alert, starts, plan) or batch.repeat(alert, starts):
+            continue
         kind = batch.kind(alert, starts, plan)
         if kind == "resolved":
             await _note_resolved(db, alert, now, me)
@@ -75,19 +95,20 @@ async def ingest_batch(
                 db, plan, alert, "alert", now, me, received_at=received_at
             )
         batch.add(idx, alert, starts, kind, plan, heal_id)
-    if batch.inserts:
+    if batch.keeps_body(fresh_unmatched):
         delivery = await db.fetchval(
             "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
             received_at or now,
             body,
         )
-        await db.executemany(
-            "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
-            " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
-            " ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
-            batch.insert_rows(delivery),
-        )
+        if batch.inserts:
+            await db.executemany(
+                "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
+                " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                " ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
+                batch.insert_rows(delivery),
+            )
     if batch.repeats:
         await db.executemany(
             "UPDATE alerts SET times_seen = times_seen + $1, last_seen = $2"

@@ -13,7 +13,9 @@ rows; their ``replica`` is NULL and their heals unleased, taken over by the firs
 replica that asks). Version 3 adds the ``approvals`` table (``mode: approve``; the
 SQLite schema's version 4). Version 4 adds the indexes retention walks
 (:mod:`healer.store.postgres.retention`; the SQLite schema's version 5); building them
-locks the alerts and deliveries tables against writes while it runs, once.
+locks the alerts and deliveries tables against writes while it runs, once. Version 5
+keeps rows only for alerts a rule matches (the SQLite schema's version 6): the
+``alert_log`` view reads the others from the kept bodies.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ MIGRATIONS: tuple[tuple[int, str, Sequence[str]], ...] = (
     (2, "heals", heals.LEASES_DDL),
     (3, "approvals", approvals.DDL),
     (4, "retention", retention.DDL),
+    (5, "alerts", alerts.LOG_DDL),
 )
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
 # The tables a copy fills, in order, and that must all be empty to receive one.

@@ -61,6 +61,7 @@ class PostgresStore(ModuleStore):
     def __init__(
         self, pool: Pool, options: PostgresOptions, replica: st.Replica | None = None
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.options = options
         self.replica = replica if replica is not None else st.Replica()

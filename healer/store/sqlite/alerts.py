@@ -44,10 +44,28 @@ DDL = (
     heal_id     TEXT,
     PRIMARY KEY (fingerprint, starts_at, status)
 ) WITHOUT ROWID""",
-    """CREATE VIEW IF NOT EXISTS alert_log AS
+)
+
+# Every alert with its receipts, disposition, labels and annotations: the stored rows
+# (alerts a rule matched, their resolved notices), then each unmatched alert of each kept
+# body, once per body that brought it (no row counts its re-sends), read from the body.
+# Schema 6: before it, unmatched alerts had rows too.
+LOG_DDL = (
+    "DROP VIEW IF EXISTS alert_log",
+    """CREATE VIEW alert_log AS
     SELECT a.*, json_extract(d.body, '$.alerts[' || a.idx || '].labels') AS labels,
            json_extract(d.body, '$.alerts[' || a.idx || '].annotations') AS annotations
-    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id""",
+    FROM alerts a LEFT JOIN deliveries d ON d.id = a.delivery_id
+    UNION ALL
+    SELECT json_extract(j.value, '$.fingerprint'), json_extract(j.value, '$.startsAt'),
+           json_extract(j.value, '$.status'),
+           COALESCE(json_extract(j.value, '$.labels.alertname'), ''), d.id, j.key,
+           d.received_at, d.received_at, 1, 'ignored', NULL,
+           json_extract(j.value, '$.labels'), json_extract(j.value, '$.annotations')
+    FROM deliveries d, json_each(d.body, '$.alerts') j
+    WHERE json_extract(j.value, '$.fingerprint') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM alerts a WHERE a.fingerprint = json_extract(j.value, '$.fingerprint')
+        AND a.status = json_extract(j.value, '$.status'))""",
 )
 
 
@@ -85,33 +103,35 @@ def ingest_batch(
     received_at: float | None,
     body: str,
     me: Replica,
+    fresh_unmatched: bool = True,
 ) -> list[Disposition]:
-    """One query finds which alerts were seen before; new ones are inserted and
-    repeats counted with one ``executemany`` each (no per-alert round trips)."""
+    """One query finds which of the alerts that keep rows were seen before; new ones are
+    inserted and repeats counted with one ``executemany`` each (no per-alert round
+    trips). Unmatched alerts keep no row (:class:`healer.store.rows.IngestBatch`)."""
     keyed = rows.key_alerts(alerts)
-    batch = rows.IngestBatch(
-        _known_alerts(db, {(a.fingerprint, starts) for a, starts in keyed}), now
-    )
+    wanted = rows.looked_up(keyed, plans)
+    batch = rows.IngestBatch(_known_alerts(db, wanted) if wanted else {}, now)
     for idx, (alert, starts) in enumerate(keyed):
-        if batch.repeat(alert, starts):
-            continue
         plan, heal_id = plans[idx], None
+        if batch.ignore_unmatched(alert, starts, plan) or batch.repeat(alert, starts):
+            continue
         kind = batch.kind(alert, starts, plan)
         if kind == "resolved":
             _note_resolved(db, alert, now, me)
         elif kind == "started" and plan is not None:
             heal_id = heals.insert_heal(db, plan, alert, "alert", now, me, received_at=received_at)
         batch.add(idx, alert, starts, kind, plan, heal_id)
-    if batch.inserts:
+    if batch.keeps_body(fresh_unmatched):
         delivery = db.execute(
             "INSERT INTO deliveries (received_at, body) VALUES (?, ?)", (received_at or now, body)
         ).lastrowid
-        db.executemany(
-            "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
-            " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # one SQL text: a prepared statement
-            batch.insert_rows(delivery),
-        )
+        if batch.inserts:
+            db.executemany(
+                "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
+                " first_seen, last_seen, times_seen, disposition, heal_id, delivery_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # one SQL text: a prepared statement
+                batch.insert_rows(delivery),
+            )
     if batch.repeats:
         db.executemany(
             "UPDATE alerts SET times_seen = times_seen + ?, last_seen = ?"

@@ -13,7 +13,9 @@ Version 3 adds replicas: leases on heals, the replica on each timeline entry, ta
 locks (columns added: a version-2 journal keeps its rows; their ``replica`` is NULL and
 their heals unleased, so the first start takes them over). Version 4 adds the
 ``approvals`` table (``mode: approve``). Version 5 adds the indexes retention walks
-(:mod:`healer.store.sqlite.retention`).
+(:mod:`healer.store.sqlite.retention`). Version 6 keeps rows only for alerts a rule
+matches: the ``alert_log`` view reads the others from the kept bodies (no table changes;
+rows stored before stay).
 
 Space: a journal is kept in ``auto_vacuum=INCREMENTAL`` mode, so that the pages a prune
 frees can be given back to the file system (``PRAGMA incremental_vacuum``). A new file
@@ -55,6 +57,7 @@ MIGRATIONS: tuple[tuple[int, str, Statements], ...] = (
     (3, "heals", heals.LEASES_DDL),
     (4, "approvals", approvals.DDL),
     (5, "retention", retention.DDL),
+    (6, "alerts", alerts.LOG_DDL),
 )
 _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)

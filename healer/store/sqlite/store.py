@@ -40,6 +40,7 @@ class SqliteStore(ModuleStore):
     _retention = retention
 
     def __init__(self, writer: SqliteWriter, replica: st.Replica | None = None) -> None:
+        super().__init__()
         self.writer = writer
         self.path = writer.path
         self.replica = replica if replica is not None else st.Replica()

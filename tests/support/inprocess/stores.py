@@ -5,11 +5,13 @@ server) and ``store``, a store opened on it. tests/unit/conftest.py registers bo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -25,11 +27,13 @@ from tests.support.servers.postgres import scratch_database
 class Backend:
     """One store implementation on its own storage. ``open`` opens a store on it (again:
     a reopened store; given a replica, as that replica); ``from_newer_healer`` marks the
-    (closed) storage as written by a healer with a newer schema."""
+    (closed) storage as written by a healer with a newer schema; ``query`` runs one SQL
+    read on the storage through a connection of its own (rows as tuples)."""
 
     open: Callable[..., Awaitable[Store]]
     from_newer_healer: Callable[[], Awaitable[None]]
     schema_version: int
+    query: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
 
 
 def _sqlite(tmp_path: Path) -> Backend:
@@ -43,7 +47,11 @@ def _sqlite(tmp_path: Path) -> Backend:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
         db.close()
 
-    return Backend(open_store, from_newer_healer, SCHEMA_VERSION)
+    async def query(sql: str) -> list[tuple[Any, ...]]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return db.execute(sql).fetchall()
+
+    return Backend(open_store, from_newer_healer, SCHEMA_VERSION, query)
 
 
 def _postgres(dsn: str) -> Backend:
@@ -60,7 +68,14 @@ def _postgres(dsn: str) -> Backend:
         finally:
             await conn.close()
 
-    return Backend(open_store, from_newer_healer, pg_schema.SCHEMA_VERSION)
+    async def query(sql: str) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return Backend(open_store, from_newer_healer, pg_schema.SCHEMA_VERSION, query)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -79,3 +94,14 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+async def alert_log_counts(store: SqliteStore) -> dict[str, int]:
+    """What ``alert_log`` shows, by disposition: the stored rows and the unmatched alerts
+    read from the kept bodies (those keep no row, so ``alert_counts`` leaves them out)."""
+
+    def count(db: sqlite3.Connection) -> dict[str, int]:
+        query = "SELECT disposition, COUNT(*) FROM alert_log GROUP BY disposition"
+        return {r[0]: r[1] for r in db.execute(query)}
+
+    return await store.writer.read(count)
