@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request, Response
 
 from healer.errors import PayloadError
 from healer.payload import parse_webhook
-from healer.server import GracefulServer, uvicorn_config
+from healer.server import GracefulServer, freeze_heap, uvicorn_config
 
 
 class AppendLog:
@@ -103,6 +103,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
+    freeze_heap()  # as healer serve does: the same garbage collection for both
     GracefulServer(
         uvicorn_config(create_app(args.durable), host=host, port=int(port), grace=0)
     ).run()

@@ -68,7 +68,7 @@ class ModuleStore:
     ) -> list[st.Disposition]:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now, me, ingest = time.time(), self.replica, self._alerts.ingest_batch
-        unmatched = self._recent_unmatched.keys(alerts, plans)
+        unmatched = self._recent_unmatched.of(alerts, plans)
         fresh = self._recent_unmatched.any_new(unmatched)
         out = await self._write(
             lambda db: ingest(db, alerts, plans, now, received_at, text, me, fresh)

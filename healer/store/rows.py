@@ -38,6 +38,7 @@ AlertRowKey = tuple[str, str, str]
 # That key -> (disposition, heal_id) of every stored row a delivery may repeat.
 Known = dict[AlertRowKey, tuple[str, str | None]]
 Kind = Literal["resolved", "stale", "ignored", "started"]
+NO_RULE = "no rule matches"
 
 
 def key_alerts(alerts: Sequence[ReceivedAlert]) -> list[tuple[ReceivedAlert, str]]:
@@ -50,6 +51,12 @@ def key_alerts(alerts: Sequence[ReceivedAlert]) -> list[tuple[ReceivedAlert, str
             starts = starts_cache[alert.starts_at] = alert_key_time(alert.starts_at)
         keyed.append((alert, starts))
     return keyed
+
+
+def only_noise(alerts: Sequence[ReceivedAlert], plans: Sequence[HealPlan | None]) -> bool:
+    """Whether no alert of a post keeps a row: every one firing, and no rule matches any
+    (see :func:`all_ignored`)."""
+    return all(plan is None for plan in plans) and all(a.status == "firing" for a in alerts)
 
 
 def looked_up(
@@ -96,7 +103,7 @@ class IngestBatch:
             if key in self.known or key in self.inserts:
                 return False
         self.unmatched += 1
-        self.out.append(Disposition(fingerprint, "ignored", reason="no rule matches"))
+        self.out.append(Disposition(fingerprint, "ignored", reason=NO_RULE))
         return True
 
     def keeps_body(self, fresh_unmatched: bool) -> bool:
@@ -152,7 +159,7 @@ class IngestBatch:
                 alert.fingerprint, "ignored", reason="stale: this alert was already resolved"
             )
         elif kind == "ignored" or plan is None:
-            result = Disposition(alert.fingerprint, "ignored", reason="no rule matches")
+            result = Disposition(alert.fingerprint, "ignored", reason=NO_RULE)
         else:
             result = Disposition(alert.fingerprint, "started", heal_id, plan.rule, plan=plan)
         self.inserts[(alert.fingerprint, starts, alert.status)] = [
@@ -179,38 +186,47 @@ class IngestBatch:
 
 
 class RecentUnmatched:
-    """The unmatched alerts, as (fingerprint, startsAt, status), whose bodies this process
-    journaled lately: at most ``size``, the oldest forgotten first. Alertmanager re-sends
-    every firing group each ``group_interval``; a post whose unmatched alerts were all
-    journaled before writes no body again (a post with a new alert row still does), so
-    noise costs the journal one body per alert, not one per re-send. Per process and
-    forgotten on restart: a re-send then stores its body once more, which loses nothing."""
+    """The unmatched alerts whose bodies this process journaled lately, as fingerprint ->
+    (startsAt, status), at most ``size``, the oldest forgotten first. Alertmanager
+    re-sends every firing group each ``group_interval``; a post whose unmatched alerts
+    were all journaled before writes no body again (a post with a new alert row still
+    does), so noise costs the journal one body per alert, not one per re-send. Per
+    process and forgotten on restart: a re-send then keeps its body once more, which loses
+    nothing. Keyed by the fingerprint alone (a string hashes once): an alert that
+    alternates between two states keeps a body per change, as a new alert would."""
 
     def __init__(self, size: int = 65_536) -> None:
         self._size = size
-        self._keys: dict[tuple[str, datetime, str], None] = {}
+        self._seen: dict[str, tuple[datetime, str]] = {}
 
     @staticmethod
-    def keys(
+    def of(
         alerts: Sequence[ReceivedAlert], plans: Sequence[HealPlan | None]
-    ) -> list[tuple[str, datetime, str]]:
-        return [
-            (a.fingerprint, a.starts_at, a.status)
+    ) -> dict[str, tuple[datetime, str]]:
+        """The unmatched alerts of a post (the last copy of a fingerprint wins)."""
+        return {
+            a.fingerprint: (a.starts_at, a.status)
             for a, plan in zip(alerts, plans, strict=True)
             if plan is None
-        ]
+        }
 
-    def any_new(self, keys: Sequence[tuple[str, datetime, str]]) -> bool:
-        return any(k not in self._keys for k in keys)
+    def any_new(self, unmatched: Mapping[str, tuple[datetime, str]]) -> bool:
+        get = self._seen.get
+        return any(get(fp) != state for fp, state in unmatched.items())
 
-    def add(self, keys: Sequence[tuple[str, datetime, str]]) -> None:
+    def add(self, unmatched: Mapping[str, tuple[datetime, str]]) -> None:
         """Remember these, once their delivery committed."""
-        for k in keys:
-            self._keys[k] = None
-        over = len(self._keys) - self._size
+        self._seen.update(unmatched)
+        over = len(self._seen) - self._size
         if over > 0:
-            for k in list(itertools.islice(self._keys, over)):
-                del self._keys[k]
+            for fp in list(itertools.islice(self._seen, over)):
+                del self._seen[fp]
+
+
+def all_ignored(alerts: Sequence[ReceivedAlert]) -> list[Disposition]:
+    """The answer to a post of which no alert keeps a row (no rule matches any, none is
+    resolved): the common case of noise, answered without the per-alert bookkeeping."""
+    return [Disposition(a.fingerprint, "ignored", reason=NO_RULE) for a in alerts]
 
 
 def heal_row(row: Mapping[str, Any]) -> HealRow:

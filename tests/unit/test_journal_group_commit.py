@@ -238,8 +238,14 @@ def test_the_memory_of_journaled_unmatched_alerts_is_bounded() -> None:
     """Past its size the oldest unmatched alerts are forgotten (their next re-send keeps
     its body again), so a flood of distinct noise cannot grow healer's memory."""
     recent = RecentUnmatched(size=3)
-    keys = [(f"fp{i}", STARTS, "firing") for i in range(5)]
-    recent.add(keys[:3])
-    assert not recent.any_new(keys[:3]) and recent.any_new(keys[3:4])
-    recent.add(keys[3:])
-    assert recent.any_new(keys[:2]) and not recent.any_new(keys[2:])
+    seen = {f"fp{i}": (STARTS, "firing") for i in range(5)}
+
+    def some(*fps: str) -> dict[str, tuple[datetime, str]]:
+        return {fp: seen[fp] for fp in fps}
+
+    recent.add(some("fp0", "fp1", "fp2"))
+    assert not recent.any_new(some("fp0", "fp1", "fp2")) and recent.any_new(some("fp3"))
+    assert recent.any_new({"fp0": (STARTS, "resolved")})  # another state is news
+    recent.add(some("fp3", "fp4"))
+    assert recent.any_new(some("fp0")) and recent.any_new(some("fp1"))
+    assert not recent.any_new(some("fp2", "fp3", "fp4"))

@@ -78,6 +78,10 @@ async def ingest_batch(
     me: Replica,
     fresh_unmatched: bool = True,
 ) -> list[Disposition]:
+    if rows.only_noise(alerts, plans):
+        if fresh_unmatched:
+            await _keep_body(db, received_at or now, body)
+        return rows.all_ignored(alerts)
     keyed = rows.key_alerts(alerts)
     wanted = rows.looked_up(keyed, plans)
     if wanted:
@@ -96,11 +100,7 @@ async def ingest_batch(
             )
         batch.add(idx, alert, starts, kind, plan, heal_id)
     if batch.keeps_body(fresh_unmatched):
-        delivery = await db.fetchval(
-            "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
-            received_at or now,
-            body,
-        )
+        delivery = await _keep_body(db, received_at or now, body)
         if batch.inserts:
             await db.executemany(
                 "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
@@ -116,6 +116,16 @@ async def ingest_batch(
             batch.repeat_rows(),
         )
     return batch.out
+
+
+async def _keep_body(db: Conn, received_at: float, body: str) -> int:
+    return int(
+        await db.fetchval(
+            "INSERT INTO deliveries (received_at, body) VALUES ($1, $2) RETURNING id",
+            received_at,
+            body,
+        )
+    )
 
 
 async def _known_alerts(

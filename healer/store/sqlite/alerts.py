@@ -108,6 +108,10 @@ def ingest_batch(
     """One query finds which of the alerts that keep rows were seen before; new ones are
     inserted and repeats counted with one ``executemany`` each (no per-alert round
     trips). Unmatched alerts keep no row (:class:`healer.store.rows.IngestBatch`)."""
+    if rows.only_noise(alerts, plans):
+        if fresh_unmatched:
+            _keep_body(db, received_at or now, body)
+        return rows.all_ignored(alerts)
     keyed = rows.key_alerts(alerts)
     wanted = rows.looked_up(keyed, plans)
     batch = rows.IngestBatch(_known_alerts(db, wanted) if wanted else {}, now)
@@ -122,9 +126,7 @@ def ingest_batch(
             heal_id = heals.insert_heal(db, plan, alert, "alert", now, me, received_at=received_at)
         batch.add(idx, alert, starts, kind, plan, heal_id)
     if batch.keeps_body(fresh_unmatched):
-        delivery = db.execute(
-            "INSERT INTO deliveries (received_at, body) VALUES (?, ?)", (received_at or now, body)
-        ).lastrowid
+        delivery = _keep_body(db, received_at or now, body)
         if batch.inserts:
             db.executemany(
                 "INSERT INTO alerts (fingerprint, starts_at, status, alertname, idx,"
@@ -139,6 +141,12 @@ def ingest_batch(
             batch.repeat_rows(),
         )
     return batch.out
+
+
+def _keep_body(db: sqlite3.Connection, received_at: float, body: str) -> int | None:
+    return db.execute(
+        "INSERT INTO deliveries (received_at, body) VALUES (?, ?)", (received_at, body)
+    ).lastrowid
 
 
 def _known_alerts(
