@@ -163,7 +163,7 @@ def create_app(
     )
     app.add_exception_handler(JournalUnavailable, _journal_unavailable)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.include_router(receiver.router)
+    receiver.mount(app)
     app.include_router(heals.router)
     app.include_router(approvals.router)
     app.include_router(controls.router)
