@@ -17,6 +17,9 @@ SQLite reports corruption (SQLITE_CORRUPT, SQLITE_NOTADB) from any read or write
 journal refuses everything until restart (JournalBroken, logged once): acknowledging
 into a file the next start will not read would lose alerts and safety state.
 
+Checkpoints run on a thread of their own (:mod:`healer.store.sqlite.checkpoint`), not
+inside a commit.
+
 Only :mod:`healer.store.sqlite` hands it ``sqlite3`` callbacks; everyone else goes
 through the store contract (:mod:`healer.store.contract`).
 """
@@ -37,6 +40,7 @@ import structlog
 
 from healer.errors import JournalBroken, JournalUnavailable
 from healer.store.sqlite import schema
+from healer.store.sqlite.checkpoint import WRITER_LIMIT, Checkpointer
 from healer.store.sqlite.schema import check_hint
 
 T = TypeVar("T")
@@ -94,6 +98,7 @@ class SqliteWriter:
         self._broken: str | None = None  # why it is refused until restart; never cleared
         self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteWriter:
@@ -105,6 +110,8 @@ class SqliteWriter:
         except BaseException:
             writer._pool.shutdown(wait=False)
             raise
+        writer._checkpointer = Checkpointer(path)
+        writer._checkpointer.start()
         return writer
 
     @classmethod
@@ -134,6 +141,7 @@ class SqliteWriter:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA wal_autocheckpoint={WRITER_LIMIT}")  # a bound: see checkpoint
             schema.migrate(db)
             if not self._files:  # the first open: are all pages sound?
                 problem = " ".join(db.execute("PRAGMA quick_check(1)").fetchone()[0].split())
@@ -196,6 +204,8 @@ class SqliteWriter:
     async def close(self) -> None:
         if self._committer is not None:  # let queued writes reach the disk first
             await asyncio.wait([self._committer])
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
 
         def _close() -> None:
             self._closed = True
@@ -241,6 +251,8 @@ class SqliteWriter:
             try:
                 result = fn(db)
                 db.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.nudge()
             except BaseException:
                 self._abandon(db)
                 raise
