@@ -40,7 +40,7 @@ class ModuleStore:
     replica: st.Replica
 
     def __init__(self) -> None:
-        self._recent_unmatched = rows.RecentUnmatched()
+        self._recent_bodies = rows.RecentBodies()
 
     # ---- what a backend supplies -------------------------------------------------------
 
@@ -68,12 +68,13 @@ class ModuleStore:
     ) -> list[st.Disposition]:
         text, plans = await st.prepare_ingest(alerts, match, body)
         now, me, ingest = time.time(), self.replica, self._alerts.ingest_batch
-        unmatched = self._recent_unmatched.of(alerts, plans)
-        fresh = self._recent_unmatched.any_new(unmatched)
+        body_key = rows.RecentBodies.key(text)
+        fresh = not self._recent_bodies.kept(body_key)
         out = await self._write(
             lambda db: ingest(db, alerts, plans, now, received_at, text, me, fresh)
         )
-        self._recent_unmatched.add(unmatched)
+        if fresh and None in plans:  # its unmatched alerts are in a kept body now
+            self._recent_bodies.add(body_key)
         return cast(list[st.Disposition], out)
 
     async def alert_counts(self) -> dict[str, int]:

@@ -9,7 +9,6 @@ way of running it (sync sqlite3, asyncpg).
 from __future__ import annotations
 
 import hmac
-import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -108,7 +107,7 @@ class IngestBatch:
 
     def keeps_body(self, fresh_unmatched: bool) -> bool:
         """Whether the delivery row is written: it brings new alert rows, or unmatched
-        alerts not journaled lately (``fresh_unmatched``, see :class:`RecentUnmatched`)."""
+        alerts in a body not kept lately (``fresh_unmatched``, see :class:`RecentBodies`)."""
         return bool(self.inserts) or (self.unmatched > 0 and fresh_unmatched)
 
     def repeat(self, alert: ReceivedAlert, starts: str) -> bool:
@@ -185,42 +184,31 @@ class IngestBatch:
         return [(n, self.now, *key) for key, n in self.repeats.items()]
 
 
-class RecentUnmatched:
-    """The unmatched alerts whose bodies this process journaled lately, as fingerprint ->
-    (startsAt, status), at most ``size``, the oldest forgotten first. Alertmanager
-    re-sends every firing group each ``group_interval``; a post whose unmatched alerts
-    were all journaled before writes no body again (a post with a new alert row still
-    does), so noise costs the journal one body per alert, not one per re-send. Per
-    process and forgotten on restart: a re-send then keeps its body once more, which loses
-    nothing. Keyed by the fingerprint alone (a string hashes once): an alert that
-    alternates between two states keeps a body per change, as a new alert would."""
+class RecentBodies:
+    """The bodies of unmatched alerts this process journaled lately, by their hash (a
+    keyed SipHash: not predictable from outside), at most ``size``, the oldest forgotten
+    first. Alertmanager re-sends every firing group each ``group_interval``, the same
+    body as long as the group is unchanged: a post whose body was kept lately keeps no
+    second copy (one with a new alert row still does), so noise costs the journal one
+    body per group state, not one per re-send. Per process and forgotten on restart: a
+    re-send then keeps its body once more, which loses nothing."""
 
-    def __init__(self, size: int = 65_536) -> None:
+    def __init__(self, size: int = 16_384) -> None:
         self._size = size
-        self._seen: dict[str, tuple[datetime, str]] = {}
+        self._kept: dict[tuple[int, int], None] = {}
 
     @staticmethod
-    def of(
-        alerts: Sequence[ReceivedAlert], plans: Sequence[HealPlan | None]
-    ) -> dict[str, tuple[datetime, str]]:
-        """The unmatched alerts of a post (the last copy of a fingerprint wins)."""
-        return {
-            a.fingerprint: (a.starts_at, a.status)
-            for a, plan in zip(alerts, plans, strict=True)
-            if plan is None
-        }
+    def key(body: str) -> tuple[int, int]:
+        return hash(body), len(body)
 
-    def any_new(self, unmatched: Mapping[str, tuple[datetime, str]]) -> bool:
-        get = self._seen.get
-        return any(get(fp) != state for fp, state in unmatched.items())
+    def kept(self, key: tuple[int, int]) -> bool:
+        return key in self._kept
 
-    def add(self, unmatched: Mapping[str, tuple[datetime, str]]) -> None:
-        """Remember these, once their delivery committed."""
-        self._seen.update(unmatched)
-        over = len(self._seen) - self._size
-        if over > 0:
-            for fp in list(itertools.islice(self._seen, over)):
-                del self._seen[fp]
+    def add(self, key: tuple[int, int]) -> None:
+        """Remember a body, once its delivery committed."""
+        self._kept[key] = None
+        if len(self._kept) > self._size:
+            del self._kept[next(iter(self._kept))]
 
 
 def all_ignored(alerts: Sequence[ReceivedAlert]) -> list[Disposition]:

@@ -16,7 +16,7 @@ import pytest
 
 from healer.api import Alert
 from healer.store import SCHEMA_VERSION, HealPlan, SqliteStore
-from healer.store.rows import RecentUnmatched
+from healer.store.rows import RecentBodies
 from healer.store.types import alert_key_time
 from tests.support.inprocess.stores import alert_log_counts
 
@@ -234,18 +234,16 @@ async def test_a_journal_from_a_newer_healer_is_refused(tmp_path: Path) -> None:
         await SqliteStore.open(path)
 
 
-def test_the_memory_of_journaled_unmatched_alerts_is_bounded() -> None:
-    """Past its size the oldest unmatched alerts are forgotten (their next re-send keeps
-    its body again), so a flood of distinct noise cannot grow healer's memory."""
-    recent = RecentUnmatched(size=3)
-    seen = {f"fp{i}": (STARTS, "firing") for i in range(5)}
-
-    def some(*fps: str) -> dict[str, tuple[datetime, str]]:
-        return {fp: seen[fp] for fp in fps}
-
-    recent.add(some("fp0", "fp1", "fp2"))
-    assert not recent.any_new(some("fp0", "fp1", "fp2")) and recent.any_new(some("fp3"))
-    assert recent.any_new({"fp0": (STARTS, "resolved")})  # another state is news
-    recent.add(some("fp3", "fp4"))
-    assert recent.any_new(some("fp0")) and recent.any_new(some("fp1"))
-    assert not recent.any_new(some("fp2", "fp3", "fp4"))
+def test_the_memory_of_kept_bodies_is_bounded() -> None:
+    """Past its size the oldest kept bodies are forgotten (their next re-send keeps its
+    body again), so a flood of distinct noise cannot grow healer's memory; a body that
+    differs in any way is news."""
+    recent = RecentBodies(size=3)
+    bodies = [f'{{"alerts": [{{"fingerprint": "fp{i}"}}]}}' for i in range(5)]
+    for body in bodies[:3]:
+        recent.add(RecentBodies.key(body))
+    assert all(recent.kept(RecentBodies.key(b)) for b in bodies[:3])
+    assert not recent.kept(RecentBodies.key(bodies[0] + " "))
+    for body in bodies[3:]:
+        recent.add(RecentBodies.key(body))
+    assert [recent.kept(RecentBodies.key(b)) for b in bodies] == [False, False, True, True, True]
