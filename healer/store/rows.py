@@ -58,6 +58,18 @@ def only_noise(alerts: Sequence[ReceivedAlert], plans: Sequence[HealPlan | None]
     return all(plan is None for plan in plans) and all(a.status == "firing" for a in alerts)
 
 
+def row_copies(
+    keyed: Sequence[tuple[ReceivedAlert, str]], wanted: set[tuple[str, str]]
+) -> dict[AlertRowKey, int]:
+    """How many copies of each row key a delivery carries, for the alerts it looks up."""
+    copies: dict[AlertRowKey, int] = {}
+    for alert, starts in keyed:
+        if (alert.fingerprint, starts) in wanted:
+            key = (alert.fingerprint, starts, alert.status)
+            copies[key] = copies.get(key, 0) + 1
+    return copies
+
+
 def looked_up(
     keyed: Sequence[tuple[ReceivedAlert, str]], plans: Sequence[HealPlan | None]
 ) -> set[tuple[str, str]]:
@@ -90,6 +102,8 @@ class IngestBatch:
         self.repeats: dict[AlertRowKey, int] = {}
         self.out: list[Disposition] = []
         self.unmatched = 0
+        # Rows whose receipts this delivery already counted (see counted_repeats).
+        self.counted: set[AlertRowKey] = set()
 
     def ignore_unmatched(self, alert: ReceivedAlert, starts: str, plan: HealPlan | None) -> bool:
         """Answer the alert ``ignored`` without a row if no rule matches it and no row of
@@ -122,7 +136,8 @@ class IngestBatch:
             row[7] += 1  # times_seen of a row this batch inserts
             disposition, heal_id = row[8], row[9]
         else:
-            self.repeats[key] = self.repeats.get(key, 0) + 1
+            if key not in self.counted:
+                self.repeats[key] = self.repeats.get(key, 0) + 1
             disposition, heal_id = seen
         self.out.append(
             Disposition(

@@ -14,9 +14,10 @@ stale after a restart), and the work that met it runs once more on a fresh conne
 when that cannot do it twice: a read, or a transaction that failed at its BEGIN. So once
 the server is back, no read fails on a connection left from before the outage.
 
-Queued writes (``submit``): kept in order, run by one task, each batch in one transaction
-with one savepoint per write (one failing write, a LeaseLost among them, does not undo
-the others); a direct
+Queued writes (``submit``): kept in order, run by one task, each batch in one transaction;
+one failing write (a LeaseLost among them) does not undo the others: the batch is then
+run once more with one savepoint per write (savepoints on every batch cost two round
+trips a write, for a failure that seldom comes); a direct
 transaction (:meth:`Pool.transaction`) first waits for every write queued before it, so
 this process's writes reach the server in the order they were made.
 """
@@ -52,6 +53,8 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 # Retried (the whole transaction): what concurrent writers of several processes may meet.
 _RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _TRIES = 5
+# What a queued write may fail with by itself (the others of its batch still commit).
+_WORK_ERRORS = (asyncpg.PostgresError, ValueError, LeaseLost)
 
 
 def lock_key(*parts: str) -> int:
@@ -208,20 +211,35 @@ class Pool:
     ) -> None:
         results: list[BaseException | None] = []
 
-        async def run(conn: Conn) -> None:
+        async def together(conn: Conn) -> None:
+            results.clear()
+            for work, _ in batch:
+                await work(conn)
+                results.append(None)
+
+        async def isolated(conn: Conn) -> None:
             results.clear()
             for work, _ in batch:
                 try:
                     async with conn.transaction():  # a savepoint inside the batch
                         await work(conn)
                     results.append(None)
-                except (asyncpg.PostgresError, ValueError, LeaseLost) as exc:
+                except _WORK_ERRORS as exc:
                     if isinstance(exc, _RETRIED + _UNREACHABLE):
                         raise
                     results.append(exc)
 
         try:
-            await self._attempt(run, transaction=True)
+            # Savepoints cost two round trips a write, and writes seldom fail: the batch
+            # runs without them, and only if one write fails (the transaction is then
+            # rolled back whole) once more with one savepoint per write. A lone write
+            # needs none: its failure is its own.
+            try:
+                await self._attempt(together, transaction=True)
+            except _WORK_ERRORS as exc:
+                if len(batch) == 1 or isinstance(exc, _RETRIED + _UNREACHABLE):
+                    raise
+                await self._attempt(isolated, transaction=True)
         except BaseException as exc:  # handed to every waiter
             failure = exc if isinstance(exc, Exception) else JournalUnavailable(str(exc))
             for _, future in batch:
