@@ -190,7 +190,7 @@ async def test_sqlite_gives_pruned_pages_back_to_the_file_system(tmp_path: Path)
     store = await SqliteStore.open(path)
     try:
         for n in range(40):
-            body = '{"pad": "' + "x" * 50_000 + '"}'
+            body = f'{{"n": {n}, "pad": "' + "x" * 50_000 + '"}'  # each post its own
             await store.ingest([_alert(f"big{n}")], lambda _: None, body=body)
         removed = await store.prune(_later(100), 1000)
         assert removed is not None and removed["deliveries"] == 40
