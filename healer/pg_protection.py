@@ -158,9 +158,13 @@ WITH plan AS MATERIALIZED (
     SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[])
            WITH ORDINALITY AS p(pid, backend_start, xact_start, query_start, ord)
 ), scope AS MATERIALIZED (
+    -- Only a backend waiting for a lock can be blocked: pg_blocking_pids, which reads the
+    -- lock manager, runs for those alone. One that starts waiting after this snapshot
+    -- is missed, so a root may look no longer blocking and be refused: the safe side.
     SELECT w.pid, pg_blocking_pids(w.pid) AS blocked_by
       FROM pg_stat_activity w
-     WHERE w.pid <> pg_backend_pid() AND ($5::text IS NULL OR w.datname = $5)
+     WHERE w.pid <> pg_backend_pid() AND w.wait_event_type = 'Lock'
+       AND ($5::text IS NULL OR w.datname = $5)
 ), fresh AS MATERIALIZED (
     SELECT p.ord, p.pid, a.pid IS NOT NULL AS found,
            p.backend_start AS planned_backend_start, p.xact_start AS planned_xact_start,

@@ -185,6 +185,11 @@ class PostgresAdapter:
                         server_settings={
                             "application_name": APPLICATION_NAME,
                             "statement_timeout": timeout_ms,
+                            # healer's statements read the statistics views with the
+                            # same shape every time: plan them once per connection, not
+                            # at each of the first executions (~1 ms each for act's
+                            # one-statement re-read and signal).
+                            "plan_cache_mode": "force_generic_plan",
                         },
                         init=remember,
                         reset=_no_session_state,
