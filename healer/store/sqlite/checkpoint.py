@@ -5,8 +5,9 @@ SQLite checkpoints by itself inside a COMMIT once the WAL holds ``wal_autocheckp
 pages (1,000 by default): that commit, and every write waiting behind it, then also
 copies the WAL into the database and fsyncs it. Under a stream of webhook bodies that
 was every few hundred posts, and the slowest commits. Here a thread runs
-``PRAGMA wal_checkpoint(PASSIVE)`` shortly after commits (it never waits for a lock and
-never blocks the writer; SQLite's C code runs without the GIL), and the writer keeps a
+``PRAGMA wal_checkpoint(PASSIVE)`` a second after commits, at most once a second (it
+never waits for a lock and never blocks the writer; SQLite's C code runs without the
+GIL; each checkpoint fsyncs the database file, so not more often), and the writer keeps a
 far higher ``wal_autocheckpoint`` (:data:`WRITER_LIMIT`) only as a bound, should this
 thread fall behind or fail. Durability is unchanged: a commit is durable once its WAL
 frames are fsynced, whoever copies them later.
@@ -35,7 +36,7 @@ class Checkpointer:
     """Checkpoints ``path``'s WAL on its own thread, ``delay`` seconds after a commit
     nudged it (commits meanwhile share the checkpoint)."""
 
-    def __init__(self, path: Path, delay: float = 0.2) -> None:
+    def __init__(self, path: Path, delay: float = 1.0) -> None:
         self._uri = f"file:{quote(str(path))}?mode=rw"
         self._delay = delay
         self._wake = threading.Event()
