@@ -48,6 +48,12 @@ def _count_commits(journal: SqliteStore) -> list[int]:
     return calls
 
 
+async def _alert_log(journal: SqliteStore, columns: str) -> list[tuple[Any, ...]]:
+    """These columns of every ``alert_log`` row, by fingerprint."""
+    sql = f"SELECT {columns} FROM alert_log ORDER BY fingerprint"
+    return await journal.writer.read(lambda db: [tuple(r) for r in db.execute(sql)])
+
+
 async def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
     """50 webhook deliveries arriving together are stored in far fewer transactions
     (fsyncs) than 50, and every one of them is answered with its own dispositions."""
@@ -139,11 +145,7 @@ async def test_the_delivery_keeps_labels_and_the_heal_its_arrival_time(tmp_path:
         alerts = [_alert("a", target="a"), _alert("b", target="b; rm -rf /")]
         started = await journal.ingest(alerts, lambda _: PLAN, body=body, received_at=123.5)
         heal = await journal.get_heal(started[1].heal_id or "")
-        rows = await journal.writer.read(
-            lambda db: db.execute(
-                "SELECT fingerprint, labels, annotations FROM alert_log ORDER BY fingerprint"
-            ).fetchall()
-        )
+        rows = await _alert_log(journal, "fingerprint, labels, annotations")
     finally:
         await journal.close()
     assert heal is not None
@@ -213,15 +215,11 @@ async def test_rows_an_older_healer_kept_for_unmatched_alerts_are_listed_once(
     try:
         await journal.writer.transaction(older_healer)
         [again] = await journal.ingest([_alert("old")], lambda _: None)
-        log = await journal.writer.read(
-            lambda db: db.execute(
-                "SELECT fingerprint, disposition, times_seen FROM alert_log"
-            ).fetchall()
-        )
+        log = await _alert_log(journal, "fingerprint, disposition, times_seen")
     finally:
         await journal.close()
     assert again.status == "ignored"
-    assert [tuple(row) for row in log] == [("old", "ignored", 3)]
+    assert log == [("old", "ignored", 3)]
 
 
 async def test_a_journal_from_a_newer_healer_is_refused(tmp_path: Path) -> None:
