@@ -73,7 +73,7 @@ class ModuleStore:
         out = await self._write(
             lambda db: ingest(db, alerts, plans, now, received_at, text, me, fresh)
         )
-        if fresh and None in plans:  # its unmatched alerts are in a kept body now
+        if fresh and any(plan is None for plan in plans):  # noise in a kept body now
             self._recent_bodies.add(body_key)
         return cast(list[st.Disposition], out)
 

@@ -102,7 +102,8 @@ class IngestBatch:
         self.repeats: dict[AlertRowKey, int] = {}
         self.out: list[Disposition] = []
         self.unmatched = 0
-        # Rows whose receipts this delivery already counted (see counted_repeats).
+        # Rows whose receipts the backend counted before deciding (the PostgreSQL
+        # store's _count_repeats): answered as duplicates, not counted again.
         self.counted: set[AlertRowKey] = set()
 
     def ignore_unmatched(self, alert: ReceivedAlert, starts: str, plan: HealPlan | None) -> bool:
